@@ -1,0 +1,1 @@
+"""Alerting room: rules -> incidents -> notifiers (see the alerting issue; nothing here yet)."""

@@ -1,0 +1,1 @@
+"""Collection rooms: mqtt/ (probe batches), core/ (numba rollups), store/ (SQLite), pipeline.py."""

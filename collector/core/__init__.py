@@ -1,0 +1,40 @@
+"""Aggregation core: SampleBatch -> per-(series, window) rollups with a mergeable quantile sketch.
+
+See README.md in this folder for the sketch, the rollup fields and the merge semantics.
+"""
+
+from collector.core.batch import SampleBatch
+from collector.core.rollup import RollupSet, floor_window, mean, merge, quantiles, rollup, warm_up
+from collector.core.sketch import (
+    ALPHA,
+    GAMMA,
+    MAX_KEY,
+    MIN_ABS,
+    OFFSET,
+    SKETCH_FORMAT_VERSION,
+    decode_sketch,
+    encode_sketch,
+    keys_of,
+    value_of_keys,
+)
+
+__all__ = [
+    "ALPHA",
+    "GAMMA",
+    "MAX_KEY",
+    "MIN_ABS",
+    "OFFSET",
+    "SKETCH_FORMAT_VERSION",
+    "RollupSet",
+    "SampleBatch",
+    "decode_sketch",
+    "encode_sketch",
+    "floor_window",
+    "keys_of",
+    "mean",
+    "merge",
+    "quantiles",
+    "rollup",
+    "value_of_keys",
+    "warm_up",
+]

@@ -1,0 +1,291 @@
+"""Log-bucket quantile sketch (DDSketch-style): key mapping, estimates and the binary format.
+
+A sketch is a pair of arrays ``(keys: int32[m], counts: int64[m])`` with keys strictly
+ascending and counts > 0. Each key names a bucket of values; merging two sketches is adding
+the counts of equal keys, which is exact, associative and commutative — that is what lets a
+month's percentile be computed from 1-minute rollups.
+
+Key mapping (for ``x >= MIN_ABS``)::
+
+    key(x) = ceil(log(x) / log(GAMMA)) + OFFSET             >= 1
+    key(x) = -(ceil(log(-x) / log(GAMMA)) + OFFSET)         for x <= -MIN_ABS
+    key(x) = 0                                               for |x| < MIN_ABS
+
+so keys sort like the values. Bucket ``i = |key| - OFFSET`` holds ``GAMMA**(i-1) < |x| <= GAMMA**i``
+and is estimated by ``2 * GAMMA**i / (GAMMA + 1)``, which is within ``ALPHA`` (relative) of every
+value in the bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from collector.core._jit import F64Array, I32Array, I64Array, U8Array, kernel
+
+# Relative accuracy. The contract is 1 %; we take a little less because a value sitting exactly
+# on a bucket boundary can land in the neighbouring bucket after float rounding of log(x)/log(GAMMA),
+# which costs a few ulps on top of ALPHA. 0.0099 keeps that case comfortably inside 1 %.
+ALPHA: Final = 0.0099
+GAMMA: Final = (1.0 + ALPHA) / (1.0 - ALPHA)
+LOG_GAMMA: Final = math.log(GAMMA)
+# Below this magnitude everything collapses into key 0 (estimate 0.0). Without a floor, tiny
+# values (1e-300, subnormals) would need ~35 000 extra buckets for no metric we care about.
+MIN_ABS: Final = 1e-9
+# Shift so the bucket holding MIN_ABS gets key 1, leaving 0 for "about zero" and negatives below.
+OFFSET: Final = 1 - math.ceil(math.log(MIN_ABS) / LOG_GAMMA)
+_DBL_MAX: Final = sys.float_info.max
+# Key of the largest finite double: no valid key has a larger magnitude (used to reject corrupt blobs).
+MAX_KEY: Final = math.ceil(math.log(_DBL_MAX) / LOG_GAMMA) + OFFSET
+# 2*GAMMA**i/(GAMMA+1) is computed as GAMMA**(i-1) * _MID_UP so the top bucket's GAMMA**i,
+# which exceeds the largest double, never has to be formed.
+_MID_UP: Final = 2.0 * GAMMA / (GAMMA + 1.0)
+
+SKETCH_FORMAT_VERSION: Final = 1
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+@kernel
+def _key_of(x: float) -> int:
+    a = x if x >= 0.0 else -x
+    if not a >= MIN_ABS:  # also catches NaN, which the callers reject beforehand
+        return 0
+    if a > _DBL_MAX:  # +-inf: clamp rather than feed inf into ceil() (undefined int conversion)
+        k = MAX_KEY
+    else:
+        k = math.ceil(math.log(a) / LOG_GAMMA) + OFFSET
+        # Clamp: libm's log in numba and in CPython (used for OFFSET) could differ by an ulp,
+        # and the smallest positive key must stay 1 whatever happens at the MIN_ABS boundary.
+        if k < 1:
+            k = 1
+        elif k > MAX_KEY:
+            k = MAX_KEY
+    return k if x > 0.0 else -k
+
+
+@kernel
+def _value_of_key(k: int) -> float:
+    if k == 0:
+        return 0.0
+    a = k if k > 0 else -k
+    v = math.pow(GAMMA, float(a - OFFSET - 1)) * _MID_UP
+    if v > _DBL_MAX:
+        v = _DBL_MAX
+    return v if k > 0 else -v
+
+
+@kernel
+def _keys_of(values: F64Array) -> I32Array:
+    out = np.empty(values.shape[0], dtype=np.int32)
+    for i in range(values.shape[0]):
+        out[i] = _key_of(values[i])
+    return out
+
+
+@kernel
+def _value_of_keys(keys: I32Array) -> F64Array:
+    out = np.empty(keys.shape[0], dtype=np.float64)
+    for i in range(keys.shape[0]):
+        out[i] = _value_of_key(keys[i])
+    return out
+
+
+# Binary format v1 (all integers are unsigned LEB128 varints, minimal length):
+#   u8 version (=1) | n | zigzag(keys[0]) | keys[i]-keys[i-1] (>=1) for i=1..n-1 | counts[0..n-1] (>=1)
+# Deltas keep typical keys (runs of neighbouring buckets) at one byte; minimal varints plus the
+# strict-ascending rule make the encoding canonical: one sketch, one byte string.
+
+
+@kernel
+def _put_varint(buf: U8Array, pos: int, v: int | np.int64) -> int:
+    while v >= 0x80:
+        buf[pos] = (v & 0x7F) | 0x80
+        v >>= 7
+        pos += 1
+    buf[pos] = v
+    return pos + 1
+
+
+@kernel
+def _encode(keys: I32Array, counts: I64Array) -> U8Array:
+    n = keys.shape[0]
+    # Worst case: 1 version byte, 10 for n, 5 per zigzag key or delta (< 2**33), 9 per count (< 2**63).
+    buf = np.empty(1 + 10 + 14 * n, dtype=np.uint8)
+    buf[0] = SKETCH_FORMAT_VERSION
+    pos = _put_varint(buf, 1, n)
+    if n > 0:
+        k0 = np.int64(keys[0])
+        pos = _put_varint(buf, pos, 2 * k0 if k0 >= 0 else -2 * k0 - 1)
+        for i in range(1, n):
+            pos = _put_varint(buf, pos, np.int64(keys[i]) - np.int64(keys[i - 1]))
+        for i in range(n):
+            pos = _put_varint(buf, pos, counts[i])
+    return buf[:pos].copy()
+
+
+# Decoder status codes -> messages (kept in Python; the kernel only returns the code).
+_OK = 0
+_DECODE_ERRORS: Final = {
+    1: "empty blob",
+    2: "unsupported sketch format version",
+    3: "truncated varint",
+    4: "non-minimal varint encoding",
+    5: "varint overflows 63 bits",
+    6: "bucket count n larger than the blob can hold",
+    7: "key outside the valid key range",
+    8: "keys not strictly ascending",
+    9: "bucket count must be > 0",
+    10: "trailing bytes after the sketch",
+}
+
+
+@kernel
+def _get_varint(data: U8Array, pos: int) -> tuple[np.int64, int, int]:
+    """Return (value, new_pos, status)."""
+    v = np.int64(0)
+    shift = 0
+    start = pos
+    while True:
+        if pos >= data.shape[0]:
+            return v, pos, 3
+        b = np.int64(data[pos])
+        pos += 1
+        if shift == 63 or (shift == 56 and b > 0x7F):
+            # 9 bytes carry 63 bits; a 10th byte, or a 9th with the top bit set, means >= 2**63.
+            return v, pos, 5
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if b == 0 and pos - start > 1:
+                return v, pos, 4
+            return v, pos, _OK
+
+
+@kernel
+def _decode(data: U8Array) -> tuple[I32Array, I64Array, int]:
+    empty_k = np.empty(0, dtype=np.int32)
+    empty_c = np.empty(0, dtype=np.int64)
+    size = data.shape[0]
+    if size == 0:
+        return empty_k, empty_c, 1
+    if data[0] != SKETCH_FORMAT_VERSION:
+        return empty_k, empty_c, 2
+    n, pos, st = _get_varint(data, 1)
+    if st != _OK:
+        return empty_k, empty_c, st
+    # Every key and count takes >= 1 byte: bounds the allocation before trusting n.
+    if n > (size - pos) // 2:
+        return empty_k, empty_c, 6
+    keys = np.empty(n, dtype=np.int32)
+    counts = np.empty(n, dtype=np.int64)
+    prev = np.int64(0)
+    for i in range(n):
+        v, pos, st = _get_varint(data, pos)
+        if st != _OK:
+            return empty_k, empty_c, st
+        if i == 0:
+            k = v // 2 if v % 2 == 0 else -(v // 2) - 1
+        else:
+            if v == 0:
+                return empty_k, empty_c, 8
+            if v > 2 * MAX_KEY:  # checked before adding so prev + v cannot overflow
+                return empty_k, empty_c, 7
+            k = prev + v
+        if k > MAX_KEY or k < -MAX_KEY:
+            return empty_k, empty_c, 7
+        keys[i] = k
+        prev = k
+    for i in range(n):
+        v, pos, st = _get_varint(data, pos)
+        if st != _OK:
+            return empty_k, empty_c, st
+        if v == 0:
+            return empty_k, empty_c, 9
+        counts[i] = v
+    if pos != size:
+        return empty_k, empty_c, 10
+    return keys, counts, _OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def keys_of(values: npt.ArrayLike) -> I32Array:
+    """Map values to sketch keys (int32), element-wise.
+
+    Promises: keys are monotone non-decreasing in the value (sorting by key sorts by value);
+    ``|x| < MIN_ABS`` maps to 0; ``value_of_keys(keys_of(x))`` is within ``ALPHA`` (plus a few
+    ulps) of ``x`` relative, for every finite ``|x| >= MIN_ABS``. NaN maps to 0 (callers must
+    reject it); +-inf map to the extreme keys.
+    """
+    arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    return _keys_of(arr)
+
+
+def value_of_keys(keys: npt.ArrayLike) -> F64Array:
+    """Return the estimate of each key's bucket: ``±2*GAMMA**i/(GAMMA+1)``, ``i = |k| - OFFSET``; 0 -> 0.0.
+
+    Estimates are finite (clamped to the largest double) and have the key's sign.
+    """
+    arr = np.ascontiguousarray(keys, dtype=np.int32).reshape(-1)
+    return _value_of_keys(arr)
+
+
+def _as_int_column(x: npt.ArrayLike, dtype: type[np.signedinteger[Any]], name: str) -> npt.NDArray[Any]:
+    """Convert to a contiguous 1-D integer column of ``dtype``, refusing floats and out-of-range values."""
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.size == 0:  # np.asarray([]) is float64; accept it as an empty column
+            return np.empty(0, dtype=dtype)
+        raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype.name}")
+    info = np.iinfo(dtype)
+    if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+        raise ValueError(f"{name} does not fit in {np.dtype(dtype).name}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def encode_sketch(keys: npt.ArrayLike, counts: npt.ArrayLike) -> bytes:
+    """Serialize a sketch to the compact binary format v1.
+
+    Requires keys strictly ascending (int32-representable, ``|k| <= MAX_KEY``) and counts > 0,
+    equal lengths; raises ValueError otherwise. Deterministic and canonical: equal sketches give
+    equal bytes, and ``encode_sketch(*decode_sketch(b)) == b`` for every blob ``b`` that decodes.
+    """
+    k = _as_int_column(keys, np.int32, "keys")
+    c = _as_int_column(counts, np.int64, "counts")
+    if k.shape[0] != c.shape[0]:
+        raise ValueError(f"keys and counts must have equal lengths, got {k.shape[0]} and {c.shape[0]}")
+    if k.shape[0]:
+        if np.any(np.diff(k.astype(np.int64)) <= 0):
+            raise ValueError("sketch keys must be strictly ascending")
+        if int(np.abs(k.astype(np.int64)).max()) > MAX_KEY:
+            raise ValueError(f"sketch keys must satisfy |key| <= {MAX_KEY}")
+        if np.any(c <= 0):
+            raise ValueError("sketch counts must be > 0")
+    return bytes(_encode(k, c).tobytes())
+
+
+def decode_sketch(blob: bytes | bytearray | memoryview) -> tuple[I32Array, I64Array]:
+    """Parse a blob written by :func:`encode_sketch` into ``(keys int32[m], counts int64[m])``.
+
+    Raises ValueError (with the reason) for anything that is not a canonical v1 encoding:
+    wrong version, truncation, trailing bytes, non-minimal varints, keys out of range or not
+    strictly ascending, zero counts.
+    """
+    data = np.frombuffer(blob, dtype=np.uint8)
+    # bytes give a read-only view, bytearray a writable one; numba compiles a separate
+    # specialization per writability, so normalize to read-only (a flag flip, no copy).
+    data.flags.writeable = False
+    keys, counts, status = _decode(data)
+    if status != _OK:
+        raise ValueError(f"malformed sketch blob: {_DECODE_ERRORS.get(status, 'unknown error')}")
+    return keys, counts

@@ -1,0 +1,1 @@
+"""MQTT ingestion of probe measurement batches (payload schema v1)."""

@@ -1,0 +1,189 @@
+"""Payload schema v1 of a probe's measurement batch (docs/payload-v1.md), and its checks.
+
+Parsing and type checks run in one pass inside pydantic-core (Rust); every rejection is
+classified into one reason from a closed set, so /metrics and the dead-letter topics
+say *why* a message was refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROBE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_PROBE_ID_RE: Final = re.compile(PROBE_ID_PATTERN)
+Technology = Literal["2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable"]
+TECHNOLOGIES: Final = ("2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable")
+
+# Every reason a message can be refused for; the dead-letter topic is <prefix>/<reason>.
+REJECT_REASONS: Final = (
+    "too_large",
+    "not_json",
+    "non_finite",
+    "missing_field",
+    "wrong_type",
+    "unsupported_version",
+    "unknown_metric",
+    "out_of_range",
+    "invalid_value",
+    "future_ts",
+    "topic_mismatch",
+    "unknown_probe",
+    "bad_topic",
+)
+
+_MS_MAX: Final = 2**53  # beyond any plausible epoch-ms, and exact in a float64
+
+
+class Metrics(BaseModel):
+    """The metric values of one measurement; units are in the names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    rtt_ms: float | None = Field(None, ge=0, le=600_000)
+    loss_ratio: float | None = Field(None, ge=0, le=1)
+    jitter_ms: float | None = Field(None, ge=0, le=600_000)
+    dl_bps: float | None = Field(None, ge=0, le=1e12)
+    ul_bps: float | None = Field(None, ge=0, le=1e12)
+    dns_ms: float | None = Field(None, ge=0, le=600_000)
+    access_time_ms: float | None = Field(None, ge=0, le=600_000)
+    access_failed: float | None = Field(None, ge=0, le=1)
+    rsrp_dbm: float | None = Field(None, ge=-160, le=-30)
+    rsrq_db: float | None = Field(None, ge=-40, le=10)
+    sinr_db: float | None = Field(None, ge=-30, le=50)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Metrics:
+        if all(v is None for v in self.__dict__.values()):
+            raise ValueError("metrics must hold at least one value")
+        return self
+
+
+METRIC_NAMES: Final = tuple(Metrics.model_fields)
+
+
+class Measurement(BaseModel):
+    """One test result: when, against what, over which network, and its metric values."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True)
+
+    ts: int = Field(ge=0, le=_MS_MAX, description="ms since the Unix epoch, UTC")
+    target: str = Field(min_length=1, max_length=255)
+    technology: Technology
+    operator: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    metrics: Metrics
+
+
+class MeasurementBatch(BaseModel):
+    """One MQTT message: a probe's batch of measurements (schema v1)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True)
+
+    v: Literal[1]
+    probe_id: str = Field(pattern=PROBE_ID_PATTERN)
+    seq: int = Field(ge=0, le=_MS_MAX)
+    sent_ts: int | None = Field(None, ge=0, le=_MS_MAX)
+    measurements: list[Measurement] = Field(min_length=1, max_length=100_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused: a reason from REJECT_REASONS and a human explanation."""
+
+    reason: str
+    detail: str
+
+
+_TYPE_REASONS: Final = {
+    "json_invalid": "not_json",
+    "finite_number": "non_finite",
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_metric",
+    "greater_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "too_short": "out_of_range",
+    "too_long": "out_of_range",
+    "string_too_short": "out_of_range",
+    "string_too_long": "out_of_range",
+    "value_error": "out_of_range",
+    "string_pattern_mismatch": "invalid_value",
+    "literal_error": "invalid_value",
+}
+
+
+def classify(exc: ValidationError) -> Rejection:
+    """Map pydantic's first error to one of REJECT_REASONS, keeping its location and message."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    where = ".".join(str(p) for p in loc) or "(message)"
+    etype = err["type"]
+    if etype == "literal_error" and loc == ("v",):
+        reason = "unsupported_version"
+    else:
+        # *_type and *_parsing errors (a string where a number belongs, ...) are wrong types.
+        reason = _TYPE_REASONS.get(etype, "wrong_type")
+    return Rejection(reason, f"{where}: {err['msg']}")
+
+
+def probe_id_of_topic(topic: str, topic_filter: str) -> str | None:
+    """The probe id standing at the filter's '+' level, or None if the topic does not fit."""
+    t_parts = topic.split("/")
+    f_parts = topic_filter.split("/")
+    if f_parts and f_parts[0].startswith("$share"):
+        f_parts = f_parts[2:]  # "$share/<group>/..." subscribes to the rest
+    if len(t_parts) != len(f_parts):
+        return None
+    probe_id = None
+    for t, f in zip(t_parts, f_parts, strict=True):
+        if f == "+":
+            if probe_id is None:
+                probe_id = t
+        elif f != t:
+            return None
+    if probe_id is None or not _PROBE_ID_RE.match(probe_id):
+        return None
+    return probe_id
+
+
+def parse(
+    topic: str,
+    payload: bytes,
+    *,
+    topic_filter: str,
+    now_ms: int,
+    max_payload_bytes: int,
+    max_future_ms: int,
+    max_measurements: int,
+    known_probes: Container[str],
+) -> MeasurementBatch | Rejection:
+    """Validate one message completely; return the batch, or why it is refused.
+
+    `known_probes` holds the registered probe ids.
+    """
+    if len(payload) > max_payload_bytes:
+        return Rejection("too_large", f"{len(payload)} bytes > limit {max_payload_bytes}")
+    topic_probe = probe_id_of_topic(topic, topic_filter)
+    if topic_probe is None:
+        return Rejection("bad_topic", f"topic {topic[:200]!r} does not match {topic_filter!r}")
+    try:
+        batch = MeasurementBatch.model_validate_json(payload)
+    except ValidationError as exc:
+        return classify(exc)
+    if batch.probe_id != topic_probe:
+        return Rejection("topic_mismatch", f"payload probe_id {batch.probe_id!r} != topic's {topic_probe!r}")
+    if len(batch.measurements) > max_measurements:
+        return Rejection("out_of_range", f"{len(batch.measurements)} measurements > limit {max_measurements}")
+    if batch.probe_id not in known_probes:
+        return Rejection("unknown_probe", f"probe {batch.probe_id!r} is not registered")
+    newest = max(m.ts for m in batch.measurements)
+    if newest > now_ms + max_future_ms:
+        return Rejection(
+            "future_ts", f"measurement ts {newest} is {(newest - now_ms) / 1000:.0f} s ahead of the server clock"
+        )
+    return batch

@@ -1,0 +1,208 @@
+"""Wires sources to the core and the store, in one direction.
+
+Accepted measurement batches are appended to a columnar buffer; a flush turns the
+buffer into a SampleBatch, rolls it up with the numba core and merges the rollups into
+the store in one transaction, off the event loop. A flush that fails keeps its samples
+for the next one: data once accepted is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from collector import metrics as m
+from collector.core import SampleBatch, rollup
+from collector.mqtt.schema import MeasurementBatch
+from collector.store.sqlite import ProbeActivity, ProbeInfo, SeriesKey, SQLiteStore
+from netqos.config import IngestSettings
+
+log = logging.getLogger(__name__)
+
+RESOLUTION_S = 60
+
+
+@dataclass(slots=True)
+class _Buffer:
+    """Samples accepted since the last flush, as growing columns."""
+
+    local_idx: list[int] = field(default_factory=list)
+    ts_ms: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    activity: dict[str, ProbeActivity] = field(default_factory=dict)
+    newest_ts_ms: list[int] = field(default_factory=list)  # one per message, for the lag metric
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def extend(self, other: _Buffer) -> None:
+        """Put `other`'s samples (an earlier, failed flush) back in front of this buffer's."""
+        self.local_idx[:0] = other.local_idx
+        self.ts_ms[:0] = other.ts_ms
+        self.value[:0] = other.value
+        self.newest_ts_ms[:0] = other.newest_ts_ms
+        for pid, a in other.activity.items():
+            mine = self.activity.get(pid)
+            if mine is None:
+                self.activity[pid] = a
+            else:
+                mine.last_seen_ms = max(mine.last_seen_ms, a.last_seen_ms)
+                mine.last_seq = max(mine.last_seq, a.last_seq)
+                mine.messages += a.messages
+                mine.measurements += a.measurements
+
+
+class IngestPipeline:
+    """Accepted batches → columnar buffer → numba rollups → store."""
+
+    def __init__(self, store: SQLiteStore, settings: IngestSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._buf = _Buffer()
+        # Series seen by this process: key tuple -> local index; local index -> series id.
+        self._key_index: dict[tuple[str, str, str, str, str], int] = {}
+        self._keys: list[SeriesKey] = []
+        self._series_of_local = np.zeros(0, dtype=np.int32)
+        self._flush_lock = asyncio.Lock()
+        self._probes: dict[str, ProbeInfo] = {}
+        self.reload_probes()
+
+    # -- probe registry ----------------------------------------------------------
+
+    def reload_probes(self) -> int:
+        """Re-read registered probes from the store (placement labels, known ids)."""
+        self._probes = {p.probe_id: p for p in self.store.probes()}
+        return len(self._probes)
+
+    @property
+    def known_probes(self) -> dict[str, ProbeInfo]:
+        return self._probes
+
+    # -- intake ------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def accept(self, batch: MeasurementBatch) -> int:
+        """Append a validated batch's samples to the buffer; returns the sample count."""
+        probe = self._probes[batch.probe_id]
+        buf = self._buf
+        key_index = self._key_index
+        before = len(buf)
+        newest = 0
+        for meas in batch.measurements:
+            ts = meas.ts
+            newest = max(newest, ts)
+            for name, val in meas.metrics:
+                if val is None:
+                    continue
+                k = (batch.probe_id, name, meas.target, meas.technology, meas.operator)
+                idx = key_index.get(k)
+                if idx is None:
+                    idx = self._new_key(k, probe)
+                buf.local_idx.append(idx)
+                buf.ts_ms.append(ts)
+                buf.value.append(val)
+        act = buf.activity.get(batch.probe_id)
+        if act is None:
+            buf.activity[batch.probe_id] = ProbeActivity(newest, batch.seq, 1, len(batch.measurements))
+        else:
+            act.last_seen_ms = max(act.last_seen_ms, newest)
+            act.last_seq = max(act.last_seq, batch.seq)
+            act.messages += 1
+            act.measurements += len(batch.measurements)
+        buf.newest_ts_ms.append(newest)
+        added = len(buf) - before
+        m.MESSAGES_ACCEPTED.inc()
+        m.MEASUREMENTS_ACCEPTED.inc(len(batch.measurements))
+        m.BATCH_MEASUREMENTS.observe(len(batch.measurements))
+        m.BUFFERED_SAMPLES.set(len(buf))
+        return added
+
+    def _new_key(self, k: tuple[str, str, str, str, str], probe: ProbeInfo) -> int:
+        probe_id, metric, target, technology, operator = k
+        labels = {
+            "kind": "probe",
+            "operator": operator,
+            "technology": technology,
+            "target": target,
+            "commune": probe.commune,
+            "village": probe.village,
+            "site": probe.site,
+        }
+        idx = len(self._keys)
+        self._keys.append(SeriesKey.of(metric, probe_id, labels))
+        self._key_index[k] = idx
+        return idx
+
+    # -- flushing ----------------------------------------------------------------
+
+    def should_flush(self) -> bool:
+        return len(self._buf) >= self.settings.flush_max_samples
+
+    async def flush(self) -> int:
+        """Store everything buffered so far; returns the samples stored (0 if nothing)."""
+        async with self._flush_lock:
+            buf, self._buf = self._buf, _Buffer()
+            if not buf.activity:
+                return 0
+            n_keys = len(self._keys)
+            started = time.perf_counter()
+            try:
+                stored = await asyncio.to_thread(self._store_buffer, buf, n_keys)
+            except Exception:
+                # Keep the samples: the next flush tries again with them in front.
+                m.FLUSH_FAILURES.inc()
+                log.exception("event=flush_failed samples=%d action=retry_next_flush", len(buf))
+                self._buf.extend(buf)
+                m.BUFFERED_SAMPLES.set(len(self._buf))
+                return 0
+            done_ms = time.time() * 1000
+            m.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            m.FLUSH_SAMPLES.observe(stored)
+            m.SAMPLES_STORED.inc(stored)
+            for ts in buf.newest_ts_ms:
+                m.INGEST_LAG.observe(max(0.0, (done_ms - ts) / 1000))
+            m.BUFFERED_SAMPLES.set(len(self._buf))
+            return stored
+
+    def _store_buffer(self, buf: _Buffer, n_keys: int) -> int:
+        """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
+        have = len(self._series_of_local)
+        if n_keys > have:
+            ids = self.store.series_ids(self._keys[have:n_keys])
+            self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
+        local = np.asarray(buf.local_idx, dtype=np.int64)
+        batch = SampleBatch(
+            series_id=self._series_of_local[local],
+            ts_ms=np.asarray(buf.ts_ms, dtype=np.int64),
+            value=np.asarray(buf.value, dtype=np.float64),
+        )
+        rollups = rollup(batch, RESOLUTION_S * 1000)
+        self.store.write_rollups(rollups, RESOLUTION_S, buf.activity)
+        return len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every `flush_interval_s` until `stop` is set (then call `drain`)."""
+        interval = self.settings.flush_interval_s
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            await self.flush()
+
+    async def drain(self) -> int:
+        """Store what is left once intake has stopped; returns samples still unstored."""
+        # Bounded: a failing store gets a few last tries, then the loss is logged loudly.
+        for _ in range(3):
+            await self.flush()
+            if not self._buf.activity:
+                return 0
+        log.error("event=shutdown_unflushed samples=%d", len(self._buf))
+        return len(self._buf)

@@ -1,0 +1,414 @@
+"""The embedded store: SQLite in WAL mode holding probes, series and rollups.
+
+One writer connection (serialised by a lock, used from a worker thread so the event loop
+never blocks on disk) and one reader connection per thread: WAL lets the API read while
+ingest writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from collector.core import RollupSet, decode_sketch, encode_sketch, merge
+
+log = logging.getLogger(__name__)
+
+# Labels with their own indexed column; any other label lives only in the JSON.
+STANDARD_LABELS = ("operator", "technology", "commune", "village", "site", "kind", "target")
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (bad migration, unreadable file, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """Identity of a series: what is measured, on which entity, with which labels."""
+
+    metric: str
+    entity: str
+    labels: tuple[tuple[str, str], ...]  # sorted (name, value) pairs
+
+    @staticmethod
+    def of(metric: str, entity: str, labels: dict[str, str]) -> SeriesKey:
+        return SeriesKey(metric, entity, tuple(sorted(labels.items())))
+
+    def labels_json(self) -> str:
+        return orjson.dumps(dict(self.labels), option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeInfo:
+    """A registered field probe and where it stands."""
+
+    probe_id: str
+    commune: str = ""
+    village: str = ""
+    site: str = ""
+    operator: str = ""
+    technology: str = ""
+    registered_at_ms: int = 0
+    last_seen_ms: int | None = None
+    last_seq: int | None = None
+    messages_total: int = 0
+    measurements_total: int = 0
+
+
+@dataclass(slots=True)
+class ProbeActivity:
+    """What one flush saw of one probe (merged into the probes table)."""
+
+    last_seen_ms: int
+    last_seq: int
+    messages: int
+    measurements: int
+
+
+@dataclass(slots=True)
+class SeriesSelection:
+    """Rollups of the series that matched a query, with each series' labels (plus "entity")."""
+
+    rollups: RollupSet
+    labels: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every packaged migration, in order."""
+    out = []
+    folder = resources.files("collector.store") / "migrations" / "sqlite"
+    for entry in folder.iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        version = int(name.split("_", 1)[0])
+        out.append((version, name, entry.read_text(encoding="utf-8")))
+    out.sort()
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migrations share a version number: {versions}")
+    return out
+
+
+class SQLiteStore:
+    """Probes, series and rollups in one SQLite file (WAL)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._writer = self._connect()
+        self._series_ids: dict[SeriesKey, int] = {}
+        self.migrate()
+
+    # -- connections -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against process crashes in WAL mode; FULL adds an fsync per
+        # commit that only protects against power loss of the host.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE so two processes never interleave a merge."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- schema ------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply every migration not applied yet, each in its own transaction."""
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        known = _migrations()
+        newest = max((v for v, _, _ in known), default=0)
+        if done and max(done) > newest:
+            raise StoreError(
+                f"{self.path} has schema version {max(done)}, newer than this netqos knows ({newest}); "
+                "upgrade netqos or restore an older backup"
+            )
+        for version, name, sql in known:
+            if version in done:
+                continue
+            with self._write() as conn:
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+                    (version, name, int(time.time() * 1000)),
+                )
+            applied.append(version)
+            log.info("event=migration_applied version=%d name=%s", version, name)
+        return applied
+
+    def schema_version(self) -> int:
+        row = self._reader().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer a query."""
+        self._reader().execute("SELECT 1").fetchone()
+
+    # -- probes ------------------------------------------------------------------
+
+    def register_probes(self, probes: Iterable[ProbeInfo]) -> int:
+        """Insert or update probes' placement; keeps their activity counters."""
+        now = int(time.time() * 1000)
+        rows = [
+            (p.probe_id, p.commune, p.village, p.site, p.operator, p.technology, p.registered_at_ms or now)
+            for p in probes
+        ]
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO probes (probe_id, commune, village, site, operator, technology, registered_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (probe_id) DO UPDATE SET commune=excluded.commune, village=excluded.village,"
+                " site=excluded.site, operator=excluded.operator, technology=excluded.technology",
+                rows,
+            )
+        return len(rows)
+
+    def probes(self) -> list[ProbeInfo]:
+        cur = self._reader().execute(
+            "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
+            " last_seen_ms, last_seq, messages_total, measurements_total FROM probes ORDER BY probe_id"
+        )
+        return [ProbeInfo(*row) for row in cur]
+
+    # -- series ------------------------------------------------------------------
+
+    def series_ids(self, keys: Sequence[SeriesKey]) -> list[int]:
+        """The id of each key, creating the series that do not exist yet."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._series_ids]
+        if missing:
+            with self._write() as conn:
+                self._create_series(conn, missing)
+        return [self._series_ids[k] for k in keys]
+
+    def _create_series(self, conn: sqlite3.Connection, keys: Sequence[SeriesKey]) -> None:
+        rows = []
+        for k in keys:
+            lab = dict(k.labels)
+            rows.append((k.metric, k.entity, *(lab.get(n, "") for n in STANDARD_LABELS), k.labels_json()))
+        conn.executemany(
+            "INSERT OR IGNORE INTO series (metric, entity, operator, technology, commune, village, site,"
+            " kind, target, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        # Read back ids (another process may have created some of them first).
+        for k in keys:
+            row = conn.execute(
+                "SELECT series_id FROM series WHERE metric=? AND entity=? AND labels=?",
+                (k.metric, k.entity, k.labels_json()),
+            ).fetchone()
+            self._series_ids[k] = int(row[0])
+
+    # -- rollups -----------------------------------------------------------------
+
+    def write_rollups(
+        self,
+        rollups: RollupSet,
+        resolution_s: int,
+        activity: dict[str, ProbeActivity] | None = None,
+    ) -> int:
+        """Merge new rollups into the stored ones, and record probe activity, atomically.
+
+        A window that already has a row is read, merged with the new rollup by the core's
+        merge kernel, and written back, all inside one IMMEDIATE transaction. Returns the
+        number of rollup rows written.
+        """
+        if len(rollups) == 0 and not activity:
+            return 0
+        with self._write() as conn:
+            stored = self._existing(conn, rollups, resolution_s)
+            if len(stored):
+                both = RollupSet.concat([stored, rollups])
+                rollups = merge(both, both.series_id, both.window_start_ms)
+            conn.executemany(
+                "INSERT OR REPLACE INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
+                " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _rows_of(rollups, resolution_s),
+            )
+            if activity:
+                conn.executemany(
+                    "UPDATE probes SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?),"
+                    " last_seq = max(coalesce(last_seq, -1), ?),"
+                    " messages_total = messages_total + ?, measurements_total = measurements_total + ?"
+                    " WHERE probe_id = ?",
+                    [(a.last_seen_ms, a.last_seq, a.messages, a.measurements, pid) for pid, a in activity.items()],
+                )
+        return len(rollups)
+
+    def _existing(self, conn: sqlite3.Connection, rollups: RollupSet, resolution_s: int) -> RollupSet:
+        """Stored rows for the (series, window) keys present in `rollups`."""
+        if len(rollups) == 0:
+            return RollupSet.empty()
+        windows = np.unique(rollups.window_start_ms).tolist()
+        series = np.unique(rollups.series_id).tolist()
+        rows: list[tuple[Any, ...]] = []
+        # Query window by window with chunks of series ids: bounded parameter lists and
+        # each lookup is a primary-key range seek.
+        for w in windows:
+            for i in range(0, len(series), 500):
+                chunk = series[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    conn.execute(
+                        "SELECT series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+                        f" FROM rollups WHERE resolution_s=? AND window_start_ms=? AND series_id IN ({marks})",
+                        (resolution_s, w, *chunk),
+                    ).fetchall()
+                )
+        return rollups_from_rows(rows)
+
+    def select_rollups(
+        self,
+        metric: str,
+        resolution_s: int,
+        from_ms: int,
+        to_ms: int,
+        filters: dict[str, str] | None = None,
+    ) -> SeriesSelection:
+        """Rollups of `metric` with window_start in [from_ms, to_ms), for series matching filters."""
+        conn = self._reader()
+        where = ["metric = ?"]
+        args: list[Any] = [metric]
+        for name, value in (filters or {}).items():
+            if name not in STANDARD_LABELS:
+                raise StoreError(f"cannot filter on label {name!r}; filterable: {', '.join(STANDARD_LABELS)}")
+            where.append(f"{name} = ?")
+            args.append(value)
+        labels: dict[int, dict[str, str]] = {}
+        sql = f"SELECT series_id, entity, labels FROM series WHERE {' AND '.join(where)}"
+        for sid, entity, lab in conn.execute(sql, args):
+            labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
+        if not labels:
+            return SeriesSelection(RollupSet.empty(), {})
+        ids = list(labels)
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                conn.execute(
+                    "SELECT series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+                    f" FROM rollups WHERE resolution_s=? AND series_id IN ({marks})"
+                    " AND window_start_ms >= ? AND window_start_ms < ?",
+                    (resolution_s, *chunk, from_ms, to_ms),
+                ).fetchall()
+            )
+        return SeriesSelection(rollups_from_rows(rows), labels)
+
+    def total_count(self, resolution_s: int = 60, metric: str | None = None) -> int:
+        """Sum of rollup sample counts (what tests and the soak check against what was sent)."""
+        if metric is None:
+            row = self._reader().execute(
+                "SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution_s=?", (resolution_s,)
+            ).fetchone()
+        else:
+            row = self._reader().execute(
+                "SELECT coalesce(sum(r.count), 0) FROM rollups r JOIN series s USING (series_id)"
+                " WHERE r.resolution_s=? AND s.metric=?",
+                (resolution_s, metric),
+            ).fetchone()
+        return int(row[0])
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Statements of a migration file (no semicolons inside our statements)."""
+    body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _rows_of(r: RollupSet, resolution_s: int) -> Iterator[tuple[Any, ...]]:
+    off = r.sketch_offsets
+    for i in range(len(r)):
+        a, b = int(off[i]), int(off[i + 1])
+        yield (
+            resolution_s,
+            int(r.series_id[i]),
+            int(r.window_start_ms[i]),
+            int(r.count[i]),
+            float(r.sum[i]),
+            float(r.sumsq[i]),
+            float(r.min[i]),
+            float(r.max[i]),
+            float(r.last[i]),
+            int(r.last_ts_ms[i]),
+            encode_sketch(r.sketch_keys[a:b], r.sketch_counts[a:b]),
+        )
+
+
+def rollups_from_rows(rows: Sequence[tuple[Any, ...]]) -> RollupSet:
+    """Build a RollupSet from stored rows (series_id, window, count, sum, sumsq, min, max, last,
+    last_ts_ms, sketch blob)."""
+    n = len(rows)
+    if n == 0:
+        return RollupSet.empty()
+    cols = list(zip(*rows, strict=True))
+    decoded = [decode_sketch(b) for b in cols[9]]
+    lengths = np.fromiter((len(k) for k, _ in decoded), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return RollupSet(
+        series_id=np.asarray(cols[0], dtype=np.int32),
+        window_start_ms=np.asarray(cols[1], dtype=np.int64),
+        count=np.asarray(cols[2], dtype=np.int64),
+        sum=np.asarray(cols[3], dtype=np.float64),
+        sumsq=np.asarray(cols[4], dtype=np.float64),
+        min=np.asarray(cols[5], dtype=np.float64),
+        max=np.asarray(cols[6], dtype=np.float64),
+        last=np.asarray(cols[7], dtype=np.float64),
+        last_ts_ms=np.asarray(cols[8], dtype=np.int64),
+        sketch_offsets=offsets,
+        sketch_keys=np.concatenate([k for k, _ in decoded]).astype(np.int32, copy=False),
+        sketch_counts=np.concatenate([c for _, c in decoded]).astype(np.int64, copy=False),
+    )

@@ -1,0 +1,108 @@
+"""The `netqos` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import SecretStr
+
+from netqos import __version__
+from netqos.config import ConfigError, Settings, load_settings, masked_dict
+from netqos.logs import setup_logging
+
+log = logging.getLogger("netqos")
+
+EXIT_CONFIG = 2
+
+
+def _settings(path: Path | None) -> Settings:
+    return load_settings(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args.file or args.config)
+    print(f"# effective configuration ({args.file or args.config or 'defaults'} + NETQOS_* environment)")
+    print(f"# secrets are masked\n{yaml.safe_dump(masked_dict(settings), sort_keys=False, allow_unicode=True)}", end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from netqos.service import run_service
+
+    settings = _settings(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    if not settings.api.tokens:
+        log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
+    asyncio.run(run_service(settings))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from netqos.demo import run_demo
+
+    settings = _settings(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    token = None
+    if not settings.api.tokens:
+        # A throw-away token for this run only, shown once so the newcomer can call the API.
+        token = secrets.token_urlsafe(18)
+        settings.api.tokens = [SecretStr(token)]
+    asyncio.run(
+        run_demo(
+            settings,
+            n_probes=args.probes,
+            interval_s=args.interval,
+            backfill_minutes=args.backfill_minutes,
+            duration_s=args.duration,
+            token=token,
+            fresh=not args.keep_data,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netqos", description=__doc__)
+    p.add_argument("--version", action="version", version=f"netqos {__version__}")
+    p.add_argument("--config", type=Path, help="YAML configuration file (NETQOS_* variables override it)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check-config", help="print the effective configuration, secrets masked; exit 2 if bad")
+    c.add_argument("file", type=Path, nargs="?", help="the YAML file (default: --config)")
+    c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
+    d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
+    d.add_argument("--interval", type=float, default=10.0, help="seconds between a probe's batches (default 10)")
+    d.add_argument("--backfill-minutes", type=int, default=30, help="history published at start (default 30)")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    d.add_argument("--keep-data", action="store_true", help="keep the demo database from an earlier run")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: Any = args.func(args)
+    except ConfigError as exc:
+        print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""One settings model for the whole service.
+
+Read from a YAML file (``--config FILE``) and from ``NETQOS_*`` environment variables
+(nested keys joined by ``__``, e.g. ``NETQOS_MQTT__PORT=1884``). The environment wins
+over the file, the file over the defaults. Every default is the embedded, zero-set-up
+one: SQLite under ``./var``, an in-process broker on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "NETQOS_"
+
+
+class ConfigError(Exception):
+    """Bad configuration: carries the file, the key and the reason, ready to print."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{source}: {key}: {reason}")
+
+
+class _Section(BaseModel):
+    # A typo in a key is an error, never a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddedBrokerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+
+
+class MqttSettings(_Section):
+    host: str | None = Field(
+        None, description="broker host; unset means: start the embedded broker (amqtt) in-process"
+    )
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = "netqos-ingest"
+    qos: Literal[0, 1, 2] = 1
+    topic: str = "netqos/v1/probes/+/measurements"
+    deadletter_prefix: str = "netqos/v1/deadletter"
+    max_payload_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_has_probe_level(cls, v: str) -> str:
+        if "+" not in v.split("/"):
+            raise ValueError("must contain a '+' level where the probe id stands")
+        return v
+
+
+class IngestSettings(_Section):
+    flush_interval_s: float = Field(0.5, gt=0, le=60, description="longest wait before accepted data is stored")
+    flush_max_samples: int = Field(200_000, ge=1, le=10_000_000)
+    max_future_s: int = Field(300, ge=0, le=86_400, description="reject measurements further in the future")
+    max_measurements_per_message: int = Field(5000, ge=1, le=100_000)
+
+
+class StoreSettings(_Section):
+    sqlite_path: Path = Path("var/netqos.db")
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    tokens: list[SecretStr] = Field(
+        default_factory=list, description="bearer tokens accepted by /api/v1; empty means no one gets in"
+    )
+    max_points: int = Field(20_000, ge=10, le=1_000_000)
+
+
+class ProbeRegistrySettings(_Section):
+    file: Path | None = Field(None, description="YAML or CSV list of probes registered at start")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "text"
+
+
+class Settings(BaseSettings):
+    """The effective configuration of a netqos process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    store: StoreSettings = StoreSettings()
+    api: ApiSettings = ApiSettings()
+    probes: ProbeRegistrySettings = ProbeRegistrySettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+
+def _yaml_line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of a dotted key in the YAML text, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    if part == loc[-1]:
+                        return int(k.start_mark.line) + 1
+                    node = v
+                    break
+            else:
+                return None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return int(node.start_mark.line) + 1 if node is not None else None
+
+
+def _env_names(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Build the effective settings from an optional YAML file and the environment.
+
+    Raises ConfigError naming the file (or environment variable), the key and the reason.
+    """
+    data: dict[str, Any] = {}
+    text = ""
+    source = str(path) if path else "(defaults)"
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(str(path), "-", f"cannot read: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "-"
+            raise ConfigError(str(path), where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(str(path), "-", "the top level must be a mapping of sections")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "-"
+        env_name = _env_names(loc)
+        # Say where the bad value came from: the environment variable, or the file's line.
+        if any(k.upper().startswith(env_name) for k in os.environ):
+            src = f"environment {env_name}"
+        else:
+            line = _yaml_line_of(text, loc) if text else None
+            src = f"{source}:{line}" if line else source
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling; see `netqos check-config --help`)"
+        raise ConfigError(src, key, reason) from exc
+
+
+def masked_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced by '********'."""
+    # mode="json" renders SecretStr as '**********' already; keep a fixed mask so the
+    # length of a secret never leaks either.
+    def mask(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: mask(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [mask(v) for v in obj]
+        if isinstance(obj, str) and obj and set(obj) == {"*"}:
+            return "********"
+        return obj
+
+    return mask(settings.model_dump(mode="json"))  # type: ignore[no-any-return]

@@ -1,0 +1,183 @@
+"""The running service: broker (embedded when none is configured), ingest, store, API.
+
+`run_service` wires the rooms in the architecture's one direction:
+broker -> collector/mqtt -> collector/pipeline (numba core) -> store <- api.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from api import create_app
+from collector.core import warm_up
+from collector.mqtt.consumer import MqttConsumer
+from collector.pipeline import IngestPipeline
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from netqos.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technology")
+
+
+def load_probe_file(path: Path) -> list[ProbeInfo]:
+    """Probes from a YAML list (or {probes: [...]}) or a CSV with a header row."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "probes.file", f"cannot read: {exc.strerror or exc}") from exc
+    rows: list[dict[str, Any]]
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+    else:
+        data = yaml.safe_load(text) or []
+        rows = data.get("probes", []) if isinstance(data, dict) else data
+    out = []
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not row.get("probe_id"):
+            raise ConfigError(str(path), f"probe #{i}", "each probe needs at least a probe_id")
+        unknown = set(row) - set(PROBE_FIELDS)
+        if unknown:
+            raise ConfigError(str(path), f"probe #{i}", f"unknown fields {sorted(unknown)}; known: {PROBE_FIELDS}")
+        out.append(ProbeInfo(**{k: str(row.get(k) or "") for k in PROBE_FIELDS}))
+    return out
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def _awaited(aw: Awaitable[Any]) -> Any:
+    return await aw
+
+
+async def start_embedded_broker(host: str, port: int) -> Any:
+    """An in-process amqtt broker for zero set-up runs; anonymous, so loopback only."""
+    from amqtt.broker import Broker  # imported here: production runs never need it
+
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 10_000}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+    )
+    await broker.start()
+    log.info("event=embedded_broker_started bind=%s:%d", host, port)
+    return broker
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What a task running beside the service may use."""
+
+    settings: Settings
+    stop: asyncio.Event
+    store: SQLiteStore
+    consumer: MqttConsumer
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    extra_tasks: list[Callable[[ServiceContext], Awaitable[Any]]] | None = None,
+    install_signals: bool = True,
+) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving."""
+    stop = stop or asyncio.Event()
+    seconds = await asyncio.to_thread(warm_up)
+    log.info("event=core_warm seconds=%.2f", seconds)
+
+    broker = None
+    if settings.mqtt.host is None:
+        emb = settings.mqtt.embedded
+        if not port_is_free(emb.host, emb.port):
+            raise ConfigError(
+                "mqtt.embedded.port", str(emb.port), f"{emb.host}:{emb.port} is in use; set another port or mqtt.host"
+            )
+        broker = await start_embedded_broker(emb.host, emb.port)
+
+    store = SQLiteStore(settings.store.sqlite_path)
+    if settings.probes.file is not None:
+        n = store.register_probes(load_probe_file(settings.probes.file))
+        log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)
+    pipeline = IngestPipeline(store, settings.ingest)
+    consumer = MqttConsumer(settings.mqtt, settings.ingest, pipeline)
+
+    def broker_check() -> tuple[bool, str]:
+        if consumer.connected:
+            return True, "subscribed to " + settings.mqtt.topic
+        return False, "not connected to the MQTT broker (see the logs for the reason)"
+
+    app = create_app(settings, store, {"broker": broker_check})
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_config=None, lifespan="off")
+    )
+
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+    async def api() -> None:
+        await server.serve()
+        stop.set()  # the server stops on a signal too: take everything down with it
+
+    async def stopper() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    tasks = [
+        asyncio.create_task(consumer.run(stop), name="mqtt-consumer"),
+        asyncio.create_task(pipeline.run(stop), name="flusher"),
+        asyncio.create_task(api(), name="api"),
+        asyncio.create_task(stopper(), name="stopper"),
+    ]
+    ctx = ServiceContext(settings, stop, store, consumer)
+    for make in extra_tasks or []:
+        tasks.append(asyncio.create_task(_awaited(make(ctx))))
+    log.info("event=service_started api=http://%s:%d", settings.api.host, settings.api.port)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                stop.set()
+                exc = t.exception()
+                assert exc is not None
+                raise exc
+    finally:
+        stop.set()
+        server.should_exit = True
+        await asyncio.wait(tasks, timeout=15)
+        for t in tasks:
+            t.cancel()
+        # Intake has stopped: whatever was accepted is stored before the store closes.
+        await pipeline.drain()
+        store.close()
+        if broker is not None:
+            await broker.shutdown()
+        log.info("event=service_stopped")

@@ -1,0 +1,81 @@
+"""Shared fixtures: real services on free loopback ports, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
+
+
+def mosquitto_binary() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if path is None:
+        raise RuntimeError("mosquitto is not installed: run `make test` (it installs it with apt-get)")
+    return path
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, anonymous (ACL tests make their own)."""
+    d = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    log = d / "mosquitto.log"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listener {port} {LOOPBACK}",
+                "allow_anonymous true",
+                "persistence false",
+                # Tests publish bursts to persistent sessions: keep every queued message.
+                "max_queued_messages 0",
+                "max_inflight_messages 100",
+                f"log_dest file {log}",
+                "log_type error",
+                "log_type warning",
+                "",
+            ]
+        )
+    )
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        yield Broker(LOOPBACK, port, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

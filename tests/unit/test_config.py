@@ -1,0 +1,96 @@
+"""Settings: YAML + NETQOS_* environment, masked secrets, one clear error with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netqos.cli import main
+from netqos.config import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "netqos.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_are_embedded_and_loopback() -> None:
+    s = load_settings(None)
+    assert s.mqtt.host is None and s.mqtt.embedded.host == "127.0.0.1"
+    assert s.api.host == "127.0.0.1" and s.api.tokens == []
+    assert str(s.store.sqlite_path).endswith(".db")
+
+
+def test_yaml_then_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path, "mqtt:\n  host: 127.0.0.1\n  port: 1884\napi:\n  port: 9000\n")
+    monkeypatch.setenv("NETQOS_MQTT__PORT", "1999")
+    s = load_settings(p)
+    assert s.mqtt.host == "127.0.0.1"
+    assert s.mqtt.port == 1999  # environment over file
+    assert s.api.port == 9000  # file over default
+
+
+def test_check_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(tmp_path, "mqtt:\n  password: hunter2-very-secret\napi:\n  tokens: [tok-abcdef-123]\n")
+    assert main(["check-config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2-very-secret" not in out and "tok-abcdef-123" not in out
+    assert "password: '********'" in out
+    assert "- '********'" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("mqtt:\n  port: 70000\n", "mqtt.port", "less than or equal to 65535"),
+        ("mqtt:\n  prot: 1883\n", "mqtt.prot", "unknown key"),
+        ("ingest:\n  flush_interval_s: soon\n", "ingest.flush_interval_s", "valid number"),
+        ("log:\n  level: LOUD\n", "log.level", "'DEBUG'"),
+        ("mqtt:\n  topic: netqos/v1/probes/all\n", "mqtt.topic", "'+' level"),
+        ("mqtt: [1, 2\n", "line", "not valid YAML"),
+        ("- just\n- a list\n", "-", "mapping"),
+    ],
+)
+def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(p)
+    e = err.value
+    assert str(p) in e.source
+    assert key in e.key
+    assert reason in e.reason
+
+
+def test_bad_config_error_points_at_the_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "api:\n  port: 8080\nmqtt:\n  qos: 1\n  port: -5\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(p)
+    assert err.value.source == f"{p}:5"
+
+
+def test_bad_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETQOS_API__PORT", "eighty")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None)
+    assert err.value.source == "environment NETQOS_API__PORT"
+
+
+def test_cli_exit_code_2_and_one_line_error(tmp_path: Path) -> None:
+    p = write(tmp_path, "mqtt:\n  port: 0\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "netqos.cli", "check-config", str(p)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert str(p) in lines[0] and "mqtt.port" in lines[0] and "greater than or equal to 1" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "nope.yaml")
