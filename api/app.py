@@ -22,7 +22,7 @@ def create_app(
     app = FastAPI(
         title="netqos",
         version="0.1.0",
-        summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance, alerts.",
+        summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
         description=(
             "Every /api/v1 endpoint needs `Authorization: Bearer <token>` with a token from the "
             "configuration's `api.tokens`. /healthz, /readyz and /metrics are open for probes and scrapers."

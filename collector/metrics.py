@@ -13,13 +13,17 @@ MESSAGES_RECEIVED = Counter(
 )
 MESSAGES_ACCEPTED = Counter("netqos_ingest_messages_accepted_total", "messages that passed every check")
 MESSAGES_REJECTED = Counter(
-    "netqos_ingest_messages_rejected_total", "messages refused, by reason (see docs/payload-v1.md)", ["reason"]
+    "netqos_ingest_messages_rejected_total",
+    "messages refused, by reason (see docs/payload-v1.md)",
+    ["reason"],
 )
 DEADLETTER_FAILED = Counter(
     "netqos_ingest_deadletter_publish_failures_total",
     "rejected messages that could not be republished to the dead-letter topic",
 )
-MEASUREMENTS_ACCEPTED = Counter("netqos_ingest_measurements_accepted_total", "measurements in accepted messages")
+MEASUREMENTS_ACCEPTED = Counter(
+    "netqos_ingest_measurements_accepted_total", "measurements in accepted messages"
+)
 SAMPLES_STORED = Counter("netqos_ingest_samples_stored_total", "metric samples merged into stored rollups")
 BATCH_MEASUREMENTS = Histogram(
     "netqos_ingest_batch_measurements",
@@ -36,7 +40,9 @@ FLUSH_SECONDS = Histogram(
     "time to roll up and store one flush",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-FLUSH_FAILURES = Counter("netqos_ingest_flush_failures_total", "store flushes that failed and will be retried")
+FLUSH_FAILURES = Counter(
+    "netqos_ingest_flush_failures_total", "store flushes that failed and will be retried"
+)
 INGEST_LAG = Histogram(
     "netqos_ingest_lag_seconds",
     "time from a message's newest measurement to its rollups being stored",

@@ -19,6 +19,7 @@ from collector import metrics as m
 from collector.core import SampleBatch, rollup
 from collector.mqtt.schema import MeasurementBatch
 from collector.store.sqlite import ProbeActivity, ProbeInfo, SeriesKey, SQLiteStore
+from netqos.aio import wait_stop
 from netqos.config import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,7 @@ class IngestPipeline:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_interval_s` until `stop` is set (then call `drain`)."""
         interval = self.settings.flush_interval_s
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+        while not await wait_stop(stop, interval):
             await self.flush()
 
     async def drain(self) -> int:

@@ -29,7 +29,10 @@ def _settings(path: Path | None) -> Settings:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.file or args.config)
     print(f"# effective configuration ({args.file or args.config or 'defaults'} + NETQOS_* environment)")
-    print(f"# secrets are masked\n{yaml.safe_dump(masked_dict(settings), sort_keys=False, allow_unicode=True)}", end="")
+    print(
+        f"# secrets are masked\n{yaml.safe_dump(masked_dict(settings), sort_keys=False, allow_unicode=True)}",
+        end="",
+    )
     return 0
 
 
@@ -45,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from netqos.demo import run_demo
+    from netqos.demo import prepare_demo, run_demo
 
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
@@ -54,15 +57,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # A throw-away token for this run only, shown once so the newcomer can call the API.
         token = secrets.token_urlsafe(18)
         settings.api.tokens = [SecretStr(token)]
+    fleet = prepare_demo(settings, args.probes, fresh=not args.keep_data)
     asyncio.run(
         run_demo(
             settings,
-            n_probes=args.probes,
+            fleet,
             interval_s=args.interval,
             backfill_minutes=args.backfill_minutes,
             duration_s=args.duration,
             token=token,
-            fresh=not args.keep_data,
         )
     )
     return 0
@@ -74,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML configuration file (NETQOS_* variables override it)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check-config", help="print the effective configuration, secrets masked; exit 2 if bad")
+    c = sub.add_parser(
+        "check-config", help="print the effective configuration, secrets masked; exit 2 if bad"
+    )
     c.add_argument("file", type=Path, nargs="?", help="the YAML file (default: --config)")
     c.set_defaults(func=cmd_check_config)
 
@@ -83,9 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
-    d.add_argument("--interval", type=float, default=10.0, help="seconds between a probe's batches (default 10)")
+    d.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between a probe's batches (default 10)"
+    )
     d.add_argument("--backfill-minutes", type=int, default=30, help="history published at start (default 30)")
-    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    d.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
     d.add_argument("--keep-data", action="store_true", help="keep the demo database from an earlier run")
     d.set_defaults(func=cmd_demo)
     return p

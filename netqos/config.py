@@ -64,7 +64,9 @@ class MqttSettings(_Section):
 
 
 class IngestSettings(_Section):
-    flush_interval_s: float = Field(0.5, gt=0, le=60, description="longest wait before accepted data is stored")
+    flush_interval_s: float = Field(
+        0.5, gt=0, le=60, description="longest wait before accepted data is stored"
+    )
     flush_max_samples: int = Field(200_000, ge=1, le=10_000_000)
     max_future_s: int = Field(300, ge=0, le=86_400, description="reject measurements further in the future")
     max_measurements_per_message: int = Field(5000, ge=1, le=100_000)
@@ -191,6 +193,7 @@ def load_settings(path: Path | None = None) -> Settings:
 
 def masked_dict(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret replaced by '********'."""
+
     # mode="json" renders SecretStr as '**********' already; keep a fixed mask so the
     # length of a secret never leaks either.
     def mask(obj: Any) -> Any:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 from collector.store.sqlite import ProbeInfo, SQLiteStore
+from netqos.aio import wait_stop
 from netqos.config import Settings, StoreSettings
 from netqos.service import ServiceContext, free_port, port_is_free, run_service
-from probes.simulate import build_fleet, run_fleet
+from probes.simulate import SimProbe, build_fleet, run_fleet
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,8 @@ def _banner(settings: Settings, token: str | None, n_probes: int) -> str:
     )
 
 
-async def run_demo(
-    settings: Settings,
-    *,
-    n_probes: int = 200,
-    interval_s: float = 10.0,
-    backfill_minutes: int = 30,
-    duration_s: float | None = None,
-    token: str | None = None,
-    fresh: bool = True,
-) -> None:
-    """Run the demo until Ctrl-C or `duration_s`."""
+def prepare_demo(settings: Settings, n_probes: int = 200, fresh: bool = True) -> list[SimProbe]:
+    """Pick the demo database and free ports, and register the simulated fleet's probes."""
     if settings.store.sqlite_path == StoreSettings().sqlite_path:
         settings.store.sqlite_path = DEMO_DB
     if fresh:
@@ -71,13 +62,28 @@ async def run_demo(
         new = free_port(settings.api.host)
         log.warning("event=port_busy what=api port=%d using=%d", settings.api.port, new)
         settings.api.port = new
-
     fleet = build_fleet(n_probes)
     store = SQLiteStore(settings.store.sqlite_path)
-    store.register_probes(
-        ProbeInfo(p.probe_id, p.commune, p.village, p.site, p.operator, p.technology) for p in fleet
-    )
-    store.close()
+    try:
+        store.register_probes(
+            ProbeInfo(p.probe_id, p.commune, p.village, p.site, p.operator, p.technology) for p in fleet
+        )
+    finally:
+        store.close()
+    return fleet
+
+
+async def run_demo(
+    settings: Settings,
+    fleet: list[SimProbe],
+    *,
+    interval_s: float = 10.0,
+    backfill_minutes: int = 30,
+    duration_s: float | None = None,
+    token: str | None = None,
+) -> None:
+    """Run the service and the fleet until Ctrl-C or `duration_s` (after `prepare_demo`)."""
+    emb = settings.mqtt.embedded
     print(_banner(settings, token, len(fleet)), flush=True)
 
     async def fleet_task(ctx: ServiceContext) -> None:
@@ -100,12 +106,7 @@ async def run_demo(
     async def timer(ctx: ServiceContext) -> None:
         if duration_s is None:
             return
-        started = time.monotonic()
-        while not ctx.stop.is_set() and time.monotonic() - started < duration_s:
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+        await wait_stop(ctx.stop, duration_s)
         ctx.stop.set()
 
     await run_service(settings, extra_tasks=[fleet_task, timer])

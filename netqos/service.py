@@ -50,8 +50,11 @@ def load_probe_file(path: Path) -> list[ProbeInfo]:
             raise ConfigError(str(path), f"probe #{i}", "each probe needs at least a probe_id")
         unknown = set(row) - set(PROBE_FIELDS)
         if unknown:
-            raise ConfigError(str(path), f"probe #{i}", f"unknown fields {sorted(unknown)}; known: {PROBE_FIELDS}")
-        out.append(ProbeInfo(**{k: str(row.get(k) or "") for k in PROBE_FIELDS}))
+            raise ConfigError(
+                str(path), f"probe #{i}", f"unknown fields {sorted(unknown)}; known: {PROBE_FIELDS}"
+            )
+        pid, commune, village, site, operator, technology = (str(row.get(k) or "") for k in PROBE_FIELDS)
+        out.append(ProbeInfo(pid, commune, village, site, operator, technology))
     return out
 
 
@@ -116,7 +119,9 @@ async def run_service(
         emb = settings.mqtt.embedded
         if not port_is_free(emb.host, emb.port):
             raise ConfigError(
-                "mqtt.embedded.port", str(emb.port), f"{emb.host}:{emb.port} is in use; set another port or mqtt.host"
+                "mqtt.embedded.port",
+                str(emb.port),
+                f"{emb.host}:{emb.port} is in use; set another port or mqtt.host",
             )
         broker = await start_embedded_broker(emb.host, emb.port)
 

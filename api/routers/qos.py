@@ -28,7 +28,7 @@ RESOLUTION_S = 60
 GROUP_LABELS = (*STANDARD_LABELS, "entity")
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_STAT_RE = re.compile(r"^p(\d{1,2}(?:\.\d{1,3})?)$")
+_STAT_RE = re.compile(r"^p(\d{1,3}(?:\.\d{1,3})?)$")
 STATS = ("mean", "min", "max", "sum", "count", "last", "stddev", "p50", "p90", "p95", "p99", "pNN")
 
 
@@ -84,7 +84,9 @@ def _iso(ms: int) -> str:
 def qos(
     request: Request,
     metric: Annotated[str, Query(description=f"one of: {', '.join(METRIC_NAMES)}")],
-    stat: Annotated[str, Query(description="p50, p95, p99, pNN (any percentile), mean, min, max, ...")] = "p95",
+    stat: Annotated[
+        str, Query(description="p50, p95, p99, pNN (any percentile), mean, min, max, ...")
+    ] = "p95",
     group_by: Annotated[str, Query(description=f"comma-separated labels: {', '.join(GROUP_LABELS)}")] = "",
     from_: Annotated[datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds")] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,

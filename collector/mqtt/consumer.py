@@ -18,6 +18,7 @@ import aiomqtt
 from collector import metrics as m
 from collector.mqtt.schema import Rejection, parse
 from collector.pipeline import IngestPipeline
+from netqos.aio import wait_stop
 from netqos.config import IngestSettings, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,7 @@ class MqttConsumer:
                 self._set_connected(False)
             if stop.is_set():
                 break
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay * (0.5 + random.random()))
-            except TimeoutError:
-                pass
+            await wait_stop(stop, delay * (0.5 + random.random()))
             delay = min(delay * 2, self.mqtt.reconnect_max_s)
 
     def _set_connected(self, up: bool) -> None:
@@ -120,7 +118,9 @@ class MqttConsumer:
 
     async def _deadletter(self, client: aiomqtt.Client, topic: str, payload: bytes, why: Rejection) -> None:
         m.MESSAGES_REJECTED.labels(reason=why.reason).inc()
-        log.info("event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300])
+        log.info(
+            "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
+        )
         try:
             await client.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
         except aiomqtt.MqttError as exc:

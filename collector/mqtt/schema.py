@@ -184,6 +184,7 @@ def parse(
     newest = max(m.ts for m in batch.measurements)
     if newest > now_ms + max_future_ms:
         return Rejection(
-            "future_ts", f"measurement ts {newest} is {(newest - now_ms) / 1000:.0f} s ahead of the server clock"
+            "future_ts",
+            f"measurement ts {newest} is {(newest - now_ms) / 1000:.0f} s ahead of the server clock",
         )
     return batch

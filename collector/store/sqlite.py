@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Labels with their own indexed column; any other label lives only in the JSON.
 STANDARD_LABELS = ("operator", "technology", "commune", "village", "site", "kind", "target")
+_ROLLUP_COLUMNS = "series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
 
 
 class StoreError(Exception):
@@ -208,7 +209,8 @@ class SQLiteStore:
         ]
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO probes (probe_id, commune, village, site, operator, technology, registered_at_ms)"
+                "INSERT INTO probes"
+                " (probe_id, commune, village, site, operator, technology, registered_at_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (probe_id) DO UPDATE SET commune=excluded.commune, village=excluded.village,"
                 " site=excluded.site, operator=excluded.operator, technology=excluded.technology",
@@ -283,7 +285,10 @@ class SQLiteStore:
                     " last_seq = max(coalesce(last_seq, -1), ?),"
                     " messages_total = messages_total + ?, measurements_total = measurements_total + ?"
                     " WHERE probe_id = ?",
-                    [(a.last_seen_ms, a.last_seq, a.messages, a.measurements, pid) for pid, a in activity.items()],
+                    [
+                        (a.last_seen_ms, a.last_seq, a.messages, a.measurements, pid)
+                        for pid, a in activity.items()
+                    ],
                 )
         return len(rollups)
 
@@ -302,8 +307,8 @@ class SQLiteStore:
                 marks = ",".join("?" * len(chunk))
                 rows.extend(
                     conn.execute(
-                        "SELECT series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
-                        f" FROM rollups WHERE resolution_s=? AND window_start_ms=? AND series_id IN ({marks})",
+                        f"SELECT {_ROLLUP_COLUMNS} FROM rollups"
+                        f" WHERE resolution_s=? AND window_start_ms=? AND series_id IN ({marks})",
                         (resolution_s, w, *chunk),
                     ).fetchall()
                 )
@@ -339,8 +344,7 @@ class SQLiteStore:
             marks = ",".join("?" * len(chunk))
             rows.extend(
                 conn.execute(
-                    "SELECT series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
-                    f" FROM rollups WHERE resolution_s=? AND series_id IN ({marks})"
+                    f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s=? AND series_id IN ({marks})"
                     " AND window_start_ms >= ? AND window_start_ms < ?",
                     (resolution_s, *chunk, from_ms, to_ms),
                 ).fetchall()
@@ -350,15 +354,21 @@ class SQLiteStore:
     def total_count(self, resolution_s: int = 60, metric: str | None = None) -> int:
         """Sum of rollup sample counts (what tests and the soak check against what was sent)."""
         if metric is None:
-            row = self._reader().execute(
-                "SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution_s=?", (resolution_s,)
-            ).fetchone()
+            row = (
+                self._reader()
+                .execute("SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution_s=?", (resolution_s,))
+                .fetchone()
+            )
         else:
-            row = self._reader().execute(
-                "SELECT coalesce(sum(r.count), 0) FROM rollups r JOIN series s USING (series_id)"
-                " WHERE r.resolution_s=? AND s.metric=?",
-                (resolution_s, metric),
-            ).fetchone()
+            row = (
+                self._reader()
+                .execute(
+                    "SELECT coalesce(sum(r.count), 0) FROM rollups r JOIN series s USING (series_id)"
+                    " WHERE r.resolution_s=? AND s.metric=?",
+                    (resolution_s, metric),
+                )
+                .fetchone()
+            )
         return int(row[0])
 
 

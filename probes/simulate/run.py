@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -123,7 +124,7 @@ class _Fleet:
             except Exception:
                 # A faulty progress callback must not stop the fleet; say so loudly once per call.
                 self.stats.errors += 1
-                log.exception("sim.callback_failed")
+                log.exception("event=sim_callback_failed")
 
 
 async def _wait(halt: asyncio.Event, seconds: float) -> bool:
@@ -212,7 +213,7 @@ class _Worker:
                     connected_once = True
                     failures, backoff = 0, 0.5
                     log.info(
-                        "sim.connected client_id=%s host=%s port=%d probes=%d",
+                        "event=sim_connected client_id=%s host=%s port=%d probes=%d",
                         self.client_id,
                         self.host,
                         self.port,
@@ -225,17 +226,21 @@ class _Worker:
                 failures += 1
                 if failures >= self.max_failures:
                     log.error(
-                        "sim.gave_up client_id=%s failures=%d error=%r", self.client_id, failures, str(exc)
+                        "event=sim_gave_up client_id=%s failures=%d error=%r",
+                        self.client_id,
+                        failures,
+                        str(exc),
                     )
                     return
                 log.warning(
-                    "sim.disconnected client_id=%s error=%r retry_in_s=%.1f failures=%d",
+                    "event=sim_disconnected client_id=%s error=%r retry_in_s=%.1f failures=%d",
                     self.client_id,
                     str(exc),
                     backoff,
                     failures,
                 )
-                if await _wait(halt, backoff):
+                # Jitter so the connections do not hammer a recovering broker in lockstep.
+                if await _wait(halt, backoff * random.uniform(0.8, 1.2)):
                     return
                 backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -271,7 +276,7 @@ class _Worker:
                 return
             await self._send(client, fleet.make(probe, end_ms, n_tests, sent_ts))
         if self.backfill_pos == total:
-            log.info("sim.backfill_done client_id=%s batches=%d", self.client_id, total)
+            log.info("event=sim_backfill_done client_id=%s batches=%d", self.client_id, total)
 
     async def _publish_live(self, client: aiomqtt.Client) -> None:
         fleet = self.fleet
@@ -286,7 +291,9 @@ class _Worker:
                 current = math.floor((loop.time() - self.start_mono) / interval)
                 if current > self.round:
                     log.warning(
-                        "sim.behind client_id=%s skipped_rounds=%d", self.client_id, current - self.round
+                        "event=sim_behind client_id=%s skipped_rounds=%d",
+                        self.client_id,
+                        current - self.round,
                     )
                     self.round = current
             offset, probe = self.share[self.pos]
@@ -390,7 +397,7 @@ async def run_fleet(
         for i in range(n_conn)
     ]
     log.info(
-        "sim.start probes=%d connections=%d interval_s=%s backfill_minutes=%d host=%s port=%d",
+        "event=sim_start probes=%d connections=%d interval_s=%s backfill_minutes=%d host=%s port=%d",
         len(probes),
         n_conn,
         interval_s,
@@ -413,7 +420,7 @@ async def run_fleet(
         with contextlib.suppress(asyncio.CancelledError):
             await relay
         log.info(
-            "sim.stop messages=%d measurements=%d errors=%d reconnects=%d skipped_offline=%d",
+            "event=sim_stop messages=%d measurements=%d errors=%d reconnects=%d skipped_offline=%d",
             stats.messages_published,
             stats.measurements_published,
             stats.errors,

@@ -136,9 +136,15 @@ def malformed_messages(now_ms: int) -> list[tuple[str, str, bytes]]:
         out.append(("wrong_type", topic, variant(lambda b: b.__setitem__("seq", "12"))))
         out.append(("missing_field", topic, variant(lambda b: b["measurements"][0].pop("ts"))))
         out.append(
-            ("non_finite", topic, variant(lambda b: None).replace(b'"jitter_ms": 1.5', b'"jitter_ms": NaN', 1))
+            (
+                "non_finite",
+                topic,
+                variant(lambda b: None).replace(b'"jitter_ms": 1.5', b'"jitter_ms": NaN', 1),
+            )
         )
-        out.append(("future_ts", topic, variant(lambda b: b["measurements"][1].__setitem__("ts", now_ms + 3600_000))))
+        out.append(
+            ("future_ts", topic, variant(lambda b: b["measurements"][1].__setitem__("ts", now_ms + 3600_000)))
+        )
         out.append(
             (
                 "unknown_probe",
@@ -147,14 +153,18 @@ def malformed_messages(now_ms: int) -> list[tuple[str, str, bytes]]:
             )
         )
         out.append(("topic_mismatch", TOPIC.format(probe_id((i + 1) % N_PROBES)), variant(lambda b: None)))
-        out.append(("unknown_metric", topic, variant(lambda b: b["measurements"][0]["metrics"].update(volume_db=3))))
+        out.append(
+            ("unknown_metric", topic, variant(lambda b: b["measurements"][0]["metrics"].update(volume_db=3)))
+        )
         out.append(
             ("out_of_range", topic, variant(lambda b: b["measurements"][0]["metrics"].update(loss_ratio=1.5)))
         )
     return out
 
 
-async def test_1000_malformed_messages_are_counted_and_deadlettered(ingest: Ingest, mosquitto: Broker) -> None:
+async def test_1000_malformed_messages_are_counted_and_deadlettered(
+    ingest: Ingest, mosquitto: Broker
+) -> None:
     now_ms = int(time.time() * 1000)
     bad = malformed_messages(now_ms)
     reasons = Counter(r for r, _, _ in bad)

@@ -82,7 +82,10 @@ def test_bad_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.M
 def test_cli_exit_code_2_and_one_line_error(tmp_path: Path) -> None:
     p = write(tmp_path, "mqtt:\n  port: 0\n")
     r = subprocess.run(
-        [sys.executable, "-m", "netqos.cli", "check-config", str(p)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "netqos.cli", "check-config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

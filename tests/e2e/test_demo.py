@@ -1,0 +1,94 @@
+"""`netqos demo` as a newcomer runs it: live p95 rtt per commune, then a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from probes.simulate import load_communes
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-demo-token-xyz"
+
+
+def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> None:
+    api_port, broker_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "NETQOS_API__PORT": str(api_port),
+        "NETQOS_MQTT__EMBEDDED__PORT": str(broker_port),
+        "NETQOS_API__TOKENS": f'["{TOKEN}"]',
+    }
+    netqos = Path(sys.executable).with_name("netqos")
+    proc = subprocess.Popen(
+        [
+            str(netqos),
+            "demo",
+            "--probes",
+            "60",
+            "--interval",
+            "2",
+            "--backfill-minutes",
+            "5",
+            "--duration",
+            "120",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{api_port}"
+    communes = {c.code for c in load_communes()}
+    started = time.monotonic()
+    seen: set[str] = set()
+    ready = False
+    try:
+        with httpx.Client(timeout=5.0) as http:
+            while time.monotonic() - started < 60 and proc.poll() is None:
+                try:
+                    ready = ready or http.get(f"{base}/readyz").status_code == 200
+                    r = http.get(
+                        f"{base}/api/v1/qos",
+                        params={"metric": "rtt_ms", "stat": "p95", "group_by": "commune", "step": "1m"},
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    )
+                except httpx.TransportError:
+                    time.sleep(0.5)
+                    continue
+                assert r.status_code == 200, r.text
+                seen = {
+                    s["labels"]["commune"]
+                    for s in r.json()["series"]
+                    if any(p["value"] is not None and p["value"] > 0 for p in s["points"])
+                }
+                if seen == communes and ready:
+                    break
+                time.sleep(1.0)
+        elapsed = time.monotonic() - started
+        assert ready, "/readyz never answered 200"
+        assert seen == communes, f"communes with p95 rtt after {elapsed:.0f} s: {sorted(seen)}"
+        assert elapsed < 60
+        assert (tmp_path / "var" / "demo.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err[-3000:]
+    assert "netqos demo is starting" in out
+    assert "event=service_stopped" in err
+    assert "Traceback" not in err, err[-3000:]

@@ -1,0 +1,208 @@
+"""The API over a real SQLite store filled through the ingest pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api import create_app
+from collector.mqtt.schema import MeasurementBatch
+from collector.pipeline import IngestPipeline
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from netqos.config import IngestSettings, Settings
+
+TOKEN = "test-token-0123456789"
+T0 = 1_795_852_800_000  # 2026-11-28T08:00:00Z, ms
+COMMUNES = ("16021", "16030", "16180")
+OPERATORS = ("viettel", "vnpt")
+
+
+def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], list[float]]:
+    """Three communes x two operators x 2 probes, 30 minutes of rtt samples; returns the raw values."""
+    probes = []
+    for c in COMMUNES:
+        for o in OPERATORS:
+            for k in range(2):
+                probes.append(
+                    ProbeInfo(f"p-{c}-{o}-{k}", commune=c, village=f"{c}-v01", operator=o, technology="4G")
+                )
+    store.register_probes(probes)
+    pipeline = IngestPipeline(store, IngestSettings())
+    raw: dict[tuple[str, str], list[float]] = {}
+    for p in probes:
+        for minute in range(30):
+            vals = rng.lognormal(3.3 if p.commune != "16180" else 4.2, 0.5, size=6)
+            raw.setdefault((p.commune, p.operator), []).extend(vals.tolist())
+            batch = MeasurementBatch.model_validate(
+                {
+                    "v": 1,
+                    "probe_id": p.probe_id,
+                    "seq": minute,
+                    "measurements": [
+                        {
+                            "ts": T0 + minute * 60_000 + i * 10_000,
+                            "target": "speedtest.example.vn",
+                            "technology": "4G",
+                            "operator": p.operator,
+                            "metrics": {"rtt_ms": float(v)},
+                        }
+                        for i, v in enumerate(vals)
+                    ],
+                }
+            )
+            pipeline.accept(batch)
+    asyncio.run(pipeline.flush())
+    return raw
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, dict[tuple[str, str], list[float]]]]:
+    store = SQLiteStore(tmp_path_factory.mktemp("api") / "netqos.db")
+    raw = fill(store, np.random.default_rng(7))
+    settings = Settings()
+    settings.api.tokens = [SecretStr(TOKEN)]
+    app = create_app(settings, store, {"broker": lambda: (False, "not connected (test)")})
+    with TestClient(app) as c:
+        yield c, raw
+    store.close()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WINDOW = {"from": "2026-11-28T08:00:00Z", "to": "2026-11-28T08:30:00Z"}
+
+
+def test_api_needs_a_token(client: tuple[TestClient, object]) -> None:
+    c, _ = client
+    r = c.get("/api/v1/qos", params={"metric": "rtt_ms"})
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+    r = c.get("/api/v1/qos", params={"metric": "rtt_ms"}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["detail"] == "invalid bearer token"
+    assert c.get("/api/v1/probes").status_code == 401
+
+
+def test_no_configured_token_means_closed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "x.db")
+    app = create_app(Settings(), store)
+    with TestClient(app) as c:
+        r = c.get("/api/v1/probes", headers={"Authorization": "Bearer anything"})
+        assert r.status_code == 401 and "no API tokens are configured" in r.json()["detail"]
+    store.close()
+
+
+def test_p95_per_commune_matches_numpy_within_1_percent(
+    client: tuple[TestClient, dict[tuple[str, str], list[float]]],
+) -> None:
+    c, raw = client
+    r = c.get(
+        "/api/v1/qos",
+        params={"metric": "rtt_ms", "stat": "p95", "group_by": "commune", "step": "30m", **WINDOW},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["unit"] == "ms" and body["step_s"] == 1800 and body["group_by"] == ["commune"]
+    got = {s["labels"]["commune"]: s["points"] for s in body["series"]}
+    assert set(got) == set(COMMUNES)
+    for commune, points in got.items():
+        assert len(points) == 1
+        values = np.array([v for (cc, _), vs in raw.items() if cc == commune for v in vs])
+        exact = float(np.quantile(values, 0.95, method="lower"))
+        assert points[0]["count"] == len(values) == 2 * 2 * 30 * 6
+        assert abs(points[0]["value"] - exact) <= 0.01 * exact
+
+
+def test_group_by_two_labels_and_steps(client: tuple[TestClient, dict[tuple[str, str], list[float]]]) -> None:
+    c, raw = client
+    r = c.get(
+        "/api/v1/qos",
+        params={"metric": "rtt_ms", "stat": "mean", "group_by": "commune,operator", "step": "5m", **WINDOW},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    series = r.json()["series"]
+    assert len(series) == len(COMMUNES) * len(OPERATORS)
+    for s in series:
+        pts = s["points"]
+        assert len(pts) == 6 and all(p["count"] == 2 * 5 * 6 for p in pts)
+        assert [p["ts_ms"] for p in pts] == [T0 + i * 300_000 for i in range(6)]
+        key = (s["labels"]["commune"], s["labels"]["operator"])
+        total = sum(p["value"] * p["count"] for p in pts)
+        assert total == pytest.approx(sum(raw[key]), rel=1e-9)
+
+
+def test_filters_and_counts(client: tuple[TestClient, object]) -> None:
+    c, _ = client
+    r = c.get(
+        "/api/v1/qos",
+        params={
+            "metric": "rtt_ms",
+            "stat": "count",
+            "commune": "16030",
+            "operator": "vnpt",
+            "step": "30m",
+            **WINDOW,
+        },
+        headers=AUTH,
+    )
+    body = r.json()
+    assert body["filters"] == {"operator": "vnpt", "commune": "16030"}
+    assert [p["value"] for p in body["series"][0]["points"]] == [2 * 30 * 6]
+    # A metric with no data answers with no series, not an error.
+    r = c.get("/api/v1/qos", params={"metric": "dl_bps", **WINDOW}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["series"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"metric": "rtt"}, "metric 'rtt' is unknown"),
+        ({"metric": "rtt_ms", "stat": "p150"}, "percentile"),
+        ({"metric": "rtt_ms", "stat": "median"}, "stat 'median' is unknown"),
+        ({"metric": "rtt_ms", "group_by": "district"}, "group_by district: not a label"),
+        ({"metric": "rtt_ms", "step": "90s"}, "whole number of minutes"),
+        ({"metric": "rtt_ms", "step": "soon"}, "expected a number"),
+        ({"metric": "rtt_ms", "from": "2026-11-28T09:00:00Z", "to": "2026-11-28T08:00:00Z"}, "before"),
+        ({"metric": "rtt_ms", "from": "2020-01-01T00:00:00Z", "step": "1m"}, "exceed the limit"),
+    ],
+)
+def test_bad_queries_get_clear_422(
+    client: tuple[TestClient, object], params: dict[str, str], fragment: str
+) -> None:
+    c, _ = client
+    r = c.get("/api/v1/qos", params=params, headers=AUTH)
+    assert r.status_code == 422
+    assert fragment in r.json()["detail"]
+
+
+def test_probes_list(client: tuple[TestClient, object]) -> None:
+    c, _ = client
+    r = c.get("/api/v1/probes", headers=AUTH)
+    body = r.json()
+    assert body["total"] == 12
+    p = next(x for x in body["probes"] if x["probe_id"] == "p-16021-vnpt-1")
+    assert p["commune"] == "16021" and p["messages_total"] == 30 and p["measurements_total"] == 180
+    assert p["last_seq"] == 29 and p["last_seen_ms"] == T0 + 29 * 60_000 + 50_000
+    r = c.get("/api/v1/probes", params={"commune": "16180"}, headers=AUTH)
+    assert r.json()["total"] == 4
+
+
+def test_health_ready_metrics_openapi(client: tuple[TestClient, object]) -> None:
+    c, _ = client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    r = c.get("/readyz")
+    assert r.status_code == 503  # the broker check says not connected
+    checks = r.json()["checks"]
+    assert checks["store"]["ok"] is True and checks["broker"]["ok"] is False
+    m = c.get("/metrics")
+    assert m.status_code == 200 and "netqos_ingest_messages_received_total" in m.text
+    spec = c.get("/openapi.json").json()
+    assert "/api/v1/qos" in spec["paths"] and "/api/v1/probes" in spec["paths"]
+    assert c.get("/docs").status_code == 200
