@@ -115,7 +115,7 @@ def _put_varint(buf: U8Array, pos: int, v: int | np.int64) -> int:
 @kernel
 def _encode(keys: I32Array, counts: I64Array) -> U8Array:
     n = keys.shape[0]
-    # Worst case: 1 version byte, 10 for n, 5 per zigzag key or delta (< 2**33), 9 per count (< 2**63).
+    # Worst case: 1 version byte, 10 for n, 5 per zigzag key or delta (< 2**32), 9 per count (< 2**63).
     buf = np.empty(1 + 10 + 14 * n, dtype=np.uint8)
     buf[0] = SKETCH_FORMAT_VERSION
     pos = _put_varint(buf, 1, n)

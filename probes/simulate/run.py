@@ -98,7 +98,8 @@ class _Fleet:
         self.budget = budget
         self.halt = halt
         self.on_published = on_published
-        self.n_tests = max(1, min(MAX_TESTS, round(interval_s * 1000 / TEST_SPACING_MS)))
+        # One rtt test per 10 s of the interval; ceil keeps them all inside the interval.
+        self.n_tests = max(1, min(MAX_TESTS, math.ceil(interval_s * 1000 / TEST_SPACING_MS)))
         self.next_seq: dict[str, int] = {p.probe_id: 0 for p in probes}
         # Per-probe noise generators: a probe's noise does not depend on how probes are
         # spread over connections or on the order the workers happen to run in.
@@ -159,7 +160,7 @@ class _Worker:
 
     def __init__(
         self,
-        index: int,
+        client_id: str,
         share: list[tuple[float, SimProbe]],
         fleet: _Fleet,
         *,
@@ -173,8 +174,7 @@ class _Worker:
         max_failures: int,
         publish_timeout_s: float,
     ) -> None:
-        self.index = index
-        self.client_id = f"netqos-sim-{index}"
+        self.client_id = client_id
         self.share = share  # (offset within the interval in seconds, probe), by offset
         self.fleet = fleet
         self.host = host
@@ -286,6 +286,7 @@ class _Worker:
             if self.pos == len(self.share):
                 self.round += 1
                 self.pos = 0
+            if self.pos == 0:
                 # A whole round or more behind (slow broker, reconnect, long backfill):
                 # skip the missed rounds instead of bursting them all out at once.
                 current = math.floor((loop.time() - self.start_mono) / interval)
@@ -328,15 +329,21 @@ async def run_fleet(
     max_backoff_s: float = 30.0,
     max_failures: int = 20,
     publish_timeout_s: float = 10.0,
+    client_id_prefix: str = "netqos-sim",
 ) -> FleetStats:
     """Publish the fleet's batches to the broker at ``host:port`` until told to stop.
 
     Every probe publishes one batch per ``interval_s``, the probes' send times spread
     evenly over the interval; ``seq`` starts at 0 per probe and grows by one per message.
-    Probes share ``connections`` MQTT clients (``netqos-sim-<i>``), QoS 1, each message to
-    its probe's own topic. With ``backfill_minutes`` the run first sends that much past
-    history in 5-minute batches. A lost connection is retried with exponential backoff up
-    to ``max_backoff_s``; a connection gives up after ``max_failures`` failures in a row.
+    Probes share ``connections`` MQTT clients (``<client_id_prefix>-<i>``, by default
+    ``netqos-sim-<i>``; give two fleets on one broker different prefixes, or the broker
+    disconnects one for the other), QoS 1, each message to its probe's own topic.
+
+    With ``backfill_minutes`` the run first sends that much past history in 5-minute
+    batches (``sent_ts`` is the real send time). A probe in a simulated outage sends
+    nothing (``stats.skipped_offline``). A lost connection is retried with exponential
+    backoff up to ``max_backoff_s``, the unacknowledged message resent with its seq; a
+    connection gives up after ``max_failures`` failures in a row.
 
     Returns when ``stop`` is set, after ``max_messages`` messages in total, or when every
     connection gave up. ``stats`` (or a new FleetStats) is updated while running and
@@ -381,7 +388,7 @@ async def run_fleet(
     start_mono = asyncio.get_running_loop().time()
     workers = [
         _Worker(
-            i,
+            f"{client_id_prefix}-{i}",
             offsets[i::n_conn],
             fleet,
             host=host,

@@ -97,3 +97,33 @@ def test_cli_exit_code_2_and_one_line_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def all_keys() -> list[str]:
+    from pydantic import BaseModel
+
+    from netqos.config import Settings
+
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+            else:
+                out.append(prefix + name)
+
+    walk(Settings, "")
+    return out
+
+
+def test_every_key_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = [k for k in all_keys() if f"| `{k}` |" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_example_config_is_valid() -> None:
+    s = load_settings(Path(__file__).parents[2] / "deploy" / "netqos.example.yaml")
+    assert s.mqtt.host == "127.0.0.1" and s.log.format == "json"

@@ -250,7 +250,7 @@ def test_payload_sent_ts_and_spacing() -> None:
         assert rtt_ts == [ts - k * 10_000 for k in range(5, -1, -1)]
     assert make_payload(probe, 0, ts, np.random.default_rng(0))["sent_ts"] == ts
     body = encode(payload)
-    assert b" " not in body.replace(b"speedtest", b"")  # compact separators
+    assert b" " not in body  # compact separators
     with pytest.raises(ValueError):
         make_payload(probe, -1, ts, np.random.default_rng(0))
     with pytest.raises(ValueError):

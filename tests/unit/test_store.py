@@ -1,0 +1,141 @@
+"""The SQLite store: migrations, series, merging rollups across writes, probe registry."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collector.core import SampleBatch, quantiles, rollup
+from collector.mqtt.schema import MeasurementBatch
+from collector.pipeline import IngestPipeline
+from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
+from netqos.config import ConfigError, IngestSettings
+from netqos.service import load_probe_file
+
+
+def test_schema_is_created_once_in_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    s = SQLiteStore(db)
+    assert s.schema_version() >= 1
+    assert s.migrate() == []  # nothing left to apply
+    s.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"probes", "series", "rollups", "schema_migrations"} <= tables
+    conn.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this netqos knows"):
+        SQLiteStore(db)
+
+
+def test_series_ids_are_stable_and_shared_between_processes(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    a, b = SQLiteStore(db), SQLiteStore(db)
+    k1 = SeriesKey.of("rtt_ms", "p1", {"commune": "16021", "operator": "vnpt"})
+    k2 = SeriesKey.of("rtt_ms", "p1", {"operator": "vnpt", "commune": "16021"})  # same labels, other order
+    k3 = SeriesKey.of("rtt_ms", "p2", {"commune": "16021"})
+    ids_a = a.series_ids([k1, k3])
+    assert a.series_ids([k2]) == ids_a[:1]
+    assert b.series_ids([k3, k1]) == ids_a[::-1]
+    a.close()
+    b.close()
+
+
+def test_rollups_written_in_pieces_equal_one_rollup_of_everything(tmp_path: Path) -> None:
+    """Merging into stored rows (read, merge, write back) is exact: counts, min, max, sketch."""
+    s = SQLiteStore(tmp_path / "s.db")
+    sid = s.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {}) for i in range(5)])
+    rng = np.random.default_rng(3)
+    n = 20_000
+    batch = SampleBatch(
+        series_id=np.asarray(sid, dtype=np.int32)[rng.integers(0, 5, n)],
+        ts_ms=1_795_852_800_000 + rng.integers(0, 10 * 60_000, n),
+        value=rng.lognormal(3, 1, n),
+    )
+    for part in np.array_split(np.arange(n), 7):
+        piece = SampleBatch(batch.series_id[part], batch.ts_ms[part], batch.value[part])
+        s.write_rollups(rollup(piece), 60)
+    whole = rollup(batch)
+    stored = s.select_rollups("rtt_ms", 60, 0, 2**62)
+    got = stored.rollups
+    assert s.total_count() == n
+    order = np.lexsort((got.window_start_ms, got.series_id))
+    assert np.array_equal(got.series_id[order], whole.series_id)
+    assert np.array_equal(got.count[order], whole.count)
+    assert np.array_equal(got.min[order], whole.min)
+    assert np.array_equal(got.max[order], whole.max)
+    np.testing.assert_allclose(got.sum[order], whole.sum, rtol=1e-12)
+    q = np.array([0.5, 0.95, 0.99])
+    assert np.array_equal(quantiles(got, q)[order], quantiles(whole, q))
+    assert set(stored.labels) == set(sid)
+    s.close()
+
+
+def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.register_probes([ProbeInfo("p1", commune="16021")])
+    pipe = IngestPipeline(store, IngestSettings())
+    batch = MeasurementBatch.model_validate(
+        {
+            "v": 1,
+            "probe_id": "p1",
+            "seq": 0,
+            "measurements": [
+                {
+                    "ts": 1_795_852_800_000 + i,
+                    "target": "t",
+                    "technology": "4G",
+                    "operator": "vnpt",
+                    "metrics": {"rtt_ms": float(i)},
+                }
+                for i in range(10)
+            ],
+        }
+    )
+    pipe.accept(batch)
+
+    real = store.write_rollups
+    calls = {"n": 0}
+
+    def failing_once(*args: object, **kw: object) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    store.write_rollups = failing_once  # type: ignore[method-assign]
+    assert asyncio.run(pipe.flush()) == 0
+    assert pipe.buffered == 10 and store.total_count() == 0
+    pipe.accept(batch.model_copy(update={"seq": 1}))
+    assert asyncio.run(pipe.flush()) == 20
+    assert store.total_count() == 20
+    p = store.probes()[0]
+    assert p.messages_total == 2 and p.last_seq == 1
+    store.close()
+
+
+def test_probe_file_yaml_and_csv(tmp_path: Path) -> None:
+    y = tmp_path / "probes.yaml"
+    y.write_text("probes:\n  - probe_id: p1\n    commune: '16021'\n    operator: vnpt\n  - {probe_id: p2}\n")
+    c = tmp_path / "probes.csv"
+    c.write_text("probe_id,commune,village,site,operator,technology\np3,16030,16030-v01,s1,viettel,5G\n")
+    assert [p.probe_id for p in load_probe_file(y)] == ["p1", "p2"]
+    assert load_probe_file(y)[0].commune == "16021"
+    assert load_probe_file(c)[0].technology == "5G"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- probe_id: p1\n  colour: red\n")
+    with pytest.raises(ConfigError, match="unknown fields"):
+        load_probe_file(bad)
