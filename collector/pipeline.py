@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -91,37 +92,41 @@ class IngestPipeline:
 
     def accept(self, batch: MeasurementBatch) -> int:
         """Append a validated batch's samples to the buffer; returns the sample count."""
-        probe = self._probes[batch.probe_id]
+        probe_id = batch["probe_id"]
+        probe = self._probes[probe_id]
+        measurements = batch["measurements"]
         buf = self._buf
         key_index = self._key_index
         before = len(buf)
         newest = 0
-        for meas in batch.measurements:
-            ts = meas.ts
+        for meas in measurements:
+            ts = meas["ts"]
             newest = max(newest, ts)
-            for name, val in meas.metrics:
-                if val is None:
-                    continue
-                k = (batch.probe_id, name, meas.target, meas.technology, meas.operator)
+            target, technology, operator = meas["target"], meas["technology"], meas["operator"]
+            # Every value is a float: the schema validated each metric's type.
+            metrics = cast(dict[str, float], meas["metrics"])
+            for name, val in metrics.items():
+                k = (probe_id, name, target, technology, operator)
                 idx = key_index.get(k)
                 if idx is None:
                     idx = self._new_key(k, probe)
                 buf.local_idx.append(idx)
                 buf.ts_ms.append(ts)
                 buf.value.append(val)
-        act = buf.activity.get(batch.probe_id)
+        seq = batch["seq"]
+        act = buf.activity.get(probe_id)
         if act is None:
-            buf.activity[batch.probe_id] = ProbeActivity(newest, batch.seq, 1, len(batch.measurements))
+            buf.activity[probe_id] = ProbeActivity(newest, seq, 1, len(measurements))
         else:
             act.last_seen_ms = max(act.last_seen_ms, newest)
-            act.last_seq = max(act.last_seq, batch.seq)
+            act.last_seq = max(act.last_seq, seq)
             act.messages += 1
-            act.measurements += len(batch.measurements)
+            act.measurements += len(measurements)
         buf.newest_ts_ms.append(newest)
         added = len(buf) - before
         m.MESSAGES_ACCEPTED.inc()
-        m.MEASUREMENTS_ACCEPTED.inc(len(batch.measurements))
-        m.BATCH_MEASUREMENTS.observe(len(batch.measurements))
+        m.MEASUREMENTS_ACCEPTED.inc(len(measurements))
+        m.BATCH_MEASUREMENTS.observe(len(measurements))
         m.BUFFERED_SAMPLES.set(len(buf))
         return added
 

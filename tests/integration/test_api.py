@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api import create_app
-from collector.mqtt.schema import MeasurementBatch
+from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from netqos.config import IngestSettings, Settings
@@ -39,7 +39,7 @@ def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], 
         for minute in range(30):
             vals = rng.lognormal(3.3 if p.commune != "16180" else 4.2, 0.5, size=6)
             raw.setdefault((p.commune, p.operator), []).extend(vals.tolist())
-            batch = MeasurementBatch.model_validate(
+            batch = validate_batch(
                 {
                     "v": 1,
                     "probe_id": p.probe_id,

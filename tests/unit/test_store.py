@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
-from collector.mqtt.schema import MeasurementBatch
+from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
 from netqos.config import ConfigError, IngestSettings
@@ -88,7 +88,7 @@ def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     store.register_probes([ProbeInfo("p1", commune="16021")])
     pipe = IngestPipeline(store, IngestSettings())
-    batch = MeasurementBatch.model_validate(
+    batch = validate_batch(
         {
             "v": 1,
             "probe_id": "p1",
@@ -119,7 +119,7 @@ def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
     store.write_rollups = failing_once  # type: ignore[method-assign]
     assert asyncio.run(pipe.flush()) == 0
     assert pipe.buffered == 10 and store.total_count() == 0
-    pipe.accept(batch.model_copy(update={"seq": 1}))
+    pipe.accept({**batch, "seq": 1})
     assert asyncio.run(pipe.flush()) == 20
     assert store.total_count() == 20
     p = store.probes()[0]

@@ -1,0 +1,599 @@
+"""End-to-end ingest benchmark: measurements/s from the broker into SQLite rollups.
+
+What is measured
+    How fast netqos drains a backlog of schema-v1 measurement batches from mosquitto
+    (MQTT QoS 1, persistent session) through validation, the columnar buffer, the numba
+    rollup core and the SQLite merge, until every sample is stored and queryable. The
+    same backlog, on the same broker, is drained by ``mosquitto_sub`` (the peer), which
+    only receives and prints the messages. ``ratio`` = ours ÷ peer measurements/s.
+
+Method (for each of R repeats, peer and ours alternating so drift hits both alike)
+    1. A private mosquitto on a free 127.0.0.1 port (unlimited queue and in-flight
+       window, no persistence) runs for the whole benchmark.
+    2. N messages (default 2,000 x 50 measurements, each with rtt_ms, loss_ratio and
+       jitter_ms, so 3 samples per measurement) are generated once, before any timing,
+       from 200 registered probes, timestamps spread over the last 10 minutes.
+    3. Peer: ``mosquitto_sub -c -i ID -q 1 -E`` creates a persistent session and exits;
+       all N messages are published with QoS 1 (paho-mqtt, every PUBACK awaited), so they
+       sit queued in the broker; then ``mosquitto_sub -c -i ID -q 1 -C N`` is timed from
+       process start until it exits having read N messages (its output is counted to
+       check exactly N arrived).
+    4. Ours: a fresh SQLite store with the probes registered; an MqttConsumer (persistent
+       session, fixed client id) connects once to create the session and stops; the same
+       N messages are published the same way; then the consumer and the pipeline's flush
+       loop are started and timed until ``store.total_count(metric="rtt_ms")`` equals
+       N x batch (polled every 20 ms from a worker thread). After a short settle pause
+       (not timed) the consumer is stopped, the pipeline drained, and every count checked
+       exactly: a lost or double-counted sample is an error (exit status 1).
+    5. Each session is wiped after use (reconnect with a clean session), so later
+       publishes do not also queue messages for an earlier, idle session.
+
+Why it is fair
+    Both sides start from the identical situation, N messages already queued in the same
+    broker for a persistent QoS 1 session, and are timed from process/task start
+    (connect and subscribe included) until they are done with all N. Publishing is not
+    timed, so the publisher's speed cannot favour either side. Nothing is subtracted from
+    either figure. Numba compilation happens before timing (``warm_up``, printed
+    separately). Ours is timed to "stored in SQLite", which includes the flush timer
+    (``flush_interval_s``, the production default unless ``--flush-interval`` is given):
+    that is what a user of the service waits for, and it is part of ours, not the
+    peer's, cost.
+
+Run ``python bench/ingest.py`` (a few minutes at most) or ``--quick`` (well under a
+minute). The last line is ``RESULT key=value ...``; nothing here asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.core import warm_up
+from collector.mqtt.consumer import MqttConsumer
+from collector.mqtt.schema import MeasurementBatch
+from collector.pipeline import IngestPipeline
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from netqos.config import IngestSettings, MqttSettings
+
+HOST = "127.0.0.1"
+TOPIC_FILTER = "netqos/v1/probes/+/measurements"
+METRICS = ("rtt_ms", "loss_ratio", "jitter_ms")
+N_PROBES = 200
+TARGETS = ("speedtest.example.vn", "dns.example.vn")
+OPERATORS = ("viettel", "vnpt", "mobifone")
+TECHNOLOGIES = ("4G", "5G", "FTTH")
+SPREAD_MS = 10 * 60_000  # timestamps over the last ten minutes
+POLL_S = 0.02
+CONNECT_TIMEOUT_S = 15.0
+
+
+class BenchError(Exception):
+    """The benchmark could not produce a valid figure (lost data, timeout, broker down...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRun:
+    seconds: float
+    messages: int
+
+
+@dataclass(slots=True)
+class OursRun:
+    seconds: float
+    publish_s: float
+    intake_s: float  # until the last message was validated and buffered
+    flushes: list[tuple[int, float]] = field(default_factory=list)  # (samples, seconds)
+
+
+# -- workload ---------------------------------------------------------------------------
+
+
+def probe_id(i: int) -> str:
+    return f"bn-{10000 + i // 10}-p{i % 10:03d}"
+
+
+def make_probes(n: int) -> list[ProbeInfo]:
+    return [
+        ProbeInfo(
+            probe_id(i),
+            commune=f"{10000 + i // 10}",
+            village=f"{10000 + i // 10}-v{i % 3:02d}",
+            site=f"site-{i:03d}",
+            operator=OPERATORS[i % len(OPERATORS)],
+            technology=TECHNOLOGIES[i % len(TECHNOLOGIES)],
+        )
+        for i in range(n)
+    ]
+
+
+def make_messages(n_messages: int, batch: int, n_probes: int, now_ms: int, seed: int = 1) -> list[Message]:
+    """N valid schema-v1 batches; probe k % n_probes, seq increasing per probe, ts in the past."""
+    rng = random.Random(seed)
+    oldest = now_ms - SPREAD_MS
+    out: list[Message] = []
+    for k in range(n_messages):
+        p = k % n_probes
+        pid = probe_id(p)
+        measurements = []
+        for j in range(batch):
+            measurements.append(
+                {
+                    "ts": oldest + rng.randrange(SPREAD_MS - 5_000),
+                    "target": TARGETS[j % len(TARGETS)],
+                    "technology": TECHNOLOGIES[p % len(TECHNOLOGIES)],
+                    "operator": OPERATORS[p % len(OPERATORS)],
+                    "metrics": {
+                        "rtt_ms": round(rng.uniform(5.0, 250.0), 2),
+                        "loss_ratio": round(rng.uniform(0.0, 0.05), 4),
+                        "jitter_ms": round(rng.uniform(0.0, 30.0), 2),
+                    },
+                }
+            )
+        body = {
+            "v": 1,
+            "probe_id": pid,
+            "seq": k // n_probes,
+            "sent_ts": now_ms,
+            "measurements": measurements,
+        }
+        out.append(Message(f"netqos/v1/probes/{pid}/measurements", json.dumps(body).encode()))
+    return out
+
+
+# -- broker -----------------------------------------------------------------------------
+
+
+def find_binary(name: str, fallback: str) -> str:
+    path = shutil.which(name) or (fallback if Path(fallback).exists() else None)
+    if path is None:
+        raise BenchError(f"{name} is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"mosquitto exited with {proc.returncode}: {tail(log)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise BenchError(f"mosquitto does not listen on {HOST}:{port} after {timeout_s} s: {tail(log)}")
+
+
+def tail(path: Path, chars: int = 600) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:].strip() or "(empty log)"
+    except OSError:
+        return "(nothing logged)"
+
+
+def start_mosquitto(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    log = workdir / "mosquitto.log"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listener {port} {HOST}",
+                "allow_anonymous true",
+                "persistence false",
+                "max_queued_messages 0",  # unlimited: the whole backlog stays queued
+                "max_inflight_messages 0",  # unlimited: the broker never waits for PUBACKs
+                f"log_dest file {log}",
+                "log_type error",
+                "log_type warning",
+                "",
+            ]
+        )
+    )
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, log)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, port, log
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def mosquitto_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "-h"], capture_output=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "mosquitto"
+    first = out.decode(errors="replace").splitlines()[:1]
+    return first[0].strip() if first else "mosquitto"
+
+
+# -- publisher --------------------------------------------------------------------------
+
+
+def publish_all(port: int, messages: Sequence[Message], client_id: str, timeout_s: float) -> float:
+    """Publish every message with QoS 1 and wait for every PUBACK; returns the seconds taken."""
+    connected = threading.Event()
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True
+    )
+    client.max_inflight_messages_set(0)  # unlimited: a fast publisher
+    client.max_queued_messages_set(0)
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    t0 = time.perf_counter()
+    client.connect(HOST, port, keepalive=60)
+    client.loop_start()
+    try:
+        if not connected.wait(CONNECT_TIMEOUT_S):
+            raise BenchError(f"publisher could not connect to {HOST}:{port}")
+        infos = [client.publish(m.topic, m.payload, qos=1) for m in messages]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
+        unacked = sum(1 for info in infos if not info.is_published())
+        if unacked:
+            raise BenchError(f"{unacked} of {len(infos)} publishes not acknowledged after {timeout_s} s")
+        return time.perf_counter() - t0
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+# -- peer: mosquitto_sub ----------------------------------------------------------------
+
+
+def sub_cmd(binary: str, port: int, client_id: str, *extra: str) -> list[str]:
+    return [binary, "-h", HOST, "-p", str(port), "-q", "1", "-i", client_id, "-t", TOPIC_FILTER, *extra]
+
+
+def run_quick(cmd: list[str], what: str) -> None:
+    try:
+        res = subprocess.run(cmd, capture_output=True, timeout=CONNECT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{what}: mosquitto_sub did not finish in {CONNECT_TIMEOUT_S} s") from exc
+    if res.returncode != 0:
+        raise BenchError(
+            f"{what}: mosquitto_sub exited {res.returncode}: {res.stderr.decode(errors='replace')}"
+        )
+
+
+def count_lines(stream: IO[bytes], out: list[int]) -> None:
+    """Count newline bytes until EOF (bounded by the process's life, which is bounded)."""
+    fd = stream.fileno()
+    n = 0
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+    out.append(n)
+
+
+def peer_once(
+    binary: str, port: int, messages: Sequence[Message], k: int, workdir: Path, timeout_s: float
+) -> PeerRun:
+    cid = f"bench-peer-{k}"
+    n = len(messages)
+    run_quick(sub_cmd(binary, port, cid, "-c", "-E"), "create peer session")
+    publish_all(port, messages, f"bench-pub-peer-{k}", timeout_s)
+    err_path = workdir / f"peer-{k}.stderr"
+    cmd = sub_cmd(binary, port, cid, "-c", "-C", str(n), "-W", str(max(1, math.ceil(timeout_s))))
+    counted: list[int] = []
+    with err_path.open("wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        reader = threading.Thread(target=count_lines, args=(proc.stdout, counted), daemon=True)
+        reader.start()
+        try:
+            rc = proc.wait(timeout=timeout_s + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise BenchError(f"mosquitto_sub did not read {n} messages in {timeout_s} s") from None
+        finally:
+            elapsed = time.perf_counter() - t0
+            reader.join(timeout=10)
+            proc.stdout.close()
+    if rc != 0:
+        raise BenchError(f"mosquitto_sub exited {rc}: {tail(err_path)}")
+    got = counted[0] if counted else -1
+    if got != n:
+        raise BenchError(f"mosquitto_sub printed {got} messages, expected {n}")
+    run_quick(sub_cmd(binary, port, cid, "-E"), "clear peer session")
+    return PeerRun(elapsed, got)
+
+
+# -- ours: MqttConsumer + IngestPipeline + SQLiteStore ------------------------------------
+
+
+class TimedPipeline(IngestPipeline):
+    """The real pipeline, recording (samples, seconds) of every flush that stored something."""
+
+    def __init__(self, store: SQLiteStore, settings: IngestSettings) -> None:
+        super().__init__(store, settings)
+        self.flushes: list[tuple[int, float]] = []
+        self.accepted = 0
+        self.last_accept = 0.0  # perf_counter() of the latest accepted batch
+
+    def accept(self, batch: MeasurementBatch) -> int:
+        added = super().accept(batch)
+        self.accepted += 1
+        self.last_accept = time.perf_counter()
+        return added
+
+    async def flush(self) -> int:
+        t0 = time.perf_counter()
+        stored = await super().flush()
+        if stored:
+            self.flushes.append((stored, time.perf_counter() - t0))
+        return stored
+
+
+async def stop_tasks(stop: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=CONNECT_TIMEOUT_S)
+
+
+async def ours_once(
+    port: int,
+    messages: Sequence[Message],
+    probes: Sequence[ProbeInfo],
+    batch: int,
+    k: int,
+    workdir: Path,
+    settings: IngestSettings,
+    timeout_s: float,
+) -> OursRun:
+    n_meas = len(messages) * batch
+    store = SQLiteStore(workdir / f"ours-{k}" / "netqos.db")
+    mqtt = MqttSettings(host=HOST, port=port, client_id=f"bench-ours-{k}")
+    try:
+        store.register_probes(probes)
+        # 1. Create the persistent session, then go away.
+        stop = asyncio.Event()
+        first = MqttConsumer(mqtt, settings, IngestPipeline(store, settings))
+        tasks = [asyncio.create_task(first.run(stop))]
+        try:
+            await asyncio.wait_for(first.subscribed.wait(), timeout=CONNECT_TIMEOUT_S)
+        finally:
+            await stop_tasks(stop, tasks)
+        # 2. Queue the backlog in the broker.
+        publish_s = await asyncio.to_thread(publish_all, port, messages, f"bench-pub-ours-{k}", timeout_s)
+        # 3. Drain it, timed until every rtt_ms sample is stored.
+        pipeline = TimedPipeline(store, settings)
+        consumer = MqttConsumer(mqtt, settings, pipeline)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        stored = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-poll") as poller:
+            t0 = time.perf_counter()
+            deadline = t0 + timeout_s
+            tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
+            try:
+                while time.perf_counter() < deadline:
+                    stored = await loop.run_in_executor(poller, lambda: store.total_count(metric="rtt_ms"))
+                    if stored >= n_meas:
+                        break
+                    await asyncio.sleep(POLL_S)
+                elapsed = time.perf_counter() - t0
+                if stored >= n_meas:
+                    # Not timed: give a late duplicate the chance to be flushed and show up.
+                    await asyncio.sleep(settings.flush_interval_s + 0.25)
+            finally:
+                await stop_tasks(stop, tasks)
+                unflushed = await pipeline.drain()
+        if stored < n_meas:
+            raise BenchError(f"ours stored {stored} of {n_meas} rtt_ms samples in {timeout_s} s")
+        check_counts(store, len(messages), n_meas, unflushed)
+        # 4. Wipe the session so later publishes are not queued for it.
+        async with aiomqtt.Client(HOST, port, identifier=mqtt.client_id, clean_session=True):
+            pass
+        return OursRun(elapsed, publish_s, pipeline.last_accept - t0, pipeline.flushes)
+    finally:
+        store.close()
+
+
+def check_counts(store: SQLiteStore, n_messages: int, n_meas: int, unflushed: int) -> None:
+    problems = []
+    if unflushed:
+        problems.append(f"{unflushed} samples left unflushed")
+    for metric in METRICS:
+        got = store.total_count(metric=metric)
+        if got != n_meas:
+            problems.append(f"{metric}: stored {got}, sent {n_meas}")
+    total = store.total_count()
+    if total != len(METRICS) * n_meas:
+        problems.append(f"all metrics: stored {total}, sent {len(METRICS) * n_meas}")
+    probes = store.probes()
+    msgs = sum(p.messages_total for p in probes)
+    meas = sum(p.measurements_total for p in probes)
+    if msgs != n_messages or meas != n_meas:
+        problems.append(
+            f"probe activity: {msgs} messages / {meas} measurements, sent {n_messages} / {n_meas}"
+        )
+    if problems:
+        raise BenchError("lost or double-counted data: " + "; ".join(problems))
+
+
+# -- reporting --------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty sequence."""
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+def fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="400 messages, 1 repeat (well under a minute)")
+    ap.add_argument("--messages", type=int, help="messages per run (default 2000, quick 400)")
+    ap.add_argument("--batch", type=int, default=50, help="measurements per message (default 50)")
+    ap.add_argument("--repeat", type=int, help="runs per side, median reported (default 3, quick 1)")
+    ap.add_argument(
+        "--flush-interval",
+        type=float,
+        default=IngestSettings().flush_interval_s,
+        help="ingest.flush_interval_s for ours (default: the service default, %(default)s s)",
+    )
+    ap.add_argument("--timeout", type=float, default=120.0, help="bound on each publish/drain, seconds")
+    args = ap.parse_args(argv)
+    if args.messages is None:
+        args.messages = 400 if args.quick else 2000
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if not 1 <= args.messages <= 1_000_000:
+        ap.error("--messages must be 1..1000000")
+    if not 1 <= args.batch <= IngestSettings().max_measurements_per_message:
+        ap.error(f"--batch must be 1..{IngestSettings().max_measurements_per_message}")
+    if not 1 <= args.repeat <= 50:
+        ap.error("--repeat must be 1..50")
+    if not 0 < args.timeout <= 3600:
+        ap.error("--timeout must be in (0, 3600]")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall0 = time.perf_counter()
+    n_msg, batch, repeats = int(args.messages), int(args.batch), int(args.repeat)
+    n_meas = n_msg * batch
+    settings = IngestSettings(flush_interval_s=args.flush_interval)
+    max_payload = MqttSettings().max_payload_bytes
+    try:
+        broker_bin = find_binary("mosquitto", "/usr/sbin/mosquitto")
+        sub_bin = find_binary("mosquitto_sub", "/usr/bin/mosquitto_sub")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    probes = make_probes(N_PROBES)
+    messages = make_messages(n_msg, batch, N_PROBES, int(time.time() * 1000))
+    biggest = max(len(m.payload) for m in messages)
+    if biggest > max_payload:
+        print(
+            f"error: a message is {biggest} bytes, over mqtt.max_payload_bytes={max_payload}", file=sys.stderr
+        )
+        return 2
+    total_bytes = sum(len(m.payload) for m in messages)
+    warm_s = warm_up()
+
+    peer_runs: list[PeerRun] = []
+    ours_runs: list[OursRun] = []
+    with tempfile.TemporaryDirectory(prefix="netqos-bench-") as tmp:
+        workdir = Path(tmp)
+        proc, port, log = start_mosquitto(broker_bin, workdir)
+        try:
+            print(
+                f"netqos ingest benchmark: {n_msg} messages x {batch} measurements"
+                f" ({len(METRICS)} metrics each), QoS 1, {mosquitto_version(broker_bin)} at {HOST}:{port}"
+            )
+            print(
+                f"workload: {min(N_PROBES, n_msg)} probes, {len(TARGETS)} targets, ts over the last"
+                f" {SPREAD_MS // 60_000} min; {total_bytes / n_msg / 1024:.1f} KiB/message,"
+                f" {total_bytes / 1e6:.1f} MB per run"
+            )
+            print(
+                f"numba warm-up: {warm_s:.2f} s (not timed);"
+                f" ours: flush_interval_s={settings.flush_interval_s}"
+                f" flush_max_samples={settings.flush_max_samples}"
+            )
+            for k in range(repeats):
+                peer = peer_once(sub_bin, port, messages, k, workdir, args.timeout)
+                peer_runs.append(peer)
+                ours = asyncio.run(
+                    ours_once(port, messages, probes, batch, k, workdir, settings, args.timeout)
+                )
+                ours_runs.append(ours)
+                print(
+                    f"  run {k + 1}/{repeats}:"
+                    f" peer {peer.seconds:.3f} s ({fmt(n_meas / peer.seconds)} meas/s)"
+                    f"   ours {ours.seconds:.3f} s ({fmt(n_meas / ours.seconds)} meas/s,"
+                    f" all buffered at {ours.intake_s:.3f} s, {len(ours.flushes)} flushes)"
+                    f"   [publish {ours.publish_s:.2f} s, not timed]"
+                )
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print(f"mosquitto log: {tail(log)}", file=sys.stderr)
+            return 1
+        finally:
+            stop_process(proc)
+
+    peer_meas = statistics.median(n_meas / r.seconds for r in peer_runs)
+    peer_msgs = statistics.median(n_msg / r.seconds for r in peer_runs)
+    ours_meas = statistics.median(n_meas / r.seconds for r in ours_runs)
+    ours_msgs = statistics.median(n_msg / r.seconds for r in ours_runs)
+    ours_samples = statistics.median(len(METRICS) * n_meas / r.seconds for r in ours_runs)
+    ratio = ours_meas / peer_meas
+    of = f"(median of {repeats})" if repeats > 1 else "(1 run)"
+    print(f"peer  mosquitto_sub  {fmt(peer_meas):>12} measurements/s  {fmt(peer_msgs):>9} messages/s  {of}")
+    print(
+        f"ours  netqos ingest  {fmt(ours_meas):>12} measurements/s  {fmt(ours_msgs):>9} messages/s"
+        f"  {fmt(ours_samples)} samples/s  {of}"
+    )
+    flush_s = [s for r in ours_runs for _, s in r.flushes]
+    flush_n = [n for r in ours_runs for n, _ in r.flushes]
+    if flush_s:
+        print(
+            f"ours  store flushes: {len(flush_s)}, samples/flush median {fmt(statistics.median(flush_n))},"
+            f" duration p50 {pct(flush_s, 0.5) * 1000:.0f} ms p95 {pct(flush_s, 0.95) * 1000:.0f} ms"
+        )
+    wall = time.perf_counter() - wall0
+    print(f"ratio ours/peer: {ratio:.4f}; every sample stored exactly once; wall {wall:.1f} s")
+    print(
+        f"RESULT ours_meas_per_s={ours_meas:.0f} peer_meas_per_s={peer_meas:.0f} ratio={ratio:.4f}"
+        f" ours_msgs_per_s={ours_msgs:.0f} peer_msgs_per_s={peer_msgs:.0f} messages={n_msg} batch={batch}"
+        f" repeats={repeats}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
