@@ -24,7 +24,9 @@ from collector.core.sketch import (
     _key_of,
     _value_of_key,
     decode_sketch,
+    decode_sketches,
     encode_sketch,
+    encode_sketches,
     keys_of,
     value_of_keys,
 )
@@ -555,4 +557,5 @@ def warm_up() -> float:
     mean(merged)
     value_of_keys(keys_of(batch.value))
     decode_sketch(encode_sketch(*merged.row_sketch(0)))
+    decode_sketches(encode_sketches(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts))
     return time.perf_counter() - t0

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from collector.core import RollupSet, decode_sketch, encode_sketch, merge
+from collector.core import RollupSet, decode_sketches, encode_sketches, merge
 
 log = logging.getLogger(__name__)
 
@@ -379,35 +379,30 @@ def _split_sql(sql: str) -> list[str]:
 
 
 def _rows_of(r: RollupSet, resolution_s: int) -> Iterator[tuple[Any, ...]]:
-    off = r.sketch_offsets
-    for i in range(len(r)):
-        a, b = int(off[i]), int(off[i + 1])
-        yield (
-            resolution_s,
-            int(r.series_id[i]),
-            int(r.window_start_ms[i]),
-            int(r.count[i]),
-            float(r.sum[i]),
-            float(r.sumsq[i]),
-            float(r.min[i]),
-            float(r.max[i]),
-            float(r.last[i]),
-            int(r.last_ts_ms[i]),
-            encode_sketch(r.sketch_keys[a:b], r.sketch_counts[a:b]),
-        )
+    blobs = encode_sketches(r.sketch_offsets, r.sketch_keys, r.sketch_counts)
+    columns = (
+        r.series_id.tolist(),
+        r.window_start_ms.tolist(),
+        r.count.tolist(),
+        r.sum.tolist(),
+        r.sumsq.tolist(),
+        r.min.tolist(),
+        r.max.tolist(),
+        r.last.tolist(),
+        r.last_ts_ms.tolist(),
+        blobs,
+    )
+    for row in zip(*columns, strict=True):
+        yield (resolution_s, *row)
 
 
 def rollups_from_rows(rows: Sequence[tuple[Any, ...]]) -> RollupSet:
     """Build a RollupSet from stored rows (series_id, window, count, sum, sumsq, min, max, last,
     last_ts_ms, sketch blob)."""
-    n = len(rows)
-    if n == 0:
+    if not rows:
         return RollupSet.empty()
     cols = list(zip(*rows, strict=True))
-    decoded = [decode_sketch(b) for b in cols[9]]
-    lengths = np.fromiter((len(k) for k, _ in decoded), dtype=np.int64, count=n)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets, keys, counts = decode_sketches(cols[9])
     return RollupSet(
         series_id=np.asarray(cols[0], dtype=np.int32),
         window_start_ms=np.asarray(cols[1], dtype=np.int64),
@@ -419,6 +414,6 @@ def rollups_from_rows(rows: Sequence[tuple[Any, ...]]) -> RollupSet:
         last=np.asarray(cols[7], dtype=np.float64),
         last_ts_ms=np.asarray(cols[8], dtype=np.int64),
         sketch_offsets=offsets,
-        sketch_keys=np.concatenate([k for k, _ in decoded]).astype(np.int32, copy=False),
-        sketch_counts=np.concatenate([c for _, c in decoded]).astype(np.int64, copy=False),
+        sketch_keys=keys,
+        sketch_counts=counts,
     )

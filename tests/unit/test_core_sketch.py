@@ -171,3 +171,27 @@ def test_decode_garbage_is_rejected_or_canonical(blob: bytes) -> None:
 def test_encode_rejects_invalid(keys: list[Any], counts: list[Any], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         encode_sketch(keys, counts)
+
+
+def test_batch_encode_decode_equal_the_per_row_functions() -> None:
+    from collector.core import decode_sketches, encode_sketches
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for n in [0, 1, 3, 0, 50, 7]:
+        keys = np.unique(rng.integers(-MAX_KEY, MAX_KEY, n)).astype(np.int32)
+        rows.append((keys, rng.integers(1, 10**12, keys.shape[0]).astype(np.int64)))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(k) for k, _ in rows], out=offsets[1:])
+    keys = np.concatenate([k for k, _ in rows])
+    counts = np.concatenate([c for _, c in rows])
+    blobs = encode_sketches(offsets, keys, counts)
+    assert blobs == [encode_sketch(k, c) for k, c in rows]
+    off2, k2, c2 = decode_sketches(blobs)
+    assert np.array_equal(off2, offsets) and np.array_equal(k2, keys) and np.array_equal(c2, counts)
+    with pytest.raises(ValueError, match="blob #2"):
+        decode_sketches([blobs[0], blobs[1], b"\x01\x05", blobs[3]])
+    with pytest.raises(ValueError, match="strictly ascending within a row"):
+        encode_sketches(np.array([0, 2]), np.array([5, 5], dtype=np.int32), np.array([1, 1]))
+    # A key may go down across a row boundary.
+    assert len(encode_sketches(np.array([0, 1, 2]), np.array([9, 3], dtype=np.int32), np.array([1, 1]))) == 2
