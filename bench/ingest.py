@@ -474,7 +474,7 @@ def fmt(x: float) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="400 messages, 1 repeat (well under a minute)")
-    ap.add_argument("--messages", type=int, help="messages per run (default 2000, quick 400)")
+    ap.add_argument("--messages", type=int, help="messages per run (default 10000, quick 400)")
     ap.add_argument("--batch", type=int, default=50, help="measurements per message (default 50)")
     ap.add_argument("--repeat", type=int, help="runs per side, median reported (default 3, quick 1)")
     ap.add_argument(
@@ -486,7 +486,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=120.0, help="bound on each publish/drain, seconds")
     args = ap.parse_args(argv)
     if args.messages is None:
-        args.messages = 400 if args.quick else 2000
+        args.messages = 400 if args.quick else 10_000
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if not 1 <= args.messages <= 1_000_000:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 
@@ -65,8 +64,9 @@ class IngestPipeline:
         self.store = store
         self.settings = settings
         self._buf = _Buffer()
-        # Series seen by this process: key tuple -> local index; local index -> series id.
-        self._key_index: dict[tuple[str, str, str, str, str], int] = {}
+        # Series seen by this process: (probe, target, technology, operator) -> metric ->
+        # local index; local index -> series id (resolved in the flush thread).
+        self._streams: dict[tuple[str, str, str, str], dict[str, int]] = {}
         self._keys: list[SeriesKey] = []
         self._series_of_local = np.zeros(0, dtype=np.int32)
         self._flush_lock = asyncio.Lock()
@@ -96,23 +96,27 @@ class IngestPipeline:
         probe = self._probes[probe_id]
         measurements = batch["measurements"]
         buf = self._buf
-        key_index = self._key_index
+        streams = self._streams
+        # Bound methods in locals: this loop runs once per sample, the hottest Python in ingest.
+        add_idx, add_ts, add_value = buf.local_idx.append, buf.ts_ms.append, buf.value.append
         before = len(buf)
         newest = 0
         for meas in measurements:
             ts = meas["ts"]
-            newest = max(newest, ts)
-            target, technology, operator = meas["target"], meas["technology"], meas["operator"]
+            if ts > newest:
+                newest = ts
+            stream = (probe_id, meas["target"], meas["technology"], meas["operator"])
+            index = streams.get(stream)
+            if index is None:
+                index = streams[stream] = {}
             # Every value is a float: the schema validated each metric's type.
-            metrics = cast(dict[str, float], meas["metrics"])
-            for name, val in metrics.items():
-                k = (probe_id, name, target, technology, operator)
-                idx = key_index.get(k)
+            for name, val in meas["metrics"].items():
+                idx = index.get(name)
                 if idx is None:
-                    idx = self._new_key(k, probe)
-                buf.local_idx.append(idx)
-                buf.ts_ms.append(ts)
-                buf.value.append(val)
+                    idx = index[name] = self._new_key(stream, name, probe)
+                add_idx(idx)
+                add_ts(ts)
+                add_value(val)  # type: ignore[arg-type]
         seq = batch["seq"]
         act = buf.activity.get(probe_id)
         if act is None:
@@ -130,8 +134,8 @@ class IngestPipeline:
         m.BUFFERED_SAMPLES.set(len(buf))
         return added
 
-    def _new_key(self, k: tuple[str, str, str, str, str], probe: ProbeInfo) -> int:
-        probe_id, metric, target, technology, operator = k
+    def _new_key(self, stream: tuple[str, str, str, str], metric: str, probe: ProbeInfo) -> int:
+        probe_id, target, technology, operator = stream
         labels = {
             "kind": "probe",
             "operator": operator,
@@ -141,10 +145,8 @@ class IngestPipeline:
             "village": probe.village,
             "site": probe.site,
         }
-        idx = len(self._keys)
         self._keys.append(SeriesKey.of(metric, probe_id, labels))
-        self._key_index[k] = idx
-        return idx
+        return len(self._keys) - 1
 
     # -- flushing ----------------------------------------------------------------
 

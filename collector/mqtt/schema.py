@@ -80,7 +80,7 @@ class Measurement(TypedDict):
     target: Annotated[str, Field(min_length=1, max_length=255)]
     technology: Technology
     operator: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
-    metrics: Annotated[Metrics, Field(min_length=1)]
+    metrics: Metrics  # at least one value: checked in parse() (cheaper than a per-item validator)
 
 
 @with_config(ConfigDict(strict=True, allow_inf_nan=False))
@@ -98,7 +98,8 @@ _BATCH: Final = TypeAdapter(MeasurementBatch)
 
 
 def validate_batch(obj: object) -> MeasurementBatch:
-    """Validate already-decoded JSON data (e.g. from the HTTPS path); raises ValidationError."""
+    """Check the structure and types of decoded JSON data (e.g. from the HTTPS path); raises
+    ValidationError. `check_batch` adds the checks that need context (probe, clock)."""
     return _BATCH.validate_python(obj)
 
 
@@ -187,18 +188,44 @@ def parse(
         batch = _BATCH.validate_json(payload)
     except ValidationError as exc:
         return classify(exc)
+    why = check_batch(
+        batch,
+        expected_probe_id=topic_probe,
+        now_ms=now_ms,
+        max_future_ms=max_future_ms,
+        max_measurements=max_measurements,
+        known_probes=known_probes,
+    )
+    return batch if why is None else why
+
+
+def check_batch(
+    batch: MeasurementBatch,
+    *,
+    expected_probe_id: str,
+    now_ms: int,
+    max_future_ms: int,
+    max_measurements: int,
+    known_probes: Container[str],
+) -> Rejection | None:
+    """The checks beyond types that every path (MQTT, HTTPS) applies to a typed batch."""
     probe_id = batch["probe_id"]
     measurements = batch["measurements"]
-    if probe_id != topic_probe:
-        return Rejection("topic_mismatch", f"payload probe_id {probe_id!r} != topic's {topic_probe!r}")
+    if probe_id != expected_probe_id:
+        return Rejection("topic_mismatch", f"payload probe_id {probe_id!r} != topic's {expected_probe_id!r}")
     if len(measurements) > max_measurements:
         return Rejection("out_of_range", f"{len(measurements)} measurements > limit {max_measurements}")
     if probe_id not in known_probes:
         return Rejection("unknown_probe", f"probe {probe_id!r} is not registered")
-    newest = max(m["ts"] for m in measurements)
+    newest = 0
+    for i, m in enumerate(measurements):
+        if not m["metrics"]:
+            return Rejection("out_of_range", f"measurements.{i}.metrics: must hold at least one value")
+        if m["ts"] > newest:
+            newest = m["ts"]
     if newest > now_ms + max_future_ms:
         return Rejection(
             "future_ts",
             f"measurement ts {newest} is {(newest - now_ms) / 1000:.0f} s ahead of the server clock",
         )
-    return batch
+    return None
