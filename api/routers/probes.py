@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require_token
 from api.schemas import ProbeList, ProbeOut
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/api/v1", tags=["probes"], dependencies=[Depends(requ
 @router.get("/probes", response_model=ProbeList, summary="registered probes, last seen, counts")
 def list_probes(
     request: Request,
-    commune: Annotated[str | None, "filter by commune code"] = None,
-    operator: str | None = None,
+    commune: Annotated[str | None, Query(description="only probes in this commune (code)")] = None,
+    operator: Annotated[str | None, Query(description="only probes of this operator")] = None,
 ) -> ProbeList:
     probes = request.app.state.store.probes()
     out = [

@@ -110,7 +110,13 @@ class MqttConsumer:
         if isinstance(result, Rejection):
             await self._deadletter(client, topic, payload, result)
             return
-        self.pipeline.accept(result)
+        try:
+            self.pipeline.accept(result)
+        except Exception as exc:
+            # A bug must not stop ingestion or lose the message: park it with the reason.
+            log.exception("event=accept_failed topic=%s", topic[:200])
+            await self._deadletter(client, topic, payload, Rejection("internal_error", repr(exc)[:300]))
+            return
         if self.pipeline.should_flush():
             # Backpressure: stop reading until the buffer is stored. Shielded so a stop
             # arriving meanwhile cannot abandon a flush half way.

@@ -37,6 +37,7 @@ REJECT_REASONS: Final = (
     "topic_mismatch",
     "unknown_probe",
     "bad_topic",
+    "internal_error",
 )
 
 _MS_MAX: Final = 2**53  # beyond any plausible epoch-ms, and exact in a float64

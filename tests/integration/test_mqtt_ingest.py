@@ -206,3 +206,37 @@ async def test_1000_malformed_messages_are_counted_and_deadlettered(
     assert await wait_until(lambda: ingest.store.total_count(metric="rtt_ms") >= stored_before + 50)
     assert ingest.store.total_count(metric="rtt_ms") == stored_before + 50
     assert ingest.consumer.connected
+
+
+async def test_a_failure_inside_accept_parks_the_message_and_ingestion_goes_on(
+    ingest: Ingest, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_accept = ingest.pipeline.accept
+    calls = {"n": 0}
+
+    def accept_failing_once(batch: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated bug")
+        return real_accept(batch)
+
+    monkeypatch.setattr(ingest.pipeline, "accept", accept_failing_once)
+    before = rejected("internal_error")
+    now_ms = int(time.time() * 1000)
+    first = json.dumps(good_payload(probe_id(0), 30_000, now_ms - 5_000, 3)).encode()
+    second = json.dumps(good_payload(probe_id(1), 30_000, now_ms - 5_000, 4)).encode()
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="dl-internal") as watch:
+        await watch.subscribe(f"{ingest.mqtt.deadletter_prefix}/internal_error", qos=1)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="pub-internal") as pub:
+            await pub.publish(TOPIC.format(probe_id(0)), first, qos=1)
+            await pub.publish(TOPIC.format(probe_id(1)), second, qos=1)
+
+        async def one() -> bytes:
+            async for msg in watch.messages:
+                return bytes(msg.payload)  # type: ignore[arg-type]
+            raise AssertionError("no dead letter")
+
+        assert await asyncio.wait_for(one(), timeout=30) == first
+    assert rejected("internal_error") - before == 1
+    assert await wait_until(lambda: ingest.store.total_count(metric="rtt_ms") == 4)
+    assert ingest.consumer.connected
