@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from api.routers import health, probes, qos
+from api.routers import devices, health, probes, qos
 from collector.store.sqlite import SQLiteStore
 from netqos.config import Settings
 
@@ -40,4 +40,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(qos.router)
     app.include_router(probes.router)
+    app.include_router(devices.router)
     return app

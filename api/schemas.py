@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -61,3 +63,69 @@ class Readiness(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class DeviceOut(BaseModel):
+    id: str
+    host: str
+    port: int
+    operator: str
+    kind: str
+    technology: str
+    site: str
+    commune: str
+    village: str
+    parent: str | None
+    profile: str
+    poll_interval_s: float
+    status: str = Field(description="up, down or unknown (never polled)")
+    status_since_ms: int | None
+    last_poll_ms: int | None
+    last_success_ms: int | None
+    last_error: str | None
+    last_poll_duration_s: float | None
+    last_varbinds: int | None
+    sys_name: str | None
+    polls_total: int
+    failures_total: int
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceOut]
+    total: int
+
+
+class StateChangeOut(BaseModel):
+    entity_kind: str
+    entity: str
+    state: str
+    since_ms: int
+    source: str
+    detail: str
+    device_id: str
+
+
+class DeviceDetail(DeviceOut):
+    interfaces: list[dict[str, Any]] = Field(
+        description="latest reading per interface: index, name, values (rates in bit/s, utilisation, status)"
+    )
+    tables: dict[str, list[dict[str, Any]]] = Field(description="latest rows of the profile's other tables")
+    state_changes: list[StateChangeOut]
+
+
+class OutageOut(BaseModel):
+    entity_kind: str
+    entity: str
+    start_ms: int
+    end_ms: int | None = Field(description="null while the outage goes on")
+    duration_s: float
+    cause: str
+
+
+class OutageList(BaseModel):
+    device_id: str
+    from_ms: int
+    to_ms: int
+    outages: list[OutageOut]
+    down_s: float = Field(description="time the device itself was down within the period")
+    availability_ratio: float | None = Field(description="1 - down / period (the period up to now)")

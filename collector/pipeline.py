@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from collector import metrics as m
 from collector.core import SampleBatch, rollup
@@ -39,6 +40,9 @@ class _Buffer:
 
     def __len__(self) -> int:
         return len(self.value)
+
+    def empty(self) -> bool:
+        return not self.value and not self.activity
 
     def extend(self, other: _Buffer) -> None:
         """Put `other`'s samples (an earlier, failed flush) back in front of this buffer's."""
@@ -67,6 +71,7 @@ class IngestPipeline:
         # Series seen by this process: (probe, target, technology, operator) -> metric ->
         # local index; local index -> series id (resolved in the flush thread).
         self._streams: dict[tuple[str, str, str, str], dict[str, int]] = {}
+        self._generic: dict[SeriesKey, int] = {}
         self._keys: list[SeriesKey] = []
         self._series_of_local = np.zeros(0, dtype=np.int32)
         self._flush_lock = asyncio.Lock()
@@ -148,6 +153,31 @@ class IngestPipeline:
         self._keys.append(SeriesKey.of(metric, probe_id, labels))
         return len(self._keys) - 1
 
+    def series_index(self, key: SeriesKey) -> int:
+        """Local index of a series (any source), created on first use."""
+        idx = self._generic.get(key)
+        if idx is None:
+            self._keys.append(key)
+            idx = self._generic[key] = len(self._keys) - 1
+        return idx
+
+    def accept_samples(
+        self, local_idx: npt.NDArray[np.int64], ts_ms: int, values: npt.NDArray[np.float64]
+    ) -> int:
+        """Append samples of series from `series_index` taken at one time (e.g. one SNMP poll).
+
+        NaN values (no rate yet, say) are skipped: a gap is no measurement.
+        """
+        ok = np.isfinite(values)
+        n = int(ok.sum())
+        if n:
+            buf = self._buf
+            buf.local_idx.extend(local_idx[ok].tolist())
+            buf.ts_ms.extend([ts_ms] * n)
+            buf.value.extend(values[ok].tolist())
+            m.BUFFERED_SAMPLES.set(len(buf))
+        return n
+
     # -- flushing ----------------------------------------------------------------
 
     def should_flush(self) -> bool:
@@ -157,7 +187,7 @@ class IngestPipeline:
         """Store everything buffered so far; returns the samples stored (0 if nothing)."""
         async with self._flush_lock:
             buf, self._buf = self._buf, _Buffer()
-            if not buf.activity:
+            if buf.empty():
                 return 0
             n_keys = len(self._keys)
             started = time.perf_counter()
@@ -206,7 +236,7 @@ class IngestPipeline:
         # Bounded: a failing store gets a few last tries, then the loss is logged loudly.
         for _ in range(3):
             await self.flush()
-            if not self._buf.activity:
+            if self._buf.empty():
                 return 0
         log.error("event=shutdown_unflushed samples=%d", len(self._buf))
         return len(self._buf)

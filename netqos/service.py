@@ -24,7 +24,10 @@ from api import create_app
 from collector.core import warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
+from collector.snmp.poller import Poller, PollSink
+from collector.store.devices import DeviceRepo
 from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.traps.receiver import TrapReceiver
 from netqos.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class ServiceContext:
     stop: asyncio.Event
     store: SQLiteStore
     consumer: MqttConsumer
+    poller: Poller | None
 
 
 async def run_service(
@@ -137,6 +141,13 @@ async def run_service(
             return True, "subscribed to " + settings.mqtt.topic
         return False, "not connected to the MQTT broker (see the logs for the reason)"
 
+    poller = sink = traps = None
+    if settings.snmp.inventory_file is not None:
+        sink = PollSink(DeviceRepo(store))
+        poller = Poller(settings.snmp, pipeline, sink)
+        if settings.traps.enabled:
+            traps = TrapReceiver(settings.traps, poller, sink)
+
     app = create_app(settings, store, {"broker": broker_check})
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_config=None, lifespan="off")
@@ -162,7 +173,12 @@ async def run_service(
         asyncio.create_task(api(), name="api"),
         asyncio.create_task(stopper(), name="stopper"),
     ]
-    ctx = ServiceContext(settings, stop, store, consumer)
+    if poller is not None and sink is not None:
+        tasks.append(asyncio.create_task(poller.run(stop), name="snmp-poller"))
+        tasks.append(asyncio.create_task(sink.run(stop), name="device-writer"))
+    if traps is not None:
+        tasks.append(asyncio.create_task(traps.run(stop), name="trap-receiver"))
+    ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
     log.info("event=service_started api=http://%s:%d", settings.api.host, settings.api.port)

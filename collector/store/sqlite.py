@@ -130,6 +130,16 @@ class SQLiteStore:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (WAL: reads never wait for the writer)."""
+        return self._reader()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE write transaction on the shared writer connection."""
+        with self._write() as conn:
+            yield conn
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:

@@ -1,0 +1,127 @@
+"""Network elements: status, last poll, interfaces with current rates, outages."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from api.auth import require_token
+from api.schemas import DeviceDetail, DeviceList, DeviceOut, ErrorOut, OutageList, OutageOut, StateChangeOut
+from collector.store.devices import DeviceRepo, overlap_ms
+
+router = APIRouter(prefix="/api/v1", tags=["devices"], dependencies=[Depends(require_token)])
+
+
+def _repo(request: Request) -> DeviceRepo:
+    return DeviceRepo(request.app.state.store)
+
+
+def _device_out(row: dict[str, Any]) -> DeviceOut:
+    return DeviceOut(
+        id=row["device_id"],
+        host=row["host"],
+        port=row["port"],
+        operator=row["operator"],
+        kind=row["kind"],
+        technology=row["technology"],
+        site=row["site"],
+        commune=row["commune"],
+        village=row["village"],
+        parent=row["parent_id"],
+        profile=row["profile"],
+        poll_interval_s=row["poll_interval_s"],
+        status=row["status"],
+        status_since_ms=row["status_since_ms"],
+        last_poll_ms=row["last_poll_ms"],
+        last_success_ms=row["last_success_ms"],
+        last_error=row["last_error"],
+        last_poll_duration_s=row["last_duration_s"],
+        last_varbinds=row["last_varbinds"],
+        sys_name=row["sys_name"],
+        polls_total=row["polls_total"],
+        failures_total=row["failures_total"],
+    )
+
+
+@router.get("/devices", response_model=DeviceList, summary="network elements and their status")
+def list_devices(
+    request: Request,
+    commune: Annotated[str | None, Query(description="only devices in this commune (code)")] = None,
+    operator: Annotated[str | None, Query(description="only this operator's devices")] = None,
+    status: Annotated[str | None, Query(description="up, down or unknown")] = None,
+) -> DeviceList:
+    rows = _repo(request).devices(commune=commune, operator=operator)
+    out = [_device_out(r) for r in rows if status is None or r["status"] == status]
+    return DeviceList(devices=out, total=len(out))
+
+
+@router.get(
+    "/devices/{device_id}",
+    response_model=DeviceDetail,
+    responses={404: {"model": ErrorOut}},
+    summary="one device: status, last poll, interfaces with current rates, recent state changes",
+)
+def get_device(request: Request, device_id: str) -> DeviceDetail:
+    repo = _repo(request)
+    row = repo.device(device_id)
+    if row is None:
+        raise HTTPException(404, f"no device {device_id!r}")
+    rows = repo.rows(device_id)
+    return DeviceDetail(
+        **_device_out(row).model_dump(),
+        interfaces=[r for r in rows if r["table"] == "interfaces"],
+        tables={
+            t: [r for r in rows if r["table"] == t]
+            for t in sorted({r["table"] for r in rows})
+            if t != "interfaces"
+        },
+        state_changes=[StateChangeOut(**c.__dict__) for c in repo.state_changes(device_id, limit=50)],
+    )
+
+
+@router.get(
+    "/devices/{device_id}/outages",
+    response_model=OutageList,
+    responses={404: {"model": ErrorOut}},
+    summary="outages of the device and its interfaces in a period, and the device's availability",
+)
+def device_outages(
+    request: Request,
+    device_id: str,
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 7 days ago")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
+) -> OutageList:
+    repo = _repo(request)
+    if repo.device(device_id) is None:
+        raise HTTPException(404, f"no device {device_id!r}")
+    now_ms = int(time.time() * 1000)
+    to_ms = int(to.timestamp() * 1000) if to else now_ms
+    from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 7 * 86_400_000
+    if from_ms >= to_ms:
+        raise HTTPException(422, "'from' must be before 'to'")
+    outages = repo.outages(device_id, from_ms, to_ms)
+    device_down = overlap_ms([o for o in outages if o.entity_kind == "device"], from_ms, to_ms, now_ms)
+    period = min(to_ms, now_ms) - from_ms
+    return OutageList(
+        device_id=device_id,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        outages=[
+            OutageOut(
+                entity_kind=o.entity_kind,
+                entity=o.entity,
+                start_ms=o.start_ms,
+                end_ms=o.end_ms,
+                duration_s=((o.end_ms if o.end_ms is not None else now_ms) - o.start_ms) / 1000,
+                cause=o.cause,
+            )
+            for o in outages
+        ],
+        down_s=device_down / 1000,
+        availability_ratio=None if period <= 0 else 1.0 - device_down / period,
+    )

@@ -1,0 +1,448 @@
+"""SNMP sessions: v1/v2c through our compact BER codec, v3 through gufo-snmp.
+
+A walk returns columnar data (numpy arrays per column), never a Python object per
+varbind on the v2c path: the numba decoder writes each response straight into arrays.
+
+v2c: one connected UDP socket per session, so the kernel only delivers datagrams from
+the agent we asked (a spoofed source never reaches the decoder), and sessions need no
+shared request-id table. Retries resend the same request id, so a late answer to the
+first try still counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from collector.inventory import Credential, Device
+from collector.snmp.ber import (
+    Columns,
+    SnmpDecodeError,
+    decode_response_columnar,
+    encode_get,
+    encode_getbulk,
+    encode_getnext,
+)
+
+OID = tuple[int, ...]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+U8 = npt.NDArray[np.uint8]
+
+TAG_INTEGER = 0x02
+TAG_OCTET_STRING = 0x04
+TAG_EXCEPTIONS = 0x80  # noSuchObject 0x80, noSuchInstance 0x81, endOfMibView 0x82
+PDU_RESPONSE = 0xA2
+MAX_WALK_REQUESTS = 100_000  # bounds a walk against an agent that never ends a table
+
+
+class SnmpError(Exception):
+    """A poll failed: `reason` is a short machine word for /metrics (timeout, decode, ...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(slots=True)
+class ColumnData:
+    """One walked column: a row id per value, the values by kind, strings where asked for."""
+
+    index: I64
+    tag: U8
+    ival: I64
+    uval: U64
+    strings: list[bytes] | None = None
+    # For tables indexed by more than one sub-identifier: row id -> dotted index.
+    index_names: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @staticmethod
+    def empty() -> ColumnData:
+        return ColumnData(
+            np.empty(0, np.int64), np.empty(0, np.uint8), np.empty(0, np.int64), np.empty(0, np.uint64), []
+        )
+
+    def value_of(self, i: int) -> int | bytes | None:
+        """Python value of row i (used for scalars and labels, not in the hot path)."""
+        tag = int(self.tag[i])
+        if tag >= TAG_EXCEPTIONS or tag == 0x05:
+            return None
+        if tag == TAG_INTEGER:
+            return int(self.ival[i])
+        if self.strings is not None and tag in (0x04, 0x40, 0x44, 0x06):
+            return self.strings[i]
+        return int(self.uval[i])
+
+
+class Session(Protocol):
+    """What the poller needs from a session to one agent."""
+
+    varbinds: int
+
+    async def get(self, oids: Sequence[OID]) -> dict[OID, int | bytes | None]: ...
+
+    async def walk(
+        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+    ) -> list[ColumnData]:
+        """Walk the tables under `columns`; returns one ColumnData per column, in order."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+_request_ids = itertools.count(random.randrange(1, 2**30))
+
+
+def _next_request_id() -> int:
+    return next(_request_ids) % (2**31 - 1) + 1
+
+
+class V2cSession:
+    """SNMP v1/v2c over one connected UDP socket to one agent."""
+
+    def __init__(
+        self, host: str, port: int, community: bytes, *, version: int = 1, timeout_s: float, retries: int
+    ):
+        self.host, self.port = host, port
+        self.community = community
+        self.version = version
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.varbinds = 0
+        self.requests = 0
+        self._sock: socket.socket | None = None
+
+    async def _socket(self) -> socket.socket:
+        if self._sock is None:
+            loop = asyncio.get_running_loop()
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+            family, _, _, _, addr = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(addr)
+            self._sock = sock
+        return self._sock
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def _exchange(self, build: Any, columns: Columns) -> tuple[bytes, Any]:
+        """Send a request (retrying) and return (packet, decoded) of the matching response."""
+        sock = await self._socket()
+        loop = asyncio.get_running_loop()
+        rid = _next_request_id()
+        packet = build(rid)
+        last_error = "no response"
+        for _attempt in range(self.retries + 1):
+            self.requests += 1
+            try:
+                await loop.sock_sendall(sock, packet)
+            except OSError as exc:  # ICMP port unreachable surfaces here on a connected socket
+                last_error = f"send failed: {exc.strerror or exc}"
+                await asyncio.sleep(min(self.timeout_s, 0.2))
+                continue
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, 65536), timeout=left)
+                except TimeoutError:
+                    break
+                except OSError as exc:
+                    last_error = f"receive failed: {exc.strerror or exc}"
+                    break
+                try:
+                    dec = decode_response_columnar(data, columns)
+                except SnmpDecodeError as exc:
+                    # Garbage from the agent's address: counted by the caller, keep waiting.
+                    raise SnmpError("decode", str(exc)) from None
+                if dec.request_id != rid or dec.pdu_type != PDU_RESPONSE:
+                    continue  # a stale answer to an earlier request of this session
+                if dec.community != self.community:
+                    raise SnmpError("decode", "response community differs from the request's")
+                return data, dec
+        raise SnmpError("timeout", f"{last_error} after {self.retries + 1} tries of {self.timeout_s:g} s")
+
+    async def get(self, oids: Sequence[OID]) -> dict[OID, int | bytes | None]:
+        columns = Columns.of(list(oids))
+        data, dec = await self._exchange(
+            lambda rid: encode_get(rid, self.community, list(oids), version=self.version), columns
+        )
+        _check_error(dec)
+        out: dict[OID, int | bytes | None] = {}
+        n = int(dec.tag.shape[0])
+        self.varbinds += n
+        for i in range(n):
+            cd = ColumnData(
+                np.zeros(1, np.int64),
+                dec.tag[i : i + 1],
+                dec.ival[i : i + 1],
+                dec.uval[i : i + 1],
+                [dec.string(data, i)],
+            )
+            out[tuple(dec.oid(i))] = cd.value_of(0)
+        return out
+
+    async def walk(
+        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+    ) -> list[ColumnData]:
+        cols = Columns.of(list(columns))
+        chunks: list[list[tuple[Any, ...]]] = [[] for _ in columns]
+        current: dict[int, OID] = {c: tuple(oid) for c, oid in enumerate(columns)}
+        composite: list[dict[str, int]] = [{} for _ in columns]
+        for _ in range(MAX_WALK_REQUESTS):
+            if not current:
+                break
+            req = list(current)
+            oids = [current[c] for c in req]
+            if self.version == 0:
+                builder = lambda rid, o=oids: encode_getnext(rid, self.community, o, version=0)  # noqa: E731
+            else:
+                builder = lambda rid, o=oids: encode_getbulk(rid, self.community, o, max_repetitions)  # noqa: E731
+            data, dec = await self._exchange(builder, cols)
+            if self.version == 0 and dec.error_status == 2:  # v1 noSuchName: the walk ran off the MIB
+                current.clear()
+                break
+            _check_error(dec)
+            n = int(dec.tag.shape[0])
+            self.varbinds += n
+            if n == 0:
+                raise SnmpError("protocol", "empty GETBULK response")
+            r = len(req)
+            expected = np.asarray(req, dtype=np.int16)[np.arange(n) % r]
+            in_tree = (dec.column == expected) & (dec.tag < TAG_EXCEPTIONS)
+            for j, c in enumerate(req):
+                pos = np.arange(j, n, r)
+                ok = in_tree[pos]
+                # Varbinds of a column come in lexicographic order: once out, the rest is out.
+                stop = int(np.argmin(ok)) if not ok.all() else len(pos)
+                take = pos[:stop]
+                if take.size:
+                    chunks[c].append(_slice(dec, data, take, c in string_columns, composite[c]))
+                    last = int(take[-1])
+                    nxt = tuple(dec.oid(last))
+                    if nxt <= current[c]:
+                        raise SnmpError("protocol", f"agent returned a non-increasing OID after {current[c]}")
+                    current[c] = nxt
+                if stop < len(pos) or take.size == 0:
+                    del current[c]
+        else:
+            raise SnmpError("protocol", f"walk did not end after {MAX_WALK_REQUESTS} requests")
+        out = []
+        for c in range(len(columns)):
+            out.append(_concat(chunks[c], c in string_columns, composite[c]))
+        return out
+
+
+def _check_error(dec: Any) -> None:
+    if dec.error_status != 0:
+        raise SnmpError("agent_error", f"error-status {dec.error_status} at varbind {dec.error_index}")
+
+
+def _slice(
+    dec: Any, data: bytes, take: npt.NDArray[np.int64], strings: bool, composite: dict[str, int]
+) -> tuple[Any, ...]:
+    so = dec.suffix_offsets
+    lengths = so[take + 1] - so[take]
+    if np.all(lengths == 1):
+        index = dec.suffix[so[take]].astype(np.int64)
+    else:
+        # Several sub-identifiers index the row: intern their dotted form as a row id.
+        ids = []
+        for i in take.tolist():
+            key = ".".join(str(x) for x in dec.suffix[so[i] : so[i + 1]].tolist())
+            ids.append(composite.setdefault(key, len(composite)))
+        index = np.asarray(ids, dtype=np.int64)
+    svals = [dec.string(data, int(i)) for i in take] if strings else None
+    return (index, dec.tag[take], dec.ival[take], dec.uval[take], svals)
+
+
+def _concat(parts: list[tuple[Any, ...]], strings: bool, composite: dict[str, int]) -> ColumnData:
+    if not parts:
+        return ColumnData.empty()
+    cd = ColumnData(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        np.concatenate([p[3] for p in parts]),
+        [s for p in parts for s in p[4]] if strings else None,
+    )
+    if composite:
+        cd.index_names = {v: k for k, v in composite.items()}
+    return cd
+
+
+class V3Session:
+    """SNMPv3 (USM, authPriv) through gufo-snmp's Rust core; walks build the same ColumnData."""
+
+    def __init__(self, host: str, port: int, cred: Credential, *, timeout_s: float, retries: int):
+        from gufo.snmp import SnmpVersion
+        from gufo.snmp.aio import SnmpSession
+        from gufo.snmp.user import User
+
+        self.varbinds = 0
+        user = User(
+            cred.user or "",
+            auth_key=_auth_key(cred),
+            priv_key=_priv_key(cred),
+        )
+        self._session = SnmpSession(
+            addr=host, port=port, version=SnmpVersion.v3, user=user, timeout=timeout_s, allow_bulk=True
+        )
+        self._retries = retries
+        self._entered = False
+
+    async def _ensure(self) -> None:
+        if not self._entered:
+            await self._session.__aenter__()
+            self._entered = True
+
+    async def close(self) -> None:
+        if self._entered:
+            await self._session.__aexit__(None, None, None)
+            self._entered = False
+
+    async def get(self, oids: Sequence[OID]) -> dict[OID, int | bytes | None]:
+        await self._ensure()
+        try:
+            res = await self._session.get_many([_fmt(o) for o in oids])
+        except Exception as exc:  # gufo raises its own types per failure
+            raise _v3_error(exc) from None
+        self.varbinds += len(res)
+        return {tuple(int(x) for x in k.split(".")): _py_value(v) for k, v in res.items()}
+
+    async def walk(
+        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+    ) -> list[ColumnData]:
+        await self._ensure()
+        out = []
+        for c, col in enumerate(columns):
+            prefix = _fmt(col) + "."
+            idx: list[int] = []
+            ivals: list[int] = []
+            uvals: list[int] = []
+            tags: list[int] = []
+            strs: list[bytes] = []
+            composite: dict[str, int] = {}
+            try:
+                async for oid, value in self._session.getbulk(_fmt(col), max_repetitions=max_repetitions):
+                    if not oid.startswith(prefix):
+                        break
+                    suffix = oid[len(prefix) :]
+                    idx.append(
+                        int(suffix) if "." not in suffix else composite.setdefault(suffix, len(composite))
+                    )
+                    tag, i, u, s = _tagged(value)
+                    tags.append(tag)
+                    ivals.append(i)
+                    uvals.append(u)
+                    strs.append(s)
+            except Exception as exc:
+                raise _v3_error(exc) from None
+            self.varbinds += len(idx)
+            cd = ColumnData(
+                np.asarray(idx, np.int64),
+                np.asarray(tags, np.uint8),
+                np.asarray(ivals, np.int64),
+                np.asarray(uvals, np.uint64),
+                strs if c in string_columns else None,
+            )
+            cd.index_names = {v: k for k, v in composite.items()}
+            out.append(cd)
+        return out
+
+
+def _fmt(oid: OID) -> str:
+    return ".".join(str(x) for x in oid)
+
+
+def _tagged(value: Any) -> tuple[int, int, int, bytes]:
+    """(tag, ival, uval, bytes) of a gufo value; gufo hands ints without their SNMP type,
+    so an int is reported as Counter64 (unsigned) and as INTEGER when negative."""
+    if isinstance(value, bool):
+        return TAG_INTEGER, int(value), 0, b""
+    if isinstance(value, int):
+        if value < 0:
+            return TAG_INTEGER, value, 0, b""
+        return 0x46, min(value, 2**63 - 1), value, b""
+    if isinstance(value, bytes | bytearray):
+        return TAG_OCTET_STRING, 0, 0, bytes(value)
+    if isinstance(value, str):
+        return TAG_OCTET_STRING, 0, 0, value.encode()
+    if value is None:
+        return 0x05, 0, 0, b""
+    return TAG_OCTET_STRING, 0, 0, str(value).encode()
+
+
+def _py_value(value: Any) -> int | bytes | None:
+    if value is None or isinstance(value, int | bytes):
+        return value
+    return str(value).encode()
+
+
+def _v3_error(exc: Exception) -> SnmpError:
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return SnmpError("timeout", f"SNMPv3: {name}")
+    if "Auth" in name or "Wrong" in name or "Digest" in name:
+        return SnmpError("auth", f"SNMPv3 authentication failed ({name})")
+    return SnmpError("v3", f"{name}: {exc}"[:200])
+
+
+def _auth_key(cred: Credential) -> Any:
+    from gufo.snmp.user import Md5Key, Sha1Key, Sha224Key, Sha256Key, Sha384Key, Sha512Key
+
+    if cred.auth_protocol is None or cred.auth_password is None:
+        return None
+    cls = {
+        "MD5": Md5Key,
+        "SHA": Sha1Key,
+        "SHA-224": Sha224Key,
+        "SHA-256": Sha256Key,
+        "SHA-384": Sha384Key,
+        "SHA-512": Sha512Key,
+    }[cred.auth_protocol]
+    return cls(cred.auth_password.get_secret_value().encode())
+
+
+def _priv_key(cred: Credential) -> Any:
+    from gufo.snmp.user import Aes128Key, Aes192Key, Aes256Key, DesKey
+
+    if cred.priv_protocol is None or cred.priv_password is None:
+        return None
+    cls = {"DES": DesKey, "AES": Aes128Key, "AES-128": Aes128Key, "AES-192": Aes192Key, "AES-256": Aes256Key}[
+        cred.priv_protocol
+    ]
+    return cls(cred.priv_password.get_secret_value().encode())
+
+
+def open_session(device: Device, cred: Credential, *, timeout_s: float, retries: int) -> Session:
+    """A session of the right protocol version for the device."""
+    if cred.version == "3":
+        return V3Session(device.host, device.port, cred, timeout_s=timeout_s, retries=retries)
+    assert cred.community is not None  # Credential.check() guarantees it
+    return V2cSession(
+        device.host,
+        device.port,
+        cred.community.get_secret_value().encode(),
+        version=0 if cred.version == "1" else 1,
+        timeout_s=timeout_s,
+        retries=retries,
+    )

@@ -1,0 +1,549 @@
+"""The polling engine: every device on its own schedule, none waiting for another.
+
+Each device has a task that sleeps until its next due time (interval with jitter),
+takes a slot of the global concurrency limit, and polls under a hard deadline. A slow
+or dead agent only ever holds its own slot, so the rest keep their schedule (the pain
+of one slow device stalling a whole Telegraf snmp block). Results flow one way:
+rates and gauges -> SampleBatch (the ingest pipeline), state changes and poll status ->
+the device tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collector.events import StateChange
+from collector.inventory import (
+    Credential,
+    Device,
+    Inventory,
+    InventoryError,
+    in_shard,
+    load_inventory,
+    parse_shard,
+)
+from collector.pipeline import IngestPipeline
+from collector.snmp import metrics as m
+from collector.snmp.client import ColumnData, Session, SnmpError, open_session
+from collector.snmp.counters import CounterTracker
+from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
+from collector.snmp.state import Reachability
+from collector.store.devices import DeviceRepo, PollRecord
+from collector.store.sqlite import SeriesKey
+from netqos.aio import wait_stop
+from netqos.config import SnmpSettings
+
+log = logging.getLogger(__name__)
+
+TAG_EXCEPTIONS = 0x80
+
+
+@dataclass(slots=True)
+class DeviceRuntime:
+    """Everything the poller keeps about one device between polls."""
+
+    device: Device
+    cred: Credential
+    profile: Profile
+    interval_s: float
+    reach: Reachability
+    counters: dict[str, CounterTracker] = field(default_factory=dict)
+    enums: dict[tuple[str, int, str], int] = field(default_factory=dict)
+    # Fallback columns (32-bit) still needed: set after a poll showed the 64-bit one missing.
+    need_fallback: dict[str, bool] = field(default_factory=dict)
+    series: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    row_names: dict[tuple[str, int], str] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    polls: int = 0
+
+
+class PollSink:
+    """Collects poll records and state changes; writes them every second in one transaction."""
+
+    def __init__(self, repo: DeviceRepo, interval_s: float = 1.0) -> None:
+        self.repo = repo
+        self.interval_s = interval_s
+        self._polls: list[PollRecord] = []
+        self._changes: list[StateChange] = []
+        self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[StateChange], None]] = []
+
+    def add(self, record: PollRecord | None, changes: list[StateChange]) -> None:
+        if record is not None:
+            self._polls.append(record)
+        self._changes.extend(changes)
+        for c in changes:
+            log.info(
+                "event=state_change kind=%s entity=%s state=%s source=%s",
+                c.entity_kind,
+                c.entity,
+                c.state,
+                c.source,
+            )
+            for listener in self.listeners:
+                listener(c)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            polls, changes = self._polls, self._changes
+            self._polls, self._changes = [], []
+            if not polls and not changes:
+                return
+            try:
+                await asyncio.to_thread(self.repo.write, polls, changes)
+            except Exception:
+                log.exception(
+                    "event=device_write_failed polls=%d changes=%d action=retry", len(polls), len(changes)
+                )
+                self._polls[:0] = polls
+                self._changes[:0] = changes
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not await wait_stop(stop, self.interval_s):
+            await self.flush()
+        await self.flush()
+
+
+class Poller:
+    """Polls the inventory's devices (this shard's), reloading the inventory when its files change."""
+
+    def __init__(
+        self,
+        settings: SnmpSettings,
+        pipeline: IngestPipeline,
+        sink: PollSink,
+        *,
+        inventory: Inventory | None = None,
+        session_factory: Callable[[Device, Credential], Session] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.sink = sink
+        self.shard = parse_shard(settings.shard)
+        self.profiles = load_profiles(settings.profiles_dir)
+        self._static_inventory = inventory
+        self._session_factory = session_factory or (
+            lambda d, c: open_session(d, c, timeout_s=settings.timeout_s, retries=settings.retries)
+        )
+        self.runtimes: dict[str, DeviceRuntime] = {}
+        self._sem = asyncio.Semaphore(settings.concurrency)
+        self._stop = asyncio.Event()
+        self._mtimes: tuple[float, float] | None = None
+        self.loaded = asyncio.Event()
+
+    # -- inventory ---------------------------------------------------------------
+
+    def _file_mtimes(self) -> tuple[float, float]:
+        def mt(p: Path | None) -> float:
+            try:
+                return p.stat().st_mtime if p is not None else 0.0
+            except OSError:
+                return -1.0
+
+        return mt(self.settings.inventory_file), mt(self.settings.credentials_file)
+
+    def load(self) -> Inventory | None:
+        """Read the inventory; on a bad file keep polling the old one and say why."""
+        if self._static_inventory is not None:
+            return self._static_inventory
+        if self.settings.inventory_file is None:
+            return Inventory(())
+        try:
+            return load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+        except InventoryError as exc:
+            m.INVENTORY_ERRORS.inc()
+            log.error(
+                "event=inventory_rejected source=%s where=%r reason=%r", exc.source, exc.where, exc.reason
+            )
+            return None
+
+    def profile_for(self, d: Device) -> Profile:
+        name = d.profile or d.kind
+        p = self.profiles.get(name) or self.profiles.get("generic")
+        if p is None:
+            raise ProfileError(f"no profile {name!r} and no generic profile")
+        return p
+
+    def apply(self, inv: Inventory) -> None:
+        """Start, update or stop device tasks to match the inventory (this shard's part)."""
+        wanted = {d.id: d for d in in_shard(inv.devices, self.shard)}
+        for dev_id in list(self.runtimes):
+            if dev_id not in wanted:
+                rt = self.runtimes.pop(dev_id)
+                if rt.task is not None:
+                    rt.task.cancel()
+                log.info("event=device_removed device=%s", dev_id)
+        last = self.sink.repo.last_states()
+        for dev_id, d in wanted.items():
+            cred = inv.credentials[d.credentials]
+            profile = self.profile_for(d)
+            interval = d.poll_interval_s or self.settings.default_interval_s
+            known = self.runtimes.get(dev_id)
+            if known is None:
+                reach = Reachability(
+                    dev_id, self.settings.down_after_misses, state=last.get(dev_id, "unknown")
+                )
+                rt = DeviceRuntime(d, cred, profile, interval, reach)
+                self.runtimes[dev_id] = rt
+                rt.task = asyncio.create_task(self._device_loop(rt), name=f"poll-{dev_id}")
+            else:
+                if (known.device.host, known.device.port) != (d.host, d.port) or known.profile != profile:
+                    known.counters.clear()  # another agent or other columns: no rate across the change
+                known.device, known.cred, known.profile, known.interval_s = d, cred, profile, interval
+        self.sink.repo.sync_inventory(
+            [rt.device for rt in self.runtimes.values()],
+            {i: rt.profile.name for i, rt in self.runtimes.items()},
+            {i: rt.interval_s for i, rt in self.runtimes.items()},
+        )
+        m.DEVICES.set(len(self.runtimes))
+        log.info("event=inventory_applied devices=%d shard=%d/%d", len(self.runtimes), *self.shard)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop`; re-read the inventory every `reload_interval_s` when its files changed."""
+        self._stop = stop
+        inv = await asyncio.to_thread(self.load)
+        self._mtimes = self._file_mtimes()
+        if inv is not None:
+            await asyncio.to_thread(lambda: None)  # let the loop breathe before spawning tasks
+            self.apply(inv)
+        self.loaded.set()
+        while not await wait_stop(stop, self.settings.reload_interval_s):
+            if self._static_inventory is None and self._file_mtimes() != self._mtimes:
+                self._mtimes = self._file_mtimes()
+                inv = await asyncio.to_thread(self.load)
+                if inv is not None:
+                    self.apply(inv)
+        tasks = [rt.task for rt in self.runtimes.values() if rt.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- scheduling --------------------------------------------------------------
+
+    async def _device_loop(self, rt: DeviceRuntime) -> None:
+        # Spread the first polls over one interval so a restart is no thundering herd.
+        if await wait_stop(self._stop, random.uniform(0, min(rt.interval_s, 5.0))):
+            return
+        due = time.monotonic()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            m.SCHEDULE_LAG.observe(max(0.0, started - due))
+            async with self._sem:
+                await self.poll_once(rt)
+            jitter = 1.0 + random.uniform(-self.settings.jitter_ratio, self.settings.jitter_ratio)
+            due = max(due + rt.interval_s * jitter, time.monotonic())
+            if await wait_stop(self._stop, due - time.monotonic()):
+                return
+
+    async def poll_once(self, rt: DeviceRuntime) -> PollRecord:
+        """One poll of one device under the hard deadline; never raises for the device's faults."""
+        d = rt.device
+        ts_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        session = self._session_factory(d, rt.cred)
+        record: PollRecord
+        changes: list[StateChange] = []
+        try:
+            async with asyncio.timeout(self.settings.deadline_s):
+                record, changes = await self._poll(rt, session, ts_ms)
+        except (SnmpError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, SnmpError) else "deadline"
+            detail = (
+                str(exc)
+                if isinstance(exc, SnmpError)
+                else f"poll exceeded the {self.settings.deadline_s:g} s deadline"
+            )
+            record = PollRecord(d.id, ts_ms, False, time.perf_counter() - t0, session.varbinds, detail)
+            m.POLL_ERRORS.labels(device=d.id, reason=reason).inc()
+            change = rt.reach.failure(ts_ms, detail)
+            changes = [change] if change else []
+        except Exception as exc:  # a bug must not kill the device's schedule
+            log.exception("event=poll_crashed device=%s", d.id)
+            record = PollRecord(
+                d.id, ts_ms, False, time.perf_counter() - t0, session.varbinds, f"internal: {exc!r}"
+            )
+            m.POLL_ERRORS.labels(device=d.id, reason="internal").inc()
+        finally:
+            await session.close()
+        record.duration_s = time.perf_counter() - t0
+        rt.polls += 1
+        m.POLL_SECONDS.labels(device=d.id).set(record.duration_s)
+        m.POLL_DURATION.observe(record.duration_s)
+        m.POLLS.labels(result="ok" if record.ok else "error").inc()
+        m.VARBINDS.labels(device=d.id).inc(session.varbinds)
+        self.sink.add(record, changes)
+        return record
+
+    # -- one poll ----------------------------------------------------------------
+
+    async def _poll(
+        self, rt: DeviceRuntime, session: Session, ts_ms: int
+    ) -> tuple[PollRecord, list[StateChange]]:
+        d, profile = rt.device, rt.profile
+        scalars: dict[tuple[int, ...], int | bytes | None] = {}
+        if profile.scalars:
+            scalars = await session.get([s.oid_tuple for s in profile.scalars])
+        uptime_s = profile.uptime_scalar
+        uptime = scalars.get(uptime_s.oid_tuple) if uptime_s else None
+        uptime_cs = uptime if isinstance(uptime, int) else None
+        name = next((scalars.get(s.oid_tuple) for s in profile.scalars if s.name == "sysName"), None)
+
+        walk_cols: list[tuple[Table, Column]] = []
+        for t in profile.tables:
+            for c in t.columns:
+                if c.fallback_only and not rt.need_fallback.get(f"{t.name}.{c.name}", True):
+                    continue
+                walk_cols.append((t, c))
+        string_cols = {i for i, (_, c) in enumerate(walk_cols) if c.type == "string"}
+        data = await session.walk(
+            [c.oid_tuple for _, c in walk_cols], string_cols, self.settings.max_repetitions
+        )
+        by_table: dict[str, dict[str, ColumnData]] = {}
+        for (t, c), cd in zip(walk_cols, data, strict=True):
+            by_table.setdefault(t.name, {})[c.name] = cd
+
+        record = PollRecord(
+            d.id,
+            ts_ms,
+            True,
+            0.0,
+            session.varbinds,
+            None,
+            name.decode(errors="replace") if isinstance(name, bytes) else None,
+            uptime_cs,
+        )
+        changes: list[StateChange] = []
+        up = rt.reach.success(ts_ms)
+        if up is not None:
+            changes.append(up)
+        for t in profile.tables:
+            tracker = rt.counters.setdefault(t.name, CounterTracker())
+            restarted = tracker.restarted(uptime_cs)
+            if restarted:
+                m.COUNTER_RESETS.inc()
+                log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
+            self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
+            tracker.commit(ts_ms, uptime_cs)
+        return record, changes
+
+    def _table(
+        self,
+        rt: DeviceRuntime,
+        t: Table,
+        cols: dict[str, ColumnData],
+        tracker: CounterTracker,
+        ts_ms: int,
+        restarted: bool,
+        record: PollRecord,
+        changes: list[StateChange],
+    ) -> None:
+        # All rows seen in any column, in index order.
+        present = [cd.index for cd in cols.values() if len(cd)]
+        if not present:
+            return
+        rows = np.unique(np.concatenate(present))
+        names = self._row_names(t, cols, rows)
+        for r, nm in zip(rows.tolist(), names, strict=True):
+            rt.row_names[(t.name, r)] = nm
+        raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
+        # Gauge and enum columns as read (float per row, NaN where the row has none).
+        cells = {
+            c.name: _aligned(rows, raw[c.name], signed=c.type == "enum" or _is_signed(raw[c.name]))
+            for c in t.columns
+            if c.type in ("gauge", "enum") and c.name in raw
+        }
+        metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
+        for c in t.columns:
+            if c.type == "gauge" and c.metric is not None and c.name in cells:
+                metrics[c.metric] = cells[c.name] * c.scale
+            if c.is_counter and not c.fallback_only:
+                self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
+        for metric, series in metrics.items():
+            self._emit(rt, t, metric, rows, names, series, ts_ms)
+        changes.extend(self._enum_changes(rt, t, rows, names, cells, ts_ms))
+        out_rows = []
+        for i in range(rows.shape[0]):
+            row_vals: dict[str, Any] = {}
+            for c in t.columns:
+                if c.type == "enum" and c.name in cells and np.isfinite(cells[c.name][i]):
+                    v = int(cells[c.name][i])
+                    row_vals[c.name] = c.states.get(v, v)
+                elif c.type == "string" and c.name in raw:
+                    row_vals[c.name] = _string_of(raw[c.name], int(rows[i]))
+            for k, series in metrics.items():
+                if np.isfinite(series[i]):
+                    row_vals[k] = float(series[i])
+            out_rows.append((_index_name(cols, int(rows[i])), names[i], row_vals))
+        record.rows[t.name] = out_rows
+
+    def _rates(
+        self,
+        rt: DeviceRuntime,
+        t: Table,
+        c: Column,
+        raw: dict[str, ColumnData],
+        cells: dict[str, np.ndarray],
+        rows: np.ndarray,
+        tracker: CounterTracker,
+        ts_ms: int,
+        restarted: bool,
+        metrics: dict[str, np.ndarray],
+    ) -> None:
+        """Rate (and utilisation) metrics of one counter column, 64-bit with 32-bit fallback."""
+        cd, col = raw.get(c.name), c
+        if c.fallback:
+            # The 64-bit column decides whether the 32-bit one is walked next time.
+            rt.need_fallback[f"{t.name}.{c.fallback}"] = cd is None
+            if cd is None and c.fallback in raw:
+                cd, col = raw[c.fallback], t.column(c.fallback)
+        if cd is None:
+            return
+        ok = cd.tag < TAG_EXCEPTIONS
+        idx, vals = cd.index[ok], cd.uval[ok]
+        pos = np.searchsorted(rows, idx)
+        speed = cells.get(c.utilisation.speed) if c.utilisation else None
+        max_rate = None
+        if speed is not None and c.utilisation is not None:
+            # An octet counter cannot carry more than the link: speed (bit/s) per row.
+            max_rate = speed[pos] * c.utilisation.speed_scale
+            max_rate[max_rate <= 0] = np.nan
+        res = tracker.rates(
+            col.name,
+            idx,
+            vals,
+            bits=col.bits,
+            ts_ms=ts_ms,
+            restarted=restarted,
+            scale=c.scale,
+            max_rate=max_rate,
+        )
+        if res.discontinuities:
+            m.COUNTER_DISCONTINUITIES.inc(res.discontinuities)
+        rate = np.full(rows.shape[0], np.nan)
+        rate[pos] = res.rates
+        assert c.metric is not None  # a counter column without metric is rejected by the profile
+        metrics[c.metric] = rate
+        if c.utilisation is not None and speed is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                util = rate / (speed * c.utilisation.speed_scale)
+            util[~np.isfinite(util)] = np.nan
+            metrics[c.utilisation.metric] = util
+
+    def _enum_changes(
+        self,
+        rt: DeviceRuntime,
+        t: Table,
+        rows: np.ndarray,
+        names: list[str],
+        cells: dict[str, np.ndarray],
+        ts_ms: int,
+    ) -> list[StateChange]:
+        """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus)."""
+        out: list[StateChange] = []
+        admin = cells.get("ifAdminStatus")
+        for c in t.columns:
+            if c.type != "enum" or c.name not in cells:
+                continue
+            vals = cells[c.name]
+            for i in range(rows.shape[0]):
+                if not np.isfinite(vals[i]):
+                    continue
+                v = int(vals[i])
+                enum_key = (t.name, int(rows[i]), c.name)
+                prev = rt.enums.get(enum_key)
+                rt.enums[enum_key] = v
+                if not c.state_changes or prev == v:
+                    continue
+                state = c.states.get(v, str(v))
+                if admin is not None and np.isfinite(admin[i]) and int(admin[i]) == 2:
+                    state = "disabled"  # administratively down: not an outage
+                if prev is None and state in ("up", "disabled"):
+                    continue  # first sight of a healthy or disabled row is not news
+                kind = "interface" if t.name == "interfaces" else t.name
+                out.append(
+                    StateChange(
+                        kind,
+                        f"{rt.device.id}/{names[i]}",
+                        state,
+                        ts_ms,
+                        "poll",
+                        f"{c.name}={v}",
+                        rt.device.id,
+                    )
+                )
+        return out
+
+    def _row_names(self, t: Table, cols: dict[str, ColumnData], rows: np.ndarray) -> list[str]:
+        fallback = [_index_name(cols, int(r)) for r in rows]
+        if not t.row_name_column or t.row_name_column not in cols:
+            return fallback
+        cd = cols[t.row_name_column]
+        by_index = {int(cd.index[i]): cd.strings[i] for i in range(len(cd))} if cd.strings is not None else {}
+        out = []
+        for r, fb in zip(rows.tolist(), fallback, strict=True):
+            raw = by_index.get(r)
+            name = raw.decode("utf-8", errors="replace").strip() if raw else ""
+            out.append(name or fb)
+        return out
+
+    def _emit(
+        self,
+        rt: DeviceRuntime,
+        t: Table,
+        metric: str,
+        rows: np.ndarray,
+        names: list[str],
+        vals: np.ndarray,
+        ts: int,
+    ) -> None:
+        idx = np.empty(rows.shape[0], dtype=np.int64)
+        for i in range(rows.shape[0]):
+            key = (metric, names[i], int(rows[i]))
+            li = rt.series.get(key)
+            if li is None:
+                labels = rt.device.labels() | {t.row_label: names[i]}
+                li = rt.series[key] = self.pipeline.series_index(SeriesKey.of(metric, rt.device.id, labels))
+            idx[i] = li
+        self.pipeline.accept_samples(idx, ts, vals.astype(np.float64, copy=False))
+
+    # -- traps -------------------------------------------------------------------
+
+    def runtime_by_host(self) -> dict[str, DeviceRuntime]:
+        return {rt.device.host: rt for rt in self.runtimes.values()}
+
+
+def _is_signed(cd: ColumnData) -> bool:
+    return bool(len(cd)) and bool(np.all((cd.tag == 0x02) | (cd.tag >= TAG_EXCEPTIONS)))
+
+
+def _aligned(rows: np.ndarray, cd: ColumnData, *, signed: bool) -> np.ndarray:
+    out = np.full(rows.shape[0], np.nan)
+    ok = cd.tag < TAG_EXCEPTIONS
+    vals = (cd.ival if signed else cd.uval)[ok].astype(np.float64)
+    out[np.searchsorted(rows, cd.index[ok])] = vals
+    return out
+
+
+def _string_of(cd: ColumnData, row: int) -> str:
+    if cd.strings is None:
+        return ""
+    hits = np.nonzero(cd.index == row)[0]
+    if not hits.size:
+        return ""
+    return cd.strings[int(hits[0])].decode("utf-8", errors="replace")
+
+
+def _index_name(cols: dict[str, ColumnData], row: int) -> str:
+    for cd in cols.values():
+        if cd.index_names:
+            return cd.index_names.get(row, str(row))
+    return str(row)

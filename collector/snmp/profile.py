@@ -1,0 +1,198 @@
+"""Device-kind profiles: which scalars and tables to poll, and what each column becomes.
+
+A profile is a YAML file (built-in ones in `profiles/`, more in `snmp.profiles_dir`).
+`extends:` inherits another profile's scalars and tables; a table of the same name
+replaces the inherited one. Column types:
+
+- `counter32` / `counter64`: a rate per second (x `scale`), metric `metric`; `fallback`
+  names a 32-bit column used for rows or agents without the 64-bit one;
+  `utilisation` adds rate / (speed column x `speed_scale`) as a ratio metric.
+- `gauge`: the value (x `scale`) as metric `metric`.
+- `enum`: an integer state with names (`states`); `state_changes: true` records changes.
+- `string`: a label (e.g. ifName).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from collector.snmp.ber import parse_oid
+
+OID = tuple[int, ...]
+
+ColumnType = Literal["counter32", "counter64", "gauge", "enum", "string"]
+ScalarType = Literal["timeticks", "string", "gauge", "counter32", "counter64"]
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used: file, where, why."""
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Utilisation(_M):
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*_ratio$")
+    speed: str
+    speed_scale: float = Field(1.0, gt=0)
+
+
+class Column(_M):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    oid: str
+    type: ColumnType
+    metric: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+    scale: float = 1.0
+    fallback: str | None = None
+    fallback_only: bool = False
+    utilisation: Utilisation | None = None
+    states: dict[int, str] = Field(default_factory=dict)
+    state_changes: bool = False
+
+    @field_validator("oid")
+    @classmethod
+    def _oid(cls, v: str) -> str:
+        parse_oid(v)
+        return v
+
+    @cached_property
+    def oid_tuple(self) -> OID:
+        return parse_oid(self.oid)
+
+    @property
+    def is_counter(self) -> bool:
+        return self.type in ("counter32", "counter64")
+
+    @property
+    def bits(self) -> int:
+        return 64 if self.type == "counter64" else 32
+
+
+class Scalar(_M):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    oid: str
+    type: ScalarType
+
+    @field_validator("oid")
+    @classmethod
+    def _oid(cls, v: str) -> str:
+        parse_oid(v)
+        return v
+
+    @cached_property
+    def oid_tuple(self) -> OID:
+        return parse_oid(self.oid)
+
+
+class Table(_M):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    row_label: str = Field("row", pattern=r"^[a-z][a-z0-9_]*$")
+    row_name_column: str | None = None
+    columns: tuple[Column, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Table:
+        names = {c.name for c in self.columns}
+        if len(names) != len(self.columns):
+            raise ValueError(f"table {self.name}: two columns share a name")
+        if self.row_name_column and self.row_name_column not in names:
+            raise ValueError(f"table {self.name}: row_name_column {self.row_name_column!r} is not a column")
+        by_name = {c.name: c for c in self.columns}
+        for c in self.columns:
+            if c.fallback is not None:
+                fb = by_name.get(c.fallback)
+                if fb is None or not fb.is_counter or not c.is_counter:
+                    raise ValueError(f"column {c.name}: fallback {c.fallback!r} must be a counter column")
+            if c.utilisation is not None and c.utilisation.speed not in names:
+                raise ValueError(
+                    f"column {c.name}: utilisation speed {c.utilisation.speed!r} is not a column"
+                )
+            if c.type in ("counter32", "counter64", "gauge") and c.metric is None and not c.fallback_only:
+                raise ValueError(f"column {c.name}: a {c.type} column needs a `metric` name")
+        return self
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class Profile(_M):
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
+    description: str = ""
+    extends: str | None = None
+    scalars: tuple[Scalar, ...] = ()
+    tables: tuple[Table, ...] = ()
+
+    @property
+    def uptime_scalar(self) -> Scalar | None:
+        """sysUpTime: how counter resets are told from wraps."""
+        for s in self.scalars:
+            if s.oid_tuple == (1, 3, 6, 1, 2, 1, 1, 3, 0):
+                return s
+        return None
+
+
+def _merge(base: Profile, child: Profile) -> Profile:
+    scalars = {s.name: s for s in base.scalars} | {s.name: s for s in child.scalars}
+    tables = {t.name: t for t in base.tables} | {t.name: t for t in child.tables}
+    return Profile(
+        name=child.name,
+        description=child.description or base.description,
+        extends=None,
+        scalars=tuple(scalars.values()),
+        tables=tuple(tables.values()),
+    )
+
+
+def _load_file(path: Path | resources.abc.Traversable) -> Profile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Profile.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        e = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        raise ProfileError(f"{path}: {loc}: {e['msg']}") from exc
+
+
+def load_profiles(extra_dir: Path | None = None) -> dict[str, Profile]:
+    """Built-in profiles plus those in `extra_dir` (which win on a name clash), `extends` resolved."""
+    raw: dict[str, Profile] = {}
+    builtin = resources.files("collector.snmp") / "profiles"
+    for entry in sorted(builtin.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml")):
+            p = _load_file(entry)
+            raw[p.name] = p
+    if extra_dir is not None:
+        if not extra_dir.is_dir():
+            raise ProfileError(f"{extra_dir}: snmp.profiles_dir is not a directory")
+        for path in sorted(extra_dir.glob("*.y*ml")):
+            p = _load_file(path)
+            raw[p.name] = p
+    resolved: dict[str, Profile] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> Profile:
+        if name in resolved:
+            return resolved[name]
+        if name in chain:
+            raise ProfileError(f"profile {name!r}: `extends` loops: {' -> '.join((*chain, name))}")
+        p = raw.get(name)
+        if p is None:
+            raise ProfileError(f"profile {chain[-1] if chain else name!r} extends unknown profile {name!r}")
+        out = _merge(resolve(p.extends, (*chain, name)), p) if p.extends else p
+        resolved[name] = out
+        return out
+
+    for name in raw:
+        resolve(name, ())
+    return resolved
