@@ -21,9 +21,11 @@ Large tables
     traffic stays on the namespace's loopback. Without it the agents show the host's few
     interfaces. Needs root.
 
-Run ``python bench/snmp_peer.py --netns-pairs 100`` (defaults: 4 agents x 25 scrapes, a
-few seconds) or ``--quick`` (well under a minute). The last line is ``RESULT key=value ...``;
-a scrape that fails or returns a different number of varbinds prints ``error:`` and exits 1.
+Run ``python bench/snmp_peer.py --netns-pairs 100`` (defaults: 4 agents x 25 scrapes x 3
+runs on the same processes, medians reported; 15-30 s) or ``--quick`` (one run of 2 x 5, a
+few seconds). The last line is ``RESULT key=value ...`` (rates: medians of the runs; counts
+and seconds: totals); a scrape that fails or returns a different number of varbinds prints
+``error:`` and exits 1.
 The collector side (bench/snmp.py) imports ``run_peer``/``measure_exporter`` from here.
 """
 
@@ -36,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -438,46 +441,71 @@ def peer_agents(n_agents: int, *, netns_pairs: int = 0, community: str | None = 
 
 
 def run_peer(*, agents: int = 4, scrapes: int = 25, concurrency: int | None = None, netns_pairs: int = 0,
-             max_repetitions: int = 50, v3: bool = False) -> PeerResult:
-    """Start agents and the exporter, measure, stop everything."""
+             max_repetitions: int = 50, v3: bool = False, repeat: int = 1) -> list[PeerResult]:
+    """Start agents and the exporter, measure `repeat` times (same processes), stop everything."""
+    if not 1 <= repeat <= 100:
+        raise ValueError("repeat must be within 1..100")
     with peer_agents(agents, netns_pairs=netns_pairs) as (started, netns):
         first = started[0]
         config = snmp_yml(community=first.community, v3=first.v3, max_repetitions=max_repetitions)
         with SnmpExporter(config, netns=netns) as exporter:
-            return measure_exporter(exporter, started, scrapes_per_agent=scrapes,
-                                    concurrency=concurrency or agents,
-                                    module=MODULE_V3 if v3 else MODULE)
+            return [
+                measure_exporter(exporter, started, scrapes_per_agent=scrapes,
+                                 concurrency=concurrency or agents, module=MODULE_V3 if v3 else MODULE)
+                for _ in range(repeat)
+            ]
+
+
+def median_result(results: Sequence[PeerResult]) -> PeerResult:
+    """Totals of all runs, with the median of each run's rates (drift and noise hit all alike)."""
+    if not results:
+        raise ValueError("no results")
+    return PeerResult(
+        agents=results[0].agents,
+        scrapes=sum(r.scrapes for r in results),
+        varbinds=sum(r.varbinds for r in results),
+        samples=sum(r.samples for r in results),
+        requests=sum(r.requests for r in results),
+        wall_s=sum(r.wall_s for r in results),
+        cpu_s=sum(r.cpu_s for r in results),
+        agent_cpu_s=sum(r.agent_cpu_s for r in results),
+        varbinds_per_s=statistics.median(r.varbinds_per_s for r in results),
+        varbinds_per_cpu_s=statistics.median(r.varbinds_per_cpu_s for r in results),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--agents", type=int, default=4, help="snmpd agents (default 4)")
-    ap.add_argument("--scrapes", type=int, default=25, help="timed scrapes per agent (default 25)")
+    ap.add_argument("--scrapes", type=int, default=25, help="timed scrapes per agent and repeat (default 25)")
     ap.add_argument("--concurrency", type=int, default=None, help="scrapes in flight (default: agents)")
     ap.add_argument("--netns-pairs", type=int, default=0,
                     help="veth pairs in a private netns (2P+1 interfaces per agent); 0: host's")
     ap.add_argument("--max-repetitions", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs; medians are reported (default 3)")
     ap.add_argument("--v3", action="store_true", help="SNMPv3 authPriv (SHA-256/AES) instead of v2c")
-    ap.add_argument("--quick", action="store_true", help="2 agents x 5 scrapes")
+    ap.add_argument("--quick", action="store_true", help="at most 2 agents x 5 scrapes, one run")
     args = ap.parse_args(argv)
     if args.quick:
-        args.agents, args.scrapes = min(args.agents, 2), min(args.scrapes, 5)
+        args.agents, args.scrapes, args.repeat = min(args.agents, 2), min(args.scrapes, 5), 1
     interfaces = 2 * args.netns_pairs + 1 if args.netns_pairs else "host"
-    print(f"snmp_exporter peer: {args.agents} agents x {args.scrapes} scrapes, "
+    print(f"snmp_exporter peer: {args.agents} agents x {args.scrapes} scrapes x {args.repeat} runs, "
           f"concurrency {args.concurrency or args.agents}, interfaces per agent: {interfaces}, "
           f"{'v3 authPriv' if args.v3 else 'v2c'}, max-repetitions {args.max_repetitions}", flush=True)
     try:
-        res = run_peer(agents=args.agents, scrapes=args.scrapes, concurrency=args.concurrency,
-                       netns_pairs=args.netns_pairs, max_repetitions=args.max_repetitions, v3=args.v3)
+        runs = run_peer(agents=args.agents, scrapes=args.scrapes, concurrency=args.concurrency,
+                        netns_pairs=args.netns_pairs, max_repetitions=args.max_repetitions, v3=args.v3,
+                        repeat=args.repeat)
     except PeerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"  varbinds {res.varbinds} ({res.varbinds // res.scrapes} per scrape, "
-          f"{res.requests // res.scrapes} requests per scrape), samples {res.samples}")
-    print(f"  wall {res.wall_s:.3f} s, exporter CPU {res.cpu_s:.2f} s, agents' CPU {res.agent_cpu_s:.2f} s")
-    print(f"  {res.varbinds_per_s:,.0f} varbinds/s, {res.varbinds_per_cpu_s:,.0f} varbinds per exporter "
-          "CPU-second")
-    print(res.result_line(interfaces=interfaces, v3=int(args.v3)))
+    for i, r in enumerate(runs, 1):
+        print(f"  run {i}: {r.varbinds} varbinds ({r.varbinds // r.scrapes} per scrape, "
+              f"{r.requests // r.scrapes} requests per scrape) in {r.wall_s:.3f} s, exporter CPU "
+              f"{r.cpu_s:.2f} s, agents' CPU {r.agent_cpu_s:.2f} s: {r.varbinds_per_s:,.0f} varbinds/s, "
+              f"{r.varbinds_per_cpu_s:,.0f} varbinds per exporter CPU-second")
+    res = median_result(runs)
+    print(res.result_line(interfaces=interfaces, v3=int(args.v3), repeats=len(runs)))
     return 0
 
 

@@ -6,6 +6,12 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# SNMP: real net-snmp agents (tests/snmpd.py), their CLI clients, and the peer exporter of
+# bench/snmp_peer.py; iproute2 for the network namespaces with large interface tables.
+[ -x /usr/sbin/snmpd ] || need+=(snmpd)
+command -v snmpget >/dev/null 2>&1 && command -v snmpbulkwalk >/dev/null 2>&1 || need+=(snmp)
+command -v prometheus-snmp-exporter >/dev/null 2>&1 || need+=(prometheus-snmp-exporter)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -20,5 +26,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# snmpd and prometheus-snmp-exporter would start system services on install (port 161/199,
+# :9116 on every address); where no policy-rc.d says otherwise, forbid that for this install.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod 755 "$POLICY"
+    trap '$SUDO rm -f "$POLICY"' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
