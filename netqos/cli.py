@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from netqos import __version__
-from netqos.config import ConfigError, Settings, load_settings, masked_dict
+from netqos.config import ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
 
 log = logging.getLogger("netqos")
@@ -40,6 +40,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from netqos.service import run_service
 
     settings = _settings(args.config)
+    if args.shard is not None:
+        try:
+            settings.snmp.shard = SnmpSettings.model_validate({"shard": args.shard}).shard
+        except ValidationError as exc:
+            raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
     setup_logging(settings.log.level, settings.log.format)
     if not settings.api.tokens:
         log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
+    s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")

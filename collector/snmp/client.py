@@ -207,10 +207,14 @@ class V2cSession:
         chunks: list[list[tuple[Any, ...]]] = [[] for _ in columns]
         current: dict[int, OID] = {c: tuple(oid) for c, oid in enumerate(columns)}
         composite: list[dict[str, int]] = [{} for _ in columns]
+        # Columns asked per request. Agents cap a GETBULK response (net-snmp: 100 varbinds)
+        # and cut repetitions to fit, so asking every column at once only multiplies the
+        # per-request work; after each answer the window is sized to what the agent gave.
+        window = len(current)
         for _ in range(MAX_WALK_REQUESTS):
             if not current:
                 break
-            req = list(current)
+            req = list(current)[:window]
             oids = [current[c] for c in req]
             if self.version == 0:
                 builder = lambda rid, o=oids: encode_getnext(rid, self.community, o, version=0)  # noqa: E731
@@ -218,37 +222,37 @@ class V2cSession:
                 builder = lambda rid, o=oids: encode_getbulk(rid, self.community, o, max_repetitions)  # noqa: E731
             data, dec = await self._exchange(builder, cols)
             if self.version == 0 and dec.error_status == 2:  # v1 noSuchName: the walk ran off the MIB
-                current.clear()
-                break
+                for c in req:
+                    del current[c]
+                continue
             _check_error(dec)
             n = int(dec.tag.shape[0])
             self.varbinds += n
             if n == 0:
                 raise SnmpError("protocol", "empty GETBULK response")
             r = len(req)
+            if self.version != 0 and n < r * max_repetitions:
+                window = max(1, n // max_repetitions)
+            elif window < len(current):
+                window = min(len(current), window * 2)
             expected = np.asarray(req, dtype=np.int16)[np.arange(n) % r]
             in_tree = (dec.column == expected) & (dec.tag < TAG_EXCEPTIONS)
             for j, c in enumerate(req):
-                pos = np.arange(j, n, r)
-                ok = in_tree[pos]
+                ok = in_tree[j::r]
                 # Varbinds of a column come in lexicographic order: once out, the rest is out.
-                stop = int(np.argmin(ok)) if not ok.all() else len(pos)
-                take = pos[:stop]
-                if take.size:
+                stop = ok.shape[0] if ok.all() else int(np.argmin(ok))
+                if stop:
+                    take = np.arange(j, j + stop * r, r)
                     chunks[c].append(_slice(dec, data, take, c in string_columns, composite[c]))
-                    last = int(take[-1])
-                    nxt = tuple(dec.oid(last))
+                    nxt = dec.oid(int(take[-1]))
                     if nxt <= current[c]:
                         raise SnmpError("protocol", f"agent returned a non-increasing OID after {current[c]}")
                     current[c] = nxt
-                if stop < len(pos) or take.size == 0:
+                if stop < ok.shape[0] or stop == 0:
                     del current[c]
         else:
             raise SnmpError("protocol", f"walk did not end after {MAX_WALK_REQUESTS} requests")
-        out = []
-        for c in range(len(columns)):
-            out.append(_concat(chunks[c], c in string_columns, composite[c]))
-        return out
+        return [_concat(chunks[c], c in string_columns, composite[c]) for c in range(len(columns))]
 
 
 def _check_error(dec: Any) -> None:
