@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -78,7 +79,7 @@ def get_device(request: Request, device_id: str) -> DeviceDetail:
             for t in sorted({r["table"] for r in rows})
             if t != "interfaces"
         },
-        state_changes=[StateChangeOut(**c.__dict__) for c in repo.state_changes(device_id, limit=50)],
+        state_changes=[StateChangeOut(**asdict(c)) for c in repo.state_changes(device_id, limit=50)],
     )
 
 

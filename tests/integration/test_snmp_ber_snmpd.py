@@ -170,7 +170,9 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     d = tmp_path_factory.mktemp("snmpd")
     port = free_udp_port()
     conf = d / "snmpd.conf"
-    conf.write_text(f"agentAddress udp:{LOOPBACK}:{port}\nrocommunity public {LOOPBACK}\n")
+    # maxGetbulkResponses: net-snmp caps a GETBULK answer at 100 varbinds by default; we want
+    # the full 50 repetitions x 12 columns a poller asks for.
+    conf.write_text(f"agentAddress udp:{LOOPBACK}:{port}\nrocommunity public {LOOPBACK}\nmaxGetbulkResponses 1000\n")
     log = d / "snmpd.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

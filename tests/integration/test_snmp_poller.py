@@ -341,3 +341,54 @@ async def test_traps_from_snmptrap_change_interface_state(
         )
     )
     task.cancel()
+
+
+async def test_device_endpoints_show_status_interfaces_and_outages(
+    agents: list[SnmpdAgent], rig_factory: Callable[..., Rig]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api import create_app
+    from netqos.config import Settings
+
+    a = agents[0]
+    d1 = device(1, a, "c", poll_interval_s=1)
+    dead = Device(
+        id="dev-dead",
+        host="127.0.0.1",
+        port=free_udp_port(),
+        credentials="c",
+        poll_interval_s=1,
+        parent="dev-1",
+        commune="16030",
+    )
+    rig = rig_factory(Inventory((d1, dead), {"c": v2c(a)}), down_after_misses=2)
+    assert await wait_for(lambda: (rig.repo.device("dev-dead") or {}).get("status") == "down")
+    assert await wait_for(lambda: (rig.repo.device("dev-1") or {}).get("polls_total", 0) >= 2)
+    settings = Settings()
+    settings.api.tokens = [SecretStr("t0k3n-devices")]
+    auth = {"Authorization": "Bearer t0k3n-devices"}
+    with TestClient(create_app(settings, rig.store)) as http:
+        assert http.get("/api/v1/devices").status_code == 401
+        body = http.get("/api/v1/devices", headers=auth).json()
+        assert body["total"] == 2 and {d["id"]: d["status"] for d in body["devices"]} == {
+            "dev-1": "up",
+            "dev-dead": "down",
+        }
+        assert http.get("/api/v1/devices", params={"status": "down"}, headers=auth).json()["total"] == 1
+        one = http.get("/api/v1/devices/dev-1", headers=auth).json()
+        assert one["sys_name"] == "agent-0" and one["last_error"] is None
+        lo = next(i for i in one["interfaces"] if i["name"] == "lo")
+        assert lo["values"]["ifOperStatus"] == "up" and "if_in_bps" in lo["values"]
+        dd = http.get("/api/v1/devices/dev-dead", headers=auth).json()
+        assert dd["parent"] == "dev-1" and "timeout" in dd["last_error"]
+        out = http.get("/api/v1/devices/dev-dead/outages", headers=auth).json()
+        assert len(out["outages"]) == 1 and out["outages"][0]["end_ms"] is None
+        assert out["down_s"] > 0 and 0 <= out["availability_ratio"] < 1
+        assert http.get("/api/v1/devices/nope", headers=auth).status_code == 404
+        r = http.get(
+            "/api/v1/devices/dev-1/outages",
+            params={"from": "2030-01-01T00:00:00Z", "to": "2029-01-01T00:00:00Z"},
+            headers=auth,
+        )
+        assert r.status_code == 422
