@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     peer = measure_exporter(
                         exporter, agents, scrapes_per_agent=args.walks, concurrency=args.agents, module=MODULE
                     )
-                    ours, warm = measure_ours(
+                    ours, _ = measure_ours(
                         agents,
                         netns,
                         walks_per_agent=args.walks,
@@ -193,8 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     peer_cpu.append(peer.varbinds_per_cpu_s)
                     peer_wall.append(peer.varbinds_per_s)
                     print(
-                        f"  run {run}: {per_walk_ours} varbinds per walk | ours {ours.varbinds_per_cpu_s:,.0f}/CPU-s "
-                        f"{ours.varbinds_per_s:,.0f}/s ({ours.requests // ours.walks} requests/walk, CPU {ours.cpu_s:.3f} s) "
+                        f"  run {run}: {per_walk_ours} varbinds per walk"
+                        f" | ours {ours.varbinds_per_cpu_s:,.0f}/CPU-s {ours.varbinds_per_s:,.0f}/s"
+                        f" ({ours.requests // ours.walks} requests/walk, CPU {ours.cpu_s:.3f} s) "
                         f"| exporter {peer.varbinds_per_cpu_s:,.0f}/CPU-s {peer.varbinds_per_s:,.0f}/s "
                         f"({peer.requests // peer.scrapes} requests/walk, CPU {peer.cpu_s:.3f} s)",
                         flush=True,
@@ -206,14 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours_wall = statistics.median(r.varbinds_per_s for r in ours_runs)
     p_cpu, p_wall = statistics.median(peer_cpu), statistics.median(peer_wall)
     print(
-        f"ours  netqos V2cSession.walk   {ours_cpu:>12,.0f} varbinds per CPU-second  {ours_wall:>12,.0f} varbinds/s"
+        f"ours  netqos V2cSession.walk   {ours_cpu:>12,.0f} varbinds per CPU-second"
+        f"  {ours_wall:>12,.0f} varbinds/s"
     )
     print(
         f"peer  prometheus-snmp-exporter {p_cpu:>12,.0f} varbinds per CPU-second  {p_wall:>12,.0f} varbinds/s"
     )
     print(f"ratio (per CPU-second): {ours_cpu / p_cpu:.2f}; wall {time.perf_counter() - started:.1f} s")
     print(
-        f"RESULT ours_varbinds_per_cpu_s={ours_cpu:.0f} peer_varbinds_per_cpu_s={p_cpu:.0f} ratio={ours_cpu / p_cpu:.3f} "
+        f"RESULT ours_varbinds_per_cpu_s={ours_cpu:.0f} peer_varbinds_per_cpu_s={p_cpu:.0f}"
+        f" ratio={ours_cpu / p_cpu:.3f} "
         f"ours_varbinds_per_s={ours_wall:.0f} peer_varbinds_per_s={p_wall:.0f} interfaces={interfaces} "
         f"agents={args.agents} walks={args.walks} repeats={args.repeat}"
     )
