@@ -71,6 +71,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             backfill_minutes=args.backfill_minutes,
             duration_s=args.duration,
             token=token,
+            snmp_devices=not args.no_devices,
+            snmp_interval_s=args.snmp_interval,
         )
     )
     return 0
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
     d.add_argument("--keep-data", action="store_true", help="keep the demo database from an earlier run")
+    d.add_argument("--snmp-interval", type=float, default=15.0, help="poll interval of the simulated devices")
+    d.add_argument("--no-devices", action="store_true", help="no simulated SNMP devices (probes only)")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -1,27 +1,36 @@
-"""`netqos demo`: the service on embedded defaults plus a fleet of simulated probes.
+"""`netqos demo`: the service on embedded defaults plus simulated probes and devices.
 
-Everything real but the probes: an in-process MQTT broker, the numba core, SQLite and
-the API. The simulated probes publish schema-v1 batches over MQTT like field probes do.
+Everything real but the probes and the network elements: an in-process MQTT broker, the
+numba core, SQLite, the SNMP poller, the trap receiver and the API. The simulated probes
+publish schema-v1 batches over MQTT like field probes do; the simulated devices are SNMP
+agents on loopback ports that the poller walks like real ones, with a few scripted
+incidents (a router outage taking its sites with it, a link flap, a slow agent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import socket
 from pathlib import Path
+
+import yaml
 
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from netqos.aio import wait_stop
 from netqos.config import Settings, StoreSettings
 from netqos.service import ServiceContext, free_port, port_is_free, run_service
 from probes.simulate import SimProbe, build_fleet, run_fleet
+from probes.simulate.devices import DemoScenario, build_device_fleet, inventory_rows, sim_devices
+from probes.simulate.snmp_agent import AgentFleet, serve_devices
 
 log = logging.getLogger(__name__)
 
 DEMO_DB = Path("var/demo.db")
 
 
-def _banner(settings: Settings, token: str | None, n_probes: int) -> str:
+def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int = 0) -> str:
     base = f"http://{settings.api.host}:{settings.api.port}"
     auth = f"Authorization: Bearer {token}" if token else "Authorization: Bearer <one of your api.tokens>"
     broker = settings.mqtt.host or f"{settings.mqtt.embedded.host}:{settings.mqtt.embedded.port} (embedded)"
@@ -32,12 +41,14 @@ def _banner(settings: Settings, token: str | None, n_probes: int) -> str:
             f"  broker     {broker}",
             f"  store      {settings.store.sqlite_path}",
             f"  probes     {n_probes} simulated, publishing over MQTT",
+            f"  devices    {n_devices} simulated SNMP agents (routers, BTS, OLTs) polled over SNMP v2c",
             f"  API docs   {base}/docs   (click Authorize and paste the token)",
             f"  token      {token or '(from your configuration)'}",
             "  try:",
             f"    curl -s -H '{auth}' \\",
             f"      '{base}/api/v1/qos?metric=rtt_ms&stat=p95&group_by=commune&step=5m'",
             f"    curl -s -H '{auth}' '{base}/api/v1/probes'",
+            f"    curl -s -H '{auth}' '{base}/api/v1/devices?status=down'",
             f"    curl -s {base}/metrics | grep netqos_ingest",
             "  Ctrl-C stops it.",
             "",
@@ -73,6 +84,46 @@ def prepare_demo(settings: Settings, n_probes: int = 200, fresh: bool = True) ->
     return fleet
 
 
+async def start_sim_devices(settings: Settings, poll_interval_s: float) -> tuple[AgentFleet, DemoScenario]:
+    """Simulated SNMP agents on free loopback ports, and the inventory the poller reads.
+
+    Writes var/demo-inventory.yaml and var/demo-credentials.yaml (a community made up for
+    this run) and points snmp.* and traps.* at them, unless the configuration set its own.
+    """
+    community = "demo-" + secrets.token_hex(6)
+    specs = build_device_fleet()
+    agents = await serve_devices(sim_devices(specs, community=community))
+    var = settings.store.sqlite_path.parent
+    inventory = var / "demo-inventory.yaml"
+    credentials = var / "demo-credentials.yaml"
+    rows = inventory_rows(specs, "127.0.0.1", {s.device.device_id: s.port for s in agents.servers}, "demo")
+    for r in rows:
+        r["poll_interval_s"] = poll_interval_s
+    await asyncio.to_thread(_write_yaml, inventory, {"devices": rows})
+    await asyncio.to_thread(
+        _write_yaml, credentials, {"credentials": {"demo": {"version": "2c", "community": community}}}
+    )
+    settings.snmp.inventory_file = inventory
+    settings.snmp.credentials_file = credentials
+    if not settings.traps.enabled:
+        settings.traps.enabled = True
+        settings.traps.port = free_udp_port(settings.traps.host)
+    agents.set_trap_target(settings.traps.host, settings.traps.port, community)
+    return agents, DemoScenario(specs)
+
+
+def _write_yaml(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.chmod(0o600)  # holds a community string
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 async def run_demo(
     settings: Settings,
     fleet: list[SimProbe],
@@ -81,10 +132,16 @@ async def run_demo(
     backfill_minutes: int = 30,
     duration_s: float | None = None,
     token: str | None = None,
+    snmp_devices: bool = True,
+    snmp_interval_s: float = 15.0,
 ) -> None:
-    """Run the service and the fleet until Ctrl-C or `duration_s` (after `prepare_demo`)."""
+    """Run the service, the probe fleet and the SNMP devices until Ctrl-C or `duration_s`."""
     emb = settings.mqtt.embedded
-    print(_banner(settings, token, len(fleet)), flush=True)
+    agents: AgentFleet | None = None
+    scenario: DemoScenario | None = None
+    if snmp_devices and settings.snmp.inventory_file is None:
+        agents, scenario = await start_sim_devices(settings, snmp_interval_s)
+    print(_banner(settings, token, len(fleet), len(agents.servers) if agents else 0), flush=True)
 
     async def fleet_task(ctx: ServiceContext) -> None:
         # Publish only once the consumer is subscribed, so the first batches are not lost.
@@ -109,4 +166,12 @@ async def run_demo(
         await wait_stop(ctx.stop, duration_s)
         ctx.stop.set()
 
-    await run_service(settings, extra_tasks=[fleet_task, timer])
+    async def incidents(ctx: ServiceContext) -> None:
+        if agents is not None and scenario is not None:
+            await scenario.run(agents, ctx.stop)
+
+    try:
+        await run_service(settings, extra_tasks=[fleet_task, timer, incidents])
+    finally:
+        if agents is not None:
+            await agents.close()

@@ -83,7 +83,9 @@ def _iso(ms: int) -> str:
 )
 def qos(
     request: Request,
-    metric: Annotated[str, Query(description=f"one of: {', '.join(METRIC_NAMES)}")],
+    metric: Annotated[
+        str, Query(description=f"a probe metric ({', '.join(METRIC_NAMES)}) or an SNMP one (if_in_bps, ...)")
+    ],
     stat: Annotated[
         str, Query(description="p50, p95, p99, pNN (any percentile), mean, min, max, ...")
     ] = "p95",
@@ -99,7 +101,10 @@ def qos(
     target: str | None = None,
 ) -> QosResponse:
     if metric not in METRIC_NAMES:
-        raise HTTPException(422, f"metric {metric!r} is unknown; known: {', '.join(METRIC_NAMES)}")
+        # Besides the probe metrics, whatever the SNMP profiles produce (if_in_bps, ...).
+        known = sorted(set(METRIC_NAMES) | request.app.state.store.metrics())
+        if metric not in known:
+            raise HTTPException(422, f"metric {metric!r} is unknown; known: {', '.join(known)}")
     if stat not in STATS[:-1] and not _STAT_RE.match(stat):
         raise HTTPException(422, f"stat {stat!r} is unknown; use one of {', '.join(STATS)}")
     if _STAT_RE.match(stat) and not 0 < float(stat[1:]) < 100:

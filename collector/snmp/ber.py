@@ -63,6 +63,8 @@ MAX_VARBINDS: Final = 10_000
 MAX_PACKET_SIZE: Final = 2**31 - 1
 # OID sub-identifiers are stored as int64.
 MAX_SUBID: Final = 2**63 - 1
+# OCTET STRING (SIZE (0..65535)) in the SMI: the encoder refuses longer ones, the decoders don't care.
+MAX_OCTETS: Final = 65_535
 # Longest OID the encoder writes or parse_oid accepts: far above SNMP's 128, but bounded so a
 # typo'd profile cannot build an absurd request.
 MAX_OID_LEN: Final = 1024
@@ -390,6 +392,8 @@ def _enc_value(v: Value, version: int) -> bytes:
         case OctetString(b) | Opaque(b):
             if not isinstance(b, bytes | bytearray):
                 raise ValueError(f"{type(v).__name__} needs bytes, got {type(b).__name__}")
+            if len(b) > MAX_OCTETS:
+                raise ValueError(f"{type(v).__name__} longer than {MAX_OCTETS} bytes (SMI limit): {len(b)}")
             return _tlv(v.tag, bytes(b))
         case IpAddress(b):
             if not isinstance(b, bytes | bytearray) or len(b) != 4:
@@ -615,7 +619,9 @@ _Columnar = tuple[I64Array, I16Array, I64Array, I64Array, U8Array, I64Array, U64
 
 
 @kernel
-def _k_fail(hdr: I64Array, status: int, pos: int) -> _Columnar:
+def _k_fail(hdr: I64Array, status: int | np.int64, pos: int | np.int64) -> _Columnar:
+    # Callers pass np.int64(...) rather than bare constants: numba would otherwise compile one
+    # specialization per literal status (17 of them, +2 s of cold compile for nothing).
     hdr[_H_STATUS] = status
     hdr[_H_ERRPOS] = pos
     return (
@@ -643,22 +649,22 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
     size = data.shape[0]
     st, t, p, end = _k_header(data, 0, size)
     if st != _OK:
-        return _k_fail(hdr, st, 0)
+        return _k_fail(hdr, st, np.int64(0))
     if t != TAG_SEQUENCE:
-        return _k_fail(hdr, _E_MESSAGE_TAG, 0)
+        return _k_fail(hdr, np.int64(_E_MESSAGE_TAG), np.int64(0))
     if end != size:
-        return _k_fail(hdr, _E_TRAILING, end)
+        return _k_fail(hdr, np.int64(_E_TRAILING), end)
     # version
     st, t, s, e = _k_header(data, p, end)
     if st != _OK:
         return _k_fail(hdr, st, p)
     if t != TAG_INTEGER:
-        return _k_fail(hdr, _E_VERSION_TAG, p)
+        return _k_fail(hdr, np.int64(_E_VERSION_TAG), p)
     st, version = _k_int(data, s, e)
     if st != _OK:
         return _k_fail(hdr, st, p)
     if version != 0 and version != 1:
-        return _k_fail(hdr, _E_VERSION, p)
+        return _k_fail(hdr, np.int64(_E_VERSION), p)
     hdr[_H_VERSION] = version
     p = e
     # community
@@ -666,7 +672,7 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
     if st != _OK:
         return _k_fail(hdr, st, p)
     if t != TAG_OCTET_STRING:
-        return _k_fail(hdr, _E_COMMUNITY_TAG, p)
+        return _k_fail(hdr, np.int64(_E_COMMUNITY_TAG), p)
     hdr[_H_COMM_OFF] = s
     hdr[_H_COMM_LEN] = e - s
     p = e
@@ -675,11 +681,11 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
     if st != _OK:
         return _k_fail(hdr, st, p)
     if t == 0xA4:
-        return _k_fail(hdr, _E_TRAP_V1, p)
+        return _k_fail(hdr, np.int64(_E_TRAP_V1), p)
     if t < 0xA0 or t > 0xA8:
-        return _k_fail(hdr, _E_PDU_TAG, p)
+        return _k_fail(hdr, np.int64(_E_PDU_TAG), p)
     if e != end:
-        return _k_fail(hdr, _E_MESSAGE_EXTRA, e)
+        return _k_fail(hdr, np.int64(_E_MESSAGE_EXTRA), e)
     hdr[_H_PDU] = t
     pdu_end = e
     p = s
@@ -688,7 +694,7 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
         if st != _OK:
             return _k_fail(hdr, st, p)
         if t != TAG_INTEGER:
-            return _k_fail(hdr, _E_PDU_FIELD_TAG, p)
+            return _k_fail(hdr, np.int64(_E_PDU_FIELD_TAG), p)
         st, v = _k_int(data, s, e)
         if st != _OK:
             return _k_fail(hdr, st, p)
@@ -699,9 +705,9 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
     if st != _OK:
         return _k_fail(hdr, st, p)
     if t != TAG_SEQUENCE:
-        return _k_fail(hdr, _E_VBL_TAG, p)
+        return _k_fail(hdr, np.int64(_E_VBL_TAG), p)
     if e != pdu_end:
-        return _k_fail(hdr, _E_PDU_EXTRA, e)
+        return _k_fail(hdr, np.int64(_E_PDU_EXTRA), e)
     vbl_start = s
     vbl_end = e
 
@@ -711,12 +717,12 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
     q = vbl_start
     while q < vbl_end:
         if n == MAX_VARBINDS:
-            return _k_fail(hdr, _E_TOO_MANY, q)
+            return _k_fail(hdr, np.int64(_E_TOO_MANY), q)
         st, t, s, e = _k_header(data, q, vbl_end)
         if st != _OK:
             return _k_fail(hdr, st, q)
         if t != TAG_SEQUENCE:
-            return _k_fail(hdr, _E_VARBIND_TAG, q)
+            return _k_fail(hdr, np.int64(_E_VARBIND_TAG), q)
         n += 1
         q = e
 
@@ -743,7 +749,7 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
         if st != _OK:
             return _k_fail(hdr, st, vs)
         if t != TAG_OBJECT_ID:
-            return _k_fail(hdr, _E_NAME_TAG, vs)
+            return _k_fail(hdr, np.int64(_E_NAME_TAG), vs)
         st, m1 = _k_oid(data, s, e, suffix, m)
         if st != _OK:
             return _k_fail(hdr, st, vs)
@@ -785,7 +791,7 @@ def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nest
         if st != _OK:
             return _k_fail(hdr, st, p)
         if e != vb_end:
-            return _k_fail(hdr, _E_VARBIND_EXTRA, e)
+            return _k_fail(hdr, np.int64(_E_VARBIND_EXTRA), e)
         tags[i] = t
         str_offset[i] = s
         str_len[i] = e - s
@@ -874,7 +880,7 @@ class Decoded:
 
     version: int
     community: bytes
-    pdu_type: int
+    pdu_type: PduType
     request_id: int
     error_status: int
     error_index: int
@@ -974,7 +980,7 @@ def decode_response_columnar(packet: bytes | bytearray | memoryview, columns: Co
     return Decoded(
         version=h[_H_VERSION],
         community=data[co : co + h[_H_COMM_LEN]].tobytes(),
-        pdu_type=h[_H_PDU],
+        pdu_type=PduType(h[_H_PDU]),
         request_id=h[_H_REQUEST_ID],
         error_status=h[_H_ERROR_STATUS],
         error_index=h[_H_ERROR_INDEX],

@@ -361,6 +361,10 @@ class SQLiteStore:
             )
         return SeriesSelection(rollups_from_rows(rows), labels)
 
+    def metrics(self) -> set[str]:
+        """Every metric name that has a series (probe metrics, SNMP profile metrics, ...)."""
+        return {r[0] for r in self._reader().execute("SELECT DISTINCT metric FROM series")}
+
     def total_count(self, resolution_s: int = 60, metric: str | None = None) -> int:
         """Sum of rollup sample counts (what tests and the soak check against what was sent)."""
         if metric is None:

@@ -13,7 +13,7 @@ with garbage.
 Traffic model (per interface, evaluated at request time from a monotonic clock)::
 
     rate_in(t)  = min(0.95 x speed, speed x utilisation x load(t) / mean(load) x noise(t))
-    rate_out(t) = min(0.95 x speed, rate_in(t) / noise(t) x out_ratio x noise(t))
+    rate_out(t) = min(0.95 x speed, speed x utilisation x out_ratio x load(t) / mean(load) x noise(t))
     counter(t)  = initial + integral of rate dt        (kept as exact integers, uint64)
 
 ``load(t)`` is :func:`probes.simulate.model.load_factor` (local time UTC+7: ~0.1 at night,
@@ -45,7 +45,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -253,7 +253,11 @@ def _response(version: int, community: bytes, request_id: int, es: int, ei: int,
         + _tlv(Integer.tag, _int_content(ei))
         + _tlv(0x30, vbl)
     )
-    msg = _tlv(Integer.tag, _int_content(version)) + _tlv(OctetString.tag, community) + _tlv(PduType.RESPONSE, pdu)
+    msg = (
+        _tlv(Integer.tag, _int_content(version))
+        + _tlv(OctetString.tag, community)
+        + _tlv(PduType.RESPONSE, pdu)
+    )
     return _tlv(0x30, msg)
 
 
@@ -300,6 +304,7 @@ class AgentStats:
     send_errors: int = 0  # sendto failed / ICMP error reported
     traps_sent: int = 0
     trap_errors: int = 0
+    internal_errors: int = 0  # an exception while answering (a bug): no reply
 
 
 def _device_rng(seed: int, device_id: str, salt: int) -> np.random.Generator:
@@ -352,7 +357,8 @@ class SimDevice:
             if self.n_interfaces < 1:
                 raise ValueError("a device needs at least one interface")
             self.interfaces = tuple(
-                SimInterface(f"ge-0/0/{i}", self.speed_mbps, self.utilisation) for i in range(self.n_interfaces)
+                SimInterface(f"ge-0/0/{i}", self.speed_mbps, self.utilisation)
+                for i in range(self.n_interfaces)
             )
         self.n_interfaces = len(self.interfaces)
         self.sys_name = self.sys_name or self.device_id
@@ -402,9 +408,9 @@ class SimDevice:
         self._build_index()
 
     @classmethod
-    def from_spec(cls, spec: SimDeviceSpec, **overrides: object) -> SimDevice:
+    def from_spec(cls, spec: SimDeviceSpec, **overrides: Any) -> SimDevice:
         """A device from a :class:`probes.simulate.devices.SimDeviceSpec` (keywords override)."""
-        kw: dict[str, object] = {
+        kw: dict[str, Any] = {
             "device_id": spec.id,
             "community": spec.community,
             "sys_name": spec.sys_name,
@@ -415,7 +421,7 @@ class SimDevice:
             "uptime_s": spec.uptime_s,
         }
         kw.update(overrides)
-        return cls(**kw)  # type: ignore[arg-type]
+        return cls(**kw)
 
     # -- time and traffic ---------------------------------------------------------------------
 
@@ -437,7 +443,9 @@ class SimDevice:
         rel = load / _MEAN_LOAD
         if self.noise > 0:
             a = math.exp(-dt / _NOISE_TAU_S)
-            self._x = self._x * a + math.sqrt(1.0 - a * a) * self._noise_rng.standard_normal(self.n_interfaces)
+            self._x = self._x * a + math.sqrt(1.0 - a * a) * self._noise_rng.standard_normal(
+                self.n_interfaces
+            )
             f: FloatArray | float = np.exp(self.noise * self._x - self.noise**2 / 2.0)
         else:
             f = 1.0
@@ -472,9 +480,7 @@ class SimDevice:
         with self._lock:
             self._advance(self.clock())
             k = self._row(ifindex)
-            return {
-                name: int(self._cnt[row, k]) % (2**bits) for name, (row, bits) in COUNTER_COLUMNS.items()
-            }
+            return {name: int(self._cnt[row, k]) % (2**bits) for name, (row, bits) in COUNTER_COLUMNS.items()}
 
     def uptime_cs(self) -> int:
         """sysUpTime now, in centiseconds."""
@@ -485,7 +491,9 @@ class SimDevice:
 
     def _row(self, ifindex: int) -> int:
         if not 1 <= ifindex <= self.n_interfaces:
-            raise ValueError(f"{self.device_id}: no interface with ifIndex {ifindex} (1..{self.n_interfaces})")
+            raise ValueError(
+                f"{self.device_id}: no interface with ifIndex {ifindex} (1..{self.n_interfaces})"
+            )
         return ifindex - 1
 
     # -- fault controls -------------------------------------------------------------------------
@@ -507,7 +515,9 @@ class SimDevice:
                 self._cnt[row, k] = (self._cnt[row, k] & ~_MASK32) | np.uint64(value)
             self._res[row, k] = 0.0
 
-    def preset_wrap(self, seconds_before_wrap: float, *, hc: bool = False, ifindex: int | None = None) -> None:
+    def preset_wrap(
+        self, seconds_before_wrap: float, *, hc: bool = False, ifindex: int | None = None
+    ) -> None:
         """Put the octet counters of ``ifindex`` (default: all) about ``seconds_before_wrap``
         of traffic (at the current noise-free rate) below 2**32, or with ``hc`` also the 64-bit
         ones below 2**64. A down interface gets 1 octet below the wrap."""
@@ -551,7 +561,12 @@ class SimDevice:
             self._up[k] = 1.0 if new == 1 else 0.0
             self._last_change[k] = self._uptime_cs(now)
             admin = self._admin[k]
-        log.info("event=sim_link device=%s ifindex=%d oper=%s", self.device_id, ifindex, "up" if new == 1 else "down")
+        log.info(
+            "event=sim_link device=%s ifindex=%d oper=%s",
+            self.device_id,
+            ifindex,
+            "up" if new == 1 else "down",
+        )
         self._send_trap(
             LINK_UP if new == 1 else LINK_DOWN,
             [
@@ -573,7 +588,7 @@ class SimDevice:
         return self.set_link(ifindex, up) or changed
 
     def set_mode(self, mode: str, delay_s: float | None = None) -> None:
-        """"normal", "silent" (never replies), "slow" (replies after ``delay_s``), "garbage"
+        """Set the mode: "normal", "silent" (never replies), "slow" (replies after ``delay_s``), "garbage"
         (replies with invalid bytes), "down" (no replies; an outage: call restart() when it
         ends to model a power cut). The device's state keeps running in every mode."""
         if mode not in MODES:
@@ -584,7 +599,7 @@ class SimDevice:
             self.delay_s = delay_s
         if mode != self.mode:
             log.info("event=sim_mode device=%s mode=%s", self.device_id, mode)
-        self.mode = mode  # type: ignore[assignment]  # checked above
+        self.mode = cast(Mode, mode)
 
     def send_cold_start(self) -> bool:
         """Send a coldStart trap to the trap target; False when none is set or it failed."""
@@ -686,7 +701,7 @@ class SimDevice:
         self._drow: list[int] = [r[3] for r in rows]
         self._c64: list[bool] = [r[2] in (_D_HC_IN, _D_HC_OUT) for r in rows]
         # Object types (scalars without .0, columns): GET below one is noSuchInstance.
-        self._objects: set[OID] = {r[0][:-1] for r in rows if r[0][:-1] != IF_ENTRY[:-1]}
+        self._objects: set[OID] = {r[0][:-1] for r in rows}
 
     @property
     def oids(self) -> list[OID]:
@@ -741,15 +756,13 @@ class SimDevice:
         v1 = req.version == VERSION_1
         if req.pdu_type == PduType.SET:
             # Read-only agent: noAccess (v2c) / noSuchName (v1), the request's varbinds echoed.
+            es, ei = (_NO_SUCH_NAME if v1 else _NO_ACCESS), (1 if req.varbinds else 0)
             st.responses += 1
-            return encode_response(
-                req.request_id,
-                req.community,
-                list(req.varbinds),
-                _NO_SUCH_NAME if v1 else _NO_ACCESS,
-                1 if req.varbinds else 0,
-                req.version,
-            )
+            try:
+                return encode_response(req.request_id, req.community, list(req.varbinds), es, ei, req.version)
+            except ValueError:  # a value v1 cannot carry (Counter64, exceptions): echo NULLs
+                vbl = b"".join(_varbind(_name_tlv(o), _NULL_VALUE) for o in req.oids)
+                return _response(req.version, req.community, req.request_id, es, ei, vbl)
         if req.pdu_type not in (PduType.GET, PduType.GETNEXT, PduType.GETBULK):
             st.unsupported += 1
             return None
@@ -837,7 +850,8 @@ class SimDevice:
         if not repeaters or max_repetitions <= 0:
             return b"".join(out)
         pos = [bisect_right(all_oids, o) for o in repeaters]
-        last: list[bytes | None] = [None] * len(repeaters)  # name of an endOfMibView varbind
+        start = list(pos)
+        end_names: list[bytes | None] = [None] * len(repeaters)
         for _ in range(max_repetitions):  # bounded in practice by the budget (>= 1 varbind each)
             all_end = True
             for j, p in enumerate(pos):
@@ -846,12 +860,12 @@ class SimDevice:
                     pos[j] = p + 1
                     all_end = False
                 else:
-                    name = last[j]
+                    # endOfMibView carries the last name reached: the last OID this request
+                    # returned for the repeater, else the one it asked for.
+                    name = end_names[j]
                     if name is None:
-                        name = _name_tlv(all_oids[-1] if p > 0 and n else repeaters[j])
-                        if p == n and n and bisect_right(all_oids, repeaters[j]) == n:
-                            name = _name_tlv(repeaters[j]) if not _in_index(self._pos, repeaters[j]) else name
-                        last[j] = name
+                        name = self._names[n - 1] if p > start[j] else _name_tlv(repeaters[j])
+                        end_names[j] = name
                     vb = _varbind(name, _END_OF_MIB)
                 size += len(vb)
                 if size > budget:
@@ -860,10 +874,6 @@ class SimDevice:
             if all_end:
                 break
         return b"".join(out)
-
-
-def _in_index(pos: dict[OID, int], oid: OID) -> bool:
-    return oid in pos
 
 
 # ---------------------------------------------------------------------------------------------
@@ -951,7 +961,12 @@ class SnmpAgentServer:
         if mode in ("silent", "down"):
             st.dropped += 1
             return
-        resp = dev.handle(data, self.max_response_bytes)
+        try:
+            resp = dev.handle(data, self.max_response_bytes)
+        except Exception:  # a bug must not take the agent down: count it, answer nothing
+            st.internal_errors += 1
+            log.exception("event=sim_agent_internal_error device=%s", dev.device_id)
+            return
         if resp is None:
             return
         if mode == "garbage":

@@ -39,8 +39,10 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
             "2",
             "--backfill-minutes",
             "5",
+            "--snmp-interval",
+            "2",
             "--duration",
-            "120",
+            "150",
         ],
         cwd=tmp_path,
         env=env,
@@ -76,6 +78,28 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
                     break
                 time.sleep(1.0)
         elapsed = time.monotonic() - started
+        devices_ok = False
+        with httpx.Client(timeout=5.0, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            # Simulated SNMP agents polled every 2 s: rates exist from the second poll on.
+            while time.monotonic() - started < 90 and not devices_ok:
+                body = http.get(f"{base}/api/v1/devices").json()
+                polled = [d for d in body["devices"] if d["polls_total"] >= 2 and d["status"] == "up"]
+                if body["total"] > 50 and len(polled) > 50:
+                    one = http.get(f"{base}/api/v1/devices/{polled[0]['id']}").json()
+                    devices_ok = any("if_in_bps" in i["values"] for i in one["interfaces"])
+                if not devices_ok:
+                    time.sleep(1.0)
+            util = http.get(
+                f"{base}/api/v1/qos",
+                params={
+                    "metric": "if_in_utilisation_ratio",
+                    "stat": "max",
+                    "group_by": "commune",
+                    "step": "1m",
+                },
+            )
+        assert devices_ok, "no simulated device showed live interface rates"
+        assert util.status_code == 200 and len(util.json()["series"]) == len(communes)
         assert ready, "/readyz never answered 200"
         assert seen == communes, f"communes with p95 rtt after {elapsed:.0f} s: {sorted(seen)}"
         assert elapsed < 60

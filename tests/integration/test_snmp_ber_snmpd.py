@@ -148,7 +148,9 @@ class Agent:
                         break
                     if decode_message(data).request_id == rid:
                         return data
-        raise TimeoutError(f"no answer from snmpd on {LOOPBACK}:{self.port}; log:\n{self.log.read_text()[-2000:]}")
+        raise TimeoutError(
+            f"no answer from snmpd on {LOOPBACK}:{self.port}; log:\n{self.log.read_text()[-2000:]}"
+        )
 
 
 def _answers(port: int) -> bool:
@@ -172,7 +174,9 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     conf = d / "snmpd.conf"
     # maxGetbulkResponses: net-snmp caps a GETBULK answer at 100 varbinds by default; we want
     # the full 50 repetitions x 12 columns a poller asks for.
-    conf.write_text(f"agentAddress udp:{LOOPBACK}:{port}\nrocommunity public {LOOPBACK}\nmaxGetbulkResponses 1000\n")
+    conf.write_text(
+        f"agentAddress udp:{LOOPBACK}:{port}\nrocommunity public {LOOPBACK}\nmaxGetbulkResponses 1000\n"
+    )
     log = d / "snmpd.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -208,18 +212,25 @@ REQUESTS: dict[str, Callable[[int], bytes]] = {
     "getbulk_iftable_r50": lambda rid: encode_getbulk(rid, COMMUNITY, IF_TABLE_COLUMNS, 50),
     "getbulk_ifxtable_r50": lambda rid: encode_getbulk(rid, COMMUNITY, IF_X_TABLE_COLUMNS, 50),
     "getbulk_system_r50": lambda rid: encode_getbulk(rid, COMMUNITY, [SYSTEM], 50),
-    "getbulk_ipaddr_r10": lambda rid: encode_getbulk(rid, COMMUNITY, [(*IP_AD_ENTRY, 1), (*IP_AD_ENTRY, 3)], 10),
+    "getbulk_ipaddr_r10": lambda rid: encode_getbulk(
+        rid, COMMUNITY, [(*IP_AD_ENTRY, 1), (*IP_AD_ENTRY, 3)], 10
+    ),
     "getbulk_nonrep2_r5": lambda rid: encode_getbulk(
         rid, COMMUNITY, [SYS_UPTIME_0[:-1], IF_NUMBER_0[:-1], (*IF_ENTRY, 2), (*IF_X_ENTRY, 6)], 5, 2
     ),
     "get_system_and_exceptions": lambda rid: encode_get(
         rid,
         COMMUNITY,
-        [SYS_DESCR_0, SYS_OBJECT_ID_0, SYS_UPTIME_0, SYS_NAME_0, IF_NUMBER_0]
-        + [parse_oid("1.3.6.1.2.1.1.99.0"), parse_oid("1.3.6.1.2.1.1.1.7")],
+        [
+            *(SYS_DESCR_0, SYS_OBJECT_ID_0, SYS_UPTIME_0, SYS_NAME_0, IF_NUMBER_0),
+            parse_oid("1.3.6.1.2.1.1.99.0"),  # noSuchObject
+            parse_oid("1.3.6.1.2.1.1.1.7"),  # noSuchInstance
+        ],
     ),
     "getnext_end_of_mib": lambda rid: encode_getnext(rid, COMMUNITY, [(2, 99), SYS_UPTIME_0]),
-    "get_v1_nosuchname": lambda rid: encode_get(rid, COMMUNITY, [SYS_UPTIME_0, (1, 3, 6, 1, 2, 1, 1, 99, 0)], version=0),
+    "get_v1_nosuchname": lambda rid: encode_get(
+        rid, COMMUNITY, [SYS_UPTIME_0, (1, 3, 6, 1, 2, 1, 1, 99, 0)], version=0
+    ),
 }
 
 
@@ -230,7 +241,9 @@ def test_every_request_kind_decodes_like_pysnmp(snmpd: Agent) -> None:
         assert msg.pdu_type == PduType.RESPONSE, name
 
 
-@pytest.mark.skipif(not os.environ.get("NETQOS_SNMP_RECAPTURE"), reason="set NETQOS_SNMP_RECAPTURE=1 to rewrite")
+@pytest.mark.skipif(
+    not os.environ.get("NETQOS_SNMP_RECAPTURE"), reason="set NETQOS_SNMP_RECAPTURE=1 to rewrite"
+)
 def test_capture_testdata(snmpd: Agent) -> None:
     TESTDATA.mkdir(exist_ok=True)
     for name, build in REQUESTS.items():
@@ -314,7 +327,9 @@ def _snmpget(agent: Agent, oid: OID) -> str:
 # A whole GETBULK walk against snmpbulkwalk
 
 
-def bulk_walk(agent: Agent, root: OID, max_repetitions: int, max_requests: int = 5000) -> list[tuple[OID, Value]]:
+def bulk_walk(
+    agent: Agent, root: OID, max_repetitions: int, max_requests: int = 5000
+) -> list[tuple[OID, Value]]:
     """Walk ``root`` with GETBULK; every response is cross-checked with pysnmp on the way."""
     cols = Columns.of([root])
     out: list[tuple[OID, Value]] = []
@@ -322,7 +337,11 @@ def bulk_walk(agent: Agent, root: OID, max_repetitions: int, max_requests: int =
     deadline = time.monotonic() + 120
     for _ in range(max_requests):
         assert time.monotonic() < deadline, "walk took more than 120 s"
-        resp = agent.exchange(lambda rid, o=current: encode_getbulk(rid, COMMUNITY, [o], max_repetitions))  # type: ignore[misc]
+
+        def build(rid: int, start: OID = current) -> bytes:
+            return encode_getbulk(rid, COMMUNITY, [start], max_repetitions)
+
+        resp = agent.exchange(build)
         assert_three_decoders_agree(resp, f"walk after {format_oid(current)}")
         dec = decode_response_columnar(resp, cols)
         assert dec.error_status == 0 and len(dec) > 0
@@ -342,8 +361,10 @@ _LINE = re.compile(r"^(\.[0-9.]+) = (.*)$")
 def snmpbulkwalk(agent: Agent, root: OID) -> dict[OID, tuple[str, str]]:
     """OID -> (net-snmp type name, value text)."""
     proc = subprocess.run(
-        ["snmpbulkwalk", "-m", "", "-v2c", "-c", "public", "-On", "-Oe", "-Ob", "-Cr50"]
-        + ["-t", "5", "-r", "2", f"{LOOPBACK}:{agent.port}", format_oid(root)],
+        [
+            *("snmpbulkwalk", "-m", "", "-v2c", "-c", "public", "-On", "-Oe", "-Ob", "-Cr50"),
+            *("-t", "5", "-r", "2", f"{LOOPBACK}:{agent.port}", format_oid(root)),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -425,4 +446,6 @@ def test_walk_of_mib2_matches_snmpbulkwalk(snmpd: Agent) -> None:
     # Integers of the whole interfaces group (ifIndex, ifType, ifMtu, states...) too.
     if_ints = [o for o in common if _under(o, [IF_ENTRY]) and isinstance(mine[o], Integer)]
     assert if_ints
-    assert all(_same_value(mine[o], *theirs[o]) for o in if_ints if o[len(IF_ENTRY)] != 8)  # ifOperStatus may flap
+    assert all(
+        _same_value(mine[o], *theirs[o]) for o in if_ints if o[len(IF_ENTRY)] != 8
+    )  # ifOperStatus may flap

@@ -3,6 +3,7 @@ Python reference decoder and against pysnmp, real-agent captures, and hostile in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -100,10 +101,11 @@ def pysnmp_message(packet: bytes) -> Message:
         fields = (
             mod.apiPDU.get_request_id(pdu),
             mod.apiPDU.get_error_status(pdu),
-            mod.apiPDU.get_error_index(pdu),
+            pdu.getComponentByPosition(2),  # raw: get_error_index() checks it against the varbinds
         )
     varbinds = [(tuple(int(x) for x in o), _pysnmp_value(v)) for o, v in mod.apiPDU.get_varbinds(pdu)]
-    return Message(version, community, pdu_type, *(int(f) for f in fields), varbinds)
+    request_id, error_status, error_index = (int(f) for f in fields)
+    return Message(version, community, pdu_type, request_id, error_status, error_index, varbinds)
 
 
 def _pysnmp_value(v: Any) -> Value:
@@ -177,7 +179,11 @@ def naive_column(oid: OID, prefixes: Sequence[OID]) -> int:
 def assert_columnar_matches(packet: bytes, msg: Message, columns: Columns) -> Decoded:
     dec = decode_response_columnar(packet, columns)
     assert (dec.version, dec.community, dec.pdu_type) == (msg.version, msg.community, msg.pdu_type)
-    assert (dec.request_id, dec.error_status, dec.error_index) == (msg.request_id, msg.error_status, msg.error_index)
+    assert (dec.request_id, dec.error_status, dec.error_index) == (
+        msg.request_id,
+        msg.error_status,
+        msg.error_index,
+    )
     n = len(msg.varbinds)
     assert len(dec) == n
     assert dec.column.dtype == np.int16 and dec.column.shape == (n,)
@@ -263,7 +269,9 @@ def oids(draw: st.DrawFn, max_size: int = 16) -> OID:
 
 def values(v1: bool = False) -> st.SearchStrategy[Value]:
     common: list[st.SearchStrategy[Value]] = [
-        st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, -1, 127, 128, -128, -129])).map(Integer),
+        st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, -1, 127, 128, -128, -129])).map(
+            Integer
+        ),
         st.binary(max_size=300).map(OctetString),
         st.just(Null()),
         oids().map(ObjectId),
@@ -330,7 +338,7 @@ def test_parse_and_format_oid() -> None:
 def test_known_encodings() -> None:
     # snmpget -v2c -c public x 1.3.6.1.2.1.1.3.0, request-id 1 (checked against net-snmp/pysnmp)
     assert encode_get(1, b"public", [(1, 3, 6, 1, 2, 1, 1, 3, 0)]).hex() == (
-        "3026" "020101" "04067075626c6963" "a019" "020101" "020100" "020100" "300e" "300c" "06082b06010201010300" "0500"
+        "302602010104067075626c6963a019020101020100020100300e300c06082b060102010103000500"
     )
     # Multi-byte sub-ids: 8072 = 0xBF 0x08, 2**32-1 = 8F FF FF FF 7F, and 2.x packs into one.
     msg = encode_response(0, b"", [((1, 3, 6, 1, 4, 1, 8072, 2**32 - 1), Null()), ((2, 999), Null())])
@@ -359,7 +367,7 @@ def test_encoders_match_pysnmp_byte_for_byte() -> None:
         (oids_[1], Counter64(2**64 - 1)),
         (oids_[2], OctetString(b"x" * 300)),
         ((1, 3, 9), IpAddress(b"\x0a\x00\x00\x01")),
-        ((1, 3, 10), Integer(-(2**31))),
+        ((1, 3, 10), Integer(-(2**31) + 1)),
         ((1, 3, 11), EndOfMibView()),
     ]
     theirs = [
@@ -367,11 +375,17 @@ def test_encoders_match_pysnmp_byte_for_byte() -> None:
         (oids_[1], v2c.Counter64(2**64 - 1)),
         (oids_[2], v2c.OctetString(b"x" * 300)),
         ((1, 3, 9), v2c.IpAddress("10.0.0.1")),
-        ((1, 3, 10), v2c.Integer(-(2**31))),
+        ((1, 3, 10), v2c.Integer(-(2**31) + 1)),
         ((1, 3, 11), v2c.EndOfMibView()),
     ]
     assert encode_response(9, b"public", vbs, 5, 3) == pysnmp_encode(1, PduType.RESPONSE, 9, 5, 3, theirs)
     assert encode_trap_v2(9, b"public", vbs) == pysnmp_encode(1, PduType.TRAP_V2, 9, 0, 0, theirs)
+    # pyasn1 writes -2**31 with a redundant sign octet (ff 80 00 00 00); we write the minimal
+    # 80 00 00 00, and read both.
+    theirs_min = pysnmp_encode(1, PduType.RESPONSE, 9, 0, 0, [((1, 3), v2c.Integer(-(2**31)))])
+    assert "0205ff80000000" in theirs_min.hex()
+    assert "020480000000" in encode_response(9, b"public", [((1, 3), Integer(-(2**31)))]).hex()
+    assert_three_decoders_agree(theirs_min)
 
 
 EDGE_VALUES: list[Value] = [
@@ -387,7 +401,7 @@ EDGE_VALUES: list[Value] = [
     OctetString(b""),
     OctetString(b"eth0"),
     OctetString(bytes(range(256))),
-    OctetString(b"\x00" * 70_000),  # 3-octet length
+    OctetString(b"\x00" * 65_535),  # the SMI maximum
     Null(),
     ObjectId((0, 0)),
     ObjectId((1, 39)),
@@ -432,7 +446,10 @@ def test_round_trip_every_type_and_edge_value(value: Value) -> None:
 
 
 def test_round_trip_v1_and_trap() -> None:
-    vbs: list[tuple[OID, Value]] = [((1, 3, 6, 1, 2, 1, 1, 3, 0), TimeTicks(42)), ((1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0), ObjectId((1, 3, 6, 1, 6, 3, 1, 1, 5, 3)))]
+    vbs: list[tuple[OID, Value]] = [
+        ((1, 3, 6, 1, 2, 1, 1, 3, 0), TimeTicks(42)),
+        ((1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0), ObjectId((1, 3, 6, 1, 6, 3, 1, 1, 5, 3))),
+    ]
     msg = assert_three_decoders_agree(encode_trap_v2(-7, b"traps", vbs))
     assert (msg.pdu_type, msg.request_id, msg.community, msg.varbinds) == (PduType.TRAP_V2, -7, b"traps", vbs)
     v1 = assert_three_decoders_agree(encode_response(3, b"c", vbs, 2, 1, version=0))
@@ -452,7 +469,9 @@ def test_v1_trap_pdu_decodes_in_python_and_is_refused_by_the_kernel() -> None:
     v1.apiTrapPDU.set_generic_trap(pdu, 6)
     v1.apiTrapPDU.set_specific_trap(pdu, 17)
     v1.apiTrapPDU.set_timestamp(pdu, 12345)
-    v1.apiTrapPDU.set_varbinds(pdu, [((1, 3, 6, 1, 4, 1, 99, 1), v1.Counter(7)), ((1, 3, 6, 1, 4, 1, 99, 2), v1.Gauge(8))])
+    v1.apiTrapPDU.set_varbinds(
+        pdu, [((1, 3, 6, 1, 4, 1, 99, 1), v1.Counter(7)), ((1, 3, 6, 1, 4, 1, 99, 2), v1.Gauge(8))]
+    )
     msg = v1.Message()
     v1.apiMessage.set_defaults(msg)
     v1.apiMessage.set_community(msg, "public")
@@ -460,7 +479,10 @@ def test_v1_trap_pdu_decodes_in_python_and_is_refused_by_the_kernel() -> None:
     packet = bytes(encoder.encode(msg))
     ours = assert_three_decoders_agree(packet)
     assert ours.trap == TrapV1((1, 3, 6, 1, 4, 1, 99), b"\x0a\x00\x00\x01", 6, 17, 12345)
-    assert ours.varbinds == [((1, 3, 6, 1, 4, 1, 99, 1), Counter32(7)), ((1, 3, 6, 1, 4, 1, 99, 2), Gauge32(8))]
+    assert ours.varbinds == [
+        ((1, 3, 6, 1, 4, 1, 99, 1), Counter32(7)),
+        ((1, 3, 6, 1, 4, 1, 99, 2), Gauge32(8)),
+    ]
     with pytest.raises(SnmpDecodeError, match="Trap-PDU"):
         decode_response_columnar(packet, COLS)
     assert decode_request(packet).oids == ((1, 3, 6, 1, 4, 1, 99, 1), (1, 3, 6, 1, 4, 1, 99, 2))
@@ -480,6 +502,8 @@ def test_v1_trap_pdu_decodes_in_python_and_is_refused_by_the_kernel() -> None:
         (lambda: encode_response(1, b"", [((1, 3), Counter64(-1))]), "Counter64"),
         (lambda: encode_response(1, b"", [((1, 3), IpAddress(b"\x01\x02\x03"))]), "IpAddress"),
         (lambda: encode_response(1, b"", [((1, 3), OctetString("text"))]), "bytes"),  # type: ignore[arg-type]
+        (lambda: encode_response(1, b"", [((1, 3), OctetString(b"x" * 65_536))]), "65535"),
+        (lambda: encode_response(1, b"", [((1, 3), Opaque(b"x" * 65_536))]), "65535"),
         (lambda: encode_response(1, b"", [((1, 3), Counter64(1))], version=0), "SNMPv1"),
         (lambda: encode_response(1, b"", [((1, 3), NoSuchObject())], version=0), "SNMPv1"),
         (lambda: encode_response(1, b"", [((1, 3), 5)]), "not an SNMP value"),  # type: ignore[list-item]
@@ -511,7 +535,13 @@ def test_encoders_validate(make: Callable[[], bytes], match: str) -> None:
 def test_decode_request_kinds() -> None:
     oids_ = [(1, 3, 6, 1, 2, 1, 1, 3, 0), (1, 3, 6, 1, 2, 1, 2, 2, 1, 10)]
     r = decode_request(encode_get(5, b"ro", oids_, version=0))
-    assert (r.version, r.community, r.pdu_type, r.request_id, r.oids) == (0, b"ro", PduType.GET, 5, tuple(oids_))
+    assert (r.version, r.community, r.pdu_type, r.request_id, r.oids) == (
+        0,
+        b"ro",
+        PduType.GET,
+        5,
+        tuple(oids_),
+    )
     assert (r.non_repeaters, r.max_repetitions) == (0, 0)
     r = decode_request(encode_getnext(6, b"ro", oids_))
     assert (r.version, r.pdu_type, r.request_id) == (1, PduType.GETNEXT, 6)
@@ -530,7 +560,9 @@ def test_decode_request_set_from_pysnmp() -> None:
     from pysnmp.proto import api
 
     v2c: Any = api.v2c
-    packet = pysnmp_encode(1, PduType.SET, 11, 0, 0, [((1, 3, 6, 1, 2, 1, 1, 5, 0), v2c.OctetString(b"edge-1"))])
+    packet = pysnmp_encode(
+        1, PduType.SET, 11, 0, 0, [((1, 3, 6, 1, 2, 1, 1, 5, 0), v2c.OctetString(b"edge-1"))]
+    )
     r = decode_request(packet)
     assert r.pdu_type == PduType.SET
     assert r.varbinds == (((1, 3, 6, 1, 2, 1, 1, 5, 0), OctetString(b"edge-1")),)
@@ -577,7 +609,8 @@ def test_columns_of_and_matching_rules() -> None:
     assert [dec.suffix_of(i) for i in range(6)] == [(5,), (9,), (), (), (1, 3, 7), (2, 5, 1)]
     assert [dec.oid(i) for i in range(6)] == [o for o, _ in vbs]
     assert dec.suffix_offsets.tolist() == [0, 1, 2, 2, 2, 5, 8]
-    for bad in [[()], [(1, -1)], [(1, 2**63)], [(1,) * 1025], [(1, 3)] * 32768]:
+    bad_sets: list[list[OID]] = [[()], [(1, -1)], [(1, 2**63)], [(1,) * 1025], [(1, 3)] * 32768]
+    for bad in bad_sets:
         with pytest.raises(ValueError):
             Columns.of(bad)
 
@@ -622,16 +655,18 @@ def test_column_matching_on_bulk_shaped_responses(case: tuple[bytes, list[OID]])
 # Liberal where agents are sloppy
 
 
+def _raw_tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    ln = bytes([n]) if n < 0x80 else bytes([0x80 | 4]) + n.to_bytes(4, "big")
+    return bytes([tag]) + ln + content
+
+
 def _resp_with_value(tag: int, content: bytes, length: bytes | None = None) -> bytes:
     """A v2c response with one varbind (1.3.6.1) whose value is raw tag/length/content."""
-    ln = length if length is not None else bytes([len(content)])
-    value = bytes([tag]) + ln + content
-    vb = b"\x06\x03\x2b\x06\x01" + value
-    vbl = b"\x30" + bytes([len(vb)]) + vb
-    vbl = b"\x30" + bytes([len(vbl)]) + vbl
-    pdu_body = b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl
-    msg = b"\x02\x01\x01\x04\x00\xa2" + bytes([len(pdu_body)]) + pdu_body
-    return b"\x30" + bytes([len(msg)]) + msg
+    value = bytes([tag]) + length + content if length is not None else _raw_tlv(tag, content)
+    vbl = _raw_tlv(0x30, _raw_tlv(0x30, b"\x06\x03\x2b\x06\x01" + value))
+    pdu = _raw_tlv(0xA2, b"\x02\x01\x01\x02\x01\x00\x02\x01\x00" + vbl)
+    return _raw_tlv(0x30, b"\x02\x01\x01\x04\x00" + pdu)
 
 
 @pytest.mark.parametrize(
@@ -688,7 +723,10 @@ def _widen(packet: bytes, form: int) -> bytes:
 
 @pytest.mark.parametrize("form", [0x81, 0x82, 0x84])
 def test_non_minimal_long_form_lengths_are_accepted(form: int) -> None:
-    vbs: list[tuple[OID, Value]] = [((1, 3, 6, 1, 2, 1, 1, 1, 0), OctetString(b"x" * 10)), ((1, 3, 6, 9), Counter64(5))]
+    vbs: list[tuple[OID, Value]] = [
+        ((1, 3, 6, 1, 2, 1, 1, 1, 0), OctetString(b"x" * 10)),
+        ((1, 3, 6, 9), Counter64(5)),
+    ]
     packet = encode_response(1, b"public", vbs)
     wide = _widen(packet, form)
     assert wide != packet
@@ -717,16 +755,21 @@ GOOD = encode_response(1, b"public", [((1, 3, 6, 1), Integer(5))])
         (GOOD + b"\x00", "trailing bytes"),
         (b"\x30\x03\x04\x01\x01", "version is not an INTEGER"),
         (b"\x30\x03\x02\x01\x03", "unsupported SNMP version"),
-        (b"\x30\x0c\x02\x09\x01" + b"\x00" * 8, "INTEGER does not fit"),
+        (b"\x30\x0b\x02\x09\x01" + b"\x00" * 8, "INTEGER does not fit"),
         (b"\x30\x06\x02\x01\x01\x02\x01\x00", "community is not an OCTET STRING"),
         (b"\x30\x07\x02\x01\x01\x04\x00\xa9\x00", "unknown PDU type"),
         (b"\x30\x07\x02\x01\x01\x04\x00\x30\x00", "unknown PDU type"),
-        (b"\x30\x07\x02\x01\x01\x04\x00\xa4\x00", "Trap-PDU"),
         (b"\x30\x09\x02\x01\x01\x04\x00\xa2\x00\x00\x00", "bytes after the PDU"),
         (b"\x30\x0a\x02\x01\x01\x04\x00\xa2\x03\x04\x01\x01", "PDU header field"),
         (b"\x30\x10\x02\x01\x01\x04\x00\xa2\x09\x02\x01\x01\x02\x01\x00\x02\x01\x00", "truncated"),
-        (b"\x30\x12\x02\x01\x01\x04\x00\xa2\x0b\x02\x01\x01\x02\x01\x00\x02\x01\x00\x31\x00", "variable-bindings"),
-        (b"\x30\x14\x02\x01\x01\x04\x00\xa2\x0d\x02\x01\x01\x02\x01\x00\x02\x01\x00\x30\x00\x00\x00", "after the variable-bindings"),
+        (
+            b"\x30\x12\x02\x01\x01\x04\x00\xa2\x0b\x02\x01\x01\x02\x01\x00\x02\x01\x00\x31\x00",
+            "variable-bindings",
+        ),
+        (
+            b"\x30\x14\x02\x01\x01\x04\x00\xa2\x0d\x02\x01\x01\x02\x01\x00\x02\x01\x00\x30\x00\x00\x00",
+            "after the variable-bindings",
+        ),
         (_resp_with_value(0x02, b"\x01" * 9), "INTEGER does not fit"),
         (_resp_with_value(0x02, b"\x00\x80" + b"\x00" * 7), "INTEGER does not fit"),
         (_resp_with_value(0x41, b"\x01\x00\x00\x00\x00"), "exceeds 32 bits"),
@@ -841,7 +884,12 @@ def mutated(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
         pos = draw(st.integers(0, max(0, len(packet) - 1)))
-        byte = draw(st.sampled_from([0x00, 0x01, 0x02, 0x04, 0x06, 0x30, 0x7F, 0x80, 0x81, 0x82, 0x84, 0x85, 0xA2, 0xFF]) | st.integers(0, 255))
+        byte = draw(
+            st.sampled_from(
+                [0x00, 0x01, 0x02, 0x04, 0x06, 0x30, 0x7F, 0x80, 0x81, 0x82, 0x84, 0x85, 0xA2, 0xFF]
+            )
+            | st.integers(0, 255)
+        )
         if kind == "set" and packet:
             packet[pos] = byte
         elif kind == "insert":
@@ -877,18 +925,23 @@ def _sweep(packet: bytes, compare_every: int) -> None:
         for b in LENGTH_PROBES:
             buf[k] = b
             mutant = bytes(buf)
-            try:
+            with contextlib.suppress(SnmpDecodeError):
                 decode_response_columnar(mutant, COLS)
-            except SnmpDecodeError:
-                pass
             if k % compare_every == 0:
                 assert_decoders_agree_on_anything(mutant)
         buf[k] = orig
 
 
 def test_truncations_and_length_flips_of_generated_packets() -> None:
-    vbs = [(n, v) for n, v in zip(EDGE_NAMES * 8, EDGE_VALUES, strict=False) if not isinstance(v, OctetString) or len(v.value) < 1000]
-    _sweep(encode_response(-3, b"public", vbs), compare_every=1)
+    vbs = [
+        (n, v)
+        for n, v in zip(EDGE_NAMES * 8, EDGE_VALUES, strict=False)
+        if not isinstance(v, OctetString) or len(v.value) < 1000
+    ]
+    packet = encode_response(-3, b"public", vbs)
+    # Every position through the kernel; ~500 of them through both decoders (the Python one is
+    # the slow part).
+    _sweep(packet, compare_every=max(1, len(packet) // 500))
     _sweep(encode_getbulk(1, b"public", [(1, 3, 6, 1, 2, 1, 2, 2, 1, 10)], 50), compare_every=1)
 
 
@@ -974,7 +1027,12 @@ def test_kernel_never_reads_out_of_bounds(tmp_path: Path) -> None:
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, "-c", _BOUNDSCHECK_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _BOUNDSCHECK_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # An out-of-bounds index raises IndexError under NUMBA_BOUNDSCHECK, failing the script.
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -985,7 +1043,9 @@ def test_numba_boundscheck_is_effective(tmp_path: Path) -> None:
     """Guard for the test above: NUMBA_BOUNDSCHECK=1 must really turn a bad index into IndexError."""
     script = "import numba, numpy as np\n@numba.njit\ndef f(a, i):\n    return a[i]\nf(np.zeros(3), 5)\n"
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0 and "IndexError" in proc.stderr
 
 
