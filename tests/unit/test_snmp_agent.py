@@ -77,7 +77,14 @@ from probes.simulate.snmp_agent import (
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_NETSNMP = shutil.which("snmpget") is not None and shutil.which("snmpbulkwalk") is not None
-needs_netsnmp = pytest.mark.skipif(not HAVE_NETSNMP, reason="net-snmp CLI tools are not installed")
+# The real net-snmp client is part of the test: missing tools fail the tests (make test installs them).
+needs_netsnmp = pytest.mark.usefixtures("netsnmp_tools")
+
+
+@pytest.fixture
+def netsnmp_tools() -> None:
+    if not HAVE_NETSNMP:
+        pytest.fail("net-snmp CLI tools are not installed: run `make test` (apt-get install snmp)")
 
 IF_IN_OCTETS = (*IF_ENTRY, 10)
 IF_OPER = (*IF_ENTRY, 8)

@@ -68,7 +68,6 @@ TRAP_V1_REASON = REASONS[11]
 
 def pysnmp_message(packet: bytes) -> Message:
     """Decode with pysnmp (pyasn1's BER decoder + the pysnmp v1/v2c message specs) into our types."""
-    pytest.importorskip("pysnmp")
     from pyasn1.codec.ber import decoder
     from pysnmp.proto import api
 
@@ -131,7 +130,6 @@ def _pysnmp_value(v: Any) -> Value:
 
 def pysnmp_encode(version: int, pdu_type: PduType, request_id: int, f1: int, f2: int, varbinds: Any) -> bytes:
     """Encode a message with pysnmp (for the encoder comparisons and PDUs we do not encode)."""
-    pytest.importorskip("pysnmp")
     from pyasn1.codec.ber import encoder
     from pysnmp.proto import api
 
@@ -350,7 +348,6 @@ def test_known_encodings() -> None:
 
 
 def test_encoders_match_pysnmp_byte_for_byte() -> None:
-    pytest.importorskip("pysnmp")
     from pysnmp.proto import api
 
     v2c: Any = api.v2c
@@ -457,7 +454,6 @@ def test_round_trip_v1_and_trap() -> None:
 
 
 def test_v1_trap_pdu_decodes_in_python_and_is_refused_by_the_kernel() -> None:
-    pytest.importorskip("pysnmp")
     from pyasn1.codec.ber import encoder
     from pysnmp.proto import api
 
@@ -556,7 +552,6 @@ def test_decode_request_kinds() -> None:
 
 
 def test_decode_request_set_from_pysnmp() -> None:
-    pytest.importorskip("pysnmp")
     from pysnmp.proto import api
 
     v2c: Any = api.v2c
