@@ -1,0 +1,154 @@
+"""Counter wraps, agent restarts and vendor tables through the poller, against the simulated
+agent (probes/simulate/snmp_agent.py): what snmpd cannot do on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from collector.inventory import Credential, Device, Inventory
+from collector.pipeline import IngestPipeline
+from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.store.devices import DeviceRepo
+from collector.store.sqlite import SQLiteStore
+from netqos.config import IngestSettings, SnmpSettings
+from probes.simulate.snmp_agent import SimDevice, SnmpAgentServer
+
+pytestmark = pytest.mark.integration
+
+SPEED_MBPS = 1000
+LEGACY_PROFILE = """
+# A device kind whose agent has no ifXTable: 32-bit octet counters only.
+name: legacy
+scalars:
+  - {name: sysUpTime, oid: 1.3.6.1.2.1.1.3.0, type: timeticks}
+tables:
+  - name: interfaces
+    row_label: interface
+    columns:
+      - {name: ifSpeed, oid: 1.3.6.1.2.1.2.2.1.5, type: gauge, metric: if_speed_bps}
+      - {name: ifInOctets, oid: 1.3.6.1.2.1.2.2.1.10, type: counter32, metric: if_in_bps, scale: 8,
+         utilisation: {metric: if_in_utilisation_ratio, speed: ifSpeed}}
+"""
+
+
+class Rig:
+    def __init__(self, tmp: Path, device: SimDevice, port: int, kind: str) -> None:
+        profiles = tmp / "profiles"
+        profiles.mkdir(exist_ok=True)
+        (profiles / "legacy.yaml").write_text(LEGACY_PROFILE)
+        self.store = SQLiteStore(tmp / f"{device.device_id}.db")
+        self.pipeline = IngestPipeline(self.store, IngestSettings())
+        self.sink = PollSink(DeviceRepo(self.store))
+        inv = Inventory(
+            (Device(id=device.device_id, host="127.0.0.1", port=port, credentials="c", kind=kind),),
+            {"c": Credential(version="2c", community=SecretStr(device.community))},
+        )
+        settings = SnmpSettings(timeout_s=1.0, retries=0, profiles_dir=profiles)
+        self.poller = Poller(settings, self.pipeline, self.sink, inventory=inv)
+        self.stop = asyncio.Event()
+        self.stop.set()  # no schedule loops: the test drives the polls
+        self.poller._stop = self.stop
+        self.poller.apply(inv)
+
+    @property
+    def rt(self) -> DeviceRuntime:
+        return next(iter(self.poller.runtimes.values()))
+
+    async def poll(self, n: int, every_s: float) -> None:
+        for _ in range(n):
+            rec = await self.poller.poll_once(self.rt)
+            assert rec.ok, rec.error
+            await asyncio.sleep(every_s)
+
+    async def series(self, metric: str) -> np.ndarray:
+        await self.pipeline.flush()
+        sel = self.store.select_rollups(metric, 60, 0, 2**62)
+        return sel.rollups.max if len(sel.rollups) else np.zeros(0)
+
+    async def close(self) -> None:
+        await self.pipeline.drain()
+        self.store.close()
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[tuple[SimDevice, int]]:
+    dev = SimDevice(
+        "sim-1", community="sim-community", n_interfaces=3, speed_mbps=SPEED_MBPS, utilisation=0.6
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        yield dev, srv.port
+
+
+def restarts() -> float:
+    return REGISTRY.get_sample_value("netqos_snmp_agent_restarts_total") or 0.0
+
+
+@pytest.mark.parametrize(("kind", "hc"), [("router", True), ("legacy", False)])
+async def test_counter_wrap_is_traffic_not_a_spike(
+    agent: tuple[SimDevice, int], tmp_path: Path, kind: str, hc: bool
+) -> None:
+    dev, port = agent
+    rig = Rig(tmp_path, dev, port, kind)
+    try:
+        dev.preset_wrap(1.5, hc=hc)  # every octet counter wraps within the next polls
+        before = dev.counters(1)
+        await rig.poll(5, 0.6)
+        after = dev.counters(1)
+        # The agent really wrapped (the counter came back below where it started).
+        column = "ifHCInOctets" if hc else "ifInOctets"
+        assert after[column] < before[column]
+        maxima = await rig.series("if_in_bps")
+        assert maxima.size and float(maxima.max()) <= SPEED_MBPS * 1e6 * 1.1
+        # 3 interfaces x 4 rates (every poll after the first), none dropped at the wrap.
+        await rig.pipeline.flush()
+        assert rig.store.total_count(metric="if_in_bps") == 3 * 4
+        util = await rig.series("if_in_utilisation_ratio")
+        assert util.size and 0 < float(util.max()) <= 1.1
+    finally:
+        await rig.close()
+
+
+async def test_agent_restart_gives_no_spike_and_rates_resume(
+    agent: tuple[SimDevice, int], tmp_path: Path
+) -> None:
+    dev, port = agent
+    rig = Rig(tmp_path, dev, port, "router")
+    try:
+        await rig.poll(3, 0.5)
+        before = restarts()
+        dev.restart(send_trap=False)
+        await rig.poll(3, 0.5)
+        assert restarts() - before == 1
+        maxima = await rig.series("if_in_bps")
+        assert float(maxima.max()) <= SPEED_MBPS * 1e6 * 1.1
+        # Polls 2,3 give rates; the restart poll gives none; polls 5,6 give rates again.
+        assert rig.store.total_count(metric="if_in_bps") == 3 * 4
+        assert rig.rt.reach.state == "up"  # a restart it answered through is no outage
+    finally:
+        await rig.close()
+
+
+async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
+    """The OLT profile's ENTITY-SENSOR-MIB table is polled with no code for it."""
+    dev = SimDevice("olt-1", community="olt-community", kind="olt", n_interfaces=4)
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "olt")
+        try:
+            await rig.poll(2, 0.2)
+            await rig.sink.flush()
+            await rig.pipeline.flush()
+            rows = DeviceRepo(rig.store).rows("olt-1", "sensors")
+            assert len(rows) == 4
+            assert all(
+                "sensor_value" in r["values"] and r["values"]["entPhySensorOperStatus"] == "ok" for r in rows
+            )
+            assert rig.store.total_count(metric="sensor_value") == 8
+        finally:
+            await rig.close()
