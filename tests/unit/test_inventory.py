@@ -156,7 +156,8 @@ def test_profiles_extend_and_extra_dir_adds_kinds(tmp_path: Path) -> None:
     extra.mkdir()
     (extra / "cell.yaml").write_text(
         "name: enb\nextends: bts\ntables:\n  - name: cells\n    columns:\n"
-        "      - {name: prbUtil, oid: 1.3.6.1.4.1.99999.1.1.1.3, type: gauge, metric: cell_prb_utilisation_ratio}\n"
+        "      - {name: prbUtil, oid: 1.3.6.1.4.1.99999.1.1.1.3, type: gauge,\n"
+        "         metric: cell_prb_utilisation_ratio}\n"
     )
     got = load_profiles(extra)
     assert {t.name for t in got["enb"].tables} == {"interfaces", "cells"}
@@ -170,10 +171,11 @@ def test_bad_profile_is_explained(tmp_path: Path) -> None:
     extra = tmp_path / "p"
     extra.mkdir()
     (extra / "x.yaml").write_text(
-        "name: x\ntables:\n  - name: t\n    columns:\n      - {name: c, oid: 1.3.6.1.2.1.2.2.1.10, type: counter32}\n"
+        "name: x\ntables:\n  - name: t\n    columns:\n"
+        "      - {name: c, oid: 1.3.6.1.2.1.2.2.1.10, type: counter32}\n"
     )
     with pytest.raises(ProfileError, match="needs a `metric` name"):
         load_profiles(extra)
     (extra / "x.yaml").write_text("name: x\nscalars:\n  - {name: s, oid: 1.3.x, type: gauge}\n")
-    with pytest.raises(ProfileError, match="x.yaml"):
+    with pytest.raises(ProfileError, match=r"x\.yaml"):
         load_profiles(extra)
