@@ -335,15 +335,38 @@ def _enc_len(n: int) -> bytes:
     return bytes((0x80 | len(raw),)) + raw
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
+def tlv(tag: int, content: bytes) -> bytes:
+    """One BER tag-length-value (definite, minimal length). Unchecked: a building block for
+    fast encoders (the agent simulator's) that must stay byte-identical to this module's."""
     return bytes((tag,)) + _enc_len(len(content)) + content
 
 
-def _enc_int(v: int) -> bytes:
+_tlv = tlv
+
+
+def int_content(v: int) -> bytes:
     """Minimal two's-complement content octets (also used for the unsigned types, which BER
-    encodes as non-negative INTEGERs: 2**32-1 is ``00 FF FF FF FF``)."""
+    encodes as non-negative INTEGERs: 2**32-1 is ``00 FF FF FF FF``). Unchecked."""
     n = (v if v >= 0 else ~v).bit_length() // 8 + 1
     return v.to_bytes(n, "big", signed=True)
+
+
+_enc_int = int_content
+
+
+def oid_content(oid: Sequence[int]) -> bytes:
+    """Content octets of an OBJECT IDENTIFIER, unchecked (see `_enc_oid` for the checks)."""
+    out = bytearray()
+    for x in (oid[0] * 40 + oid[1], *oid[2:]):
+        if x < 0x80:
+            out.append(x)
+            continue
+        groups = []
+        while x:
+            groups.append(x & 0x7F)
+            x >>= 7
+        out += bytes(g | 0x80 for g in reversed(groups[1:])) + bytes((groups[0],))
+    return bytes(out)
 
 
 def _check_int(name: str, v: object, lo: int, hi: int) -> int:
@@ -365,17 +388,7 @@ def _enc_oid(oid: Sequence[int]) -> bytes:
         raise ValueError(f"OID must start with 0.x or 1.x (x < 40) or 2.x, got {format_oid(oid[:2])}")
     if first == 2 and second > MAX_SUBID - 80:
         raise ValueError("OID second sub-identifier too large to combine with the first")
-    out = bytearray()
-    for x in (first * 40 + second, *oid[2:]):
-        if x < 0x80:
-            out.append(x)
-            continue
-        groups = []
-        while x:
-            groups.append(x & 0x7F)
-            x >>= 7
-        out += bytes(g | 0x80 for g in reversed(groups[1:])) + bytes((groups[0],))
-    return bytes(out)
+    return oid_content(oid)
 
 
 def _enc_value(v: Value, version: int) -> bytes:

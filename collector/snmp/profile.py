@@ -38,23 +38,11 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Utilisation(_M):
-    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*_ratio$")
-    speed: str
-    speed_scale: float = Field(1.0, gt=0)
+class _HasOid(_M):
+    """A named object at an OID (checked when the profile loads)."""
 
-
-class Column(_M):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     oid: str
-    type: ColumnType
-    metric: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
-    scale: float = 1.0
-    fallback: str | None = None
-    fallback_only: bool = False
-    utilisation: Utilisation | None = None
-    states: dict[int, str] = Field(default_factory=dict)
-    state_changes: bool = False
 
     @field_validator("oid")
     @classmethod
@@ -65,6 +53,23 @@ class Column(_M):
     @cached_property
     def oid_tuple(self) -> OID:
         return parse_oid(self.oid)
+
+
+class Utilisation(_M):
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*_ratio$")
+    speed: str
+    speed_scale: float = Field(1.0, gt=0)
+
+
+class Column(_HasOid):
+    type: ColumnType
+    metric: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+    scale: float = 1.0
+    fallback: str | None = None
+    fallback_only: bool = False
+    utilisation: Utilisation | None = None
+    states: dict[int, str] = Field(default_factory=dict)
+    state_changes: bool = False
 
     @property
     def is_counter(self) -> bool:
@@ -75,20 +80,8 @@ class Column(_M):
         return 64 if self.type == "counter64" else 32
 
 
-class Scalar(_M):
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    oid: str
+class Scalar(_HasOid):
     type: ScalarType
-
-    @field_validator("oid")
-    @classmethod
-    def _oid(cls, v: str) -> str:
-        parse_oid(v)
-        return v
-
-    @cached_property
-    def oid_tuple(self) -> OID:
-        return parse_oid(self.oid)
 
 
 class Table(_M):

@@ -309,19 +309,9 @@ class SQLiteStore:
         windows = np.unique(rollups.window_start_ms).tolist()
         series = np.unique(rollups.series_id).tolist()
         rows: list[tuple[Any, ...]] = []
-        # Query window by window with chunks of series ids: bounded parameter lists and
-        # each lookup is a primary-key range seek.
+        # Window by window, each lookup a primary-key range seek.
         for w in windows:
-            for i in range(0, len(series), 500):
-                chunk = series[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    conn.execute(
-                        f"SELECT {_ROLLUP_COLUMNS} FROM rollups"
-                        f" WHERE resolution_s=? AND window_start_ms=? AND series_id IN ({marks})",
-                        (resolution_s, w, *chunk),
-                    ).fetchall()
-                )
+            rows += _rollup_rows(conn, series, "window_start_ms = ?", (resolution_s,), (w,))
         return rollups_from_rows(rows)
 
     def select_rollups(
@@ -347,18 +337,13 @@ class SQLiteStore:
             labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
         if not labels:
             return SeriesSelection(RollupSet.empty(), {})
-        ids = list(labels)
-        rows: list[tuple[Any, ...]] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows.extend(
-                conn.execute(
-                    f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s=? AND series_id IN ({marks})"
-                    " AND window_start_ms >= ? AND window_start_ms < ?",
-                    (resolution_s, *chunk, from_ms, to_ms),
-                ).fetchall()
-            )
+        rows = _rollup_rows(
+            conn,
+            list(labels),
+            "window_start_ms >= ? AND window_start_ms < ?",
+            (resolution_s,),
+            (from_ms, to_ms),
+        )
         return SeriesSelection(rollups_from_rows(rows), labels)
 
     def metrics(self) -> set[str]:
@@ -384,6 +369,22 @@ class SQLiteStore:
                 .fetchone()
             )
         return int(row[0])
+
+
+def _rollup_rows(
+    conn: sqlite3.Connection, series: list[int], cond: str, before: tuple[Any, ...], after: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Rollup rows of `series` (in chunks: bounded parameter lists) matching `cond`."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(0, len(series), 500):
+        chunk = series[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows += conn.execute(
+            f"SELECT {_ROLLUP_COLUMNS} FROM rollups"
+            f" WHERE resolution_s=? AND series_id IN ({marks}) AND {cond}",
+            (*before, *chunk, *after),
+        ).fetchall()
+    return rows
 
 
 def _split_sql(sql: str) -> list[str]:

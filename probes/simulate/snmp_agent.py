@@ -70,6 +70,9 @@ from collector.snmp.ber import (
     decode_request,
     encode_response,
     encode_trap_v2,
+    int_content,
+    oid_content,
+    tlv,
 )
 from probes.simulate.model import load_factor
 
@@ -190,33 +193,10 @@ U64Array = npt.NDArray[np.uint64]
 # BER fast path (Response-PDU only). Byte-identical to collector.snmp.ber.encode_response.
 
 
-def _len_octets(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(raw),)) + raw
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _len_octets(len(content)) + content
-
-
-def _int_content(v: int) -> bytes:
-    return v.to_bytes((v if v >= 0 else ~v).bit_length() // 8 + 1, "big", signed=True)
-
-
-def _oid_content(oid: Sequence[int]) -> bytes:
-    out = bytearray()
-    for x in (oid[0] * 40 + oid[1], *oid[2:]):
-        if x < 0x80:
-            out.append(x)
-            continue
-        groups: list[int] = []
-        while x:
-            groups.append(x & 0x7F)
-            x >>= 7
-        out += bytes(g | 0x80 for g in reversed(groups[1:])) + bytes((groups[0],))
-    return bytes(out)
+# The codec's own unchecked building blocks: the fast path stays byte-identical to it.
+_tlv = tlv
+_int_content = int_content
+_oid_content = oid_content
 
 
 def _name_tlv(oid: Sequence[int]) -> bytes:
@@ -263,7 +243,7 @@ def _response(version: int, community: bytes, request_id: int, es: int, ei: int,
 
 def _envelope_bytes(community: bytes, request_id: int) -> int:
     """Upper bound of a response's size minus its varbind list content (lengths < 2**24)."""
-    fixed = 3 + 1 + len(_len_octets(len(community))) + len(community)
+    fixed = 3 + len(_tlv(OctetString.tag, community))
     fixed += 2 + len(_int_content(request_id)) + 2 * 3  # request-id, error-status, error-index
     return fixed + 3 * 5  # message, PDU and varbind-list headers: tag + up to 4 length octets
 
