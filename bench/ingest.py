@@ -59,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,8 +358,8 @@ class TimedPipeline(IngestPipeline):
         self.accepted = 0
         self.last_accept = 0.0  # perf_counter() of the latest accepted batch
 
-    def accept(self, batch: MeasurementBatch) -> int:
-        added = super().accept(batch)
+    def accept(self, batch: MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
+        added = super().accept(batch, on_stored)
         self.accepted += 1
         self.last_accept = time.perf_counter()
         return added

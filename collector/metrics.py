@@ -17,6 +17,10 @@ MESSAGES_REJECTED = Counter(
     "messages refused, by reason (see docs/payload-v1.md)",
     ["reason"],
 )
+MESSAGES_DUPLICATE = Counter(
+    "netqos_ingest_messages_duplicate_total",
+    "redelivered batches already stored (same probe_id and seq): acknowledged, not counted again",
+)
 DEADLETTER_FAILED = Counter(
     "netqos_ingest_deadletter_publish_failures_total",
     "rejected messages that could not be republished to the dead-letter topic",

@@ -9,8 +9,10 @@ for the next one: data once accepted is never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +28,7 @@ from netqos.config import IngestSettings
 log = logging.getLogger(__name__)
 
 RESOLUTION_S = 60
+SEEN_WINDOW = 100_000  # batches per probe remembered in memory for de-duplication
 
 
 @dataclass(slots=True)
@@ -37,12 +40,17 @@ class _Buffer:
     value: list[float] = field(default_factory=list)
     activity: dict[str, ProbeActivity] = field(default_factory=dict)
     newest_ts_ms: list[int] = field(default_factory=list)  # one per message, for the lag metric
+    # (probe_id, seq, measurements, newest ts) of each batch: written with the rollups, so
+    # a redelivered batch is known for a duplicate even after a restart.
+    batches: list[tuple[str, int, int, int]] = field(default_factory=list)
+    # Called once the flush holding these samples has committed (acks, HTTP answers).
+    on_stored: list[Callable[[], None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.value)
 
     def empty(self) -> bool:
-        return not self.value and not self.activity
+        return not self.value and not self.activity and not self.on_stored
 
     def extend(self, other: _Buffer) -> None:
         """Put `other`'s samples (an earlier, failed flush) back in front of this buffer's."""
@@ -50,6 +58,8 @@ class _Buffer:
         self.ts_ms[:0] = other.ts_ms
         self.value[:0] = other.value
         self.newest_ts_ms[:0] = other.newest_ts_ms
+        self.batches[:0] = other.batches
+        self.on_stored[:0] = other.on_stored
         for pid, a in other.activity.items():
             mine = self.activity.get(pid)
             if mine is None:
@@ -59,6 +69,10 @@ class _Buffer:
                 mine.last_seq = max(mine.last_seq, a.last_seq)
                 mine.messages += a.messages
                 mine.measurements += a.measurements
+                mine.clock_offset_ms = (
+                    mine.clock_offset_ms if mine.clock_offset_ms is not None else a.clock_offset_ms
+                )
+                mine.clock_synced = mine.clock_synced if mine.clock_synced is not None else a.clock_synced
 
 
 class IngestPipeline:
@@ -75,6 +89,9 @@ class IngestPipeline:
         self._keys: list[SeriesKey] = []
         self._series_of_local = np.zeros(0, dtype=np.int32)
         self._flush_lock = asyncio.Lock()
+        self._flush_soon = asyncio.Event()
+        # probe -> (lowest seq covered, seqs accepted): recent batches, for de-duplication.
+        self._seen: dict[str, tuple[int, set[int]]] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
 
@@ -95,8 +112,29 @@ class IngestPipeline:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def accept(self, batch: MeasurementBatch) -> int:
-        """Append a validated batch's samples to the buffer; returns the sample count."""
+    def is_duplicate(self, probe_id: str, seq: int) -> bool:
+        """Whether this probe's batch `seq` was accepted before (buffered or stored)."""
+        entry = self._seen.get(probe_id)
+        if entry is None:
+            last = self._probes[probe_id].last_seq if probe_id in self._probes else None
+            low = max(0, (last or 0) - SEEN_WINDOW)
+            entry = self._seen[probe_id] = (low, self.store.seen_seqs(probe_id, low))
+        low, seen = entry
+        if seq >= low:
+            return seq in seen
+        # Older than the window kept in memory: ask the store (rare: a very late replay).
+        return bool(self.store.seen_seqs(probe_id, seq) & {seq})
+
+    def _remember(self, probe_id: str, seq: int) -> None:
+        seen = self._seen[probe_id][1]
+        seen.add(seq)
+        if len(seen) > 2 * SEEN_WINDOW:
+            keep = sorted(seen)[-SEEN_WINDOW:]
+            self._seen[probe_id] = (keep[0], set(keep))
+
+    def accept(self, batch: MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
+        """Append a validated, not-duplicate batch's samples to the buffer; returns the sample
+        count. `on_stored` is called once they are committed to the store."""
         probe_id = batch["probe_id"]
         probe = self._probes[probe_id]
         measurements = batch["measurements"]
@@ -123,14 +161,24 @@ class IngestPipeline:
                 add_ts(ts)
                 add_value(val)  # type: ignore[arg-type]
         seq = batch["seq"]
+        self._remember(probe_id, seq)
+        buf.batches.append((probe_id, seq, len(measurements), newest))
+        if on_stored is not None:
+            buf.on_stored.append(on_stored)
         act = buf.activity.get(probe_id)
         if act is None:
-            buf.activity[probe_id] = ProbeActivity(newest, seq, 1, len(measurements))
+            buf.activity[probe_id] = ProbeActivity(
+                newest, seq, 1, len(measurements), batch.get("clock_offset_ms"), batch.get("clock_synced")
+            )
         else:
             act.last_seen_ms = max(act.last_seen_ms, newest)
             act.last_seq = max(act.last_seq, seq)
             act.messages += 1
             act.measurements += len(measurements)
+            if "clock_offset_ms" in batch:
+                act.clock_offset_ms = batch["clock_offset_ms"]
+            if "clock_synced" in batch:
+                act.clock_synced = batch["clock_synced"]
         buf.newest_ts_ms.append(newest)
         added = len(buf) - before
         m.MESSAGES_ACCEPTED.inc()
@@ -207,7 +255,16 @@ class IngestPipeline:
             for ts in buf.newest_ts_ms:
                 m.INGEST_LAG.observe(max(0.0, (done_ms - ts) / 1000))
             m.BUFFERED_SAMPLES.set(len(self._buf))
+            for callback in buf.on_stored:
+                try:
+                    callback()
+                except Exception:  # one failing acknowledgement must not stop the others
+                    log.exception("event=on_stored_failed")
             return stored
+
+    def request_flush(self) -> None:
+        """Ask the flusher to store what is buffered now (e.g. messages wait for their acks)."""
+        self._flush_soon.set()
 
     def _store_buffer(self, buf: _Buffer, n_keys: int) -> int:
         """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
@@ -222,13 +279,19 @@ class IngestPipeline:
             value=np.asarray(buf.value, dtype=np.float64),
         )
         rollups = rollup(batch, RESOLUTION_S * 1000)
-        self.store.write_rollups(rollups, RESOLUTION_S, buf.activity)
+        self.store.write_rollups(rollups, RESOLUTION_S, buf.activity, buf.batches)
         return len(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Flush every `flush_interval_s` until `stop` is set (then call `drain`)."""
+        """Flush every `flush_interval_s`, or soon after `request_flush`, until `stop` (then `drain`)."""
         interval = self.settings.flush_interval_s
-        while not await wait_stop(stop, interval):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_soon.wait(), timeout=interval)
+            if self._flush_soon.is_set():
+                # Let a burst finish arriving so it lands in one transaction.
+                await wait_stop(stop, self.settings.flush_linger_s)
+                self._flush_soon.clear()
             await self.flush()
 
     async def drain(self) -> int:

@@ -70,6 +70,15 @@ class IngestSettings(_Section):
     flush_max_samples: int = Field(200_000, ge=1, le=10_000_000)
     max_future_s: int = Field(300, ge=0, le=86_400, description="reject measurements further in the future")
     max_measurements_per_message: int = Field(5000, ge=1, le=100_000)
+    max_lateness_s: int = Field(
+        3600, ge=60, le=30 * 86_400, description="older measurements are refused as too_late"
+    )
+    flush_linger_s: float = Field(
+        0.02, ge=0, le=5, description="wait for more messages before a flush that acks are waiting for"
+    )
+    max_unacked_messages: int = Field(
+        1000, ge=1, le=1_000_000, description="flush once this many received messages wait for their ack"
+    )
 
 
 class StoreSettings(_Section):

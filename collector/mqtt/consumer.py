@@ -12,6 +12,8 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 
 import aiomqtt
 
@@ -24,6 +26,51 @@ from netqos.config import IngestSettings, MqttSettings
 log = logging.getLogger(__name__)
 
 
+class AckQueue:
+    """PUBACKs sent only once a message is safe, and in the order the messages came.
+
+    A QoS 1 message is acknowledged after its measurements are committed to the store (or
+    its dead letter was accepted by the broker, or it was a duplicate of a stored batch).
+    Until then the broker keeps it: if this worker dies, the message is delivered again
+    (to this worker after a restart, or to another one of a shared subscription), and the
+    (probe_id, seq) de-duplication makes that harmless. MQTT 3.1.1 (4.6) asks for PUBACKs
+    in the order the PUBLISHes arrived, hence the queue.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        # aiomqtt has no public manual-ack switch; paho (under it) has. The client must be
+        # put in manual-ack mode before it connects.
+        self._paho = client._client
+        self._paho.manual_ack_set(True)
+        self._q: deque[list[int]] = deque()  # [mid, qos, ready]
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def add(self, mid: int, qos: int) -> Callable[[], None]:
+        """Register a received message; returns the callback that marks it safe to ack."""
+        if qos == 0:
+            return _noop
+        entry = [mid, qos, 0]
+        self._q.append(entry)
+
+        def ready() -> None:
+            entry[2] = 1
+            self._drain()
+
+        return ready
+
+    def _drain(self) -> None:
+        q = self._q
+        while q and q[0][2]:
+            mid, qos, _ = q.popleft()
+            self._paho.ack(mid, qos)
+
+
+def _noop() -> None:
+    return None
+
+
 class MqttConsumer:
     """Reads measurement batches from the broker into an IngestPipeline."""
 
@@ -33,6 +80,7 @@ class MqttConsumer:
         self.pipeline = pipeline
         self.connected = False
         self.subscribed = asyncio.Event()
+        self.acks: AckQueue | None = None
 
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -53,7 +101,9 @@ class MqttConsumer:
         delay = 0.5
         while not stop.is_set():
             try:
-                async with self._client() as client:
+                client = self._client()
+                self.acks = AckQueue(client)
+                async with client:
                     await client.subscribe(self.mqtt.topic, qos=self.mqtt.qos)
                     self._set_connected(True)
                     delay = 0.5
@@ -80,8 +130,14 @@ class MqttConsumer:
         """Handle messages until disconnected or `stop` is set (then the reader is cancelled)."""
 
         async def read() -> None:
+            acks = self.acks
+            assert acks is not None
             async for message in client.messages:
-                await self.handle(client, message.topic.value, _payload_bytes(message.payload))
+                done = acks.add(message.mid, message.qos)
+                await self.handle(client, message.topic.value, _payload_bytes(message.payload), done)
+                if len(acks) >= self.ingest.max_unacked_messages or (acks and not len(client.messages)):
+                    # The broker stops sending once its in-flight window is unacked: store now.
+                    self.pipeline.request_flush()
 
         reader = asyncio.ensure_future(read())
         stopper = asyncio.ensure_future(stop.wait())
@@ -94,8 +150,11 @@ class MqttConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader  # re-raises MqttError from a lost connection
 
-    async def handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        """Validate one message and route it: pipeline or dead-letter. Never raises on bad input."""
+    async def handle(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, done: Callable[[], None] = _noop
+    ) -> None:
+        """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
+        called when the message is safe to acknowledge. Never raises on bad input."""
         m.MESSAGES_RECEIVED.inc()
         result = parse(
             topic,
@@ -106,23 +165,35 @@ class MqttConsumer:
             max_future_ms=self.ingest.max_future_s * 1000,
             max_measurements=self.ingest.max_measurements_per_message,
             known_probes=self.pipeline.known_probes,
+            max_late_ms=self.ingest.max_lateness_s * 1000,
         )
         if isinstance(result, Rejection):
-            await self._deadletter(client, topic, payload, result)
+            await self._deadletter(client, topic, payload, result, done)
             return
         try:
-            self.pipeline.accept(result)
+            if self.pipeline.is_duplicate(result["probe_id"], result["seq"]):
+                m.MESSAGES_DUPLICATE.inc()
+                done()  # already accepted: safe once the original is (acks go out in order)
+                return
+            self.pipeline.accept(result, on_stored=done)
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%s", topic[:200])
-            await self._deadletter(client, topic, payload, Rejection("internal_error", repr(exc)[:300]))
+            await self._deadletter(client, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
         if self.pipeline.should_flush():
             # Backpressure: stop reading until the buffer is stored. Shielded so a stop
             # arriving meanwhile cannot abandon a flush half way.
             await asyncio.shield(self.pipeline.flush())
 
-    async def _deadletter(self, client: aiomqtt.Client, topic: str, payload: bytes, why: Rejection) -> None:
+    async def _deadletter(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        why: Rejection,
+        done: Callable[[], None] = _noop,
+    ) -> None:
         m.MESSAGES_REJECTED.labels(reason=why.reason).inc()
         log.info(
             "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
@@ -130,8 +201,11 @@ class MqttConsumer:
         try:
             await client.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
         except aiomqtt.MqttError as exc:
+            # Not acknowledged either: the broker delivers the original again later.
             m.DEADLETTER_FAILED.inc()
             log.warning("event=deadletter_failed reason=%s error=%r", why.reason, str(exc))
+            return
+        done()
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -34,6 +34,7 @@ REJECT_REASONS: Final = (
     "out_of_range",
     "invalid_value",
     "future_ts",
+    "too_late",
     "topic_mismatch",
     "unknown_probe",
     "bad_topic",
@@ -92,6 +93,8 @@ class MeasurementBatch(TypedDict):
     probe_id: Annotated[str, Field(pattern=PROBE_ID_PATTERN)]
     seq: _EpochMs
     sent_ts: NotRequired[_EpochMs]
+    clock_offset_ms: NotRequired[Annotated[float, Field(ge=-86_400_000, le=86_400_000)]]
+    clock_synced: NotRequired[bool]
     measurements: Annotated[list[Measurement], Field(min_length=1, max_length=100_000)]
 
 
@@ -175,6 +178,7 @@ def parse(
     max_future_ms: int,
     max_measurements: int,
     known_probes: Container[str],
+    max_late_ms: int | None = None,
 ) -> MeasurementBatch | Rejection:
     """Validate one message completely; return the batch, or why it is refused.
 
@@ -196,6 +200,7 @@ def parse(
         max_future_ms=max_future_ms,
         max_measurements=max_measurements,
         known_probes=known_probes,
+        max_late_ms=max_late_ms,
     )
     return batch if why is None else why
 
@@ -208,6 +213,7 @@ def check_batch(
     max_future_ms: int,
     max_measurements: int,
     known_probes: Container[str],
+    max_late_ms: int | None = None,
 ) -> Rejection | None:
     """The checks beyond types that every path (MQTT, HTTPS) applies to a typed batch."""
     probe_id = batch["probe_id"]
@@ -219,11 +225,21 @@ def check_batch(
     if probe_id not in known_probes:
         return Rejection("unknown_probe", f"probe {probe_id!r} is not registered")
     newest = 0
+    oldest = _MS_MAX
     for i, m in enumerate(measurements):
         if not m["metrics"]:
             return Rejection("out_of_range", f"measurements.{i}.metrics: must hold at least one value")
-        if m["ts"] > newest:
-            newest = m["ts"]
+        ts = m["ts"]
+        if ts > newest:
+            newest = ts
+        if ts < oldest:
+            oldest = ts
+    if max_late_ms is not None and oldest < now_ms - max_late_ms:
+        # Whole message: a batch is accepted or refused as one (its dead letter keeps it all).
+        return Rejection(
+            "too_late",
+            f"measurement ts {oldest} is {(now_ms - oldest) / 1000:.0f} s old, limit {max_late_ms // 1000} s",
+        )
     if newest > now_ms + max_future_ms:
         return Rejection(
             "future_ts",

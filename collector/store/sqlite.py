@@ -65,6 +65,11 @@ class ProbeInfo:
     last_seq: int | None = None
     messages_total: int = 0
     measurements_total: int = 0
+    expected_interval_s: float = 60.0
+    status: str = "unknown"
+    status_since_ms: int | None = None
+    clock_offset_ms: float | None = None
+    clock_synced: bool | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +80,8 @@ class ProbeActivity:
     last_seq: int
     messages: int
     measurements: int
+    clock_offset_ms: float | None = None
+    clock_synced: bool | None = None
 
 
 @dataclass(slots=True)
@@ -214,16 +221,27 @@ class SQLiteStore:
         """Insert or update probes' placement; keeps their activity counters."""
         now = int(time.time() * 1000)
         rows = [
-            (p.probe_id, p.commune, p.village, p.site, p.operator, p.technology, p.registered_at_ms or now)
+            (
+                p.probe_id,
+                p.commune,
+                p.village,
+                p.site,
+                p.operator,
+                p.technology,
+                p.registered_at_ms or now,
+                p.expected_interval_s,
+            )
             for p in probes
         ]
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO probes"
-                " (probe_id, commune, village, site, operator, technology, registered_at_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " (probe_id, commune, village, site, operator, technology, registered_at_ms,"
+                " expected_interval_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (probe_id) DO UPDATE SET commune=excluded.commune, village=excluded.village,"
-                " site=excluded.site, operator=excluded.operator, technology=excluded.technology",
+                " site=excluded.site, operator=excluded.operator, technology=excluded.technology,"
+                " expected_interval_s=excluded.expected_interval_s",
                 rows,
             )
         return len(rows)
@@ -231,9 +249,32 @@ class SQLiteStore:
     def probes(self) -> list[ProbeInfo]:
         cur = self._reader().execute(
             "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
-            " last_seen_ms, last_seq, messages_total, measurements_total FROM probes ORDER BY probe_id"
+            " last_seen_ms, last_seq, messages_total, measurements_total, expected_interval_s, status,"
+            " status_since_ms, clock_offset_ms, clock_synced FROM probes ORDER BY probe_id"
         )
-        return [ProbeInfo(*row) for row in cur]
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur:
+            fields = dict(zip(names, row, strict=True))
+            if fields["clock_synced"] is not None:
+                fields["clock_synced"] = bool(fields["clock_synced"])
+            out.append(ProbeInfo(**fields))
+        return out
+
+    def seen_seqs(self, probe_id: str, min_seq: int) -> set[int]:
+        """Sequence numbers of this probe's stored batches from `min_seq` on (for de-duplication)."""
+        cur = self._reader().execute(
+            "SELECT seq FROM probe_batches WHERE probe_id=? AND seq >= ?", (probe_id, min_seq)
+        )
+        return {int(r[0]) for r in cur}
+
+    def set_probe_status(self, changes: Sequence[tuple[str, str, int]]) -> None:
+        """(probe_id, status, since_ms) for probes that went online/offline."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE probes SET status=?, status_since_ms=? WHERE probe_id=?",
+                [(st, since, pid) for pid, st, since in changes],
+            )
 
     # -- series ------------------------------------------------------------------
 
@@ -270,6 +311,7 @@ class SQLiteStore:
         rollups: RollupSet,
         resolution_s: int,
         activity: dict[str, ProbeActivity] | None = None,
+        batches: Sequence[tuple[str, int, int, int]] = (),
     ) -> int:
         """Merge new rollups into the stored ones, and record probe activity, atomically.
 
@@ -277,7 +319,7 @@ class SQLiteStore:
         merge kernel, and written back, all inside one IMMEDIATE transaction. Returns the
         number of rollup rows written.
         """
-        if len(rollups) == 0 and not activity:
+        if len(rollups) == 0 and not activity and not batches:
             return 0
         with self._write() as conn:
             stored = self._existing(conn, rollups, resolution_s)
@@ -293,12 +335,30 @@ class SQLiteStore:
                 conn.executemany(
                     "UPDATE probes SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?),"
                     " last_seq = max(coalesce(last_seq, -1), ?),"
-                    " messages_total = messages_total + ?, measurements_total = measurements_total + ?"
+                    " messages_total = messages_total + ?, measurements_total = measurements_total + ?,"
+                    " clock_offset_ms = coalesce(?, clock_offset_ms),"
+                    " clock_synced = coalesce(?, clock_synced)"
                     " WHERE probe_id = ?",
                     [
-                        (a.last_seen_ms, a.last_seq, a.messages, a.measurements, pid)
+                        (
+                            a.last_seen_ms,
+                            a.last_seq,
+                            a.messages,
+                            a.measurements,
+                            a.clock_offset_ms,
+                            None if a.clock_synced is None else int(a.clock_synced),
+                            pid,
+                        )
                         for pid, a in activity.items()
                     ],
+                )
+            if batches:
+                now = int(time.time() * 1000)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO probe_batches"
+                    " (probe_id, seq, stored_ms, measurements, newest_ts_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(pid, seq, now, n, newest) for pid, seq, n, newest in batches],
                 )
         return len(rollups)
 

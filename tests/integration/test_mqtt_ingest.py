@@ -214,11 +214,11 @@ async def test_a_failure_inside_accept_parks_the_message_and_ingestion_goes_on(
     real_accept = ingest.pipeline.accept
     calls = {"n": 0}
 
-    def accept_failing_once(batch: Any) -> int:
+    def accept_failing_once(batch: Any, on_stored: Any = None) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("simulated bug")
-        return real_accept(batch)
+        return real_accept(batch, on_stored=on_stored)
 
     monkeypatch.setattr(ingest.pipeline, "accept", accept_failing_once)
     before = rejected("internal_error")

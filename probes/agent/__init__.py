@@ -1,0 +1,15 @@
+"""The field probe agent: measures, queues durably, publishes schema-v1 batches.
+
+Runs on a small Linux box at a measurement point (``netqos probe --config probe.yaml``):
+
+* ``config``: the probe's YAML configuration (``ProbeConfig``).
+* ``measure`` / ``icmp``: the tests (ICMP echo, TCP connect, DNS, HTTP throughput,
+  service access) and the loss / jitter / throughput definitions.
+* ``radio``: radio conditions from ModemManager (``mmcli``), a JSON file or a fixture.
+* ``queue``: the durable on-disk queue of batches (SQLite), which assigns ``seq``.
+* ``clock``: how well the probe's clock is synchronised (chrony, timedatectl).
+* ``publisher``: MQTT (QoS 1, persistent session, last will) with an HTTPS fallback.
+* ``agent``: the scheduler tying it all together, and the command-line entry point.
+
+See docs/probe-agent.md.
+"""
