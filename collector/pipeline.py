@@ -112,21 +112,25 @@ class IngestPipeline:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def is_duplicate(self, probe_id: str, seq: int) -> bool:
-        """Whether this probe's batch `seq` was accepted before (buffered or stored)."""
+    def _seen_entry(self, probe_id: str) -> tuple[int, set[int]]:
         entry = self._seen.get(probe_id)
         if entry is None:
+            # First batch of this probe since start: load its recent stored seqs once.
             last = self._probes[probe_id].last_seq if probe_id in self._probes else None
             low = max(0, (last or 0) - SEEN_WINDOW)
             entry = self._seen[probe_id] = (low, self.store.seen_seqs(probe_id, low))
-        low, seen = entry
+        return entry
+
+    def is_duplicate(self, probe_id: str, seq: int) -> bool:
+        """Whether this probe's batch `seq` was accepted before (buffered or stored)."""
+        low, seen = self._seen_entry(probe_id)
         if seq >= low:
             return seq in seen
         # Older than the window kept in memory: ask the store (rare: a very late replay).
         return bool(self.store.seen_seqs(probe_id, seq) & {seq})
 
     def _remember(self, probe_id: str, seq: int) -> None:
-        seen = self._seen[probe_id][1]
+        seen = self._seen_entry(probe_id)[1]
         seen.add(seq)
         if len(seen) > 2 * SEEN_WINDOW:
             keep = sorted(seen)[-SEEN_WINDOW:]

@@ -116,10 +116,33 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+# MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id "netqos-ready", no username.
+_PING_CLIENT_ID = b"netqos-ready"
+_PING_CONNECT = (
+    b"\x10"
+    + bytes([10 + 2 + len(_PING_CLIENT_ID)])
+    + b"\x00\x04MQTT\x04\x02\x00\x0a"
+    + len(_PING_CLIENT_ID).to_bytes(2, "big")
+    + _PING_CLIENT_ID
+)
+
+
+def mqtt_ready(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether the broker's event loop answers a CONNECT with a CONNACK (any return code: with
+    allow_anonymous false it is "not authorised"). A plain TCP connect would not do: the kernel
+    completes it from the listen backlog before mosquitto looks at it."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as s:
+            s.sendall(_PING_CONNECT)
+            data = b""
+            while len(data) < 4:
+                chunk = s.recv(4 - len(data))
+                if not chunk:
+                    return False
+                data += chunk
+            return data[0] == 0x20
+    except OSError:
+        return False
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -357,10 +380,12 @@ class MosquittoBroker:
             if proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited during reload:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"mosquitto did not reload within {self.start_timeout_s} s:\n{self.log_tail()}")
+                raise TimeoutError(
+                    f"mosquitto did not reload within {self.start_timeout_s} s:\n{self.log_tail()}"
+                )
             time.sleep(0.02)
-        # The line is written when the reload starts; a round trip through the event loop
-        # (a TCP connection it accepts) guarantees the reload itself is finished.
+        # The line is written as the reload starts, in the broker's only thread; an MQTT round
+        # trip through its event loop shows the reload is over.
         self._wait_listening(proc, time.monotonic() + self.start_timeout_s)
 
     def _count_log(self, needle: str) -> int:
@@ -456,7 +481,7 @@ class MosquittoBroker:
             rc = proc.poll()
             if rc is not None:
                 raise _EarlyExit(rc, self.log_tail())
-            if _port_open(self.host, pending[0]):
+            if mqtt_ready(self.host, pending[0]):
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
@@ -509,5 +534,5 @@ def _check_password(password: str) -> str:
 def _run(argv: list[str]) -> None:
     res = subprocess.run(argv, capture_output=True, timeout=30, check=False)
     if res.returncode != 0:
-        shown = [a if i < 3 else "***" for i, a in enumerate(argv)] if "-b" in argv else argv
+        shown = [a if i < 4 else "***" for i, a in enumerate(argv)] if "-b" in argv else argv
         raise RuntimeError(f"{shown} failed (rc {res.returncode}): {res.stderr.decode(errors='replace')}")

@@ -52,6 +52,7 @@ def run(payload: bytes | dict[str, Any], topic: str = TOPIC) -> MeasurementBatch
         max_future_ms=300_000,
         max_measurements=5000,
         known_probes={"p1", "p2"},
+        max_late_ms=3_600_000,
     )
 
 
@@ -103,6 +104,7 @@ CASES: list[tuple[str, bytes | dict[str, Any], str]] = [
     ("invalid_value", body(measurements=meas(technology="6G")), TOPIC),
     ("invalid_value", body(measurements=meas(operator="Viettel Telecom")), TOPIC),
     ("future_ts", body(measurements=meas(ts=NOW + 301_000)), TOPIC),
+    ("too_late", body(measurements=[*meas(ts=NOW - 3_601_000), *meas()]), TOPIC),
     ("topic_mismatch", body(probe_id="p2"), TOPIC),
     ("unknown_probe", body(probe_id="p9"), "netqos/v1/probes/p9/measurements"),
     ("bad_topic", body(), "netqos/v1/probes/p1/other"),

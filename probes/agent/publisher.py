@@ -1,0 +1,341 @@
+"""Delivery of queued batches: MQTT first, HTTPS when MQTT has been down for long.
+
+MQTT: client id = probe id, persistent session (clean_session=False), QoS 1, last will
+``<prefix>/<id>/status`` = ``offline`` (retained, QoS 1), retained ``online`` on every
+connect and ``offline`` on a clean stop. One batch in flight at a time, oldest seq
+first; a batch leaves the queue only after its PUBACK (aiomqtt's QoS 1 publish returns
+then). A batch whose PUBACK was lost with the connection is sent again with its seq
+after the reconnect: delivery is at least once, the server de-duplicates on seq.
+
+HTTPS fallback: when MQTT has failed for ``https_fallback.after_s`` seconds, batches are
+POSTed, still one at a time in seq order, to ``<url>/api/v1/ingest`` with the probe's
+bearer token, until MQTT is back. 200/201/202/204 = stored, 409 = already stored (a
+duplicate seq): both leave the queue. 400/413/422 = refused for good (logged with the
+server's ``detail``, counted, removed: it would block every later batch). Anything else
+(401/403/404/429/5xx, no answer) leaves the batch queued and backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import httpx
+import orjson
+
+from probes.agent.clock import ClockReader, ClockStatus
+from probes.agent.config import ProbeConfig
+from probes.agent.queue import BatchQueue, QueuedBatch
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+INGEST_PATH = "/api/v1/ingest"
+_STORED = frozenset({200, 201, 202, 204})
+_DUPLICATE = 409
+_REFUSED = frozenset({400, 413, 422})
+
+
+def build_message(queued: QueuedBatch, *, sent_ts_ms: int, clock: ClockStatus) -> bytes:
+    """The wire body of a queued batch: payload v1 plus sent_ts, clock_offset_ms, clock_synced."""
+    batch = queued.batch()
+    batch["sent_ts"] = sent_ts_ms
+    batch["clock_offset_ms"] = clock.offset_ms
+    batch["clock_synced"] = clock.synced
+    return orjson.dumps(batch)
+
+
+@dataclass
+class PublisherStats:
+    """Counters of a running publisher; updated in place."""
+
+    mqtt_published: int = 0
+    https_published: int = 0
+    https_duplicates: int = 0
+    https_refused: int = 0
+    https_failures: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    last_error: str | None = None
+
+
+class _Signal:
+    """Wakes the senders when a batch was queued; a generation count means no wake-up is lost."""
+
+    def __init__(self) -> None:
+        self.gen = 0
+        self._fut: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        self.gen += 1
+        if self._fut is not None and not self._fut.done():
+            self._fut.set_result(None)
+        self._fut = None
+
+    async def wait(self, since_gen: int, timeout: float) -> None:
+        if self.gen != since_gen:
+            return
+        if self._fut is None:
+            self._fut = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._fut), timeout=timeout)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if `stop` is (or gets) set."""
+    if stop.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+    return stop.is_set()
+
+
+class Publisher:
+    """Drains a BatchQueue to the broker (and the HTTPS fallback) until stopped."""
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        queue: BatchQueue,
+        *,
+        clock: ClockReader,
+        grace_s: float = 10.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.clock = clock
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.stats = PublisherStats()
+        self.online = asyncio.Event()  # set while an MQTT connection is up
+        self._signal = _Signal()
+        self._send_lock = asyncio.Lock()  # one sender at a time: seq order across MQTT and HTTPS
+        self._down_since: float | None = time.monotonic()  # MQTT has not worked yet
+        self._drain_deadline: float | None = None
+
+    def notify(self) -> None:
+        """Tell the senders a batch was queued (or that it is time to stop)."""
+        self._signal.fire()
+
+    @property
+    def mqtt_down_for_s(self) -> float:
+        """Seconds since MQTT last worked (0 while connected)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set, then keep delivering for up to `grace_s` while batches wait."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._mqtt_loop(stop))
+            if self.config.https_fallback.enabled:
+                tg.create_task(self._https_loop(stop))
+
+    # -- shared --------------------------------------------------------------------------
+
+    def _finished(self, stop: asyncio.Event) -> bool:
+        """Stopping and out of time (the grace period after `stop` is over)."""
+        if not stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.grace_s
+        return now >= self._drain_deadline
+
+    async def _head(self) -> QueuedBatch | None:
+        batches = await asyncio.to_thread(self.queue.peek, 1)
+        return batches[0] if batches else None
+
+    async def _message(self, head: QueuedBatch) -> bytes:
+        return build_message(head, sent_ts_ms=int(time.time() * 1000), clock=await self.clock())
+
+    # -- MQTT ----------------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        b = self.config.broker
+        tls_context = None
+        if b.tls:
+            tls_context = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
+        return aiomqtt.Client(
+            b.host,
+            b.effective_port,
+            identifier=self.config.probe_id,
+            username=b.username,
+            password=b.password.get_secret_value() if b.password is not None else None,
+            clean_session=False,
+            keepalive=b.keepalive_s,
+            timeout=b.timeout_s,
+            tls_context=tls_context,
+            will=aiomqtt.Will(self.config.status_topic, b"offline", qos=QOS, retain=True),
+        )
+
+    async def _mqtt_loop(self, stop: asyncio.Event) -> None:
+        b = self.config.broker
+        backoff = b.reconnect_min_s
+        while True:
+            try:
+                async with self._client() as client:
+                    self._down_since = None
+                    self.stats.connects += 1
+                    backoff = b.reconnect_min_s
+                    log.info("event=probe_mqtt_connected host=%s port=%d", b.host, b.effective_port)
+                    await client.publish(self.config.status_topic, b"online", qos=QOS, retain=True)
+                    self.online.set()
+                    await self._serve(client, stop)
+                    # A clean stop: say so (the broker drops the will on a clean DISCONNECT).
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await client.publish(
+                            self.config.status_topic, b"offline", qos=QOS, retain=True, timeout=5
+                        )
+                    self.online.clear()
+                return
+            except aiomqtt.MqttError as exc:
+                if self.online.is_set():
+                    self.stats.disconnects += 1
+                else:
+                    self.stats.connect_failures += 1
+                self.online.clear()
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                self.stats.last_error = str(exc)
+                log.warning(
+                    "event=probe_mqtt_down error=%r retry_in_s=%.1f down_for_s=%.0f",
+                    str(exc),
+                    backoff,
+                    self.mqtt_down_for_s,
+                )
+            if stop.is_set() or await _sleep_or_stop(stop, backoff * random.uniform(0.8, 1.2)):
+                return
+            backoff = min(backoff * 2, b.reconnect_max_s)
+
+    async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Drain on one connection until stopping; raises MqttError when the connection dies."""
+
+        async def watch() -> None:
+            # aiomqtt only notices a dead connection inside a call; iterating the (empty)
+            # message stream turns a disconnect into an MqttError right away.
+            async for _ in client.messages:
+                pass
+
+        watcher = asyncio.create_task(watch())
+        drainer = asyncio.create_task(self._drain_mqtt(client, stop))
+        try:
+            done, _ = await asyncio.wait({watcher, drainer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, drainer):
+                task.cancel()
+            await asyncio.gather(watcher, drainer, return_exceptions=True)
+        for task in done:
+            task.result()  # the MqttError of the watcher or the drainer, if any
+
+    async def _drain_mqtt(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        topic = self.config.measurements_topic
+        while not self._finished(stop):
+            gen = self._signal.gen
+            async with self._send_lock:
+                head = await self._head()
+                if head is not None:
+                    await client.publish(topic, await self._message(head), qos=QOS, timeout=self.config.broker.timeout_s)
+                    # PUBACK received: the broker has it; only now may it leave the queue.
+                    await asyncio.to_thread(self.queue.ack, head.seq)
+                    self.stats.mqtt_published += 1
+                    continue
+            if stop.is_set():
+                return  # stopping and nothing left
+            await self._signal.wait(gen, self.poll_s)
+
+    # -- HTTPS fallback ------------------------------------------------------------------
+
+    def _fallback_due(self) -> bool:
+        return not self.online.is_set() and self.mqtt_down_for_s >= self.config.https_fallback.after_s
+
+    async def _https_loop(self, stop: asyncio.Event) -> None:
+        fb = self.config.https_fallback
+        assert fb.url is not None and fb.token is not None  # the config checks this when enabled
+        url = fb.url.rstrip("/") + INGEST_PATH
+        headers = {
+            "Authorization": f"Bearer {fb.token.get_secret_value()}",
+            "Content-Type": "application/json",
+            "User-Agent": "netqos-probe/1",
+        }
+        backoff = self.config.broker.reconnect_min_s
+        async with httpx.AsyncClient(timeout=fb.timeout_s, verify=fb.verify_tls) as http:
+            while not self._finished(stop):
+                gen = self._signal.gen
+                outcome = await self._post_head(http, url, headers) if self._fallback_due() else None
+                if outcome is True:
+                    backoff = self.config.broker.reconnect_min_s
+                    continue
+                if stop.is_set():
+                    return  # stopping: nothing left to send this way, or it fails (no retries now)
+                if isinstance(outcome, float):
+                    wait = min(max(outcome, backoff), self.config.broker.reconnect_max_s)
+                    backoff = min(backoff * 2, self.config.broker.reconnect_max_s)
+                    await _sleep_or_stop(stop, wait * random.uniform(0.8, 1.2))
+                    continue
+                await self._signal.wait(gen, self.poll_s)
+
+    async def _post_head(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool | float | None:
+        """POST the oldest batch: True = it left the queue, a float = failed (retry after at least
+        that many seconds), None = nothing to do."""
+        async with self._send_lock:
+            if not self._fallback_due():
+                return None
+            head = await self._head()
+            if head is None:
+                return None
+            try:
+                resp = await http.post(url, content=await self._message(head), headers=headers)
+            except httpx.HTTPError as exc:
+                self.stats.https_failures += 1
+                self.stats.last_error = f"https: {type(exc).__name__}: {exc}"
+                log.warning("event=probe_https_failed seq=%d error=%r", head.seq, self.stats.last_error)
+                return 0.0
+            status = resp.status_code
+            if status in _STORED or status == _DUPLICATE:
+                await asyncio.to_thread(self.queue.ack, head.seq)
+                if status == _DUPLICATE:
+                    self.stats.https_duplicates += 1
+                else:
+                    self.stats.https_published += 1
+                log.debug("event=probe_https_sent seq=%d status=%d", head.seq, status)
+                return True
+            detail = _detail(resp)
+            if status in _REFUSED:
+                await asyncio.to_thread(self.queue.ack, head.seq)
+                self.stats.https_refused += 1
+                log.error(
+                    "event=probe_batch_refused seq=%d measurements=%d status=%d detail=%r",
+                    head.seq,
+                    head.measurements,
+                    status,
+                    detail,
+                )
+                return True
+            self.stats.https_failures += 1
+            self.stats.last_error = f"https: HTTP {status}: {detail}"
+            log.warning("event=probe_https_failed seq=%d status=%d detail=%r", head.seq, status, detail)
+            return _retry_after(resp)
+
+
+def _detail(resp: httpx.Response) -> Any:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    return body.get("detail") if isinstance(body, dict) else body
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    value = resp.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
