@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector import metrics as m
-from collector.core import SampleBatch, rollup
+from collector.core import RollupSet, SampleBatch, rollup
 from collector.mqtt.schema import MeasurementBatch
 from collector.store.sqlite import ProbeActivity, ProbeInfo, SeriesKey, SQLiteStore
 from netqos.aio import wait_stop
@@ -40,9 +40,10 @@ class _Buffer:
     value: list[float] = field(default_factory=list)
     activity: dict[str, ProbeActivity] = field(default_factory=dict)
     newest_ts_ms: list[int] = field(default_factory=list)  # one per message, for the lag metric
-    # (probe_id, seq, measurements, newest ts) of each batch: written with the rollups, so
-    # a redelivered batch is known for a duplicate even after a restart.
-    batches: list[tuple[str, int, int, int]] = field(default_factory=list)
+    # (probe_id, seq, measurements, newest ts, first sample, end sample) of each batch:
+    # written with the rollups, so a redelivered batch is known for a duplicate even after
+    # a restart, or when another worker stored it.
+    batches: list[tuple[str, int, int, int, int, int]] = field(default_factory=list)
     # Called once the flush holding these samples has committed (acks, HTTP answers).
     on_stored: list[Callable[[], None]] = field(default_factory=list)
 
@@ -58,7 +59,11 @@ class _Buffer:
         self.ts_ms[:0] = other.ts_ms
         self.value[:0] = other.value
         self.newest_ts_ms[:0] = other.newest_ts_ms
-        self.batches[:0] = other.batches
+        shift = len(other.value)
+        self.batches[:] = [
+            *other.batches,
+            *((p, q, n, t, a + shift, b + shift) for p, q, n, t, a, b in self.batches),
+        ]
         self.on_stored[:0] = other.on_stored
         for pid, a in other.activity.items():
             mine = self.activity.get(pid)
@@ -73,6 +78,12 @@ class _Buffer:
                     mine.clock_offset_ms if mine.clock_offset_ms is not None else a.clock_offset_ms
                 )
                 mine.clock_synced = mine.clock_synced if mine.clock_synced is not None else a.clock_synced
+
+
+def _copy(a: ProbeActivity) -> ProbeActivity:
+    return ProbeActivity(
+        a.last_seen_ms, a.last_seq, a.messages, a.measurements, a.clock_offset_ms, a.clock_synced
+    )
 
 
 class IngestPipeline:
@@ -166,7 +177,7 @@ class IngestPipeline:
                 add_value(val)  # type: ignore[arg-type]
         seq = batch["seq"]
         self._remember(probe_id, seq)
-        buf.batches.append((probe_id, seq, len(measurements), newest))
+        buf.batches.append((probe_id, seq, len(measurements), newest, before, len(buf)))
         if on_stored is not None:
             buf.on_stored.append(on_stored)
         act = buf.activity.get(probe_id)
@@ -283,8 +294,29 @@ class IngestPipeline:
             value=np.asarray(buf.value, dtype=np.float64),
         )
         rollups = rollup(batch, RESOLUTION_S * 1000)
-        self.store.write_rollups(rollups, RESOLUTION_S, buf.activity, buf.batches)
-        return len(batch)
+        stored = len(batch)
+
+        def without(dups: set[tuple[str, int]]) -> tuple[RollupSet, dict[str, ProbeActivity]]:
+            # Another worker (or this one before a restart) stored these batches already:
+            # roll up everything else, in the same transaction that found them.
+            nonlocal stored
+            keep = np.ones(len(batch), dtype=bool)
+            activity = {k: _copy(v) for k, v in buf.activity.items()}
+            for pid, seq, n_meas, _, a, b in buf.batches:
+                if (pid, seq) in dups:
+                    keep[a:b] = False
+                    act = activity[pid]
+                    act.messages -= 1
+                    act.measurements -= n_meas
+            m.MESSAGES_DUPLICATE.inc(len(dups))
+            stored = int(keep.sum())
+            sub_batch = SampleBatch(batch.series_id[keep], batch.ts_ms[keep], batch.value[keep])
+            return rollup(sub_batch, RESOLUTION_S * 1000), activity
+
+        self.store.write_rollups(
+            rollups, RESOLUTION_S, buf.activity, [b[:4] for b in buf.batches], without_duplicates=without
+        )
+        return stored
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_interval_s`, or soon after `request_flush`, until `stop` (then `drain`)."""

@@ -52,6 +52,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from netqos.service import run_service
+
+    settings = _settings(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    asyncio.run(run_service(settings, roles=frozenset({"ingest"})))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from netqos.demo import prepare_demo, run_demo
 
@@ -93,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
     s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser(
+        "ingest",
+        help="an MQTT ingest worker only (no API, no poller); N workers share a $share/... topic",
+    )
+    w.set_defaults(func=cmd_ingest)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")

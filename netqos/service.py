@@ -33,6 +33,7 @@ from netqos.config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technology")
+ALL_ROLES = frozenset({"ingest", "poller", "api"})
 
 
 def load_probe_file(path: Path) -> list[ProbeInfo]:
@@ -112,13 +113,22 @@ async def run_service(
     stop: asyncio.Event | None = None,
     extra_tasks: list[Callable[[ServiceContext], Awaitable[Any]]] | None = None,
     install_signals: bool = True,
+    roles: frozenset[str] = ALL_ROLES,
 ) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving."""
+    """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving.
+
+    `roles` picks the parts this process runs (one image, several services): "ingest" (MQTT
+    consumer), "poller" (SNMP and traps), "api". Every process writes through the same store.
+    """
     stop = stop or asyncio.Event()
     seconds = await asyncio.to_thread(warm_up)
     log.info("event=core_warm seconds=%.2f", seconds)
 
     broker = None
+    if settings.mqtt.host is None and roles != ALL_ROLES:
+        raise ConfigError(
+            "mqtt.host", "-", "a worker joins an external broker: set mqtt.host (or run `serve`)"
+        )
     if settings.mqtt.host is None:
         emb = settings.mqtt.embedded
         if not port_is_free(emb.host, emb.port):
@@ -142,7 +152,7 @@ async def run_service(
         return False, "not connected to the MQTT broker (see the logs for the reason)"
 
     poller = sink = traps = None
-    if settings.snmp.inventory_file is not None:
+    if settings.snmp.inventory_file is not None and "poller" in roles:
         sink = PollSink(DeviceRepo(store))
         poller = Poller(settings.snmp, pipeline, sink)
         if settings.traps.enabled:
@@ -160,6 +170,8 @@ async def run_service(
                 loop.add_signal_handler(sig, stop.set)
 
     async def api() -> None:
+        if "api" not in roles:
+            return
         await server.serve()
         stop.set()  # the server stops on a signal too: take everything down with it
 
@@ -168,11 +180,12 @@ async def run_service(
         server.should_exit = True
 
     tasks = [
-        asyncio.create_task(consumer.run(stop), name="mqtt-consumer"),
         asyncio.create_task(pipeline.run(stop), name="flusher"),
         asyncio.create_task(api(), name="api"),
         asyncio.create_task(stopper(), name="stopper"),
     ]
+    if "ingest" in roles:
+        tasks.append(asyncio.create_task(consumer.run(stop), name="mqtt-consumer"))
     if poller is not None and sink is not None:
         tasks.append(asyncio.create_task(poller.run(stop), name="snmp-poller"))
         tasks.append(asyncio.create_task(sink.run(stop), name="device-writer"))
@@ -181,7 +194,11 @@ async def run_service(
     ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
-    log.info("event=service_started api=http://%s:%d", settings.api.host, settings.api.port)
+    log.info(
+        "event=service_started roles=%s api=%s",
+        ",".join(sorted(roles)),
+        f"http://{settings.api.host}:{settings.api.port}" if "api" in roles else "-",
+    )
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:

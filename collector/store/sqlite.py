@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -312,6 +312,8 @@ class SQLiteStore:
         resolution_s: int,
         activity: dict[str, ProbeActivity] | None = None,
         batches: Sequence[tuple[str, int, int, int]] = (),
+        without_duplicates: Callable[[set[tuple[str, int]]], tuple[RollupSet, dict[str, ProbeActivity]]]
+        | None = None,
     ) -> int:
         """Merge new rollups into the stored ones, and record probe activity, atomically.
 
@@ -322,6 +324,20 @@ class SQLiteStore:
         if len(rollups) == 0 and not activity and not batches:
             return 0
         with self._write() as conn:
+            if batches:
+                # Checked inside the write transaction: exactly once even with N workers.
+                dups = {
+                    (pid, seq)
+                    for pid, seq, _, _ in batches
+                    if conn.execute(
+                        "SELECT 1 FROM probe_batches WHERE probe_id=? AND seq=?", (pid, seq)
+                    ).fetchone()
+                }
+                if dups:
+                    if without_duplicates is None:
+                        raise StoreError(f"{len(dups)} batches are stored already and cannot be left out")
+                    rollups, activity = without_duplicates(dups)
+                    batches = [b for b in batches if (b[0], b[1]) not in dups]
             stored = self._existing(conn, rollups, resolution_s)
             if len(stored):
                 both = RollupSet.concat([stored, rollups])

@@ -25,6 +25,7 @@ Definitions (docs/probe-agent.md repeats them for the people reading the numbers
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import socket
@@ -71,7 +72,7 @@ def jitter_ms(rtts_ms: Sequence[float]) -> float | None:
     """Mean absolute difference of consecutive RTTs (send order); None with fewer than two."""
     if len(rtts_ms) < 2:
         return None
-    return sum(abs(b - a) for a, b in zip(rtts_ms, rtts_ms[1:], strict=False)) / (len(rtts_ms) - 1)
+    return sum(abs(b - a) for a, b in itertools.pairwise(rtts_ms)) / (len(rtts_ms) - 1)
 
 
 def summarize_rtts(sent: int, rtts_ms: Sequence[float]) -> Metrics:
@@ -355,7 +356,9 @@ async def run_spec(spec: MeasurementSpec, *, echo: EchoFunc = icmp.echo) -> Metr
             spacing_s=spec.spacing_s,
         )
     if isinstance(spec, HttpDownloadSpec):
-        return await http_download(spec.url, max_bytes=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls)
+        return await http_download(
+            spec.url, max_bytes=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls
+        )
     if isinstance(spec, HttpUploadSpec):
         return await http_upload(spec.url, size=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls)
     if isinstance(spec, ServiceAccessSpec):

@@ -80,13 +80,13 @@ class _Signal:
             self._fut.set_result(None)
         self._fut = None
 
-    async def wait(self, since_gen: int, timeout: float) -> None:
+    async def wait(self, since_gen: int, at_most_s: float) -> None:
         if self.gen != since_gen:
             return
         if self._fut is None:
             self._fut = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._fut), timeout=timeout)
+            await asyncio.wait_for(asyncio.shield(self._fut), timeout=at_most_s)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -242,7 +242,9 @@ class Publisher:
             async with self._send_lock:
                 head = await self._head()
                 if head is not None:
-                    await client.publish(topic, await self._message(head), qos=QOS, timeout=self.config.broker.timeout_s)
+                    await client.publish(
+                        topic, await self._message(head), qos=QOS, timeout=self.config.broker.timeout_s
+                    )
                     # PUBACK received: the broker has it; only now may it leave the queue.
                     await asyncio.to_thread(self.queue.ack, head.seq)
                     self.stats.mqtt_published += 1
@@ -282,7 +284,9 @@ class Publisher:
                     continue
                 await self._signal.wait(gen, self.poll_s)
 
-    async def _post_head(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool | float | None:
+    async def _post_head(
+        self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> bool | float | None:
         """POST the oldest batch: True = it left the queue, a float = failed (retry after at least
         that many seconds), None = nothing to do."""
         async with self._send_lock:

@@ -125,7 +125,8 @@ class BatchQueue:
         if owner is not None and owner != probe_id:
             self._release()
             raise QueueError(
-                f"{path} holds the queue of probe {owner!r}, not {probe_id!r}: give this probe its own queue.path"
+                f"{path} holds the queue of probe {owner!r}, not {probe_id!r}: "
+                "give this probe its own queue.path"
             )
 
     @classmethod

@@ -227,7 +227,9 @@ async def _run_json(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
         await proc.communicate()
         raise RadioError(f"{' '.join(args)}: no answer in {timeout_s} s") from None
     if proc.returncode != 0:
-        raise RadioError(f"{' '.join(args)}: exit {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+        raise RadioError(
+            f"{' '.join(args)}: exit {proc.returncode}: {err.decode(errors='replace').strip()[:200]}"
+        )
     try:
         data = json.loads(out)
     except ValueError as exc:
@@ -358,8 +360,13 @@ class FixtureSource:
         return next(self._cycle)
 
 
-def source_from_config(source: str, *, modem: str = "any", timeout_s: float = 10.0,
-                       operator_codes: Mapping[str, str] | None = None) -> RadioSource:
+def source_from_config(
+    source: str,
+    *,
+    modem: str = "any",
+    timeout_s: float = 10.0,
+    operator_codes: Mapping[str, str] | None = None,
+) -> RadioSource:
     """The RadioSource for a config ``radio.source`` string (mmcli | file:PATH | fixture)."""
     if source == "mmcli":
         return MmcliSource(modem, timeout_s=timeout_s, operator_codes=operator_codes)

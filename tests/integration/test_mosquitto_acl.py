@@ -21,7 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.mqtt_broker import MosquittoBroker
@@ -58,7 +58,7 @@ class Conn:
         username: str | None,
         password: str | None,
         *,
-        protocol: int = V311,
+        protocol: MQTTProtocolVersion = V311,
         client_id: str = "",
         clean: bool = True,
     ) -> None:
@@ -68,6 +68,9 @@ class Conn:
         )
         if username is not None:
             self.client.username_pw_set(username, password)
+        # paho's network thread sleeps up to the reconnect delay (1 s by default) after losing
+        # the connection, and stopping it waits for that: keep it short.
+        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # type: ignore[arg-type]
         self.host, self.port, self.protocol = host, port, protocol
         self.connack: ReasonCode | None = None
         self.session_present = False
@@ -130,6 +133,7 @@ class Conn:
 
     def subscribe(self, *topics: str, qos: int = 1) -> list[ReasonCode]:
         _rc, mid = self.client.subscribe([(t, qos) for t in topics])
+        assert mid is not None
         with self._lock:
             if not self._lock.wait_for(lambda: mid in self._subacks, WAIT_S):
                 raise TimeoutError(f"no SUBACK for {topics} within {WAIT_S} s")
@@ -161,7 +165,7 @@ class Conn:
 
 
 def _show(msgs: list[mqtt.MQTTMessage]) -> list[tuple[str, bytes]]:
-    return [(m.topic, m.payload[:40]) for m in msgs]
+    return [(m.topic, bytes(m.payload[:40])) for m in msgs]
 
 
 def _ok(rc: ReasonCode | None) -> bool:
@@ -192,7 +196,7 @@ def conn(broker: MosquittoBroker) -> Iterator[Connector]:
         *,
         password: str | None = None,
         port: int | None = None,
-        protocol: int = V311,
+        protocol: MQTTProtocolVersion = V311,
         client_id: str = "",
         clean: bool = True,
         refused_ok: bool = False,
@@ -230,7 +234,7 @@ def test_probe_publishes_own_measurements_to_shared_ingest(conn: Connector) -> N
 
 
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["mqtt311", "mqtt5"])
-def test_publish_under_another_probe_id_is_dropped(conn: Connector, protocol: int) -> None:
+def test_publish_under_another_probe_id_is_dropped(conn: Connector, protocol: MQTTProtocolVersion) -> None:
     ingest = conn(INGEST, client_id="netqos-ingest-1")
     ops = conn(OPS)
     ingest.subscribe(SHARED)
@@ -272,7 +276,7 @@ def test_publish_under_another_probe_id_is_dropped(conn: Connector, protocol: in
 def test_bad_credentials_are_refused(
     broker: MosquittoBroker,
     conn: Connector,
-    protocol: int,
+    protocol: MQTTProtocolVersion,
     listener: str,
     username: str | None,
     password: str | None,

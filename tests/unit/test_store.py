@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
-from collector.mqtt.schema import validate_batch
+from collector.mqtt.schema import MeasurementBatch, validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
 from netqos.config import ConfigError, IngestSettings
@@ -139,3 +139,48 @@ def test_probe_file_yaml_and_csv(tmp_path: Path) -> None:
     bad.write_text("- probe_id: p1\n  colour: red\n")
     with pytest.raises(ConfigError, match="unknown fields"):
         load_probe_file(bad)
+
+
+def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> None:
+    """A redelivered batch that reached a second worker is left out in the store's transaction."""
+    db = tmp_path / "s.db"
+    store_a, store_b = SQLiteStore(db), SQLiteStore(db)
+    store_a.register_probes([ProbeInfo("p1", commune="16021")])
+    a, b = IngestPipeline(store_a, IngestSettings()), IngestPipeline(store_b, IngestSettings())
+
+    def batch(seq: int, n: int) -> MeasurementBatch:
+        return validate_batch(
+            {
+                "v": 1,
+                "probe_id": "p1",
+                "seq": seq,
+                "measurements": [
+                    {
+                        "ts": 1_795_852_800_000 + seq * 1000 + i,
+                        "target": "t",
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": float(i)},
+                    }
+                    for i in range(n)
+                ],
+            }
+        )
+
+    for p in (a, b):
+        assert not p.is_duplicate("p1", 7)  # neither has stored it yet
+    acked: list[str] = []
+    a.accept(batch(7, 10), on_stored=lambda: acked.append("a7"))
+    b.accept(batch(8, 5), on_stored=lambda: acked.append("b8"))
+    b.accept(batch(7, 10), on_stored=lambda: acked.append("b7"))  # the redelivery
+    assert asyncio.run(a.flush()) == 10
+    assert asyncio.run(b.flush()) == 5  # batch 7 left out, batch 8 stored
+    assert store_a.total_count() == 15
+    assert sorted(acked) == ["a7", "b7", "b8"]  # the duplicate is acknowledged too
+    p = store_a.probes()[0]
+    assert p.messages_total == 2 and p.measurements_total == 15
+    # A new worker (a restart) knows both from the store.
+    c = IngestPipeline(SQLiteStore(db), IngestSettings())
+    assert c.is_duplicate("p1", 7) and c.is_duplicate("p1", 8) and not c.is_duplicate("p1", 9)
+    for s in (store_a, store_b, c.store):
+        s.close()

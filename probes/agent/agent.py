@@ -1,0 +1,498 @@
+"""The probe agent: schedules the tests, batches their measurements, queues, publishes.
+
+::
+
+    tests (one task each, interval +- jitter) --+
+    radio (every radio.interval_s) -------------+--> Batcher --> BatchQueue (disk) --> Publisher
+                                                    (max size / max wait)  (seq)      (MQTT / HTTPS)
+
+Measurements are queued durably before anything is sent, so a broker outage, a
+reboot or a power cut loses nothing that was queued (up to ``queue.max_batches``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from collector.mqtt.schema import Metrics as SchemaMetrics
+from probes.agent import icmp
+from probes.agent.clock import ClockReader, cached, read_clock_status
+from probes.agent.config import (
+    HttpDownloadSpec,
+    HttpUploadSpec,
+    MeasurementSpec,
+    ProbeConfig,
+    ProbeConfigError,
+    load_config,
+    masked,
+    target_of,
+)
+from probes.agent.measure import EchoFunc, MeasurementError, run_spec
+from probes.agent.publisher import Publisher
+from probes.agent.queue import BatchQueue, QueueError
+from probes.agent.radio import RadioReading, RadioSource, source_from_config
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_RUNTIME: Final = 1
+# Room for v, probe_id, seq, sent_ts and the clock fields around the measurements.
+_ENVELOPE_BYTES: Final = 512
+_METRIC_CHECK: Final = TypeAdapter(SchemaMetrics)
+_STATUS_EVERY_S: Final = 300.0
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the Unix epoch (the payload's `ts`)."""
+    return time.time_ns() // 1_000_000
+
+
+def valid_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """The metrics the server's schema accepts, and the names of those it would refuse.
+
+    One value out of its range makes the server refuse the *whole* batch; dropping
+    it here keeps the rest.
+    """
+    good: dict[str, float] = {}
+    bad: list[str] = []
+    for name, value in metrics.items():
+        try:
+            _METRIC_CHECK.validate_python({name: value})
+        except ValidationError:
+            bad.append(name)
+        else:
+            good[name] = value
+    return good, bad
+
+
+class Batcher:
+    """Groups measurements into batches closed at `max_measurements`, `max_bytes` (JSON) or
+    `max_wait_s` after their first measurement."""
+
+    def __init__(self, *, max_measurements: int, max_bytes: int, max_wait_s: float) -> None:
+        self.max_measurements = max_measurements
+        self.max_bytes = max_bytes
+        self.max_wait_s = max_wait_s
+        self.closed: deque[list[dict[str, Any]]] = deque()
+        self._current: list[dict[str, Any]] = []
+        self._bytes = _ENVELOPE_BYTES
+        self._opened_at = 0.0
+        self.changed = asyncio.Event()
+
+    def add(self, measurement: dict[str, Any]) -> None:
+        """Add one measurement; closes the current batch first when it would overflow."""
+        size = len(orjson.dumps(measurement)) + 1
+        if self._current and (
+            len(self._current) >= self.max_measurements or self._bytes + size > self.max_bytes
+        ):
+            self.close()
+        if not self._current:
+            self._opened_at = time.monotonic()
+        self._current.append(measurement)
+        self._bytes += size
+        if len(self._current) >= self.max_measurements:
+            self.close()
+        self.changed.set()
+
+    def close(self) -> None:
+        """Close the current batch (if any) so it is queued next."""
+        if self._current:
+            self.closed.append(self._current)
+            self._current = []
+            self._bytes = _ENVELOPE_BYTES
+            self.changed.set()
+
+    def due_in(self) -> float | None:
+        """Seconds until the open batch reaches max_wait_s; None when none is open."""
+        if not self._current:
+            return None
+        return max(0.0, self._opened_at + self.max_wait_s - time.monotonic())
+
+    @property
+    def pending(self) -> int:
+        """Measurements not yet queued (open and closed batches)."""
+        return len(self._current) + sum(len(b) for b in self.closed)
+
+
+@dataclass
+class AgentStats:
+    """Counters of a running agent; updated in place."""
+
+    measurements: int = 0
+    batches_queued: int = 0
+    tests_run: Counter[str] = field(default_factory=Counter)
+    tests_failed: Counter[str] = field(default_factory=Counter)
+    metrics_dropped: int = 0
+    radio_failures: int = 0
+
+
+def _budget_s(spec: MeasurementSpec) -> float:
+    """The longest a test may run before it is abandoned (a safety net over its own timeouts)."""
+    count = getattr(spec, "count", 1)
+    spacing = getattr(spec, "spacing_s", 0.0)
+    if isinstance(spec, HttpDownloadSpec):
+        return 2 * spec.timeout_s + 10  # headers, then up to timeout_s of body
+    return count * (spec.timeout_s + spacing) + 10
+
+
+class ProbeAgent:
+    """Runs a probe: its tests on schedule, radio readings, batching, durable queue, publishing."""
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        *,
+        radio: RadioSource | None = None,
+        clock: ClockReader | None = None,
+        queue: BatchQueue | None = None,
+        echo: EchoFunc = icmp.echo,
+        rng: random.Random | None = None,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        if radio is None and config.radio is not None:
+            radio = source_from_config(
+                config.radio.source,
+                modem=config.radio.modem,
+                timeout_s=config.radio.timeout_s,
+                operator_codes=config.radio.operator_codes,
+            )
+        self.radio = radio
+        self.clock = clock or cached(read_clock_status)
+        self._own_queue = queue is None
+        self.queue = queue or BatchQueue(
+            config.queue.path, probe_id=config.probe_id, max_batches=config.queue.max_batches
+        )
+        self.echo = echo
+        self.rng = rng or random.Random()
+        self.stats = AgentStats()
+        self.batcher = Batcher(
+            max_measurements=config.batch.max_measurements,
+            max_bytes=config.batch.max_bytes,
+            max_wait_s=config.batch.max_wait_s,
+        )
+        self.publisher = Publisher(config, self.queue, clock=self.clock, grace_s=grace_s)
+        self._reading: tuple[float, RadioReading] | None = None
+        # Throughput tests take the link: never two at once, or each measures half.
+        self._heavy = asyncio.Lock()
+        self._queue_lock = threading.Lock()
+        self._icmp_warned = False
+
+    def close(self) -> None:
+        """Close the queue file if this agent opened it."""
+        if self._own_queue:
+            self.queue.close()
+
+    # -- measurements --------------------------------------------------------------------
+
+    def _labels(self) -> tuple[str, str]:
+        """(technology, operator): the radio's when it told recently, else the configured ones."""
+        technology: str = self.config.technology
+        operator = self.config.operator
+        if self._reading is not None and self.config.radio is not None:
+            at, reading = self._reading
+            if time.monotonic() - at <= 3 * self.config.radio.interval_s:
+                technology = reading.technology or technology
+                operator = reading.operator or operator
+        return technology, operator
+
+    def record(self, ts_ms: int, target: str, metrics: dict[str, float]) -> bool:
+        """Add one measurement to the current batch; False when no metric value was valid."""
+        good, bad = valid_metrics(metrics)
+        if bad:
+            self.stats.metrics_dropped += len(bad)
+            log.warning(
+                "event=probe_metric_dropped target=%s metrics=%s reason=out_of_schema_range",
+                target,
+                {k: metrics[k] for k in bad},
+            )
+        if not good:
+            return False
+        technology, operator = self._labels()
+        self.batcher.add(
+            {
+                "ts": ts_ms,
+                "target": target[:255],
+                "technology": technology,
+                "operator": operator,
+                "metrics": good,
+            }
+        )
+        self.stats.measurements += 1
+        return True
+
+    async def run_test_once(self, spec: MeasurementSpec) -> dict[str, float] | None:
+        """Run one test now and record its measurement; its metrics, or None if it failed."""
+        kind = spec.kind
+        heavy = isinstance(spec, HttpDownloadSpec | HttpUploadSpec)
+        try:
+            async with self._heavy if heavy else contextlib.nullcontext():
+                ts = now_ms()
+                metrics = await asyncio.wait_for(run_spec(spec, echo=self.echo), timeout=_budget_s(spec))
+        except icmp.IcmpUnavailable as exc:
+            self.stats.tests_failed[kind] += 1
+            if not self._icmp_warned:
+                log.error("event=probe_icmp_unavailable target=%s error=%r", target_of(spec), str(exc))
+                self._icmp_warned = True
+            return None
+        except (MeasurementError, TimeoutError) as exc:
+            self.stats.tests_failed[kind] += 1
+            log.warning("event=probe_test_failed kind=%s target=%s error=%r", kind, target_of(spec), str(exc))
+            return None
+        self.stats.tests_run[kind] += 1
+        self.record(ts, target_of(spec), metrics)
+        return metrics
+
+    async def _test_loop(self, spec: MeasurementSpec) -> None:
+        loop = asyncio.get_running_loop()
+        interval = spec.interval_s
+        jitter = self.config.schedule_jitter_ratio
+        # The first runs are spread out, so a probe's tests do not all start together.
+        due = loop.time() + self.rng.uniform(0, min(interval, 30.0))
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                await self.run_test_once(spec)
+            except Exception:
+                # A bug in one test must not stop the others, nor the probe.
+                self.stats.tests_failed[spec.kind] += 1
+                log.exception("event=probe_test_crashed kind=%s target=%s", spec.kind, target_of(spec))
+            due += interval * (1 + self.rng.uniform(-jitter, jitter))
+            now = loop.time()
+            if due < now:
+                # Ran longer than its interval (or the box was suspended): skip, don't burst.
+                due = now + interval * self.rng.uniform(1 - jitter, 1 + jitter)
+
+    async def read_radio_once(self) -> RadioReading | None:
+        """Take a radio reading now and record its metrics (rsrp_dbm, rsrq_db, sinr_db)."""
+        assert self.radio is not None
+        timeout = self.config.radio.timeout_s * 4 if self.config.radio is not None else 40.0
+        ts = now_ms()
+        try:
+            reading = await asyncio.wait_for(self.radio.read(), timeout=timeout)
+        except TimeoutError:
+            reading = None
+        if reading is None:
+            self.stats.radio_failures += 1
+            return None
+        self._reading = (time.monotonic(), reading)
+        metrics = reading.metrics()
+        if metrics:
+            self.record(ts, reading.target, metrics)
+        return reading
+
+    async def _radio_loop(self) -> None:
+        assert self.config.radio is not None
+        interval = self.config.radio.interval_s
+        while True:
+            try:
+                await self.read_radio_once()
+            except Exception:
+                self.stats.radio_failures += 1
+                log.exception("event=probe_radio_crashed")
+            await asyncio.sleep(interval)
+
+    # -- batching and queueing -----------------------------------------------------------
+
+    def _queue_head(self) -> tuple[int, int] | None:
+        """Move the oldest closed batch to the disk queue: (seq, measurements), or None.
+
+        Runs in a worker thread, under a lock, so that a cancelled caller (stopping) can never
+        leave a batch both queued and still waiting in the batcher: it would be sent twice.
+        """
+        with self._queue_lock:
+            if not self.batcher.closed:
+                return None
+            measurements = self.batcher.closed[0]
+            batch = {"v": SCHEMA_VERSION, "probe_id": self.config.probe_id, "measurements": measurements}
+            seq = self.queue.enqueue(batch)
+            self.batcher.closed.popleft()  # only once it is on disk
+            return seq, len(measurements)
+
+    async def flush(self, *, close_open: bool = False) -> int:
+        """Queue the closed batches (and the open one with `close_open`); returns how many."""
+        if close_open:
+            self.batcher.close()
+        n = 0
+        while self.batcher.closed:
+            queued = await asyncio.to_thread(self._queue_head)
+            if queued is None:
+                break
+            self.stats.batches_queued += 1
+            n += 1
+            log.debug("event=probe_batch_queued seq=%d measurements=%d", *queued)
+            self.publisher.notify()
+        return n
+
+    async def _flush_loop(self) -> None:
+        while True:
+            due = self.batcher.due_in()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.batcher.changed.wait(), timeout=due)
+            self.batcher.changed.clear()
+            due = self.batcher.due_in()
+            await self.flush(close_open=due is not None and due <= 0)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_STATUS_EVERY_S)
+            self.log_status()
+
+    def log_status(self) -> None:
+        """One log line with the queue's and the publisher's counters."""
+        q = self.queue.stats()
+        p = self.publisher.stats
+        log.info(
+            "event=probe_status queued_batches=%d queued_measurements=%d dropped_batches=%d "
+            "mqtt_up=%s mqtt_published=%d https_published=%d measurements=%d tests_failed=%d",
+            q.pending_batches,
+            q.pending_measurements,
+            q.dropped_batches,
+            self.publisher.online.is_set(),
+            p.mqtt_published,
+            p.https_published,
+            self.stats.measurements,
+            sum(self.stats.tests_failed.values()),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Measure and publish until `stop` is set; then queue what was measured and give the
+        publisher its grace period to deliver it. Whatever is still queued stays on disk."""
+        log.info(
+            "event=probe_start probe_id=%s tests=%d radio=%s queue=%s next_seq=%d",
+            self.config.probe_id,
+            len(self.config.tests),
+            self.config.radio.source if self.config.radio else "none",
+            self.config.queue.path,
+            self.queue.stats().next_seq,
+        )
+        pub_stop = asyncio.Event()
+        publisher = asyncio.create_task(self.publisher.run(pub_stop), name="probe-publisher")
+        producers = [asyncio.create_task(self._test_loop(spec)) for spec in self.config.tests]
+        if self.radio is not None:
+            producers.append(asyncio.create_task(self._radio_loop()))
+        producers.append(asyncio.create_task(self._flush_loop()))
+        producers.append(asyncio.create_task(self._status_loop()))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({stopper, publisher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            for task in producers:
+                task.cancel()
+            await asyncio.gather(*producers, stopper, return_exceptions=True)
+            # Measured is measured: on disk before the process goes.
+            await self.flush(close_open=True)
+            pub_stop.set()
+            self.publisher.notify()
+            try:
+                await publisher
+            finally:
+                self.log_status()
+                log.info("event=probe_stop")
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netqos probe",
+        description="Run the field probe agent: measure, queue durably, publish over MQTT (HTTPS fallback).",
+    )
+    p.add_argument("--config", type=Path, required=True, help="the probe's YAML file (docs/probe-agent.md)")
+    p.add_argument(
+        "--check", action="store_true", help="validate the configuration, print it (secrets masked)"
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run every test and read the radio once, print JSON, publish nothing",
+    )
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides log_level")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    return p
+
+
+async def _once(config: ProbeConfig) -> list[dict[str, Any]]:
+    """Run every test once (and the radio), queueing nothing: for installers checking a box."""
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="netqos-probe-once-") as tmp:
+        queue = BatchQueue(Path(tmp) / "queue.db", probe_id=config.probe_id, first_seq=0)
+        agent = ProbeAgent(config, queue=queue)
+        try:
+            if agent.radio is not None:
+                reading = await agent.read_radio_once()
+                out.append({"radio": None if reading is None else dataclasses.asdict(reading)})
+            for spec in config.tests:
+                metrics = await agent.run_test_once(spec)
+                out.append({"kind": spec.kind, "target": target_of(spec), "metrics": metrics})
+        finally:
+            queue.close()
+    return out
+
+
+async def _run(config: ProbeConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    agent = ProbeAgent(config)
+    try:
+        await agent.run(stop)
+    finally:
+        agent.close()
+
+
+def cli(argv: list[str]) -> int:
+    """`netqos probe ARGS`: returns the exit code (0 ok, 1 runtime error, 2 configuration error)."""
+    from netqos.logs import setup_logging
+
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ProbeConfigError as exc:
+        print(f"netqos probe: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.log_level, args.log_format)
+    if args.check:
+        print(yaml.safe_dump(masked(config), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    try:
+        if args.once:
+            print(orjson.dumps(asyncio.run(_once(config)), option=orjson.OPT_INDENT_2).decode())
+        else:
+            asyncio.run(_run(config))
+    except QueueError as exc:
+        print(f"netqos probe: queue error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m probes.agent``: `cli` with the process's arguments."""
+    return cli(sys.argv[1:] if argv is None else argv)

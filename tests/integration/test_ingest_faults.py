@@ -1,0 +1,198 @@
+"""At-least-once ingest with exact counts: `netqos ingest` worker processes against a real
+mosquitto, SIGKILLed mid-stream, and three of them on one shared subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from tests.conftest import Broker
+
+pytestmark = pytest.mark.integration
+
+N_PROBES = 50
+TOPIC = "netqos/v1/probes/{}/measurements"
+NETQOS = str(Path(sys.executable).with_name("netqos"))
+
+
+def probe_id(i: int) -> str:
+    return f"th-fault-p{i:03d}"
+
+
+def payload(k: int, batch: int, now_ms: int) -> tuple[str, bytes]:
+    pid = probe_id(k % N_PROBES)
+    body = {
+        "v": 1,
+        "probe_id": pid,
+        "seq": k // N_PROBES,
+        "measurements": [
+            {
+                "ts": now_ms - 600_000 + (k % 600) * 1000 + j,
+                "target": "speedtest.example.vn",
+                "technology": "4G",
+                "operator": "vnpt",
+                "metrics": {"rtt_ms": 20.0 + j},
+            }
+            for j in range(batch)
+        ],
+    }
+    return TOPIC.format(pid), json.dumps(body).encode()
+
+
+class Worker:
+    """One `netqos ingest` process; its log tells when it is subscribed."""
+
+    def __init__(self, tmp: Path, name: str, broker: Broker, db: Path, topic: str) -> None:
+        self.name = name
+        self.cfg = tmp / f"{name}.yaml"
+        self.log = tmp / f"{name}.log"
+        self.cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "mqtt": {
+                        "host": broker.host,
+                        "port": broker.port,
+                        "client_id": f"ingest-{name}",
+                        "topic": topic,
+                    },
+                    "store": {"sqlite_path": str(db)},
+                    "ingest": {"flush_interval_s": 0.2},
+                }
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [NETQOS, "--config", str(self.cfg), "ingest"], stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def subscribed_times(self) -> int:
+        return self.log.read_text(errors="replace").count("event=mqtt_subscribed") if self.log.exists() else 0
+
+    def wait_subscribed(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.subscribed_times() >= self.starts:
+                return
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not subscribe: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "netqos.db"
+    store = SQLiteStore(path)
+    store.register_probes(ProbeInfo(probe_id(i), commune="16021") for i in range(N_PROBES))
+    store.close()
+    yield path
+
+
+def stored(db: Path) -> int:
+    s = SQLiteStore(db)
+    try:
+        return s.total_count(metric="rtt_ms")
+    finally:
+        s.close()
+
+
+async def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.2)
+    return pred()
+
+
+async def publish(broker: Broker, first: int, count: int, batch: int, client_id: str) -> None:
+    now_ms = int(time.time() * 1000)
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as pub:
+        for k in range(first, first + count):
+            topic, body = payload(k, batch, now_ms)
+            await pub.publish(topic, body, qos=1)
+
+
+async def test_100000_measurements_with_the_worker_sigkilled_twice(
+    mosquitto: Broker, tmp_path: Path, db: Path
+) -> None:
+    total_msgs, batch = 2000, 50
+    worker = Worker(tmp_path, "w-kill", mosquitto, db, "netqos/v1/probes/+/measurements")
+    try:
+        worker.start()
+        worker.wait_subscribed()
+        # The broker queues what the dead worker's persistent session misses.
+        await publish(mosquitto, 0, total_msgs, batch, "pub-kill")
+        for fraction in (0.3, 0.6):
+            assert await wait_until(lambda f=fraction: stored(db) >= f * total_msgs * batch, 120)
+            worker.kill()  # no chance to flush or acknowledge anything
+            worker.start()
+            worker.wait_subscribed()
+        assert await wait_until(lambda: stored(db) >= total_msgs * batch, 120)
+        await asyncio.sleep(1.5)  # a double count would show up now
+        assert stored(db) == total_msgs * batch
+        s = SQLiteStore(db)
+        try:
+            n_batches = s.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0]
+            assert n_batches == total_msgs
+            assert sum(p.messages_total for p in s.probes()) == total_msgs
+        finally:
+            s.close()
+    finally:
+        worker.stop()
+    assert worker.starts == 3
+
+
+async def test_three_workers_on_one_shared_subscription_store_everything_once(
+    mosquitto: Broker, tmp_path: Path, db: Path
+) -> None:
+    total_msgs, batch = 900, 40
+    topic = "$share/netqos/netqos/v1/probes/+/measurements"
+    workers = [Worker(tmp_path, f"w{i}", mosquitto, db, topic) for i in range(3)]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.wait_subscribed()
+        await publish(mosquitto, 0, total_msgs, batch, "pub-shared")
+        assert await wait_until(lambda: stored(db) >= total_msgs * batch, 120)
+        await asyncio.sleep(1.5)
+        assert stored(db) == total_msgs * batch
+    finally:
+        for w in workers:
+            w.stop()
+    # Every worker shut down cleanly (SIGTERM: stop intake, store, exit 0).
+    assert [w.proc.returncode for w in workers if w.proc is not None] == [0, 0, 0]
+    for w in workers:
+        assert "event=service_stopped" in w.log.read_text()
+    assert os.path.exists(db)
