@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -195,4 +194,3 @@ async def test_three_workers_on_one_shared_subscription_store_everything_once(
     assert [w.proc.returncode for w in workers if w.proc is not None] == [0, 0, 0]
     for w in workers:
         assert "event=service_stopped" in w.log.read_text()
-    assert os.path.exists(db)
