@@ -44,6 +44,24 @@ class ProbeOut(BaseModel):
     last_seq: int | None
     messages_total: int
     measurements_total: int
+    expected_interval_s: float = Field(description="how often the probe is expected to send a batch")
+    status: str = Field(description="online, offline (3 expected intervals without a batch) or unknown")
+    status_since_ms: int | None
+    clock_offset_ms: float | None = Field(description="the probe's last reported clock offset")
+    clock_synced: bool | None = Field(description="whether the probe reported a synchronised clock")
+
+
+class ProbeWindow(BaseModel):
+    start_ms: int
+    batches: int
+    measurements: int
+    expected_batches: float
+    completeness_ratio: float = Field(description="batches received / expected, at most 1")
+
+
+class ProbeDetail(ProbeOut):
+    windows: list[ProbeWindow] = Field(description="hourly completeness over the last 24 hours")
+    state_changes: list[dict[str, Any]]
 
 
 class ProbeList(BaseModel):

@@ -76,6 +76,9 @@ class IngestSettings(_Section):
     flush_linger_s: float = Field(
         0.02, ge=0, le=5, description="wait for more messages before a flush that acks are waiting for"
     )
+    probe_check_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="how often probes are checked for missed intervals (probe_offline)"
+    )
     max_unacked_messages: int = Field(
         1000, ge=1, le=1_000_000, description="flush once this many received messages wait for their ack"
     )

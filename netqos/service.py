@@ -24,6 +24,7 @@ from api import create_app
 from collector.core import warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
+from collector.probe_health import ProbeHealthMonitor
 from collector.snmp.poller import Poller, PollSink
 from collector.store.devices import DeviceRepo
 from collector.store.sqlite import ProbeInfo, SQLiteStore
@@ -32,7 +33,7 @@ from netqos.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
-PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technology")
+PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technology", "expected_interval_s")
 ALL_ROLES = frozenset({"ingest", "poller", "api"})
 
 
@@ -57,8 +58,14 @@ def load_probe_file(path: Path) -> list[ProbeInfo]:
             raise ConfigError(
                 str(path), f"probe #{i}", f"unknown fields {sorted(unknown)}; known: {PROBE_FIELDS}"
             )
-        pid, commune, village, site, operator, technology = (str(row.get(k) or "") for k in PROBE_FIELDS)
-        out.append(ProbeInfo(pid, commune, village, site, operator, technology))
+        pid, commune, village, site, operator, technology = (str(row.get(k) or "") for k in PROBE_FIELDS[:6])
+        try:
+            interval = float(row.get("expected_interval_s") or 60.0)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                str(path), f"probe #{i}", "expected_interval_s must be a number of seconds"
+            ) from None
+        out.append(ProbeInfo(pid, commune, village, site, operator, technology, expected_interval_s=interval))
     return out
 
 
@@ -186,6 +193,8 @@ async def run_service(
     ]
     if "ingest" in roles:
         tasks.append(asyncio.create_task(consumer.run(stop), name="mqtt-consumer"))
+        monitor = ProbeHealthMonitor(store, settings.ingest.probe_check_interval_s)
+        tasks.append(asyncio.create_task(monitor.run(stop), name="probe-health"))
     if poller is not None and sink is not None:
         tasks.append(asyncio.create_task(poller.run(stop), name="snmp-poller"))
         tasks.append(asyncio.create_task(sink.run(stop), name="device-writer"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require_token
-from api.schemas import ProbeList, ProbeOut
+from api.schemas import ErrorOut, ProbeDetail, ProbeList, ProbeOut, ProbeWindow
+from collector.store.probes import ProbeRepo
 
 router = APIRouter(prefix="/api/v1", tags=["probes"], dependencies=[Depends(require_token)])
 
@@ -26,3 +28,33 @@ def list_probes(
         if (commune is None or p.commune == commune) and (operator is None or p.operator == operator)
     ]
     return ProbeList(probes=out, total=len(out))
+
+
+@router.get(
+    "/probes/{probe_id}",
+    response_model=ProbeDetail,
+    responses={404: {"model": ErrorOut}},
+    summary="one probe: status, last seen, hourly completeness, clock quality, state changes",
+)
+def get_probe(request: Request, probe_id: str) -> ProbeDetail:
+    store = request.app.state.store
+    probe = next((p for p in store.probes() if p.probe_id == probe_id), None)
+    if probe is None:
+        raise HTTPException(404, f"no probe {probe_id!r}")
+    repo = ProbeRepo(store)
+    now_ms = int(time.time() * 1000)
+    windows = repo.windows(probe_id, now_ms - 24 * 3_600_000, now_ms, probe.expected_interval_s)
+    return ProbeDetail(
+        **asdict(probe),
+        windows=[
+            ProbeWindow(
+                start_ms=w.start_ms,
+                batches=w.batches,
+                measurements=w.measurements,
+                expected_batches=w.expected_batches,
+                completeness_ratio=w.completeness,
+            )
+            for w in windows
+        ],
+        state_changes=repo.changes(probe_id),
+    )

@@ -13,6 +13,9 @@ from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.sqlite import SQLiteStore
 
+# States that make an outage: a device or interface `down`, a probe `offline`.
+DOWN_STATES = frozenset({"down", "offline"})
+
 
 @dataclass(slots=True)
 class PollRecord:
@@ -141,9 +144,11 @@ class DeviceRepo:
                         ],
                     )
             for c in changes:
-                self._record_change(conn, c)
+                self.record_change(conn, c)
 
-    def _record_change(self, conn: sqlite3.Connection, c: StateChange) -> None:
+    @staticmethod
+    def record_change(conn: sqlite3.Connection, c: StateChange) -> None:
+        """Insert a state change and open or close the entity's outage (inside a transaction)."""
         conn.execute(
             "INSERT INTO state_changes (entity_kind, entity, device_id, state, since_ms, source, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -158,13 +163,13 @@ class DeviceRepo:
             "SELECT id FROM outages WHERE entity_kind=? AND entity=? AND end_ms IS NULL",
             (c.entity_kind, c.entity),
         ).fetchone()
-        if c.state == "down" and open_row is None:
+        if c.state in DOWN_STATES and open_row is None:
             conn.execute(
                 "INSERT INTO outages (entity_kind, entity, device_id, start_ms, cause)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (c.entity_kind, c.entity, c.device_id, c.since_ms, c.detail),
             )
-        elif c.state != "down" and open_row is not None:
+        elif c.state not in DOWN_STATES and open_row is not None:
             conn.execute("UPDATE outages SET end_ms=max(start_ms, ?) WHERE id=?", (c.since_ms, open_row[0]))
 
     # -- reads -------------------------------------------------------------------

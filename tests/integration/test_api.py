@@ -206,3 +206,15 @@ def test_health_ready_metrics_openapi(client: tuple[TestClient, object]) -> None
     spec = c.get("/openapi.json").json()
     assert "/api/v1/qos" in spec["paths"] and "/api/v1/probes" in spec["paths"]
     assert c.get("/docs").status_code == 200
+
+
+def test_one_probe_with_health(client: tuple[TestClient, object]) -> None:
+    c, _ = client
+    r = c.get("/api/v1/probes/p-16021-vnpt-1", headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["probe_id"] == "p-16021-vnpt-1" and body["expected_interval_s"] == 60.0
+    assert len(body["windows"]) >= 24 and all(0 <= w["completeness_ratio"] <= 1 for w in body["windows"])
+    assert body["status"] in ("unknown", "online", "offline")
+    assert c.get("/api/v1/probes/nope", headers=AUTH).status_code == 404
+    assert c.get("/api/v1/probes/p-16021-vnpt-1").status_code == 401

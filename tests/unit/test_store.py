@@ -12,6 +12,7 @@ import pytest
 from collector.core import SampleBatch, quantiles, rollup
 from collector.mqtt.schema import MeasurementBatch, validate_batch
 from collector.pipeline import IngestPipeline
+from collector.store.devices import DeviceRepo
 from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
 from netqos.config import ConfigError, IngestSettings
 from netqos.service import load_probe_file
@@ -184,3 +185,73 @@ def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> Non
     assert c.is_duplicate("p1", 7) and c.is_duplicate("p1", 8) and not c.is_duplicate("p1", 9)
     for s in (store_a, store_b, c.store):
         s.close()
+
+
+def test_probe_goes_offline_after_three_missed_intervals_and_online_again(tmp_path: Path) -> None:
+    from collector.store.probes import ProbeRepo
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.register_probes(
+        [ProbeInfo("p1", expected_interval_s=10.0), ProbeInfo("p2", expected_interval_s=60.0)]
+    )
+    pipe = IngestPipeline(store, IngestSettings())
+    t0 = 1_795_852_800_000
+    for pid in ("p1", "p2"):
+        pipe.accept(
+            validate_batch(
+                {
+                    "v": 1,
+                    "probe_id": pid,
+                    "seq": 0,
+                    "measurements": [
+                        {
+                            "ts": t0,
+                            "target": "t",
+                            "technology": "4G",
+                            "operator": "vnpt",
+                            "metrics": {"rtt_ms": 1.0},
+                        }
+                    ],
+                }
+            )
+        )
+    asyncio.run(pipe.flush())
+    repo = ProbeRepo(store)
+    assert {(c.entity, c.state) for c in repo.transitions(t0 + 5_000)} == {("p1", "online"), ("p2", "online")}
+    assert repo.transitions(t0 + 29_000) == []  # 2.9 intervals: not yet
+    off = repo.transitions(t0 + 31_000)
+    assert [(c.entity, c.state, c.since_ms) for c in off] == [("p1", "offline", t0 + 10_000)]
+    assert repo.transitions(t0 + 32_000) == []  # recorded once
+    # Back: a batch arrives 2 minutes later.
+    pipe.accept(
+        validate_batch(
+            {
+                "v": 1,
+                "probe_id": "p1",
+                "seq": 1,
+                "measurements": [
+                    {
+                        "ts": t0 + 120_000,
+                        "target": "t",
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": 1.0},
+                    }
+                ],
+            }
+        )
+    )
+    asyncio.run(pipe.flush())
+    back = repo.transitions(t0 + 121_000)
+    assert [(c.entity, c.state) for c in back] == [("p1", "online")]
+    outages = (
+        DeviceRepo(store)
+        .store.reader()
+        .execute("SELECT entity, start_ms, end_ms FROM outages WHERE entity_kind='probe'")
+        .fetchall()
+    )
+    assert outages == [("p1", t0 + 10_000, t0 + 120_000)]
+    windows = repo.windows("p1", t0, t0 + 3_600_000, 10.0)
+    assert len(windows) == 1 and windows[0].batches == 2 and windows[0].expected_batches == 360
+    assert 0 < windows[0].completeness < 0.01
+    store.close()
