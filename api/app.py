@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from api.routers import devices, health, probes, qos
+from api.routers import devices, health, ingest, probes, qos
+from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from netqos.config import Settings
 
@@ -17,8 +18,10 @@ def create_app(
     settings: Settings,
     store: SQLiteStore,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
+    pipeline: IngestPipeline | None = None,
 ) -> FastAPI:
-    """Build the API over an open store. `readiness_checks` name -> () -> (ok, detail)."""
+    """Build the API over an open store. `readiness_checks` name -> () -> (ok, detail);
+    `pipeline` (the running ingest pipeline) enables POST /api/v1/ingest."""
     app = FastAPI(
         title="netqos",
         version="0.1.0",
@@ -29,6 +32,8 @@ def create_app(
         ),
     )
     app.state.store = store
+    app.state.settings = settings
+    app.state.pipeline = pipeline
     app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api.tokens]
     app.state.max_points = settings.api.max_points
 
@@ -41,4 +46,6 @@ def create_app(
     app.include_router(qos.router)
     app.include_router(probes.router)
     app.include_router(devices.router)
+    if pipeline is not None:
+        app.include_router(ingest.router)
     return app

@@ -61,6 +61,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe_token(args: argparse.Namespace) -> int:
+    from api.routers.ingest import token_sha256
+    from collector.store.sqlite import SQLiteStore
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path)
+    try:
+        token = secrets.token_urlsafe(24)
+        if not store.set_probe_token_sha256(args.probe_id, token_sha256(token)):
+            print(f"netqos: no registered probe {args.probe_id!r} in {settings.store.sqlite_path}", file=sys.stderr)
+            return 1
+    finally:
+        store.close()
+    # Shown once: only its hash is kept. It replaces any earlier token of the probe.
+    print(token)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from netqos.demo import prepare_demo, run_demo
 
@@ -108,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MQTT ingest worker only (no API, no poller); N workers share a $share/... topic",
     )
     w.set_defaults(func=cmd_ingest)
+
+    t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once, replaces the old)")
+    t.add_argument("probe_id")
+    t.set_defaults(func=cmd_probe_token)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")

@@ -165,7 +165,7 @@ async def run_service(
         if settings.traps.enabled:
             traps = TrapReceiver(settings.traps, poller, sink)
 
-    app = create_app(settings, store, {"broker": broker_check})
+    app = create_app(settings, store, {"broker": broker_check}, pipeline)
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_config=None, lifespan="off")
     )

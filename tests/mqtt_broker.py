@@ -269,7 +269,12 @@ class MosquittoBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self.starts = 0
-        self._write_passwd()
+        try:
+            self._write_passwd()
+        except BaseException:
+            if self._own_dir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
 
     # -- paths and state ---------------------------------------------------------------------------
 

@@ -261,6 +261,17 @@ class SQLiteStore:
             out.append(ProbeInfo(**fields))
         return out
 
+    def probe_by_token_sha256(self, digest: str) -> str | None:
+        """The probe whose HTTPS token hashes to `digest` (tokens themselves are never stored)."""
+        row = self._reader().execute("SELECT probe_id FROM probes WHERE token_sha256=?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_probe_token_sha256(self, probe_id: str, digest: str | None) -> bool:
+        """Set (or clear) a probe's HTTPS token hash; False if there is no such probe."""
+        with self._write() as conn:
+            cur = conn.execute("UPDATE probes SET token_sha256=? WHERE probe_id=?", (digest, probe_id))
+            return cur.rowcount == 1
+
     def seen_seqs(self, probe_id: str, min_seq: int) -> set[int]:
         """Sequence numbers of this probe's stored batches from `min_seq` on (for de-duplication)."""
         cur = self._reader().execute(

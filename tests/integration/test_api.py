@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +219,47 @@ def test_one_probe_with_health(client: tuple[TestClient, object]) -> None:
     assert body["status"] in ("unknown", "online", "offline")
     assert c.get("/api/v1/probes/nope", headers=AUTH).status_code == 404
     assert c.get("/api/v1/probes/p-16021-vnpt-1").status_code == 401
+
+
+def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
+    from api.routers.ingest import token_sha256
+
+    store = SQLiteStore(tmp_path / "ingest.db")
+    store.register_probes([ProbeInfo("p-https", commune="16021"), ProbeInfo("p-other")])
+    assert store.set_probe_token_sha256("p-https", token_sha256("probe-secret-1"))
+    pipeline = IngestPipeline(store, IngestSettings())
+    app = create_app(Settings(), store, pipeline=pipeline)
+    body = {
+        "v": 1,
+        "probe_id": "p-https",
+        "seq": 5,
+        "measurements": [
+            {
+                "ts": int(time.time() * 1000) - 1000,
+                "target": "t",
+                "technology": "4G",
+                "operator": "vnpt",
+                "metrics": {"rtt_ms": 12.0, "dl_bps": 3e7},
+            }
+        ],
+    }
+    auth = {"Authorization": "Bearer probe-secret-1"}
+    with TestClient(app) as c:
+        assert c.post("/api/v1/ingest", json=body).status_code == 401
+        assert (
+            c.post("/api/v1/ingest", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        )
+        r = c.post("/api/v1/ingest", json=body, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "stored", "probe_id": "p-https", "seq": 5, "measurements": 1}
+        assert store.total_count() == 2  # stored before the answer
+        assert c.post("/api/v1/ingest", json=body, headers=auth).status_code == 409  # a retry
+        assert store.total_count() == 2
+        other = {**body, "probe_id": "p-other", "seq": 1}
+        r = c.post("/api/v1/ingest", json=other, headers=auth)
+        assert r.status_code == 403 and r.json()["detail"].startswith("topic_mismatch")
+        r = c.post("/api/v1/ingest", content=b"{not json", headers=auth)
+        assert r.status_code == 422 and r.json()["detail"].startswith("not_json")
+        r = c.post("/api/v1/ingest", content=b"x" * 300_000, headers=auth)
+        assert r.status_code == 413
+    store.close()

@@ -1,0 +1,104 @@
+"""HTTPS fallback for probes whose MQTT is blocked: POST /api/v1/ingest.
+
+The body is the MQTT payload (schema v1, docs/payload-v1.md), authenticated with the
+probe's own token (not an API token): a probe can only send as itself. The answer comes
+after the batch is stored, so a 200 means what a PUBACK means on the MQTT path; a
+retry of the same (probe_id, seq) answers 409 and is not counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from collector import metrics as m
+from collector.mqtt.schema import Rejection, parse
+from collector.pipeline import IngestPipeline
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+_bearer = HTTPBearer(auto_error=False, description="the probe's own token (netqos probe-token PROBE_ID)")
+STORE_TIMEOUT_S = 30.0
+
+
+class IngestResult(BaseModel):
+    status: str
+    probe_id: str
+    seq: int
+    measurements: int
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _probe_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None:
+        raise HTTPException(
+            401, "missing 'Authorization: Bearer <probe token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    probe = request.app.state.store.probe_by_token_sha256(token_sha256(creds.credentials))
+    if probe is None:
+        raise HTTPException(401, "unknown probe token", headers={"WWW-Authenticate": "Bearer"})
+    return str(probe)
+
+
+@router.post(
+    "/ingest",
+    response_model=IngestResult,
+    responses={
+        401: {"description": "no or unknown probe token"},
+        403: {"description": "the batch's probe_id is not the token's probe"},
+        409: {"description": "this (probe_id, seq) is stored already"},
+        413: {"description": "larger than mqtt.max_payload_bytes"},
+        422: {"description": "refused: the body says why (same reasons as the dead-letter topics)"},
+        503: {"description": "not stored in time; retry with the same seq"},
+    },
+    summary="a probe's batch over HTTPS (MQTT fallback), answered once stored",
+)
+async def ingest(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> IngestResult:
+    probe_id = _probe_of(request, creds)
+    pipeline: IngestPipeline = request.app.state.pipeline
+    settings = request.app.state.settings
+    body = await request.body()
+    m.MESSAGES_RECEIVED.inc()
+    result = parse(
+        f"netqos/v1/probes/{probe_id}/measurements",
+        body,
+        topic_filter="netqos/v1/probes/+/measurements",
+        now_ms=int(time.time() * 1000),
+        max_payload_bytes=settings.mqtt.max_payload_bytes,
+        max_future_ms=settings.ingest.max_future_s * 1000,
+        max_measurements=settings.ingest.max_measurements_per_message,
+        known_probes=pipeline.known_probes,
+        max_late_ms=settings.ingest.max_lateness_s * 1000,
+    )
+    if isinstance(result, Rejection):
+        m.MESSAGES_REJECTED.labels(reason=result.reason).inc()
+        status = {"too_large": 413, "topic_mismatch": 403}.get(result.reason, 422)
+        raise HTTPException(status, f"{result.reason}: {result.detail}")
+    seq, n = result["seq"], len(result["measurements"])
+    if pipeline.is_duplicate(probe_id, seq):
+        m.MESSAGES_DUPLICATE.inc()
+        raise HTTPException(409, f"batch {seq} of probe {probe_id} is stored already")
+    stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done() -> None:
+        if not stored.done():  # the client may have gone (timeout) before the commit
+            stored.set_result(None)
+
+    pipeline.accept(result, on_stored=done)
+    # Store now rather than wait for the flusher: the probe is waiting for the answer.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(pipeline.flush()), timeout=STORE_TIMEOUT_S)
+    if not stored.done():
+        raise HTTPException(503, "accepted but not stored yet; retry with the same seq")
+    return IngestResult(status="stored", probe_id=probe_id, seq=seq, measurements=n)
