@@ -70,7 +70,8 @@ def cmd_probe_token(args: argparse.Namespace) -> int:
     try:
         token = secrets.token_urlsafe(24)
         if not store.set_probe_token_sha256(args.probe_id, token_sha256(token)):
-            print(f"netqos: no registered probe {args.probe_id!r} in {settings.store.sqlite_path}", file=sys.stderr)
+            where = settings.store.sqlite_path
+            print(f"netqos: no registered probe {args.probe_id!r} in {where}", file=sys.stderr)
             return 1
     finally:
         store.close()
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.set_defaults(func=cmd_ingest)
 
-    t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once, replaces the old)")
+    t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once)")
     t.add_argument("probe_id")
     t.set_defaults(func=cmd_probe_token)
 
