@@ -179,8 +179,11 @@ class ProbeAgent:
         self.radio = radio
         self.clock = clock or cached(read_clock_status)
         self._own_queue = queue is None
-        self.queue = queue or BatchQueue(
-            config.queue.path, probe_id=config.probe_id, max_batches=config.queue.max_batches
+        # `is None`, not `or`: an empty queue is falsy (it has a length).
+        self.queue = (
+            queue
+            if queue is not None
+            else BatchQueue(config.queue.path, probe_id=config.probe_id, max_batches=config.queue.max_batches)
         )
         self.echo = echo
         self.rng = rng or random.Random()

@@ -194,3 +194,68 @@ async def test_three_workers_on_one_shared_subscription_store_everything_once(
     assert [w.proc.returncode for w in workers if w.proc is not None] == [0, 0, 0]
     for w in workers:
         assert "event=service_stopped" in w.log.read_text()
+
+
+async def test_broker_restarted_mid_stream_with_auth_and_acl(tmp_path: Path, db: Path) -> None:
+    """Production-like broker (passwords, the deploy ACL, persistence): stopped and started
+    again while probes publish; every measurement is stored exactly once."""
+    from tests.mqtt_broker import MosquittoBroker
+
+    n_probes, per_probe, batch = 10, 60, 50
+    users = {"netqos-ingest": "ingest-password-1"} | {
+        probe_id(i): f"probe-pw-{i:03d}" for i in range(n_probes)
+    }
+    with MosquittoBroker(users, workdir=tmp_path / "broker") as broker:
+        worker = Worker(
+            tmp_path,
+            "w-restart",
+            Broker(broker.host, broker.port, tmp_path / "x"),
+            db,
+            "netqos/v1/probes/+/measurements",
+        )
+        cfg = yaml.safe_load(worker.cfg.read_text())
+        cfg["mqtt"] |= {"username": "netqos-ingest", "password": "ingest-password-1", "reconnect_max_s": 1.0}
+        worker.cfg.write_text(yaml.safe_dump(cfg))
+        sent = 0
+
+        async def probe(i: int) -> None:
+            # A probe keeps each batch until the broker acknowledged it (as probes/agent does).
+            nonlocal sent
+            now_ms = int(time.time() * 1000)
+            k = 0
+            for _attempt in range(200):
+                try:
+                    async with aiomqtt.Client(
+                        broker.host,
+                        broker.probe_port,
+                        identifier=probe_id(i),
+                        username=probe_id(i),
+                        password=users[probe_id(i)],
+                    ) as c:
+                        while k < per_probe:
+                            topic, body = payload(k * N_PROBES + i, batch, now_ms)
+                            await c.publish(topic, body, qos=1)
+                            k += 1
+                            sent += batch
+                            await asyncio.sleep(0.01)
+                        return
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.2)
+            raise AssertionError(f"probe {i} could not deliver its batches")
+
+        try:
+            worker.start()
+            worker.wait_subscribed()
+            probes = [asyncio.create_task(probe(i)) for i in range(n_probes)]
+            assert await wait_until(lambda: sent >= n_probes * per_probe * batch // 3, 60)
+            await asyncio.to_thread(broker.stop)  # SIGTERM: mosquitto saves its sessions
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(asyncio.gather(*probes), timeout=120)
+            total = n_probes * per_probe * batch
+            assert await wait_until(lambda: stored(db) >= total, 120)
+            await asyncio.sleep(1.5)
+            assert stored(db) == total
+            assert broker.starts == 2
+        finally:
+            worker.stop()

@@ -89,7 +89,7 @@ def test_missing_required_key_points_at_its_parent(tmp_path: Path) -> None:
 def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     e = error_of(tmp_path, GOOD.replace("  host: 127.0.0.1\n", "  host: 127.0.0.1\n  passwd: x\n"))
     assert e.key == "broker.passwd" and "unknown key" in e.reason
-    assert e.source.endswith(":5")
+    assert e.source.endswith("probe.yaml:6")
 
 
 @pytest.mark.parametrize(
