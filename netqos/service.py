@@ -12,6 +12,7 @@ import csv
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from api import create_app
 from collector.core import warm_up
+from collector.snmp.ber import warm_up as ber_warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
 from collector.probe_health import ProbeHealthMonitor
@@ -128,8 +130,12 @@ async def run_service(
     consumer), "poller" (SNMP and traps), "api". Every process writes through the same store.
     """
     stop = stop or asyncio.Event()
-    seconds = await asyncio.to_thread(warm_up)
-    log.info("event=core_warm seconds=%.2f", seconds)
+    # Compile (or load from numba's cache) every kernel now, off the loop: the first poll or
+    # message must not stall everything for seconds.
+    started = time.perf_counter()
+    await asyncio.to_thread(warm_up)
+    await asyncio.to_thread(ber_warm_up)
+    log.info("event=kernels_warm seconds=%.2f", time.perf_counter() - started)
 
     broker = None
     if settings.mqtt.host is None and roles != ALL_ROLES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -220,6 +221,9 @@ class OwnBroker:
                     f"persistence_location {self.directory}/",
                     "max_queued_messages 0",
                     "max_inflight_messages 100",
+                    # As root, mosquitto would switch to user `mosquitto`, which cannot write the
+                    # persistence file into pytest's private tmp dirs: stay who we are.
+                    *(["user root"] if os.geteuid() == 0 else []),
                     f"log_dest file {self.directory / 'mosquitto.log'}",
                     "log_type error",
                     "log_type warning",
