@@ -23,10 +23,10 @@ import yaml
 
 from api import create_app
 from collector.core import warm_up
-from collector.snmp.ber import warm_up as ber_warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
 from collector.probe_health import ProbeHealthMonitor
+from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller, PollSink
 from collector.store.devices import DeviceRepo
 from collector.store.sqlite import ProbeInfo, SQLiteStore
