@@ -80,6 +80,15 @@ def cmd_probe_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from probes.agent.agent import cli
+
+    argv = list(args.args)
+    if args.config is not None and "--config" not in argv:
+        argv = ["--config", str(args.config), *argv]
+    return cli(argv)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from netqos.demo import prepare_demo, run_demo
 
@@ -132,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("probe_id")
     t.set_defaults(func=cmd_probe_token)
 
+    pr = sub.add_parser(
+        "probe",
+        help="run the field probe agent (netqos probe --config probe.yaml; --help for its options)",
+        add_help=False,
+    )
+    pr.add_argument("args", nargs=argparse.REMAINDER)
+    pr.set_defaults(func=cmd_probe)
+
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
     d.add_argument(
@@ -150,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `netqos probe ...` hands its options (even --help) to the agent's own parser.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "probe":
+        args.args = [*extra, *args.args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: Any = args.func(args)
     except ConfigError as exc:

@@ -250,7 +250,10 @@ class ProbeAgent:
         try:
             async with self._heavy if heavy else contextlib.nullcontext():
                 ts = now_ms()
-                metrics = await asyncio.wait_for(run_spec(spec, echo=self.echo), timeout=_budget_s(spec))
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the test finishes, and a stopping agent would never stop.
+                async with asyncio.timeout(_budget_s(spec)):
+                    metrics = await run_spec(spec, echo=self.echo)
         except icmp.IcmpUnavailable as exc:
             self.stats.tests_failed[kind] += 1
             if not self._icmp_warned:
@@ -291,7 +294,8 @@ class ProbeAgent:
         timeout = self.config.radio.timeout_s * 4 if self.config.radio is not None else 40.0
         ts = now_ms()
         try:
-            reading = await asyncio.wait_for(self.radio.read(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                reading = await self.radio.read()
         except TimeoutError:
             reading = None
         if reading is None:
@@ -350,7 +354,8 @@ class ProbeAgent:
         while True:
             due = self.batcher.due_in()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.batcher.changed.wait(), timeout=due)
+                async with asyncio.timeout(due):
+                    await self.batcher.changed.wait()
             self.batcher.changed.clear()
             due = self.batcher.due_in()
             await self.flush(close_open=due is not None and due <= 0)
@@ -401,10 +406,7 @@ class ProbeAgent:
         try:
             await asyncio.wait({stopper, publisher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
-            for task in producers:
-                task.cancel()
-            await asyncio.gather(*producers, stopper, return_exceptions=True)
+            await _cancel_all([*producers, stopper])
             # Measured is measured: on disk before the process goes.
             await self.flush(close_open=True)
             pub_stop.set()
@@ -414,6 +416,19 @@ class ProbeAgent:
             finally:
                 self.log_status()
                 log.info("event=probe_stop")
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], rounds: int = 20) -> None:
+    """Cancel the tasks and wait for them; cancel again those that swallowed it (a library
+    catching CancelledError), a bounded number of times, then leave them be."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    log.error("event=probe_tasks_not_stopping count=%d", len(pending))
 
 
 # -- command line -------------------------------------------------------------------------

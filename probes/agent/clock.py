@@ -72,7 +72,8 @@ async def _output(args: Sequence[str], timeout_s: float) -> str | None:
     except OSError:
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.communicate()

@@ -156,7 +156,8 @@ async def _echo_socket(
                 log.debug("event=icmp_send_failed ip=%s error=%r", ip, str(exc))
         # Wait for the last echo's deadline, or less when every reply is already in.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_in.wait(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await all_in.wait()
     finally:
         loop.remove_reader(sock.fileno())
     return rtts
@@ -194,7 +195,8 @@ async def _echo_ping(
         env={**os.environ, "LC_ALL": "C"},
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=count * spacing_s + timeout_s + 5)
+        async with asyncio.timeout(count * spacing_s + timeout_s + 5):
+            out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()

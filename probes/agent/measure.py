@@ -122,9 +122,8 @@ async def tcp_connect(host: str, port: int, *, count: int, timeout_s: float, spa
     """
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as exc:
         raise MeasurementError(f"tcp {host}: cannot resolve: {exc}") from exc
     family, _type, proto, _canon, addr = infos[0]
@@ -191,7 +190,8 @@ async def _udp_lookup(name: str, resolver: str, timeout_s: float) -> float:
     try:
         t0 = time.perf_counter_ns()
         transport.sendto(message)
-        rcode = await asyncio.wait_for(proto.answer, timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            rcode = await proto.answer
         elapsed = (time.perf_counter_ns() - t0) / 1e6
     finally:
         transport.close()
@@ -204,7 +204,8 @@ async def _udp_lookup(name: str, resolver: str, timeout_s: float) -> float:
 async def _system_lookup(name: str, timeout_s: float) -> float:
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter_ns()
-    await asyncio.wait_for(loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), timeout=timeout_s)
+    async with asyncio.timeout(timeout_s):
+        await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     return (time.perf_counter_ns() - t0) / 1e6
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
@@ -43,12 +44,29 @@ _DUPLICATE = 409
 _REFUSED = frozenset({400, 413, 422})
 
 
+# payload-v1 bounds clock_offset_ms to +-1 day; a value outside would refuse the whole batch.
+MAX_CLOCK_OFFSET_MS = 86_400_000.0
+
+
+def wire_clock(clock: ClockStatus) -> tuple[float, bool]:
+    """(clock_offset_ms, clock_synced) as the schema accepts them.
+
+    An offset beyond +-1 day (or not a number) is clamped and reported as not synced: such a
+    clock is not synchronised whatever the daemon says, and the batch must still be accepted.
+    """
+    offset = clock.offset_ms
+    if not math.isfinite(offset):
+        return 0.0, False
+    if abs(offset) > MAX_CLOCK_OFFSET_MS:
+        return math.copysign(MAX_CLOCK_OFFSET_MS, offset), False
+    return round(offset, 3), clock.synced
+
+
 def build_message(queued: QueuedBatch, *, sent_ts_ms: int, clock: ClockStatus) -> bytes:
     """The wire body of a queued batch: payload v1 plus sent_ts, clock_offset_ms, clock_synced."""
     batch = queued.batch()
-    batch["sent_ts"] = sent_ts_ms
-    batch["clock_offset_ms"] = clock.offset_ms
-    batch["clock_synced"] = clock.synced
+    batch["sent_ts"] = max(0, sent_ts_ms)
+    batch["clock_offset_ms"], batch["clock_synced"] = wire_clock(clock)
     return orjson.dumps(batch)
 
 
@@ -86,7 +104,8 @@ class _Signal:
         if self._fut is None:
             self._fut = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._fut), timeout=at_most_s)
+            async with asyncio.timeout(at_most_s):
+                await asyncio.shield(self._fut)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -94,7 +113,8 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     if stop.is_set():
         return True
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+        async with asyncio.timeout(max(0.0, seconds)):
+            await stop.wait()
     return stop.is_set()
 
 

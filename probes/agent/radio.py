@@ -221,7 +221,8 @@ async def _run_json(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
     except OSError as exc:
         raise RadioError(f"{args[0]}: {exc.strerror or exc}") from exc
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.communicate()

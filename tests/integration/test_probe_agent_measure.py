@@ -102,7 +102,9 @@ async def test_icmp_falls_back_to_the_ping_binary(tmp_path: Path) -> None:
     out_file.write_text(IPUTILS_OUTPUT)
     fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {args_file}\ncat {out_file}\nexit 1\n")
     fake.chmod(0o755)
-    result = await icmp.echo(LOOPBACK, count=4, timeout_s=2.0, spacing_s=0.5, method="ping", ping_binary=str(fake))
+    result = await icmp.echo(
+        LOOPBACK, count=4, timeout_s=2.0, spacing_s=0.5, method="ping", ping_binary=str(fake)
+    )
     assert result.method == "ping" and result.sent == 4
     assert result.rtts_ms == (10.0, 14.0, 11.0)  # the DUP! ignored, seq 2 lost
     assert args_file.read_text().split() == ["-n", "-c", "4", "-W", "2", "-i", "0.5", LOOPBACK]
@@ -152,7 +154,9 @@ async def test_dns_over_udp_to_a_local_responder() -> None:
         assert nx["dns_ms"] > 0
         for name in ("fail.example.vn", "silent.example.vn"):
             with pytest.raises(measure.MeasurementError):
-                await measure.dns_lookup(name, resolver=f"{LOOPBACK}:{port}", count=2, timeout_s=0.3, spacing_s=0)
+                await measure.dns_lookup(
+                    name, resolver=f"{LOOPBACK}:{port}", count=2, timeout_s=0.3, spacing_s=0
+                )
     finally:
         transport.close()
 
@@ -174,9 +178,8 @@ async def test_http_download_throughput() -> None:
 
 
 async def test_http_download_of_a_missing_file_fails() -> None:
-    with local_http() as srv:
-        with pytest.raises(measure.MeasurementError, match="HTTP 404"):
-            await measure.http_download(f"{srv.url}/status/404", max_bytes=None, timeout_s=5)
+    with local_http() as srv, pytest.raises(measure.MeasurementError, match="HTTP 404"):
+        await measure.http_download(f"{srv.url}/status/404", max_bytes=None, timeout_s=5)
 
 
 async def test_http_upload_sends_exactly_the_bytes() -> None:
@@ -199,4 +202,3 @@ async def test_service_access_time_and_failures() -> None:
     assert slow == {"access_failed": 1}
     refused = await measure.service_access(f"http://{LOOPBACK}:{free_port()}/", timeout_s=2)
     assert refused == {"access_failed": 1}
-

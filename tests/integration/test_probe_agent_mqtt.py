@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -141,7 +140,14 @@ def server_check(body: bytes, probe_id: str) -> Any:
 
 def tcp_tests(port: int, n: int = 1, interval_s: float = 0.05) -> list[dict[str, Any]]:
     return [
-        {"kind": "tcp", "target": LOOPBACK, "port": port, "interval_s": interval_s, "count": 1, "timeout_s": 1}
+        {
+            "kind": "tcp",
+            "target": LOOPBACK,
+            "port": port,
+            "interval_s": interval_s,
+            "count": 1,
+            "timeout_s": 1,
+        }
         for _ in range(n)
     ]
 
@@ -149,7 +155,9 @@ def tcp_tests(port: int, n: int = 1, interval_s: float = 0.05) -> list[dict[str,
 # --- connected: order, QoS, status -------------------------------------------------------
 
 
-async def test_batches_arrive_in_seq_order_with_qos1_and_status(mosquitto: Broker, tmp_path: Path, agents: list[ProbeAgent]) -> None:
+async def test_batches_arrive_in_seq_order_with_qos1_and_status(
+    mosquitto: Broker, tmp_path: Path, agents: list[ProbeAgent]
+) -> None:
     pid = unique_id("order")
     listener, tcp_port = await start_tcp_listener()
     cfg = config_from_dict(
@@ -165,7 +173,10 @@ async def test_batches_arrive_in_seq_order_with_qos1_and_status(mosquitto: Broke
     agent = ProbeAgent(cfg, clock=fixed_clock)
     agents.append(agent)
     first = agent.queue.stats().next_seq
-    async with listener, subscriber(mosquitto.host, mosquitto.port, [cfg.measurements_topic, cfg.status_topic]) as col:
+    async with (
+        listener,
+        subscriber(mosquitto.host, mosquitto.port, [cfg.measurements_topic, cfg.status_topic]) as col,
+    ):
         async with running(agent):
             assert await wait_for(lambda: len(col.on(cfg.measurements_topic)) >= 8, timeout_s=30)
             # A newcomer gets the retained status at once: online.
@@ -175,9 +186,13 @@ async def test_batches_arrive_in_seq_order_with_qos1_and_status(mosquitto: Broke
         # Stopped cleanly: everything measured was delivered before the agent left.
         assert len(agent.queue) == 0
         last = agent.queue.stats().next_seq - 1
-        assert await wait_for(lambda: bool(col.seqs(cfg.measurements_topic)) and
-                              col.seqs(cfg.measurements_topic)[-1] == last, timeout_s=10)
-        assert await wait_for(lambda: [m.payload for m in col.on(cfg.status_topic)] == [b"online", b"offline"])
+        assert await wait_for(
+            lambda: bool(col.seqs(cfg.measurements_topic)) and col.seqs(cfg.measurements_topic)[-1] == last,
+            timeout_s=10,
+        )
+        assert await wait_for(
+            lambda: [m.payload for m in col.on(cfg.status_topic)] == [b"online", b"offline"]
+        )
     msgs = col.on(cfg.measurements_topic)
     assert col.seqs(cfg.measurements_topic) == list(range(first, last + 1))
     assert all(m.qos == 1 for m in msgs)
@@ -197,7 +212,9 @@ async def test_batches_arrive_in_seq_order_with_qos1_and_status(mosquitto: Broke
 # --- cut off from the broker --------------------------------------------------------------
 
 
-async def test_cut_off_from_the_start_then_everything_in_order(tmp_path: Path, agents: list[ProbeAgent]) -> None:
+async def test_cut_off_from_the_start_then_everything_in_order(
+    tmp_path: Path, agents: list[ProbeAgent]
+) -> None:
     pid = unique_id("outage")
     sub_id = f"sub-{pid}"
     listener, tcp_port = await start_tcp_listener()
@@ -296,21 +313,27 @@ async def test_last_will_offline_when_the_agent_dies(mosquitto: Broker, tmp_path
     status = f"netqos/v1/probes/{pid}/status"
     measurements = f"netqos/v1/probes/{pid}/measurements"
     async with subscriber(mosquitto.host, mosquitto.port, [status, measurements]) as col:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "probes.agent", "--config", str(cfg_path)],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "probes.agent",
+            "--config",
+            str(cfg_path),
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
-            assert await wait_for(lambda: bool(col.on(measurements)), timeout_s=30), proc.stderr
+            assert await wait_for(lambda: bool(col.on(measurements)), timeout_s=30)
             assert [m.payload for m in col.on(status)] == [b"online"]
         finally:
             os.kill(proc.pid, signal.SIGKILL)  # no DISCONNECT: the broker must publish the will
-            proc.wait(timeout=10)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        assert await wait_for(lambda: [m.payload for m in col.on(status)] == [b"online", b"offline"], timeout_s=30)
+            async with asyncio.timeout(10):
+                await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert await wait_for(
+            lambda: [m.payload for m in col.on(status)] == [b"online", b"offline"], timeout_s=30
+        )
         assert col.on(status)[-1].qos == 1
         body = col.on(measurements)[0].payload
         assert not isinstance(server_check(body, pid), Rejection)
@@ -367,10 +390,17 @@ async def test_https_fallback_then_mqtt_takes_over(tmp_path: Path, agents: list[
     assert post_seqs[1:] == list(range(first, first + len(post_seqs) - 1))  # then in order, once each
     for p in posts:
         batch = validate_batch(p.body)
-        assert check_batch(
-            batch, expected_probe_id=pid, now_ms=int(time.time() * 1000), max_future_ms=300_000,
-            max_measurements=5000, known_probes={pid},
-        ) is None
+        assert (
+            check_batch(
+                batch,
+                expected_probe_id=pid,
+                now_ms=int(time.time() * 1000),
+                max_future_ms=300_000,
+                max_measurements=5000,
+                known_probes={pid},
+            )
+            is None
+        )
         assert p.body["clock_offset_ms"] == 1.5 and p.body["clock_synced"] is True
     stats = agent.publisher.stats
     assert (stats.https_duplicates, stats.https_refused) == (1, 1)

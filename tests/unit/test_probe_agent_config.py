@@ -99,7 +99,11 @@ def test_unknown_key_is_an_error(tmp_path: Path) -> None:
         (("probe_id: th-16021-p003", "probe_id: 'bad id'"), "probe_id", "should match pattern"),
         (("operator: viettel", "operator: Viettel Telecom"), "operator", "should match pattern"),
         (("technology: 4G", "technology: 6G"), "technology", "Input should be"),
-        (("url: http://127.0.0.1:8080/bytes/1000000", "url: ftp://x/y"), "tests.2.url", "http:// or https://"),
+        (
+            ("url: http://127.0.0.1:8080/bytes/1000000", "url: ftp://x/y"),
+            "tests.2.url",
+            "http:// or https://",
+        ),
     ],
 )
 def test_bad_values(tmp_path: Path, change: tuple[str, str], key: str, reason: str) -> None:
@@ -123,7 +127,9 @@ def test_https_fallback_rules(tmp_path: Path) -> None:
     assert e.key == "https_fallback" and "url and token are required" in e.reason
     e = error_of(tmp_path, base + "  url: http://netqos.example.vn\n  token: t\n")
     assert e.key == "https_fallback.url" and "must be https://" in e.reason
-    ok = load_config(write(tmp_path, base + "  url: http://127.0.0.1:8080\n  token: t\n"))  # loopback may be http
+    ok = load_config(
+        write(tmp_path, base + "  url: http://127.0.0.1:8080\n  token: t\n")
+    )  # loopback may be http
     assert ok.https_fallback.enabled
 
 

@@ -38,7 +38,11 @@ def test_jitter_depends_on_order_not_only_on_spread() -> None:
 
 
 def test_summarize_rtts() -> None:
-    assert measure.summarize_rtts(5, [10.0, 20.0, 30.0]) == {"loss_ratio": 0.4, "rtt_ms": 20.0, "jitter_ms": 10.0}
+    assert measure.summarize_rtts(5, [10.0, 20.0, 30.0]) == {
+        "loss_ratio": 0.4,
+        "rtt_ms": 20.0,
+        "jitter_ms": 10.0,
+    }
     assert measure.summarize_rtts(5, [42.0]) == {"loss_ratio": 0.8, "rtt_ms": 42.0}  # no jitter from one
     assert measure.summarize_rtts(3, []) == {"loss_ratio": 1.0}  # no RTT without replies
 
@@ -108,7 +112,10 @@ def test_parse_chronyc_tracking() -> None:
     assert clock.parse_chronyc_tracking_csv(CHRONY_CSV) == clock.ClockStatus(0.512, True)
     slow = CHRONY_CSV.replace("0.000512000", "-0.250000000")
     assert clock.parse_chronyc_tracking_csv(slow) == clock.ClockStatus(-250.0, True)
-    unsynced = "00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.0,1.0,0.0,Not synchronised\n"
+    unsynced = (
+        "00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,"
+        "0.000,0.000,0.000,1.0,1.0,0.0,Not synchronised\n"
+    )
     assert clock.parse_chronyc_tracking_csv(unsynced) == clock.ClockStatus(0.0, False)
     assert clock.parse_chronyc_tracking_csv("506 Cannot talk to daemon\n") is None
 
@@ -153,8 +160,13 @@ def test_valid_metrics_drops_only_out_of_range_values() -> None:
 
 
 def _m(i: int, target: str = "127.0.0.1") -> dict[str, object]:
-    return {"ts": 1_795_867_200_000 + i, "target": target, "technology": "4G", "operator": "viettel",
-            "metrics": {"rtt_ms": 10.0}}
+    return {
+        "ts": 1_795_867_200_000 + i,
+        "target": target,
+        "technology": "4G",
+        "operator": "viettel",
+        "metrics": {"rtt_ms": 10.0},
+    }
 
 
 async def test_batcher_closes_at_max_measurements() -> None:

@@ -162,3 +162,29 @@ async def test_once_mode_prints_results(tmp_path: Path, capsys: pytest.CaptureFi
     assert out[0]["radio"]["technology"] == "4G"
     assert out[1]["kind"] == "dns" and set(out[1]["metrics"]) == {"dns_ms"}
     assert not (tmp_path / "queue.db").exists()  # --once queues nothing
+
+
+@pytest.mark.parametrize(
+    ("clock", "wire"),
+    [
+        (ClockStatus(-3.25, True), (-3.25, True)),
+        (ClockStatus(0.0, False), (0.0, False)),
+        (ClockStatus(1.5e12, True), (86_400_000.0, False)),  # booted in 1970, daemon confused
+        (ClockStatus(-2e8, True), (-86_400_000.0, False)),
+        (ClockStatus(float("nan"), True), (0.0, False)),
+    ],
+)
+async def test_clock_fields_always_pass_the_schema(
+    tmp_path: Path, clock: ClockStatus, wire: tuple[float, bool]
+) -> None:
+    agent = ProbeAgent(config(tmp_path, radio=None), clock=clock_synced, echo=fake_echo)
+    try:
+        await agent.run_test_once(agent.config.tests[0])
+        await agent.flush(close_open=True)
+        (queued,) = agent.queue.peek(1)
+    finally:
+        agent.close()
+    body = build_message(queued, sent_ts_ms=int(time.time() * 1000), clock=clock)
+    assert not isinstance(check(body), Rejection)
+    raw = orjson.loads(body)
+    assert (raw["clock_offset_ms"], raw["clock_synced"]) == wire

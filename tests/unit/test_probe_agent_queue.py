@@ -23,8 +23,13 @@ def batch(n: int = 2, tag: int = 0) -> dict[str, Any]:
         "v": 1,
         "probe_id": "p1",
         "measurements": [
-            {"ts": 1_795_867_200_000 + i, "target": "t", "technology": "4G", "operator": "viettel",
-             "metrics": {"rtt_ms": float(tag)}}
+            {
+                "ts": 1_795_867_200_000 + i,
+                "target": "t",
+                "technology": "4G",
+                "operator": "viettel",
+                "metrics": {"rtt_ms": float(tag)},
+            }
             for i in range(n)
         ],
     }
@@ -36,7 +41,9 @@ def test_seq_order_peek_and_ack(tmp_path: Path) -> None:
         assert seqs == [100, 101, 102, 103, 104]
         head = q.peek(3)
         assert [b.seq for b in head] == [100, 101, 102]
-        assert head[0].batch()["seq"] == 100 and head[0].batch()["measurements"][0]["metrics"] == {"rtt_ms": 0.0}
+        assert head[0].batch()["seq"] == 100 and head[0].batch()["measurements"][0]["metrics"] == {
+            "rtt_ms": 0.0
+        }
         assert q.peek(1)[0].seq == 100  # peek does not remove
         assert q.ack(100) and not q.ack(100)  # acked twice: the second is a no-op
         assert q.ack(102)  # out of order is allowed; peek stays in seq order

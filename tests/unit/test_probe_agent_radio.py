@@ -38,8 +38,8 @@ MODEM_LTE_VIETTEL = r"""
 "signal-quality":{"recent":"yes","value":"64"},"sim":"/org/freedesktop/ModemManager1/SIM/0","sim-slots":[],
 "state":"connected","state-failed-reason":"--","supported-bands":["egsm","dcs","eutran-1","eutran-3"],
 "supported-capabilities":["gsm-umts, lte"],"supported-ip-families":["ipv4","ipv6","ipv4v6"],
-"supported-modes":["allowed: 2g; preferred: none","allowed: 3g; preferred: none","allowed: 4g; preferred: none",
-"allowed: 2g, 3g, 4g; preferred: 4g"],"unlock-required":"sim-pin2",
+"supported-modes":["allowed: 2g; preferred: none","allowed: 3g; preferred: none",
+"allowed: 4g; preferred: none","allowed: 2g, 3g, 4g; preferred: 4g"],"unlock-required":"sim-pin2",
 "unlock-retries":["sim-pin (3)","sim-puk (10)","sim-pin2 (3)","sim-puk2 (10)"]}}}
 """
 
@@ -71,8 +71,11 @@ SIGNAL_5G_NSA = SIGNAL_LTE.replace(
 )
 
 # VinaPhone, HSPA+ (3G): no RSRP, only UMTS values.
-MODEM_3G_VINAPHONE = MODEM_LTE_VIETTEL.replace('"access-technologies":["lte"]', '"access-technologies":["hspa-plus"]').replace(
-    '"operator-code":"45204","operator-name":"Viettel"', '"operator-code":"45202","operator-name":"VN VINAPHONE"'
+MODEM_3G_VINAPHONE = MODEM_LTE_VIETTEL.replace(
+    '"access-technologies":["lte"]', '"access-technologies":["hspa-plus"]'
+).replace(
+    '"operator-code":"45204","operator-name":"Viettel"',
+    '"operator-code":"45202","operator-name":"VN VINAPHONE"',
 )
 SIGNAL_3G = SIGNAL_LTE.replace(
     '"lte":{"error-rate":"--","rsrp":"-97.00","rsrq":"-11.00","rssi":"-67.00","snr":"13.20"}',
@@ -83,9 +86,9 @@ SIGNAL_3G = SIGNAL_LTE.replace(
 )
 
 # Searching: not registered, nothing known.
-MODEM_SEARCHING = MODEM_LTE_VIETTEL.replace('"access-technologies":["lte"]', '"access-technologies":[]').replace(
-    '"operator-code":"45204","operator-name":"Viettel"', '"operator-code":"--","operator-name":"--"'
-)
+MODEM_SEARCHING = MODEM_LTE_VIETTEL.replace(
+    '"access-technologies":["lte"]', '"access-technologies":[]'
+).replace('"operator-code":"45204","operator-name":"Viettel"', '"operator-code":"--","operator-name":"--"')
 
 
 def j(text: str) -> dict[str, object]:
@@ -193,8 +196,18 @@ async def test_file_source(tmp_path: Path) -> None:
     path = tmp_path / "radio.json"
     src = radio.FileSource(path)
     assert await src.read() is None  # missing: a warning, no crash
-    path.write_text(json.dumps({"technology": "4G", "rsrp_dbm": -99, "rsrq_db": -9.5, "sinr_db": 7,
-                                "cell_id": "452-04-1", "operator": "viettel"}))
+    path.write_text(
+        json.dumps(
+            {
+                "technology": "4G",
+                "rsrp_dbm": -99,
+                "rsrq_db": -9.5,
+                "sinr_db": 7,
+                "cell_id": "452-04-1",
+                "operator": "viettel",
+            }
+        )
+    )
     assert await src.read() == RadioReading("4G", -99.0, -9.5, 7.0, "452-04-1", "viettel")
     for bad in ({"technology": "6G"}, {"rsrp": -99}, {"rsrp_dbm": "-99"}, {"operator": "Viettel Telecom"}):
         path.write_text(json.dumps(bad))
