@@ -475,7 +475,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="400 messages, 1 repeat (well under a minute)")
     ap.add_argument("--messages", type=int, help="messages per run (default 10000, quick 400)")
-    ap.add_argument("--batch", type=int, default=50, help="measurements per message (default 50)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="run only this workload: measurements per message (default: 1 and 50)",
+    )
+    ap.add_argument(
+        "--single-messages", type=int, help="single-measurement messages (default 20000, quick 2000)"
+    )
     ap.add_argument("--repeat", type=int, help="runs per side, median reported (default 3, quick 1)")
     ap.add_argument(
         "--flush-interval",
@@ -487,11 +495,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.messages is None:
         args.messages = 400 if args.quick else 10_000
+    if args.single_messages is None:
+        args.single_messages = 2000 if args.quick else 20_000
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if not 1 <= args.messages <= 1_000_000:
         ap.error("--messages must be 1..1000000")
-    if not 1 <= args.batch <= IngestSettings().max_measurements_per_message:
+    if args.batch is not None and not 1 <= args.batch <= IngestSettings().max_measurements_per_message:
         ap.error(f"--batch must be 1..{IngestSettings().max_measurements_per_message}")
     if not 1 <= args.repeat <= 50:
         ap.error("--repeat must be 1..50")
@@ -500,31 +510,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    wall0 = time.perf_counter()
-    n_msg, batch, repeats = int(args.messages), int(args.batch), int(args.repeat)
-    n_meas = n_msg * batch
-    settings = IngestSettings(flush_interval_s=args.flush_interval)
-    max_payload = MqttSettings().max_payload_bytes
-    try:
-        broker_bin = find_binary("mosquitto", "/usr/sbin/mosquitto")
-        sub_bin = find_binary("mosquitto_sub", "/usr/bin/mosquitto_sub")
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+@dataclass
+class Figures:
+    """Medians of one workload's runs."""
 
+    n_msg: int
+    batch: int
+    peer_meas: float
+    peer_msgs: float
+    ours_meas: float
+    ours_msgs: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_meas / self.peer_meas
+
+
+def run_workload(
+    n_msg: int,
+    batch: int,
+    repeats: int,
+    settings: IngestSettings,
+    timeout_s: float,
+    broker_bin: str,
+    sub_bin: str,
+) -> Figures:
+    """Peer and ours, alternating, `repeats` times on one workload; prints the runs and medians."""
+    n_meas = n_msg * batch
+    max_payload = MqttSettings().max_payload_bytes
     probes = make_probes(N_PROBES)
     messages = make_messages(n_msg, batch, N_PROBES, int(time.time() * 1000))
     biggest = max(len(m.payload) for m in messages)
     if biggest > max_payload:
-        print(
-            f"error: a message is {biggest} bytes, over mqtt.max_payload_bytes={max_payload}", file=sys.stderr
-        )
-        return 2
+        raise BenchError(f"a message is {biggest} bytes, over mqtt.max_payload_bytes={max_payload}")
     total_bytes = sum(len(m.payload) for m in messages)
-    warm_s = warm_up()
-
     peer_runs: list[PeerRun] = []
     ours_runs: list[OursRun] = []
     with tempfile.TemporaryDirectory(prefix="netqos-bench-") as tmp:
@@ -532,65 +551,93 @@ def main(argv: Sequence[str] | None = None) -> int:
         proc, port, log = start_mosquitto(broker_bin, workdir)
         try:
             print(
-                f"netqos ingest benchmark: {n_msg} messages x {batch} measurements"
-                f" ({len(METRICS)} metrics each), QoS 1, {mosquitto_version(broker_bin)} at {HOST}:{port}"
-            )
-            print(
-                f"workload: {min(N_PROBES, n_msg)} probes, {len(TARGETS)} targets, ts over the last"
-                f" {SPREAD_MS // 60_000} min; {total_bytes / n_msg / 1024:.1f} KiB/message,"
-                f" {total_bytes / 1e6:.1f} MB per run"
-            )
-            print(
-                f"numba warm-up: {warm_s:.2f} s (not timed);"
-                f" ours: flush_interval_s={settings.flush_interval_s}"
-                f" flush_max_samples={settings.flush_max_samples}"
+                f"workload: {n_msg} messages x {batch} measurements ({len(METRICS)} metrics each), QoS 1,"
+                f" {min(N_PROBES, n_msg)} probes, ts over the last {SPREAD_MS // 60_000} min;"
+                f" {total_bytes / n_msg:.0f} bytes/message; {mosquitto_version(broker_bin)} at {HOST}:{port}"
             )
             for k in range(repeats):
-                peer = peer_once(sub_bin, port, messages, k, workdir, args.timeout)
+                peer = peer_once(sub_bin, port, messages, k, workdir, timeout_s)
                 peer_runs.append(peer)
-                ours = asyncio.run(
-                    ours_once(port, messages, probes, batch, k, workdir, settings, args.timeout)
-                )
+                ours = asyncio.run(ours_once(port, messages, probes, batch, k, workdir, settings, timeout_s))
                 ours_runs.append(ours)
                 print(
                     f"  run {k + 1}/{repeats}:"
-                    f" peer {peer.seconds:.3f} s ({fmt(n_meas / peer.seconds)} meas/s)"
-                    f"   ours {ours.seconds:.3f} s ({fmt(n_meas / ours.seconds)} meas/s,"
-                    f" all buffered at {ours.intake_s:.3f} s, {len(ours.flushes)} flushes)"
-                    f"   [publish {ours.publish_s:.2f} s, not timed]"
+                    f" peer {peer.seconds:.3f} s ({fmt(n_msg / peer.seconds)} msg/s)"
+                    f"   ours {ours.seconds:.3f} s ({fmt(n_msg / ours.seconds)} msg/s,"
+                    f" {fmt(n_meas / ours.seconds)} meas/s, all buffered at {ours.intake_s:.3f} s,"
+                    f" {len(ours.flushes)} flushes)   [publish {ours.publish_s:.2f} s, not timed]"
                 )
         except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            print(f"mosquitto log: {tail(log)}", file=sys.stderr)
-            return 1
+            raise BenchError(f"{exc}; mosquitto log: {tail(log)}") from None
         finally:
             stop_process(proc)
-
-    peer_meas = statistics.median(n_meas / r.seconds for r in peer_runs)
-    peer_msgs = statistics.median(n_msg / r.seconds for r in peer_runs)
-    ours_meas = statistics.median(n_meas / r.seconds for r in ours_runs)
-    ours_msgs = statistics.median(n_msg / r.seconds for r in ours_runs)
-    ours_samples = statistics.median(len(METRICS) * n_meas / r.seconds for r in ours_runs)
-    ratio = ours_meas / peer_meas
+    fig = Figures(
+        n_msg,
+        batch,
+        peer_meas=statistics.median(n_meas / r.seconds for r in peer_runs),
+        peer_msgs=statistics.median(n_msg / r.seconds for r in peer_runs),
+        ours_meas=statistics.median(n_meas / r.seconds for r in ours_runs),
+        ours_msgs=statistics.median(n_msg / r.seconds for r in ours_runs),
+    )
     of = f"(median of {repeats})" if repeats > 1 else "(1 run)"
-    print(f"peer  mosquitto_sub  {fmt(peer_meas):>12} measurements/s  {fmt(peer_msgs):>9} messages/s  {of}")
     print(
-        f"ours  netqos ingest  {fmt(ours_meas):>12} measurements/s  {fmt(ours_msgs):>9} messages/s"
-        f"  {fmt(ours_samples)} samples/s  {of}"
+        f"  peer  mosquitto_sub  {fmt(fig.peer_msgs):>9} messages/s"
+        f"  {fmt(fig.peer_meas):>12} measurements/s  {of}"
+    )
+    print(
+        f"  ours  netqos ingest  {fmt(fig.ours_msgs):>9} messages/s"
+        f"  {fmt(fig.ours_meas):>12} measurements/s  {of}"
     )
     flush_s = [s for r in ours_runs for _, s in r.flushes]
     flush_n = [n for r in ours_runs for n, _ in r.flushes]
     if flush_s:
         print(
-            f"ours  store flushes: {len(flush_s)}, samples/flush median {fmt(statistics.median(flush_n))},"
+            f"  ours  store flushes: {len(flush_s)}, samples/flush median {fmt(statistics.median(flush_n))},"
             f" duration p50 {pct(flush_s, 0.5) * 1000:.0f} ms p95 {pct(flush_s, 0.95) * 1000:.0f} ms"
         )
-    wall = time.perf_counter() - wall0
-    print(f"ratio ours/peer: {ratio:.4f}; every sample stored exactly once; wall {wall:.1f} s")
+    print(f"  ratio ours/peer: {fig.ratio:.4f}; every sample stored exactly once")
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall0 = time.perf_counter()
+    repeats = int(args.repeat)
+    settings = IngestSettings(flush_interval_s=args.flush_interval)
+    try:
+        broker_bin = find_binary("mosquitto", "/usr/sbin/mosquitto")
+        sub_bin = find_binary("mosquitto_sub", "/usr/bin/mosquitto_sub")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    warm_s = warm_up()
     print(
-        f"RESULT ours_meas_per_s={ours_meas:.0f} peer_meas_per_s={peer_meas:.0f} ratio={ratio:.4f}"
-        f" ours_msgs_per_s={ours_msgs:.0f} peer_msgs_per_s={peer_msgs:.0f} messages={n_msg} batch={batch}"
-        f" repeats={repeats}"
+        f"netqos ingest benchmark (numba warm-up {warm_s:.2f} s, not timed;"
+        f" flush_interval_s={settings.flush_interval_s}, flush_max_samples={settings.flush_max_samples})"
+    )
+    try:
+        if args.batch is not None:  # one workload, as asked
+            only = run_workload(
+                args.messages, args.batch, repeats, settings, args.timeout, broker_bin, sub_bin
+            )
+            single = batched = only
+        else:
+            print("single-measurement messages:")
+            single = run_workload(
+                args.single_messages, 1, repeats, settings, args.timeout, broker_bin, sub_bin
+            )
+            print("batched messages:")
+            batched = run_workload(args.messages, 50, repeats, settings, args.timeout, broker_bin, sub_bin)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wall {time.perf_counter() - wall0:.1f} s")
+    # Headline (ratio=): single-measurement messages/s against mosquitto_sub at QoS 1.
+    print(
+        f"RESULT ratio={single.ratio:.4f} single_msgs_per_s={single.ours_msgs:.0f}"
+        f" peer_msgs_per_s={single.peer_msgs:.0f} batched_meas_per_s={batched.ours_meas:.0f}"
+        f" batched_peer_meas_per_s={batched.peer_meas:.0f} batched_ratio={batched.ratio:.4f}"
+        f" batch={batched.batch} repeats={repeats}"
     )
     return 0
 
