@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # A throw-away token for this run only, shown once so the newcomer can call the API.
         token = secrets.token_urlsafe(18)
         settings.api.tokens = [SecretStr(token)]
-    fleet = prepare_demo(settings, args.probes, fresh=not args.keep_data)
+    fleet = prepare_demo(settings, args.probes, fresh=not args.keep_data, interval_s=args.interval)
     asyncio.run(
         run_demo(
             settings,

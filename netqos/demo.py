@@ -56,7 +56,9 @@ def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int
     )
 
 
-def prepare_demo(settings: Settings, n_probes: int = 200, fresh: bool = True) -> list[SimProbe]:
+def prepare_demo(
+    settings: Settings, n_probes: int = 200, fresh: bool = True, interval_s: float = 10.0
+) -> list[SimProbe]:
     """Pick the demo database and free ports, and register the simulated fleet's probes."""
     if settings.store.sqlite_path == StoreSettings().sqlite_path:
         settings.store.sqlite_path = DEMO_DB
@@ -77,7 +79,16 @@ def prepare_demo(settings: Settings, n_probes: int = 200, fresh: bool = True) ->
     store = SQLiteStore(settings.store.sqlite_path)
     try:
         store.register_probes(
-            ProbeInfo(p.probe_id, p.commune, p.village, p.site, p.operator, p.technology) for p in fleet
+            ProbeInfo(
+                p.probe_id,
+                p.commune,
+                p.village,
+                p.site,
+                p.operator,
+                p.technology,
+                expected_interval_s=interval_s,
+            )
+            for p in fleet
         )
     finally:
         store.close()

@@ -74,8 +74,13 @@ NETNS_RUN_DIR = Path("/run/netns")
 
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES-192", "AES-256")
-_AUTH_ALIASES = {"SHA1": "SHA", "SHA224": "SHA-224", "SHA256": "SHA-256", "SHA384": "SHA-384",
-                 "SHA512": "SHA-512"}
+_AUTH_ALIASES = {
+    "SHA1": "SHA",
+    "SHA224": "SHA-224",
+    "SHA256": "SHA-256",
+    "SHA384": "SHA-384",
+    "SHA512": "SHA-512",
+}
 _PRIV_ALIASES = {"AES128": "AES", "AES-128": "AES", "AES192": "AES-192", "AES256": "AES-256"}
 
 SYS_NAME_OID = "1.3.6.1.2.1.1.5.0"
@@ -132,7 +137,7 @@ def _tail(path: Path, lines: int = 40) -> str:
         text = path.read_text(errors="replace")
     except OSError as exc:
         return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-min(lines, _MAX_LOG_TAIL):])
+    return "\n".join(text.splitlines()[-min(lines, _MAX_LOG_TAIL) :])
 
 
 # -- network namespaces: thread-level setns --------------------------------------------------
@@ -179,8 +184,9 @@ def netns_entered(name: str | None) -> Iterator[None]:
         os.close(home)
 
 
-def _run_ip(args: Sequence[str], *, timeout_s: float = 30.0, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run_ip(
+    args: Sequence[str], *, timeout_s: float = 30.0, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [IP, *args], input=stdin, capture_output=True, text=True, timeout=timeout_s, check=False
     )
@@ -227,7 +233,7 @@ def remove_stale_namespaces() -> list[str]:
         name = line.split()[0] if line.split() else ""
         if not name.startswith(NETNS_PREFIX):
             continue
-        parts = name[len(NETNS_PREFIX):].split("-")
+        parts = name[len(NETNS_PREFIX) :].split("-")
         if len(parts) != 2 or not parts[0].isdigit():
             continue
         if int(parts[0]) == os.getpid() or _pid_alive(int(parts[0])):
@@ -278,7 +284,7 @@ def _read_tlv(buf: bytes, off: int) -> tuple[int, int, int]:
         n = first & 0x7F
         if n == 0 or n > 4 or off + n > len(buf):
             raise ValueError("bad length")
-        length = int.from_bytes(buf[off:off + n], "big")
+        length = int.from_bytes(buf[off : off + n], "big")
         off += n
     else:
         length = first
@@ -312,8 +318,9 @@ def _is_response(buf: bytes, request_id: int) -> bool:
         return False
 
 
-def snmp_v2c_answers(host: str, port: int, community: str, *, timeout_s: float = 0.5,
-                     netns: str | None = None) -> bool:
+def snmp_v2c_answers(
+    host: str, port: int, community: str, *, timeout_s: float = 0.5, netns: str | None = None
+) -> bool:
     """True if a v2c GET of sysUpTime.0 to host:port gets a clean response within timeout_s."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with netns_entered(netns):
@@ -352,9 +359,19 @@ class V3User:
     def snmpcmd_args(self) -> list[str]:
         """The net-snmp command-line options (snmpget, snmpbulkwalk...) for this user."""
         return [
-            "-v3", "-l", "authPriv", "-u", self.name,
-            "-a", self.auth_protocol, "-A", self.auth_password,
-            "-x", self.priv_protocol, "-X", self.priv_password,
+            "-v3",
+            "-l",
+            "authPriv",
+            "-u",
+            self.name,
+            "-a",
+            self.auth_protocol,
+            "-A",
+            self.auth_password,
+            "-x",
+            self.priv_protocol,
+            "-X",
+            self.priv_password,
         ]
 
 
@@ -512,8 +529,11 @@ class SnmpdAgent:
             f"rouser {self.v3.name} priv",
             "dontLogTCPWrappersConnects yes",
         ]
-        for key, value in (("sysName", self.sys_name), ("sysLocation", self.sys_location),
-                           ("sysContact", self.sys_contact)):
+        for key, value in (
+            ("sysName", self.sys_name),
+            ("sysLocation", self.sys_location),
+            ("sysContact", self.sys_contact),
+        ):
             if value is not None:
                 if "\n" in value:
                     raise ValueError(f"{key} must be one line")
@@ -532,18 +552,29 @@ class SnmpdAgent:
         persisted = self.persistent_dir / "snmpd.conf"
         if persisted.exists() and "," not in str(persisted):
             conf = f"{conf},{persisted}"
-        return self.exec_argv([
-            snmpd_binary(), "-f", "-Lo", "-C", "-m", "", "-I", "-smux",
-            "-c", conf, "-p", str(self.pid_path),
-            f"--persistentDir={self.persistent_dir}",
-        ])
+        return self.exec_argv(
+            [
+                snmpd_binary(),
+                "-f",
+                "-Lo",
+                "-C",
+                "-m",
+                "",
+                "-I",
+                "-smux",
+                "-c",
+                conf,
+                "-p",
+                str(self.pid_path),
+                f"--persistentDir={self.persistent_dir}",
+            ]
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def answers(self, timeout_s: float = 0.5) -> bool:
         """True if the agent answers a v2c GET within timeout_s (False while paused/stopped)."""
-        return snmp_v2c_answers(self.host, self.port, self.community, timeout_s=timeout_s,
-                                netns=self.netns)
+        return snmp_v2c_answers(self.host, self.port, self.community, timeout_s=timeout_s, netns=self.netns)
 
     def start(self) -> Self:
         """Start (or start again, on the same port) and wait until it answers."""
@@ -653,8 +684,9 @@ class SnmpdAgent:
             self.close()
             raise
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -672,9 +704,15 @@ class NetnsIfTable:
     for commands, ``with t.entered():`` for sockets made by this thread (module docstring).
     """
 
-    def __init__(self, pairs: int = 100, *, start_agent: bool = True,
-                 agent_kwargs: Mapping[str, Any] | None = None, name: str | None = None,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        pairs: int = 100,
+        *,
+        start_agent: bool = True,
+        agent_kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         if not 0 <= pairs <= _MAX_PAIRS:
             raise ValueError(f"pairs must be within 0..{_MAX_PAIRS}")
         self.pairs = pairs
@@ -703,8 +741,9 @@ class NetnsIfTable:
 
     def run(self, argv: Sequence[str], *, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace and capture its output (no check)."""
-        return subprocess.run(self.exec_argv(argv), capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+        return subprocess.run(
+            self.exec_argv(argv), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
 
     def entered(self) -> contextlib.AbstractContextManager[None]:
         """The calling thread inside the namespace for the duration of the block."""
@@ -764,8 +803,12 @@ class NetnsIfTable:
                 # a process still inside (not ours to kill) would keep it alive, so then the
                 # veths are deleted one by one first (~15 ms each). -force: go on past errors.
                 batch = "".join(f"link del v{i}a\n" for i in range(self.pairs))
-                _run_ip(["-force", "-n", self.name, "-batch", "-"], stdin=batch, check=False,
-                        timeout_s=self.timeout_s)
+                _run_ip(
+                    ["-force", "-n", self.name, "-batch", "-"],
+                    stdin=batch,
+                    check=False,
+                    timeout_s=self.timeout_s,
+                )
                 errors.append(f"processes still in netns {self.name}: {' '.join(pids[:20])}")
             proc = _run_ip(["netns", "del", self.name], check=False, timeout_s=10)
             if proc.returncode != 0 and (NETNS_RUN_DIR / self.name).exists():
@@ -787,8 +830,9 @@ class NetnsIfTable:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:

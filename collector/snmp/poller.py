@@ -517,8 +517,15 @@ class Poller:
 
     # -- traps -------------------------------------------------------------------
 
-    def runtime_by_host(self) -> dict[str, DeviceRuntime]:
-        return {rt.device.host: rt for rt in self.runtimes.values()}
+    def runtime_for_source(self, host: str, port: int) -> DeviceRuntime | None:
+        """The device a datagram from host:port comes from: the only device at that address,
+        or, where several share it (agents on one host, the demo), the one whose agent port
+        sent it. None when unknown or ambiguous."""
+        at_host = [rt for rt in self.runtimes.values() if rt.device.host == host]
+        if len(at_host) == 1:
+            return at_host[0]
+        exact = [rt for rt in at_host if rt.device.port == port]
+        return exact[0] if len(exact) == 1 else None
 
 
 def _is_signed(cd: ColumnData) -> bool:

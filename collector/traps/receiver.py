@@ -71,14 +71,14 @@ class TrapReceiver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.received += 1
         try:
-            self.handle(data, str(addr[0]), int(time.time() * 1000))
+            self.handle(data, str(addr[0]), int(time.time() * 1000), int(addr[1]))
         except Exception:  # a trap must never take the receiver down
             m.TRAPS.labels(outcome="internal_error").inc()
             log.exception("event=trap_failed source=%s", addr[0])
 
-    def handle(self, data: bytes, source: str, now_ms: int) -> list[StateChange]:
+    def handle(self, data: bytes, source: str, now_ms: int, source_port: int = 0) -> list[StateChange]:
         """Process one datagram; returns the state changes it caused (for tests)."""
-        rt = self.poller.runtime_by_host().get(source)
+        rt = self.poller.runtime_for_source(source, source_port)
         if rt is None:
             m.TRAPS.labels(outcome="unknown_source").inc()
             return []

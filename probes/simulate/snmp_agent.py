@@ -384,6 +384,9 @@ class SimDevice:
         self._last_change = [min(self._uptime0_cs, 3000)] * n
         self._up: FloatArray = np.array([o == 1 for o in self._oper], dtype=np.float64)
         self._trap_sock: socket.socket | None = None
+        # Set by a running SnmpAgentServer: traps then leave from the agent's own address and
+        # port, which is how a receiver tells apart several agents sharing one host (the demo).
+        self.trap_sender: Callable[[bytes, tuple[str, int]], None] | None = None
         self._trap_rid = 0
         self._build_index()
 
@@ -599,6 +602,10 @@ class SimDevice:
             ]
             packet = encode_trap_v2(rid, self.trap_community.encode(), vbs)
             try:
+                if self.trap_sender is not None:
+                    self.trap_sender(packet, target)
+                    self.stats.traps_sent += 1
+                    return True
                 if self._trap_sock is None:
                     family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
                     self._trap_sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -901,6 +908,7 @@ class SnmpAgentServer:
         )
         self._transport = transport
         self.port = int(transport.get_extra_info("sockname")[1])
+        self.device.trap_sender = transport.sendto
         log.debug("event=sim_agent_listening device=%s port=%d", self.device.device_id, self.port)
         return self
 
@@ -915,6 +923,7 @@ class SnmpAgentServer:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        self.device.trap_sender = None
         self.device.close()
 
     async def __aenter__(self) -> SnmpAgentServer:

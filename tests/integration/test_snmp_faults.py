@@ -152,3 +152,52 @@ async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
             assert rig.store.total_count(metric="sensor_value") == 8
         finally:
             await rig.close()
+
+
+async def test_traps_from_agents_sharing_a_host_reach_the_right_device(tmp_path: Path) -> None:
+    from collector.traps.receiver import TrapReceiver
+    from netqos.config import TrapSettings
+    from tests.snmpd import free_udp_port
+
+    devs = [SimDevice(f"bts-{i}", community="c-shared", n_interfaces=2) for i in range(3)]
+    servers = [SnmpAgentServer(d, "127.0.0.1", 0) for d in devs]
+    for s in servers:
+        await s.start()
+    try:
+        store = SQLiteStore(tmp_path / "traps.db")
+        sink = PollSink(DeviceRepo(store))
+        inv = Inventory(
+            tuple(
+                Device(id=d.device_id, host="127.0.0.1", port=s.port, credentials="c")
+                for d, s in zip(devs, servers)
+            ),
+            {"c": Credential(version="2c", community=SecretStr("c-shared"))},
+        )
+        poller = Poller(SnmpSettings(), IngestPipeline(store, IngestSettings()), sink, inventory=inv)
+        poller._stop.set()
+        poller.apply(inv)
+        port = free_udp_port()
+        receiver = TrapReceiver(TrapSettings(enabled=True, port=port), poller, sink)
+        stop = asyncio.Event()
+        task = asyncio.create_task(receiver.run(stop))
+        await asyncio.sleep(0.1)
+        for d in devs:
+            d.trap_target = ("127.0.0.1", port)
+            d.trap_community = "c-shared"
+        devs[1].set_link(2, False)  # linkDown from the middle agent only
+        for _ in range(50):
+            if receiver.received:
+                break
+            await asyncio.sleep(0.05)
+        await sink.flush()
+        changes = DeviceRepo(store).state_changes("bts-1")
+        assert [(c.entity, c.state, c.source) for c in changes] == [("bts-1/2", "down", "trap")]
+        assert (
+            DeviceRepo(store).state_changes("bts-0") == [] and DeviceRepo(store).state_changes("bts-2") == []
+        )
+        stop.set()
+        await task
+        store.close()
+    finally:
+        for s in servers:
+            await s.close()

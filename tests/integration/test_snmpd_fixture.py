@@ -35,7 +35,10 @@ def snmpcmd(argv: list[str], *, timeout_s: float = 10.0) -> subprocess.Completed
     if tool is None:
         raise RuntimeError(f"{argv[0]} is not installed: run `make test` (apt-get install snmp)")
     return subprocess.run(
-        [tool, "-m", "", "-On", "-Oqv", *argv[1:]], capture_output=True, text=True, timeout=timeout_s,
+        [tool, "-m", "", "-On", "-Oqv", *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
         check=False,
     )
 
@@ -65,30 +68,62 @@ def test_v2c_get_sysname(snmpd_agent: SnmpdAgent) -> None:
     assert snmpd_agent.pid is not None
     assert snmpd_agent.answers()
     # A wrong community gets no answer at all.
-    bad = snmpcmd(["snmpget", "-v2c", "-c", "wrong-community", *QUICK, snmpd_agent.target,
-                   SYS_NAME_OID])
+    bad = snmpcmd(["snmpget", "-v2c", "-c", "wrong-community", *QUICK, snmpd_agent.target, SYS_NAME_OID])
     assert bad.returncode != 0 and "Timeout" in bad.stderr
 
 
-@pytest.mark.parametrize(("auth", "priv"), [("SHA", "AES"), ("SHA-256", "AES"), ("SHA", "AES-256"),
-                                            ("SHA-256", "AES-256")])
+@pytest.mark.parametrize(
+    ("auth", "priv"), [("SHA", "AES"), ("SHA-256", "AES"), ("SHA", "AES-256"), ("SHA-256", "AES-256")]
+)
 def test_v3_authpriv_get(tmp_path: Path, auth: str, priv: str) -> None:
-    with SnmpdAgent(workdir=tmp_path, sys_name="v3-agent", v3_user="ops", auth_protocol=auth,
-                    auth_password="auth-secret-1", priv_protocol=priv,
-                    priv_password="priv-secret-1") as agent:
+    with SnmpdAgent(
+        workdir=tmp_path,
+        sys_name="v3-agent",
+        v3_user="ops",
+        auth_protocol=auth,
+        auth_password="auth-secret-1",
+        priv_protocol=priv,
+        priv_password="priv-secret-1",
+    ) as agent:
         assert (agent.v3.name, agent.v3.auth_protocol, agent.v3.priv_protocol) == ("ops", auth, priv)
         ok = snmpcmd(["snmpget", *agent.v3_args(), agent.target, SYS_NAME_OID])
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.strip() == '"v3-agent"'
 
-        wrong_auth = ["-v3", "-l", "authPriv", "-u", "ops", "-a", auth, "-A", "not-the-password",
-                      "-x", priv, "-X", "priv-secret-1"]
+        wrong_auth = [
+            "-v3",
+            "-l",
+            "authPriv",
+            "-u",
+            "ops",
+            "-a",
+            auth,
+            "-A",
+            "not-the-password",
+            "-x",
+            priv,
+            "-X",
+            "priv-secret-1",
+        ]
         bad = snmpcmd(["snmpget", *wrong_auth, *QUICK, agent.target, SYS_NAME_OID])
         assert bad.returncode != 0
         assert "Authentication failure" in bad.stderr
 
-        wrong_priv = ["-v3", "-l", "authPriv", "-u", "ops", "-a", auth, "-A", "auth-secret-1",
-                      "-x", priv, "-X", "not-the-priv-key"]
+        wrong_priv = [
+            "-v3",
+            "-l",
+            "authPriv",
+            "-u",
+            "ops",
+            "-a",
+            auth,
+            "-A",
+            "auth-secret-1",
+            "-x",
+            priv,
+            "-X",
+            "not-the-priv-key",
+        ]
         bad = snmpcmd(["snmpget", *wrong_priv, *QUICK, agent.target, SYS_NAME_OID])
         assert bad.returncode != 0  # the agent cannot decrypt the PDU and drops it
         assert not bad.stdout.strip()
@@ -112,8 +147,7 @@ def test_stop_start_keeps_port_and_engine(snmpd_agent: SnmpdAgent) -> None:
     snmpd_agent.stop()
     assert snmpd_agent.pid is None and not snmpd_agent.running
     assert not snmpd_agent.answers(timeout_s=0.3)
-    down = snmpcmd(["snmpget", *snmpd_agent.v2c_args(), *QUICK, snmpd_agent.target,
-                    SYS_NAME_OID])
+    down = snmpcmd(["snmpget", *snmpd_agent.v2c_args(), *QUICK, snmpd_agent.target, SYS_NAME_OID])
     assert down.returncode != 0
 
     snmpd_agent.start()
@@ -133,8 +167,7 @@ def test_pause_times_out_and_resume_answers(snmpd_agent: SnmpdAgent) -> None:
     snmpd_agent.pause()
     try:
         assert snmpd_agent.paused
-        out = snmpcmd(["snmpget", *snmpd_agent.v2c_args(), *QUICK, snmpd_agent.target,
-                       SYS_NAME_OID])
+        out = snmpcmd(["snmpget", *snmpd_agent.v2c_args(), *QUICK, snmpd_agent.target, SYS_NAME_OID])
         assert out.returncode != 0 and "Timeout" in out.stderr
         assert snmpd_agent.pid is not None  # still there, just silent
     finally:
@@ -177,8 +210,7 @@ def test_netns_iftable_rows_and_cleanup(netns_table: NetnsIfTable) -> None:
     assert not snmp_v2c_answers(agent.host, agent.port, agent.community, timeout_s=0.3)
     # A second agent in the same namespace serves the same table.
     with netns_table.new_agent(sys_name="second") as second:
-        out = netns_table.run(["snmpget", "-m", "", "-Oqv", *second.v2c_args(), second.target,
-                               SYS_NAME_OID])
+        out = netns_table.run(["snmpget", "-m", "", "-Oqv", *second.v2c_args(), second.target, SYS_NAME_OID])
         assert out.stdout.strip() == '"second"'
 
 
@@ -186,6 +218,7 @@ def test_netns_is_removed_on_exit_and_on_error() -> None:
     reason = netns_unavailable_reason()
     if reason is not None:
         pytest.fail(f"network namespaces are needed here (CI runs as root): {reason}")
+
     def host_links() -> set[str]:
         out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
         return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}

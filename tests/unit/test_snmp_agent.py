@@ -86,6 +86,7 @@ def netsnmp_tools() -> None:
     if not HAVE_NETSNMP:
         pytest.fail("net-snmp CLI tools are not installed: run `make test` (apt-get install snmp)")
 
+
 IF_IN_OCTETS = (*IF_ENTRY, 10)
 IF_OPER = (*IF_ENTRY, 8)
 IF_HC_IN = (*IFX_ENTRY, 6)
