@@ -169,7 +169,7 @@ async def test_traps_from_agents_sharing_a_host_reach_the_right_device(tmp_path:
         inv = Inventory(
             tuple(
                 Device(id=d.device_id, host="127.0.0.1", port=s.port, credentials="c")
-                for d, s in zip(devs, servers)
+                for d, s in zip(devs, servers, strict=True)
             ),
             {"c": Credential(version="2c", community=SecretStr("c-shared"))},
         )
