@@ -47,6 +47,7 @@ from collector.snmp.ber import (
     format_oid,
     parse_oid,
 )
+from tests.conftest import terminate
 from tests.unit.test_snmp_ber import assert_three_decoders_agree
 
 pytestmark = pytest.mark.integration
@@ -197,12 +198,7 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
             time.sleep(0.05)
         yield Agent(port, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        terminate(proc)
 
 
 # ---------------------------------------------------------------------------------------------
