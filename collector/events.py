@@ -1,4 +1,4 @@
-"""StateChange: the contract for up/down/degraded transitions (ARCHITECTURE.md).
+"""StateChange: the contract for up/down/degraded transitions between the rooms.
 
 Outages and availability are computed from these, never guessed from gaps alone.
 """
