@@ -47,6 +47,9 @@ class MqttSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     client_id: str = "netqos-ingest"
+    client: Literal["lean", "aiomqtt"] = Field(
+        "lean", description="MQTT client of the ingest consumer: our lean 3.1.1 reader, or aiomqtt/paho"
+    )
     qos: Literal[0, 1, 2] = 1
     topic: str = "netqos/v1/probes/+/measurements"
     deadletter_prefix: str = "netqos/v1/deadletter"

@@ -1,4 +1,8 @@
-"""MQTT consumer: subscribes to the probes' measurement topics with aiomqtt.
+"""MQTT consumer: subscribes to the probes' measurement topics.
+
+Two clients behind one small interface (`mqtt.client`): "lean", our minimal asyncio MQTT
+3.1.1 reader (collector/mqtt/lean.py), and "aiomqtt" (over paho). The client library is
+what limits single-measurement messages (bench/ingest.py), hence the lean one.
 
 Every message is validated (collector.mqtt.schema); accepted batches go to the ingest
 pipeline, refused ones are counted by reason and republished unchanged to the
@@ -13,11 +17,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import aiomqtt
 
 from collector import metrics as m
+from collector.mqtt.lean import LeanClient, LeanMqttError
 from collector.mqtt.schema import Rejection, parse
 from collector.pipeline import IngestPipeline
 from netqos.aio import wait_stop
@@ -37,11 +43,8 @@ class AckQueue:
     in the order the PUBLISHes arrived, hence the queue.
     """
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        # aiomqtt has no public manual-ack switch; paho (under it) has. The client must be
-        # put in manual-ack mode before it connects.
-        self._paho = client._client
-        self._paho.manual_ack_set(True)
+    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+        self._send_ack = send_ack
         self._q: deque[list[int]] = deque()  # [mid, qos, ready]
 
     def __len__(self) -> int:
@@ -64,7 +67,73 @@ class AckQueue:
         q = self._q
         while q and q[0][2]:
             mid, qos, _ = q.popleft()
-            self._paho.ack(mid, qos)
+            self._send_ack(mid, qos)
+
+
+class Connection(Protocol):
+    """What the consumer needs of an MQTT client: messages in, manual acks, publish out."""
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+        """(topic, payload, mid, qos) in arrival order."""
+        ...
+
+    def pending(self) -> int: ...
+
+    def ack(self, mid: int, qos: int) -> None: ...
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None: ...
+
+
+class _AiomqttConnection:
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        # aiomqtt has no public manual-ack switch; paho (under it) has. It must be set
+        # before the client connects.
+        self._paho = client._client
+        self._paho.manual_ack_set(True)
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+        async for msg in self.client.messages:
+            yield msg.topic.value, _payload_bytes(msg.payload), msg.mid, msg.qos
+
+    def pending(self) -> int:
+        return len(self.client.messages)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self._paho.ack(mid, qos)
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None:
+        await self.client.subscribe(topic_filter, qos=qos)
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.client.publish(topic, payload, qos=qos)
+
+
+class _LeanConnection:
+    def __init__(self, client: LeanClient) -> None:
+        self.client = client
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+        async for msg in self.client.messages():
+            yield msg.topic, msg.payload, msg.mid, msg.qos
+
+    def pending(self) -> int:
+        return self.client.pending()
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid)
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None:
+        await self.client.subscribe(topic_filter, qos=qos)
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.client.publish(topic, payload, qos=qos)
+
+
+# A lost or refused connection, whichever client: the consumer reconnects.
+CONNECTION_ERRORS = (aiomqtt.MqttError, LeanMqttError, OSError)
 
 
 def _noop() -> None:
@@ -82,34 +151,54 @@ class MqttConsumer:
         self.subscribed = asyncio.Event()
         self.acks: AckQueue | None = None
 
-    def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            self.mqtt.host or self.mqtt.embedded.host,
-            self.mqtt.port if self.mqtt.host else self.mqtt.embedded.port,
-            identifier=self.mqtt.client_id,
-            username=self.mqtt.username,
-            password=self.mqtt.password.get_secret_value() if self.mqtt.password else None,
-            keepalive=self.mqtt.keepalive_s,
-            # A persistent session: the broker keeps QoS 1 messages for us while we restart.
-            clean_session=False,
-            # Plenty of queued messages are fine; the pipeline applies backpressure itself.
-            max_queued_incoming_messages=0,
-        )
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Connection]:
+        host = self.mqtt.host or self.mqtt.embedded.host
+        port = self.mqtt.port if self.mqtt.host else self.mqtt.embedded.port
+        password = self.mqtt.password.get_secret_value() if self.mqtt.password else None
+        # A persistent session (clean_session=False): the broker keeps QoS 1 messages for us
+        # while we restart, and redelivers the ones we had not acknowledged.
+        if self.mqtt.client == "lean":
+            lean = LeanClient(
+                host,
+                port,
+                client_id=self.mqtt.client_id,
+                username=self.mqtt.username,
+                password=password,
+                keepalive_s=self.mqtt.keepalive_s,
+                clean_session=False,
+            )
+            async with lean:
+                yield _LeanConnection(lean)
+        else:
+            client = aiomqtt.Client(
+                host,
+                port,
+                identifier=self.mqtt.client_id,
+                username=self.mqtt.username,
+                password=password,
+                keepalive=self.mqtt.keepalive_s,
+                clean_session=False,
+                # Plenty of queued messages are fine; the pipeline applies backpressure itself.
+                max_queued_incoming_messages=0,
+            )
+            conn = _AiomqttConnection(client)
+            async with client:
+                yield conn
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, reconnecting with capped exponential backoff."""
         delay = 0.5
         while not stop.is_set():
             try:
-                client = self._client()
-                self.acks = AckQueue(client)
-                async with client:
-                    await client.subscribe(self.mqtt.topic, qos=self.mqtt.qos)
+                async with self._connect() as conn:
+                    self.acks = AckQueue(conn.ack)
+                    await conn.subscribe(self.mqtt.topic, self.mqtt.qos)
                     self._set_connected(True)
                     delay = 0.5
-                    log.info("event=mqtt_subscribed topic=%s", self.mqtt.topic)
-                    await self._consume(client, stop)
-            except aiomqtt.MqttError as exc:
+                    log.info("event=mqtt_subscribed topic=%s client=%s", self.mqtt.topic, self.mqtt.client)
+                    await self._consume(conn, stop)
+            except CONNECTION_ERRORS as exc:
                 log.warning("event=mqtt_disconnected error=%r retry_in_s=%.1f", str(exc), delay)
             finally:
                 self._set_connected(False)
@@ -126,16 +215,16 @@ class MqttConsumer:
         else:
             self.subscribed.clear()
 
-    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _consume(self, conn: Connection, stop: asyncio.Event) -> None:
         """Handle messages until disconnected or `stop` is set (then the reader is cancelled)."""
 
         async def read() -> None:
             acks = self.acks
             assert acks is not None
-            async for message in client.messages:
-                done = acks.add(message.mid, message.qos)
-                await self.handle(client, message.topic.value, _payload_bytes(message.payload), done)
-                if len(acks) >= self.ingest.max_unacked_messages or (acks and not len(client.messages)):
+            async for topic, payload, mid, qos in conn.messages():
+                done = acks.add(mid, qos)
+                await self.handle(conn, topic, payload, done)
+                if len(acks) >= self.ingest.max_unacked_messages or (acks and not conn.pending()):
                     # The broker stops sending once its in-flight window is unacked: store now.
                     self.pipeline.request_flush()
 
@@ -151,7 +240,7 @@ class MqttConsumer:
                 await reader  # re-raises MqttError from a lost connection
 
     async def handle(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, done: Callable[[], None] = _noop
+        self, conn: Connection, topic: str, payload: bytes, done: Callable[[], None] = _noop
     ) -> None:
         """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
         called when the message is safe to acknowledge. Never raises on bad input."""
@@ -168,7 +257,7 @@ class MqttConsumer:
             max_late_ms=self.ingest.max_lateness_s * 1000,
         )
         if isinstance(result, Rejection):
-            await self._deadletter(client, topic, payload, result, done)
+            await self._deadletter(conn, topic, payload, result, done)
             return
         try:
             if self.pipeline.is_duplicate(result["probe_id"], result["seq"]):
@@ -179,7 +268,7 @@ class MqttConsumer:
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%s", topic[:200])
-            await self._deadletter(client, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
+            await self._deadletter(conn, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
         if self.pipeline.should_flush():
             # Backpressure: stop reading until the buffer is stored. Shielded so a stop
@@ -188,7 +277,7 @@ class MqttConsumer:
 
     async def _deadletter(
         self,
-        client: aiomqtt.Client,
+        conn: Connection,
         topic: str,
         payload: bytes,
         why: Rejection,
@@ -199,8 +288,8 @@ class MqttConsumer:
             "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
         )
         try:
-            await client.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
-        except aiomqtt.MqttError as exc:
+            await conn.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
+        except CONNECTION_ERRORS as exc:
             # Not acknowledged either: the broker delivers the original again later.
             m.DEADLETTER_FAILED.inc()
             log.warning("event=deadletter_failed reason=%s error=%r", why.reason, str(exc))

@@ -57,14 +57,19 @@ class Ingest:
     mqtt: MqttSettings
 
 
-@pytest.fixture
-async def ingest(mosquitto: Broker, tmp_path: Path) -> AsyncIterator[Ingest]:
+@pytest.fixture(params=["lean", "aiomqtt"])
+async def ingest(mosquitto: Broker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ingest]:
     store = SQLiteStore(tmp_path / "netqos.db")
     store.register_probes(
         ProbeInfo(probe_id(i), commune=f"4010{i % 4}", village=f"4010{i % 4}-v01", operator="viettel")
         for i in range(N_PROBES)
     )
-    mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{time.monotonic_ns()}")
+    mqtt = MqttSettings(
+        host=mosquitto.host,
+        port=mosquitto.port,
+        client_id=f"ingest-{time.monotonic_ns()}",
+        client=request.param,
+    )
     settings = IngestSettings(flush_interval_s=0.2)
     pipeline = IngestPipeline(store, settings)
     consumer = MqttConsumer(mqtt, settings, pipeline)
