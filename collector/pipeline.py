@@ -196,10 +196,8 @@ class IngestPipeline:
                 act.clock_synced = batch["clock_synced"]
         buf.newest_ts_ms.append(newest)
         added = len(buf) - before
-        m.MESSAGES_ACCEPTED.inc()
-        m.MEASUREMENTS_ACCEPTED.inc(len(measurements))
-        m.BATCH_MEASUREMENTS.observe(len(measurements))
-        m.BUFFERED_SAMPLES.set(len(buf))
+        m.HOT.batch(len(measurements))
+        m.HOT.buffered = len(buf)
         return added
 
     def _new_key(self, stream: tuple[str, str, str, str], metric: str, probe: ProbeInfo) -> int:
@@ -238,7 +236,7 @@ class IngestPipeline:
             buf.local_idx.extend(local_idx[ok].tolist())
             buf.ts_ms.extend([ts_ms] * n)
             buf.value.extend(values[ok].tolist())
-            m.BUFFERED_SAMPLES.set(len(buf))
+            m.HOT.buffered = len(buf)
         return n
 
     # -- flushing ----------------------------------------------------------------
@@ -261,7 +259,7 @@ class IngestPipeline:
                 m.FLUSH_FAILURES.inc()
                 log.exception("event=flush_failed samples=%d action=retry_next_flush", len(buf))
                 self._buf.extend(buf)
-                m.BUFFERED_SAMPLES.set(len(self._buf))
+                m.HOT.buffered = len(self._buf)
                 return 0
             done_ms = time.time() * 1000
             m.FLUSH_SECONDS.observe(time.perf_counter() - started)
@@ -269,7 +267,7 @@ class IngestPipeline:
             m.SAMPLES_STORED.inc(stored)
             for ts in buf.newest_ts_ms:
                 m.INGEST_LAG.observe(max(0.0, (done_ms - ts) / 1000))
-            m.BUFFERED_SAMPLES.set(len(self._buf))
+            m.HOT.buffered = len(self._buf)
             for callback in buf.on_stored:
                 try:
                     callback()

@@ -69,7 +69,7 @@ async def ingest(
     pipeline: IngestPipeline = request.app.state.pipeline
     settings = request.app.state.settings
     body = await request.body()
-    m.MESSAGES_RECEIVED.inc()
+    m.HOT.received += 1
     result = parse(
         f"netqos/v1/probes/{probe_id}/measurements",
         body,

@@ -244,7 +244,7 @@ class MqttConsumer:
     ) -> None:
         """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
         called when the message is safe to acknowledge. Never raises on bad input."""
-        m.MESSAGES_RECEIVED.inc()
+        m.HOT.received += 1
         result = parse(
             topic,
             payload,
