@@ -59,13 +59,11 @@ class Broker:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A real mosquitto on a free loopback port, anonymous (ACL tests make their own)."""
-    d = tmp_path_factory.mktemp("mosquitto")
+def start_mosquitto(workdir: Path, *, max_inflight: int = 100) -> tuple[subprocess.Popen[bytes], Broker]:
+    """A real mosquitto on a free loopback port, anonymous, its config and log in `workdir`."""
     port = free_port()
-    conf = d / "mosquitto.conf"
-    log = d / "mosquitto.log"
+    conf = workdir / "mosquitto.conf"
+    log = workdir / "mosquitto.log"
     conf.write_text(
         "\n".join(
             [
@@ -74,7 +72,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
                 "persistence false",
                 # Tests publish bursts to persistent sessions: keep every queued message.
                 "max_queued_messages 0",
-                "max_inflight_messages 100",
+                f"max_inflight_messages {max_inflight}",
                 f"log_dest file {log}",
                 "log_type error",
                 "log_type warning",
@@ -83,10 +81,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         )
     )
     proc = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_port(port)
-        yield Broker(LOOPBACK, port, log)
+    except BaseException:
+        terminate(proc)
+        raise
+    return proc, Broker(LOOPBACK, port, log)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, anonymous (ACL tests make their own)."""
+    proc, broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        yield broker
     finally:
         terminate(proc)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collector.mqtt.lean import LeanClient, LeanMessage, LeanMqttError
-from tests.conftest import LOOPBACK, Broker, free_port, mosquitto_binary, terminate, wait_port
+from tests.conftest import LOOPBACK, Broker, free_port, start_mosquitto, terminate
 
 pytestmark = pytest.mark.integration
 
@@ -20,33 +20,8 @@ MOSQUITTO_SUB = "/usr/bin/mosquitto_sub"
 
 
 def start_broker(d: Path) -> tuple[subprocess.Popen[bytes], Broker]:
-    port = free_port()
-    log = d / "mosquitto.log"
-    conf = d / "mosquitto.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                f"listener {port} {LOOPBACK}",
-                "allow_anonymous true",
-                "persistence false",
-                "max_queued_messages 0",
-                "max_inflight_messages 0",
-                f"log_dest file {log}",
-                "log_type error",
-                "log_type warning",
-                "",
-            ]
-        )
-    )
-    proc = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_port(port)
-    except BaseException:
-        terminate(proc)
-        raise
-    return proc, Broker(LOOPBACK, port, log)
+    # Unlimited in-flight: these tests drain large queues without acking as they go.
+    return start_mosquitto(d, max_inflight=0)
 
 
 @pytest.fixture(scope="module")
