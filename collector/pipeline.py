@@ -138,7 +138,7 @@ class IngestPipeline:
         if seq >= low:
             return seq in seen
         # Older than the window kept in memory: ask the store (rare: a very late replay).
-        return bool(self.store.seen_seqs(probe_id, seq) & {seq})
+        return self.store.has_batch(probe_id, seq)
 
     def _remember(self, probe_id: str, seq: int) -> None:
         seen = self._seen_entry(probe_id)[1]

@@ -38,9 +38,10 @@ def list_probes(
 )
 def get_probe(request: Request, probe_id: str) -> ProbeDetail:
     store = request.app.state.store
-    probe = next((p for p in store.probes() if p.probe_id == probe_id), None)
-    if probe is None:
+    found = store.probes(probe_id)
+    if not found:
         raise HTTPException(404, f"no probe {probe_id!r}")
+    probe = found[0]
     repo = ProbeRepo(store)
     now_ms = int(time.time() * 1000)
     windows = repo.windows(probe_id, now_ms - 24 * 3_600_000, now_ms, probe.expected_interval_s)

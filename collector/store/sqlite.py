@@ -246,11 +246,14 @@ class SQLiteStore:
             )
         return len(rows)
 
-    def probes(self) -> list[ProbeInfo]:
+    def probes(self, probe_id: str | None = None) -> list[ProbeInfo]:
+        """Every registered probe, or only `probe_id` (an empty list when it is unknown)."""
+        where, args = ("WHERE probe_id = ?", (probe_id,)) if probe_id is not None else ("", ())
         cur = self._reader().execute(
             "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
             " last_seen_ms, last_seq, messages_total, measurements_total, expected_interval_s, status,"
-            " status_since_ms, clock_offset_ms, clock_synced FROM probes ORDER BY probe_id"
+            f" status_since_ms, clock_offset_ms, clock_synced FROM probes {where} ORDER BY probe_id",
+            args,
         )
         names = [d[0] for d in cur.description]
         out = []
@@ -271,6 +274,17 @@ class SQLiteStore:
         with self._write() as conn:
             cur = conn.execute("UPDATE probes SET token_sha256=? WHERE probe_id=?", (digest, probe_id))
             return cur.rowcount == 1
+
+    @staticmethod
+    def _has_batch(conn: sqlite3.Connection, probe_id: str, seq: int) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM probe_batches WHERE probe_id=? AND seq=?", (probe_id, seq)).fetchone()
+            is not None
+        )
+
+    def has_batch(self, probe_id: str, seq: int) -> bool:
+        """Whether this probe's batch `seq` is stored."""
+        return self._has_batch(self._reader(), probe_id, seq)
 
     def seen_seqs(self, probe_id: str, min_seq: int) -> set[int]:
         """Sequence numbers of this probe's stored batches from `min_seq` on (for de-duplication)."""
@@ -337,13 +351,7 @@ class SQLiteStore:
         with self._write() as conn:
             if batches:
                 # Checked inside the write transaction: exactly once even with N workers.
-                dups = {
-                    (pid, seq)
-                    for pid, seq, _, _ in batches
-                    if conn.execute(
-                        "SELECT 1 FROM probe_batches WHERE probe_id=? AND seq=?", (pid, seq)
-                    ).fetchone()
-                }
+                dups = {(pid, seq) for pid, seq, _, _ in batches if self._has_batch(conn, pid, seq)}
                 if dups:
                     if without_duplicates is None:
                         raise StoreError(f"{len(dups)} batches are stored already and cannot be left out")

@@ -255,3 +255,40 @@ def test_probe_goes_offline_after_three_missed_intervals_and_online_again(tmp_pa
     assert len(windows) == 1 and windows[0].batches == 2 and windows[0].expected_batches == 360
     assert 0 < windows[0].completeness < 0.01
     store.close()
+
+
+def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collector.pipeline as pipeline_module
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.register_probes([ProbeInfo("p1")])
+    a = IngestPipeline(store, IngestSettings())
+    for seq in range(5):
+        a.accept(
+            validate_batch(
+                {
+                    "v": 1,
+                    "probe_id": "p1",
+                    "seq": seq,
+                    "measurements": [
+                        {
+                            "ts": 1_795_852_800_000 + seq,
+                            "target": "t",
+                            "technology": "4G",
+                            "operator": "vnpt",
+                            "metrics": {"rtt_ms": 1.0},
+                        }
+                    ],
+                }
+            )
+        )
+    asyncio.run(a.flush())
+    monkeypatch.setattr(pipeline_module, "SEEN_WINDOW", 2)
+    b = IngestPipeline(store, IngestSettings())  # remembers seqs >= 2 only
+    assert b.is_duplicate("p1", 0) and b.is_duplicate("p1", 1) and b.is_duplicate("p1", 4)
+    assert not b.is_duplicate("p1", 5)
+    assert store.has_batch("p1", 3) and not store.has_batch("p1", 7)
+    assert [p.probe_id for p in store.probes("p1")] == ["p1"] and store.probes("nope") == []
+    store.close()
