@@ -110,6 +110,7 @@ class OursRun:
     publish_s: float
     intake_s: float  # until the last message was validated and buffered
     flushes: list[tuple[int, float]] = field(default_factory=list)  # (samples, seconds)
+    cpu_s: float = 0.0  # CPU time of the whole process (all threads) while draining
 
 
 # -- workload ---------------------------------------------------------------------------
@@ -410,6 +411,7 @@ async def ours_once(
         stored = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-poll") as poller:
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             deadline = t0 + timeout_s
             tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
             try:
@@ -419,6 +421,7 @@ async def ours_once(
                         break
                     await asyncio.sleep(POLL_S)
                 elapsed = time.perf_counter() - t0
+                cpu_s = time.process_time() - cpu0
                 if stored >= n_meas:
                     # Not timed: give a late duplicate the chance to be flushed and show up.
                     await asyncio.sleep(settings.flush_interval_s + 0.25)
@@ -431,7 +434,7 @@ async def ours_once(
         # 4. Wipe the session so later publishes are not queued for it.
         async with aiomqtt.Client(HOST, port, identifier=mqtt.client_id, clean_session=True):
             pass
-        return OursRun(elapsed, publish_s, pipeline.last_accept - t0, pipeline.flushes)
+        return OursRun(elapsed, publish_s, pipeline.last_accept - t0, pipeline.flushes, cpu_s)
     finally:
         store.close()
 
@@ -565,7 +568,8 @@ def run_workload(
                     f" peer {peer.seconds:.3f} s ({fmt(n_msg / peer.seconds)} msg/s)"
                     f"   ours {ours.seconds:.3f} s ({fmt(n_msg / ours.seconds)} msg/s,"
                     f" {fmt(n_meas / ours.seconds)} meas/s, all buffered at {ours.intake_s:.3f} s,"
-                    f" {len(ours.flushes)} flushes)   [publish {ours.publish_s:.2f} s, not timed]"
+                    f" {len(ours.flushes)} flushes, {ours.cpu_s / ours.seconds:.2f} CPUs busy)"
+                    f"   [publish {ours.publish_s:.2f} s, not timed]"
                 )
         except BenchError as exc:
             raise BenchError(f"{exc}; mosquitto log: {tail(log)}") from None

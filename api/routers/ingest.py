@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from collector import metrics as m
-from collector.mqtt.schema import Rejection, parse
+from collector.mqtt.schema import Rejection, decode
 from collector.pipeline import IngestPipeline
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
@@ -70,7 +70,7 @@ async def ingest(
     settings = request.app.state.settings
     body = await request.body()
     m.HOT.received += 1
-    result = parse(
+    result = decode(
         f"netqos/v1/probes/{probe_id}/measurements",
         body,
         topic_filter="netqos/v1/probes/+/measurements",
@@ -85,7 +85,7 @@ async def ingest(
         m.MESSAGES_REJECTED.labels(reason=result.reason).inc()
         status = {"too_large": 413, "topic_mismatch": 403}.get(result.reason, 422)
         raise HTTPException(status, f"{result.reason}: {result.detail}")
-    seq, n = result["seq"], len(result["measurements"])
+    seq, n = result.seq, len(result)
     if pipeline.is_duplicate(probe_id, seq):
         m.MESSAGES_DUPLICATE.inc()
         raise HTTPException(409, f"batch {seq} of probe {probe_id} is stored already")

@@ -24,7 +24,7 @@ import aiomqtt
 
 from collector import metrics as m
 from collector.mqtt.lean import LeanClient, LeanMqttError
-from collector.mqtt.schema import Rejection, parse
+from collector.mqtt.schema import Rejection, decode
 from collector.pipeline import IngestPipeline
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings, MqttSettings
@@ -245,7 +245,7 @@ class MqttConsumer:
         """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
         called when the message is safe to acknowledge. Never raises on bad input."""
         m.HOT.received += 1
-        result = parse(
+        result = decode(
             topic,
             payload,
             topic_filter=self.mqtt.topic,
@@ -260,7 +260,7 @@ class MqttConsumer:
             await self._deadletter(conn, topic, payload, result, done)
             return
         try:
-            if self.pipeline.is_duplicate(result["probe_id"], result["seq"]):
+            if self.pipeline.is_duplicate(result.probe_id, result.seq):
                 m.MESSAGES_DUPLICATE.inc()
                 done()  # already accepted: safe once the original is (acks go out in order)
                 return
@@ -271,9 +271,7 @@ class MqttConsumer:
             await self._deadletter(conn, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
         if self.pipeline.should_flush():
-            # Backpressure: stop reading until the buffer is stored. Shielded so a stop
-            # arriving meanwhile cannot abandon a flush half way.
-            await asyncio.shield(self.pipeline.flush())
+            await self.pipeline.make_room()
 
     async def _deadletter(
         self,
