@@ -14,13 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
+from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, to_decoded
 from collector.store.sqlite import ProbeActivity, ProbeInfo, SeriesKey, SQLiteStore
 from netqos.aio import wait_stop
@@ -32,65 +32,97 @@ RESOLUTION_S = 60
 SEEN_WINDOW = 100_000  # batches per probe remembered in memory for de-duplication
 
 
-@dataclass(slots=True)
 class _Buffer:
     """What was accepted since the last flush, as growing columns.
 
-    Probe measurements stay one row per measurement (stream, ts, a tuple of every metric,
-    NaN where absent) until the flush expands them with numpy; samples of other sources
-    (SNMP) are already one row per sample.
+    Probe measurements are one row per measurement in numpy columns (ts, stream, one float
+    per metric with NaN where absent) that the scanner writes into directly; the flush
+    expands them into samples. Samples of other sources (SNMP) are one row per sample.
     """
 
-    meas_stream: list[int] = field(default_factory=list)
-    meas_ts: list[int] = field(default_factory=list)
-    meas_values: list[tuple[float, ...]] = field(default_factory=list)
-    local_idx: list[int] = field(default_factory=list)
-    ts_ms: list[int] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    activity: dict[str, ProbeActivity] = field(default_factory=dict)
-    newest_ts_ms: list[int] = field(default_factory=list)  # one per message, for the lag metric
-    # (probe_id, seq, measurements, newest ts, first measurement row, end row) of each batch:
-    # written with the rollups, so a redelivered batch is known for a duplicate even after
-    # a restart, or when another worker stored it.
-    batches: list[tuple[str, int, int, int, int, int]] = field(default_factory=list)
-    # Called once the flush holding these samples has committed (acks, HTTP answers).
-    on_stored: list[Callable[[], None]] = field(default_factory=list)
+    __slots__ = (
+        "activity",
+        "batches",
+        "key_scratch",
+        "local_idx",
+        "meas_stream",
+        "meas_ts",
+        "meas_values",
+        "newest_ts_ms",
+        "on_stored",
+        "rows",
+        "ts_ms",
+        "value",
+    )
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.rows = 0
+        self.meas_ts = np.empty(capacity, dtype=np.int64)
+        self.meas_stream = np.empty(capacity, dtype=np.int64)
+        self.meas_values = np.empty((capacity, len(METRIC_NAMES)), dtype=np.float64)
+        self.key_scratch = np.empty(capacity, dtype=np.int32)  # the scanner's per-message key index
+        self.local_idx: list[int] = []
+        self.ts_ms: list[int] = []
+        self.value: list[float] = []
+        self.activity: dict[str, ProbeActivity] = {}
+        self.newest_ts_ms: list[int] = []  # one per message, for the lag metric
+        # (probe_id, seq, measurements, newest ts, first row, end row) of each batch: written
+        # with the rollups, so a redelivered batch is known for a duplicate even after a
+        # restart, or when another worker stored it.
+        self.batches: list[tuple[str, int, int, int, int, int]] = []
+        # Called once the flush holding these samples has committed (acks, HTTP answers).
+        self.on_stored: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         """Rows waiting: measurements (each one sample or more) plus other samples."""
-        return len(self.meas_ts) + len(self.value)
+        return self.rows + len(self.value)
 
     def empty(self) -> bool:
-        return not self.meas_ts and not self.value and not self.activity and not self.on_stored
+        return not self.rows and not self.value and not self.activity and not self.on_stored
+
+    def room(self, extra: int) -> None:
+        """Make the columns hold at least `extra` more rows (doubling: amortised O(1) a row)."""
+        need = self.rows + extra
+        if need <= len(self.meas_ts):
+            return
+        cap = max(need, 2 * len(self.meas_ts))
+        for name in ("meas_ts", "meas_stream", "meas_values", "key_scratch"):
+            old = getattr(self, name)
+            new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
+            new[: self.rows] = old[: self.rows]
+            setattr(self, name, new)
 
     def extend(self, other: _Buffer) -> None:
         """Put `other`'s rows (an earlier, failed flush) back in front of this buffer's."""
-        self.meas_stream[:0] = other.meas_stream
-        self.meas_ts[:0] = other.meas_ts
-        self.meas_values[:0] = other.meas_values
+        shift = other.rows
+        for name in ("meas_ts", "meas_stream", "meas_values", "key_scratch"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, np.concatenate([theirs[:shift], mine]))
+        self.rows += shift
         self.local_idx[:0] = other.local_idx
         self.ts_ms[:0] = other.ts_ms
         self.value[:0] = other.value
         self.newest_ts_ms[:0] = other.newest_ts_ms
-        shift = len(other.meas_ts)
         self.batches[:] = [
             *other.batches,
             *((p, q, n, t, a + shift, b + shift) for p, q, n, t, a, b in self.batches),
         ]
         self.on_stored[:0] = other.on_stored
         for pid, a in other.activity.items():
-            mine = self.activity.get(pid)
-            if mine is None:
+            mine_act = self.activity.get(pid)
+            if mine_act is None:
                 self.activity[pid] = a
             else:
-                mine.last_seen_ms = max(mine.last_seen_ms, a.last_seen_ms)
-                mine.last_seq = max(mine.last_seq, a.last_seq)
-                mine.messages += a.messages
-                mine.measurements += a.measurements
-                mine.clock_offset_ms = (
-                    mine.clock_offset_ms if mine.clock_offset_ms is not None else a.clock_offset_ms
+                mine_act.last_seen_ms = max(mine_act.last_seen_ms, a.last_seen_ms)
+                mine_act.last_seq = max(mine_act.last_seq, a.last_seq)
+                mine_act.messages += a.messages
+                mine_act.measurements += a.measurements
+                mine_act.clock_offset_ms = (
+                    mine_act.clock_offset_ms if mine_act.clock_offset_ms is not None else a.clock_offset_ms
                 )
-                mine.clock_synced = mine.clock_synced if mine.clock_synced is not None else a.clock_synced
+                mine_act.clock_synced = (
+                    mine_act.clock_synced if mine_act.clock_synced is not None else a.clock_synced
+                )
 
 
 def _copy(a: ProbeActivity) -> ProbeActivity:
@@ -118,6 +150,7 @@ class IngestPipeline:
         self._keys: list[SeriesKey] = []
         self._keys_lock = threading.Lock()
         self._series_of_local = np.zeros(0, dtype=np.int32)
+        self._scanner = Scanner()
         self._per_row = 1.0  # samples per measurement in the last flush (1 until one is seen)
         self._flush_lock = asyncio.Lock()
         self._flush_soon = asyncio.Event()
@@ -145,7 +178,7 @@ class IngestPipeline:
         """Samples waiting for the next flush (probe rows counted at the last flush's
         samples per row: exact counting would cost a pass over every row on intake)."""
         buf = self._buf
-        return round(len(buf.meas_ts) * self._per_row) + len(buf.value)
+        return round(buf.rows * self._per_row) + len(buf.value)
 
     def _seen_entry(self, probe_id: str) -> tuple[int, set[int]]:
         entry = self._seen.get(probe_id)
@@ -171,55 +204,120 @@ class IngestPipeline:
             keep = sorted(seen)[-SEEN_WINDOW:]
             self._seen[probe_id] = (keep[0], set(keep))
 
+    def scan(self, probe_id: str, payload: bytes, now_ms: int) -> Scanned | None:
+        """The fast path: scan a message straight into the buffer's free rows (not yet
+        accepted: `commit` does that). None when the scanner leaves it to the reference
+        decoder — for anything unusual, and for every refusal, which the reference explains."""
+        if probe_id not in self._probes:
+            return None
+        limit = self.settings.max_measurements_per_message
+        buf = self._buf
+        buf.room(limit)
+        got = self._scanner.scan(payload, limit, buf.meas_ts, buf.meas_values, buf.key_scratch, buf.rows)
+        if (
+            got is None
+            or got.probe_id != probe_id
+            or got.newest_ts > now_ms + self.settings.max_future_s * 1000
+            or got.oldest_ts < now_ms - self.settings.max_lateness_s * 1000
+        ):
+            return None
+        return got
+
+    def commit(self, got: Scanned, on_stored: Callable[[], None] | None = None) -> int:
+        """Accept what `scan` just put in the free rows (no await may come in between)."""
+        buf = self._buf
+        if got.pos != buf.rows:
+            raise RuntimeError("the buffer changed between scan and commit")
+        ids = self._stream_ids(got.probe_id, got.keys)
+        end = got.pos + got.rows
+        buf.meas_stream[got.pos : end] = np.asarray(ids, dtype=np.int64)[buf.key_scratch[got.pos : end]]
+        buf.rows = end
+        self._note_batch(
+            got.probe_id,
+            got.seq,
+            got.rows,
+            got.newest_ts,
+            got.pos,
+            got.clock_offset_ms,
+            got.clock_synced,
+            on_stored,
+        )
+        return got.rows
+
     def accept(self, batch: Decoded | MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
         """Append a validated, not-duplicate batch to the buffer; returns its measurement count.
         `on_stored` is called once its samples are committed to the store."""
         if isinstance(batch, dict):
             batch = to_decoded(batch)
-        probe_id = batch.probe_id
         buf = self._buf
+        n = len(batch)
+        buf.room(n)
+        start, end = buf.rows, buf.rows + n
+        distinct = list(dict.fromkeys(batch.keys))
+        ids = self._stream_ids(batch.probe_id, distinct)
+        index = {k: ids[i] for i, k in enumerate(distinct)}
+        buf.meas_stream[start:end] = [index[k] for k in batch.keys]
+        buf.meas_ts[start:end] = batch.ts
+        buf.meas_values[start:end] = np.asarray(batch.values, dtype=np.float64).reshape(n, len(METRIC_NAMES))
+        buf.rows = end
+        self._note_batch(
+            batch.probe_id,
+            batch.seq,
+            n,
+            batch.newest_ts,
+            start,
+            batch.clock_offset_ms,
+            batch.clock_synced,
+            on_stored,
+        )
+        return n
+
+    def _stream_ids(self, probe_id: str, keys: list[tuple[str, str, str]]) -> list[int]:
+        """Stream numbers of a probe's (target, technology, operator) keys, new ones created."""
         streams = self._stream_of.get(probe_id)
         if streams is None:
             streams = self._stream_of[probe_id] = {}
-        keys = batch.keys
-        # C-level loops over the measurements: this is the hottest Python of the ingest.
-        stream_ids = list(map(streams.get, keys))
-        if None in stream_ids:
-            for i, key in enumerate(keys):
-                sid = streams.get(key)
-                if sid is None:
-                    sid = streams[key] = len(self._streams)
-                    self._streams.append((probe_id, *key))
-                stream_ids[i] = sid
-        before = len(buf.meas_ts)
-        buf.meas_stream.extend(stream_ids)  # type: ignore[arg-type]
-        buf.meas_ts.extend(batch.ts)
-        buf.meas_values.extend(batch.values)
-        n = len(keys)
-        seq = batch.seq
-        newest = batch.newest_ts
+        ids: list[int] = []
+        for key in keys:
+            sid = streams.get(key)
+            if sid is None:
+                sid = streams[key] = len(self._streams)
+                self._streams.append((probe_id, *key))
+            ids.append(sid)
+        return ids
+
+    def _note_batch(
+        self,
+        probe_id: str,
+        seq: int,
+        n: int,
+        newest: int,
+        start: int,
+        clock_offset_ms: float | None,
+        clock_synced: bool | None,
+        on_stored: Callable[[], None] | None,
+    ) -> None:
+        """Book-keeping of an accepted batch: de-duplication, acks, probe activity, metrics."""
+        buf = self._buf
         self._remember(probe_id, seq)
-        buf.batches.append((probe_id, seq, n, newest, before, before + n))
+        buf.batches.append((probe_id, seq, n, newest, start, start + n))
         if on_stored is not None:
             buf.on_stored.append(on_stored)
         act = buf.activity.get(probe_id)
         if act is None:
-            buf.activity[probe_id] = ProbeActivity(
-                newest, seq, 1, n, batch.clock_offset_ms, batch.clock_synced
-            )
+            buf.activity[probe_id] = ProbeActivity(newest, seq, 1, n, clock_offset_ms, clock_synced)
         else:
             act.last_seen_ms = max(act.last_seen_ms, newest)
             act.last_seq = max(act.last_seq, seq)
             act.messages += 1
             act.measurements += n
-            if batch.clock_offset_ms is not None:
-                act.clock_offset_ms = batch.clock_offset_ms
-            if batch.clock_synced is not None:
-                act.clock_synced = batch.clock_synced
+            if clock_offset_ms is not None:
+                act.clock_offset_ms = clock_offset_ms
+            if clock_synced is not None:
+                act.clock_synced = clock_synced
         buf.newest_ts_ms.append(newest)
         m.HOT.batch(n)
         m.HOT.buffered = self.buffered
-        return n
 
     def _new_key(self, stream: tuple[str, str, str, str], metric: str) -> int:
         probe_id, target, technology, operator = stream
@@ -271,7 +369,8 @@ class IngestPipeline:
     async def flush(self) -> int:
         """Store everything buffered so far; returns the samples stored (0 if nothing)."""
         async with self._flush_lock:
-            buf, self._buf = self._buf, _Buffer()
+            buf = self._buf
+            self._buf = _Buffer(len(buf.meas_ts))  # the last one's size: no regrowing
             if buf.empty():
                 return 0
             started = time.perf_counter()
@@ -317,9 +416,9 @@ class IngestPipeline:
     def _expand(self, buf: _Buffer) -> tuple[SampleBatch, npt.NDArray[np.int64]]:
         """Buffer rows -> one sample per (row, metric), probe rows first; and each probe
         row's sample count (to drop a duplicate batch's samples by row range)."""
-        n_rows = len(buf.meas_ts)
-        values = np.array(buf.meas_values, dtype=np.float64).reshape(n_rows, len(METRIC_NAMES))
-        streams = np.array(buf.meas_stream, dtype=np.int64)
+        n_rows = buf.rows
+        values = buf.meas_values[:n_rows]
+        streams = buf.meas_stream[:n_rows]
         present = ~np.isnan(values)  # JSON has no NaN: NaN only marks an absent metric
         n_streams = len(self._streams)
         table = self._stream_series
@@ -345,7 +444,7 @@ class IngestPipeline:
         if n_rows:
             self._per_row = float(per_row.mean())
         local_idx = np.concatenate([local[present], np.asarray(buf.local_idx, dtype=np.int64)])
-        row_ts = np.asarray(buf.meas_ts, dtype=np.int64)
+        row_ts = buf.meas_ts[:n_rows]
         ts = np.concatenate([np.repeat(row_ts, per_row), np.asarray(buf.ts_ms, dtype=np.int64)])
         value = np.concatenate([values[present], np.asarray(buf.value, dtype=np.float64)])
         return SampleBatch(self._series_of_local[local_idx], ts, value), per_row

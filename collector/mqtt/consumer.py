@@ -24,7 +24,8 @@ import aiomqtt
 
 from collector import metrics as m
 from collector.mqtt.lean import LeanClient, LeanMqttError
-from collector.mqtt.schema import Rejection, decode
+from collector.mqtt.scan import Scanned
+from collector.mqtt.schema import Decoded, Rejection, decode, probe_id_of_topic
 from collector.pipeline import IngestPipeline
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings, MqttSettings
@@ -245,26 +246,39 @@ class MqttConsumer:
         """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
         called when the message is safe to acknowledge. Never raises on bad input."""
         m.HOT.received += 1
-        result = decode(
-            topic,
-            payload,
-            topic_filter=self.mqtt.topic,
-            now_ms=int(time.time() * 1000),
-            max_payload_bytes=self.mqtt.max_payload_bytes,
-            max_future_ms=self.ingest.max_future_s * 1000,
-            max_measurements=self.ingest.max_measurements_per_message,
-            known_probes=self.pipeline.known_probes,
-            max_late_ms=self.ingest.max_lateness_s * 1000,
-        )
-        if isinstance(result, Rejection):
-            await self._deadletter(conn, topic, payload, result, done)
-            return
+        now_ms = int(time.time() * 1000)
+        pipeline = self.pipeline
         try:
-            if self.pipeline.is_duplicate(result.probe_id, result.seq):
+            got: Scanned | Decoded | None = None
+            if len(payload) <= self.mqtt.max_payload_bytes:
+                probe_id = probe_id_of_topic(topic, self.mqtt.topic)
+                if probe_id is not None:
+                    got = pipeline.scan(probe_id, payload, now_ms)
+            if got is None:
+                # Not the scanner's kind of message: the reference decoder decides and explains.
+                result = decode(
+                    topic,
+                    payload,
+                    topic_filter=self.mqtt.topic,
+                    now_ms=now_ms,
+                    max_payload_bytes=self.mqtt.max_payload_bytes,
+                    max_future_ms=self.ingest.max_future_s * 1000,
+                    max_measurements=self.ingest.max_measurements_per_message,
+                    known_probes=pipeline.known_probes,
+                    max_late_ms=self.ingest.max_lateness_s * 1000,
+                )
+                if isinstance(result, Rejection):
+                    await self._deadletter(conn, topic, payload, result, done)
+                    return
+                got = result
+            if pipeline.is_duplicate(got.probe_id, got.seq):
                 m.MESSAGES_DUPLICATE.inc()
                 done()  # already accepted: safe once the original is (acks go out in order)
                 return
-            self.pipeline.accept(result, on_stored=done)
+            if isinstance(got, Scanned):
+                pipeline.commit(got, on_stored=done)  # scanned into the buffer: nothing in between
+            else:
+                pipeline.accept(got, on_stored=done)
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%s", topic[:200])

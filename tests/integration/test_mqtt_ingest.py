@@ -216,16 +216,21 @@ async def test_1000_malformed_messages_are_counted_and_deadlettered(
 async def test_a_failure_inside_accept_parks_the_message_and_ingestion_goes_on(
     ingest: Ingest, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_accept = ingest.pipeline.accept
+    real_accept, real_commit = ingest.pipeline.accept, ingest.pipeline.commit
     calls = {"n": 0}
 
-    def accept_failing_once(batch: Any, on_stored: Any = None) -> int:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("simulated bug")
-        return real_accept(batch, on_stored=on_stored)
+    def failing_once(real: Any) -> Any:
+        # Both ways into the buffer: the scanner's (commit) and the reference decoder's.
+        def call(batch: Any, on_stored: Any = None) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("simulated bug")
+            return int(real(batch, on_stored=on_stored))
 
-    monkeypatch.setattr(ingest.pipeline, "accept", accept_failing_once)
+        return call
+
+    monkeypatch.setattr(ingest.pipeline, "accept", failing_once(real_accept))
+    monkeypatch.setattr(ingest.pipeline, "commit", failing_once(real_commit))
     before = rejected("internal_error")
     now_ms = int(time.time() * 1000)
     first = json.dumps(good_payload(probe_id(0), 30_000, now_ms - 5_000, 3)).encode()

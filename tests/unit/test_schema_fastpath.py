@@ -1,17 +1,21 @@
-"""The fast decoder (msgspec) against the reference (pydantic): the same decision on every
-payload, the same data when accepted, and the fast path really taken for plain batches."""
+"""The fast decoders against the reference (pydantic): the msgspec decoder and the numba
+scanner make the same decision on every payload and give the same data when they accept,
+and the fast paths are really taken for plain batches."""
 
 from __future__ import annotations
 
 import json
 import math
+import string
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.mqtt import schema
+from collector.mqtt.scan import Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, Rejection, decode, parse, to_decoded
 
 NOW = 1_795_852_800_000
@@ -79,6 +83,13 @@ def sometimes_bad(draw: st.DrawFn, good: st.SearchStrategy[Any], odds: int = 80)
     return draw(any_scalar) if draw(st.integers(0, odds - 1)) == 0 else draw(good)
 
 
+@st.composite
+def rarely(draw: st.DrawFn, extra: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    """`extra` once in ten draws, else nothing (an unknown key sends every payload to the
+    reference decoder, so it must not be in most of them)."""
+    return draw(extra) if draw(st.integers(0, 9)) == 0 else {}
+
+
 RANGES = {
     "loss_ratio": (0, 1),
     "access_failed": (0, 1),
@@ -99,22 +110,29 @@ def metrics(draw: st.DrawFn) -> dict[str, Any]:
             out[name] = draw(edge_numbers)
         elif draw(st.booleans()):
             out[name] = draw(st.integers(lo, hi))
-        else:
+        elif draw(st.booleans()):
             out[name] = draw(st.floats(lo, hi))
+        else:  # as probes write them: a few decimals (what the scanner converts exactly)
+            out[name] = round(draw(st.floats(lo, hi)), draw(st.integers(0, 6)))
     return out
 
 
 # Mostly well-formed documents (so that acceptance is common), a field now and then replaced
 # by anything, the odd unknown key or empty list.
-measurement = st.fixed_dictionaries(
-    {
-        "ts": sometimes_bad(st.integers(NOW - 3_700_000, NOW + 310_000)),
-        "target": sometimes_bad(st.text(min_size=1, max_size=8)),
-        "technology": sometimes_bad(st.sampled_from(schema.TECHNOLOGIES)),
-        "operator": sometimes_bad(st.sampled_from(["viettel", "vnpt", "mobi-fone_2"])),
-        "metrics": sometimes_bad(metrics()),
-    },
-    optional={"extra": any_scalar},
+measurement = st.builds(
+    lambda d, extra: {**d, **extra},
+    st.fixed_dictionaries(
+        {
+            "ts": sometimes_bad(st.integers(NOW - 3_700_000, NOW + 310_000)),
+            "target": sometimes_bad(
+                st.one_of(st.text(min_size=1, max_size=8), st.text(string.printable, min_size=1, max_size=8))
+            ),
+            "technology": sometimes_bad(st.sampled_from(schema.TECHNOLOGIES)),
+            "operator": sometimes_bad(st.sampled_from(["viettel", "vnpt", "mobi-fone_2"])),
+            "metrics": sometimes_bad(metrics()),
+        }
+    ),
+    rarely(st.fixed_dictionaries({"extra": any_scalar})),
 )
 batch = st.fixed_dictionaries(
     {
@@ -125,11 +143,10 @@ batch = st.fixed_dictionaries(
     },
     optional={
         "sent_ts": sometimes_bad(st.integers(0, 2**53)),
-        "clock_offset_ms": sometimes_bad(st.floats(-1e8, 1e8)),
+        "clock_offset_ms": sometimes_bad(st.one_of(st.floats(-1e8, 1e8), st.integers(-1000, 1000))),
         "clock_synced": sometimes_bad(st.booleans()),
-        "other": any_scalar,
     },
-)
+).flatmap(lambda d: rarely(st.fixed_dictionaries({"other": any_scalar})).map(lambda extra: {**d, **extra}))
 
 
 def same(fast: Decoded, ref: Decoded) -> bool:
@@ -162,6 +179,41 @@ def test_fast_decoder_decides_like_the_reference(doc: dict[str, Any], topic_prob
     else:
         assert isinstance(got, Decoded)
         assert same(got, to_decoded(ref))
+    scanned = scan(raw, topic_probe)
+    if scanned is not None:  # the scanner may leave any payload to the reference, never accept more
+        assert not isinstance(ref, Rejection), ref
+        assert same(scanned, to_decoded(ref))
+
+
+def scan(raw: bytes, topic_probe: str = "p1") -> Decoded | None:
+    """The numba scanner's result as a Decoded (None: left to the reference decoder), with
+    the caller's checks of IngestPipeline.scan (probe, lateness, future)."""
+    cap = LIMITS["max_measurements"]
+    ts = np.full(cap + 3, -7, dtype=np.int64)
+    values = np.full((cap + 3, len(METRIC_NAMES)), -7.0)
+    key = np.full(cap + 3, -7, dtype=np.int32)
+    got = Scanner().scan(raw, cap, ts, values, key, 3)
+    if (
+        got is None
+        or got.probe_id != topic_probe
+        or got.probe_id not in LIMITS["known_probes"]
+        or got.oldest_ts < NOW - LIMITS["max_late_ms"]
+        or got.newest_ts > NOW + LIMITS["max_future_ms"]
+    ):
+        return None
+    rows = slice(3, 3 + got.rows)
+    assert (ts[:3] == -7).all() and (ts[3 + got.rows :] == -7).all()  # nothing written outside
+    return Decoded(
+        probe_id=got.probe_id,
+        seq=got.seq,
+        keys=[got.keys[k] for k in key[rows].tolist()],
+        ts=ts[rows].tolist(),
+        values=[tuple(v) for v in values[rows].tolist()],
+        newest_ts=got.newest_ts,
+        oldest_ts=got.oldest_ts,
+        clock_offset_ms=got.clock_offset_ms,
+        clock_synced=got.clock_synced,
+    )
 
 
 def valid(n: int = 3) -> bytes:
@@ -203,6 +255,8 @@ def test_plain_batches_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> No
     assert [v[i_rtt] for v in got.values] == [10.0, 11.0, 12.0] and all(v[i_loss] == 0.0 for v in got.values)
     assert sum(1 for v in got.values[0] if not math.isnan(v)) == 2
     assert (got.clock_offset_ms, got.clock_synced) == (-1.5, True)
+    scanned = scan(valid())
+    assert scanned is not None and same(scanned, got)
     # A string escape sends the batch to the reference decoder, with the same answer.
     escaped = valid().replace(b'"8.8.8.8"', b'"8.8.8.\\u0038"')
     again = decode("netqos/v1/probes/p1/measurements", escaped, **LIMITS)
@@ -216,3 +270,132 @@ def test_a_measurement_without_metrics_is_refused_by_both() -> None:
     assert (
         isinstance(got, Rejection) and got.reason == "out_of_range" and "measurements.1.metrics" in got.detail
     )
+
+
+# -- the scanner on the documents it is built for, written in every way JSON allows ---------
+
+ws = st.sampled_from(["", " ", "\n", "\t ", "\r\n  "])
+
+
+@st.composite
+def number_text(draw: st.DrawFn, lo: float, hi: float) -> str:
+    """A number near [lo, hi], written as JSON allows: ints, decimals, exponents, -0, ..."""
+    style = draw(st.integers(0, 12))
+    if style == 0:
+        return str(draw(st.integers(int(lo) - 2, int(hi) + 2)))
+    if style == 1:
+        return repr(round(draw(st.floats(lo - 1, hi + 1)), draw(st.integers(0, 5))))
+    if style == 2:
+        mant = draw(st.integers(-(10**6), 10**6))
+        exp = draw(st.integers(-9, 9))
+        e = draw(st.sampled_from(["e", "E"]))
+        sign = draw(st.sampled_from(["", "+", "-"] if exp >= 0 else ["-"]))
+        return f"{mant}{e}{sign}{abs(exp)}"
+    if style == 3 and draw(st.booleans()):
+        return draw(
+            st.sampled_from(
+                [
+                    "-0",
+                    "-0.0",
+                    "0.000",
+                    "1.50",
+                    "0.1e-3",
+                    "1e0",
+                    "10E+1",
+                    "01",
+                    "1.",
+                    ".5",
+                    "1e",
+                    "+1",
+                    "-",
+                    "1e400",
+                    "123456789012345678",
+                    "0.30000000000000004",
+                    "9007199254740993",
+                ]
+            )
+        )
+    if style == 4:
+        return f"{draw(st.integers(0, 999))}.{draw(st.integers(0, 10**8)):0{draw(st.integers(1, 9))}d}"
+    if style == 5:
+        return repr(draw(st.floats(lo, hi)))
+    return repr(round(draw(st.floats(lo, hi)), draw(st.integers(0, 4))))
+
+
+@st.composite
+def raw_batch(draw: st.DrawFn) -> bytes:
+    """A schema-v1 payload of the kind the scanner is for, spelt in many ways, with the odd
+    value past a limit or of a form the scanner leaves to the reference."""
+    w = lambda: draw(ws)  # noqa: E731
+
+    def obj(members: list[tuple[str, str]]) -> str:
+        order = draw(st.permutations(members))
+        inner = ",".join(f'{w()}"{k}"{w()}:{w()}{v}{w()}' for k, v in order)
+        return "{" + (inner or w()) + "}"
+
+    def text(alphabet: str, lo: int, hi: int) -> str:
+        return '"' + draw(st.text(alphabet, min_size=lo, max_size=hi)) + '"'
+
+    safe_chars = "".join(c for c in string.printable if c not in '"\\\n\r\t\x0b\x0c')
+    measurements = []
+    for _ in range(draw(st.integers(1, 4))):
+        names = draw(st.lists(st.sampled_from(METRIC_NAMES), min_size=1, max_size=4, unique=True))
+        mets = [(n, draw(number_text(*RANGES.get(n, (0, 600_000))))) for n in names]
+        measurements.append(
+            obj(
+                [
+                    (
+                        "ts",
+                        draw(
+                            st.sampled_from(
+                                [str(NOW - draw(st.integers(-400_000, 3_700_000)))] * 10 + ["1.5", "-3"]
+                            )
+                        ),
+                    ),
+                    (
+                        "target",
+                        draw(st.sampled_from([text(safe_chars, 1, 6)] * 8 + ['""', '"' + "a" * 256 + '"'])),
+                    ),
+                    (
+                        "technology",
+                        '"' + draw(st.sampled_from([*schema.TECHNOLOGIES] * 2 + ["4g", "6G"])) + '"',
+                    ),
+                    (
+                        "operator",
+                        '"'
+                        + draw(st.sampled_from(["viettel", "vnpt", "mobi-fone_2"] * 4 + ["VNPT", "a" * 33]))
+                        + '"',
+                    ),
+                    ("metrics", obj(mets)),
+                ]
+            )
+        )
+    members = [
+        ("v", draw(st.sampled_from(["1"] * 10 + ["1.0", "2"]))),
+        ("probe_id", '"' + draw(st.sampled_from(["p1", "p1", "p2", "p3"])) + '"'),
+        ("seq", draw(st.sampled_from(["0", "17", str(2**53)] * 4 + [str(2**53 + 1), "-1", "1e3"]))),
+        ("measurements", "[" + ",".join(f"{w()}{m}{w()}" for m in measurements) + "]"),
+    ]
+    if draw(st.booleans()):
+        members.append(("clock_offset_ms", draw(number_text(-86_400_000, 86_400_000))))
+    if draw(st.booleans()):
+        members.append(("clock_synced", draw(st.sampled_from(["true", "false", "null", "1"]))))
+    if draw(st.booleans()):
+        members.append(("sent_ts", str(NOW)))
+    return (w() + obj(members) + w()).encode()
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_batch())
+def test_scanner_decides_like_the_reference_on_every_spelling(raw: bytes) -> None:
+    topic = "netqos/v1/probes/p1/measurements"
+    ref = parse(topic, raw, **LIMITS)
+    scanned = scan(raw)
+    if scanned is not None:
+        assert not isinstance(ref, Rejection), (ref, raw)
+        assert same(scanned, to_decoded(ref)), raw
+    got = decode(topic, raw, **LIMITS)
+    if isinstance(ref, Rejection):
+        assert got == ref
+    else:
+        assert isinstance(got, Decoded) and same(got, to_decoded(ref))
