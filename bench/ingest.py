@@ -71,7 +71,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.core import warm_up
 from collector.mqtt.consumer import MqttConsumer
-from collector.mqtt.schema import MeasurementBatch
+from collector.mqtt.scan import Scanned
+from collector.mqtt.schema import Decoded, MeasurementBatch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from netqos.config import IngestSettings, MqttSettings
@@ -359,8 +360,14 @@ class TimedPipeline(IngestPipeline):
         self.accepted = 0
         self.last_accept = 0.0  # perf_counter() of the latest accepted batch
 
-    def accept(self, batch: MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
+    def accept(self, batch: Decoded | MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
         added = super().accept(batch, on_stored)
+        self.accepted += 1
+        self.last_accept = time.perf_counter()
+        return added
+
+    def commit(self, got: Scanned, on_stored: Callable[[], None] | None = None) -> int:
+        added = super().commit(got, on_stored)
         self.accepted += 1
         self.last_accept = time.perf_counter()
         return added

@@ -282,6 +282,26 @@ class SQLiteStore:
             is not None
         )
 
+    @staticmethod
+    def _stored_batches(
+        conn: sqlite3.Connection, batches: Sequence[tuple[str, int, int, int]]
+    ) -> set[tuple[str, int]]:
+        """Which of these (probe, seq) are stored: one query per probe and 500 seqs, not one
+        per batch (a flush holds thousands of batches from a few hundred probes)."""
+        by_probe: dict[str, list[int]] = {}
+        for pid, seq, _, _ in batches:
+            by_probe.setdefault(pid, []).append(seq)
+        found: set[tuple[str, int]] = set()
+        for pid, seqs in by_probe.items():
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = conn.execute(
+                    f"SELECT seq FROM probe_batches WHERE probe_id=? AND seq IN ({marks})", (pid, *chunk)
+                )
+                found.update((pid, int(r[0])) for r in cur)
+        return found
+
     def has_batch(self, probe_id: str, seq: int) -> bool:
         """Whether this probe's batch `seq` is stored."""
         return self._has_batch(self._reader(), probe_id, seq)
@@ -351,7 +371,7 @@ class SQLiteStore:
         with self._write() as conn:
             if batches:
                 # Checked inside the write transaction: exactly once even with N workers.
-                dups = {(pid, seq) for pid, seq, _, _ in batches if self._has_batch(conn, pid, seq)}
+                dups = self._stored_batches(conn, batches)
                 if dups:
                     if without_duplicates is None:
                         raise StoreError(f"{len(dups)} batches are stored already and cannot be left out")
