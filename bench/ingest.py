@@ -446,6 +446,126 @@ async def ours_once(
         store.close()
 
 
+# -- N workers on one shared subscription ------------------------------------------------
+
+SHARED_TOPIC = "$share/bench/netqos/v1/probes/+/measurements"
+
+
+def worker_main(port: int, db: str, client_id: str, flush_interval_s: float) -> int:
+    """One ingest worker process (``--worker``): creates its persistent session on the
+    shared subscription, says ``session``; drains on ``go``, stops on ``stop`` and prints
+    its CPU seconds. Lines on stdin/stdout are the whole protocol with the parent."""
+    warm_up()
+    settings = IngestSettings(flush_interval_s=flush_interval_s)
+    mqtt = MqttSettings(host=HOST, port=port, client_id=client_id, topic=SHARED_TOPIC)
+
+    async def run() -> None:
+        store = SQLiteStore(db)
+        try:
+            stop = asyncio.Event()
+            first = MqttConsumer(mqtt, settings, IngestPipeline(store, settings))
+            tasks = [asyncio.create_task(first.run(stop))]
+            try:
+                await asyncio.wait_for(first.subscribed.wait(), timeout=CONNECT_TIMEOUT_S)
+            finally:
+                await stop_tasks(stop, tasks)
+            print("session", flush=True)
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if line.strip() != "go":
+                return
+            cpu0 = time.process_time()
+            pipeline = IngestPipeline(store, settings)
+            consumer = MqttConsumer(mqtt, settings, pipeline)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
+            await asyncio.to_thread(sys.stdin.readline)  # "stop" (or EOF: the parent went away)
+            cpu = time.process_time() - cpu0
+            await stop_tasks(stop, tasks)
+            left = await pipeline.drain()
+            print(f"done cpu_s={cpu:.3f} unflushed={left}", flush=True)
+        finally:
+            store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def workers_once(
+    port: int,
+    messages: Sequence[Message],
+    probes: Sequence[ProbeInfo],
+    batch: int,
+    k: int,
+    workdir: Path,
+    settings: IngestSettings,
+    timeout_s: float,
+    n_workers: int,
+) -> OursRun:
+    """Ours with `n_workers` processes sharing the stream (MQTT shared subscription) and one
+    SQLite file: timed from "go" (processes started, warmed up and subscribed before, as a
+    running service's are) until every sample is stored."""
+    n_meas = len(messages) * batch
+    db = workdir / f"workers-{k}" / "netqos.db"
+    store = SQLiteStore(db)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        store.register_probes(probes)
+        for i in range(n_workers):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                f"{port},{db},bench-w{k}-{i},{settings.flush_interval_s}",
+            ]
+            procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "session":
+                raise BenchError("a worker did not start (see its error above)")
+        publish_s = publish_all(port, messages, f"bench-pub-w{k}", timeout_s)
+        t0 = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        deadline = t0 + timeout_s
+        stored = 0
+        while time.perf_counter() < deadline:
+            stored = store.total_count(metric="rtt_ms")
+            if stored >= n_meas:
+                break
+            time.sleep(POLL_S)
+        elapsed = time.perf_counter() - t0
+        time.sleep(settings.flush_interval_s + 0.25)  # not timed: room for a late duplicate
+        cpu = 0.0
+        unflushed = 0
+        for proc in procs:
+            out, _ = proc.communicate("stop\n", timeout=60)
+            fields = dict(f.split("=") for f in out.split()[1:]) if out.startswith("done") else {}
+            if not fields:
+                raise BenchError(f"a worker ended badly: {out!r}")
+            cpu += float(fields["cpu_s"])
+            unflushed += int(fields["unflushed"])
+        if stored < n_meas:
+            raise BenchError(f"workers stored {stored} of {n_meas} rtt_ms samples in {timeout_s} s")
+        check_counts(store, len(messages), n_meas, unflushed)
+        return OursRun(elapsed, publish_s, elapsed, [], cpu)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        store.close()
+        asyncio.run(wipe_sessions(port, [f"bench-w{k}-{i}" for i in range(n_workers)]))
+
+
+async def wipe_sessions(port: int, client_ids: Sequence[str]) -> None:
+    """End persistent sessions, so later publishes are not queued for them."""
+    for cid in client_ids:
+        async with aiomqtt.Client(HOST, port, identifier=cid, clean_session=True):
+            pass
+
+
 def check_counts(store: SQLiteStore, n_messages: int, n_meas: int, unflushed: int) -> None:
     problems = []
     if unflushed:
@@ -502,6 +622,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ingest.flush_interval_s for ours (default: the service default, %(default)s s)",
     )
     ap.add_argument("--timeout", type=float, default=120.0, help="bound on each publish/drain, seconds")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ours as N ingest processes on one shared subscription and one SQLite file (default 1)",
+    )
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run as one of those processes
     args = ap.parse_args(argv)
     if args.messages is None:
         args.messages = 400 if args.quick else 10_000
@@ -517,6 +644,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error("--repeat must be 1..50")
     if not 0 < args.timeout <= 3600:
         ap.error("--timeout must be in (0, 3600]")
+    if not 1 <= args.workers <= 16:
+        ap.error("--workers must be 1..16")
     return args
 
 
@@ -544,6 +673,7 @@ def run_workload(
     timeout_s: float,
     broker_bin: str,
     sub_bin: str,
+    workers: int = 1,
 ) -> Figures:
     """Peer and ours, alternating, `repeats` times on one workload; prints the runs and medians."""
     n_meas = n_msg * batch
@@ -568,7 +698,14 @@ def run_workload(
             for k in range(repeats):
                 peer = peer_once(sub_bin, port, messages, k, workdir, timeout_s)
                 peer_runs.append(peer)
-                ours = asyncio.run(ours_once(port, messages, probes, batch, k, workdir, settings, timeout_s))
+                if workers == 1:
+                    ours = asyncio.run(
+                        ours_once(port, messages, probes, batch, k, workdir, settings, timeout_s)
+                    )
+                else:
+                    ours = workers_once(
+                        port, messages, probes, batch, k, workdir, settings, timeout_s, workers
+                    )
                 ours_runs.append(ours)
                 print(
                     f"  run {k + 1}/{repeats}:"
@@ -612,6 +749,9 @@ def run_workload(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.worker:
+        port, db, client_id, flush = args.worker.split(",")
+        return worker_main(int(port), db, client_id, float(flush))
     wall0 = time.perf_counter()
     repeats = int(args.repeat)
     settings = IngestSettings(flush_interval_s=args.flush_interval)
@@ -629,16 +769,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.batch is not None:  # one workload, as asked
             only = run_workload(
-                args.messages, args.batch, repeats, settings, args.timeout, broker_bin, sub_bin
+                args.messages, args.batch, repeats, settings, args.timeout, broker_bin, sub_bin, args.workers
             )
             single = batched = only
         else:
             print("single-measurement messages:")
             single = run_workload(
-                args.single_messages, 1, repeats, settings, args.timeout, broker_bin, sub_bin
+                args.single_messages, 1, repeats, settings, args.timeout, broker_bin, sub_bin, args.workers
             )
             print("batched messages:")
-            batched = run_workload(args.messages, 50, repeats, settings, args.timeout, broker_bin, sub_bin)
+            batched = run_workload(
+                args.messages, 50, repeats, settings, args.timeout, broker_bin, sub_bin, args.workers
+            )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -648,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"RESULT ratio={single.ratio:.4f} single_msgs_per_s={single.ours_msgs:.0f}"
         f" peer_msgs_per_s={single.peer_msgs:.0f} batched_meas_per_s={batched.ours_meas:.0f}"
         f" batched_peer_meas_per_s={batched.peer_meas:.0f} batched_ratio={batched.ratio:.4f}"
-        f" batch={batched.batch} repeats={repeats}"
+        f" batch={batched.batch} repeats={repeats} workers={args.workers}"
     )
     return 0
 
