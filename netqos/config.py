@@ -116,7 +116,7 @@ class TsdbSettings(_Section):
         Path("var/tsdb-spool"), description="disk spool for points the TSDB could not take yet; unset: none"
     )
     spool_max_bytes: int = Field(
-        1 << 30, ge=1 << 20, le=1 << 40, description="spool size limit; beyond, the oldest files are dropped"
+        1 << 30, ge=1 << 16, le=1 << 40, description="spool size limit; beyond, the oldest files are dropped"
     )
     measurement: str = Field(
         "netqos", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="measurement name prefix of every point"

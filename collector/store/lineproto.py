@@ -54,8 +54,7 @@ def render_samples(
     survive the trip exactly.
     """
     return [
-        f"{heads[i]}{v!r} {t}"
-        for i, v, t in zip(index.tolist(), value.tolist(), ts_ms.tolist(), strict=True)
+        f"{heads[i]}{v!r} {t}" for i, v, t in zip(index.tolist(), value.tolist(), ts_ms.tolist(), strict=True)
     ]
 
 
