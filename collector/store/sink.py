@@ -175,8 +175,10 @@ def gunzip_body(data: bytes) -> bytes:
 class _Chunk:
     seq: int
     points: int
-    body: bytes  # plain line protocol, newline-terminated lines
+    body: bytes  # line protocol, newline-terminated lines; gzip once `gzipped`
     born: float  # time.monotonic() when it was handed over
+    gzipped: bool = False
+    taken: bool = False  # popped by the writer or spilled: no longer the packer's to touch
 
 
 @dataclass(slots=True)
@@ -220,6 +222,9 @@ class TsdbSink:
         self._stopped = False
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="tsdb-sink", daemon=True)
+        # Compresses full batches while the writer waits for the server's answer to the one
+        # before: gzip off the writer's critical path (zlib releases the GIL).
+        self._packer = threading.Thread(target=self._pack, name="tsdb-gzip", daemon=True)
         self.stats = SinkStats()
         self._update_gauges()
 
@@ -235,6 +240,8 @@ class TsdbSink:
             self.settings.spool_dir or "-",
         )
         self._thread.start()
+        if self.settings.gzip:
+            self._packer.start()
 
     def write_lines(self, lines: Sequence[str]) -> int:
         """Queue rendered lines (no newlines inside); returns how many were taken."""
@@ -300,10 +307,13 @@ class TsdbSink:
             self._thread.join(wait + self.settings.timeout_s + 5.0)
         with self._cond:
             self._stopped = True
+            self._cond.notify_all()
             if self._memory:
                 self._spill(len(self._memory), "shutdown")
             self._update_gauges()
             left = self._spool.points if self._spool is not None else 0
+        if self._packer.is_alive():
+            self._packer.join(5.0)
         self._writer.close()
         log.info(
             "event=tsdb_sink_stopped written=%d dropped=%d spooled=%d",
@@ -329,8 +339,10 @@ class TsdbSink:
         """Move the `n` oldest memory chunks to the spool (or count them dropped)."""
         for _ in range(min(n, len(self._memory))):
             chunk = self._memory.popleft()
+            chunk.taken = True
             self._memory_points -= chunk.points
-            self._to_spool(chunk.seq, chunk.points, gzip_body(chunk.body), reason_without_spool)
+            body = chunk.body if chunk.gzipped else gzip_body(chunk.body)
+            self._to_spool(chunk.seq, chunk.points, body, reason_without_spool)
 
     def _to_spool(self, seq: int, points: int, gz_body: bytes, reason_without_spool: str) -> None:
         if self._spool is None:
@@ -418,15 +430,40 @@ class TsdbSink:
 
     def _pop_memory_batch(self) -> _Batch:
         first = self._memory.popleft()
+        first.taken = True
         points, parts = first.points, [first.body]
-        while self._memory and points + self._memory[0].points <= self.settings.batch_size:
+        while (
+            not first.gzipped
+            and self._memory
+            and not self._memory[0].gzipped
+            and points + self._memory[0].points <= self.settings.batch_size
+        ):
             nxt = self._memory.popleft()
+            nxt.taken = True
             points += nxt.points
             parts.append(nxt.body)
         self._memory_points -= points
         self._inflight_points = points
         self._update_gauges()
-        return _Batch(first.seq, points, b"".join(parts), False)
+        return _Batch(first.seq, points, b"".join(parts), first.gzipped)
+
+    def _pack(self) -> None:
+        """The packer thread: gzip full memory chunks ahead of the writer."""
+        full = self.settings.batch_size
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    chunk = next((c for c in self._memory if not c.gzipped and c.points >= full), None)
+                    if chunk is not None:
+                        break
+                    self._cond.wait()
+                body = chunk.body
+            packed = gzip_body(body)
+            with self._cond:
+                if not chunk.taken:  # else the writer or a spill has dealt with it meanwhile
+                    chunk.body, chunk.gzipped = packed, True
 
     def _deliver(self, batch: _Batch) -> None:
         """Send one batch until acknowledged or refused; at the close deadline, spool it."""
