@@ -13,7 +13,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -125,6 +127,31 @@ class _Buffer:
                 )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFlush:
+    """What one flush committed to the store, for outputs downstream (the time-series sink).
+
+    Samples of batches found to be duplicates are left out, as they were from the rollups.
+    """
+
+    keys: Sequence[SeriesKey]  # local index -> series key (entries below n_keys are final)
+    n_keys: int
+    series_of_local: npt.NDArray[np.int32]  # local index -> store series id
+    local_idx: npt.NDArray[np.int64]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    rollups: RollupSet  # the stored rows these samples touched, merged with what was there
+    resolution_s: int
+    activity: dict[str, ProbeActivity]
+    probes: dict[str, ProbeInfo]
+
+
+class FlushOutput(Protocol):
+    """Called in the flush thread after each committed flush; must not raise, should be quick."""
+
+    def stored(self, flush: StoredFlush) -> None: ...
+
+
 def _copy(a: ProbeActivity) -> ProbeActivity:
     return ProbeActivity(
         a.last_seen_ms, a.last_seq, a.messages, a.measurements, a.clock_offset_ms, a.clock_synced
@@ -134,9 +161,13 @@ def _copy(a: ProbeActivity) -> ProbeActivity:
 class IngestPipeline:
     """Accepted batches → columnar buffer → numba rollups → store."""
 
-    def __init__(self, store: SQLiteStore, settings: IngestSettings) -> None:
+    def __init__(
+        self, store: SQLiteStore, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()
+    ) -> None:
         self.store = store
         self.settings = settings
+        # Told about every committed flush (the time-series sink), after the commit.
+        self.outputs: list[FlushOutput] = list(outputs)
         self._buf = _Buffer()
         # Streams (probe, target, technology, operator) seen by this process: per probe
         # (target, technology, operator) -> stream number. A stream's series (one per metric)
@@ -413,9 +444,10 @@ class IngestPipeline:
         """Ask the flusher to store what is buffered now (e.g. messages wait for their acks)."""
         self._flush_soon.set()
 
-    def _expand(self, buf: _Buffer) -> tuple[SampleBatch, npt.NDArray[np.int64]]:
-        """Buffer rows -> one sample per (row, metric), probe rows first; and each probe
-        row's sample count (to drop a duplicate batch's samples by row range)."""
+    def _expand(self, buf: _Buffer) -> tuple[SampleBatch, npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+        """Buffer rows -> one sample per (row, metric), probe rows first; each probe row's
+        sample count (to drop a duplicate batch's samples by row range), each sample's local
+        series index, and how many local series were known (for the flush's outputs)."""
         n_rows = buf.rows
         values = buf.meas_values[:n_rows]
         streams = buf.meas_stream[:n_rows]
@@ -447,18 +479,20 @@ class IngestPipeline:
         row_ts = buf.meas_ts[:n_rows]
         ts = np.concatenate([np.repeat(row_ts, per_row), np.asarray(buf.ts_ms, dtype=np.int64)])
         value = np.concatenate([values[present], np.asarray(buf.value, dtype=np.float64)])
-        return SampleBatch(self._series_of_local[local_idx], ts, value), per_row
+        return SampleBatch(self._series_of_local[local_idx], ts, value), per_row, local_idx, n_keys
 
     def _store_buffer(self, buf: _Buffer) -> int:
         """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
-        batch, per_row = self._expand(buf)
+        batch, per_row, local, n_keys = self._expand(buf)
         rollups = rollup(batch, RESOLUTION_S * 1000)
         stored = len(batch)
+        keep: npt.NDArray[np.bool_] | None = None
+        activity_kept = buf.activity
 
         def without(dups: set[tuple[str, int]]) -> tuple[RollupSet, dict[str, ProbeActivity]]:
             # Another worker (or this one before a restart) stored these batches already:
             # roll up everything else, in the same transaction that found them.
-            nonlocal stored
+            nonlocal stored, keep, activity_kept
             keep_row = np.ones(len(per_row), dtype=bool)
             activity = {k: _copy(v) for k, v in buf.activity.items()}
             for pid, seq, n_meas, _, a, b in buf.batches:
@@ -471,13 +505,54 @@ class IngestPipeline:
             n_other = len(batch) - int(per_row.sum())
             keep = np.concatenate([np.repeat(keep_row, per_row), np.ones(n_other, dtype=bool)])
             stored = int(keep.sum())
+            activity_kept = activity
             sub_batch = SampleBatch(batch.series_id[keep], batch.ts_ms[keep], batch.value[keep])
             return rollup(sub_batch, RESOLUTION_S * 1000), activity
 
+        merged: list[RollupSet] | None = [] if self.outputs else None
         self.store.write_rollups(
-            rollups, RESOLUTION_S, buf.activity, [b[:4] for b in buf.batches], without_duplicates=without
+            rollups,
+            RESOLUTION_S,
+            buf.activity,
+            [b[:4] for b in buf.batches],
+            without_duplicates=without,
+            merged_out=merged,
         )
+        if merged is not None:
+            # Committed: from here on nothing may raise, or the flush would be stored twice.
+            self._tell_outputs(batch, local, keep, merged, activity_kept, n_keys)
         return stored
+
+    def _tell_outputs(
+        self,
+        batch: SampleBatch,
+        local: npt.NDArray[np.int64],
+        keep: npt.NDArray[np.bool_] | None,
+        merged: list[RollupSet],
+        activity: dict[str, ProbeActivity],
+        n_keys: int,
+    ) -> None:
+        try:
+            flush = StoredFlush(
+                keys=self._keys,
+                n_keys=n_keys,
+                series_of_local=self._series_of_local,
+                local_idx=local if keep is None else local[keep],
+                ts_ms=batch.ts_ms if keep is None else batch.ts_ms[keep],
+                value=batch.value if keep is None else batch.value[keep],
+                rollups=RollupSet.concat(merged) if merged else RollupSet.empty(),
+                resolution_s=RESOLUTION_S,
+                activity=activity,
+                probes=self._probes,
+            )
+        except Exception:
+            log.exception("event=flush_output_failed")
+            return
+        for out in self.outputs:
+            try:
+                out.stored(flush)
+            except Exception:  # an output's fault never fails the flush that already committed
+                log.exception("event=flush_output_failed output=%s", type(out).__name__)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_interval_s`, or soon after `request_flush`, until `stop` (then `drain`)."""

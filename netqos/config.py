@@ -91,6 +91,53 @@ class StoreSettings(_Section):
     sqlite_path: Path = Path("var/netqos.db")
 
 
+class TsdbSettings(_Section):
+    """The time-series sink (InfluxDB v2 write API): off while `url` is unset."""
+
+    url: str | None = Field(
+        None,
+        description="base URL of the InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics); unset: no sink",
+    )
+    org: str = Field("netqos", min_length=1, description="InfluxDB organisation (ignored by VictoriaMetrics)")
+    bucket: str = Field("netqos", min_length=1, description="InfluxDB bucket (database on InfluxDB 3)")
+    token: SecretStr | None = Field(None, description="API token sent as `Authorization: Token ...`; secret")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="one write request's time limit")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="most lines (points) in one write request")
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60, description="longest wait before a batch smaller than batch_size is sent"
+    )
+    gzip: bool = Field(True, description="send request bodies gzip-compressed (Content-Encoding: gzip)")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="first back-off after a failed write")
+    retry_max_s: float = Field(30.0, gt=0, le=600, description="cap of the exponential back-off")
+    buffer_max_points: int = Field(
+        200_000, ge=1, le=50_000_000, description="points held in memory; beyond, the oldest go to the spool"
+    )
+    spool_dir: Path | None = Field(
+        Path("var/tsdb-spool"), description="disk spool for points the TSDB could not take yet; unset: none"
+    )
+    spool_max_bytes: int = Field(
+        1 << 30, ge=1 << 16, le=1 << 40, description="spool size limit; beyond, the oldest files are dropped"
+    )
+    measurement: str = Field(
+        "netqos", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="measurement name prefix of every point"
+    )
+    raw: bool = Field(True, description="write every raw sample")
+    rollups: bool = Field(True, description="write the 1-minute rollups")
+    rollup_settle_s: float = Field(
+        15.0, ge=0, le=3600, description="a rollup is written once no sample changed it for this long"
+    )
+    close_timeout_s: float = Field(
+        10.0, ge=0, le=600, description="at shutdown, time given to send what is pending before it is spooled"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -161,6 +208,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
+    tsdb: TsdbSettings = TsdbSettings()
     api: ApiSettings = ApiSettings()
     probes: ProbeRegistrySettings = ProbeRegistrySettings()
     snmp: SnmpSettings = SnmpSettings()

@@ -29,6 +29,9 @@ from collector.probe_health import ProbeHealthMonitor
 from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller, PollSink
 from collector.store.devices import DeviceRepo
+from collector.store.feed import TsdbFeed
+from collector.store.sink import TsdbSink
+from collector.store.spool import SpoolError
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from collector.traps.receiver import TrapReceiver
 from netqos.config import ConfigError, Settings
@@ -157,6 +160,17 @@ async def run_service(
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)
     pipeline = IngestPipeline(store, settings.ingest)
+    tsdb: TsdbSink | None = None
+    feed: TsdbFeed | None = None
+    if settings.tsdb.url is not None:
+        try:
+            tsdb = TsdbSink(settings.tsdb)
+        except SpoolError as spool_exc:
+            store.close()
+            raise ConfigError("tsdb.spool_dir", str(settings.tsdb.spool_dir), str(spool_exc)) from None
+        feed = TsdbFeed(tsdb, settings.tsdb)
+        pipeline.outputs.append(feed)
+        tsdb.start()
     consumer = MqttConsumer(settings.mqtt, settings.ingest, pipeline)
 
     def broker_check() -> tuple[bool, str]:
@@ -206,6 +220,8 @@ async def run_service(
         tasks.append(asyncio.create_task(sink.run(stop), name="device-writer"))
     if traps is not None:
         tasks.append(asyncio.create_task(traps.run(stop), name="trap-receiver"))
+    if feed is not None:
+        tasks.append(asyncio.create_task(feed.run(stop), name="tsdb-feed"))
     ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
@@ -230,6 +246,10 @@ async def run_service(
             t.cancel()
         # Intake has stopped: whatever was accepted is stored before the store closes.
         await pipeline.drain()
+        if feed is not None and tsdb is not None:
+            # Then the sink: what it cannot send in tsdb.close_timeout_s waits in its spool.
+            feed.close()
+            await asyncio.to_thread(tsdb.close)
         store.close()
         if broker is not None:
             await broker.shutdown()

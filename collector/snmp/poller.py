@@ -276,6 +276,7 @@ class Poller:
             await session.close()
         record.duration_s = time.perf_counter() - t0
         rt.polls += 1
+        self._emit_up(rt, ts_ms)
         m.POLL_SECONDS.labels(device=d.id).set(record.duration_s)
         m.POLL_DURATION.observe(record.duration_s)
         m.POLLS.labels(result="ok" if record.ok else "error").inc()
@@ -514,6 +515,19 @@ class Poller:
                 li = rt.series[key] = self.pipeline.series_index(SeriesKey.of(metric, rt.device.id, labels))
             idx[i] = li
         self.pipeline.accept_samples(idx, ts, vals.astype(np.float64, copy=False))
+
+    def _emit_up(self, rt: DeviceRuntime, ts_ms: int) -> None:
+        """`device_up` (1 up, 0 down) after every poll: availability is its mean over a window,
+        and it follows the same state machine as the StateChanges (down after N misses)."""
+        if rt.reach.state not in ("up", "down"):
+            return  # unknown: not yet answered, not yet missed often enough
+        key = ("device_up", "", 0)
+        li = rt.series.get(key)
+        if li is None:
+            sk = SeriesKey.of("device_up", rt.device.id, rt.device.labels())
+            li = rt.series[key] = self.pipeline.series_index(sk)
+        value = 1.0 if rt.reach.state == "up" else 0.0
+        self.pipeline.accept_samples(np.array([li], dtype=np.int64), ts_ms, np.array([value]))
 
     # -- traps -------------------------------------------------------------------
 

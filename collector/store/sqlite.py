@@ -359,12 +359,15 @@ class SQLiteStore:
         batches: Sequence[tuple[str, int, int, int]] = (),
         without_duplicates: Callable[[set[tuple[str, int]]], tuple[RollupSet, dict[str, ProbeActivity]]]
         | None = None,
+        merged_out: list[RollupSet] | None = None,
     ) -> int:
         """Merge new rollups into the stored ones, and record probe activity, atomically.
 
         A window that already has a row is read, merged with the new rollup by the core's
         merge kernel, and written back, all inside one IMMEDIATE transaction. Returns the
-        number of rollup rows written.
+        number of rollup rows written; `merged_out`, when given, receives those rows (the
+        windows' whole stored state, for the time-series sink). Use it only once this
+        returned: an exception means nothing was written.
         """
         if len(rollups) == 0 and not activity and not batches:
             return 0
@@ -381,6 +384,8 @@ class SQLiteStore:
             if len(stored):
                 both = RollupSet.concat([stored, rollups])
                 rollups = merge(both, both.series_id, both.window_start_ms)
+            if merged_out is not None:
+                merged_out.append(rollups)
             conn.executemany(
                 "INSERT OR REPLACE INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
                 " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -12,6 +12,9 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v snmpget >/dev/null 2>&1 && command -v snmpbulkwalk >/dev/null 2>&1 || need+=(snmp)
 command -v prometheus-snmp-exporter >/dev/null 2>&1 || need+=(prometheus-snmp-exporter)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The time-series sink's tests and bench/sink.py write to a VictoriaMetrics of their own
+# (InfluxDB line protocol in, export API out); the dashboards' queries run against it too.
+command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -26,8 +29,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd and prometheus-snmp-exporter would start system services on install (port 161/199,
-# :9116 on every address); where no policy-rc.d says otherwise, forbid that for this install.
+# snmpd, prometheus-snmp-exporter and victoria-metrics would start system services on install
+# (port 161/199, :9116, :8428 on every address); where no policy-rc.d says otherwise, forbid that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null

@@ -81,7 +81,7 @@ def check_v1(body: bytes, topic_probe_id: str | None = None, now_ms: int | None 
     doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     assert isinstance(doc, dict)
     required = {"v", "probe_id", "seq", "measurements"}
-    assert required <= set(doc) <= required | {"sent_ts"}
+    assert required <= set(doc) <= required | {"sent_ts", "clock_offset_ms", "clock_synced"}
     assert _is_int(doc["v"]) and doc["v"] == 1
     assert isinstance(doc["probe_id"], str) and PROBE_ID_RE.fullmatch(doc["probe_id"])
     if topic_probe_id is not None:
@@ -89,6 +89,10 @@ def check_v1(body: bytes, topic_probe_id: str | None = None, now_ms: int | None 
     assert _is_int(doc["seq"]) and doc["seq"] >= 0
     if "sent_ts" in doc:
         assert _is_int(doc["sent_ts"])
+    if "clock_offset_ms" in doc:  # payload-v1: a float within a day either way
+        assert isinstance(doc["clock_offset_ms"], float) and abs(doc["clock_offset_ms"]) <= 86_400_000
+    if "clock_synced" in doc:
+        assert isinstance(doc["clock_synced"], bool)
     ms = doc["measurements"]
     assert isinstance(ms, list) and 1 <= len(ms) <= 5000
     for m in ms:
