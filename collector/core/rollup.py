@@ -206,6 +206,13 @@ def _stable_order(columns: Sequence[npt.NDArray[np.integer[Any]]]) -> I64Array:
         return np.empty(0, dtype=np.int64)
     lows = [int(c.min()) for c in columns]
     spans = [int(c.max()) - lo + 1 for c, lo in zip(columns, lows, strict=True)]
+    if all(span <= 2 * n + 65_536 for span in spans):
+        # Small key ranges (series ids, a flush's few windows): LSD counting sorts, one linear
+        # pass per column, last column first; each is stable, so the composition is too.
+        order = np.arange(n, dtype=np.int64)
+        for c, lo, span in reversed(list(zip(columns, lows, spans, strict=True))):
+            order = _counting_order(np.ascontiguousarray(c), lo, span, order)
+        return order
     if math.prod(spans) <= _INT64_MAX:
         # Horner packing in int64; every partial result is < prod(spans) (checked above with
         # Python ints), so subtracting the minimum may wrap but the final values are exact.
@@ -217,6 +224,23 @@ def _stable_order(columns: Sequence[npt.NDArray[np.integer[Any]]]) -> I64Array:
     else:
         order = np.lexsort(tuple(reversed(columns)))  # lexsort's primary key is the last one
     return order.astype(np.int64, copy=False)
+
+
+@kernel
+def _counting_order(key: npt.NDArray[np.integer[Any]], lo: int, span: int, order: I64Array) -> I64Array:
+    """``order`` stably re-sorted by ``key[order]`` (values in [lo, lo + span)): counting sort."""
+    first = np.zeros(span + 1, dtype=np.int64)
+    for i in range(order.shape[0]):
+        first[key[order[i]] - lo + 1] += 1
+    for k in range(span):
+        first[k + 1] += first[k]
+    out = np.empty(order.shape[0], dtype=np.int64)
+    for i in range(order.shape[0]):
+        j = order[i]
+        k = key[j] - lo
+        out[first[k]] = j
+        first[k] += 1
+    return out
 
 
 def floor_window(ts_ms: npt.ArrayLike, resolution_ms: int) -> I64Array:
@@ -474,13 +498,15 @@ def _quantiles(
 ) -> None:
     n = cnt.shape[0]
     k = qs.shape[0]
+    by_q = np.argsort(qs)  # ranks ascend with q: one walk over a row's buckets serves them all
     for r in range(n):
         c = cnt[r]
         if c <= 0:
             continue
-        lo = off[r]
+        b = off[r]
         hi = off[r + 1]
-        for qi in range(k):
+        cum = 0
+        for qi in by_q:
             # Same rank as numpy.quantile(method="lower"): floor((n-1)*q), in float64 like numpy.
             rank = np.int64(np.floor(qs[qi] * np.float64(c - 1)))
             # The extremes are known exactly: no need to go through a bucket estimate.
@@ -490,13 +516,10 @@ def _quantiles(
             if rank >= c - 1:
                 out[r, qi] = mx[r]
                 continue
-            cum = 0
-            est = np.nan
-            for b in range(lo, hi):
+            while b < hi and cum + counts[b] <= rank:
                 cum += counts[b]
-                if cum > rank:
-                    est = _value_of_key(keys[b])
-                    break
+                b += 1
+            est = _value_of_key(keys[b]) if b < hi else np.nan
             # Clamping to the exact [min, max] can only move the estimate toward the true value
             # (which lies in that range); it makes single-valued rows and the extremes exact.
             if est < mn[r]:
