@@ -497,7 +497,6 @@ def _quantiles(
     out: npt.NDArray[np.float64],
 ) -> None:
     n = cnt.shape[0]
-    k = qs.shape[0]
     by_q = np.argsort(qs)  # ranks ascend with q: one walk over a row's buckets serves them all
     for r in range(n):
         c = cnt[r]
