@@ -661,4 +661,13 @@ def warm_up() -> float:
     value_of_keys(keys_of(batch.value))
     decode_sketch(encode_sketch(*merged.row_sketch(0)))
     decode_sketches(encode_sketches(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts))
+    # Imported here: those modules build on this one.
+    from collector.core.availability import availability
+    from collector.core.signals import counter_rates, jitter, sequence_loss
+    from collector.events import StateChange
+
+    counter_rates(batch.series_id, batch.ts_ms, np.array([5, 9, 1], dtype=np.uint64), 32)
+    jitter(batch)
+    sequence_loss(batch.series_id, batch.ts_ms, np.array([1, 3, 7], dtype=np.int64))
+    availability([StateChange("device", "d", "down", 1)], 0, 10, maintenance=[(None, 2, 3)])
     return time.perf_counter() - t0

@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 
-from collector.events import StateChange
+from collector.events import DOWN_STATES, StateChange
 from collector.inventory import Device
 from collector.store.sqlite import SQLiteStore
 
-# States that make an outage: a device or interface `down`, a probe `offline`.
-DOWN_STATES = frozenset({"down", "offline"})
+__all__ = ["DOWN_STATES", "DeviceRepo", "Outage", "PollRecord", "overlap_ms"]
 
 
 @dataclass(slots=True)
