@@ -12,6 +12,15 @@ class QosPoint(BaseModel):
     ts_ms: int = Field(description="start of the step, ms since the Unix epoch")
     value: float | None = Field(description="the statistic; null when the step has no samples")
     count: int = Field(description="samples behind the value")
+    expected_count: float | None = Field(
+        description="samples the group's series should have delivered in the step (their intervals,"
+        " from each series' first sample on, up to now); null when no series of the group has"
+        " a known interval"
+    )
+    completeness_ratio: float | None = Field(
+        description="received / expected samples of the series with a known interval, at most 1;"
+        " 0 when nothing arrived; null when nothing was expected or expected is unknown"
+    )
 
 
 class QosSeries(BaseModel):
@@ -28,8 +37,13 @@ class QosResponse(BaseModel):
     from_ms: int
     to_ms: int
     step_s: int
-    resolution_s: int = Field(description="rollup tier the answer was computed from")
-    series: list[QosSeries]
+    resolution_s: int = Field(
+        description="rollup tier the answer was computed from: the coarsest (60, 3600, 86400) dividing step_s"
+    )
+    retained_from_ms: int | None = Field(
+        description="that tier keeps windows from here on (retention); null: kept forever"
+    )
+    series: list[QosSeries] = Field(description="one per group, each with a point for every step")
 
 
 class ProbeOut(BaseModel):

@@ -98,6 +98,7 @@ class IngestPipeline:
         self._streams: dict[tuple[str, str, str, str], dict[str, int]] = {}
         self._generic: dict[SeriesKey, int] = {}
         self._keys: list[SeriesKey] = []
+        self._intervals: list[float | None] = []  # expected seconds between samples, per local index
         self._series_of_local = np.zeros(0, dtype=np.int32)
         self._flush_lock = asyncio.Lock()
         self._flush_soon = asyncio.Event()
@@ -212,13 +213,17 @@ class IngestPipeline:
             "site": probe.site,
         }
         self._keys.append(SeriesKey.of(metric, probe_id, labels))
+        # A metric's own schedule if configured (hourly downloads...), else the probe's batch interval.
+        self._intervals.append(self.settings.metric_interval_s.get(metric, probe.expected_interval_s))
         return len(self._keys) - 1
 
-    def series_index(self, key: SeriesKey) -> int:
-        """Local index of a series (any source), created on first use."""
+    def series_index(self, key: SeriesKey, expected_interval_s: float | None = None) -> int:
+        """Local index of a series (any source), created on first use; `expected_interval_s` is
+        how often the source promises a sample (its poll interval), for completeness."""
         idx = self._generic.get(key)
         if idx is None:
             self._keys.append(key)
+            self._intervals.append(expected_interval_s)
             idx = self._generic[key] = len(self._keys) - 1
         return idx
 
@@ -283,7 +288,7 @@ class IngestPipeline:
         """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
         have = len(self._series_of_local)
         if n_keys > have:
-            ids = self.store.series_ids(self._keys[have:n_keys])
+            ids = self.store.series_ids(self._keys[have:n_keys], self._intervals[have:n_keys])
             self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
         local = np.asarray(buf.local_idx, dtype=np.int64)
         batch = SampleBatch(

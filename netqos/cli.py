@@ -80,6 +80,58 @@ def cmd_probe_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when_ms(text: str) -> int:
+    """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> ms since the epoch."""
+    from datetime import UTC, datetime
+
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected ISO 8601 (2026-01-31T00:00Z) or Unix seconds"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def cmd_rollup(args: argparse.Namespace) -> int:
+    from collector.store.sqlite import SQLiteStore
+    from collector.store.tiers import TierRoller
+    from netqos.service import tier_policy
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path)
+    roller = TierRoller(store, tier_policy(settings.rollups))
+    names = {3600: "1h", 86_400: "1d", 60: "1m"}
+    try:
+        if args.action == "rebuild":
+            if args.to_ms <= args.from_ms:
+                print("netqos: --to must be after --from", file=sys.stderr)
+                return 1
+            report = roller.rebuild(args.from_ms, args.to_ms)
+            for tier, windows in report.windows.items():
+                print(
+                    f"{names[tier]}: {windows} windows rebuilt, {report.rows[tier]} rows written,"
+                    f" {report.skipped[tier]} windows without finer data left as they were"
+                )
+        elif args.action == "roll":
+            done = roller.roll()
+            print(" ".join(f"{names[t]}: {n} windows computed" for t, n in done.items()))
+        elif args.action == "prune":
+            gone = roller.enforce_retention()
+            print(" ".join(f"{names[t]}: {n} rows deleted" for t, n in gone.items()) or "nothing to delete")
+        pending = roller.pending()
+        print("pending: " + (" ".join(f"{names[t]}={n}" for t, n in sorted(pending.items())) or "none"))
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from probes.agent.agent import cli
 
@@ -148,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=cmd_probe)
+
+    r = sub.add_parser("rollup", help="rollup tiers: rebuild hours and days from finer rows, roll, prune")
+    rsub = r.add_subparsers(dest="action", required=True)
+    rb = rsub.add_parser(
+        "rebuild", help="recompute the 1h and 1d tiers of a period from the stored finer rows"
+    )
+    rb.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    rb.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    rsub.add_parser(
+        "roll", help="compute the closed windows pending now (what the service does every minute)"
+    )
+    rsub.add_parser("prune", help="delete rows older than each tier's retention now")
+    r.set_defaults(func=cmd_rollup)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
