@@ -423,24 +423,26 @@ class SQLiteStore:
 
     @staticmethod
     def put_rollups(conn: sqlite3.Connection, rollups: RollupSet, resolution_s: int) -> None:
-        """Write rows as they are (replacing equal keys) and mark the coarser tier's windows they
-        fall in as pending, in the caller's transaction."""
+        """Write rows as they are (replacing equal keys) and mark the windows of every coarser
+        tier they fall in as pending, in the caller's transaction."""
         conn.executemany(
             "INSERT OR REPLACE INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
             " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _rows_of(rollups, resolution_s),
         )
-        coarse = coarser_tier(resolution_s)
-        if coarse is None or len(rollups) == 0:
+        if len(rollups) == 0:
             return
-        windows = floor_window(rollups.window_start_ms, coarse * 1000)
-        keys = np.unique(np.stack([rollups.series_id.astype(np.int64), windows]), axis=1)
+        # Every coarser tier, not only the next: a day whose hour is pending is stale as well,
+        # and a query of the day tier must know it before the roller gets to the hour.
         now = int(time.time() * 1000)
-        conn.executemany(
-            "INSERT OR IGNORE INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)"
-            " VALUES (?, ?, ?, ?)",
-            [(coarse, sid, w, now) for sid, w in zip(keys[0].tolist(), keys[1].tolist(), strict=True)],
-        )
+        for coarse in TIERS[TIERS.index(resolution_s) + 1 :]:
+            windows = floor_window(rollups.window_start_ms, coarse * 1000)
+            keys = np.unique(np.stack([rollups.series_id.astype(np.int64), windows]), axis=1)
+            conn.executemany(
+                "INSERT OR IGNORE INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)"
+                " VALUES (?, ?, ?, ?)",
+                [(coarse, sid, w, now) for sid, w in zip(keys[0].tolist(), keys[1].tolist(), strict=True)],
+            )
 
     def _note_first_windows(self, conn: sqlite3.Connection, rollups: RollupSet) -> None:
         """Keep series.first_ms at the earliest stored window (completeness starts there)."""

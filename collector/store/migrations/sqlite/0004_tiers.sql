@@ -27,7 +27,10 @@ UPDATE series SET expected_interval_s = (
     SELECT poll_interval_s FROM devices d WHERE d.device_id = series.entity
 ) WHERE expected_interval_s IS NULL;
 
--- Minute rows written before tiers existed: every hour holding some is computed by the roller.
+-- Minute rows written before tiers existed: every hour and day holding some is computed by the roller.
 INSERT OR IGNORE INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)
 SELECT 3600, series_id, window_start_ms - ((window_start_ms % 3600000) + 3600000) % 3600000, 0
+FROM rollups WHERE resolution_s = 60;
+INSERT OR IGNORE INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)
+SELECT 86400, series_id, window_start_ms - ((window_start_ms % 86400000) + 86400000) % 86400000, 0
 FROM rollups WHERE resolution_s = 60;
