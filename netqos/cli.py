@@ -132,6 +132,43 @@ def cmd_rollup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from collector.store.availability import AvailabilityRepo
+    from collector.store.sqlite import SQLiteStore
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path)
+    repo = AvailabilityRepo(store)
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    try:
+        if args.action == "add":
+            try:
+                wid = repo.add_maintenance(
+                    args.kind or "", args.entity or "", args.from_ms, args.to_ms, args.reason
+                )
+            except ValueError as exc:
+                print(f"netqos: {exc}", file=sys.stderr)
+                return 1
+            print(f"maintenance window {wid} added")
+        elif args.action == "delete":
+            if not repo.delete_maintenance(args.id):
+                print(f"netqos: no maintenance window {args.id}", file=sys.stderr)
+                return 1
+            print(f"maintenance window {args.id} deleted")
+        else:
+            for w in repo.maintenance(-(2**62), 2**62):
+                who = f"{w.entity_kind or 'all'}:{w.entity or '*'}"
+                print(f"{w.id}\t{who}\t{iso(w.start_ms)}\t{iso(w.end_ms)}\t{w.reason}")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from probes.agent.agent import cli
 
@@ -213,6 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rsub.add_parser("prune", help="delete rows older than each tier's retention now")
     r.set_defaults(func=cmd_rollup)
+
+    mt = sub.add_parser("maintenance", help="planned maintenance windows, excluded from availability")
+    msub = mt.add_subparsers(dest="action", required=True)
+    ma = msub.add_parser("add", help="record a window (no --kind: every entity)")
+    ma.add_argument("--kind", choices=["device", "interface", "probe"], help="entity kind")
+    ma.add_argument("--entity", help="entity id (no --entity: every entity of the kind)")
+    ma.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    ma.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    ma.add_argument("--reason", default="", help="why (shown in the API)")
+    md = msub.add_parser("delete", help="remove a window by id")
+    md.add_argument("id", type=int)
+    msub.add_parser("list", help="every window")
+    mt.set_defaults(func=cmd_maintenance)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
