@@ -655,6 +655,8 @@ def warm_up() -> float:
         value=np.array([0.5, -2.0, 0.0], dtype=np.float64),
     )
     rs = rollup(batch)
+    # The sorted path too (an unordered batch: counting sorts), not only the ordered one.
+    rollup(SampleBatch(batch.series_id[::-1].copy(), batch.ts_ms[::-1].copy(), batch.value[::-1].copy()))
     merged = merge(rs, np.zeros(len(rs), dtype=np.int32), np.zeros(len(rs), dtype=np.int64))
     quantiles(merged, [0.5])
     mean(merged)

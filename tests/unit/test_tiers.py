@@ -182,3 +182,26 @@ def test_rollupset_take_rows_keeps_sketches() -> None:
     assert sub.row_sketch(1)[1].sum() == 2
     assert len(_take_rows(rs, np.empty(0, dtype=np.int64))) == 0
     assert isinstance(sub, RollupSet)
+
+
+async def test_the_tier_job_rolls_until_stopped(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "j.db")
+    (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
+    # Hours of a day that closed well before now (the job runs on the real clock).
+    start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
+    ts = start + np.arange(0, 3 * HOUR, 60_000, dtype=np.int64)
+    store.write_rollups(rollup(SampleBatch(np.full(ts.shape, sid, np.int32), ts, np.ones(ts.shape))), 60)
+    roller = TierRoller(store, TierPolicy(settle_s=0))
+    stop = asyncio.Event()
+    job = asyncio.create_task(roller.run(stop, roll_interval_s=0.05, retention_interval_s=3600))
+    for _ in range(200):  # bounded: 10 s at most
+        if not roller.pending():
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(job, timeout=5)
+    assert roller.pending() == {}
+    assert len(tier_rows(store, 3600)) == 3 and len(tier_rows(store, 86_400)) == 1
+    store.close()
