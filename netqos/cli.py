@@ -117,7 +117,7 @@ def cmd_rollup(args: argparse.Namespace) -> int:
             for tier, windows in report.windows.items():
                 print(
                     f"{names[tier]}: {windows} windows rebuilt, {report.rows[tier]} rows written,"
-                    f" {report.skipped[tier]} windows without finer data left as they were"
+                    f" {report.skipped[tier]} windows kept as they were (their finer rows are gone)"
                 )
         elif args.action == "roll":
             done = roller.roll()

@@ -52,7 +52,8 @@ class RebuildReport:
 
     windows: dict[int, int] = field(default_factory=dict)  # windows recomputed
     rows: dict[int, int] = field(default_factory=dict)  # coarse rows written
-    skipped: dict[int, int] = field(default_factory=dict)  # windows without finer rows: kept as they are
+    # Windows holding coarse rows but no finer ones any more (retention): kept as they are.
+    skipped: dict[int, int] = field(default_factory=dict)
 
 
 def _finer(tier_s: int) -> int:
@@ -192,8 +193,8 @@ class TierRoller:
 
     def rebuild(self, from_ms: int, to_ms: int) -> RebuildReport:
         """Recompute every hour, then every day, of [from_ms, to_ms) widened to whole UTC days,
-        from the finer stored rows. A window without any finer row (past the finer tier's
-        retention) is left as it is and counted in `skipped`."""
+        from the finer stored rows. A window with coarse rows but no finer row (past the finer
+        tier's retention) is left as it is and counted in `skipped`; empty windows are no work."""
         if to_ms <= from_ms:
             raise ValueError("the range is empty: 'to' must be after 'from'")
         start = from_ms // DAY_MS * DAY_MS
@@ -210,10 +211,18 @@ class TierRoller:
                     (step, step, step, finer, start, end),
                 )
             }
+            stored = {
+                int(w)
+                for (w,) in self.store.reader().execute(
+                    "SELECT DISTINCT window_start_ms FROM rollups"
+                    " WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ?",
+                    (tier, start, end),
+                )
+            }
             windows = rows = skipped = 0
             for w in range(start, end, step):
                 if w not in have:
-                    skipped += 1
+                    skipped += w in stored  # coarse rows whose finer rows are gone: kept
                     continue
                 with self.store.transaction() as conn:
                     rows += recompute_window(conn, tier, w)
