@@ -363,10 +363,18 @@ _FLAG_WORDS = (_KEY_SLOTS + 63) // 64
 
 @kernel
 def _group_sketches(
-    starts: I64Array, bits: I64Array, offsets: I64Array, o_keys: I32Array, o_cnts: I64Array
+    starts: I64Array,
+    bits: I64Array,
+    min_bits: I64Array,
+    max_bits: I64Array,
+    offsets: I64Array,
+    o_keys: I32Array,
+    o_cnts: I64Array,
 ) -> int:
     """The sketch of every contiguous group, CSR, into ``offsets`` (rows + 1), ``o_keys`` and
-    ``o_cnts`` (room for one bucket per sample); returns the number of buckets.
+    ``o_cnts`` (room for one bucket per sample); returns the number of buckets. ``min_bits`` /
+    ``max_bits`` are the rows' min and max values (as int64 bit patterns): keys are monotone
+    in the value, so they bound each row's key range without a min/max per sample.
 
     Dense accumulation: each sample bumps a counter indexed by its key and sets the key's bit in
     a bitmap. Emitting walks the bitmap's words over the group's key range and visits only the
@@ -380,14 +388,12 @@ def _group_sketches(
     m = 0
     for r in range(rows):
         offsets[r] = m
-        lo = _KEY_SLOTS
-        hi = 0
         for i in range(starts[r], starts[r + 1]):
             j = _key_of_bits(bits[i]) + MAX_KEY
             counts[j] += 1
             bitmap[j >> 6] |= one << np.uint64(j & 63)
-            lo = min(lo, j)
-            hi = max(hi, j)
+        lo = _key_of_bits(min_bits[r]) + MAX_KEY
+        hi = _key_of_bits(max_bits[r]) + MAX_KEY
         for wi in range(lo >> 6, (hi >> 6) + 1):
             w = bitmap[wi]
             bitmap[wi] = 0
@@ -579,7 +585,8 @@ def rollup(batch: SampleBatch, resolution_ms: int = 60_000) -> RollupSet:
     offsets = np.empty(rows + 1, dtype=np.int64)
     keys = np.empty(n, dtype=np.int32)
     counts = np.empty(n, dtype=np.int64)
-    m = _group_sketches(starts, values.view(np.int64), offsets, keys, counts)
+    min_bits, max_bits = row_cols[5].view(np.int64), row_cols[6].view(np.int64)
+    m = _group_sketches(starts, values.view(np.int64), min_bits, max_bits, offsets, keys, counts)
     return RollupSet(*row_cols, offsets, keys[:m], counts[:m])
 
 
