@@ -12,6 +12,15 @@ class QosPoint(BaseModel):
     ts_ms: int = Field(description="start of the step, ms since the Unix epoch")
     value: float | None = Field(description="the statistic; null when the step has no samples")
     count: int = Field(description="samples behind the value")
+    expected_count: float | None = Field(
+        description="samples the group's series should have delivered in the step (their intervals,"
+        " from each series' first sample on, up to now); null when no series of the group has"
+        " a known interval"
+    )
+    completeness_ratio: float | None = Field(
+        description="received / expected samples of the series with a known interval, at most 1;"
+        " 0 when nothing arrived; null when nothing was expected or expected is unknown"
+    )
 
 
 class QosSeries(BaseModel):
@@ -28,8 +37,13 @@ class QosResponse(BaseModel):
     from_ms: int
     to_ms: int
     step_s: int
-    resolution_s: int = Field(description="rollup tier the answer was computed from")
-    series: list[QosSeries]
+    resolution_s: int = Field(
+        description="rollup tier the answer was computed from: the coarsest (60, 3600, 86400) dividing step_s"
+    )
+    retained_from_ms: int | None = Field(
+        description="that tier keeps windows from here on (retention); null: kept forever"
+    )
+    series: list[QosSeries] = Field(description="one per group, each with a point for every step")
 
 
 class ProbeOut(BaseModel):
@@ -145,5 +159,41 @@ class OutageList(BaseModel):
     from_ms: int
     to_ms: int
     outages: list[OutageOut]
-    down_s: float = Field(description="time the device itself was down within the period")
-    availability_ratio: float | None = Field(description="1 - down / period (the period up to now)")
+    down_s: float = Field(
+        description="time the device itself was down within the period, maintenance windows excluded"
+    )
+    unknown_s: float = Field(description="time with no known state (before the first poll, or unknown)")
+    maintenance_s: float = Field(description="time inside maintenance windows: neither up nor down")
+    availability_ratio: float | None = Field(
+        description="up / (up + down) over the period up to now; null when no state is known in it"
+    )
+
+
+class AvailabilityOut(BaseModel):
+    entity_kind: str
+    entity: str
+    up_s: float
+    down_s: float = Field(description="down time outside maintenance windows")
+    unknown_s: float = Field(description="no known state: counted neither as up nor as down")
+    maintenance_s: float = Field(description="inside maintenance windows: counted neither as up nor as down")
+    outages: int = Field(description="down runs with time in the period outside maintenance")
+    outage_minutes: float = Field(description="down_s in minutes")
+    availability_ratio: float | None = Field(description="up / (up + down); null when nothing is known")
+
+
+class MaintenanceOut(BaseModel):
+    id: int
+    entity_kind: str = Field(description="device, interface, probe; empty: every entity")
+    entity: str = Field(description="empty: every entity of the kind")
+    start_ms: int
+    end_ms: int
+    reason: str
+
+
+class AvailabilityList(BaseModel):
+    entity_kind: str
+    from_ms: int
+    to_ms: int
+    until_ms: int = Field(description="the period is counted up to here: min(to, now)")
+    entities: list[AvailabilityOut]
+    maintenance: list[MaintenanceOut] = Field(description="maintenance windows overlapping the period")

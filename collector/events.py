@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# States that make an outage: a device or interface `down`, a probe `offline`.
+DOWN_STATES = frozenset({"down", "offline"})
+# A state that says nothing about the entity (never polled, or its observer was down):
+# counted neither as up nor as down in availability.
+UNKNOWN_STATES = frozenset({"unknown"})
+
 
 @dataclass(frozen=True, slots=True)
 class StateChange:

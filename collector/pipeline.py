@@ -180,6 +180,7 @@ class IngestPipeline:
         self._generic: dict[SeriesKey, int] = {}
         self._keys: list[SeriesKey] = []
         self._keys_lock = threading.Lock()
+        self._intervals: list[float | None] = []  # expected seconds between samples, per local index
         self._series_of_local = np.zeros(0, dtype=np.int32)
         self._scanner = Scanner()
         self._per_row = 1.0  # samples per measurement in the last flush (1 until one is seen)
@@ -362,16 +363,21 @@ class IngestPipeline:
             "village": probe.village,
             "site": probe.site,
         }
+        # A metric's own schedule if configured (hourly downloads...), else the probe's batch interval.
+        interval = self.settings.metric_interval_s.get(metric, probe.expected_interval_s)
         with self._keys_lock:
             self._keys.append(SeriesKey.of(metric, probe_id, labels))
+            self._intervals.append(interval)
             return len(self._keys) - 1
 
-    def series_index(self, key: SeriesKey) -> int:
-        """Local index of a series (any source), created on first use."""
+    def series_index(self, key: SeriesKey, expected_interval_s: float | None = None) -> int:
+        """Local index of a series (any source), created on first use; `expected_interval_s` is
+        how often the source promises a sample (its poll interval), for completeness."""
         idx = self._generic.get(key)
         if idx is None:
             with self._keys_lock:
                 self._keys.append(key)
+                self._intervals.append(expected_interval_s)
                 idx = self._generic[key] = len(self._keys) - 1
         return idx
 
@@ -470,7 +476,7 @@ class IngestPipeline:
             n_keys = len(self._keys)
         have = len(self._series_of_local)
         if n_keys > have:
-            ids = self.store.series_ids(self._keys[have:n_keys])
+            ids = self.store.series_ids(self._keys[have:n_keys], self._intervals[have:n_keys])
             self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
         per_row = present.sum(axis=1)
         if n_rows:

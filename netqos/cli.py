@@ -80,6 +80,95 @@ def cmd_probe_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when_ms(text: str) -> int:
+    """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> ms since the epoch."""
+    from datetime import UTC, datetime
+
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected ISO 8601 (2026-01-31T00:00Z) or Unix seconds"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def cmd_rollup(args: argparse.Namespace) -> int:
+    from collector.store.sqlite import SQLiteStore
+    from collector.store.tiers import TierRoller
+    from netqos.service import tier_policy
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path)
+    roller = TierRoller(store, tier_policy(settings.rollups))
+    names = {3600: "1h", 86_400: "1d", 60: "1m"}
+    try:
+        if args.action == "rebuild":
+            if args.to_ms <= args.from_ms:
+                print("netqos: --to must be after --from", file=sys.stderr)
+                return 1
+            report = roller.rebuild(args.from_ms, args.to_ms)
+            for tier, windows in report.windows.items():
+                print(
+                    f"{names[tier]}: {windows} windows rebuilt, {report.rows[tier]} rows written,"
+                    f" {report.skipped[tier]} windows kept as they were (their finer rows are gone)"
+                )
+        elif args.action == "roll":
+            done = roller.roll()
+            print(" ".join(f"{names[t]}: {n} windows computed" for t, n in done.items()))
+        elif args.action == "prune":
+            gone = roller.enforce_retention()
+            print(" ".join(f"{names[t]}: {n} rows deleted" for t, n in gone.items()) or "nothing to delete")
+        pending = roller.pending()
+        print("pending: " + (" ".join(f"{names[t]}={n}" for t, n in sorted(pending.items())) or "none"))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from collector.store.availability import AvailabilityRepo
+    from collector.store.sqlite import SQLiteStore
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path)
+    repo = AvailabilityRepo(store)
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    try:
+        if args.action == "add":
+            try:
+                wid = repo.add_maintenance(
+                    args.kind or "", args.entity or "", args.from_ms, args.to_ms, args.reason
+                )
+            except ValueError as exc:
+                print(f"netqos: {exc}", file=sys.stderr)
+                return 1
+            print(f"maintenance window {wid} added")
+        elif args.action == "delete":
+            if not repo.delete_maintenance(args.id):
+                print(f"netqos: no maintenance window {args.id}", file=sys.stderr)
+                return 1
+            print(f"maintenance window {args.id} deleted")
+        else:
+            for w in repo.maintenance(-(2**62), 2**62):
+                who = f"{w.entity_kind or 'all'}:{w.entity or '*'}"
+                print(f"{w.id}\t{who}\t{iso(w.start_ms)}\t{iso(w.end_ms)}\t{w.reason}")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from probes.agent.agent import cli
 
@@ -148,6 +237,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=cmd_probe)
+
+    r = sub.add_parser("rollup", help="rollup tiers: rebuild hours and days from finer rows, roll, prune")
+    rsub = r.add_subparsers(dest="action", required=True)
+    rb = rsub.add_parser(
+        "rebuild", help="recompute the 1h and 1d tiers of a period from the stored finer rows"
+    )
+    rb.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    rb.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    rsub.add_parser(
+        "roll", help="compute the closed windows pending now (what the service does every minute)"
+    )
+    rsub.add_parser("prune", help="delete rows older than each tier's retention now")
+    r.set_defaults(func=cmd_rollup)
+
+    mt = sub.add_parser("maintenance", help="planned maintenance windows, excluded from availability")
+    msub = mt.add_subparsers(dest="action", required=True)
+    ma = msub.add_parser("add", help="record a window (no --kind: every entity)")
+    ma.add_argument("--kind", choices=["device", "interface", "probe"], help="entity kind")
+    ma.add_argument("--entity", help="entity id (no --entity: every entity of the kind)")
+    ma.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    ma.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
+    ma.add_argument("--reason", default="", help="why (shown in the API)")
+    md = msub.add_parser("delete", help="remove a window by id")
+    md.add_argument("id", type=int)
+    msub.add_parser("list", help="every window")
+    mt.set_defaults(func=cmd_maintenance)
 
     d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")

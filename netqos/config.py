@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "NETQOS_"
@@ -85,6 +93,19 @@ class IngestSettings(_Section):
     max_unacked_messages: int = Field(
         1000, ge=1, le=1_000_000, description="flush once this many received messages wait for their ack"
     )
+    metric_interval_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="expected seconds between samples of a probe metric (completeness); "
+        "metrics not listed: the probe's expected_interval_s",
+    )
+
+    @field_validator("metric_interval_s")
+    @classmethod
+    def _positive_intervals(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not 0 < x <= 30 * 86_400]
+        if bad:
+            raise ValueError(f"intervals must be > 0 and at most 30 days: {', '.join(bad)}")
+        return v
 
 
 class StoreSettings(_Section):
@@ -136,6 +157,32 @@ class TsdbSettings(_Section):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/") if v else v
+class RollupSettings(_Section):
+    """Tiers 1 min -> 1 h -> 1 day: how long each is kept and how the background job runs."""
+
+    minute_retention_days: float = Field(14.0, gt=0, le=36_500, description="1-minute rollups kept this long")
+    hour_retention_days: float = Field(730.0, gt=0, le=36_500, description="1-hour rollups kept this long")
+    day_retention_days: float | None = Field(
+        None, gt=0, le=36_500, description="1-day rollups kept this long; unset: forever"
+    )
+    roll_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="how often closed hours and days are computed from finer rows"
+    )
+    settle_s: float = Field(
+        120.0, ge=0, le=86_400, description="a closed window is computed once it has been closed this long"
+    )
+    retention_interval_s: float = Field(3600.0, gt=0, le=86_400, description="how often retention runs")
+    max_pending_per_round: int = Field(
+        100_000, ge=1, le=10_000_000, description="(series, window) computations at most per tier and round"
+    )
+
+    @model_validator(mode="after")
+    def _coarser_kept_longer(self) -> RollupSettings:
+        # A coarse tier is computed from the finer one: keeping it shorter would lose data for good.
+        day = self.day_retention_days if self.day_retention_days is not None else float("inf")
+        if not self.minute_retention_days <= self.hour_retention_days <= day:
+            raise ValueError("retention must not shrink from finer to coarser tiers (minute <= hour <= day)")
+        return self
 
 
 class ApiSettings(_Section):
@@ -209,6 +256,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
     tsdb: TsdbSettings = TsdbSettings()
+    rollups: RollupSettings = RollupSettings()
     api: ApiSettings = ApiSettings()
     probes: ProbeRegistrySettings = ProbeRegistrySettings()
     snmp: SnmpSettings = SnmpSettings()

@@ -33,8 +33,9 @@ from collector.store.feed import TsdbFeed
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
 from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.tiers import TierPolicy, TierRoller
 from collector.traps.receiver import TrapReceiver
-from netqos.config import ConfigError, Settings
+from netqos.config import ConfigError, RollupSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,19 @@ async def start_embedded_broker(host: str, port: int) -> Any:
     await broker.start()
     log.info("event=embedded_broker_started bind=%s:%d", host, port)
     return broker
+
+
+def tier_policy(r: RollupSettings) -> TierPolicy:
+    """The store's tier policy from the `rollups` settings."""
+    return TierPolicy(
+        retention_days={
+            60: r.minute_retention_days,
+            3600: r.hour_retention_days,
+            86_400: r.day_retention_days,
+        },
+        settle_s=r.settle_s,
+        max_pending_per_round=r.max_pending_per_round,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +236,14 @@ async def run_service(
         tasks.append(asyncio.create_task(traps.run(stop), name="trap-receiver"))
     if feed is not None:
         tasks.append(asyncio.create_task(feed.run(stop), name="tsdb-feed"))
+    if "api" in roles:
+        # Hours and days from the minute rows, and retention: one process is enough (several
+        # would only repeat the same computation), so it runs beside the API.
+        roller = TierRoller(store, tier_policy(settings.rollups))
+        rs = settings.rollups
+        tasks.append(
+            asyncio.create_task(roller.run(stop, rs.roll_interval_s, rs.retention_interval_s), name="tiers")
+        )
     ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require_token
 from api.schemas import DeviceDetail, DeviceList, DeviceOut, ErrorOut, OutageList, OutageOut, StateChangeOut
-from collector.store.devices import DeviceRepo, overlap_ms
+from collector.store.availability import AvailabilityRepo
+from collector.store.devices import DeviceRepo
 
 router = APIRouter(prefix="/api/v1", tags=["devices"], dependencies=[Depends(require_token)])
 
@@ -106,8 +107,9 @@ def device_outages(
     if from_ms >= to_ms:
         raise HTTPException(422, "'from' must be before 'to'")
     outages = repo.outages(device_id, from_ms, to_ms)
-    device_down = overlap_ms([o for o in outages if o.entity_kind == "device"], from_ms, to_ms, now_ms)
-    period = min(to_ms, now_ms) - from_ms
+    until = max(from_ms, min(to_ms, now_ms))  # the future is neither up nor down
+    av = AvailabilityRepo(request.app.state.store).availability("device", [device_id], from_ms, until)
+    ratio = float(av.availability_ratio[0])
     return OutageList(
         device_id=device_id,
         from_ms=from_ms,
@@ -123,6 +125,8 @@ def device_outages(
             )
             for o in outages
         ],
-        down_s=device_down / 1000,
-        availability_ratio=None if period <= 0 else 1.0 - device_down / period,
+        down_s=int(av.down_ms[0]) / 1000,
+        unknown_s=int(av.unknown_ms[0]) / 1000,
+        maintenance_s=int(av.maintenance_ms[0]) / 1000,
+        availability_ratio=None if ratio != ratio else ratio,  # NaN: no known state
     )

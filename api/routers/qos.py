@@ -4,6 +4,10 @@
 
 Rollups of every matching series are re-keyed to (group, step) and merged by the numba
 core, so a commune's p95 comes from merged sketches, never from re-reading raw samples.
+The rows come from the coarsest tier (1 min, 1 h, 1 day) whose resolution divides the step.
+Every group has a point for every step, with the samples behind it and, where the series'
+schedules are known, the samples expected: a step without data says count 0 and
+completeness 0, never a good-looking value.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from api.auth import require_token
 from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
 from collector.core import RollupSet, merge, quantiles
 from collector.mqtt.schema import METRIC_NAMES
-from collector.store.sqlite import STANDARD_LABELS
+from collector.store.sqlite import STANDARD_LABELS, TIERS, SeriesSelection
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
 
-RESOLUTION_S = 60
+RESOLUTION_S = TIERS[0]
 GROUP_LABELS = (*STANDARD_LABELS, "entity")
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -69,6 +73,48 @@ def _stat_values(rs: RollupSet, stat: str) -> np.ndarray:
     q = _STAT_RE.match(stat)
     assert q is not None  # checked by the caller
     return quantiles(rs, np.array([float(q.group(1)) / 100.0]))[:, 0]
+
+
+def tier_for_step(step_s: int) -> int:
+    """The coarsest rollup tier whose windows fit whole in a step (its resolution divides it)."""
+    return max(t for t in TIERS if step_s % t == 0)
+
+
+def expected_samples(
+    sel: SeriesSelection, group_of: dict[int, int], n_groups: int, bounds: np.ndarray, until_ms: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples expected per (group, step) from each series' interval, counted from its first
+    window on and up to `until_ms` (now or the end of the query); and which groups have at
+    least one series with a known interval (the others get no completeness).
+
+    Integral trick, vectorised over all series: a series contributes (t - start) / interval
+    samples up to time t; per group, F(t) = sum over its series of max(0, t - start) / interval
+    comes from prefix sums over the series sorted by start, and a step's expectation is
+    F(end) - F(begin).
+    """
+    sids = [s for s in group_of if sel.interval_s.get(s) and sel.first_ms.get(s) is not None]
+    known = np.zeros(n_groups, dtype=bool)
+    n_steps = bounds.shape[0] - 1
+    if not sids:
+        return np.zeros((n_groups, n_steps)), known
+    base = int(bounds[0])
+    g = np.array([group_of[s] for s in sids], dtype=np.int64)
+    start = np.maximum(np.array([sel.first_ms[s] for s in sids], dtype=np.int64), base) - base
+    weight = 1.0 / (np.array([sel.interval_s[s] for s in sids], dtype=np.float64) * 1000.0)
+    known[g] = True
+    shift = np.int64(1 << 42)  # offsets from `base` stay below 2**42 ms (139 years)
+    packed = g * shift + start
+    order = np.argsort(packed, kind="stable")
+    packed, start, weight = packed[order], start[order], weight[order]
+    w_cum = np.concatenate([[0.0], np.cumsum(weight)])
+    wa_cum = np.concatenate([[0.0], np.cumsum(weight * start)])
+    t = np.minimum(bounds, until_ms) - base
+    t = np.maximum(t, 0)
+    groups = np.arange(n_groups, dtype=np.int64)
+    first = np.searchsorted(packed, groups * shift, side="left")
+    k = np.searchsorted(packed, groups[:, None] * shift + t[None, :], side="right")
+    f = t[None, :] * (w_cum[k] - w_cum[first][:, None]) - (wa_cum[k] - wa_cum[first][:, None])
+    return np.maximum(np.diff(f, axis=1), 0.0), known
 
 
 def _iso(ms: int) -> str:
@@ -139,42 +185,70 @@ def qos(
         )
         if v is not None
     }
-    sel = request.app.state.store.select_rollups(metric, RESOLUTION_S, from_ms, to_ms, filters)
+    tier = tier_for_step(step_s)
+    sel = request.app.state.store.select_rollups(metric, tier, from_ms, to_ms, filters)
     rs = sel.rollups
-    series: list[QosSeries] = []
+    group_of_series: dict[int, int] = {}
+    group_labels: list[dict[str, str]] = []
+    index: dict[tuple[str, ...], int] = {}
+    for sid, labels in sel.labels.items():
+        key = tuple(labels.get(g, "") for g in groups)
+        gi = index.get(key)
+        if gi is None:
+            gi = index[key] = len(group_labels)
+            group_labels.append(dict(zip(groups, key, strict=True)))
+        group_of_series[sid] = gi
+    n_groups = len(group_labels)
+    bounds = from_ms + step_ms * np.arange(n_steps + 1, dtype=np.int64)
+    now_ms = int(time.time() * 1000)
+    expected, scheduled = expected_samples(sel, group_of_series, n_groups, bounds, min(to_ms, now_ms))
+    # Per (group, step): the merged rollup row, if any, and the samples of series with a schedule.
+    row_of = np.full((n_groups, n_steps), -1, dtype=np.int64)
+    received_known = np.zeros((n_groups, n_steps), dtype=np.int64)
+    values = np.empty(0)
+    merged = rs
     if len(rs):
-        group_of_series: dict[int, int] = {}
-        group_labels: list[dict[str, str]] = []
-        index: dict[tuple[str, ...], int] = {}
-        for sid, labels in sel.labels.items():
-            key = tuple(labels.get(g, "") for g in groups)
-            gi = index.get(key)
-            if gi is None:
-                gi = index[key] = len(group_labels)
-                group_labels.append(dict(zip(groups, key, strict=True)))
-            group_of_series[sid] = gi
         sids = np.fromiter(group_of_series.keys(), dtype=np.int64)
         gids = np.fromiter(group_of_series.values(), dtype=np.int32)
         order = np.argsort(sids)
-        pos = np.searchsorted(sids[order], rs.series_id)
-        gid = gids[order][pos]
-        bucket = rs.window_start_ms // step_ms * step_ms
-        merged = merge(rs, gid, bucket)
+        gid = gids[order][np.searchsorted(sids[order], rs.series_id)]
+        step_of_row = (rs.window_start_ms - from_ms) // step_ms
+        merged = merge(rs, gid, from_ms + step_of_row * step_ms)
         values = _stat_values(merged, stat)
-        starts = np.searchsorted(merged.series_id, np.arange(len(group_labels)), side="left")
-        ends = np.searchsorted(merged.series_id, np.arange(len(group_labels)), side="right")
-        for gi, labels in enumerate(group_labels):
-            pts = [
+        row_of[merged.series_id, (merged.window_start_ms - from_ms) // step_ms] = np.arange(len(merged))
+        has_schedule = np.array([bool(sel.interval_s.get(int(s))) for s in sids[order]])
+        counted = has_schedule[np.searchsorted(sids[order], rs.series_id)]
+        np.add.at(received_known, (gid[counted], step_of_row[counted]), rs.count[counted])
+    series: list[QosSeries] = []
+    for gi, labels in enumerate(group_labels):
+        pts = []
+        for j in range(n_steps):
+            r = int(row_of[gi, j])
+            exp = float(expected[gi, j]) if scheduled[gi] else None
+            count = int(merged.count[r]) if r >= 0 else 0
+            value = float(values[r]) if r >= 0 and np.isfinite(values[r]) else None
+            pts.append(
                 QosPoint(
-                    ts=_iso(int(merged.window_start_ms[r])),
-                    ts_ms=int(merged.window_start_ms[r]),
-                    value=None if not np.isfinite(values[r]) else float(values[r]),
-                    count=int(merged.count[r]),
+                    ts=_iso(int(bounds[j])),
+                    ts_ms=int(bounds[j]),
+                    value=value,
+                    count=count,
+                    expected_count=None if exp is None else round(exp, 3),
+                    completeness_ratio=None
+                    if exp is None or exp <= 0
+                    else min(1.0, float(received_known[gi, j]) / exp),
                 )
-                for r in range(int(starts[gi]), int(ends[gi]))
-            ]
-            series.append(QosSeries(labels=labels, points=pts))
-        series.sort(key=lambda s: tuple(s.labels.values()))
+            )
+        series.append(QosSeries(labels=labels, points=pts))
+    series.sort(key=lambda s: tuple(s.labels.values()))
+    horizon = None
+    days = {
+        60: request.app.state.settings.rollups.minute_retention_days,
+        3600: request.app.state.settings.rollups.hour_retention_days,
+        86_400: request.app.state.settings.rollups.day_retention_days,
+    }[tier]
+    if days is not None:
+        horizon = (now_ms - int(days * 86_400_000)) // 86_400_000 * 86_400_000
     return QosResponse(
         metric=metric,
         unit=unit_of(metric),
@@ -184,6 +258,7 @@ def qos(
         from_ms=from_ms,
         to_ms=to_ms,
         step_s=step_s,
-        resolution_s=RESOLUTION_S,
+        resolution_s=tier,
+        retained_from_ms=horizon,
         series=series,
     )

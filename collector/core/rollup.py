@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 
 from collector.core._jit import F64Array, I32Array, I64Array, kernel
 from collector.core.batch import SampleBatch
 from collector.core.sketch import (
+    MAX_KEY,
     _as_int_column,
-    _key_of,
+    _key_of_bits,
     _value_of_key,
     decode_sketch,
     decode_sketches,
@@ -204,6 +206,13 @@ def _stable_order(columns: Sequence[npt.NDArray[np.integer[Any]]]) -> I64Array:
         return np.empty(0, dtype=np.int64)
     lows = [int(c.min()) for c in columns]
     spans = [int(c.max()) - lo + 1 for c, lo in zip(columns, lows, strict=True)]
+    if all(span <= 2 * n + 65_536 for span in spans):
+        # Small key ranges (series ids, a flush's few windows): LSD counting sorts, one linear
+        # pass per column, last column first; each is stable, so the composition is too.
+        order = np.arange(n, dtype=np.int64)
+        for c, lo, span in reversed(list(zip(columns, lows, spans, strict=True))):
+            order = _counting_order(np.ascontiguousarray(c), lo, span, order)
+        return order
     if math.prod(spans) <= _INT64_MAX:
         # Horner packing in int64; every partial result is < prod(spans) (checked above with
         # Python ints), so subtracting the minimum may wrap but the final values are exact.
@@ -215,6 +224,23 @@ def _stable_order(columns: Sequence[npt.NDArray[np.integer[Any]]]) -> I64Array:
     else:
         order = np.lexsort(tuple(reversed(columns)))  # lexsort's primary key is the last one
     return order.astype(np.int64, copy=False)
+
+
+@kernel
+def _counting_order(key: npt.NDArray[np.integer[Any]], lo: int, span: int, order: I64Array) -> I64Array:
+    """``order`` stably re-sorted by ``key[order]`` (values in [lo, lo + span)): counting sort."""
+    first = np.zeros(span + 1, dtype=np.int64)
+    for i in range(order.shape[0]):
+        first[key[order[i]] - lo + 1] += 1
+    for k in range(span):
+        first[k + 1] += first[k]
+    out = np.empty(order.shape[0], dtype=np.int64)
+    for i in range(order.shape[0]):
+        j = order[i]
+        k = key[j] - lo
+        out[first[k]] = j
+        first[k] += 1
+    return out
 
 
 def floor_window(ts_ms: npt.ArrayLike, resolution_ms: int) -> I64Array:
@@ -244,76 +270,143 @@ _RowCols = tuple[I32Array, I64Array, I64Array, F64Array, F64Array, F64Array, F64
 
 
 @kernel
-def _rollup_pass(
-    order: I64Array,
+def _group_bounds(sid: I32Array, ts: I64Array, resolution: int, starts: I64Array, win: I64Array) -> int:
+    """Split a batch ordered by (series, window) into runs: ``starts[g]..starts[g+1]`` is group g
+    and ``win[g]`` its window index, for g < the returned group count. Returns -1 as soon as a
+    (series, window) key is not greater than the previous group's (the batch is not ordered:
+    the caller sorts it first). ``starts`` needs n + 1 entries, ``win`` n.
+
+    One pass over series and timestamps; a division only where a group starts (a sample
+    inside the current window is recognised by two comparisons).
+    """
+    n = sid.shape[0]
+    g = 0
+    cur_s = np.int64(0)
+    cur_w = np.int64(0)
+    ws = np.int64(0)
+    we = np.int64(0)
+    for i in range(n):
+        s = np.int64(sid[i])
+        t = ts[i]
+        if i > 0 and s == cur_s and t >= ws and t < we:
+            continue
+        w = t // resolution  # numba's // floors like Python's, also for negative ts
+        if i > 0 and (s < cur_s or (s == cur_s and w <= cur_w)):
+            return -1
+        starts[g] = i
+        win[g] = w
+        g += 1
+        cur_s = s
+        cur_w = w
+        ws = w * resolution
+        we = ws + resolution
+    starts[g] = n
+    return g
+
+
+@kernel
+def _group_stats(
+    starts: I64Array,
     sid: I32Array,
     win: I64Array,
-    keys: I32Array,
     vals: F64Array,
     ts: I64Array,
     resolution: int,
-) -> tuple[_RowCols, I64Array, I32Array, I64Array]:
-    n = order.shape[0]
-    # Pass 1 sizes the outputs exactly (rows, buckets) instead of allocating n of each.
-    rows = 0
-    buckets = 0
-    for j in range(n):
-        i = order[j]
-        if j == 0 or sid[i] != sid[order[j - 1]] or win[i] != win[order[j - 1]]:
-            rows += 1
-            buckets += 1
-        elif keys[i] != keys[order[j - 1]]:
-            buckets += 1
-    o_sid = np.empty(rows, dtype=np.int32)
-    o_ws = np.empty(rows, dtype=np.int64)
-    o_cnt = np.zeros(rows, dtype=np.int64)
-    o_sum = np.zeros(rows, dtype=np.float64)
-    o_sq = np.zeros(rows, dtype=np.float64)
-    o_min = np.empty(rows, dtype=np.float64)
-    o_max = np.empty(rows, dtype=np.float64)
-    o_last = np.empty(rows, dtype=np.float64)
-    o_lts = np.empty(rows, dtype=np.int64)
-    o_off = np.empty(rows + 1, dtype=np.int64)
-    o_keys = np.empty(buckets, dtype=np.int32)
-    o_cnts = np.zeros(buckets, dtype=np.int64)
-    r = -1
-    b = -1
-    last_idx = -1
-    for j in range(n):
-        i = order[j]
-        v = vals[i]
-        t = ts[i]
-        if j == 0 or sid[i] != sid[order[j - 1]] or win[i] != win[order[j - 1]]:
-            r += 1
-            b += 1
-            o_sid[r] = sid[i]
-            o_ws[r] = win[i] * resolution
-            o_min[r] = v
-            o_max[r] = v
-            o_last[r] = v
-            o_lts[r] = t
-            last_idx = i
-            o_off[r] = b
-            o_keys[b] = keys[i]
-        elif keys[i] != keys[order[j - 1]]:
-            b += 1
-            o_keys[b] = keys[i]
-        o_cnt[r] += 1
-        o_sum[r] += v
-        o_sq[r] += v * v
-        if v < o_min[r]:
-            o_min[r] = v
-        if v > o_max[r]:
-            o_max[r] = v
-        # Samples of a group arrive ordered by sketch key, not input order, so the input index
-        # is the tie-breaker: equal timestamps -> the sample that came later in the batch wins.
-        if t > o_lts[r] or (t == o_lts[r] and i > last_idx):
-            o_last[r] = v
-            o_lts[r] = t
-            last_idx = i
-        o_cnts[b] += 1
-    o_off[rows] = buckets
-    return (o_sid, o_ws, o_cnt, o_sum, o_sq, o_min, o_max, o_last, o_lts), o_off, o_keys, o_cnts
+    out: _RowCols,
+) -> bool:
+    """count, sum, sumsq, min, max, last per contiguous group into ``out`` (RollupSet row
+    columns); returns False if a value is not finite.
+
+    Sums accumulate in input order inside the group, so the ordered fast path and the sorted
+    path (a stable sort keeps input order) give bit-identical rows.
+    """
+    o_sid, o_ws, o_cnt, o_sum, o_sq, o_min, o_max, o_last, o_lts = out
+    bad = 0.0
+    for r in range(win.shape[0]):
+        a = starts[r]
+        b = starts[r + 1]
+        sm = 0.0
+        sq = 0.0
+        mn = vals[a]
+        mx = vals[a]
+        last = vals[a]
+        lts = ts[a]
+        for i in range(a, b):
+            v = vals[i]
+            t = ts[i]
+            sm += v
+            sq += v * v
+            bad += v - v  # 0.0 for finite v, NaN for +-inf and NaN: one check per batch
+            mn = min(mn, v)
+            mx = max(mx, v)
+            # Greatest ts wins; on equal ts the later sample (input order) does.
+            if t >= lts:
+                lts = t
+                last = v
+        o_sid[r] = sid[a]
+        o_ws[r] = win[r] * resolution
+        o_cnt[r] = b - a
+        o_sum[r] = sm
+        o_sq[r] = sq
+        o_min[r] = mn
+        o_max[r] = mx
+        o_last[r] = last
+        o_lts[r] = lts
+    return bad == 0.0
+
+
+# LLVM's count-trailing-zeros (one instruction); the cast only gives mypy its signature.
+trailing_zeros = cast(Callable[[np.uint64], int], _trailing_zeros)
+_KEY_SLOTS = 2 * MAX_KEY + 1
+_FLAG_WORDS = (_KEY_SLOTS + 63) // 64
+
+
+@kernel
+def _group_sketches(
+    starts: I64Array,
+    bits: I64Array,
+    min_bits: I64Array,
+    max_bits: I64Array,
+    offsets: I64Array,
+    o_keys: I32Array,
+    o_cnts: I64Array,
+) -> int:
+    """The sketch of every contiguous group, CSR, into ``offsets`` (rows + 1), ``o_keys`` and
+    ``o_cnts`` (room for one bucket per sample); returns the number of buckets. ``min_bits`` /
+    ``max_bits`` are the rows' min and max values (as int64 bit patterns): keys are monotone
+    in the value, so they bound each row's key range without a min/max per sample.
+
+    Dense accumulation: each sample bumps a counter indexed by its key and sets the key's bit in
+    a bitmap. Emitting walks the bitmap's words over the group's key range and visits only the
+    set bits, lowest first (count-trailing-zeros), so a row costs O(samples + distinct keys +
+    key range / 64) and comes out sorted without a sort; counters and bits are cleared on the way.
+    """
+    rows = starts.shape[0] - 1
+    counts = np.zeros(_KEY_SLOTS, dtype=np.int64)
+    bitmap = np.zeros(_FLAG_WORDS, dtype=np.uint64)
+    one = np.uint64(1)
+    m = 0
+    for r in range(rows):
+        offsets[r] = m
+        for i in range(starts[r], starts[r + 1]):
+            j = _key_of_bits(bits[i]) + MAX_KEY
+            counts[j] += 1
+            bitmap[j >> 6] |= one << np.uint64(j & 63)
+        lo = _key_of_bits(min_bits[r]) + MAX_KEY
+        hi = _key_of_bits(max_bits[r]) + MAX_KEY
+        for wi in range(lo >> 6, (hi >> 6) + 1):
+            w = bitmap[wi]
+            bitmap[wi] = 0
+            base = wi * 64
+            while w != 0:
+                j = base + trailing_zeros(w)
+                o_keys[m] = j - MAX_KEY
+                o_cnts[m] = counts[j]
+                counts[j] = 0
+                m += 1
+                w &= w - one
+    offsets[rows] = m
+    return m
 
 
 @kernel
@@ -400,18 +493,25 @@ def _merge_buckets(
 
 @kernel
 def _quantiles(
-    off: I64Array, keys: I32Array, counts: I64Array, cnt: I64Array, mn: F64Array, mx: F64Array, qs: F64Array
-) -> npt.NDArray[np.float64]:
+    off: I64Array,
+    keys: I32Array,
+    counts: I64Array,
+    cnt: I64Array,
+    mn: F64Array,
+    mx: F64Array,
+    qs: F64Array,
+    out: npt.NDArray[np.float64],
+) -> None:
     n = cnt.shape[0]
-    k = qs.shape[0]
-    out = np.full((n, k), np.nan)
+    by_q = np.argsort(qs)  # ranks ascend with q: one walk over a row's buckets serves them all
     for r in range(n):
         c = cnt[r]
         if c <= 0:
             continue
-        lo = off[r]
+        b = off[r]
         hi = off[r + 1]
-        for qi in range(k):
+        cum = 0
+        for qi in by_q:
             # Same rank as numpy.quantile(method="lower"): floor((n-1)*q), in float64 like numpy.
             rank = np.int64(np.floor(qs[qi] * np.float64(c - 1)))
             # The extremes are known exactly: no need to go through a bucket estimate.
@@ -421,13 +521,10 @@ def _quantiles(
             if rank >= c - 1:
                 out[r, qi] = mx[r]
                 continue
-            cum = 0
-            est = np.nan
-            for b in range(lo, hi):
+            while b < hi and cum + counts[b] <= rank:
                 cum += counts[b]
-                if cum > rank:
-                    est = _value_of_key(keys[b])
-                    break
+                b += 1
+            est = _value_of_key(keys[b]) if b < hi else np.nan
             # Clamping to the exact [min, max] can only move the estimate toward the true value
             # (which lies in that range); it makes single-valued rows and the extremes exact.
             if est < mn[r]:
@@ -435,24 +532,17 @@ def _quantiles(
             elif est > mx[r]:
                 est = mx[r]
             out[r, qi] = est
-    return out
-
-
-@kernel
-def _keys_of_checked(values: F64Array) -> tuple[I32Array, bool]:
-    # Fused finiteness check + key mapping: one pass over the values instead of two.
-    n = values.shape[0]
-    out = np.empty(n, dtype=np.int32)
-    for i in range(n):
-        x = values[i]
-        if not np.isfinite(x):
-            return out, False
-        out[i] = _key_of(x)
-    return out, True
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
+
+
+def _empty_row_cols(rows: int) -> _RowCols:
+    """Uninitialised RollupSet row columns (series_id ... last_ts_ms) for a kernel to fill."""
+    i64 = [np.empty(rows, dtype=np.int64) for _ in range(3)]
+    f64 = [np.empty(rows, dtype=np.float64) for _ in range(5)]
+    return (np.empty(rows, dtype=np.int32), i64[0], i64[1], *f64, i64[2])  # type: ignore[return-value]
 
 
 def rollup(batch: SampleBatch, resolution_ms: int = 60_000) -> RollupSet:
@@ -460,26 +550,44 @@ def rollup(batch: SampleBatch, resolution_ms: int = 60_000) -> RollupSet:
 
     ``window_start_ms = floor(ts / resolution_ms) * resolution_ms``. Counts, min, max, last,
     last_ts_ms and the sketch are exact functions of the samples (independent of how the batch
-    was split, see :func:`merge`); sum and sumsq are float64 sums (rounding depends on order).
-    Deterministic: the same batch gives bit-identical output. Raises ValueError for a
-    non-positive resolution or a non-finite value. O(n log n).
+    was split, see :func:`merge`); sum and sumsq are float64 sums in input order within each
+    row. Deterministic: the same batch gives bit-identical output. Raises ValueError for a
+    non-positive resolution or a non-finite value.
+
+    A batch already ordered by (series, window) — samples of a series together, its windows
+    ascending, any order inside a window — takes a linear path (no sort); any other batch is
+    first stably sorted by (series, window), which gives the same rows bit for bit.
     """
     res = _check_resolution(resolution_ms)
-    if len(batch) == 0:
+    n = len(batch)
+    if n == 0:
         return RollupSet.empty()
-    values = np.ascontiguousarray(batch.value)
-    keys, finite = _keys_of_checked(values)
-    if not finite:
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise ValueError(f"SampleBatch.value must be finite; index {bad} is {values[bad]}")
     sid = np.ascontiguousarray(batch.series_id)
     ts = np.ascontiguousarray(batch.ts_ms)
-    win = ts // np.int64(res)
-    # One sort by (series, window, sketch key): the linear pass then sees each row as one run
-    # and, inside it, each bucket as one contiguous run.
-    order = _stable_order((sid, win, keys))
-    row_cols, off, skeys, scounts = _rollup_pass(order, sid, win, keys, values, ts, res)
-    return RollupSet(*row_cols, off, skeys, scounts)
+    values = np.ascontiguousarray(batch.value)
+    # Outputs are allocated by numpy, not inside the kernels: numpy asks the kernel for huge
+    # pages on large arrays, numba's allocator does not, and first-touch page faults on 4 KiB
+    # pages cost more than the whole sketch pass. Sized for the worst case (a group, a bucket
+    # per sample); untouched pages of the tail never become resident.
+    starts = np.empty(n + 1, dtype=np.int64)
+    win = np.empty(n, dtype=np.int64)
+    rows = _group_bounds(sid, ts, res, starts, win)
+    if rows < 0:
+        order = _stable_order((sid, ts // np.int64(res)))
+        sid, ts, values = sid[order], ts[order], values[order]
+        rows = _group_bounds(sid, ts, res, starts, win)
+        assert rows >= 0  # a stable sort by (series, window) is ordered by construction
+    starts, win = starts[: rows + 1], win[:rows]
+    row_cols = _empty_row_cols(rows)
+    if not _group_stats(starts, sid, win, values, ts, res, row_cols):
+        bad = int(np.flatnonzero(~np.isfinite(batch.value))[0])
+        raise ValueError(f"SampleBatch.value must be finite; index {bad} is {batch.value[bad]}")
+    offsets = np.empty(rows + 1, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int32)
+    counts = np.empty(n, dtype=np.int64)
+    min_bits, max_bits = row_cols[5].view(np.int64), row_cols[6].view(np.int64)
+    m = _group_sketches(starts, values.view(np.int64), min_bits, max_bits, offsets, keys, counts)
+    return RollupSet(*row_cols, offsets, keys[:m], counts[:m])
 
 
 def merge(rs: RollupSet, group_id: npt.ArrayLike, window_start_ms: npt.ArrayLike) -> RollupSet:
@@ -532,7 +640,9 @@ def quantiles(rs: RollupSet, qs: npt.ArrayLike) -> F64Array:
     q = np.ascontiguousarray(qs, dtype=np.float64).reshape(-1)
     if not np.all((q >= 0.0) & (q <= 1.0)):
         raise ValueError(f"quantiles must be in [0, 1], got {q.tolist()}")
-    return _quantiles(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts, rs.count, rs.min, rs.max, q)
+    out = np.full((len(rs), q.shape[0]), np.nan)
+    _quantiles(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts, rs.count, rs.min, rs.max, q, out)
+    return out
 
 
 def mean(rs: RollupSet) -> F64Array:
@@ -552,10 +662,21 @@ def warm_up() -> float:
         value=np.array([0.5, -2.0, 0.0], dtype=np.float64),
     )
     rs = rollup(batch)
+    # The sorted path too (an unordered batch: counting sorts), not only the ordered one.
+    rollup(SampleBatch(batch.series_id[::-1].copy(), batch.ts_ms[::-1].copy(), batch.value[::-1].copy()))
     merged = merge(rs, np.zeros(len(rs), dtype=np.int32), np.zeros(len(rs), dtype=np.int64))
     quantiles(merged, [0.5])
     mean(merged)
     value_of_keys(keys_of(batch.value))
     decode_sketch(encode_sketch(*merged.row_sketch(0)))
     decode_sketches(encode_sketches(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts))
+    # Imported here: those modules build on this one.
+    from collector.core.availability import availability
+    from collector.core.signals import counter_rates, jitter, sequence_loss
+    from collector.events import StateChange
+
+    counter_rates(batch.series_id, batch.ts_ms, np.array([5, 9, 1], dtype=np.uint64), 32)
+    jitter(batch)
+    sequence_loss(batch.series_id, batch.ts_ms, np.array([1, 3, 7], dtype=np.int64))
+    availability([StateChange("device", "d", "down", 1)], 0, 10, maintenance=[(None, 2, 3)])
     return time.perf_counter() - t0

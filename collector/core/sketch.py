@@ -5,15 +5,16 @@ ascending and counts > 0. Each key names a bucket of values; merging two sketche
 the counts of equal keys, which is exact, associative and commutative — that is what lets a
 month's percentile be computed from 1-minute rollups.
 
-Key mapping (for ``x >= MIN_ABS``)::
+Key mapping, with ``GAMMA = 2**(1/35)`` (35 buckets per binary octave)::
 
-    key(x) = ceil(log(x) / log(GAMMA)) + OFFSET             >= 1
-    key(x) = -(ceil(log(-x) / log(GAMMA)) + OFFSET)         for x <= -MIN_ABS
-    key(x) = 0                                               for |x| < MIN_ABS
+    key(x) = ceil(35 * log2(x)) + OFFSET                     >= 1   for x >= MIN_ABS
+    key(x) = -(ceil(35 * log2(-x)) + OFFSET)                 <= -1  for x <= -MIN_ABS
+    key(x) = 0                                                      for |x| < MIN_ABS
 
-so keys sort like the values. Bucket ``i = |key| - OFFSET`` holds ``GAMMA**(i-1) < |x| <= GAMMA**i``
-and is estimated by ``2 * GAMMA**i / (GAMMA + 1)``, which is within ``ALPHA`` (relative) of every
-value in the bucket.
+computed exactly (the real-number ceil, not a rounded log) from the float's bits: exponent
+field times 35 plus a 2048-entry mantissa table. Keys sort like the values. Bucket
+``i = |key| - OFFSET`` holds ``GAMMA**(i-1) < |x| <= GAMMA**i`` and is estimated by
+``2 * GAMMA**i / (GAMMA + 1)``, within ``ALPHA`` (relative) of every value in the bucket.
 """
 
 from __future__ import annotations
@@ -28,20 +29,88 @@ import numpy.typing as npt
 
 from collector.core._jit import F64Array, I32Array, I64Array, U8Array, kernel
 
-# Relative accuracy. The contract is 1 %; we take a little less because a value sitting exactly
-# on a bucket boundary can land in the neighbouring bucket after float rounding of log(x)/log(GAMMA),
-# which costs a few ulps on top of ALPHA. 0.0099 keeps that case comfortably inside 1 %.
-ALPHA: Final = 0.0099
-GAMMA: Final = (1.0 + ALPHA) / (1.0 - ALPHA)
+# Buckets per binary octave: GAMMA = 2**(1/35), so every bucket boundary sits at a fixed place
+# in the mantissa whatever the exponent. That is what lets the key come from the float's bits
+# (exponent field + a small mantissa table) instead of a log per sample, and exactly: no libm
+# call, no rounding at bucket boundaries, the same key on every machine.
+BUCKETS_PER_OCTAVE: Final = 35
+GAMMA: Final = 2.0 ** (1.0 / BUCKETS_PER_OCTAVE)
+# Relative accuracy of a bucket's estimate: (GAMMA - 1) / (GAMMA + 1) = 0.009902 < 1 %.
+ALPHA: Final = (GAMMA - 1.0) / (GAMMA + 1.0)
 LOG_GAMMA: Final = math.log(GAMMA)
 # Below this magnitude everything collapses into key 0 (estimate 0.0). Without a floor, tiny
 # values (1e-300, subnormals) would need ~35 000 extra buckets for no metric we care about.
 MIN_ABS: Final = 1e-9
-# Shift so the bucket holding MIN_ABS gets key 1, leaving 0 for "about zero" and negatives below.
-OFFSET: Final = 1 - math.ceil(math.log(MIN_ABS) / LOG_GAMMA)
 _DBL_MAX: Final = sys.float_info.max
+_MANT_BITS: Final = 52
+_MANT_MASK: Final = (1 << _MANT_BITS) - 1
+_ABS_MASK: Final = (1 << 63) - 1
+# Mantissa table: cell c covers mantissa fractions f in [c << _CELL_SHIFT, (c + 1) << _CELL_SHIFT).
+# 2048 cells are ~0.05 % wide, far narrower than a bucket (~2 %), so a cell holds at most one
+# bucket boundary: the key inside it is _CELL_BASE[c] + (f >= _CELL_THRESHOLD[c]).
+_CELL_BITS: Final = 11
+_CELL_SHIFT: Final = _MANT_BITS - _CELL_BITS
+
+
+def _iroot(n: int, k: int) -> int:
+    """floor(n ** (1/k)) for integers, exactly (Newton's method on Python ints)."""
+    x = 1 << ((n.bit_length() + k - 1) // k)  # >= the root
+    while True:
+        y = ((k - 1) * x + n // x ** (k - 1)) // k
+        if y >= x:
+            return x
+        x = y
+
+
+def _boundary_fractions() -> list[int]:
+    """t[j] = the smallest 52-bit fraction f with 1 + f/2**52 > 2**(j/B), j = 0..B-1.
+
+    In-octave key jc(f) = ceil(B * log2(1 + f/2**52)) = number of j with f >= t[j]
+    (t[0] = 1: only f = 0, an exact power of two, has jc = 0). Computed with integer roots, so
+    the table is exact: floor(2**(j/B) * 2**52) = floor((2**(j + 52B)) ** (1/B)), and 2**(j/B) is
+    irrational for 0 < j < B, so no value ever sits exactly on a boundary.
+    """
+    b = BUCKETS_PER_OCTAVE
+    out = [1]
+    for j in range(1, b):
+        out.append(_iroot(1 << (j + _MANT_BITS * b), b) - (1 << _MANT_BITS) + 1)
+    return out
+
+
+def _cell_tables() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    bounds = _boundary_fractions()
+    cells = 1 << _CELL_BITS
+    base = np.zeros(cells, dtype=np.int64)
+    threshold = np.full(cells, 1 << _MANT_BITS, dtype=np.int64)  # "no boundary in this cell"
+    for c in range(cells):
+        lo, hi = c << _CELL_SHIFT, (c + 1) << _CELL_SHIFT
+        base[c] = sum(1 for t in bounds if t <= lo)
+        inside = [t for t in bounds if lo < t < hi]
+        if len(inside) > 1:  # cannot happen with 2048 cells and 35 buckets an octave
+            raise AssertionError("two bucket boundaries in one mantissa cell")
+        if inside:
+            threshold[c] = inside[0]
+    return base, threshold
+
+
+_CELL_BASE, _CELL_THRESHOLD = _cell_tables()
+
+
+def _exact_key(x: float) -> int:
+    """Key of |x| >= MIN_ABS (plain Python, from the bits): used for OFFSET and MAX_KEY."""
+    u = int(np.array([abs(x)], dtype=np.float64).view(np.int64)[0])
+    e = (u >> _MANT_BITS) - 1023
+    f = u & _MANT_MASK
+    c = f >> _CELL_SHIFT
+    return BUCKETS_PER_OCTAVE * e + int(_CELL_BASE[c]) + int(f >= _CELL_THRESHOLD[c])
+
+
+# Shift so the bucket holding MIN_ABS gets key 1, leaving 0 for "about zero" and negatives below.
+OFFSET: Final = 1 - _exact_key(MIN_ABS)
 # Key of the largest finite double: no valid key has a larger magnitude (used to reject corrupt blobs).
-MAX_KEY: Final = math.ceil(math.log(_DBL_MAX) / LOG_GAMMA) + OFFSET
+MAX_KEY: Final = _exact_key(_DBL_MAX) + OFFSET
+_MIN_ABS_BITS: Final = int(np.array([MIN_ABS]).view(np.int64)[0])
+_INF_BITS: Final = 0x7FF << _MANT_BITS
 # 2*GAMMA**i/(GAMMA+1) is computed as GAMMA**(i-1) * _MID_UP so the top bucket's GAMMA**i,
 # which exceeds the largest double, never has to be formed.
 _MID_UP: Final = 2.0 * GAMMA / (GAMMA + 1.0)
@@ -53,21 +122,22 @@ SKETCH_FORMAT_VERSION: Final = 1
 
 
 @kernel
-def _key_of(x: float) -> int:
-    a = x if x >= 0.0 else -x
-    if not a >= MIN_ABS:  # also catches NaN, which the callers reject beforehand
+def _key_of_bits(u: np.int64) -> int:
+    """Key of the float64 whose bit pattern is ``u`` (NaN must be rejected by the caller)."""
+    a = u & _ABS_MASK
+    if a < _MIN_ABS_BITS:  # integer order of non-negative doubles' bits is their numeric order
         return 0
-    if a > _DBL_MAX:  # +-inf: clamp rather than feed inf into ceil() (undefined int conversion)
+    if a > _INF_BITS:  # NaN (rejected by the callers before this)
+        return 0
+    if a == _INF_BITS:  # +-inf: the extreme keys
         k = MAX_KEY
     else:
-        k = math.ceil(math.log(a) / LOG_GAMMA) + OFFSET
-        # Clamp: libm's log in numba and in CPython (used for OFFSET) could differ by an ulp,
-        # and the smallest positive key must stay 1 whatever happens at the MIN_ABS boundary.
-        if k < 1:
-            k = 1
-        elif k > MAX_KEY:
-            k = MAX_KEY
-    return k if x > 0.0 else -k
+        f = a & _MANT_MASK
+        c = f >> _CELL_SHIFT
+        k = BUCKETS_PER_OCTAVE * ((a >> _MANT_BITS) - 1023) + _CELL_BASE[c] + OFFSET
+        if f >= _CELL_THRESHOLD[c]:
+            k += 1
+    return k if u >= 0 else -k
 
 
 @kernel
@@ -83,9 +153,10 @@ def _value_of_key(k: int) -> float:
 
 @kernel
 def _keys_of(values: F64Array) -> I32Array:
+    bits = values.view(np.int64)
     out = np.empty(values.shape[0], dtype=np.int32)
     for i in range(values.shape[0]):
-        out[i] = _key_of(values[i])
+        out[i] = _key_of_bits(bits[i])
     return out
 
 

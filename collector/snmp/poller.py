@@ -512,7 +512,9 @@ class Poller:
             li = rt.series.get(key)
             if li is None:
                 labels = rt.device.labels() | {t.row_label: names[i]}
-                li = rt.series[key] = self.pipeline.series_index(SeriesKey.of(metric, rt.device.id, labels))
+                li = rt.series[key] = self.pipeline.series_index(
+                    SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
+                )
             idx[i] = li
         self.pipeline.accept_samples(idx, ts, vals.astype(np.float64, copy=False))
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from collector.events import StateChange
+from collector.events import DOWN_STATES, StateChange
 from collector.inventory import Device
 from collector.store.sqlite import SQLiteStore
 
-# States that make an outage: a device or interface `down`, a probe `offline`.
-DOWN_STATES = frozenset({"down", "offline"})
+__all__ = ["DOWN_STATES", "DeviceRepo", "Outage", "PollRecord"]
 
 
 @dataclass(slots=True)
@@ -41,26 +40,6 @@ class Outage:
     start_ms: int
     end_ms: int | None
     cause: str
-
-
-def overlap_ms(outages: Iterable[Outage], from_ms: int, to_ms: int, now_ms: int) -> int:
-    """Milliseconds of [from_ms, to_ms) covered by the outages (open ones run until now)."""
-    spans = sorted(
-        (max(o.start_ms, from_ms), min(o.end_ms if o.end_ms is not None else now_ms, to_ms)) for o in outages
-    )
-    total, cur_start, cur_end = 0, None, None
-    for a, b in spans:
-        if b <= a:
-            continue
-        if cur_end is None or a > cur_end:
-            if cur_end is not None and cur_start is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = a, b
-        else:
-            cur_end = max(cur_end, b)
-    if cur_end is not None and cur_start is not None:
-        total += cur_end - cur_start
-    return total
 
 
 class DeviceRepo:

@@ -19,15 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
-from collector.core import RollupSet, decode_sketches, encode_sketches, merge
+from collector.core import RollupSet, decode_sketches, encode_sketches, floor_window, merge
 
 log = logging.getLogger(__name__)
 
 # Labels with their own indexed column; any other label lives only in the JSON.
 STANDARD_LABELS = ("operator", "technology", "commune", "village", "site", "kind", "target")
 _ROLLUP_COLUMNS = "series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+# Rollup tiers (resolution in seconds), finest first: each is computed from the one before.
+TIERS = (60, 3600, 86_400)
+
+
+def coarser_tier(resolution_s: int) -> int | None:
+    """The tier computed from `resolution_s` rows (None for the coarsest)."""
+    i = TIERS.index(resolution_s)
+    return TIERS[i + 1] if i + 1 < len(TIERS) else None
 
 
 class StoreError(Exception):
@@ -86,10 +95,13 @@ class ProbeActivity:
 
 @dataclass(slots=True)
 class SeriesSelection:
-    """Rollups of the series that matched a query, with each series' labels (plus "entity")."""
+    """Rollups of the series that matched a query, with each series' labels (plus "entity"),
+    its expected seconds between samples (None: unknown) and the start of its first window."""
 
     rollups: RollupSet
     labels: dict[int, dict[str, str]] = field(default_factory=dict)
+    interval_s: dict[int, float | None] = field(default_factory=dict)
+    first_ms: dict[int, int | None] = field(default_factory=dict)
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -120,6 +132,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._writer = self._connect()
         self._series_ids: dict[SeriesKey, int] = {}
+        self._first_ms: dict[int, int] = {}  # series -> first window known to be stored
         self.migrate()
 
     # -- connections -------------------------------------------------------------
@@ -323,22 +336,35 @@ class SQLiteStore:
 
     # -- series ------------------------------------------------------------------
 
-    def series_ids(self, keys: Sequence[SeriesKey]) -> list[int]:
-        """The id of each key, creating the series that do not exist yet."""
+    def series_ids(
+        self, keys: Sequence[SeriesKey], intervals_s: Sequence[float | None] | None = None
+    ) -> list[int]:
+        """The id of each key, creating the series that do not exist yet.
+
+        `intervals_s` gives each key's expected seconds between samples (for completeness); a
+        series this process has not seen yet gets it stored (a changed schedule replaces the old).
+        """
+        interval_of = dict(zip(keys, intervals_s, strict=True)) if intervals_s is not None else {}
         missing = [k for k in dict.fromkeys(keys) if k not in self._series_ids]
         if missing:
             with self._write() as conn:
-                self._create_series(conn, missing)
+                self._create_series(conn, missing, [interval_of.get(k) for k in missing])
         return [self._series_ids[k] for k in keys]
 
-    def _create_series(self, conn: sqlite3.Connection, keys: Sequence[SeriesKey]) -> None:
+    def _create_series(
+        self, conn: sqlite3.Connection, keys: Sequence[SeriesKey], intervals_s: Sequence[float | None]
+    ) -> None:
         rows = []
-        for k in keys:
+        for k, interval in zip(keys, intervals_s, strict=True):
             lab = dict(k.labels)
-            rows.append((k.metric, k.entity, *(lab.get(n, "") for n in STANDARD_LABELS), k.labels_json()))
+            rows.append(
+                (k.metric, k.entity, *(lab.get(n, "") for n in STANDARD_LABELS), k.labels_json(), interval)
+            )
         conn.executemany(
-            "INSERT OR IGNORE INTO series (metric, entity, operator, technology, commune, village, site,"
-            " kind, target, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO series (metric, entity, operator, technology, commune, village, site,"
+            " kind, target, labels, expected_interval_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (metric, entity, labels) DO UPDATE SET"
+            " expected_interval_s = coalesce(excluded.expected_interval_s, expected_interval_s)",
             rows,
         )
         # Read back ids (another process may have created some of them first).
@@ -386,11 +412,9 @@ class SQLiteStore:
                 rollups = merge(both, both.series_id, both.window_start_ms)
             if merged_out is not None:
                 merged_out.append(rollups)
-            conn.executemany(
-                "INSERT OR REPLACE INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
-                " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _rows_of(rollups, resolution_s),
-            )
+            self.put_rollups(conn, rollups, resolution_s)
+            if resolution_s == TIERS[0]:
+                self._note_first_windows(conn, rollups)
             if activity:
                 conn.executemany(
                     "UPDATE probes SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?),"
@@ -422,6 +446,50 @@ class SQLiteStore:
                 )
         return len(rollups)
 
+    @staticmethod
+    def put_rollups(conn: sqlite3.Connection, rollups: RollupSet, resolution_s: int) -> None:
+        """Write rows as they are (replacing equal keys) and mark the windows of every coarser
+        tier they fall in as pending, in the caller's transaction."""
+        conn.executemany(
+            "INSERT OR REPLACE INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
+            " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _rows_of(rollups, resolution_s),
+        )
+        if len(rollups) == 0:
+            return
+        # Every coarser tier, not only the next: a day whose hour is pending is stale as well,
+        # and a query of the day tier must know it before the roller gets to the hour.
+        now = int(time.time() * 1000)
+        for coarse in TIERS[TIERS.index(resolution_s) + 1 :]:
+            windows = floor_window(rollups.window_start_ms, coarse * 1000)
+            keys = np.unique(np.stack([rollups.series_id.astype(np.int64), windows]), axis=1)
+            conn.executemany(
+                "INSERT OR IGNORE INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)"
+                " VALUES (?, ?, ?, ?)",
+                [(coarse, sid, w, now) for sid, w in zip(keys[0].tolist(), keys[1].tolist(), strict=True)],
+            )
+
+    def _note_first_windows(self, conn: sqlite3.Connection, rollups: RollupSet) -> None:
+        """Keep series.first_ms at the earliest stored window (completeness starts there)."""
+        if len(rollups) == 0:
+            return
+        # Rows are sorted by (series, window): each series' first row has its earliest window.
+        first_row = np.flatnonzero(np.r_[True, rollups.series_id[1:] != rollups.series_id[:-1]])
+        updates = [
+            (w, w, sid)
+            for sid, w in zip(
+                rollups.series_id[first_row].tolist(),
+                rollups.window_start_ms[first_row].tolist(),
+                strict=True,
+            )
+            if self._first_ms.get(sid, w + 1) > w
+        ]
+        conn.executemany(
+            "UPDATE series SET first_ms = min(coalesce(first_ms, ?), ?) WHERE series_id = ?", updates
+        )
+        for w, _, sid in updates:
+            self._first_ms[sid] = min(self._first_ms.get(sid, w), w)
+
     def _existing(self, conn: sqlite3.Connection, rollups: RollupSet, resolution_s: int) -> RollupSet:
         """Stored rows for the (series, window) keys present in `rollups`."""
         if len(rollups) == 0:
@@ -451,20 +519,74 @@ class SQLiteStore:
                 raise StoreError(f"cannot filter on label {name!r}; filterable: {', '.join(STANDARD_LABELS)}")
             where.append(f"{name} = ?")
             args.append(value)
-        labels: dict[int, dict[str, str]] = {}
-        sql = f"SELECT series_id, entity, labels FROM series WHERE {' AND '.join(where)}"
-        for sid, entity, lab in conn.execute(sql, args):
-            labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
-        if not labels:
-            return SeriesSelection(RollupSet.empty(), {})
+        sel = SeriesSelection(RollupSet.empty())
+        sql = (
+            "SELECT series_id, entity, labels, expected_interval_s, first_ms FROM series"
+            f" WHERE {' AND '.join(where)}"
+        )
+        for sid, entity, lab, interval, first in conn.execute(sql, args):
+            sel.labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
+            sel.interval_s[int(sid)] = interval
+            sel.first_ms[int(sid)] = first
+        if sel.labels:
+            sel.rollups = self.tiered_rollups(list(sel.labels), resolution_s, from_ms, to_ms)
+        return sel
+
+    def tiered_rollups(self, series: list[int], resolution_s: int, from_ms: int, to_ms: int) -> RollupSet:
+        """Rows of `series` at `resolution_s` with window_start in [from_ms, to_ms), complete: a
+        coarse window still pending (its finer rows changed since it was computed) is replaced
+        by its finer rows, recursively, so the answer never lags the 1-minute tier.
+
+        The result mixes resolutions only inside pending windows; merging it by any step that
+        is a multiple of `resolution_s` gives the same counts and sketches as the finest tier.
+        """
+        conn = self._reader()
+        i = TIERS.index(resolution_s)
+        if i == 0:
+            rows = _rollup_rows(
+                conn,
+                series,
+                "window_start_ms >= ? AND window_start_ms < ?",
+                (resolution_s,),
+                (from_ms, to_ms),
+            )
+            return rollups_from_rows(rows)
         rows = _rollup_rows(
             conn,
-            list(labels),
-            "window_start_ms >= ? AND window_start_ms < ?",
+            series,
+            "window_start_ms >= ? AND window_start_ms < ? AND NOT EXISTS (SELECT 1 FROM rollup_pending p"
+            " WHERE p.resolution_s = rollups.resolution_s AND p.series_id = rollups.series_id"
+            " AND p.window_start_ms = rollups.window_start_ms)",
             (resolution_s,),
             (from_ms, to_ms),
         )
-        return SeriesSelection(rollups_from_rows(rows), labels)
+        done = rollups_from_rows(rows)
+        pending: list[tuple[Any, ...]] = []
+        for j in range(0, len(series), 500):
+            chunk = series[j : j + 500]
+            pending += conn.execute(
+                "SELECT series_id, window_start_ms FROM rollup_pending WHERE resolution_s = ?"
+                f" AND series_id IN ({','.join('?' * len(chunk))})"
+                " AND window_start_ms >= ? AND window_start_ms < ?",
+                (resolution_s, *chunk, from_ms, to_ms),
+            ).fetchall()
+        if not pending:
+            return done
+        p_sid = np.asarray([p[0] for p in pending], dtype=np.int64)
+        p_win = np.asarray([p[1] for p in pending], dtype=np.int64)
+        finer = self.tiered_rollups(
+            sorted(set(p_sid.tolist())),
+            TIERS[i - 1],
+            int(p_win.min()),
+            int(p_win.max()) + resolution_s * 1000,
+        )
+        # Keep the finer rows that fall in a pending window of their own series.
+        span = np.int64(1 << 40)  # window index (ms / resolution) stays far below 2**40
+        res_ms = np.int64(resolution_s * 1000)
+        wanted = p_sid * span + p_win // res_ms
+        have = finer.series_id.astype(np.int64) * span + finer.window_start_ms // res_ms
+        keep = np.flatnonzero(np.isin(have, wanted))
+        return RollupSet.concat([done, _take_rows(finer, keep)])
 
     def metrics(self) -> set[str]:
         """Every metric name that has a series (probe metrics, SNMP profile metrics, ...)."""
@@ -505,6 +627,29 @@ def _rollup_rows(
             (*before, *chunk, *after),
         ).fetchall()
     return rows
+
+
+def _take_rows(rs: RollupSet, rows: npt.NDArray[np.int64]) -> RollupSet:
+    """The given rows of `rs` (in that order), sketches included."""
+    off = rs.sketch_offsets
+    sizes = off[rows + 1] - off[rows]
+    new_off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=new_off[1:])
+    buckets = (np.repeat(off[rows] - new_off[:-1], sizes) + np.arange(new_off[-1])).astype(np.int64)
+    return RollupSet(
+        rs.series_id[rows],
+        rs.window_start_ms[rows],
+        rs.count[rows],
+        rs.sum[rows],
+        rs.sumsq[rows],
+        rs.min[rows],
+        rs.max[rows],
+        rs.last[rows],
+        rs.last_ts_ms[rows],
+        new_off,
+        rs.sketch_keys[buckets],
+        rs.sketch_counts[buckets],
+    )
 
 
 def _split_sql(sql: str) -> list[str]:

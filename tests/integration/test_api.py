@@ -263,3 +263,84 @@ def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
         r = c.post("/api/v1/ingest", content=b"x" * 300_000, headers=auth)
         assert r.status_code == 413
     store.close()
+
+
+def test_every_point_carries_count_and_completeness(tmp_path: Path) -> None:
+    """A probe silent for 10 of 30 minutes: that step says count 0, completeness 0 — not good."""
+    from collector.store.tiers import TierRoller
+
+    store = SQLiteStore(tmp_path / "c.db")
+    store.register_probes([ProbeInfo("p-gap", commune="16021", operator="vnpt", technology="4G")])
+    pipeline = IngestPipeline(store, IngestSettings(metric_interval_s={"dl_bps": 600}))
+    for minute in [m for m in range(30) if not 10 <= m < 20]:
+        metrics = {"rtt_ms": 20.0 + minute}
+        if minute % 10 == 0:
+            metrics["dl_bps"] = 1e7
+        pipeline.accept(
+            validate_batch(
+                {
+                    "v": 1,
+                    "probe_id": "p-gap",
+                    "seq": minute,
+                    "measurements": [
+                        {
+                            "ts": T0 + minute * 60_000,
+                            "target": "t",
+                            "technology": "4G",
+                            "operator": "vnpt",
+                            "metrics": metrics,
+                        }
+                    ],
+                }
+            )
+        )
+    asyncio.run(pipeline.flush())
+    settings = Settings()
+    settings.api.tokens = [SecretStr(TOKEN)]
+    with TestClient(create_app(settings, store)) as c:
+        body = c.get(
+            "/api/v1/qos", params={"metric": "rtt_ms", "stat": "mean", "step": "10m", **WINDOW}, headers=AUTH
+        ).json()
+        (s,) = body["series"]
+        assert [p["count"] for p in s["points"]] == [10, 0, 10]
+        assert [p["expected_count"] for p in s["points"]] == [10, 10, 10]
+        assert [p["completeness_ratio"] for p in s["points"]] == [1.0, 0.0, 1.0]
+        # rtt is 20 + minute: minutes 20..29 average 44.5; the silent step has no value.
+        assert s["points"][1]["value"] is None and s["points"][2]["value"] == pytest.approx(44.5)
+        # A metric on its own schedule (configured): one download every 10 minutes expected.
+        body = c.get(
+            "/api/v1/qos", params={"metric": "dl_bps", "stat": "count", "step": "10m", **WINDOW}, headers=AUTH
+        ).json()
+        assert [p["completeness_ratio"] for p in body["series"][0]["points"]] == [1.0, 0.0, 1.0]
+        # Before the series' first sample nothing was expected: no completeness, not 0.
+        early = {"from": "2026-11-28T07:00:00Z", "to": "2026-11-28T08:00:00Z"}
+        body = c.get("/api/v1/qos", params={"metric": "rtt_ms", "step": "1h", **early}, headers=AUTH).json()
+        (p,) = body["series"][0]["points"]
+        assert p["count"] == 0 and p["expected_count"] == 0 and p["completeness_ratio"] is None
+
+        # An hourly step is answered from the hour tier: the same figures before the roller has
+        # computed the hour (pending: read from minutes) and after.
+        hour = {"from": "2026-11-28T08:00:00Z", "to": "2026-11-28T09:00:00Z", "step": "1h"}
+        before = c.get("/api/v1/qos", params={"metric": "rtt_ms", "stat": "p50", **hour}, headers=AUTH).json()
+        assert before["resolution_s"] == 3600 and before["retained_from_ms"] is not None
+        TierRoller(store).roll(now_ms=T0 + 10 * 3_600_000)
+        assert (
+            store.reader().execute("SELECT count(*) FROM rollups WHERE resolution_s = 3600").fetchone()[0]
+            >= 1
+        )
+        after = c.get("/api/v1/qos", params={"metric": "rtt_ms", "stat": "p50", **hour}, headers=AUTH).json()
+        assert after["series"] == before["series"]
+        assert before["series"][0]["points"][0]["count"] == 20
+        day = c.get(
+            "/api/v1/qos",
+            params={
+                "metric": "rtt_ms",
+                "step": "1d",
+                "from": "2026-11-28T00:00:00Z",
+                "to": "2026-11-29T00:00:00Z",
+            },
+            headers=AUTH,
+        ).json()
+        assert day["resolution_s"] == 86_400 and day["retained_from_ms"] is None
+        assert day["series"][0]["points"][0]["count"] == 20
+    store.close()

@@ -417,7 +417,11 @@ def test_walk_of_mib2_matches_snmpbulkwalk(snmpd: Agent) -> None:
         {format_oid(o) for o in only_ours | only_theirs if not _under(o, VOLATILE_SUBTREES)}
     )[:20]
     common = [o for o in mine if o in theirs]
-    assert len(common) >= 0.9 * max(len(mine), len(theirs))
+    # Outside the volatile tables the two walks hold the same OIDs (checked above); inside
+    # them a busy host (sockets, processes come and go) can differ by thousands of rows
+    # between two walks, so the share in common is only asked of the rest.
+    steady = [o for o in mine if not _under(o, VOLATILE_SUBTREES)]
+    assert steady and all(o in theirs for o in steady)
 
     # Same types everywhere; same values where nothing moves.
     wrong_type = [format_oid(o) for o in common if NETSNMP_TYPES.get(theirs[o][0]) != mine[o].tag]

@@ -509,3 +509,62 @@ def test_rollupset_concat_row_sketch_validate() -> None:
 
 def test_warm_up() -> None:
     assert warm_up() >= 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The ordered fast path
+
+
+@SETTINGS
+@given(batches(), st.sampled_from([1, 1000, 60_000]))
+def test_ordered_and_unordered_batches_give_identical_rows(batch: SampleBatch, resolution: int) -> None:
+    # The same samples, once as given (sorted inside rollup) and once already ordered by
+    # (series, window) with input order kept inside each window: bit-identical, sums included.
+    order = np.lexsort((np.arange(len(batch)), batch.ts_ms // resolution, batch.series_id))
+    ordered = SampleBatch(batch.series_id[order], batch.ts_ms[order], batch.value[order])
+    a, b = rollup(batch, resolution), rollup(ordered, resolution)
+    for name in (
+        "series_id",
+        "window_start_ms",
+        "count",
+        "sum",
+        "sumsq",
+        "min",
+        "max",
+        "last",
+        "last_ts_ms",
+        "sketch_offsets",
+        "sketch_keys",
+        "sketch_counts",
+    ):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    a.validate()
+
+
+def test_groups_spanning_the_whole_key_range() -> None:
+    # One group holding the extremes and values next to zero: its key range spans ~74,000
+    # keys, so emission walks the bitmap over the whole range and must still come out sorted.
+    vals = [1.7976931348623157e308, -1.7976931348623157e308, 1e-300, -1e-12, 0.0, 5.0, 5.0, -3.0]
+    batch = make_batch([7] * len(vals), list(range(len(vals))), vals)
+    rs = rollup(batch)
+    rs.validate()
+    keys, counts = rs.row_sketch(0)
+    assert keys.tolist() == sorted(set(keys_of(np.array(vals)).tolist()))
+    assert counts.sum() == len(vals)
+    assert dict(zip(keys.tolist(), counts.tolist(), strict=True))[0] == 3  # |x| < MIN_ABS
+
+
+def test_keys_are_exact_at_every_bucket_boundary() -> None:
+    # Boundaries are 2**(j/35) * 2**e: the key must switch exactly between the largest double
+    # <= the boundary and the next one. Integer roots decide which doubles those are.
+    from collector.core.sketch import BUCKETS_PER_OCTAVE, OFFSET, _iroot
+
+    b = BUCKETS_PER_OCTAVE
+    for e in (-29, -1, 0, 1, 20, 1023):
+        for j in range(1, b):
+            scaled = _iroot(1 << (j + 52 * b), b)  # floor(2**(j/35) * 2**52), 2**(j/35) irrational
+            below = math.ldexp(scaled, e - 52)  # <= the boundary: still bucket j of octave e
+            above = math.ldexp(scaled + 1, e - 52)  # > the boundary: the next bucket
+            k = keys_of([below, above]).tolist()
+            assert k == [b * e + j + OFFSET, b * e + j + 1 + OFFSET], (e, j)
+        assert keys_of([math.ldexp(1.0, e)])[0] == b * e + OFFSET  # powers of two close a bucket

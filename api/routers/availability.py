@@ -1,0 +1,99 @@
+"""Availability and outage minutes of many devices, interfaces or probes over any period.
+
+Computed by the core's availability kernel from the stored state changes; maintenance
+windows (``netqos maintenance add``) are excluded: planned work is neither up nor down.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from api.auth import require_token
+from api.schemas import AvailabilityList, AvailabilityOut, ErrorOut, MaintenanceOut
+from collector.store.availability import AvailabilityRepo
+
+router = APIRouter(prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)])
+
+
+def _entities(request: Request, kind: str, commune: str | None, operator: str | None) -> list[str]:
+    conn = request.app.state.store.reader()
+    where, args = [], []
+    for col, val in (("commune", commune), ("operator", operator)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    if kind == "probe":
+        sql = "SELECT probe_id FROM probes"
+    elif kind == "device":
+        sql = "SELECT device_id FROM devices"
+        where.append("in_inventory = 1")
+    else:  # interfaces exist through their state changes only
+        sql = "SELECT DISTINCT c.entity FROM state_changes c JOIN devices d ON d.device_id = c.device_id"
+        where = [f"d.{w}" for w in where]
+        where.append("c.entity_kind = 'interface'")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sorted(str(r[0]) for r in conn.execute(sql, args))
+
+
+@router.get(
+    "/availability",
+    response_model=AvailabilityList,
+    responses={422: {"model": ErrorOut}},
+    summary="availability, outages and outage minutes per entity, maintenance windows excluded",
+)
+def get_availability(
+    request: Request,
+    kind: Annotated[Literal["device", "interface", "probe"], Query(description="which entities")] = "device",
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 30 days ago")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
+    commune: str | None = None,
+    operator: str | None = None,
+) -> AvailabilityList:
+    now_ms = int(time.time() * 1000)
+    to_ms = int(to.timestamp() * 1000) if to else now_ms
+    from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 30 * 86_400_000
+    if from_ms >= to_ms:
+        raise HTTPException(422, "'from' must be before 'to'")
+    until = max(from_ms, min(to_ms, now_ms))
+    repo = AvailabilityRepo(request.app.state.store)
+    names = _entities(request, kind, commune, operator)
+    av = repo.availability(kind, names, from_ms, until)
+    ratios = av.availability_ratio
+    return AvailabilityList(
+        entity_kind=kind,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        until_ms=until,
+        entities=[
+            AvailabilityOut(
+                entity_kind=kind,
+                entity=name,
+                up_s=int(av.up_ms[i]) / 1000,
+                down_s=int(av.down_ms[i]) / 1000,
+                unknown_s=int(av.unknown_ms[i]) / 1000,
+                maintenance_s=int(av.maintenance_ms[i]) / 1000,
+                outages=int(av.outages[i]),
+                outage_minutes=float(av.outage_minutes[i]),
+                availability_ratio=None if ratios[i] != ratios[i] else float(ratios[i]),
+            )
+            for i, name in enumerate(names)
+        ],
+        maintenance=[
+            MaintenanceOut(
+                id=w.id,
+                entity_kind=w.entity_kind,
+                entity=w.entity,
+                start_ms=w.start_ms,
+                end_ms=w.end_ms,
+                reason=w.reason,
+            )
+            for w in repo.maintenance(from_ms, to_ms)
+        ],
+    )

@@ -1,0 +1,252 @@
+"""Rollup tiers: 1 minute -> 1 hour -> 1 day, kept current, pruned by age, rebuildable.
+
+Ingest writes 1-minute rows only (merged on write). Every write marks the hour windows it
+touched as *pending* (table ``rollup_pending``, in the same transaction). The roller
+recomputes each pending window once it has closed (plus ``settle_s``): it reads all finer
+rows of the window in (series, window) order, merges them with the core's ``merge`` and
+replaces the coarse rows — which marks the day window pending in turn. A late write marks an
+already computed hour pending again, so it is recomputed, never patched.
+
+Because a coarse row is always *computed from the finer rows in a fixed order*, the
+incremental result and ``rebuild`` (which runs the very same recomputation over a range)
+are equal bit for bit — counts, float sums and sketch blobs — however the data arrived.
+Queries never wait for the roller: the store reads a pending coarse window's finer rows
+instead (``SQLiteStore.tiered_rollups``).
+
+Retention deletes whole UTC days of a tier older than its limit, never a window a coarser
+pending window still needs, in bounded steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from collector.core import floor_window, merge
+from collector.store.sqlite import _ROLLUP_COLUMNS, TIERS, SQLiteStore, rollups_from_rows
+from netqos.aio import wait_stop
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TierPolicy:
+    """How long each tier is kept (None: forever) and when a closed window is computed."""
+
+    retention_days: dict[int, float | None] = field(
+        default_factory=lambda: {60: 14.0, 3600: 730.0, 86_400: None}
+    )
+    settle_s: float = 120.0
+    max_pending_per_round: int = 100_000
+    max_days_per_prune: int = 31
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    """What a rebuild did, per coarse tier."""
+
+    windows: dict[int, int] = field(default_factory=dict)  # windows recomputed
+    rows: dict[int, int] = field(default_factory=dict)  # coarse rows written
+    # Windows holding coarse rows but no finer ones any more (retention): kept as they are.
+    skipped: dict[int, int] = field(default_factory=dict)
+
+
+def _finer(tier_s: int) -> int:
+    i = TIERS.index(tier_s)
+    if i == 0:
+        raise ValueError(f"the {tier_s} s tier is the finest: nothing to compute it from")
+    return TIERS[i - 1]
+
+
+def recompute_window(
+    conn: sqlite3.Connection, tier_s: int, window_start_ms: int, series: list[int] | None = None
+) -> int:
+    """Replace the `tier_s` rows of one window by the merge of its finer rows (all series, or
+    only `series`), clear their pending marks; inside the caller's write transaction.
+
+    The one function behind both the roller and rebuild: finer rows are read in (series,
+    window) order and merged by the core, so the same finer data gives the same bytes.
+    Returns the rows written.
+    """
+    finer_s = _finer(tier_s)
+    end = window_start_ms + tier_s * 1000
+    cond, args = "", []
+    if series is not None:
+        cond = f" AND series_id IN ({','.join('?' * len(series))})"
+        args = list(series)
+    rows = conn.execute(
+        f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+        f" AND window_start_ms < ?{cond} ORDER BY series_id, window_start_ms",
+        (finer_s, window_start_ms, end, *args),
+    ).fetchall()
+    fine = rollups_from_rows(rows)
+    coarse = merge(fine, fine.series_id, floor_window(fine.window_start_ms, tier_s * 1000))
+    conn.execute(
+        f"DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms = ?{cond}",
+        (tier_s, window_start_ms, *args),
+    )
+    SQLiteStore.put_rollups(conn, coarse, tier_s)
+    conn.execute(
+        f"DELETE FROM rollup_pending WHERE resolution_s = ? AND window_start_ms = ?{cond}",
+        (tier_s, window_start_ms, *args),
+    )
+    return len(coarse)
+
+
+class TierRoller:
+    """Computes pending coarse windows, enforces retention, rebuilds ranges."""
+
+    def __init__(self, store: SQLiteStore, policy: TierPolicy | None = None) -> None:
+        self.store = store
+        self.policy = policy or TierPolicy()
+
+    # -- continuous production ------------------------------------------------------
+
+    def roll(self, now_ms: int | None = None) -> dict[int, int]:
+        """Recompute the pending windows that closed at least `settle_s` ago, tier by tier
+        (hours first, so the days they mark are computed in the same call). Bounded by
+        `max_pending_per_round` (series, window) marks a tier. Returns windows done per tier."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        done: dict[int, int] = {}
+        for tier in TIERS[1:]:
+            due = (
+                self.store.reader()
+                .execute(
+                    "SELECT window_start_ms, series_id FROM rollup_pending WHERE resolution_s = ?"
+                    " AND window_start_ms + ? <= ? ORDER BY window_start_ms, series_id LIMIT ?",
+                    (
+                        tier,
+                        tier * 1000 + int(self.policy.settle_s * 1000),
+                        now,
+                        self.policy.max_pending_per_round,
+                    ),
+                )
+                .fetchall()
+            )
+            by_window: dict[int, list[int]] = {}
+            for w, sid in due:
+                by_window.setdefault(int(w), []).append(int(sid))
+            for w, series in by_window.items():
+                # One transaction per window; long series lists in chunks (bounded statements).
+                for i in range(0, len(series), 500):
+                    with self.store.transaction() as conn:
+                        recompute_window(conn, tier, w, series[i : i + 500])
+            done[tier] = len(by_window)
+        return done
+
+    def pending(self) -> dict[int, int]:
+        """Pending (series, window) marks per tier (what the roller still owes)."""
+        rows = self.store.reader().execute(
+            "SELECT resolution_s, count(*) FROM rollup_pending GROUP BY resolution_s"
+        )
+        return {int(r): int(n) for r, n in rows}
+
+    # -- retention ------------------------------------------------------------------
+
+    def horizon_ms(self, tier_s: int, now_ms: int) -> int | None:
+        """Oldest window start a tier keeps (whole UTC days), None if kept forever."""
+        days = self.policy.retention_days.get(tier_s)
+        if days is None:
+            return None
+        return (now_ms - int(days * DAY_MS)) // DAY_MS * DAY_MS
+
+    def enforce_retention(self, now_ms: int | None = None) -> dict[int, int]:
+        """Delete rows older than each tier's retention, a day per transaction, at most
+        `max_days_per_prune` days a tier per call. Returns rows deleted per tier."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        deleted: dict[int, int] = {}
+        conn = self.store.reader()
+        for i, tier in enumerate(TIERS):
+            cutoff = self.horizon_ms(tier, now)
+            if cutoff is None:
+                continue
+            if i + 1 < len(TIERS):
+                # Never delete finer rows a pending coarser window has yet to be computed from.
+                (oldest_pending,) = conn.execute(
+                    "SELECT min(window_start_ms) FROM rollup_pending WHERE resolution_s = ?", (TIERS[i + 1],)
+                ).fetchone()
+                if oldest_pending is not None:
+                    cutoff = min(cutoff, int(oldest_pending) // DAY_MS * DAY_MS)
+            (oldest,) = conn.execute(
+                "SELECT min(window_start_ms) FROM rollups WHERE resolution_s = ?", (tier,)
+            ).fetchone()
+            n = 0
+            day = None if oldest is None else int(oldest) // DAY_MS * DAY_MS
+            for _ in range(self.policy.max_days_per_prune):
+                if day is None or day >= cutoff:
+                    break
+                with self.store.transaction() as wconn:
+                    n += wconn.execute(
+                        "DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms < ?",
+                        (tier, day + DAY_MS),
+                    ).rowcount
+                day += DAY_MS
+            deleted[tier] = n
+        return deleted
+
+    # -- rebuild --------------------------------------------------------------------
+
+    def rebuild(self, from_ms: int, to_ms: int) -> RebuildReport:
+        """Recompute every hour, then every day, of [from_ms, to_ms) widened to whole UTC days,
+        from the finer stored rows. A window with coarse rows but no finer row (past the finer
+        tier's retention) is left as it is and counted in `skipped`; empty windows are no work."""
+        if to_ms <= from_ms:
+            raise ValueError("the range is empty: 'to' must be after 'from'")
+        start = from_ms // DAY_MS * DAY_MS
+        end = -(-to_ms // DAY_MS) * DAY_MS
+        report = RebuildReport()
+        for tier in TIERS[1:]:
+            finer = _finer(tier)
+            step = tier * 1000
+            have = {
+                int(w)
+                for (w,) in self.store.reader().execute(
+                    "SELECT DISTINCT window_start_ms - ((window_start_ms % ?) + ?) % ? FROM rollups"
+                    " WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ?",
+                    (step, step, step, finer, start, end),
+                )
+            }
+            stored = {
+                int(w)
+                for (w,) in self.store.reader().execute(
+                    "SELECT DISTINCT window_start_ms FROM rollups"
+                    " WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ?",
+                    (tier, start, end),
+                )
+            }
+            windows = rows = skipped = 0
+            for w in range(start, end, step):
+                if w not in have:
+                    skipped += w in stored  # coarse rows whose finer rows are gone: kept
+                    continue
+                with self.store.transaction() as conn:
+                    rows += recompute_window(conn, tier, w)
+                windows += 1
+            report.windows[tier], report.rows[tier] = windows, rows
+            report.skipped[tier] = skipped
+        return report
+
+    # -- background job -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, roll_interval_s: float, retention_interval_s: float) -> None:
+        """Roll every `roll_interval_s` and prune every `retention_interval_s` until `stop`."""
+        last_prune = -float("inf")
+        while not await wait_stop(stop, roll_interval_s):
+            try:
+                done = await asyncio.to_thread(self.roll)
+                if any(done.values()):
+                    log.info("event=tiers_rolled %s", " ".join(f"windows_{t}s={n}" for t, n in done.items()))
+                if time.monotonic() - last_prune >= retention_interval_s:
+                    last_prune = time.monotonic()
+                    gone = await asyncio.to_thread(self.enforce_retention)
+                    if any(gone.values()):
+                        log.info(
+                            "event=retention_pruned %s", " ".join(f"rows_{t}s={n}" for t, n in gone.items())
+                        )
+            except Exception:  # the store may be busy or failing: try again next round
+                log.exception("event=tiers_round_failed")

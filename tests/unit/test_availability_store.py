@@ -1,0 +1,101 @@
+"""Availability from stored state changes, maintenance windows, the API endpoint and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api import create_app
+from collector.events import StateChange
+from collector.store.availability import AvailabilityRepo
+from collector.store.devices import DeviceRepo
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from netqos.cli import main
+from netqos.config import Settings
+
+H = 3_600_000
+T0 = 1_790_000_000_000 // H * H  # a whole hour, well before now
+
+
+def record(store: SQLiteStore, changes: list[StateChange]) -> None:
+    with store.transaction() as conn:
+        for c in changes:
+            DeviceRepo.record_change(conn, c)
+
+
+def test_availability_over_stored_changes_with_maintenance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    store.register_probes([ProbeInfo("p1", commune="16021"), ProbeInfo("p2", commune="16030")])
+    record(
+        store,
+        [
+            StateChange("probe", "p1", "online", T0 - 5 * H, "ingest"),  # before the period: its start state
+            StateChange("probe", "p1", "offline", T0 + 2 * H, "ingest"),
+            StateChange("probe", "p1", "online", T0 + 4 * H, "ingest"),
+            StateChange("probe", "p1", "offline", T0 + 8 * H, "ingest"),
+            StateChange("probe", "p1", "online", T0 + 9 * H, "ingest"),
+        ],
+    )
+    repo = AvailabilityRepo(store)
+    av = repo.availability("probe", ["p1", "p2"], T0, T0 + 10 * H)
+    assert av.down_ms.tolist() == [3 * H, 0] and av.outages.tolist() == [2, 0]
+    assert av.availability_ratio[0] == pytest.approx(7 / 10)
+    assert av.unknown_ms.tolist() == [0, 10 * H]  # p2 never reported: no figure, not 100 %
+
+    # The second outage was planned: recorded through the CLI, it is excluded.
+    cfg = tmp_path / "n.yaml"
+    cfg.write_text(f"store:\n  sqlite_path: {tmp_path / 'a.db'}\n")
+    args = ["--config", str(cfg), "maintenance", "add", "--kind", "probe", "--entity", "p1"]
+    assert (
+        main(
+            [
+                *args,
+                "--from",
+                str((T0 + 8 * H) // 1000),
+                "--to",
+                str((T0 + 9 * H) // 1000),
+                "--reason",
+                "mast",
+            ]
+        )
+        == 0
+    )
+    assert main(["--config", str(cfg), "maintenance", "list"]) == 0
+    assert "probe:p1" in capsys.readouterr().out
+    assert main([*args, "--from", "1000", "--to", "10"]) == 1  # ends before it starts
+    av = repo.availability("probe", ["p1", "p2"], T0, T0 + 10 * H)
+    assert av.down_ms.tolist() == [2 * H, 0] and av.maintenance_ms.tolist() == [H, 0]
+    assert av.outages.tolist() == [1, 0] and av.availability_ratio[0] == pytest.approx(7 / 9)
+
+    settings = Settings()
+    settings.api.tokens = [SecretStr("tok-availability")]
+    with TestClient(create_app(settings, store)) as http:
+        r = http.get(
+            "/api/v1/availability",
+            params={"kind": "probe", "from": T0 // 1000, "to": (T0 + 10 * H) // 1000},
+            headers={"Authorization": "Bearer tok-availability"},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        p1, p2 = body["entities"]
+        assert (p1["entity"], p1["down_s"], p1["outage_minutes"], p1["outages"]) == ("p1", 7200.0, 120.0, 1)
+        assert p1["maintenance_s"] == 3600.0 and p1["availability_ratio"] == pytest.approx(7 / 9)
+        assert p2["availability_ratio"] is None and p2["unknown_s"] == 36_000.0
+        assert [w["reason"] for w in body["maintenance"]] == ["mast"]
+        one = http.get(
+            "/api/v1/availability",
+            params={"kind": "probe", "commune": "16030", "from": T0 // 1000, "to": (T0 + H) // 1000},
+            headers={"Authorization": "Bearer tok-availability"},
+        ).json()
+        assert [e["entity"] for e in one["entities"]] == ["p2"]
+    wid = repo.maintenance(T0, T0 + 10 * H)[0].id
+    assert main(["--config", str(cfg), "maintenance", "delete", str(wid)]) == 0
+    assert main(["--config", str(cfg), "maintenance", "delete", str(wid)]) == 1
+    with pytest.raises(ValueError, match="kind"):
+        repo.add_maintenance("", "p1", 0, 1)
+    store.close()
