@@ -18,18 +18,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require_token
 from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
-from collector.core import RollupSet, merge, quantiles
 from collector.mqtt.schema import METRIC_NAMES
-from collector.store.sqlite import STANDARD_LABELS
+from collector.store.aggregate import GROUP_LABELS, group_rollups, stat_error, stat_values
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
 
 RESOLUTION_S = 60
-GROUP_LABELS = (*STANDARD_LABELS, "entity")
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_STAT_RE = re.compile(r"^p(\d{1,3}(?:\.\d{1,3})?)$")
-STATS = ("mean", "min", "max", "sum", "count", "last", "stddev", "p50", "p90", "p95", "p99", "pNN")
 
 
 def unit_of(metric: str) -> str:
@@ -46,29 +42,6 @@ def parse_step(step: str) -> int:
     if seconds < RESOLUTION_S or seconds % RESOLUTION_S:
         raise HTTPException(422, f"step {step!r}: must be a whole number of minutes (>= 60 s)")
     return seconds
-
-
-def _stat_values(rs: RollupSet, stat: str) -> np.ndarray:
-    count = rs.count.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if stat == "mean":
-            return rs.sum / count
-        if stat == "min":
-            return rs.min
-        if stat == "max":
-            return rs.max
-        if stat == "sum":
-            return rs.sum
-        if stat == "count":
-            return count
-        if stat == "last":
-            return rs.last
-        if stat == "stddev":
-            mean = rs.sum / count
-            return np.sqrt(np.maximum(rs.sumsq / count - mean * mean, 0.0))
-    q = _STAT_RE.match(stat)
-    assert q is not None  # checked by the caller
-    return quantiles(rs, np.array([float(q.group(1)) / 100.0]))[:, 0]
 
 
 def _iso(ms: int) -> str:
@@ -105,10 +78,9 @@ def qos(
         known = sorted(set(METRIC_NAMES) | request.app.state.store.metrics())
         if metric not in known:
             raise HTTPException(422, f"metric {metric!r} is unknown; known: {', '.join(known)}")
-    if stat not in STATS[:-1] and not _STAT_RE.match(stat):
-        raise HTTPException(422, f"stat {stat!r} is unknown; use one of {', '.join(STATS)}")
-    if _STAT_RE.match(stat) and not 0 < float(stat[1:]) < 100:
-        raise HTTPException(422, f"stat {stat!r}: the percentile must be between 0 and 100")
+    bad_stat = stat_error(stat)
+    if bad_stat is not None:
+        raise HTTPException(422, bad_stat)
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUP_LABELS]
     if bad:
@@ -140,29 +112,11 @@ def qos(
         if v is not None
     }
     sel = request.app.state.store.select_rollups(metric, RESOLUTION_S, from_ms, to_ms, filters)
-    rs = sel.rollups
     series: list[QosSeries] = []
-    if len(rs):
-        group_of_series: dict[int, int] = {}
-        group_labels: list[dict[str, str]] = []
-        index: dict[tuple[str, ...], int] = {}
-        for sid, labels in sel.labels.items():
-            key = tuple(labels.get(g, "") for g in groups)
-            gi = index.get(key)
-            if gi is None:
-                gi = index[key] = len(group_labels)
-                group_labels.append(dict(zip(groups, key, strict=True)))
-            group_of_series[sid] = gi
-        sids = np.fromiter(group_of_series.keys(), dtype=np.int64)
-        gids = np.fromiter(group_of_series.values(), dtype=np.int32)
-        order = np.argsort(sids)
-        pos = np.searchsorted(sids[order], rs.series_id)
-        gid = gids[order][pos]
-        bucket = rs.window_start_ms // step_ms * step_ms
-        merged = merge(rs, gid, bucket)
-        values = _stat_values(merged, stat)
-        starts = np.searchsorted(merged.series_id, np.arange(len(group_labels)), side="left")
-        ends = np.searchsorted(merged.series_id, np.arange(len(group_labels)), side="right")
+    if len(sel.rollups):
+        grouped = group_rollups(sel, groups, step_ms)
+        merged, group_labels = grouped.merged, grouped.group_labels
+        values = stat_values(merged, stat)
         for gi, labels in enumerate(group_labels):
             pts = [
                 QosPoint(
@@ -171,7 +125,7 @@ def qos(
                     value=None if not np.isfinite(values[r]) else float(values[r]),
                     count=int(merged.count[r]),
                 )
-                for r in range(int(starts[gi]), int(ends[gi]))
+                for r in grouped.rows_of(gi)
             ]
             series.append(QosSeries(labels=labels, points=pts))
         series.sort(key=lambda s: tuple(s.labels.values()))

@@ -12,6 +12,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v snmpget >/dev/null 2>&1 && command -v snmpbulkwalk >/dev/null 2>&1 || need+=(snmp)
 command -v prometheus-snmp-exporter >/dev/null 2>&1 || need+=(prometheus-snmp-exporter)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Alerting: a real Prometheus Alertmanager that the alertmanager receiver's tests push to.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -26,8 +28,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd and prometheus-snmp-exporter would start system services on install (port 161/199,
-# :9116 on every address); where no policy-rc.d says otherwise, forbid that for this install.
+# snmpd, prometheus-snmp-exporter and prometheus-alertmanager would start system services on
+# install (port 161/199, :9116, :9093 on every address); where no policy-rc.d says otherwise, forbid that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
