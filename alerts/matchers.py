@@ -31,7 +31,9 @@ class Matcher:
             try:
                 re.compile(self.value)
             except re.error as exc:
-                raise MatcherError(f"{self.name}{self.op}{self.value!r}: bad regular expression: {exc}") from None
+                raise MatcherError(
+                    f"{self.name}{self.op}{self.value!r}: bad regular expression: {exc}"
+                ) from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")
@@ -54,7 +56,7 @@ def parse_matcher(text: str) -> Matcher:
     """One matcher from its text form; raises MatcherError with the reason."""
     m = _MATCHER_RE.match(text)
     if m is None:
-        raise MatcherError(f"{text!r}: expected name=\"value\" (operators {', '.join(OPS)})")
+        raise MatcherError(f'{text!r}: expected name="value" (operators {", ".join(OPS)})')
     value = m.group(3) if m.group(3) is not None else (m.group(4) or "")
     if m.group(3) is not None:
         value = re.sub(r"\\(.)", r"\1", value)

@@ -1,0 +1,47 @@
+"""Webhook receiver: POSTs the Alertmanager webhook JSON body (version 4) to a URL.
+
+Any tool that takes Alertmanager's webhooks takes ours; each alert also carries its
+`incident` (id, root cause, symptoms). The URL and the bearer token are secrets of the
+configuration: neither is ever logged, and errors name only the HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from alerts.notify.outbox import DeliveryError
+from netqos.config import WebhookReceiverSettings
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: Any, headers: dict[str, str]) -> None:
+    """POST JSON; DeliveryError (status or error class only: the URL may hold a token) unless 2xx."""
+    try:
+        r = await client.post(url, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(type(exc).__name__) from None
+    if not 200 <= r.status_code < 300:
+        raise DeliveryError(f"HTTP {r.status_code}")
+
+
+class WebhookReceiver:
+    type = "webhook"
+
+    def __init__(self, settings: WebhookReceiverSettings) -> None:
+        self.name = settings.name
+        self.timeout_s = settings.timeout_s
+        self._url = settings.url
+        self._headers = {"User-Agent": "netqos-alerts"}
+        if settings.bearer_token is not None:
+            self._headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+        self._client = httpx.AsyncClient(timeout=settings.timeout_s)
+
+    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+        await post_json(self._client, self._url, payload, {**self._headers, "Idempotency-Key": dedup_key})
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def __repr__(self) -> str:  # never the URL or the token
+        return f"WebhookReceiver(name={self.name!r})"
