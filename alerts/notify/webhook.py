@@ -7,12 +7,16 @@ configuration: neither is ever logged, and errors name only the HTTP status.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 
 from alerts.notify.outbox import DeliveryError
 from netqos.config import WebhookReceiverSettings
+
+# httpx logs every request's URL at INFO; a webhook URL may hold a token in its path or query.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: Any, headers: dict[str, str]) -> None:

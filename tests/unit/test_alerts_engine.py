@@ -15,71 +15,14 @@ from alerts.incidents import IncidentRepo
 from alerts.notify.outbox import Outbox
 from alerts.rules import parse_rules
 from alerts.silences import SilenceRepo, maintenance_windows
-from collector.events import StateChange
-from collector.inventory import Device
-from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.sqlite import ProbeInfo, SQLiteStore
-from netqos.config import AlertSettings
+from tests.alerting import T0, Net, alert_settings
 
-T0 = 1_795_852_800_000
 RULES = """
 rules:
   - {name: device_down, kind: state, entity_kind: device, states: [down], severity: critical}
   - {name: probe_offline, kind: state, entity_kind: probe, states: [offline]}
   - {name: link_down, kind: state, entity_kind: interface, states: [down], for: 30s, keep_firing_for: 10s}
 """
-
-
-def settings(**kw: Any) -> AlertSettings:
-    base: dict[str, Any] = {
-        "receivers": [{"type": "webhook", "name": "hook", "url": "http://127.0.0.1:9/hook"}],
-        "route": {"receivers": ["hook"], "group_wait_s": 0, "group_interval_s": 1},
-        "topology_settle_max_s": 60,
-    }
-    base.update(kw)
-    return AlertSettings.model_validate(base)
-
-
-class Net:
-    """A store with a router, its children and a probe, and helpers that write what the poller would."""
-
-    def __init__(self, path: Path, n_children: int = 3) -> None:
-        self.store = SQLiteStore(path)
-        self.repo = DeviceRepo(self.store)
-        devs = [
-            Device(id="rtr", host="127.0.0.1", credentials="c", kind="router", commune="16021", site="AGG")
-        ]
-        devs += [
-            Device(
-                id=f"bts-{i}",
-                host="127.0.0.1",
-                credentials="c",
-                kind="bts",
-                parent="rtr",
-                commune="16021",
-                site=f"SITE-{i}",
-            )
-            for i in range(n_children)
-        ]
-        self.children = [d.id for d in devs[1:]]
-        self.repo.sync_inventory(devs, {d.id: d.kind for d in devs}, {d.id: 10.0 for d in devs})
-        self.store.register_probes([ProbeInfo("p-0", commune="16021", site="SITE-0", expected_interval_s=10)])
-        for d in devs:
-            self.poll(d.id, T0 - 5_000, ok=True)
-
-    def poll(self, dev: str, ts: int, *, ok: bool) -> None:
-        self.repo.write([PollRecord(dev, ts, ok, 0.01, error=None if ok else "timeout")], [])
-
-    def change(self, kind: str, entity: str, state: str, ts: int, device_id: str = "") -> None:
-        self.repo.write([], [StateChange(kind, entity, state, ts, "poll", "", device_id or entity)])
-
-    def down(self, dev: str, since: int, now: int) -> None:
-        self.poll(dev, now, ok=False)
-        self.change("device", dev, "down", since)
-
-    def up(self, dev: str, ts: int) -> None:
-        self.poll(dev, ts, ok=True)
-        self.change("device", dev, "up", ts)
 
 
 @pytest.fixture
@@ -90,7 +33,7 @@ def net(tmp_path: Path) -> Iterator[Net]:
 
 
 def engine(net: Net, **kw: Any) -> AlertEngine:
-    return AlertEngine(net.store, settings(**kw), rules=parse_rules(RULES))
+    return AlertEngine(net.store, alert_settings(**kw), rules=parse_rules(RULES))
 
 
 def sent(net: Net) -> list[dict[str, Any]]:
