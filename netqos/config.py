@@ -207,9 +207,18 @@ class _Receiver(_Section):
 
 class WebhookReceiverSettings(_Receiver):
     type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://", description="receives the Alertmanager webhook JSON body")
+    url: SecretStr = Field(
+        description="receives the Alertmanager webhook JSON body; a secret (tokens often sit in the path)"
+    )
     bearer_token: SecretStr | None = None
     timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class EmailReceiverSettings(_Receiver):

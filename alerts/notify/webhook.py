@@ -35,7 +35,7 @@ class WebhookReceiver:
     def __init__(self, settings: WebhookReceiverSettings) -> None:
         self.name = settings.name
         self.timeout_s = settings.timeout_s
-        self._url = settings.url
+        self._url = settings.url.get_secret_value()
         self._headers = {"User-Agent": "netqos-alerts"}
         if settings.bearer_token is not None:
             self._headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
