@@ -55,6 +55,8 @@ class WebhookSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
+
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(n)
@@ -73,7 +75,12 @@ class WebhookSink:
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # Senders that deliver concurrently (Alertmanager) open many connections at once:
+            # the default listen backlog of 5 would drop their SYNs and stall them for seconds.
+            request_queue_size = 1024
+
+        self.server = Server((LOOPBACK, 0), Handler)
         self.port = int(self.server.server_address[1])
         self.url = f"http://{LOOPBACK}:{self.port}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -167,11 +174,13 @@ def alertmanager_binary() -> str:
     return path
 
 
-def start_alertmanager(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_alertmanager(
+    workdir: Path, config: str = ALERTMANAGER_CONFIG
+) -> tuple[subprocess.Popen[bytes], str]:
     """A real Alertmanager on a free loopback port, clustering off; returns (process, base URL)."""
     port = free_port()
     conf = workdir / "alertmanager.yml"
-    conf.write_text(ALERTMANAGER_CONFIG)
+    conf.write_text(config)
     (workdir / "data").mkdir(exist_ok=True)
     log = (workdir / "alertmanager.log").open("wb")
     proc = subprocess.Popen(
