@@ -64,6 +64,7 @@ AnyRule = ThresholdRule | AbsenceRule | StateRule
 OK_STATES = frozenset({"up", "online", "unknown", "disabled"})
 _GRACE_MS = 5_000  # beyond a detection period: poll durations, flush intervals
 _CHANGES_PER_READ = 10_000
+OUTBOX_KEEP_MS = 30 * 86_400_000
 
 RULES_LOADED = Gauge("netqos_alert_rules_loaded", "alert rules in force")
 RULE_RELOADS = Counter("netqos_alert_rules_reloads_total", "rule file reloads, by outcome", ["outcome"])
@@ -142,6 +143,7 @@ class AlertEngine:
         self.rules: list[AnyRule] = rules if rules is not None else load_rules(settings.rules_file)
         RULES_LOADED.set(len(self.rules))
         self._reload_requested = False
+        self._pruned_ms = 0
         self.states: dict[tuple[str, str], EntityState] = {}
         self.abnormal: set[tuple[str, str]] = set()
         self.cursor = 0
@@ -265,6 +267,14 @@ class AlertEngine:
         ALERTS.labels(state="firing").set(sum(1 for t in self.alerts.values() if t.state == "firing"))
         if queued and self.on_enqueue is not None:
             self.on_enqueue()
+        if now - self._pruned_ms >= 3_600_000:
+            self._pruned_ms = now
+            with self.store.transaction() as conn:
+                # Delivered notifications are history of the outbox, not of the incidents (whose
+                # timelines keep every delivery): a month of them is plenty.
+                conn.execute(
+                    "DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (now - OUTBOX_KEEP_MS,)
+                )
         return queued
 
     # -- rules -> verdicts -----------------------------------------------------------------------
@@ -424,7 +434,9 @@ class AlertEngine:
         settle_ms = int(self.settings.topology_settle_max_s * 1000)
         node = self._node_of(topo, t.labels)
         since = opened_ms if opened_ms is not None else t.active_since_ms
-        if node is not None and t.rule in self._state_rule_names():
+        # Any alert on an entity (down, offline, or a degradation of a rule grouped by entity)
+        # behind a failed ancestor is a symptom of the ancestor's outage.
+        if node is not None:
             held_for = now - (t.held_since_ms if t.held_since_ms is not None else now)
             kind, root = topo.verdict(node, since, now, settle_ms)
             if kind == "symptom" and root is not None:

@@ -179,11 +179,13 @@ async def run_service(
 
         try:
             alerting = Alerting(store, settings)
-        except RulesError as bad:
+        except (RulesError, ValueError) as bad:
             store.close()
             if broker is not None:
                 await broker.shutdown()
-            raise ConfigError(bad.source, "alerts.rules_file", "; ".join(bad.problems[:5])) from None
+            if isinstance(bad, RulesError):
+                raise ConfigError(bad.source, "alerts.rules_file", "; ".join(bad.problems[:5])) from None
+            raise ConfigError("alerts.receivers", "-", str(bad)) from None
 
     app = create_app(settings, store, {"broker": broker_check}, pipeline)
     server = uvicorn.Server(

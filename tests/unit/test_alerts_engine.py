@@ -3,6 +3,7 @@ topology, flap damping, silences and the notification log (no network: outbox ro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from alerts.incidents import IncidentRepo
 from alerts.notify.outbox import Outbox
 from alerts.rules import parse_rules
 from alerts.silences import SilenceRepo, maintenance_windows
+from collector.mqtt.schema import validate_batch
+from collector.pipeline import IngestPipeline
+from netqos.config import IngestSettings
 from tests.alerting import T0, Net, alert_settings
 
 RULES = """
@@ -222,3 +226,47 @@ def test_restart_does_not_notify_twice(net: Net, tmp_path: Path) -> None:
         e2.tick(T0 + 31_000 + k * 1000)
     assert [p["status"] for p in sent(net)] == ["firing", "resolved"]
     assert len(Outbox(net.store).rows("hook")) == 2
+
+
+def test_degradation_behind_a_down_site_joins_its_incident(net: Net) -> None:
+    pipeline = IngestPipeline(net.store, IngestSettings())
+    for minute in range(6):
+        batch = validate_batch(
+            {
+                "v": 1,
+                "probe_id": "p-0",
+                "seq": minute,
+                "measurements": [
+                    {
+                        "ts": T0 + minute * 60_000 + i * 10_000,
+                        "target": "t",
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": 500.0},
+                    }
+                    for i in range(6)
+                ],
+            }
+        )
+        pipeline.accept(batch)
+    asyncio.run(pipeline.flush())
+    rules = parse_rules(
+        RULES + "  - {name: rtt_high, kind: threshold, metric: rtt_ms, stat: p95, group_by: [entity],"
+        " window: 5m, op: '>', threshold: 100}\n"
+    )
+    e = AlertEngine(net.store, alert_settings(), rules=rules)
+    net.down("bts-0", T0, T0 + 20_000)
+    net.poll("rtr", T0 + 20_000, ok=True)
+    e.tick(T0 + 21_000)
+    e.tick(T0 + 6 * 60_000 + 1000)
+    e.tick(T0 + 6 * 60_000 + 2000)
+    out = sent(net)
+    assert len(out) == 1 and out[0]["alerts"][0]["labels"]["entity"] == "bts-0"
+    inc = IncidentRepo(net.store).find()[0][0]
+    full = IncidentRepo(net.store).get(inc.id)
+    assert full is not None and [(s.kind, s.entity) for s in full.symptoms] == [("rtt_high", "p-0")]
+    # Without the site failure the same degradation is an incident of its own.
+    net.up("bts-0", T0 + 7 * 60_000)
+    for k in range(0, 50_000, 1000):
+        e.tick(T0 + 7 * 60_000 + 1000 + k)
+    assert IncidentRepo(net.store).find(kind="rtt_high")[1] == 1
