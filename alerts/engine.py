@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import secrets
+import socket
 import sqlite3
 import time
 from collections import deque
@@ -65,6 +68,7 @@ OK_STATES = frozenset({"up", "online", "unknown", "disabled"})
 _GRACE_MS = 5_000  # beyond a detection period: poll durations, flush intervals
 _CHANGES_PER_READ = 10_000
 OUTBOX_KEEP_MS = 30 * 86_400_000
+LEASE_MIN_S = 10.0
 
 RULES_LOADED = Gauge("netqos_alert_rules_loaded", "alert rules in force")
 RULE_RELOADS = Counter("netqos_alert_rules_reloads_total", "rule file reloads, by outcome", ["outcome"])
@@ -144,6 +148,8 @@ class AlertEngine:
         RULES_LOADED.set(len(self.rules))
         self._reload_requested = False
         self._pruned_ms = 0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.leader = False
         self.states: dict[tuple[str, str], EntityState] = {}
         self.abnormal: set[tuple[str, str]] = set()
         self.cursor = 0
@@ -155,7 +161,6 @@ class AlertEngine:
         self.grouper = Grouper(self.router)
         self.muter = Muter(settings.inhibit_rules)
         self.plans = build_pipeline(settings, self.muter)
-        self._load()
 
     # -- start-up and rules ---------------------------------------------------------------------
 
@@ -204,6 +209,33 @@ class AlertEngine:
         log.info("event=rules_loaded count=%d source=%s", len(rules), self.settings.rules_file or "built-in")
         return True
 
+    # -- one engine per store ---------------------------------------------------------------------
+
+    def _hold_lease(self, now: int) -> bool:
+        """Take or renew the engine lease; False while another process holds it."""
+        lease_ms = int(max(LEASE_MIN_S, 5 * self.settings.eval_interval_s) * 1000)
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT holder, expires_ms FROM leases WHERE name='alert-engine'").fetchone()
+            if row is not None and row[0] != self.holder and row[1] > now:
+                mine = False
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO leases (name, holder, expires_ms) VALUES ('alert-engine', ?, ?)",
+                    (self.holder, now + lease_ms),
+                )
+                mine = True
+        if mine and not self.leader:
+            # Taking over (or starting): what another engine decided meanwhile is in the store.
+            self.alerts.clear()
+            self.states.clear()
+            self.abnormal.clear()
+            self._load()
+            log.info("event=alert_engine_active holder=%s", self.holder)
+        elif not mine and self.leader:
+            log.warning("event=alert_engine_standby reason=another_process_holds_the_lease")
+        self.leader = mine
+        return mine
+
     # -- state changes --------------------------------------------------------------------------
 
     def _set_state(self, kind: str, entity: str, state: str, since_ms: int, device_id: str) -> None:
@@ -233,6 +265,8 @@ class AlertEngine:
     def tick(self, now_ms: int | None = None) -> int:
         """One evaluation step; returns the notifications queued."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        if not self._hold_lease(now):
+            return 0
         if self._reload_requested or self._mtime() != self._rules_mtime:
             self._reload_requested = False
             self.reload()

@@ -27,7 +27,7 @@ class Alerting:
         )
         outbox = Outbox(store)
         self.dispatchers = [
-            Dispatcher(outbox, r, settings.alerts, w)
+            Dispatcher(outbox, r, settings.alerts, w, active=lambda: self.engine.leader)
             for r, w in zip(self.receivers, self._wakes, strict=True)
         ]
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -156,11 +157,13 @@ class Dispatcher:
         wake: asyncio.Event | None = None,
         *,
         seed: int | None = None,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.outbox = outbox
         self.receiver = receiver
         self.settings = settings
         self.wake = wake or asyncio.Event()
+        self.active = active  # only the process holding the engine lease delivers
         self._rng = random.Random(seed)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
@@ -174,9 +177,15 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         name = self.receiver.name
+        counted = 0.0
         try:
             while not stop.is_set():
-                m.QUEUED.labels(receiver=name).set(await asyncio.to_thread(self.outbox.pending, name))
+                if time.monotonic() - counted >= 1.0:  # a count is a scan: once a second is enough
+                    counted = time.monotonic()
+                    m.QUEUED.labels(receiver=name).set(await asyncio.to_thread(self.outbox.pending, name))
+                if not self.active():
+                    await self._sleep(stop, 1.0)
+                    continue
                 p = await asyncio.to_thread(self.outbox.head, name)
                 now_ms = int(time.time() * 1000)
                 if p is None:

@@ -270,3 +270,22 @@ def test_degradation_behind_a_down_site_joins_its_incident(net: Net) -> None:
     for k in range(0, 50_000, 1000):
         e.tick(T0 + 7 * 60_000 + 1000 + k)
     assert IncidentRepo(net.store).find(kind="rtt_high")[1] == 1
+
+
+def test_two_engines_on_one_store_one_active_the_other_takes_over(net: Net) -> None:
+    a, b = engine(net), engine(net)
+    net.down("bts-1", T0, T0 + 20_000)
+    net.poll("rtr", T0 + 20_000, ok=True)
+    a.tick(T0 + 21_000)
+    b.tick(T0 + 21_500)
+    assert a.leader and not b.leader
+    a.tick(T0 + 22_000)
+    b.tick(T0 + 22_500)
+    assert len(sent(net)) == 1 and IncidentRepo(net.store).find()[1] == 1
+    # `a` dies; once its lease has run out `b` carries on from the store.
+    net.up("bts-1", T0 + 25_000)
+    for k in range(0, 15_000, 1000):
+        b.tick(T0 + 26_000 + k)
+    assert b.leader
+    assert [p["status"] for p in sent(net)] == ["firing", "resolved"]
+    assert IncidentRepo(net.store).find()[1] == 1

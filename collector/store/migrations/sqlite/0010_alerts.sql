@@ -107,3 +107,11 @@ CREATE TABLE outbox (
     sent_ms         INTEGER
 );
 CREATE INDEX outbox_pending ON outbox (receiver, state, id);
+
+-- One alert engine at a time over a store (`serve --shard i/N` runs several processes):
+-- the holder renews its lease every tick; another process takes over when it expires.
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
