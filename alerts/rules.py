@@ -182,22 +182,31 @@ class RulesError(Exception):
         super().__init__("\n".join(problems))
 
 
+def _key_lines(
+    node: yaml.Node | None, prefix: tuple[str | int, ...] = ()
+) -> dict[tuple[str | int, ...], int]:
+    """Every key path under a composed node -> the line it starts on (1-based)."""
+    if node is None:
+        return {}
+    out = {prefix: int(node.start_mark.line) + 1}
+    children: list[tuple[str | int, yaml.Node, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(k.value, k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(i, v, v) for i, v in enumerate(node.value)]
+    for part, key_node, value in children:
+        out.update(_key_lines(value, (*prefix, part)))
+        out[(*prefix, part)] = int(key_node.start_mark.line) + 1
+    return out
+
+
 def _line(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
-    """Line of `loc` inside a composed rule node; the nearest existing parent for a missing key."""
-    line = None if node is None else int(node.start_mark.line) + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next((v for k, v in node.value if k.value == part), None)
-            key = next((k for k, _ in node.value if k.value == part), None)
-            if key is None:
-                return line
-            line, node = int(key.start_mark.line) + 1, found
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = int(node.start_mark.line) + 1
-        else:
-            break
-    return line
+    """Line of `loc` in a rule; for a missing key, the line of its nearest existing parent."""
+    lines = _key_lines(node)
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
 
 
 _KIND_TAGS = ("threshold", "absence", "state")

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from alerts.notify.webhook import post_json
+from alerts.notify.webhook import http_headers, post_json
 from netqos.config import AlertmanagerReceiverSettings
 
 
@@ -40,9 +40,7 @@ class AlertmanagerReceiver:
         self.name = settings.name
         self.timeout_s = settings.timeout_s
         self._url = settings.url.rstrip("/") + "/api/v2/alerts"
-        self._headers = {"User-Agent": "netqos-alerts"}
-        if settings.bearer_token is not None:
-            self._headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+        self._headers = http_headers(settings.bearer_token)
         self._client = httpx.AsyncClient(timeout=settings.timeout_s)
 
     async def send(self, payload: dict[str, Any], dedup_key: str) -> None:

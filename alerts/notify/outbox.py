@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,15 @@ def backoff_s(attempts: int, initial_s: float, max_s: float, rng: random.Random)
     return float(min(max_s, initial_s * 2 ** min(attempts - 1, 30)) * rng.uniform(0.8, 1.0))
 
 
+def _note(conn: sqlite3.Connection, p: Pending, now_ms: int, event: str, detail: str) -> None:
+    """A timeline entry in every incident the notification is about."""
+    receiver = str(p.payload.get("receiver", ""))
+    for a in p.payload.get("alerts", []):
+        iid = a.get("incident", {}).get("id")
+        if iid is not None:
+            timeline_in(conn, int(iid), now_ms, event, receiver, f"{a.get('status')} {detail}")
+
+
 class Outbox:
     """The outbox table of the store."""
 
@@ -96,18 +106,7 @@ class Outbox:
                 "UPDATE outbox SET state='sent', sent_ms=?, attempts=attempts+1, last_error=NULL WHERE id=?",
                 (now_ms, p.id),
             )
-            receiver = p.payload.get("receiver", "")
-            for a in p.payload.get("alerts", []):
-                iid = a.get("incident", {}).get("id")
-                if iid is not None:
-                    timeline_in(
-                        conn,
-                        int(iid),
-                        now_ms,
-                        "notification_sent",
-                        str(receiver),
-                        f"{a.get('status')} (attempt {p.attempts + 1})",
-                    )
+            _note(conn, p, now_ms, "notification_sent", f"(attempt {p.attempts + 1})")
 
     def failed(self, p: Pending, now_ms: int, next_ms: int, error: str) -> None:
         with self.store.transaction() as conn:
@@ -119,17 +118,7 @@ class Outbox:
     def dropped(self, p: Pending, now_ms: int, error: str) -> None:
         with self.store.transaction() as conn:
             conn.execute("UPDATE outbox SET state='dropped', last_error=? WHERE id=?", (error[:500], p.id))
-            for a in p.payload.get("alerts", []):
-                iid = a.get("incident", {}).get("id")
-                if iid is not None:
-                    timeline_in(
-                        conn,
-                        int(iid),
-                        now_ms,
-                        "notification_dropped",
-                        str(p.payload.get("receiver", "")),
-                        error,
-                    )
+            _note(conn, p, now_ms, "notification_dropped", error)
 
     def rows(self, receiver: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (tests and the API's view of deliveries), oldest first."""

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from alerts.notify.outbox import DeliveryError
 from netqos.config import WebhookReceiverSettings
@@ -29,6 +30,13 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Any, headers: dic
         raise DeliveryError(f"HTTP {r.status_code}")
 
 
+def http_headers(bearer_token: SecretStr | None) -> dict[str, str]:
+    headers = {"User-Agent": "netqos-alerts"}
+    if bearer_token is not None:
+        headers["Authorization"] = f"Bearer {bearer_token.get_secret_value()}"
+    return headers
+
+
 class WebhookReceiver:
     type = "webhook"
 
@@ -36,9 +44,7 @@ class WebhookReceiver:
         self.name = settings.name
         self.timeout_s = settings.timeout_s
         self._url = settings.url.get_secret_value()
-        self._headers = {"User-Agent": "netqos-alerts"}
-        if settings.bearer_token is not None:
-            self._headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+        self._headers = http_headers(settings.bearer_token)
         self._client = httpx.AsyncClient(timeout=settings.timeout_s)
 
     async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
