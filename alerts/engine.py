@@ -623,8 +623,6 @@ class AlertEngine:
 
     def _notify(self, conn: sqlite3.Connection, now: int) -> int:
         working = working_set_in(conn)
-        for inc in working:
-            inc.symptoms = symptoms_in(conn, inc.id)
         INCIDENTS_ACTIVE.set(sum(1 for i in working if i.active))
         alerts = [NotifyAlert.of(i) for i in working]
         self.muter.refresh(

@@ -156,9 +156,20 @@ def symptoms_in(conn: sqlite3.Connection, incident_id: int) -> list[Symptom]:
 
 
 def working_set_in(conn: sqlite3.Connection) -> list[Incident]:
-    """Incidents the notification path still has to deal with (open, or resolved and not yet told)."""
+    """Incidents the notification path still has to deal with (open, or resolved and not yet told),
+    with their symptoms."""
     cur = conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE notify_done = 0 ORDER BY id")
-    return [_incident(r) for r in cur]
+    out = {i.id: i for i in map(_incident, cur)}
+    if out:
+        # One query for every symptom of the working set (not one per incident).
+        for iid, k, e, ek, kd, lab, s, en in conn.execute(
+            "SELECT s.incident_id, s.alert_key, s.entity, s.entity_kind, s.kind, s.labels, s.start_ms,"
+            " s.end_ms FROM incident_symptoms s JOIN incidents i ON i.id = s.incident_id"
+            " WHERE i.notify_done = 0"
+            " ORDER BY s.incident_id, s.start_ms, s.entity"
+        ):
+            out[iid].symptoms.append(Symptom(k, e, ek, kd, orjson.loads(lab), s, en))
+    return list(out.values())
 
 
 def open_for_entity_in(conn: sqlite3.Connection, entity_kind: str, entity: str) -> Incident | None:

@@ -83,7 +83,7 @@ async def ours(workdir: Path, n: int, sink: WebhookSink) -> float:
     repo.write([PollRecord(d.id, now - 1000, True, 0.01) for d in devs], [])
     settings = AlertSettings.model_validate(
         {
-            "eval_interval_s": 0.05,
+            "eval_interval_s": 0.2,
             "receivers": [{"type": "webhook", "name": "sink", "url": sink.url}],
             "route": {"receivers": ["sink"], "group_wait_s": 0, "group_interval_s": 300},
         }

@@ -19,6 +19,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ from collector.store.sqlite import SQLiteStore
 from netqos.config import AlertSettings
 
 log = logging.getLogger(__name__)
+
+PREFETCH = 64
 
 
 class DeliveryError(Exception):
@@ -78,19 +81,18 @@ class Outbox:
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
 
-    def head(self, receiver: str) -> Pending | None:
-        row = (
-            self.store.reader()
-            .execute(
-                "SELECT id, dedup_key, payload, created_ms, attempts, next_attempt_ms FROM outbox"
-                " WHERE receiver=? AND state='pending' ORDER BY id LIMIT 1",
-                (receiver,),
-            )
-            .fetchone()
+    def heads(self, receiver: str, limit: int = 1) -> list[Pending]:
+        """The receiver's oldest pending notifications, oldest first."""
+        cur = self.store.reader().execute(
+            "SELECT id, dedup_key, payload, created_ms, attempts, next_attempt_ms FROM outbox"
+            " WHERE receiver=? AND state='pending' ORDER BY id LIMIT ?",
+            (receiver, limit),
         )
-        if row is None:
-            return None
-        return Pending(row[0], row[1], orjson.loads(row[2]), row[3], row[4], row[5])
+        return [Pending(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5]) for r in cur]
+
+    def head(self, receiver: str) -> Pending | None:
+        found = self.heads(receiver, 1)
+        return found[0] if found else None
 
     def pending(self, receiver: str) -> int:
         row = (
@@ -167,6 +169,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         name = self.receiver.name
         counted = 0.0
+        ahead: deque[Pending] = deque()
         try:
             while not stop.is_set():
                 if time.monotonic() - counted >= 1.0:  # a count is a scan: once a second is enough
@@ -175,15 +178,21 @@ class Dispatcher:
                 if not self.active():
                     await self._sleep(stop, 1.0)
                     continue
-                p = await asyncio.to_thread(self.outbox.head, name)
+                if not ahead:
+                    # Read a few at once: only this dispatcher takes rows of this receiver out
+                    # of `pending`, and new ones come after them.
+                    ahead.extend(await asyncio.to_thread(self.outbox.heads, name, PREFETCH))
+                p = ahead.popleft() if ahead else None
                 now_ms = int(time.time() * 1000)
                 if p is None:
                     await self._sleep(stop, 1.0)
                     continue
                 if p.next_attempt_ms > now_ms:
+                    ahead.clear()
                     await self._sleep(stop, min(1.0, (p.next_attempt_ms - now_ms) / 1000))
                     continue
-                await self.attempt(p)
+                if not await self.attempt(p):
+                    ahead.clear()  # its attempt count and next try changed: read it again
         finally:
             await self.receiver.aclose()
 
