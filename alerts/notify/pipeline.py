@@ -314,7 +314,9 @@ class OutboxStage:
                 ctx.now_ms,
             ),
         )
-        now_told = (told | set(firing)) - set(resolved)
+        # Resolved incidents of the group leave the log whether or not their notice was wanted.
+        gone = {i for i, a in ctx.group.alerts.items() if not a.firing}
+        now_told = (told | set(firing)) - set(resolved) - gone
         DedupStage._record(ctx, now_told, ctx.now_ms)
         if cur.rowcount:
             ctx.enqueued += 1
