@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from api.routers import availability, devices, health, ingest, probes, qos
+from api.routers import availability, devices, health, incidents, ingest, probes, qos, silences
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from netqos.config import Settings
@@ -47,6 +47,8 @@ def create_app(
     app.include_router(probes.router)
     app.include_router(devices.router)
     app.include_router(availability.router)
+    app.include_router(incidents.router)
+    app.include_router(silences.router)
     if pipeline is not None:
         app.include_router(ingest.router)
     return app

@@ -183,11 +183,13 @@ class AvailabilityOut(BaseModel):
 
 class MaintenanceOut(BaseModel):
     id: int
-    entity_kind: str = Field(description="device, interface, probe; empty: every entity")
-    entity: str = Field(description="empty: every entity of the kind")
+    matchers: list[str] = Field(description='label matchers selecting the entities (none: every entity)')
+    entity_kind: str = Field(description='the kind an `entity_kind="..."` matcher names; empty: none does')
+    entity: str = Field(description='the entity an `entity="..."` matcher names; empty: none does')
     start_ms: int
     end_ms: int
     reason: str
+    creator: str
 
 
 class AvailabilityList(BaseModel):

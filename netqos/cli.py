@@ -36,6 +36,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from alerts.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(args.file)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"netqos: {len(exc.problems)} problem(s) in {exc.source}", file=sys.stderr)
+        return EXIT_CONFIG
+    kinds: dict[str, int] = {}
+    for r in rules:
+        kinds[r.kind] = kinds.get(r.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+    print(f"{args.file}: {len(rules)} rules OK ({summary})")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from netqos.service import run_service
 
@@ -162,7 +180,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             print(f"maintenance window {args.id} deleted")
         else:
             for w in repo.maintenance(-(2**62), 2**62):
-                who = f"{w.entity_kind or 'all'}:{w.entity or '*'}"
+                who = ",".join(str(m) for m in w.matchers) or "everything"
                 print(f"{w.id}\t{who}\t{iso(w.start_ms)}\t{iso(w.end_ms)}\t{w.reason}")
     finally:
         store.close()
@@ -215,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("file", type=Path, nargs="?", help="the YAML file (default: --config)")
     c.set_defaults(func=cmd_check_config)
+
+    r = sub.add_parser("rules", help="alert rules: `netqos rules check FILE`")
+    rsub = r.add_subparsers(dest="rules_command", required=True)
+    rc = rsub.add_parser("check", help="validate a rules file; exit 2 with every problem and its line")
+    rc.add_argument("file", type=Path)
+    rc.set_defaults(func=cmd_rules_check)
 
     s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
     s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -240,6 +240,147 @@ class TrapSettings(_Section):
     )
 
 
+def _check_matchers(v: list[str]) -> list[str]:
+    from collector.matchers import MatcherError, parse_matchers
+
+    try:
+        parse_matchers(v)
+    except MatcherError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
+class RouteSettings(_Section):
+    """Where notifications of matching incidents go and how they are grouped (Alertmanager's route)."""
+
+    matchers: list[str] = Field(
+        default_factory=list,
+        description='label matchers like `severity="critical"`, `commune=~"16.*"`; all must match',
+    )
+    receivers: list[str] = Field(default_factory=list, description="names of `alerts.receivers` entries")
+    group_by: list[str] = Field(
+        default_factory=lambda: ["incident"],
+        description="labels that make a group; `incident`: one per incident",
+    )
+    group_wait_s: float = Field(
+        2.0, ge=0, le=3600, description="wait before a new group's first notification"
+    )
+    group_interval_s: float = Field(
+        10.0, ge=0.1, le=86_400, description="wait before notifying a changed group again"
+    )
+    repeat_interval_s: float = Field(
+        4 * 3600.0, ge=1, le=30 * 86_400, description="re-send a still-firing group after this long"
+    )
+    continue_matching: bool = Field(False, description="also try the routes after this one")
+
+    _matchers_ok = field_validator("matchers")(_check_matchers)
+
+
+class InhibitRuleSettings(_Section):
+    """Mute target incidents while a source incident with the same `equal` labels fires."""
+
+    source_matchers: list[str] = Field(min_length=1)
+    target_matchers: list[str] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+    _matchers_ok = field_validator("source_matchers", "target_matchers")(_check_matchers)
+
+
+class _Receiver(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    send_resolved: bool = True
+
+
+class WebhookReceiverSettings(_Receiver):
+    type: Literal["webhook"]
+    url: SecretStr = Field(
+        description="receives the Alertmanager webhook JSON body; a secret (tokens often sit in the path)"
+    )
+    bearer_token: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class EmailReceiverSettings(_Receiver):
+    type: Literal["email"]
+    smarthost: str = Field(min_length=1, description="SMTP server host")
+    port: int = Field(25, ge=1, le=65535)
+    from_addr: str = Field(min_length=3)
+    to: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = Field(False, description="upgrade the connection with STARTTLS")
+    tls: bool = Field(False, description="implicit TLS (SMTPS, port 465)")
+    timeout_s: float = Field(30.0, gt=0, le=300)
+
+
+class AlertmanagerReceiverSettings(_Receiver):
+    type: Literal["alertmanager"]
+    url: str = Field(pattern=r"^https?://", description="base URL of a Prometheus Alertmanager")
+    bearer_token: SecretStr | None = None
+    resend_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="re-post firing alerts this often (Alertmanager forgets them)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class AppriseReceiverSettings(_Receiver):
+    type: Literal["apprise"]
+    urls: list[SecretStr] = Field(min_length=1, description="apprise URLs (tgram://, slack://, ...); secrets")
+    timeout_s: float = Field(30.0, gt=0, le=300)
+
+
+ReceiverSettings = Annotated[
+    WebhookReceiverSettings | EmailReceiverSettings | AlertmanagerReceiverSettings | AppriseReceiverSettings,
+    Field(discriminator="type"),
+]
+
+
+class AlertSettings(_Section):
+    enabled: bool = Field(True, description="run the alert engine in `serve` and `demo`")
+    rules_file: Path | None = Field(None, description="YAML rules; unset: the built-in default rules")
+    eval_interval_s: float = Field(1.0, gt=0, le=60, description="how often state changes are read")
+    receivers: list[ReceiverSettings] = Field(default_factory=list)
+    route: RouteSettings = RouteSettings()
+    routes: list[RouteSettings] = Field(default_factory=list, description="tried in order before `route`")
+    inhibit_rules: list[InhibitRuleSettings] = Field(default_factory=list)
+    retry_initial_s: float = Field(1.0, gt=0, le=600, description="first retry delay of a failed delivery")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="longest retry delay (exponential backoff)")
+    give_up_after_s: float = Field(
+        86_400.0, gt=0, le=30 * 86_400, description="a notification still undelivered after this is dropped"
+    )
+    topology_settle_max_s: float = Field(
+        120.0, ge=0, le=3600, description="longest wait for a parent's or children's verdict"
+    )
+    flap_window_s: float = Field(600.0, gt=0, le=86_400)
+    flap_threshold: int = Field(3, ge=2, le=100, description="firings within flap_window_s that make a flap")
+    external_url: str = Field("", description="base URL of this service, for links in notifications")
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique_names(cls, v: list[Any]) -> list[Any]:
+        names = [r.name for r in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"receiver names must be unique: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _routes_name_receivers(self) -> AlertSettings:
+        known = {r.name for r in self.receivers}
+        for where, route in [("route", self.route), *((f"routes.{i}", r) for i, r in enumerate(self.routes))]:
+            unknown = [n for n in route.receivers if n not in known]
+            if unknown:
+                raise ValueError(f"{where}.receivers: {unknown} are not in alerts.receivers")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "text"
@@ -261,6 +402,7 @@ class Settings(BaseSettings):
     probes: ProbeRegistrySettings = ProbeRegistrySettings()
     snmp: SnmpSettings = SnmpSettings()
     traps: TrapSettings = TrapSettings()
+    alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

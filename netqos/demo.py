@@ -49,6 +49,7 @@ def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int
             f"      '{base}/api/v1/qos?metric=rtt_ms&stat=p95&group_by=commune&step=5m'",
             f"    curl -s -H '{auth}' '{base}/api/v1/probes'",
             f"    curl -s -H '{auth}' '{base}/api/v1/devices?status=down'",
+            f"    curl -s -H '{auth}' '{base}/api/v1/incidents?state=active'",
             f"    curl -s {base}/metrics | grep netqos_ingest",
             "  Ctrl-C stops it.",
             "",

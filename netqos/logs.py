@@ -35,5 +35,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The embedded broker logs every packet at INFO; keep it to warnings.
-    for noisy in ("amqtt", "transitions", "uvicorn.access"):
+    # httpx logs request URLs at INFO, and a receiver's URL may hold a token.
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -40,7 +40,7 @@ from netqos.config import ConfigError, RollupSettings, Settings
 log = logging.getLogger(__name__)
 
 PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technology", "expected_interval_s")
-ALL_ROLES = frozenset({"ingest", "poller", "api"})
+ALL_ROLES = frozenset({"ingest", "poller", "api", "alerts"})
 
 
 def load_probe_file(path: Path) -> list[ProbeInfo]:
@@ -144,7 +144,8 @@ async def run_service(
     """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving.
 
     `roles` picks the parts this process runs (one image, several services): "ingest" (MQTT
-    consumer), "poller" (SNMP and traps), "api". Every process writes through the same store.
+    consumer), "poller" (SNMP and traps), "api", "alerts" (rules, incidents, notifications).
+    Every process writes through the same store.
     """
     stop = stop or asyncio.Event()
     # Compile (or load from numba's cache) every kernel now, off the loop: the first poll or
@@ -199,6 +200,21 @@ async def run_service(
         if settings.traps.enabled:
             traps = TrapReceiver(settings.traps, poller, sink)
 
+    alerting = None
+    if settings.alerts.enabled and "alerts" in roles:
+        from alerts.rules import RulesError
+        from alerts.service import Alerting
+
+        try:
+            alerting = Alerting(store, settings)
+        except (RulesError, ValueError) as bad:
+            store.close()
+            if broker is not None:
+                await broker.shutdown()
+            if isinstance(bad, RulesError):
+                raise ConfigError(bad.source, "alerts.rules_file", "; ".join(bad.problems[:5])) from None
+            raise ConfigError("alerts.receivers", "-", str(bad)) from None
+
     app = create_app(settings, store, {"broker": broker_check}, pipeline)
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_config=None, lifespan="off")
@@ -209,6 +225,10 @@ async def run_service(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        if alerting is not None:
+            # SIGHUP re-reads the rules (the rules file is also re-read when it changes).
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, alerting.request_reload)
 
     async def api() -> None:
         if "api" not in roles:
@@ -244,6 +264,8 @@ async def run_service(
         tasks.append(
             asyncio.create_task(roller.run(stop, rs.roll_interval_s, rs.retention_interval_s), name="tiers")
         )
+    if alerting is not None:
+        tasks.append(asyncio.create_task(alerting.run(stop), name="alerting"))
     ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))

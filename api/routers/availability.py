@@ -1,7 +1,8 @@
 """Availability and outage minutes of many devices, interfaces or probes over any period.
 
 Computed by the core's availability kernel from the stored state changes; maintenance
-windows (``netqos maintenance add``) are excluded: planned work is neither up nor down.
+windows (``netqos maintenance add`` or ``POST /api/v1/maintenance``: one table, shared with
+alerting) are excluded: planned work is neither up nor down.
 """
 
 from __future__ import annotations
@@ -19,25 +20,39 @@ from collector.store.availability import AvailabilityRepo
 router = APIRouter(prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)])
 
 
-def _entities(request: Request, kind: str, commune: str | None, operator: str | None) -> list[str]:
+_PLACEMENT = ("operator", "technology", "site", "commune", "village")
+
+
+def _entities(
+    request: Request, kind: str, commune: str | None, operator: str | None
+) -> dict[str, dict[str, str]]:
+    """Entity -> its placement labels (for maintenance windows selecting by them), sorted."""
     conn = request.app.state.store.reader()
     where, args = [], []
     for col, val in (("commune", commune), ("operator", operator)):
         if val is not None:
             where.append(f"{col} = ?")
             args.append(val)
+    cols = ", ".join(_PLACEMENT)
     if kind == "probe":
-        sql = "SELECT probe_id FROM probes"
+        sql = f"SELECT probe_id, {cols} FROM probes"
     elif kind == "device":
-        sql = "SELECT device_id FROM devices"
+        sql = f"SELECT device_id, kind AS device_kind, {cols} FROM devices"
         where.append("in_inventory = 1")
     else:  # interfaces exist through their state changes only
-        sql = "SELECT DISTINCT c.entity FROM state_changes c JOIN devices d ON d.device_id = c.device_id"
+        dcols = ", ".join(f"d.{c}" for c in _PLACEMENT)
+        sql = (
+            f"SELECT DISTINCT c.entity, c.device_id AS device, {dcols}"
+            " FROM state_changes c JOIN devices d ON d.device_id = c.device_id"
+        )
         where = [f"d.{w}" for w in where]
         where.append("c.entity_kind = 'interface'")
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sorted(str(r[0]) for r in conn.execute(sql, args))
+    cur = conn.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    out = {str(r[0]): {n: str(v) for n, v in zip(names[1:], r[1:], strict=True) if v} for r in cur}
+    return dict(sorted(out.items()))
 
 
 @router.get(
@@ -63,8 +78,9 @@ def get_availability(
         raise HTTPException(422, "'from' must be before 'to'")
     until = max(from_ms, min(to_ms, now_ms))
     repo = AvailabilityRepo(request.app.state.store)
-    names = _entities(request, kind, commune, operator)
-    av = repo.availability(kind, names, from_ms, until)
+    labelled = _entities(request, kind, commune, operator)
+    names = list(labelled)
+    av = repo.availability(kind, names, from_ms, until, labels=labelled)
     ratios = av.availability_ratio
     return AvailabilityList(
         entity_kind=kind,
@@ -88,11 +104,13 @@ def get_availability(
         maintenance=[
             MaintenanceOut(
                 id=w.id,
+                matchers=[str(m) for m in w.matchers],
                 entity_kind=w.entity_kind,
                 entity=w.entity,
                 start_ms=w.start_ms,
                 end_ms=w.end_ms,
                 reason=w.reason,
+                creator=w.creator,
             )
             for w in repo.maintenance(from_ms, to_ms)
         ],

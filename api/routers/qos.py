@@ -22,18 +22,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require_token
 from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
-from collector.core import RollupSet, merge, quantiles
+from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
-from collector.store.sqlite import STANDARD_LABELS, TIERS, SeriesSelection
+from collector.store.aggregate import GROUP_LABELS, stat_error, stat_values
+from collector.store.sqlite import TIERS, SeriesSelection
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
 
 RESOLUTION_S = TIERS[0]
-GROUP_LABELS = (*STANDARD_LABELS, "entity")
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_STAT_RE = re.compile(r"^p(\d{1,3}(?:\.\d{1,3})?)$")
-STATS = ("mean", "min", "max", "sum", "count", "last", "stddev", "p50", "p90", "p95", "p99", "pNN")
 
 
 def unit_of(metric: str) -> str:
@@ -50,29 +48,6 @@ def parse_step(step: str) -> int:
     if seconds < RESOLUTION_S or seconds % RESOLUTION_S:
         raise HTTPException(422, f"step {step!r}: must be a whole number of minutes (>= 60 s)")
     return seconds
-
-
-def _stat_values(rs: RollupSet, stat: str) -> np.ndarray:
-    count = rs.count.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if stat == "mean":
-            return rs.sum / count
-        if stat == "min":
-            return rs.min
-        if stat == "max":
-            return rs.max
-        if stat == "sum":
-            return rs.sum
-        if stat == "count":
-            return count
-        if stat == "last":
-            return rs.last
-        if stat == "stddev":
-            mean = rs.sum / count
-            return np.sqrt(np.maximum(rs.sumsq / count - mean * mean, 0.0))
-    q = _STAT_RE.match(stat)
-    assert q is not None  # checked by the caller
-    return quantiles(rs, np.array([float(q.group(1)) / 100.0]))[:, 0]
 
 
 def tier_for_step(step_s: int) -> int:
@@ -151,10 +126,9 @@ def qos(
         known = sorted(set(METRIC_NAMES) | request.app.state.store.metrics())
         if metric not in known:
             raise HTTPException(422, f"metric {metric!r} is unknown; known: {', '.join(known)}")
-    if stat not in STATS[:-1] and not _STAT_RE.match(stat):
-        raise HTTPException(422, f"stat {stat!r} is unknown; use one of {', '.join(STATS)}")
-    if _STAT_RE.match(stat) and not 0 < float(stat[1:]) < 100:
-        raise HTTPException(422, f"stat {stat!r}: the percentile must be between 0 and 100")
+    why = stat_error(stat)
+    if why is not None:
+        raise HTTPException(422, why)
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUP_LABELS]
     if bad:
@@ -214,7 +188,7 @@ def qos(
         gid = gids[order][np.searchsorted(sids[order], rs.series_id)]
         step_of_row = (rs.window_start_ms - from_ms) // step_ms
         merged = merge(rs, gid, from_ms + step_of_row * step_ms)
-        values = _stat_values(merged, stat)
+        values = stat_values(merged, stat)
         row_of[merged.series_id, (merged.window_start_ms - from_ms) // step_ms] = np.arange(len(merged))
         has_schedule = np.array([bool(sel.interval_s.get(int(s))) for s in sids[order]])
         counted = has_schedule[np.searchsorted(sids[order], rs.series_id)]

@@ -15,6 +15,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The time-series sink's tests and bench/sink.py write to a VictoriaMetrics of their own
 # (InfluxDB line protocol in, export API out); the dashboards' queries run against it too.
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# Alerting: a real Prometheus Alertmanager that the alertmanager receiver's tests push to.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -29,8 +31,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd, prometheus-snmp-exporter and victoria-metrics would start system services on install
-# (port 161/199, :9116, :8428 on every address); where no policy-rc.d says otherwise, forbid that for this install.
+# snmpd, prometheus-snmp-exporter, victoria-metrics and prometheus-alertmanager would start
+# system services on install (port 161/199, :9116, :8428, :9093 on every address); where no
+# policy-rc.d says otherwise, forbid that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null

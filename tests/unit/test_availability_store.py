@@ -66,7 +66,7 @@ def test_availability_over_stored_changes_with_maintenance(
         == 0
     )
     assert main(["--config", str(cfg), "maintenance", "list"]) == 0
-    assert "probe:p1" in capsys.readouterr().out
+    assert 'entity_kind="probe",entity="p1"' in capsys.readouterr().out
     assert main([*args, "--from", "1000", "--to", "10"]) == 1  # ends before it starts
     av = repo.availability("probe", ["p1", "p2"], T0, T0 + 10 * H)
     assert av.down_ms.tolist() == [2 * H, 0] and av.maintenance_ms.tolist() == [H, 0]
@@ -87,12 +87,31 @@ def test_availability_over_stored_changes_with_maintenance(
         assert p1["maintenance_s"] == 3600.0 and p1["availability_ratio"] == pytest.approx(7 / 9)
         assert p2["availability_ratio"] is None and p2["unknown_s"] == 36_000.0
         assert [w["reason"] for w in body["maintenance"]] == ["mast"]
+        assert body["maintenance"][0]["matchers"] == ['entity_kind="probe"', 'entity="p1"']
         one = http.get(
             "/api/v1/availability",
             params={"kind": "probe", "commune": "16030", "from": T0 // 1000, "to": (T0 + H) // 1000},
             headers={"Authorization": "Bearer tok-availability"},
         ).json()
         assert [e["entity"] for e in one["entities"]] == ["p2"]
+    # A window made through the alerting API (label matchers) counts for availability too:
+    # one home for planned work. It selects p2 by its commune.
+    with TestClient(create_app(settings, store)) as http:
+        auth = {"Authorization": "Bearer tok-availability"}
+        made = http.post(
+            "/api/v1/maintenance",
+            json={
+                "matchers": ['commune="16030"'],
+                "starts_at": (T0 + H) // 1000,
+                "ends_at": (T0 + 3 * H) // 1000,
+                "creator": "noc",
+                "comment": "fibre",
+            },
+            headers=auth,
+        )
+        assert made.status_code in (200, 201), made.text
+    av = repo.availability("probe", ["p1", "p2"], T0, T0 + 10 * H, labels={"p2": {"commune": "16030"}})
+    assert av.maintenance_ms.tolist() == [H, 2 * H]
     wid = repo.maintenance(T0, T0 + 10 * H)[0].id
     assert main(["--config", str(cfg), "maintenance", "delete", str(wid)]) == 0
     assert main(["--config", str(cfg), "maintenance", "delete", str(wid)]) == 1

@@ -1,0 +1,50 @@
+"""Alerting as the service runs it: the engine plus one outbox dispatcher per receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from alerts.engine import AlertEngine
+from alerts.notify import make_receivers
+from alerts.notify.outbox import Dispatcher, Outbox, Receiver
+from collector.store.sqlite import SQLiteStore
+from netqos.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Alerting:
+    """Owns the engine and the dispatchers; `run` until stop. Raises RulesError on bad rules."""
+
+    def __init__(self, store: SQLiteStore, settings: Settings) -> None:
+        self.settings = settings.alerts
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.receivers: list[Receiver] = make_receivers(settings.alerts)  # type: ignore[assignment]
+        self._wakes = [asyncio.Event() for _ in self.receivers]
+        self.engine = AlertEngine(
+            store, settings.alerts, down_after_misses=settings.snmp.down_after_misses, on_enqueue=self._wake
+        )
+        outbox = Outbox(store)
+        self.dispatchers = [
+            Dispatcher(outbox, r, settings.alerts, w, active=lambda: self.engine.leader)
+            for r, w in zip(self.receivers, self._wakes, strict=True)
+        ]
+
+    def _wake(self) -> None:
+        # Called from the engine's worker thread: hand the wake-up to the loop's thread.
+        if self._loop is not None:
+            for w in self._wakes:
+                self._loop.call_soon_threadsafe(w.set)
+
+    def request_reload(self) -> None:
+        self.engine.request_reload()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        log.info(
+            "event=alerting_started rules=%d receivers=%s",
+            len(self.engine.rules),
+            ",".join(f"{r.name}:{r.type}" for r in self.receivers) or "-",
+        )
+        await asyncio.gather(self.engine.run(stop), *(d.run(stop) for d in self.dispatchers))

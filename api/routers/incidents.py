@@ -1,0 +1,139 @@
+"""Incidents: list, get (with symptoms and timeline), acknowledge, resolve, comment."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from alerts.incidents import Incident, IncidentError, IncidentRepo
+from api.alert_schemas import (
+    CommentIn,
+    IncidentAction,
+    IncidentDetail,
+    IncidentList,
+    IncidentOut,
+    SymptomOut,
+    TimelineEntry,
+)
+from api.auth import require_token
+from api.schemas import ErrorOut
+
+router = APIRouter(prefix="/api/v1", tags=["incidents"], dependencies=[Depends(require_token)])
+
+
+def _repo(request: Request) -> IncidentRepo:
+    return IncidentRepo(request.app.state.store)
+
+
+def _out(inc: Incident, now_ms: int) -> IncidentOut:
+    return IncidentOut(
+        id=inc.id,
+        kind=inc.kind,
+        state=inc.state,
+        severity=inc.severity,
+        entity=inc.entity,
+        entity_kind=inc.entity_kind,
+        labels=inc.labels,
+        annotations=inc.annotations,
+        opened_ms=inc.opened_ms,
+        acknowledged_ms=inc.acknowledged_ms,
+        acknowledged_by=inc.acknowledged_by,
+        resolved_ms=inc.resolved_ms,
+        resolved_by=inc.resolved_by,
+        root_recovered_ms=inc.root_recovered_ms,
+        flapping=inc.flapping,
+        symptom_count=len(inc.symptoms),
+        outage_s=inc.outage_ms(now_ms) / 1000,
+    )
+
+
+def _detail(repo: IncidentRepo, incident_id: int) -> IncidentDetail:
+    inc = repo.get(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return IncidentDetail(
+        **_out(inc, int(time.time() * 1000)).model_dump(),
+        symptoms=[
+            SymptomOut(
+                entity=s.entity, entity_kind=s.entity_kind, kind=s.kind, start_ms=s.start_ms, end_ms=s.end_ms
+            )
+            for s in inc.symptoms
+        ],
+        timeline=[TimelineEntry(**t) for t in repo.timeline(incident_id)],
+    )
+
+
+@router.get("/incidents", response_model=IncidentList, summary="incidents, newest first (history kept)")
+def list_incidents(
+    request: Request,
+    state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved|active)$")] = None,
+    kind: Annotated[str | None, Query(description="rule name, e.g. device_down")] = None,
+    entity: Annotated[str | None, Query(description="root-cause entity id")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> IncidentList:
+    found, total = _repo(request).find(state=state, kind=kind, entity=entity, limit=limit, offset=offset)
+    now = int(time.time() * 1000)
+    return IncidentList(incidents=[_out(i, now) for i in found], total=total)
+
+
+@router.get(
+    "/incidents/{incident_id}",
+    response_model=IncidentDetail,
+    responses={404: {"model": ErrorOut}},
+    summary="one incident: root cause, symptoms, timeline",
+)
+def get_incident(request: Request, incident_id: int) -> IncidentDetail:
+    return _detail(_repo(request), incident_id)
+
+
+def _act(request: Request, incident_id: int, action: str, by: str, text: str) -> IncidentDetail:
+    repo = _repo(request)
+    now = int(time.time() * 1000)
+    try:
+        if action == "acknowledge":
+            repo.acknowledge(incident_id, by, text, now)
+        elif action == "resolve":
+            repo.resolve(incident_id, by, text, now)
+        else:
+            repo.comment(incident_id, by, text, now)
+    except KeyError:
+        raise HTTPException(404, f"no incident {incident_id}") from None
+    except IncidentError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return _detail(repo, incident_id)
+
+
+_ACTION_RESPONSES: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+
+
+@router.post(
+    "/incidents/{incident_id}/acknowledge",
+    response_model=IncidentDetail,
+    responses=_ACTION_RESPONSES,
+    summary="acknowledge: someone is on it (no notification; noted in the timeline)",
+)
+def acknowledge(request: Request, incident_id: int, body: IncidentAction) -> IncidentDetail:
+    return _act(request, incident_id, "acknowledge", body.by, body.comment)
+
+
+@router.post(
+    "/incidents/{incident_id}/resolve",
+    response_model=IncidentDetail,
+    responses=_ACTION_RESPONSES,
+    summary="resolve by hand; receivers that were told get the resolved notice",
+)
+def resolve(request: Request, incident_id: int, body: IncidentAction) -> IncidentDetail:
+    return _act(request, incident_id, "resolve", body.by, body.comment)
+
+
+@router.post(
+    "/incidents/{incident_id}/comments",
+    response_model=IncidentDetail,
+    responses={404: {"model": ErrorOut}},
+    summary="add a comment to the timeline",
+)
+def comment(request: Request, incident_id: int, body: CommentIn) -> IncidentDetail:
+    return _act(request, incident_id, "comment", body.by, body.text)

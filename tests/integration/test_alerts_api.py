@@ -1,0 +1,141 @@
+"""The incident, silence and maintenance endpoints over a real store the engine has written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from alerts.engine import AlertEngine
+from alerts.rules import parse_rules
+from api import create_app
+from netqos.config import Settings
+from tests.alerting import T0, Net, alert_settings
+
+TOKEN = "alerts-api-token-0123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RULES = (
+    "rules:\n  - {name: device_down, kind: state, entity_kind: device, states: [down], severity: critical}\n"
+)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[TestClient, Net, AlertEngine]]:
+    net = Net(tmp_path / "api.db")
+    engine = AlertEngine(net.store, alert_settings(), rules=parse_rules(RULES))
+    settings = Settings()
+    settings.api.tokens = [SecretStr(TOKEN)]
+    with TestClient(create_app(settings, net.store)) as c:
+        yield c, net, engine
+    net.store.close()
+
+
+def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, Net, AlertEngine]) -> None:
+    c, net, engine = rig
+    assert c.get("/api/v1/incidents").status_code == 401
+    net.down("rtr", T0, T0 + 20_000)
+    for child in net.children:
+        net.down(child, T0 + 300, T0 + 20_000)
+    engine.tick(T0 + 21_000)
+    body = c.get("/api/v1/incidents", headers=AUTH).json()
+    assert body["total"] == 1
+    inc = body["incidents"][0]
+    assert inc["entity"] == "rtr" and inc["state"] == "open" and inc["symptom_count"] == 3
+    assert inc["severity"] == "critical" and inc["labels"]["commune"] == "16021"
+    iid = inc["id"]
+    detail = c.get(f"/api/v1/incidents/{iid}", headers=AUTH).json()
+    assert sorted(s["entity"] for s in detail["symptoms"]) == net.children
+    assert detail["timeline"][0]["event"] == "opened"
+
+    r = c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an", "comment": "on it"}, headers=AUTH)
+    assert (
+        r.status_code == 200 and r.json()["state"] == "acknowledged" and r.json()["acknowledged_by"] == "an"
+    )
+    r = c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "binh", "text": "truck sent"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["timeline"][-1] == {
+        "ts_ms": r.json()["timeline"][-1]["ts_ms"],
+        "event": "comment",
+        "actor": "binh",
+        "detail": "truck sent",
+    }
+    assert c.get("/api/v1/incidents", params={"state": "active"}, headers=AUTH).json()["total"] == 1
+    r = c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an", "comment": "power back"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "an"
+    assert all(s["end_ms"] is not None for s in r.json()["symptoms"])
+    assert c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an"}, headers=AUTH).status_code == 409
+    assert c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an"}, headers=AUTH).status_code == 409
+    assert c.get("/api/v1/incidents/999", headers=AUTH).status_code == 404
+    assert (
+        c.post("/api/v1/incidents/999/comments", json={"by": "a", "text": "x"}, headers=AUTH).status_code
+        == 404
+    )
+    assert (
+        c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "", "text": "x"}, headers=AUTH).status_code
+        == 422
+    )
+    assert c.get("/api/v1/incidents", params={"state": "resolved"}, headers=AUTH).json()["total"] == 1
+    assert c.get("/api/v1/incidents", params={"state": "bogus"}, headers=AUTH).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/api/v1/silences", "/api/v1/maintenance"])
+def test_silences_and_maintenance_create_list_expire(
+    rig: tuple[TestClient, Net, AlertEngine], path: str
+) -> None:
+    c, _, _ = rig
+    body = {
+        "matchers": ['entity="rtr"', 'commune=~"160.*"'],
+        "ends_at": "2099-01-01T00:00:00Z",
+        "creator": "an",
+        "comment": "fibre works",
+    }
+    r = c.post(path, json=body, headers=AUTH)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["status"] == "active" and created["kind"] == (
+        "silence" if "silences" in path else "maintenance"
+    )
+    assert created["matchers"] == [
+        {"name": "entity", "op": "=", "value": "rtr"},
+        {"name": "commune", "op": "=~", "value": "160.*"},
+    ]
+    listed = c.get(path, headers=AUTH).json()
+    assert [s["id"] for s in listed["silences"]] == [created["id"]]
+    other = "/api/v1/maintenance" if "silences" in path else "/api/v1/silences"
+    assert c.get(other, headers=AUTH).json()["total"] == 0
+    assert c.delete(f"{other}/{created['id']}", headers=AUTH).status_code == 404
+    r = c.delete(f"{path}/{created['id']}", headers=AUTH)
+    assert r.status_code == 200 and r.json()["status"] == "expired"
+    assert c.get(path, headers=AUTH).json()["total"] == 0
+    assert c.get(path, params={"include_expired": True}, headers=AUTH).json()["total"] == 1
+    bad = c.post(path, json={**body, "matchers": ['entity=~"("']}, headers=AUTH)
+    assert bad.status_code == 422 and "regular expression" in bad.json()["detail"]
+    past = c.post(path, json={**body, "ends_at": "2001-01-01T00:00:00Z"}, headers=AUTH)
+    assert past.status_code == 422 and "end must be after the start" in past.json()["detail"]
+
+
+def test_silence_from_the_api_mutes_and_its_expiry_notifies(rig: tuple[TestClient, Net, AlertEngine]) -> None:
+    c, net, engine = rig
+    # A silence made through the API, with a start and an end in the engine's clock.
+    r = c.post(
+        "/api/v1/silences",
+        json={
+            "matchers": ['entity="bts-1"'],
+            "starts_at": T0 / 1000,
+            "ends_at": (T0 + 60_000) / 1000,
+            "creator": "an",
+        },
+        headers=AUTH,
+    )
+    assert r.status_code == 201, r.text
+    net.down("bts-1", T0, T0 + 20_000)
+    net.poll("rtr", T0 + 20_000, ok=True)
+    for k in range(0, 30_000, 1000):
+        engine.tick(T0 + 21_000 + k)
+    rows = net.store.reader().execute("SELECT status FROM outbox").fetchall()
+    assert rows == []
+    engine.tick(T0 + 61_000)
+    rows = net.store.reader().execute("SELECT status FROM outbox").fetchall()
+    assert rows == [("firing",)]
