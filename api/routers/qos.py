@@ -24,7 +24,7 @@ from api.auth import require_token
 from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
-from collector.store.aggregate import GROUP_LABELS, stat_error, stat_values
+from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
 from collector.store.sqlite import TIERS, SeriesSelection
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
@@ -162,16 +162,7 @@ def qos(
     tier = tier_for_step(step_s)
     sel = request.app.state.store.select_rollups(metric, tier, from_ms, to_ms, filters)
     rs = sel.rollups
-    group_of_series: dict[int, int] = {}
-    group_labels: list[dict[str, str]] = []
-    index: dict[tuple[str, ...], int] = {}
-    for sid, labels in sel.labels.items():
-        key = tuple(labels.get(g, "") for g in groups)
-        gi = index.get(key)
-        if gi is None:
-            gi = index[key] = len(group_labels)
-            group_labels.append(dict(zip(groups, key, strict=True)))
-        group_of_series[sid] = gi
+    group_of_series, group_labels = group_series(sel, groups)
     n_groups = len(group_labels)
     bounds = from_ms + step_ms * np.arange(n_steps + 1, dtype=np.int64)
     now_ms = int(time.time() * 1000)

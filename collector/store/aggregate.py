@@ -68,11 +68,9 @@ class Grouped:
         )
 
 
-def group_rollups(sel: SeriesSelection, groups: list[str], step_ms: int) -> Grouped:
-    """Merge the selected series' rollups per (values of `groups`, step of `step_ms`)."""
-    rs = sel.rollups
-    if not len(rs):
-        return Grouped(RollupSet.empty(), [])
+def group_series(sel: SeriesSelection, groups: list[str]) -> tuple[dict[int, int], list[dict[str, str]]]:
+    """Series id -> group number, and each group's labels (the values of `groups`), in the
+    order groups are first met."""
     group_of_series: dict[int, int] = {}
     group_labels: list[dict[str, str]] = []
     index: dict[tuple[str, ...], int] = {}
@@ -83,6 +81,15 @@ def group_rollups(sel: SeriesSelection, groups: list[str], step_ms: int) -> Grou
             gi = index[key] = len(group_labels)
             group_labels.append(dict(zip(groups, key, strict=True)))
         group_of_series[sid] = gi
+    return group_of_series, group_labels
+
+
+def group_rollups(sel: SeriesSelection, groups: list[str], step_ms: int) -> Grouped:
+    """Merge the selected series' rollups per (values of `groups`, step of `step_ms`)."""
+    rs = sel.rollups
+    if not len(rs):
+        return Grouped(RollupSet.empty(), [])
+    group_of_series, group_labels = group_series(sel, groups)
     sids = np.fromiter(group_of_series.keys(), dtype=np.int64)
     gids = np.fromiter(group_of_series.values(), dtype=np.int32)
     order = np.argsort(sids)
