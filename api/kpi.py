@@ -208,7 +208,7 @@ def report_ratio(store: SQLiteStore, c: Compute, year: int) -> KpiValue:
     repo = ReportRepo(store)
     num, used_n, miss_n = _report_sum(repo, c.numerator, year)
     den, used_d, miss_d = _report_sum(repo, c.denominator, year)
-    missing = miss_n + miss_d
+    missing = list(dict.fromkeys(miss_n + miss_d))
     value = None
     if num is not None and den is not None:
         if den == 0:

@@ -145,7 +145,7 @@ def compliance(
         to_ms=period.to_ms,
         timezone="UTC+07:00",
         filters=filters,
-        profiles=[_profile_ref(p) for p in dict.fromkeys(p for _, p in pairs)],
+        profiles=[_profile_ref(p) for p in {(p.id, p.version): p for _, p in pairs}.values()],
         declared_speeds={"version": speeds.version, "source": speeds.source, **speeds.unverified},
         groups=groups,
         rows=rows,
