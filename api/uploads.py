@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request
 
 from api.auth import Principal
 from api.errors import ApiError
@@ -37,12 +37,12 @@ async def read_upload(request: Request, principal: Principal) -> bytes:
     limit: int = request.app.state.settings.api.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"larger than {limit} bytes")
+        raise HTTPException(413, f"larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"larger than {limit} bytes")
+            raise HTTPException(413, f"larger than {limit} bytes")
     return bytes(body)
 
 
@@ -53,7 +53,7 @@ def sha256_hex(body: bytes) -> str:
 def table_error(exc: TableError, what: str) -> ApiError:
     """422 whose body lists the errors line by line (ErrorOut.errors)."""
     return ApiError(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        422,
         ErrorOut(
             detail=f"{what} refused, nothing stored: {exc}",
             errors=[ErrorItem(line=e.line, column=e.column, message=e.message) for e in exc.errors],

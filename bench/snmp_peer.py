@@ -127,8 +127,14 @@ METRIC_NAMES = frozenset(name for name, _, _ in IF_TABLE_COLUMNS + IF_XTABLE_COL
 
 # net-snmp spelling -> snmp_exporter 0.21 (gosnmp) spelling. gosnmp's AES192/AES256 use the
 # Blumenthal key extension, like net-snmp's AES-192/AES-256.
-EXPORTER_AUTH = {"MD5": "MD5", "SHA": "SHA", "SHA-224": "SHA224", "SHA-256": "SHA256",
-                 "SHA-384": "SHA384", "SHA-512": "SHA512"}
+EXPORTER_AUTH = {
+    "MD5": "MD5",
+    "SHA": "SHA",
+    "SHA-224": "SHA224",
+    "SHA-256": "SHA256",
+    "SHA-384": "SHA384",
+    "SHA-512": "SHA512",
+}
 EXPORTER_PRIV = {"DES": "DES", "AES": "AES", "AES-192": "AES192", "AES-256": "AES256"}
 
 
@@ -190,18 +196,29 @@ def exporter_binary() -> str:
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (not its children), from /proc/PID/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is state
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is state
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _metric(name: str, oid: str, type_: str) -> dict[str, Any]:
-    return {"name": name, "oid": oid, "type": type_, "help": f"{name} - {oid}",
-            "indexes": [{"labelname": "ifIndex", "type": "gauge"}]}
+    return {
+        "name": name,
+        "oid": oid,
+        "type": type_,
+        "help": f"{name} - {oid}",
+        "indexes": [{"labelname": "ifIndex", "type": "gauge"}],
+    }
 
 
-def snmp_yml(*, community: str, v3: V3User | None = None, max_repetitions: int = 50,
-             timeout_s: float = 10.0, retries: int = 0) -> str:
+def snmp_yml(
+    *,
+    community: str,
+    v3: V3User | None = None,
+    max_repetitions: int = 50,
+    timeout_s: float = 10.0,
+    retries: int = 0,
+) -> str:
     """snmp.yml in the 0.21 format: modules at top level, each with its own ``auth:``.
 
     (The ``auths:``/``modules:`` split came with 0.23; 0.21 rejects it.)
@@ -258,8 +275,14 @@ def parse_scrape(target: str, text: str) -> Scrape:
 class SnmpExporter:
     """prometheus-snmp-exporter on a free 127.0.0.1 port (inside `netns` if given)."""
 
-    def __init__(self, config_text: str, *, netns: str | None = None, workdir: Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        *,
+        netns: str | None = None,
+        workdir: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.netns = netns
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="netqos-snmp-exporter-"))
@@ -281,8 +304,12 @@ class SnmpExporter:
         return self._proc.pid
 
     def command(self) -> list[str]:
-        argv = [exporter_binary(), f"--config.file={self.config_path}",
-                f"--web.listen-address={LOOPBACK}:{self.port}", "--log.level=warn"]
+        argv = [
+            exporter_binary(),
+            f"--config.file={self.config_path}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--log.level=warn",
+        ]
         return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
 
     def log_tail(self, lines: int = 30) -> str:
@@ -302,13 +329,15 @@ class SnmpExporter:
             conn.close()
 
     def start(self) -> Self:
-        proc = subprocess.run([*self.command(), "--dry-run"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        proc = subprocess.run(
+            [*self.command(), "--dry-run"], capture_output=True, text=True, timeout=30, check=False
+        )
         if proc.returncode != 0:
             raise PeerError(f"snmp_exporter rejects {self.config_path}:\n{proc.stderr[-2000:]}")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         for _ in range(10_000):
             if self._proc.poll() is not None:
@@ -348,8 +377,9 @@ class SnmpExporter:
             self.close()
             raise
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -366,8 +396,14 @@ def _agent_cpu(agents: Sequence[SnmpdAgent]) -> float:
     return sum(process_cpu_seconds(a.pid) for a in agents if a.pid is not None)
 
 
-def measure_exporter(exporter: SnmpExporter, agents: Sequence[SnmpdAgent], *, scrapes_per_agent: int,
-                     concurrency: int, module: str = MODULE) -> PeerResult:
+def measure_exporter(
+    exporter: SnmpExporter,
+    agents: Sequence[SnmpdAgent],
+    *,
+    scrapes_per_agent: int,
+    concurrency: int,
+    module: str = MODULE,
+) -> PeerResult:
     """Scrape every agent `scrapes_per_agent` times, at most `concurrency` in flight, and time it.
 
     One untimed warm-up scrape per agent gives the varbind count every timed scrape of that
@@ -397,8 +433,10 @@ def measure_exporter(exporter: SnmpExporter, agents: Sequence[SnmpdAgent], *, sc
     for s in done:
         ref = expected[s.target]
         if (s.varbinds, s.samples) != (ref.varbinds, ref.samples):
-            raise PeerError(f"scrape of {s.target} returned {s.varbinds} varbinds / {s.samples} samples, "
-                            f"warm-up had {ref.varbinds} / {ref.samples}")
+            raise PeerError(
+                f"scrape of {s.target} returned {s.varbinds} varbinds / {s.samples} samples, "
+                f"warm-up had {ref.varbinds} / {ref.samples}"
+            )
     varbinds = sum(s.varbinds for s in done)
     return PeerResult(
         agents=len(agents),
@@ -415,8 +453,9 @@ def measure_exporter(exporter: SnmpExporter, agents: Sequence[SnmpdAgent], *, sc
 
 
 @contextlib.contextmanager
-def peer_agents(n_agents: int, *, netns_pairs: int = 0, community: str | None = None,
-                **agent_kwargs: Any) -> Iterator[tuple[list[SnmpdAgent], str | None]]:
+def peer_agents(
+    n_agents: int, *, netns_pairs: int = 0, community: str | None = None, **agent_kwargs: Any
+) -> Iterator[tuple[list[SnmpdAgent], str | None]]:
     """N started SnmpdAgents sharing one community and v3 user: (agents, netns name or None)."""
     if not 1 <= n_agents <= 64:
         raise ValueError("1..64 agents")
@@ -440,8 +479,16 @@ def peer_agents(n_agents: int, *, netns_pairs: int = 0, community: str | None = 
         yield agents, netns
 
 
-def run_peer(*, agents: int = 4, scrapes: int = 25, concurrency: int | None = None, netns_pairs: int = 0,
-             max_repetitions: int = 50, v3: bool = False, repeat: int = 1) -> list[PeerResult]:
+def run_peer(
+    *,
+    agents: int = 4,
+    scrapes: int = 25,
+    concurrency: int | None = None,
+    netns_pairs: int = 0,
+    max_repetitions: int = 50,
+    v3: bool = False,
+    repeat: int = 1,
+) -> list[PeerResult]:
     """Start agents and the exporter, measure `repeat` times (same processes), stop everything."""
     if not 1 <= repeat <= 100:
         raise ValueError("repeat must be within 1..100")
@@ -450,8 +497,13 @@ def run_peer(*, agents: int = 4, scrapes: int = 25, concurrency: int | None = No
         config = snmp_yml(community=first.community, v3=first.v3, max_repetitions=max_repetitions)
         with SnmpExporter(config, netns=netns) as exporter:
             return [
-                measure_exporter(exporter, started, scrapes_per_agent=scrapes,
-                                 concurrency=concurrency or agents, module=MODULE_V3 if v3 else MODULE)
+                measure_exporter(
+                    exporter,
+                    started,
+                    scrapes_per_agent=scrapes,
+                    concurrency=concurrency or agents,
+                    module=MODULE_V3 if v3 else MODULE,
+                )
                 for _ in range(repeat)
             ]
 
@@ -479,8 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--agents", type=int, default=4, help="snmpd agents (default 4)")
     ap.add_argument("--scrapes", type=int, default=25, help="timed scrapes per agent and repeat (default 25)")
     ap.add_argument("--concurrency", type=int, default=None, help="scrapes in flight (default: agents)")
-    ap.add_argument("--netns-pairs", type=int, default=0,
-                    help="veth pairs in a private netns (2P+1 interfaces per agent); 0: host's")
+    ap.add_argument(
+        "--netns-pairs",
+        type=int,
+        default=0,
+        help="veth pairs in a private netns (2P+1 interfaces per agent); 0: host's",
+    )
     ap.add_argument("--max-repetitions", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs; medians are reported (default 3)")
     ap.add_argument("--v3", action="store_true", help="SNMPv3 authPriv (SHA-256/AES) instead of v2c")
@@ -489,21 +545,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.agents, args.scrapes, args.repeat = min(args.agents, 2), min(args.scrapes, 5), 1
     interfaces = 2 * args.netns_pairs + 1 if args.netns_pairs else "host"
-    print(f"snmp_exporter peer: {args.agents} agents x {args.scrapes} scrapes x {args.repeat} runs, "
-          f"concurrency {args.concurrency or args.agents}, interfaces per agent: {interfaces}, "
-          f"{'v3 authPriv' if args.v3 else 'v2c'}, max-repetitions {args.max_repetitions}", flush=True)
+    print(
+        f"snmp_exporter peer: {args.agents} agents x {args.scrapes} scrapes x {args.repeat} runs, "
+        f"concurrency {args.concurrency or args.agents}, interfaces per agent: {interfaces}, "
+        f"{'v3 authPriv' if args.v3 else 'v2c'}, max-repetitions {args.max_repetitions}",
+        flush=True,
+    )
     try:
-        runs = run_peer(agents=args.agents, scrapes=args.scrapes, concurrency=args.concurrency,
-                        netns_pairs=args.netns_pairs, max_repetitions=args.max_repetitions, v3=args.v3,
-                        repeat=args.repeat)
+        runs = run_peer(
+            agents=args.agents,
+            scrapes=args.scrapes,
+            concurrency=args.concurrency,
+            netns_pairs=args.netns_pairs,
+            max_repetitions=args.max_repetitions,
+            v3=args.v3,
+            repeat=args.repeat,
+        )
     except PeerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for i, r in enumerate(runs, 1):
-        print(f"  run {i}: {r.varbinds} varbinds ({r.varbinds // r.scrapes} per scrape, "
-              f"{r.requests // r.scrapes} requests per scrape) in {r.wall_s:.3f} s, exporter CPU "
-              f"{r.cpu_s:.2f} s, agents' CPU {r.agent_cpu_s:.2f} s: {r.varbinds_per_s:,.0f} varbinds/s, "
-              f"{r.varbinds_per_cpu_s:,.0f} varbinds per exporter CPU-second")
+        print(
+            f"  run {i}: {r.varbinds} varbinds ({r.varbinds // r.scrapes} per scrape, "
+            f"{r.requests // r.scrapes} requests per scrape) in {r.wall_s:.3f} s, exporter CPU "
+            f"{r.cpu_s:.2f} s, agents' CPU {r.agent_cpu_s:.2f} s: {r.varbinds_per_s:,.0f} varbinds/s, "
+            f"{r.varbinds_per_cpu_s:,.0f} varbinds per exporter CPU-second"
+        )
     res = median_result(runs)
     print(res.result_line(interfaces=interfaces, v3=int(args.v3), repeats=len(runs)))
     return 0

@@ -119,7 +119,14 @@ def probes() -> list[Probe]:
 def devices() -> list[Device]:
     def d(i: str, op: str, kind: str, site: str, village: str) -> Device:
         return Device(
-            id=i, host="127.0.0.1", credentials="c", operator=op, kind=kind, site=site, commune=A, village=village
+            id=i,
+            host="127.0.0.1",
+            credentials="c",
+            operator=op,
+            kind=kind,
+            site=site,
+            commune=A,
+            village=village,
         )
 
     return [
@@ -152,7 +159,8 @@ def seed(store: SQLiteStore) -> None:
         )
     ps = probes()
     store.register_probes(
-        ProbeInfo(p.probe_id, p.commune, p.village, f"site-{p.probe_id}", p.operator, p.technology) for p in ps
+        ProbeInfo(p.probe_id, p.commune, p.village, f"site-{p.probe_id}", p.operator, p.technology)
+        for p in ps
     )
     pipeline = IngestPipeline(store, IngestSettings())
     for p in ps:
