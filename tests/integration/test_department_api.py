@@ -131,10 +131,16 @@ def upload(client: TestClient, token: str, body: str | bytes, **params: Any) -> 
 
 
 def test_reports_and_kpis_worked_by_hand(client: TestClient) -> None:
-    pop = "commune,population,adult_population,adults_with_smartphone,households\n,3700000,2600000,2080000,1000000\n"
+    pop = (
+        "commune,population,adult_population,adults_with_smartphone,households\n"
+        ",3700000,2600000,2080000,1000000\n"
+    )
     assert upload(client, ADMIN, pop, kind="population", year=2025).status_code == 201
     # viettel's first report, then a corrected second version: the KPIs read version 2.
-    v1 = f"commune,mobile_subscriptions,mobile_broadband_subscriptions,smartphone_subscriptions,ftth_households\n{A},1,1,1,1\n"
+    header = (
+        "commune,mobile_subscriptions,mobile_broadband_subscriptions,smartphone_subscriptions,ftth_households\n"
+    )
+    v1 = f"{header}{A},1,1,1,1\n"
     r1 = upload(client, VIETTEL, v1, kind="operator_subscribers", year=2025)
     assert r1.status_code == 201 and r1.json()["version"] == 1 and r1.json()["operator"] == "viettel"
     v2 = (
