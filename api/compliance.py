@@ -32,7 +32,7 @@ from collector.store.sqlite import SQLiteStore
 from netqos.config import ConfigError
 
 VN_TZ = timezone(timedelta(hours=7))
-PERIOD_PATTERN = r"^(\d{4})(?:-Q([1-4])|-(0[1-9]|1[0-2]))?$"
+PERIOD_PATTERN = r"^(20\d\d|2100)(?:-Q([1-4])|-(0[1-9]|1[0-2]))?$"
 _PERIOD_RE = re.compile(PERIOD_PATTERN)
 # A value within this relative distance of its limit is at the limit (float sums round).
 _AT_LIMIT_REL = 1e-9

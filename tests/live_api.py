@@ -17,7 +17,9 @@ from tests.conftest import LOOPBACK, free_port, wait_port
 def serve(app: FastAPI) -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="live-api", daemon=True)
     thread.start()
     try:

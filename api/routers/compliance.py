@@ -21,7 +21,7 @@ from collector.store.units import UnitRepo
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"], responses=AUTH_ERRORS)
 
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^(20\d\d|2100)-(0[1-9]|1[0-2])$"
 TECH_PATTERN = r"^[A-Za-z0-9]{1,16}$"
 
 
