@@ -12,7 +12,7 @@ import pytest
 
 from api import create_app
 from collector.store.sqlite import SQLiteStore
-from tests.department_data import A, VIEWER, seed, settings_with_keys
+from tests.department_data import VIEWER, A, seed, settings_with_keys
 from tests.live_api import serve
 
 pytestmark = pytest.mark.e2e
