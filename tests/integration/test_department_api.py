@@ -137,7 +137,8 @@ def test_reports_and_kpis_worked_by_hand(client: TestClient) -> None:
     )
     assert upload(client, ADMIN, pop, kind="population", year=2025).status_code == 201
     # viettel's first report, then a corrected second version: the KPIs read version 2.
-    header = "commune,mobile_subscriptions,mobile_broadband_subscriptions,smartphone_subscriptions,ftth_households\n"
+    header = "commune,mobile_subscriptions,mobile_broadband_subscriptions,"
+    header += "smartphone_subscriptions,ftth_households\n"
     v1 = f"{header}{A},1,1,1,1\n"
     r1 = upload(client, VIETTEL, v1, kind="operator_subscribers", year=2025)
     assert r1.status_code == 201 and r1.json()["version"] == 1 and r1.json()["operator"] == "viettel"
