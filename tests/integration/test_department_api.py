@@ -420,3 +420,38 @@ def test_check_config_masks_key_tokens(tmp_path: Path, capsys: pytest.CaptureFix
     p.write_text("api:\n  keys:\n    - {name: ops, role: operator, token: super-secret-token-123}\n")
     assert main(["check-config", str(p)]) == 2
     assert "needs `operator`" in capsys.readouterr().err
+
+
+def test_https_ingest_is_rate_limited_per_probe(tmp_path: Path) -> None:
+    import time as _time
+
+    from api.routers.ingest import token_sha256
+    from collector.pipeline import IngestPipeline
+    from collector.store.sqlite import ProbeInfo
+    from netqos.config import IngestSettings
+
+    store = SQLiteStore(tmp_path / "ingest.db")
+    store.register_probes([ProbeInfo("p-1", commune=A), ProbeInfo("p-2", commune=A)])
+    store.set_probe_token_sha256("p-1", token_sha256("probe-one-secret"))
+    store.set_probe_token_sha256("p-2", token_sha256("probe-two-secret"))
+    s = settings_with_keys()
+    s.api.ingest_burst = 2
+    s.api.ingest_rate_per_s = 0.01
+    app = create_app(s, store, pipeline=IngestPipeline(store, IngestSettings()))
+
+    def body(probe: str, seq: int) -> dict[str, Any]:
+        m = {"ts": int(_time.time() * 1000) - 1000, "target": "t", "technology": "4G", "operator": "vnpt"}
+        return {"v": 1, "probe_id": probe, "seq": seq, "measurements": [{**m, "metrics": {"rtt_ms": 9.0}}]}
+
+    with TestClient(app) as c:
+        one = {"Authorization": "Bearer probe-one-secret"}
+        codes = [c.post("/api/v1/ingest", json=body("p-1", i), headers=one).status_code for i in range(3)]
+        assert codes == [200, 200, 429]
+        # another probe has its own budget; an API key is not a probe token
+        r = c.post(
+            "/api/v1/ingest", json=body("p-2", 0), headers={"Authorization": "Bearer probe-two-secret"}
+        )
+        assert r.status_code == 200
+        assert c.post("/api/v1/ingest", json=body("p-2", 1), headers=auth(ADMIN)).status_code == 401
+    assert store.total_count() == 3
+    store.close()
