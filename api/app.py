@@ -6,7 +6,26 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from api.routers import availability, devices, health, incidents, ingest, probes, qos, silences
+from api import errors, web
+from api.auth import KeyRing
+from api.compliance import Standards
+from api.kpi import Plan
+from api.ratelimit import RateLimiter
+from api.routers import (
+    audit,
+    availability,
+    compliance,
+    devices,
+    health,
+    incidents,
+    ingest,
+    kpi,
+    probes,
+    qos,
+    reports,
+    silences,
+    units,
+)
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from netqos.config import Settings
@@ -27,15 +46,29 @@ def create_app(
         version="0.1.0",
         summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
         description=(
-            "Every /api/v1 endpoint needs `Authorization: Bearer <token>` with a token from the "
-            "configuration's `api.tokens`. /healthz, /readyz and /metrics are open for probes and scrapers."
+            "Every /api/v1 endpoint needs `Authorization: Bearer <token>` with a key from the "
+            "configuration (`api.keys`, roles viewer/operator/admin; `api.tokens` are viewers). An "
+            "operator key sees only its own operator's data. POST /api/v1/ingest takes a probe's own "
+            "token instead. /, /healthz, /readyz and /metrics are open. Every list answers CSV with "
+            "`format=csv`."
         ),
     )
+    errors.install(app)
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
-    app.state.api_tokens = [t.get_secret_value().encode() for t in settings.api.tokens]
+    app.state.key_ring = KeyRing.from_settings(settings)
     app.state.max_points = settings.api.max_points
+    app.state.standards = Standards.load(
+        settings.compliance.profiles_dir, settings.compliance.declared_speeds_file
+    )
+    app.state.plan = Plan.load(settings.kpi.plan_file)
+    app.state.ingest_limiter = RateLimiter(
+        settings.api.ingest_rate_per_s, settings.api.ingest_burst, "batches"
+    )
+    app.state.upload_limiter = RateLimiter(
+        settings.api.upload_rate_per_min / 60.0, settings.api.upload_burst, "uploads"
+    )
 
     def store_check() -> tuple[bool, str]:
         store.ping()
@@ -49,6 +82,12 @@ def create_app(
     app.include_router(availability.router)
     app.include_router(incidents.router)
     app.include_router(silences.router)
+    app.include_router(compliance.router)
+    app.include_router(kpi.router)
+    app.include_router(reports.router)
+    app.include_router(units.router)
+    app.include_router(audit.router)
+    app.include_router(web.router)
     if pipeline is not None:
         app.include_router(ingest.router)
     return app

@@ -93,8 +93,18 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
+class ErrorItem(BaseModel):
+    line: int = Field(description="1-based line of the uploaded file; 0 for the file as a whole")
+    column: str
+    message: str
+
+
 class ErrorOut(BaseModel):
     detail: str
+    errors: list[ErrorItem] | None = Field(
+        None, description="an upload's errors, line by line (the first 100; errors_total counts all)"
+    )
+    errors_total: int | None = None
 
 
 class DeviceOut(BaseModel):
@@ -199,3 +209,170 @@ class AvailabilityList(BaseModel):
     until_ms: int = Field(description="the period is counted up to here: min(to, now)")
     entities: list[AvailabilityOut]
     maintenance: list[MaintenanceOut] = Field(description="maintenance windows overlapping the period")
+
+
+class ProfileRef(BaseModel):
+    id: str
+    version: int
+    kind: str = Field(description="regulation or target")
+    reference: str
+    title_vi: str
+    title_en: str
+    technologies: list[str]
+    effective_from: str
+
+
+class ComplianceRow(BaseModel):
+    operator: str
+    commune: str
+    commune_name: str
+    technology: str
+    profile: str
+    profile_version: int
+    indicator: str
+    name_vi: str
+    name_en: str
+    stat: str = Field(description="mean, median, pNN, share_at_least or max_series_mean, as the profile says")
+    unit: str
+    value: float | None = Field(description="the measured value in `unit`; null without samples")
+    op: str = Field(description="'>=' or '<=': value op limit passes")
+    limit: float | None = Field(description="null when the limit is unknown (e.g. no declared speed)")
+    threshold: float | None = Field(
+        description="for share_at_least: the sample threshold, in the metric's unit"
+    )
+    status: str = Field(description="pass, fail, insufficient_data, not_measured or no_limit")
+    passed: bool | None = Field(description="true/false when judged; null otherwise")
+    insufficient_data: bool = Field(description="the sample count is below the profile's minimum")
+    sample_count: int
+    min_samples: int
+    unverified: bool = Field(
+        description="the limit or method is our choice where the regulation leaves it open"
+    )
+    note: str
+
+
+class ComplianceGroup(BaseModel):
+    operator: str
+    commune: str
+    commune_name: str
+    technology: str
+    status: str = Field(description="fail if any indicator fails, else insufficient_data, else pass")
+    passed: int
+    failed: int
+    insufficient: int
+
+
+class ComplianceResponse(BaseModel):
+    period: str
+    from_ms: int
+    to_ms: int
+    timezone: str
+    filters: dict[str, str]
+    profiles: list[ProfileRef]
+    declared_speeds: dict[str, str]
+    groups: list[ComplianceGroup]
+    rows: list[ComplianceRow]
+
+
+class KpiOut(BaseModel):
+    number: int
+    id: str
+    section: str
+    name_vi: str
+    name_en: str
+    target: float
+    unit: str
+    value: float | None = Field(description="null without data; `missing` says what is missing")
+    progress_ratio: float | None = Field(description="value / target")
+    status: str = Field(description="met, not_met or no_data")
+    source: str
+    formula: str
+    inputs: dict[str, Any]
+    missing: list[str]
+    note: str
+
+
+class KpiResponse(BaseModel):
+    plan: str
+    plan_version: int
+    reference: str
+    year: int
+    indicators: list[KpiOut]
+
+
+class ReportOut(BaseModel):
+    report_id: int
+    kind: str
+    year: int
+    operator: str
+    version: int
+    uploaded_ms: int
+    uploaded_by: str
+    uploader_role: str
+    format: str
+    sha256: str
+    rows_count: int
+    note: str
+
+
+class ReportValueOut(BaseModel):
+    line: int
+    commune: str
+    field: str
+    value: float
+
+
+class ReportDetail(ReportOut):
+    values: list[ReportValueOut]
+
+
+class ReportList(BaseModel):
+    reports: list[ReportOut]
+    total: int
+
+
+class CommuneOut(BaseModel):
+    code: str
+    name: str
+    type: str = Field(description="xa (xã) or phuong (phường)")
+    lat: float
+    lon: float
+    villages: int
+
+
+class CommuneList(BaseModel):
+    communes: list[CommuneOut]
+    total: int
+
+
+class VillageOut(BaseModel):
+    code: str
+    name: str
+    commune: str
+
+
+class VillageList(BaseModel):
+    villages: list[VillageOut]
+    total: int
+
+
+class ImportResult(BaseModel):
+    imported: int
+    audit_id: int
+
+
+class AuditOut(BaseModel):
+    audit_id: int
+    ts_ms: int
+    actor: str
+    role: str
+    operator: str
+    action: str
+    target: str
+    client: str
+    detail: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    entries: list[AuditOut]
+    total: int

@@ -14,7 +14,7 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from netqos import __version__
-from netqos.config import ConfigError, Settings, SnmpSettings, load_settings, masked_dict
+from netqos.config import ApiKey, ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
 
 log = logging.getLogger("netqos")
@@ -187,6 +187,24 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_units(args: argparse.Namespace) -> int:
+    from collector.store import audit
+    from collector.store.sqlite import SQLiteStore
+    from netqos.service import import_unit_files
+
+    settings = _settings(args.config)
+    if args.communes is None and args.villages is None:
+        print("netqos: give --communes FILE and/or --villages FILE", file=sys.stderr)
+        return 1
+    store = SQLiteStore(settings.store.sqlite_path)
+    try:
+        n_c, n_v = import_unit_files(store, args.communes, args.villages, audit.Actor("cli", "admin"))
+    finally:
+        store.close()
+    print(f"imported {n_c} communes and {n_v} villages into {settings.store.sqlite_path}")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from probes.agent.agent import cli
 
@@ -202,10 +220,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
     token = None
-    if not settings.api.tokens:
-        # A throw-away token for this run only, shown once so the newcomer can call the API.
+    if not settings.api.tokens and not settings.api.keys:
+        # A throw-away admin key for this run only, shown once so the newcomer can call the API.
         token = secrets.token_urlsafe(18)
-        settings.api.tokens = [SecretStr(token)]
+        settings.api.keys = [ApiKey(name="demo", role="admin", token=SecretStr(token))]
     fleet = prepare_demo(settings, args.probes, fresh=not args.keep_data, interval_s=args.interval)
     asyncio.run(
         run_demo(
@@ -253,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once)")
     t.add_argument("probe_id")
     t.set_defaults(func=cmd_probe_token)
+
+    u = sub.add_parser(
+        "import-units", help="import communes (xã/phường) and villages from CSV or JSON into the store"
+    )
+    u.add_argument("--communes", type=Path, help="code,name,type,lat,lon (type xa/phuong)")
+    u.add_argument("--villages", type=Path, help="code,name,commune")
+    u.set_defaults(func=cmd_import_units)
 
     pr = sub.add_parser(
         "probe",

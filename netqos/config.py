@@ -157,6 +157,8 @@ class TsdbSettings(_Section):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/") if v else v
+
+
 class RollupSettings(_Section):
     """Tiers 1 min -> 1 h -> 1 day: how long each is kept and how the background job runs."""
 
@@ -185,13 +187,75 @@ class RollupSettings(_Section):
         return self
 
 
+Role = Literal["viewer", "operator", "admin"]
+OPERATOR_PATTERN = r"^[a-z0-9_-]{1,32}$"
+
+
+class ApiKey(_Section):
+    """One API key (bearer token) with its role. The token itself, or only its SHA-256."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", description="who: shown in the audit log"
+    )
+    role: Role = "viewer"
+    operator: str | None = Field(
+        None, pattern=OPERATOR_PATTERN, description="the operator an `operator` key reads and reports for"
+    )
+    token: SecretStr | None = None
+    token_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token, so the file holds no secret"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApiKey:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token and token_sha256")
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters")
+        if self.role == "operator" and self.operator is None:
+            raise ValueError("an operator key needs `operator` (the operator whose data it may see)")
+        if self.role != "operator" and self.operator is not None:
+            raise ValueError("only a key with role `operator` belongs to an operator")
+        return self
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     tokens: list[SecretStr] = Field(
-        default_factory=list, description="bearer tokens accepted by /api/v1; empty means no one gets in"
+        default_factory=list, description="bearer tokens with the viewer role (read everything)"
     )
+    keys: list[ApiKey] = Field(default_factory=list, description="named bearer tokens with roles")
     max_points: int = Field(20_000, ge=10, le=1_000_000)
+    ingest_rate_per_s: float = Field(
+        20.0, gt=0, le=100_000, description="HTTPS ingest batches per second one probe may send (sustained)"
+    )
+    ingest_burst: int = Field(200, ge=1, le=1_000_000, description="HTTPS ingest batches one probe may burst")
+    upload_rate_per_min: float = Field(
+        6.0, gt=0, le=10_000, description="report and unit uploads per minute one key may send (sustained)"
+    )
+    upload_burst: int = Field(10, ge=1, le=10_000, description="uploads one key may burst")
+    max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+
+class ComplianceSettings(_Section):
+    profiles_dir: Path | None = Field(
+        None, description="regulation profiles (YAML) beside the built-in ones; same id+version replaces"
+    )
+    declared_speeds_file: Path | None = Field(
+        None, description="operator-declared (and contracted) speeds per operator and zone; default: built-in"
+    )
+
+
+class KpiSettings(_Section):
+    plan_file: Path | None = Field(
+        None, description="the plan's indicators and report kinds; default: built-in"
+    )
+
+
+class UnitsSettings(_Section):
+    communes_file: Path | None = Field(None, description="communes CSV imported at start")
+    villages_file: Path | None = Field(None, description="villages CSV imported at start (after communes)")
 
 
 class ProbeRegistrySettings(_Section):
@@ -399,6 +463,9 @@ class Settings(BaseSettings):
     tsdb: TsdbSettings = TsdbSettings()
     rollups: RollupSettings = RollupSettings()
     api: ApiSettings = ApiSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    kpi: KpiSettings = KpiSettings()
+    units: UnitsSettings = UnitsSettings()
     probes: ProbeRegistrySettings = ProbeRegistrySettings()
     snmp: SnmpSettings = SnmpSettings()
     traps: TrapSettings = TrapSettings()

@@ -13,14 +13,17 @@ import asyncio
 import logging
 import secrets
 import socket
+import time
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from collector.store import audit
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from netqos.aio import wait_stop
 from netqos.config import Settings, StoreSettings
-from netqos.service import ServiceContext, free_port, port_is_free, run_service
+from netqos.service import ServiceContext, free_port, import_unit_files, port_is_free, run_service
 from probes.simulate import SimProbe, build_fleet, run_fleet
 from probes.simulate.devices import DemoScenario, build_device_fleet, inventory_rows, sim_devices
 from probes.simulate.snmp_agent import AgentFleet, serve_devices
@@ -42,12 +45,15 @@ def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int
             f"  store      {settings.store.sqlite_path}",
             f"  probes     {n_probes} simulated, publishing over MQTT",
             f"  devices    {n_devices} simulated SNMP agents (routers, BTS, OLTs) polled over SNMP v2c",
+            f"  page       {base}/#token={token}" if token else f"  page       {base}/",
             f"  API docs   {base}/docs   (click Authorize and paste the token)",
             f"  token      {token or '(from your configuration)'}",
             "  try:",
             f"    curl -s -H '{auth}' \\",
             f"      '{base}/api/v1/qos?metric=rtt_ms&stat=p95&group_by=commune&step=5m'",
             f"    curl -s -H '{auth}' '{base}/api/v1/probes'",
+            f"    curl -s -H '{auth}' '{base}/api/v1/compliance?period={_this_quarter()}&technology=4G'",
+            f"    curl -s -H '{auth}' '{base}/api/v1/kpi'",
             f"    curl -s -H '{auth}' '{base}/api/v1/devices?status=down'",
             f"    curl -s -H '{auth}' '{base}/api/v1/incidents?state=active'",
             f"    curl -s {base}/metrics | grep netqos_ingest",
@@ -55,6 +61,11 @@ def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int
             "",
         ]
     )
+
+
+def _this_quarter() -> str:
+    now = time.gmtime(time.time() + 7 * 3600)  # Vietnam time
+    return f"{now.tm_year}-Q{(now.tm_mon - 1) // 3 + 1}"
 
 
 def prepare_demo(
@@ -79,6 +90,11 @@ def prepare_demo(
     fleet = build_fleet(n_probes)
     store = SQLiteStore(settings.store.sqlite_path)
     try:
+        if settings.units.communes_file is None and settings.units.villages_file is None:
+            # The sample communes and villages the simulated probes stand in.
+            data = resources.files("probes.simulate") / "data"
+            with resources.as_file(data / "communes.csv") as c, resources.as_file(data / "villages.csv") as v:
+                import_unit_files(store, c, v, audit.Actor("demo", "admin"))
         store.register_probes(
             ProbeInfo(
                 p.probe_id,

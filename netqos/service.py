@@ -23,17 +23,21 @@ import yaml
 
 from api import create_app
 from collector.core import warm_up
+from collector.inventory.tabular import Errors, TableError, read_table
+from collector.inventory.units import parse_communes, parse_villages
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
 from collector.probe_health import ProbeHealthMonitor
 from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller, PollSink
+from collector.store import audit
 from collector.store.devices import DeviceRepo
 from collector.store.feed import TsdbFeed
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from collector.store.tiers import TierPolicy, TierRoller
+from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
 from netqos.config import ConfigError, RollupSettings, Settings
 
@@ -73,6 +77,45 @@ def load_probe_file(path: Path) -> list[ProbeInfo]:
             ) from None
         out.append(ProbeInfo(pid, commune, village, site, operator, technology, expected_interval_s=interval))
     return out
+
+
+def _unit_table(path: Path, key: str) -> Any:
+    try:
+        return read_table(path.read_bytes(), "json" if path.suffix.lower() == ".json" else "csv")
+    except OSError as exc:
+        raise ConfigError(str(path), key, f"cannot read: {exc.strerror or exc}") from exc
+    except TableError as exc:
+        raise ConfigError(str(path), key, str(exc)) from None
+
+
+def import_unit_files(
+    store: SQLiteStore, communes: Path | None, villages: Path | None, actor: audit.Actor
+) -> tuple[int, int]:
+    """Import communes, then villages, from CSV (or JSON) files, audited. A file with errors
+    imports nothing: ConfigError names the file and the first lines and columns at fault."""
+    n_communes = n_villages = 0
+    if communes is not None:
+        errors = Errors()
+        found = parse_communes(_unit_table(communes, "units.communes_file"), errors)
+        if errors.total:
+            raise ConfigError(
+                str(communes), "units.communes_file", str(TableError(errors.items, errors.total))
+            )
+        with store.transaction() as conn:
+            n_communes = UnitRepo.upsert_communes(conn, found)
+            audit.record(conn, actor, "units.communes", str(communes), {"rows": n_communes})
+    if villages is not None:
+        errors = Errors()
+        table = _unit_table(villages, "units.villages_file")
+        rows = parse_villages(table, UnitRepo(store).commune_codes(), errors)
+        if errors.total:
+            raise ConfigError(
+                str(villages), "units.villages_file", str(TableError(errors.items, errors.total))
+            )
+        with store.transaction() as conn:
+            n_villages = UnitRepo.upsert_villages(conn, rows)
+            audit.record(conn, actor, "units.villages", str(villages), {"rows": n_villages})
+    return n_communes, n_villages
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -171,6 +214,11 @@ async def run_service(
         broker = await start_embedded_broker(emb.host, emb.port)
 
     store = SQLiteStore(settings.store.sqlite_path)
+    if settings.units.communes_file or settings.units.villages_file:
+        n_c, n_v = import_unit_files(
+            store, settings.units.communes_file, settings.units.villages_file, audit.Actor("config", "admin")
+        )
+        log.info("event=units_imported communes=%d villages=%d", n_c, n_v)
     if settings.probes.file is not None:
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)

@@ -7,18 +7,28 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
-from api.auth import require_token
-from api.schemas import DeviceDetail, DeviceList, DeviceOut, ErrorOut, OutageList, OutageOut, StateChangeOut
+from api.auth import CurrentPrincipal, Principal
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
+from api.export import Format, csv_response
+from api.schemas import DeviceDetail, DeviceList, DeviceOut, OutageList, OutageOut, StateChangeOut
 from collector.store.availability import AvailabilityRepo
 from collector.store.devices import DeviceRepo
 
-router = APIRouter(prefix="/api/v1", tags=["devices"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTH_ERRORS)
 
 
 def _repo(request: Request) -> DeviceRepo:
     return DeviceRepo(request.app.state.store)
+
+
+def _visible(repo: DeviceRepo, principal: Principal, device_id: str) -> dict[str, Any]:
+    row = repo.device(device_id)
+    if row is None or not principal.may_see(row["operator"]):
+        raise HTTPException(404, f"no device {device_id!r}" + (" of yours" if row else ""))
+    return row
 
 
 def _device_out(row: dict[str, Any]) -> DeviceOut:
@@ -48,29 +58,34 @@ def _device_out(row: dict[str, Any]) -> DeviceOut:
     )
 
 
-@router.get("/devices", response_model=DeviceList, summary="network elements and their status")
+@router.get(
+    "/devices", response_model=DeviceList, responses=CSV_OR_JSON, summary="network elements and their status"
+)
 def list_devices(
     request: Request,
+    principal: CurrentPrincipal,
     commune: Annotated[str | None, Query(description="only devices in this commune (code)")] = None,
     operator: Annotated[str | None, Query(description="only this operator's devices")] = None,
     status: Annotated[str | None, Query(description="up, down or unknown")] = None,
-) -> DeviceList:
+    format: Format = "json",
+) -> DeviceList | Response:
+    operator = principal.operator_scope(operator)
     rows = _repo(request).devices(commune=commune, operator=operator)
     out = [_device_out(r) for r in rows if status is None or r["status"] == status]
+    if format == "csv":
+        return csv_response((d.model_dump() for d in out), list(DeviceOut.model_fields), "devices.csv")
     return DeviceList(devices=out, total=len(out))
 
 
 @router.get(
     "/devices/{device_id}",
     response_model=DeviceDetail,
-    responses={404: {"model": ErrorOut}},
+    responses=NOT_FOUND,
     summary="one device: status, last poll, interfaces with current rates, recent state changes",
 )
-def get_device(request: Request, device_id: str) -> DeviceDetail:
+def get_device(request: Request, principal: CurrentPrincipal, device_id: str) -> DeviceDetail:
     repo = _repo(request)
-    row = repo.device(device_id)
-    if row is None:
-        raise HTTPException(404, f"no device {device_id!r}")
+    row = _visible(repo, principal, device_id)
     rows = repo.rows(device_id)
     return DeviceDetail(
         **_device_out(row).model_dump(),
@@ -87,11 +102,12 @@ def get_device(request: Request, device_id: str) -> DeviceDetail:
 @router.get(
     "/devices/{device_id}/outages",
     response_model=OutageList,
-    responses={404: {"model": ErrorOut}},
+    responses=NOT_FOUND,
     summary="outages of the device and its interfaces in a period, and the device's availability",
 )
 def device_outages(
     request: Request,
+    principal: CurrentPrincipal,
     device_id: str,
     from_: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 7 days ago")
@@ -99,8 +115,7 @@ def device_outages(
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
 ) -> OutageList:
     repo = _repo(request)
-    if repo.device(device_id) is None:
-        raise HTTPException(404, f"no device {device_id!r}")
+    _visible(repo, principal, device_id)
     now_ms = int(time.time() * 1000)
     to_ms = int(to.timestamp() * 1000) if to else now_ms
     from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 7 * 86_400_000

@@ -17,8 +17,12 @@ from api.alert_schemas import (
     SymptomOut,
     TimelineEntry,
 )
-from api.auth import require_token
+from api.auth import Principal, require_role, require_token
 from api.schemas import ErrorOut
+from collector.store import audit
+
+# Acknowledging, resolving and commenting change the record: operators and admins, audited.
+Writer = Annotated[Principal, require_role("operator", "admin")]
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"], dependencies=[Depends(require_token)])
 
@@ -89,7 +93,9 @@ def get_incident(request: Request, incident_id: int) -> IncidentDetail:
     return _detail(_repo(request), incident_id)
 
 
-def _act(request: Request, incident_id: int, action: str, by: str, text: str) -> IncidentDetail:
+def _act(
+    request: Request, principal: Principal, incident_id: int, action: str, by: str, text: str
+) -> IncidentDetail:
     repo = _repo(request)
     now = int(time.time() * 1000)
     try:
@@ -103,6 +109,10 @@ def _act(request: Request, incident_id: int, action: str, by: str, text: str) ->
         raise HTTPException(404, f"no incident {incident_id}") from None
     except IncidentError as exc:
         raise HTTPException(409, str(exc)) from None
+    with request.app.state.store.transaction() as conn:
+        audit.record(
+            conn, principal.actor(request), f"incident.{action}", str(incident_id), {"by": by, "text": text}
+        )
     return _detail(repo, incident_id)
 
 
@@ -115,8 +125,10 @@ _ACTION_RESPONSES: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut
     responses=_ACTION_RESPONSES,
     summary="acknowledge: someone is on it (no notification; noted in the timeline)",
 )
-def acknowledge(request: Request, incident_id: int, body: IncidentAction) -> IncidentDetail:
-    return _act(request, incident_id, "acknowledge", body.by, body.comment)
+def acknowledge(
+    request: Request, principal: Writer, incident_id: int, body: IncidentAction
+) -> IncidentDetail:
+    return _act(request, principal, incident_id, "acknowledge", body.by, body.comment)
 
 
 @router.post(
@@ -125,8 +137,8 @@ def acknowledge(request: Request, incident_id: int, body: IncidentAction) -> Inc
     responses=_ACTION_RESPONSES,
     summary="resolve by hand; receivers that were told get the resolved notice",
 )
-def resolve(request: Request, incident_id: int, body: IncidentAction) -> IncidentDetail:
-    return _act(request, incident_id, "resolve", body.by, body.comment)
+def resolve(request: Request, principal: Writer, incident_id: int, body: IncidentAction) -> IncidentDetail:
+    return _act(request, principal, incident_id, "resolve", body.by, body.comment)
 
 
 @router.post(
@@ -135,5 +147,5 @@ def resolve(request: Request, incident_id: int, body: IncidentAction) -> Inciden
     responses={404: {"model": ErrorOut}},
     summary="add a comment to the timeline",
 )
-def comment(request: Request, incident_id: int, body: CommentIn) -> IncidentDetail:
-    return _act(request, incident_id, "comment", body.by, body.text)
+def comment(request: Request, principal: Writer, incident_id: int, body: CommentIn) -> IncidentDetail:
+    return _act(request, principal, incident_id, "comment", body.by, body.text)

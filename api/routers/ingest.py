@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from api.errors import ERR
 from collector import metrics as m
 from collector.mqtt.schema import Rejection, decode
 from collector.pipeline import IngestPipeline
@@ -45,7 +46,10 @@ def _probe_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> s
         )
     probe = request.app.state.store.probe_by_token_sha256(token_sha256(creds.credentials))
     if probe is None:
+        # Guessing tokens costs a client its rate too (keyed by address: there is no probe yet).
+        request.app.state.ingest_limiter.check("client " + (request.client.host if request.client else "?"))
         raise HTTPException(401, "unknown probe token", headers={"WWW-Authenticate": "Bearer"})
+    request.app.state.ingest_limiter.check(str(probe))
     return str(probe)
 
 
@@ -53,12 +57,13 @@ def _probe_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> s
     "/ingest",
     response_model=IngestResult,
     responses={
-        401: {"description": "no or unknown probe token"},
-        403: {"description": "the batch's probe_id is not the token's probe"},
-        409: {"description": "this (probe_id, seq) is stored already"},
-        413: {"description": "larger than mqtt.max_payload_bytes"},
-        422: {"description": "refused: the body says why (same reasons as the dead-letter topics)"},
-        503: {"description": "not stored in time; retry with the same seq"},
+        401: {**ERR, "description": "no or unknown probe token"},
+        403: {**ERR, "description": "the batch's probe_id is not the token's probe"},
+        409: {**ERR, "description": "this (probe_id, seq) is stored already"},
+        413: {**ERR, "description": "larger than mqtt.max_payload_bytes"},
+        422: {**ERR, "description": "refused: the body says why (same reasons as the dead-letter topics)"},
+        429: {**ERR, "description": "the probe sends faster than api.ingest_rate_per_s; see Retry-After"},
+        503: {**ERR, "description": "not stored in time; retry with the same seq"},
     },
     summary="a probe's batch over HTTPS (MQTT fallback), answered once stored",
 )

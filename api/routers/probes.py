@@ -6,41 +6,51 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
-from api.auth import require_token
-from api.schemas import ErrorOut, ProbeDetail, ProbeList, ProbeOut, ProbeWindow
+from api.auth import CurrentPrincipal
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
+from api.export import Format, csv_response
+from api.schemas import ProbeDetail, ProbeList, ProbeOut, ProbeWindow
 from collector.store.probes import ProbeRepo
 
-router = APIRouter(prefix="/api/v1", tags=["probes"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["probes"], responses=AUTH_ERRORS)
 
 
-@router.get("/probes", response_model=ProbeList, summary="registered probes, last seen, counts")
+@router.get(
+    "/probes", response_model=ProbeList, responses=CSV_OR_JSON, summary="registered probes, last seen, counts"
+)
 def list_probes(
     request: Request,
+    principal: CurrentPrincipal,
     commune: Annotated[str | None, Query(description="only probes in this commune (code)")] = None,
     operator: Annotated[str | None, Query(description="only probes of this operator")] = None,
-) -> ProbeList:
+    format: Format = "json",
+) -> ProbeList | Response:
+    operator = principal.operator_scope(operator)
     probes = request.app.state.store.probes()
     out = [
         ProbeOut(**asdict(p))
         for p in probes
         if (commune is None or p.commune == commune) and (operator is None or p.operator == operator)
     ]
+    if format == "csv":
+        return csv_response((p.model_dump() for p in out), list(ProbeOut.model_fields), "probes.csv")
     return ProbeList(probes=out, total=len(out))
 
 
 @router.get(
     "/probes/{probe_id}",
     response_model=ProbeDetail,
-    responses={404: {"model": ErrorOut}},
+    responses=NOT_FOUND,
     summary="one probe: status, last seen, hourly completeness, clock quality, state changes",
 )
-def get_probe(request: Request, probe_id: str) -> ProbeDetail:
+def get_probe(request: Request, principal: CurrentPrincipal, probe_id: str) -> ProbeDetail:
     store = request.app.state.store
     found = store.probes(probe_id)
-    if not found:
-        raise HTTPException(404, f"no probe {probe_id!r}")
+    if not found or not principal.may_see(found[0].operator):
+        raise HTTPException(404, f"no probe {probe_id!r}" + (" of yours" if found else ""))
     probe = found[0]
     repo = ProbeRepo(store)
     now_ms = int(time.time() * 1000)

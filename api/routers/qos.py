@@ -18,16 +18,19 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
-from api.auth import require_token
-from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
+from api.auth import CurrentPrincipal
+from api.errors import AUTH_ERRORS, CSV_OR_JSON
+from api.export import Format, csv_response
+from api.schemas import QosPoint, QosResponse, QosSeries
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
 from collector.store.sqlite import TIERS, SeriesSelection
 
-router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
 RESOLUTION_S = TIERS[0]
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
@@ -99,11 +102,12 @@ def _iso(ms: int) -> str:
 @router.get(
     "/qos",
     response_model=QosResponse,
-    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses=CSV_OR_JSON,
     summary="a QoS statistic over time, grouped by labels",
 )
 def qos(
     request: Request,
+    principal: CurrentPrincipal,
     metric: Annotated[
         str, Query(description=f"a probe metric ({', '.join(METRIC_NAMES)}) or an SNMP one (if_in_bps, ...)")
     ],
@@ -120,7 +124,9 @@ def qos(
     village: str | None = None,
     site: str | None = None,
     target: str | None = None,
-) -> QosResponse:
+    format: Format = "json",
+) -> QosResponse | Response:
+    operator = principal.operator_scope(operator)
     if metric not in METRIC_NAMES:
         # Besides the probe metrics, whatever the SNMP profiles produce (if_in_bps, ...).
         known = sorted(set(METRIC_NAMES) | request.app.state.store.metrics())
@@ -206,6 +212,10 @@ def qos(
             )
         series.append(QosSeries(labels=labels, points=pts))
     series.sort(key=lambda s: tuple(s.labels.values()))
+    if format == "csv":
+        rows = [{**s.labels, **p.model_dump()} for s in series for p in s.points]
+        cols = [*groups, "ts", "ts_ms", "value", "count", "expected_count", "completeness_ratio"]
+        return csv_response(rows, cols, f"qos-{metric}-{stat}.csv")
     horizon = None
     days = {
         60: request.app.state.settings.rollups.minute_retention_days,

@@ -13,9 +13,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from alerts.silences import Silence, SilenceRepo
 from api.alert_schemas import MatcherOut, SilenceIn, SilenceList, SilenceOut
-from api.auth import require_token
+from api.auth import Principal, require_role, require_token
 from api.schemas import ErrorOut
 from collector.matchers import MatcherError
+from collector.store import audit
+
+# Silences and maintenance change what everyone is told: operators (their own network) and admins.
+Writer = Annotated[Principal, require_role("operator", "admin")]
 
 router = APIRouter(prefix="/api/v1", tags=["silences"], dependencies=[Depends(require_token)])
 
@@ -49,8 +53,15 @@ def _register(kind: Kind) -> None:
         found = SilenceRepo(request.app.state.store).find(kind, since_ms=0 if include_expired else now)
         return SilenceList(silences=[_out(s, now) for s in found], total=len(found))
 
-    def create(request: Request, body: SilenceIn) -> SilenceOut:
+    def create(request: Request, principal: Writer, body: SilenceIn) -> SilenceOut:
         now = int(time.time() * 1000)
+        if principal.is_operator and f'operator="{principal.operator}"' not in [
+            m.replace(" ", "") for m in body.matchers
+        ]:
+            # An operator's key mutes only its own network.
+            raise HTTPException(
+                403, f'an operator key needs the matcher operator="{principal.operator}" among its matchers'
+            )
         starts = int(body.starts_at.timestamp() * 1000) if body.starts_at else now
         try:
             s = SilenceRepo(request.app.state.store).create(
@@ -64,16 +75,26 @@ def _register(kind: Kind) -> None:
             )
         except (MatcherError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
+        with request.app.state.store.transaction() as conn:
+            audit.record(
+                conn, principal.actor(request), f"{kind}.create", str(s.id), body.model_dump(mode="json")
+            )
         return _out(s, now)
 
-    def expire(request: Request, silence_id: int) -> SilenceOut:
+    def expire(request: Request, principal: Writer, silence_id: int) -> SilenceOut:
         repo = SilenceRepo(request.app.state.store)
         found = repo.get(silence_id)
         if found is None or found.kind != kind:
             raise HTTPException(404, f"no {kind} {silence_id}")
         now = int(time.time() * 1000)
+        if principal.is_operator and not any(
+            m.name == "operator" and m.op == "=" and m.value == principal.operator for m in found.matchers
+        ):
+            raise HTTPException(403, f"{kind} {silence_id} is not limited to operator {principal.operator!r}")
         expired = repo.expire(silence_id, now)
         assert expired is not None
+        with request.app.state.store.transaction() as conn:
+            audit.record(conn, principal.actor(request), f"{kind}.expire", str(silence_id), {})
         return _out(expired, now)
 
     router.add_api_route(

@@ -251,3 +251,26 @@ def shard_of(device_id: str, n_shards: int) -> int:
 def in_shard(devices: Iterable[Device], shard: tuple[int, int]) -> list[Device]:
     i, n = shard
     return [d for d in devices if n == 1 or shard_of(d.id, n) == i]
+
+
+@dataclass(frozen=True)
+class SiteSharing:
+    """Sites with network elements of the given kinds, and those shared by more than one operator."""
+
+    sites: int
+    shared: dict[str, tuple[str, ...]]  # site -> its operators, for the shared ones
+
+    @property
+    def shared_ratio(self) -> float | None:
+        return None if self.sites == 0 else len(self.shared) / self.sites
+
+
+def site_sharing(elements: Iterable[tuple[str, str]]) -> SiteSharing:
+    """From (site, operator) of each element: how many sites there are and which are shared.
+    Elements without a site are not counted (no site, no sharing to claim)."""
+    operators: dict[str, set[str]] = {}
+    for site, operator in elements:
+        if site:
+            operators.setdefault(site, set()).add(operator)
+    shared = {s: tuple(sorted(ops)) for s, ops in sorted(operators.items()) if len(ops) > 1}
+    return SiteSharing(len(operators), shared)

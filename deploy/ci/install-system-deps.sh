@@ -17,6 +17,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 # Alerting: a real Prometheus Alertmanager that the alertmanager receiver's tests push to.
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# Headless Chromium for the test of the department's page (tests/e2e/test_page.py).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

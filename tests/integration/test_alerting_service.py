@@ -51,7 +51,7 @@ async def service(
         {
             "mqtt": {"embedded": {"port": free_port()}},
             "store": {"sqlite_path": str(db)},
-            "api": {"port": api_port, "tokens": [TOKEN]},
+            "api": {"port": api_port, "keys": [{"name": "noc", "role": "admin", "token": TOKEN}]},
             "snmp": {
                 "inventory_file": str(inv),
                 "credentials_file": str(creds),

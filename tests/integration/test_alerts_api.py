@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from alerts.engine import AlertEngine
 from alerts.rules import parse_rules
 from api import create_app
-from netqos.config import Settings
+from netqos.config import ApiKey, Settings
 from tests.alerting import T0, Net, alert_settings
 
 TOKEN = "alerts-api-token-0123"
@@ -27,7 +27,8 @@ def rig(tmp_path: Path) -> Iterator[tuple[TestClient, Net, AlertEngine]]:
     net = Net(tmp_path / "api.db")
     engine = AlertEngine(net.store, alert_settings(), rules=parse_rules(RULES))
     settings = Settings()
-    settings.api.tokens = [SecretStr(TOKEN)]
+    # Acknowledging and silencing need an operator or admin key (api.tokens are viewers).
+    settings.api.keys = [ApiKey(name="noc", role="admin", token=SecretStr(TOKEN))]
     with TestClient(create_app(settings, net.store)) as c:
         yield c, net, engine
     net.store.close()

@@ -14,7 +14,7 @@ from collector.store.availability import AvailabilityRepo
 from collector.store.devices import DeviceRepo
 from collector.store.sqlite import ProbeInfo, SQLiteStore
 from netqos.cli import main
-from netqos.config import Settings
+from netqos.config import ApiKey, Settings
 
 H = 3_600_000
 T0 = 1_790_000_000_000 // H * H  # a whole hour, well before now
@@ -74,6 +74,7 @@ def test_availability_over_stored_changes_with_maintenance(
 
     settings = Settings()
     settings.api.tokens = [SecretStr("tok-availability")]
+    settings.api.keys = [ApiKey(name="noc", role="admin", token=SecretStr("tok-noc-availability-0001"))]
     with TestClient(create_app(settings, store)) as http:
         r = http.get(
             "/api/v1/availability",
@@ -97,7 +98,14 @@ def test_availability_over_stored_changes_with_maintenance(
     # A window made through the alerting API (label matchers) counts for availability too:
     # one home for planned work. It selects p2 by its commune.
     with TestClient(create_app(settings, store)) as http:
-        auth = {"Authorization": "Bearer tok-availability"}
+        viewer = {"Authorization": "Bearer tok-availability"}
+        auth = {"Authorization": "Bearer tok-noc-availability-0001"}
+        refused = http.post(
+            "/api/v1/maintenance",
+            json={"matchers": ['commune="16030"'], "ends_at": (T0 + 3 * H) // 1000, "creator": "x"},
+            headers=viewer,
+        )
+        assert refused.status_code == 403 and "needs operator or admin" in refused.text
         made = http.post(
             "/api/v1/maintenance",
             json={

@@ -1,0 +1,66 @@
+"""One error shape for the whole API: `{"detail": "<what went wrong, readable>"}`.
+
+FastAPI's own validation errors (a list of objects) are rewritten into the same shape,
+so every 4xx a client sees, and every one documented in the OpenAPI, is an ErrorOut.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.schemas import ErrorOut
+
+ERR = {"model": ErrorOut}
+# Every authenticated route answers these; routers declare them once for all their routes.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {**ERR, "description": "no, unknown or unconfigured bearer token"},
+    403: {**ERR, "description": "the key's role (or operator) may not do this"},
+    422: {**ERR, "description": "a parameter is missing or wrong; the detail says which and why"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**ERR, "description": "no such resource"}}
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {**ERR, "description": "over the rate limit; see Retry-After"}
+}
+CSV_OR_JSON: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON, or CSV with format=csv",
+    }
+}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "body", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    msgs = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:10]]
+    return JSONResponse(status_code=422, content={"detail": "; ".join(msgs) or "invalid request"})
+
+
+class ApiError(Exception):
+    """An error answered with a full ErrorOut body (line-numbered upload errors)."""
+
+    def __init__(self, status_code: int, body: ErrorOut) -> None:
+        super().__init__(body.detail)
+        self.status_code = status_code
+        self.body = body
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(status_code=exc.status_code, content=exc.body.model_dump(exclude_none=True))
+
+
+def install(app: FastAPI) -> None:
+    """Make request-validation errors ErrorOut-shaped; answer ApiError with its body."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ApiError, _api_error)

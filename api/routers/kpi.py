@@ -1,0 +1,65 @@
+"""The plan's ten indicators for a year: target, value, source and formula."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from api.auth import require_role
+from api.errors import AUTH_ERRORS, CSV_OR_JSON
+from api.export import Format, csv_response
+from api.kpi import Plan, compute
+from api.schemas import KpiOut, KpiResponse
+
+router = APIRouter(prefix="/api/v1", tags=["kpi"], responses=AUTH_ERRORS)
+
+
+@router.get(
+    "/kpi",
+    response_model=KpiResponse,
+    responses=CSV_OR_JSON,
+    # The KPIs combine every operator's data: for the department (viewer, admin), not one operator.
+    dependencies=[require_role("viewer", "admin")],
+    summary="the plan's ten indicators: target, value, source, formula",
+)
+def get_kpi(
+    request: Request,
+    year: Annotated[
+        int | None, Query(ge=2000, le=2100, description="default: the plan's target year")
+    ] = None,
+    format: Format = "json",
+) -> KpiResponse | Response:
+    plan: Plan = request.app.state.plan
+    y = year or plan.target_year
+    out: list[KpiOut] = []
+    for ind in sorted(plan.indicators, key=lambda i: i.number):
+        v = compute(request.app.state.store, request.app.state.standards, plan, ind, y)
+        status = "no_data" if v.value is None else ("met" if v.value >= ind.target else "not_met")
+        out.append(
+            KpiOut(
+                number=ind.number,
+                id=ind.id,
+                section=ind.section,
+                name_vi=ind.name_vi,
+                name_en=ind.name_en,
+                target=ind.target,
+                unit=ind.unit,
+                value=v.value,
+                progress_ratio=None if v.value is None or not ind.target else v.value / ind.target,
+                status=status,
+                source=v.source,
+                formula=v.formula,
+                inputs=v.inputs,
+                missing=v.missing,
+                note=ind.note,
+            )
+        )
+    if format == "csv":
+        cols = ["number", "id", "name_vi", "name_en", "target", "unit", "value", "progress_ratio", "status"]
+        rows = ({**k.model_dump(), "missing": "; ".join(k.missing)} for k in out)
+        return csv_response(rows, [*cols, "source", "formula", "missing"], f"kpi-{y}.csv")
+    return KpiResponse(
+        plan=plan.id, plan_version=plan.version, reference=plan.reference, year=y, indicators=out
+    )

@@ -1,0 +1,118 @@
+"""Reports for the plan's KPIs: uploaded as CSV or JSON, validated line by line, versioned, audited."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from api.auth import CurrentPrincipal, require_role
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
+from api.export import Format, csv_response
+from api.kpi import Plan, validate_report
+from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
+from api.uploads import UPLOAD_BODY, format_of, parse, read_upload, sha256_hex, table_error
+from collector.inventory.tabular import Errors, TableError
+from collector.store.reports import ReportRepo
+from collector.store.units import UnitRepo
+
+router = APIRouter(prefix="/api/v1", tags=["reports"], responses=AUTH_ERRORS)
+
+
+@router.post(
+    "/reports",
+    response_model=ReportDetail,
+    status_code=201,
+    openapi_extra=UPLOAD_BODY,
+    responses={**TOO_MANY, 413: {**ERR, "description": "larger than api.max_upload_bytes"}},
+    dependencies=[require_role("operator", "admin")],
+    summary="upload a report (CSV or JSON rows); validated with line numbers, stored as a new version",
+)
+async def upload_report(
+    request: Request,
+    principal: CurrentPrincipal,
+    kind: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,64}$", description="a report kind of the plan")],
+    year: Annotated[int, Query(ge=2000, le=2100, description="the year the figures are for")],
+    operator: Annotated[
+        str | None, Query(pattern=r"^[a-z0-9_-]{1,32}$", description="operator reports: whose (admin keys)")
+    ] = None,
+    note: Annotated[str, Query(max_length=500, description="free text kept with the report")] = "",
+    format: Annotated[
+        Literal["csv", "json"] | None, Query(description="csv or json; default: from Content-Type")
+    ] = None,
+) -> ReportDetail:
+    plan: Plan = request.app.state.plan
+    spec = plan.reports.get(kind)
+    if spec is None:
+        raise HTTPException(422, f"report kind {kind!r} is unknown; known: {', '.join(plan.reports)}")
+    if spec.uploaded_by == "department":
+        if principal.role != "admin":
+            raise HTTPException(403, f"{kind} reports are the department's: they need an admin key")
+        if operator is not None:
+            raise HTTPException(422, f"{kind} reports belong to no operator; leave out 'operator'")
+        owner = ""
+    else:
+        if principal.is_operator:
+            owner = principal.operator_scope(operator) or ""
+        elif operator is None:
+            raise HTTPException(422, f"{kind} reports belong to an operator: name it with 'operator='")
+        else:
+            owner = operator
+    body = await read_upload(request, principal)
+    fmt = format_of(request, format)
+    table = parse(body, fmt, f"{kind} report")
+    errors = Errors()
+    values = validate_report(spec, table, UnitRepo(request.app.state.store).commune_codes(), errors)
+    try:
+        errors.raise_if_any()
+    except TableError as exc:
+        raise table_error(exc, f"{kind} report") from None
+    repo = ReportRepo(request.app.state.store)
+    meta = repo.add(
+        kind=kind,
+        year=year,
+        operator=owner,
+        fmt=fmt,
+        sha256=sha256_hex(body),
+        rows=len(table.rows),
+        note=note,
+        values=values,
+        actor=principal.actor(request),
+    )
+    return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in values])
+
+
+@router.get(
+    "/reports", response_model=ReportList, responses=CSV_OR_JSON, summary="uploaded reports, newest first"
+)
+def list_reports(
+    request: Request,
+    principal: CurrentPrincipal,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    operator: Annotated[str | None, Query(max_length=32)] = None,
+    format: Format = "json",
+) -> ReportList | Response:
+    rows = ReportRepo(request.app.state.store).find(
+        kind=kind, year=year, operator=principal.operator_scope(operator)
+    )
+    out = [ReportOut(**r) for r in rows]
+    if format == "csv":
+        return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
+    return ReportList(reports=out, total=len(out))
+
+
+@router.get(
+    "/reports/{report_id}",
+    response_model=ReportDetail,
+    responses=NOT_FOUND,
+    summary="one report, every value",
+)
+def get_report(request: Request, principal: CurrentPrincipal, report_id: int) -> ReportDetail:
+    repo = ReportRepo(request.app.state.store)
+    meta = repo.get(report_id) if 0 < report_id < 2**62 else None
+    if meta is None or (principal.is_operator and meta["operator"] != principal.operator):
+        raise HTTPException(404, f"no report {report_id}" + (" of yours" if meta else ""))
+    return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)])

@@ -1,0 +1,50 @@
+"""The department's page at `/`: static HTML and JavaScript that read only the public API.
+
+The page holds no data of its own and no secret: it asks for a key (kept in the tab's
+sessionStorage, or given in the URL fragment, which browsers never send to a server).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
+
+router = APIRouter(include_in_schema=False)
+_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+# The page loads only its own files and talks only to this origin.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@cache
+def _read(name: str) -> bytes:
+    return (resources.files("api") / "web" / name).read_bytes()
+
+
+def _serve(name: str) -> Response:
+    if name not in _FILES:
+        raise HTTPException(404, "not found")
+    return Response(
+        _read(name),
+        media_type=_FILES[name] + "; charset=utf-8",
+        headers={
+            "Content-Security-Policy": _CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+@router.get("/")
+def index() -> Response:
+    return _serve("index.html")
+
+
+@router.get("/ui/{name}")
+def asset(name: str) -> Response:
+    return _serve(name)

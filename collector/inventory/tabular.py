@@ -1,0 +1,215 @@
+"""Uploaded tables (CSV with a header row, or a JSON array of objects) read with line numbers.
+
+Every error names the line it is on (and the column when there is one), so whoever
+uploaded the file can fix it in an editor. Nothing is accepted from a file that has an
+error: a report or a unit list is taken whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MAX_ROWS = 100_000
+MAX_ERRORS = 100  # reported one by one; the rest are counted
+
+TableFormat = Literal["csv", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One problem in an uploaded file: line (1-based; 0 = the file as a whole), column, message."""
+
+    line: int
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        return f"{where}: {self.column}: {self.message}" if self.column else f"{where}: {self.message}"
+
+
+class TableError(Exception):
+    """The file has errors; `errors` lists up to MAX_ERRORS of them, `total` counts all."""
+
+    def __init__(self, errors: list[RowError], total: int | None = None) -> None:
+        self.errors = errors[:MAX_ERRORS]
+        self.total = total if total is not None else len(errors)
+        first = "; ".join(str(e) for e in self.errors[:3])
+        more = f" (and {self.total - 3} more)" if self.total > 3 else ""
+        super().__init__(f"{self.total} error(s): {first}{more}")
+
+
+@dataclass(slots=True)
+class Table:
+    """The columns and (line, row) pairs of an uploaded file; values are str, or JSON scalars."""
+
+    columns: list[str]
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Errors:
+    """Collects row errors up to a bound, counting the rest."""
+
+    items: list[RowError] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, line: int, column: str, message: str) -> None:
+        self.total += 1
+        if len(self.items) < MAX_ERRORS:
+            self.items.append(RowError(line, column, message))
+
+    def raise_if_any(self) -> None:
+        if self.total:
+            raise TableError(self.items, self.total)
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _decode(body: bytes) -> str:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        raise TableError([RowError(line, "", f"not UTF-8 (byte {exc.start})")]) from None
+    return text.removeprefix("\ufeff")  # a spreadsheet's byte-order mark
+
+
+def read_csv(text: str) -> Table:
+    """A CSV with a header row. Blank lines are skipped; a quoted field may span lines."""
+    buf = io.StringIO(text, newline="")
+    reader = csv.reader(buf)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise TableError([RowError(1, "", f"not CSV: {exc}")]) from None
+    if header is None or not any(h.strip() for h in header):
+        raise TableError([RowError(1, "", "empty file: expected a header row")])
+    columns = [h.strip() for h in header]
+    errors = Errors()
+    seen: set[str] = set()
+    for c in columns:
+        if not c:
+            errors.add(1, "", "a column without a name in the header")
+        elif c in seen:
+            errors.add(1, c, "column named twice in the header")
+        seen.add(c)
+    errors.raise_if_any()
+    table = Table(columns)
+    line = reader.line_num + 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.add(line, "", f"not CSV: {exc}")
+            break
+        start, line = line, reader.line_num + 1
+        if not values or all(not v.strip() for v in values):
+            continue
+        if len(values) != len(columns):
+            errors.add(start, "", f"{len(values)} fields, the header has {len(columns)}")
+            continue
+        if len(table.rows) >= MAX_ROWS:
+            errors.add(start, "", f"more than {MAX_ROWS} rows")
+            break
+        table.rows.append((start, {c: v.strip() for c, v in zip(columns, values, strict=True)}))
+    errors.raise_if_any()
+    return table
+
+
+def read_json_rows(text: str) -> Table:
+    """A JSON array of flat objects; each row's line is where its object starts."""
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
+    pos = _skip_ws(text, 0)
+    if pos >= len(text) or text[pos] != "[":
+        raise TableError([RowError(_line_of(text, pos), "", "expected a JSON array of objects")])
+    pos = _skip_ws(text, pos + 1)
+    table = Table([])
+    columns: dict[str, None] = {}
+    errors = Errors()
+    first = True
+    while pos < len(text) and text[pos] != "]":
+        if not first:
+            if text[pos] != ",":
+                raise TableError([RowError(_line_of(text, pos), "", "expected ',' or ']' between rows")])
+            pos = _skip_ws(text, pos + 1)
+        first = False
+        line = _line_of(text, pos)
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, ValueError) as exc:
+            lineno = getattr(exc, "lineno", line)
+            msg = getattr(exc, "msg", str(exc))
+            raise TableError([RowError(lineno, "", f"not valid JSON: {msg}")]) from None
+        pos = _skip_ws(text, end)
+        if not isinstance(obj, dict):
+            errors.add(line, "", "each row must be a JSON object")
+            continue
+        bad = [k for k, v in obj.items() if isinstance(v, dict | list)]
+        if bad:
+            errors.add(line, bad[0], "a value must be a string, a number, or null")
+            continue
+        if len(table.rows) >= MAX_ROWS:
+            errors.add(line, "", f"more than {MAX_ROWS} rows")
+            break
+        columns.update(dict.fromkeys(obj))
+        table.rows.append((line, obj))
+    if pos >= len(text):
+        raise TableError([RowError(_line_of(text, len(text)), "", "not valid JSON: the array is not closed")])
+    if _skip_ws(text, pos + 1) != len(text):
+        raise TableError([RowError(_line_of(text, pos + 1), "", "not valid JSON: text after the array")])
+    errors.raise_if_any()
+    table.columns = list(columns)
+    return table
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def read_table(body: bytes, fmt: TableFormat) -> Table:
+    """Parse an uploaded body; raises TableError with line numbers."""
+    text = _decode(body)
+    return read_csv(text) if fmt == "csv" else read_json_rows(text)
+
+
+def text_of(value: Any) -> str:
+    """A cell as text (JSON numbers too); None and missing are ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+def number_of(value: Any) -> float | None:
+    """A cell as a finite number, None when blank; raises ValueError with a readable reason."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a number, not true/false")
+    if isinstance(value, int | float):
+        x = float(value)
+    else:
+        try:
+            x = float(str(value).strip().replace("_", "x"))  # '1_000' is not a number in a report
+        except ValueError:
+            raise ValueError(f"{str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError("a finite number")
+    return x

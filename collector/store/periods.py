@@ -1,0 +1,142 @@
+"""Totals of a metric per series over a long period (a month, a quarter, a year).
+
+A period is covered by the coarsest rollup tiers present in the store: whole days from a
+1-day tier, the hours at the edges from a 1-hour tier, the minutes left from the 1-minute
+tier (`cover`). A store holding only the 1-minute tier is read at 1 minute. Each tier is
+assumed complete for the windows it holds (every tier is a merge of the same samples,
+which is what makes reading a coarser one exact).
+
+Means, counts and extremes are summed by SQLite itself (one GROUP BY per series chunk);
+the quantile sketches are read and merged by the numba core only when a statistic needs
+them (medians, shares of samples above a threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from collector.core import RollupSet, decode_sketches, merge
+from collector.store.sqlite import STANDARD_LABELS, SQLiteStore, StoreError
+
+_CHUNK = 500  # series ids per statement (bounded parameter lists)
+_MAX_TIERS = 16
+
+
+def tiers_present(store: SQLiteStore) -> list[int]:
+    """Resolutions (seconds) that have rollups, coarsest first; one index seek each."""
+    conn = store.reader()
+    out: list[int] = []
+    last = -1
+    for _ in range(_MAX_TIERS):
+        row = conn.execute("SELECT min(resolution_s) FROM rollups WHERE resolution_s > ?", (last,)).fetchone()
+        if row is None or row[0] is None:
+            break
+        last = int(row[0])
+        out.append(last)
+    return sorted(out, reverse=True)
+
+
+def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(resolution_s, start_ms, end_ms) segments covering [from_ms, to_ms): each coarse tier takes
+    the whole windows inside, finer ones the edges; the finest takes what is left."""
+    if from_ms >= to_ms or not tiers_s:
+        return []
+    res = tiers_s[0]
+    if len(tiers_s) == 1:
+        return [(res, from_ms, to_ms)]
+    step = res * 1000
+    lo = -(-from_ms // step) * step
+    hi = to_ms // step * step
+    if lo >= hi:
+        return cover(from_ms, to_ms, tiers_s[1:])
+    return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]
+
+
+def select_series(
+    store: SQLiteStore, metrics: Sequence[str], filters: dict[str, str]
+) -> dict[int, dict[str, str]]:
+    """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
+    where = [f"metric IN ({','.join('?' * len(metrics))})"]
+    args: list[Any] = list(metrics)
+    for name, value in filters.items():
+        if name not in STANDARD_LABELS:
+            raise StoreError(f"cannot filter on label {name!r}; filterable: {', '.join(STANDARD_LABELS)}")
+        where.append(f"{name} = ?")
+        args.append(value)
+    out: dict[int, dict[str, str]] = {}
+    sql = f"SELECT series_id, metric, entity, labels FROM series WHERE {' AND '.join(where)}"
+    for sid, metric, entity, lab in store.reader().execute(sql, args):
+        out[int(sid)] = {**orjson.loads(lab), "entity": entity, "metric": metric}
+    return out
+
+
+def period_totals(
+    store: SQLiteStore,
+    series: Sequence[int],
+    from_ms: int,
+    to_ms: int,
+    *,
+    sketches: bool,
+    tiers_s: Sequence[int] | None = None,
+) -> RollupSet:
+    """One row per series with data in [from_ms, to_ms) (window_start_ms = 0): the merge of every
+    rollup of the period. Without `sketches` the rows carry no buckets (means and counts only)."""
+    if not series:
+        return RollupSet.empty()
+    tiers = list(tiers_s) if tiers_s is not None else tiers_present(store)
+    parts: list[RollupSet] = []
+    conn = store.reader()
+    ids = sorted(series)
+    for res, a, b in cover(from_ms, to_ms, tiers):
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            cond = (
+                f"resolution_s=? AND series_id IN ({marks}) AND window_start_ms >= ? AND window_start_ms < ?"
+            )
+            args = (res, *chunk, a, b)
+            if sketches:
+                rows = conn.execute(
+                    f"SELECT series_id, count, sum, sumsq, min, max, sketch FROM rollups WHERE {cond}", args
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT series_id, sum(count), sum(sum), sum(sumsq), min(min), max(max)"
+                    f" FROM rollups WHERE {cond} GROUP BY series_id",
+                    args,
+                ).fetchall()
+            if rows:
+                parts.append(_rollups(rows, sketches))
+    if not parts:
+        return RollupSet.empty()
+    both = RollupSet.concat(parts)
+    return merge(both, both.series_id, np.zeros(len(both), dtype=np.int64))
+
+
+def _rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:
+    cols = list(zip(*rows, strict=True))
+    n = len(rows)
+    if sketches:
+        offsets, keys, counts = decode_sketches(cols[6])
+    else:
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        keys = np.empty(0, dtype=np.int32)
+        counts = np.empty(0, dtype=np.int64)
+    return RollupSet(
+        series_id=np.asarray(cols[0], dtype=np.int32),
+        window_start_ms=np.zeros(n, dtype=np.int64),
+        count=np.asarray(cols[1], dtype=np.int64),
+        sum=np.asarray(cols[2], dtype=np.float64),
+        sumsq=np.asarray(cols[3], dtype=np.float64),
+        min=np.asarray(cols[4], dtype=np.float64),
+        max=np.asarray(cols[5], dtype=np.float64),
+        last=np.full(n, np.nan),
+        last_ts_ms=np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
+        sketch_offsets=offsets,
+        sketch_keys=keys,
+        sketch_counts=counts,
+    )

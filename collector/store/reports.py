@@ -1,0 +1,116 @@
+"""Reports uploaded for the plan's KPIs: versioned, never overwritten, audited."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.store import audit
+from collector.store.sqlite import SQLiteStore
+
+
+@dataclass(frozen=True, slots=True)
+class ReportValue:
+    line: int
+    commune: str  # '' = the province as a whole
+    field: str
+    value: float
+
+
+_META = (
+    "report_id, kind, year, operator, version, uploaded_ms, uploaded_by, uploader_role, format, sha256,"
+    " rows_count, note"
+)
+
+
+class ReportRepo:
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def add(
+        self,
+        *,
+        kind: str,
+        year: int,
+        operator: str,
+        fmt: str,
+        sha256: str,
+        rows: int,
+        note: str,
+        values: Sequence[ReportValue],
+        actor: audit.Actor,
+    ) -> dict[str, Any]:
+        """Store a new version of (kind, year, operator) with its values and an audit row, atomically."""
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM reports WHERE kind=? AND year=? AND operator=?",
+                (kind, year, operator),
+            ).fetchone()
+            version = int(row[0]) + 1
+            now = int(time.time() * 1000)
+            cur = conn.execute(
+                "INSERT INTO reports (kind, year, operator, version, uploaded_ms, uploaded_by, uploader_role,"
+                " format, sha256, rows_count, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, year, operator, version, now, actor.name, actor.role, fmt, sha256, rows, note),
+            )
+            report_id = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO report_values (report_id, line, commune, field, value) VALUES (?, ?, ?, ?, ?)",
+                [(report_id, v.line, v.commune, v.field, v.value) for v in values],
+            )
+            audit.record(
+                conn,
+                actor,
+                "report.upload",
+                f"report/{report_id}",
+                {
+                    "kind": kind,
+                    "year": year,
+                    "operator": operator,
+                    "version": version,
+                    "rows": rows,
+                    "values": len(values),
+                    "sha256": sha256,
+                    "format": fmt,
+                },
+            )
+        found = self.get(report_id)
+        assert found is not None
+        return found
+
+    def _meta(self, where: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        cur = self.store.reader().execute(f"SELECT {_META} FROM reports WHERE {where}", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+    def get(self, report_id: int) -> dict[str, Any] | None:
+        found = self._meta("report_id = ?", (report_id,))
+        return found[0] if found else None
+
+    def values(self, report_id: int) -> list[ReportValue]:
+        cur = self.store.reader().execute(
+            "SELECT line, commune, field, value FROM report_values WHERE report_id=? ORDER BY line, field",
+            (report_id,),
+        )
+        return [ReportValue(*r) for r in cur]
+
+    def find(
+        self, *, kind: str | None = None, year: int | None = None, operator: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, args = ["1=1"], []
+        for col, val in (("kind", kind), ("year", year), ("operator", operator)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        return self._meta(" AND ".join(where) + " ORDER BY report_id DESC LIMIT 10000", args)
+
+    def latest(self, kind: str, year: int) -> list[dict[str, Any]]:
+        """The latest version of each operator's (or the department's) report of `kind` for `year`."""
+        return self._meta(
+            "kind = ? AND year = ? AND version = (SELECT max(version) FROM reports r2"
+            " WHERE r2.kind = reports.kind AND r2.year = reports.year AND r2.operator = reports.operator)"
+            " ORDER BY operator",
+            (kind, year),
+        )
