@@ -22,6 +22,11 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {**ERR, "description": "a parameter is missing or wrong; the detail says which and why"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**ERR, "description": "no such resource"}}
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {**ERR, "description": "the body cannot be parsed (not JSON)"}
+}
+# Database row ids are signed 64-bit: a larger id in a path is refused (422), never a 500.
+ROW_ID_MAX = 2**63 - 1
 TOO_MANY: dict[int | str, dict[str, Any]] = {
     429: {**ERR, "description": "over the rate limit; see Retry-After"}
 }

@@ -14,10 +14,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require_token
+from api.errors import AUTH_ERRORS
 from api.schemas import AvailabilityList, AvailabilityOut, ErrorOut, MaintenanceOut
 from collector.store.availability import AvailabilityRepo
 
-router = APIRouter(prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)], responses=AUTH_ERRORS
+)
 
 
 _PLACEMENT = ("operator", "technology", "site", "commune", "village")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from alerts.incidents import Incident, IncidentError, IncidentRepo
 from api.alert_schemas import (
@@ -18,13 +18,17 @@ from api.alert_schemas import (
     TimelineEntry,
 )
 from api.auth import Principal, require_role, require_token
+from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
 from api.schemas import ErrorOut
 from collector.store import audit
 
 # Acknowledging, resolving and commenting change the record: operators and admins, audited.
 Writer = Annotated[Principal, require_role("operator", "admin")]
 
-router = APIRouter(prefix="/api/v1", tags=["incidents"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1", tags=["incidents"], dependencies=[Depends(require_token)], responses=AUTH_ERRORS
+)
+IncidentId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="the incident's id")]
 
 
 def _repo(request: Request) -> IncidentRepo:
@@ -53,7 +57,7 @@ def _out(inc: Incident, now_ms: int) -> IncidentOut:
     )
 
 
-def _detail(repo: IncidentRepo, incident_id: int) -> IncidentDetail:
+def _detail(repo: IncidentRepo, incident_id: IncidentId) -> IncidentDetail:
     inc = repo.get(incident_id)
     if inc is None:
         raise HTTPException(404, f"no incident {incident_id}")
@@ -86,15 +90,15 @@ def list_incidents(
 @router.get(
     "/incidents/{incident_id}",
     response_model=IncidentDetail,
-    responses={404: {"model": ErrorOut}},
+    responses={**NOT_FOUND, **BAD_BODY},
     summary="one incident: root cause, symptoms, timeline",
 )
-def get_incident(request: Request, incident_id: int) -> IncidentDetail:
+def get_incident(request: Request, incident_id: IncidentId) -> IncidentDetail:
     return _detail(_repo(request), incident_id)
 
 
 def _act(
-    request: Request, principal: Principal, incident_id: int, action: str, by: str, text: str
+    request: Request, principal: Principal, incident_id: IncidentId, action: str, by: str, text: str
 ) -> IncidentDetail:
     repo = _repo(request)
     now = int(time.time() * 1000)
@@ -116,7 +120,7 @@ def _act(
     return _detail(repo, incident_id)
 
 
-_ACTION_RESPONSES: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+_ACTION_RESPONSES: dict[int | str, dict[str, object]] = {**NOT_FOUND, **BAD_BODY, 409: {"model": ErrorOut}}
 
 
 @router.post(
@@ -126,7 +130,7 @@ _ACTION_RESPONSES: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut
     summary="acknowledge: someone is on it (no notification; noted in the timeline)",
 )
 def acknowledge(
-    request: Request, principal: Writer, incident_id: int, body: IncidentAction
+    request: Request, principal: Writer, incident_id: IncidentId, body: IncidentAction
 ) -> IncidentDetail:
     return _act(request, principal, incident_id, "acknowledge", body.by, body.comment)
 
@@ -137,15 +141,17 @@ def acknowledge(
     responses=_ACTION_RESPONSES,
     summary="resolve by hand; receivers that were told get the resolved notice",
 )
-def resolve(request: Request, principal: Writer, incident_id: int, body: IncidentAction) -> IncidentDetail:
+def resolve(
+    request: Request, principal: Writer, incident_id: IncidentId, body: IncidentAction
+) -> IncidentDetail:
     return _act(request, principal, incident_id, "resolve", body.by, body.comment)
 
 
 @router.post(
     "/incidents/{incident_id}/comments",
     response_model=IncidentDetail,
-    responses={404: {"model": ErrorOut}},
+    responses={**NOT_FOUND, **BAD_BODY},
     summary="add a comment to the timeline",
 )
-def comment(request: Request, principal: Writer, incident_id: int, body: CommentIn) -> IncidentDetail:
+def comment(request: Request, principal: Writer, incident_id: IncidentId, body: CommentIn) -> IncidentDetail:
     return _act(request, principal, incident_id, "comment", body.by, body.text)

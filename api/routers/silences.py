@@ -9,19 +9,22 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from alerts.silences import Silence, SilenceRepo
 from api.alert_schemas import MatcherOut, SilenceIn, SilenceList, SilenceOut
 from api.auth import Principal, require_role, require_token
-from api.schemas import ErrorOut
+from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
 from collector.matchers import MatcherError
 from collector.store import audit
 
 # Silences and maintenance change what everyone is told: operators (their own network) and admins.
 Writer = Annotated[Principal, require_role("operator", "admin")]
 
-router = APIRouter(prefix="/api/v1", tags=["silences"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1", tags=["silences"], dependencies=[Depends(require_token)], responses=AUTH_ERRORS
+)
+SilenceId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="the silence's or window's id")]
 
 Kind = Literal["silence", "maintenance"]
 _PATHS: dict[Kind, str] = {"silence": "/silences", "maintenance": "/maintenance"}
@@ -81,7 +84,7 @@ def _register(kind: Kind) -> None:
             )
         return _out(s, now)
 
-    def expire(request: Request, principal: Writer, silence_id: int) -> SilenceOut:
+    def expire(request: Request, principal: Writer, silence_id: SilenceId) -> SilenceOut:
         repo = SilenceRepo(request.app.state.store)
         found = repo.get(silence_id)
         if found is None or found.kind != kind:
@@ -106,7 +109,7 @@ def _register(kind: Kind) -> None:
         methods=["POST"],
         response_model=SilenceOut,
         status_code=201,
-        responses={422: {"model": ErrorOut}},
+        responses={**BAD_BODY},
         summary=f"create one of the {word} (label matchers, start, end, creator, comment)",
         name=f"create_{kind}",
     )
@@ -115,7 +118,7 @@ def _register(kind: Kind) -> None:
         expire,
         methods=["DELETE"],
         response_model=SilenceOut,
-        responses={404: {"model": ErrorOut}},
+        responses={**NOT_FOUND},
         summary=f"end one of the {word} now (kept for history)",
         name=f"expire_{kind}",
     )
