@@ -63,14 +63,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_probe_token(args: argparse.Namespace) -> int:
     from api.routers.ingest import token_sha256
-    from collector.store.sqlite import SQLiteStore
+    from collector.store.store import open_store
 
     settings = _settings(args.config)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     try:
         token = secrets.token_urlsafe(24)
         if not store.set_probe_token_sha256(args.probe_id, token_sha256(token)):
-            where = settings.store.sqlite_path
+            where = store.backend.describe()
             print(f"netqos: no registered probe {args.probe_id!r} in {where}", file=sys.stderr)
             return 1
     finally:

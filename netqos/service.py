@@ -29,7 +29,7 @@ from collector.probe_health import ProbeHealthMonitor
 from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller, PollSink
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store, open_store
 from collector.traps.receiver import TrapReceiver
 from netqos.config import ConfigError, Settings
 
@@ -111,7 +111,7 @@ class ServiceContext:
 
     settings: Settings
     stop: asyncio.Event
-    store: SQLiteStore
+    store: Store
     consumer: MqttConsumer
     poller: Poller | None
 
@@ -152,7 +152,7 @@ async def run_service(
             )
         broker = await start_embedded_broker(emb.host, emb.port)
 
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     if settings.probes.file is not None:
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)

@@ -20,7 +20,7 @@ from api.auth import require_token
 from api.schemas import ErrorOut, QosPoint, QosResponse, QosSeries
 from collector.core import RollupSet, merge, quantiles
 from collector.mqtt.schema import METRIC_NAMES
-from collector.store.sqlite import STANDARD_LABELS
+from collector.store.store import STANDARD_LABELS
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], dependencies=[Depends(require_token)])
 

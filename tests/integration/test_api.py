@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from api import create_app
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.config import IngestSettings, Settings
 
 TOKEN = "test-token-0123456789"
@@ -24,7 +24,7 @@ COMMUNES = ("16021", "16030", "16180")
 OPERATORS = ("viettel", "vnpt")
 
 
-def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], list[float]]:
+def fill(store: Store, rng: np.random.Generator) -> dict[tuple[str, str], list[float]]:
     """Three communes x two operators x 2 probes, 30 minutes of rtt samples; returns the raw values."""
     probes = []
     for c in COMMUNES:
@@ -66,7 +66,7 @@ def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], 
 def client(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[TestClient, dict[tuple[str, str], list[float]]]]:
-    store = SQLiteStore(tmp_path_factory.mktemp("api") / "netqos.db")
+    store = Store(tmp_path_factory.mktemp("api") / "netqos.db")
     raw = fill(store, np.random.default_rng(7))
     settings = Settings()
     settings.api.tokens = [SecretStr(TOKEN)]
@@ -90,7 +90,7 @@ def test_api_needs_a_token(client: tuple[TestClient, object]) -> None:
 
 
 def test_no_configured_token_means_closed(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "x.db")
+    store = Store(tmp_path / "x.db")
     app = create_app(Settings(), store)
     with TestClient(app) as c:
         r = c.get("/api/v1/probes", headers={"Authorization": "Bearer anything"})
@@ -224,7 +224,7 @@ def test_one_probe_with_health(client: tuple[TestClient, object]) -> None:
 def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
     from api.routers.ingest import token_sha256
 
-    store = SQLiteStore(tmp_path / "ingest.db")
+    store = Store(tmp_path / "ingest.db")
     store.register_probes([ProbeInfo("p-https", commune="16021"), ProbeInfo("p-other")])
     assert store.set_probe_token_sha256("p-https", token_sha256("probe-secret-1"))
     pipeline = IngestPipeline(store, IngestSettings())

@@ -16,7 +16,7 @@ import aiomqtt
 import pytest
 import yaml
 
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.integration
@@ -111,14 +111,14 @@ class Worker:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "netqos.db"
-    store = SQLiteStore(path)
+    store = Store(path)
     store.register_probes(ProbeInfo(probe_id(i), commune="16021") for i in range(N_PROBES))
     store.close()
     yield path
 
 
 def stored(db: Path) -> int:
-    s = SQLiteStore(db)
+    s = Store(db)
     try:
         return s.total_count(metric="rtt_ms")
     finally:
@@ -160,7 +160,7 @@ async def test_100000_measurements_with_the_worker_sigkilled_twice(
         assert await wait_until(lambda: stored(db) >= total_msgs * batch, 120)
         await asyncio.sleep(1.5)  # a double count would show up now
         assert stored(db) == total_msgs * batch
-        s = SQLiteStore(db)
+        s = Store(db)
         try:
             n_batches = s.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0]
             assert n_batches == total_msgs

@@ -13,14 +13,14 @@ from collector.core import SampleBatch, quantiles, rollup
 from collector.mqtt.schema import MeasurementBatch, validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
+from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError
 from netqos.config import ConfigError, IngestSettings
 from netqos.service import load_probe_file
 
 
 def test_schema_is_created_once_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    s = SQLiteStore(db)
+    s = Store(db)
     assert s.schema_version() >= 1
     assert s.migrate() == []  # nothing left to apply
     s.close()
@@ -33,18 +33,18 @@ def test_schema_is_created_once_in_wal_mode(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    SQLiteStore(db).close()
+    Store(db).close()
     conn = sqlite3.connect(db)
     conn.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="newer than this netqos knows"):
-        SQLiteStore(db)
+        Store(db)
 
 
 def test_series_ids_are_stable_and_shared_between_processes(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    a, b = SQLiteStore(db), SQLiteStore(db)
+    a, b = Store(db), Store(db)
     k1 = SeriesKey.of("rtt_ms", "p1", {"commune": "16021", "operator": "vnpt"})
     k2 = SeriesKey.of("rtt_ms", "p1", {"operator": "vnpt", "commune": "16021"})  # same labels, other order
     k3 = SeriesKey.of("rtt_ms", "p2", {"commune": "16021"})
@@ -57,7 +57,7 @@ def test_series_ids_are_stable_and_shared_between_processes(tmp_path: Path) -> N
 
 def test_rollups_written_in_pieces_equal_one_rollup_of_everything(tmp_path: Path) -> None:
     """Merging into stored rows (read, merge, write back) is exact: counts, min, max, sketch."""
-    s = SQLiteStore(tmp_path / "s.db")
+    s = Store(tmp_path / "s.db")
     sid = s.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {}) for i in range(5)])
     rng = np.random.default_rng(3)
     n = 20_000
@@ -86,7 +86,7 @@ def test_rollups_written_in_pieces_equal_one_rollup_of_everything(tmp_path: Path
 
 
 def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db")
     store.register_probes([ProbeInfo("p1", commune="16021")])
     pipe = IngestPipeline(store, IngestSettings())
     batch = validate_batch(
@@ -145,7 +145,7 @@ def test_probe_file_yaml_and_csv(tmp_path: Path) -> None:
 def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> None:
     """A redelivered batch that reached a second worker is left out in the store's transaction."""
     db = tmp_path / "s.db"
-    store_a, store_b = SQLiteStore(db), SQLiteStore(db)
+    store_a, store_b = Store(db), Store(db)
     store_a.register_probes([ProbeInfo("p1", commune="16021")])
     a, b = IngestPipeline(store_a, IngestSettings()), IngestPipeline(store_b, IngestSettings())
 
@@ -181,7 +181,7 @@ def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> Non
     p = store_a.probes()[0]
     assert p.messages_total == 2 and p.measurements_total == 15
     # A new worker (a restart) knows both from the store.
-    c = IngestPipeline(SQLiteStore(db), IngestSettings())
+    c = IngestPipeline(Store(db), IngestSettings())
     assert c.is_duplicate("p1", 7) and c.is_duplicate("p1", 8) and not c.is_duplicate("p1", 9)
     for s in (store_a, store_b, c.store):
         s.close()
@@ -190,7 +190,7 @@ def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> Non
 def test_probe_goes_offline_after_three_missed_intervals_and_online_again(tmp_path: Path) -> None:
     from collector.store.probes import ProbeRepo
 
-    store = SQLiteStore(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db")
     store.register_probes(
         [ProbeInfo("p1", expected_interval_s=10.0), ProbeInfo("p2", expected_interval_s=60.0)]
     )
@@ -262,7 +262,7 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
 ) -> None:
     import collector.pipeline as pipeline_module
 
-    store = SQLiteStore(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db")
     store.register_probes([ProbeInfo("p1")])
     a = IngestPipeline(store, IngestSettings())
     for seq in range(5):
