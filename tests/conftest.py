@@ -9,8 +9,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from netqos.config import StoreSettings
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 LOOPBACK = "127.0.0.1"
 
@@ -99,3 +105,40 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield broker
     finally:
         terminate(proc)
+
+
+# -- the store on both backends ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (initdb + postgres) on a free loopback port; fails if it is not installed."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_store_settings(postgres: PostgresServer) -> Iterator[StoreSettings]:
+    """Settings of a fresh, empty PostgreSQL database of its own (dropped afterwards)."""
+    name = postgres.create_database()
+    try:
+        yield postgres.store_settings(name)
+    finally:
+        postgres.drop_database(name)
+
+
+STORE_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
+    """An empty store's settings, once per backend: the same test runs on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return StoreSettings(sqlite_path=tmp_path / "netqos.db")
+    settings: StoreSettings = request.getfixturevalue("pg_store_settings")
+    return settings

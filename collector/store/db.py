@@ -50,8 +50,10 @@ class Connection(Protocol):
 class Backend(ABC):
     """One kind of database: how to connect, which migrations, how to back it up."""
 
-    #: "sqlite" or "postgresql"; also the folder of its migrations.
+    #: "sqlite" or "postgresql"
     name: str
+    #: its folder under migrations/
+    migrations_folder: str
 
     @abstractmethod
     def connect(self) -> Connection:
@@ -80,7 +82,7 @@ class Backend(ABC):
     def migrations(self) -> list[tuple[int, str, str]]:
         """(version, file name, sql) of every packaged migration of this backend, in order."""
         out = []
-        folder = resources.files("collector.store") / "migrations" / self.name
+        folder = resources.files("collector.store") / "migrations" / self.migrations_folder
         for entry in folder.iterdir():
             name = entry.name
             if not name.endswith(".sql"):

@@ -3,7 +3,7 @@
 Several ingest workers and API replicas use one database. Connections are wrapped so the
 store's SQL (written for both dialects, `?` placeholders) runs unchanged:
 
-* `?` becomes `%s` (and a literal `%` becomes `%%`) outside quoted text;
+* `?` becomes `%s` outside quoted text, and a literal `%` becomes `%%`;
 * `BEGIN IMMEDIATE` becomes `BEGIN` plus a transaction-scoped advisory lock that every
   netqos writer takes: writers queue one behind the other as they do on SQLite, which the
   rollup write needs (it reads the stored rows, merges and writes back);
@@ -43,7 +43,7 @@ _BYTEWISE = {"C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"}
 
 @functools.lru_cache(maxsize=4096)
 def to_pg(sql: str) -> str:
-    """The store's SQL with psycopg's placeholders: `?` -> `%s`, `%` -> `%%` (outside quotes)."""
+    """The store's SQL with psycopg's placeholders: `?` -> `%s` outside quoted text, `%` -> `%%`."""
     if _NOT_PORTABLE.search(sql):
         raise StoreError(
             "INSERT OR REPLACE/IGNORE is SQLite only: write INSERT ... ON CONFLICT (...) DO UPDATE"
@@ -53,7 +53,9 @@ def to_pg(sql: str) -> str:
     out: list[str] = []
     quote = ""
     for ch in sql:
-        if quote:
+        if ch == "%":
+            out.append("%%")  # psycopg reads % everywhere, quoted text included
+        elif quote:
             out.append(ch)
             if ch == quote:
                 quote = ""
@@ -62,8 +64,6 @@ def to_pg(sql: str) -> str:
             out.append(ch)
         elif ch == "?":
             out.append("%s")
-        elif ch == "%":
-            out.append("%%")
         else:
             out.append(ch)
     return "".join(out)
@@ -137,6 +137,7 @@ class PostgresBackend(Backend):
     """One PostgreSQL database shared by every netqos process."""
 
     name = "postgresql"
+    migrations_folder = "postgres"
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ class SQLiteBackend(Backend):
     """Probes, series and rollups in one SQLite file (WAL: readers never wait for the writer)."""
 
     name = "sqlite"
+    migrations_folder = "sqlite"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
