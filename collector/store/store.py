@@ -117,7 +117,8 @@ class Store:
         self._conns_lock = threading.Lock()
         self._writer = self._connect()
         self._series_ids: dict[SeriesKey, int] = {}
-        self.migrate()
+        #: the migrations this store applied when it opened
+        self.migrate_applied = self.migrate()
 
     # -- connections -------------------------------------------------------------
 
