@@ -12,6 +12,11 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v snmpget >/dev/null 2>&1 && command -v snmpbulkwalk >/dev/null 2>&1 || need+=(snmp)
 command -v prometheus-snmp-exporter >/dev/null 2>&1 || need+=(prometheus-snmp-exporter)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# PostgreSQL: the store's second backend; tests run initdb + postgres themselves (as the
+# `postgres` user the package creates), and `netqos backup/restore` use pg_dump, pg_restore, psql.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v pg_dump >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_dump >/dev/null 2>&1 \
+    || need+=(postgresql-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -26,8 +31,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd and prometheus-snmp-exporter would start system services on install (port 161/199,
-# :9116 on every address); where no policy-rc.d says otherwise, forbid that for this install.
+# snmpd, prometheus-snmp-exporter and postgresql would start system services on install
+# (port 161/199, :9116 on every address, :5432); where no policy-rc.d says otherwise, forbid
+# that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
