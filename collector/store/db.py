@@ -79,6 +79,33 @@ class Backend(ABC):
     def backup_schema_version(self, path: Path) -> int:
         """The schema version a backup file holds (raises StoreError if it is not one of ours)."""
 
+    #: most values one `in_list` should hold (SQLite bounds a statement's parameters)
+    in_list_max = 500
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """`column` is one of `values`, as SQL and its parameters: `IN (?, ?, ...)` here;
+        PostgreSQL takes one array parameter instead (5x faster there: one plan, prepared)."""
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """Insert rows, or overwrite every other column of the row with the same `key`
+        (inside the caller's write transaction). Rows must not repeat a key."""
+        cols = ", ".join(columns)
+        marks = ", ".join("?" * len(columns))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+        conn.executemany(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}",
+            rows,
+        )
+
     def migrations(self) -> list[tuple[int, str, str]]:
         """(version, file name, sql) of every packaged migration of this backend, in order."""
         out = []

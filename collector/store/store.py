@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # Labels with their own indexed column; any other label lives only in the JSON.
 STANDARD_LABELS = ("operator", "technology", "commune", "village", "site", "kind", "target")
 _ROLLUP_COLUMNS = "series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+_ROLLUP_KEY = ("resolution_s", "series_id", "window_start_ms")
+_ROLLUP_WRITE_COLUMNS = ("resolution_s", *_ROLLUP_COLUMNS.split(", "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,22 +302,21 @@ class Store:
             is not None
         )
 
-    @staticmethod
     def _stored_batches(
-        conn: Connection, batches: Sequence[tuple[str, int, int, int]]
+        self, conn: Connection, batches: Sequence[tuple[str, int, int, int]]
     ) -> set[tuple[str, int]]:
-        """Which of these (probe, seq) are stored: one query per probe and 500 seqs, not one
-        per batch (a flush holds thousands of batches from a few hundred probes)."""
+        """Which of these (probe, seq) are stored: one query per probe (and 500 seqs on SQLite),
+        not one per batch (a flush holds thousands of batches from a few hundred probes)."""
         by_probe: dict[str, list[int]] = {}
         for pid, seq, _, _ in batches:
             by_probe.setdefault(pid, []).append(seq)
         found: set[tuple[str, int]] = set()
         for pid, seqs in by_probe.items():
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i : i + 500]
-                marks = ",".join("?" * len(chunk))
+            step = self.backend.in_list_max
+            for i in range(0, len(seqs), step):
+                among, values = self.backend.in_list("seq", seqs[i : i + step])
                 cur = conn.execute(
-                    f"SELECT seq FROM probe_batches WHERE probe_id=? AND seq IN ({marks})", (pid, *chunk)
+                    f"SELECT seq FROM probe_batches WHERE probe_id=? AND {among}", (pid, *values)
                 )
                 found.update((pid, int(r[0])) for r in cur)
         return found
@@ -404,14 +405,9 @@ class Store:
             if len(stored):
                 both = RollupSet.concat([stored, rollups])
                 rollups = merge(both, both.series_id, both.window_start_ms)
-            conn.executemany(
-                "INSERT INTO rollups (resolution_s, series_id, window_start_ms, count, sum, sumsq,"
-                " min, max, last, last_ts_ms, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (resolution_s, series_id, window_start_ms) DO UPDATE SET"
-                " count = excluded.count, sum = excluded.sum, sumsq = excluded.sumsq, min = excluded.min,"
-                " max = excluded.max, last = excluded.last, last_ts_ms = excluded.last_ts_ms,"
-                " sketch = excluded.sketch",
-                _rows_of(rollups, resolution_s),
+            # Merged rows hold each (series, window) once: safe for a set-wise upsert.
+            self.backend.upsert(
+                conn, "rollups", _ROLLUP_WRITE_COLUMNS, _ROLLUP_KEY, _rows_of(rollups, resolution_s)
             )
             if activity:
                 conn.executemany(
@@ -453,7 +449,7 @@ class Store:
         rows: list[tuple[Any, ...]] = []
         # Window by window, each lookup a primary-key range seek.
         for w in windows:
-            rows += _rollup_rows(conn, series, "window_start_ms = ?", (resolution_s,), (w,))
+            rows += self._rollup_rows(conn, series, "window_start_ms = ?", (resolution_s,), (w,))
         return rollups_from_rows(rows)
 
     def select_rollups(
@@ -479,7 +475,7 @@ class Store:
             labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
         if not labels:
             return SeriesSelection(RollupSet.empty(), {})
-        rows = _rollup_rows(
+        rows = self._rollup_rows(
             conn,
             list(labels),
             "window_start_ms >= ? AND window_start_ms < ?",
@@ -487,6 +483,20 @@ class Store:
             (from_ms, to_ms),
         )
         return SeriesSelection(rollups_from_rows(rows), labels)
+
+    def _rollup_rows(
+        self, conn: Connection, series: list[int], cond: str, before: tuple[Any, ...], after: tuple[Any, ...]
+    ) -> list[tuple[Any, ...]]:
+        """Rollup rows of `series` (in chunks: bounded parameter lists) matching `cond`."""
+        rows: list[tuple[Any, ...]] = []
+        step = self.backend.in_list_max
+        for i in range(0, len(series), step):
+            among, values = self.backend.in_list("series_id", series[i : i + step])
+            rows += conn.execute(
+                f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s=? AND {among} AND {cond}",
+                (*before, *values, *after),
+            ).fetchall()
+        return rows
 
     def metrics(self) -> set[str]:
         """Every metric name that has a series (probe metrics, SNMP profile metrics, ...)."""
@@ -511,22 +521,6 @@ class Store:
                 .fetchone()
             )
         return int(row[0])
-
-
-def _rollup_rows(
-    conn: Connection, series: list[int], cond: str, before: tuple[Any, ...], after: tuple[Any, ...]
-) -> list[tuple[Any, ...]]:
-    """Rollup rows of `series` (in chunks: bounded parameter lists) matching `cond`."""
-    rows: list[tuple[Any, ...]] = []
-    for i in range(0, len(series), 500):
-        chunk = series[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        rows += conn.execute(
-            f"SELECT {_ROLLUP_COLUMNS} FROM rollups"
-            f" WHERE resolution_s=? AND series_id IN ({marks}) AND {cond}",
-            (*before, *chunk, *after),
-        ).fetchall()
-    return rows
 
 
 def _rows_of(r: RollupSet, resolution_s: int) -> Iterator[tuple[Any, ...]]:
