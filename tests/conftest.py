@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -127,6 +127,18 @@ def pg_store_settings(postgres: PostgresServer) -> Iterator[StoreSettings]:
         yield postgres.store_settings(name)
     finally:
         postgres.drop_database(name)
+
+
+def store_yaml(settings: StoreSettings) -> dict[str, Any]:
+    """The settings as the `store:` section of a config file (a test's own password in clear)."""
+    out: dict[str, Any] = {"sqlite_path": str(settings.sqlite_path)}
+    if settings.url is not None:
+        out["url"] = settings.url
+    if settings.password is not None:
+        out["password"] = settings.password.get_secret_value()
+    if settings.pg_bin_dir is not None:
+        out["pg_bin_dir"] = str(settings.pg_bin_dir)
+    return out
 
 
 STORE_BACKENDS = [

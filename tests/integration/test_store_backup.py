@@ -15,21 +15,14 @@ from collector.core import SampleBatch, rollup
 from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
 from netqos.cli import main
 from netqos.config import StoreSettings
+from tests.conftest import store_yaml
 
 T0 = 1_795_852_800_000
 
 
 def config_file(tmp_path: Path, settings: StoreSettings) -> Path:
-    store: dict[str, Any] = {"sqlite_path": str(settings.sqlite_path)}
-    if settings.url is not None:
-        assert settings.password is not None
-        store |= {
-            "url": settings.url,
-            "password": settings.password.get_secret_value(),
-            "pg_bin_dir": str(settings.pg_bin_dir),
-        }
     path = tmp_path / "netqos.yaml"
-    path.write_text(yaml.safe_dump({"store": store}), encoding="utf-8")
+    path.write_text(yaml.safe_dump({"store": store_yaml(settings)}), encoding="utf-8")
     return path
 
 
