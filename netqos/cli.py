@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from collector.store.db import StoreError
 from netqos import __version__
 from netqos.config import ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
@@ -231,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreError as exc:
+        # The database cannot be opened or used (unreachable server, newer schema, ...).
+        print(f"netqos: store error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(code)

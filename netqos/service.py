@@ -153,6 +153,12 @@ async def run_service(
         broker = await start_embedded_broker(emb.host, emb.port)
 
     store = open_store(settings.store)
+    log.info(
+        "event=store_opened backend=%s where=%s schema_version=%d",
+        store.backend.name,
+        store.backend.describe(),
+        store.schema_version(),
+    )
     if settings.probes.file is not None:
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)

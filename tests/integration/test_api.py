@@ -1,4 +1,4 @@
-"""The API over a real SQLite store filled through the ingest pipeline."""
+"""The API over a real SQLite store filled through the ingest pipeline (and once over PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from api import create_app
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
-from netqos.config import IngestSettings, Settings
+from collector.store.store import ProbeInfo, Store, open_store
+from netqos.config import IngestSettings, Settings, StoreSettings
 
 TOKEN = "test-token-0123456789"
 T0 = 1_795_852_800_000  # 2026-11-28T08:00:00Z, ms
@@ -263,3 +263,48 @@ def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
         r = c.post("/api/v1/ingest", content=b"x" * 300_000, headers=auth)
         assert r.status_code == 413
     store.close()
+
+
+def test_the_api_answers_the_same_from_postgresql(
+    client: tuple[TestClient, object], pg_store_settings: StoreSettings
+) -> None:
+    """The same data ingested into PostgreSQL gives the same answers as SQLite (all but the
+    wall-clock time each probe was registered at)."""
+    sqlite_client, _ = client
+    store = open_store(pg_store_settings)
+    fill(store, np.random.default_rng(7))  # the SQLite store's fill, same seed
+    settings = Settings()
+    settings.api.tokens = [SecretStr(TOKEN)]
+    app = create_app(settings, store, {"broker": lambda: (True, "test")})
+    queries = [
+        (
+            "/api/v1/qos",
+            {"metric": "rtt_ms", "stat": "p95", "group_by": "commune,operator", "step": "5m", **WINDOW},
+        ),
+        ("/api/v1/qos", {"metric": "rtt_ms", "stat": "mean", "commune": "16180", "step": "1m", **WINDOW}),
+        (
+            "/api/v1/qos",
+            {"metric": "rtt_ms", "stat": "count", "group_by": "operator", "step": "30m", **WINDOW},
+        ),
+        ("/api/v1/probes", {}),
+        ("/api/v1/probes/p-16021-vnpt-1", {}),
+    ]
+    with TestClient(app) as c:
+        assert c.get("/readyz").json()["checks"]["store"]["ok"] is True
+        for path, params in queries:
+            want = sqlite_client.get(path, params=params, headers=AUTH)
+            got = c.get(path, params=params, headers=AUTH)
+            assert want.status_code == got.status_code == 200, (path, got.text)
+            assert _same(got.json()) == _same(want.json()), path
+            if path == "/api/v1/qos":  # not two empty answers
+                assert sum(len(s["points"]) for s in got.json()["series"]) > 0
+    store.close()
+
+
+def _same(answer: object) -> object:
+    """The answer without `registered_at_ms` (the clock at registration, not the data)."""
+    if isinstance(answer, dict):
+        return {k: _same(v) for k, v in answer.items() if k != "registered_at_ms"}
+    if isinstance(answer, list):
+        return [_same(v) for v in answer]
+    return answer

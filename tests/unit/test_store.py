@@ -305,6 +305,12 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
     store.close()
 
 
+def test_the_old_import_path_still_gives_the_store() -> None:
+    from collector.store.sqlite import SQLiteStore
+
+    assert SQLiteStore is Store
+
+
 def test_sql_is_translated_for_psycopg_outside_quoted_text() -> None:
     assert to_pg("SELECT a FROM t WHERE b = ? AND c LIKE 'x?%' AND d = ?") == (
         "SELECT a FROM t WHERE b = %s AND c LIKE 'x?%%' AND d = %s"
