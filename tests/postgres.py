@@ -36,7 +36,7 @@ import psycopg
 from pydantic import SecretStr
 
 from netqos.config import StoreSettings
-from tests.conftest import LOOPBACK, free_port, wait_port
+from tests.conftest import LOOPBACK, free_port, terminate, wait_port
 
 SUPERUSER = "netqos"
 INSTALL_HINT = "run `make test` or `bash deploy/ci/install-system-deps.sh` (apt-get install postgresql)"
@@ -174,7 +174,8 @@ def running_postgres(timeout_s: float = 60.0) -> Iterator[PostgresServer]:
         yield server
     finally:
         if proc is not None:
-            _stop(proc)
+            # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every session to end).
+            terminate(proc, timeout_s=20.0, sig=signal.SIGINT)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -196,15 +197,3 @@ def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], timeout_s
             last = exc
             time.sleep(0.1)
     raise TimeoutError(f"postgres on port {server.port} not ready after {timeout_s} s: {last}")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    """Fast shutdown (SIGINT: sessions are ended), then SIGKILL if it hangs."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout_s)
