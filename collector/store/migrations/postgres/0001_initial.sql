@@ -50,4 +50,7 @@ CREATE TABLE rollups (
     last_ts_ms      BIGINT NOT NULL,
     sketch          BYTEA NOT NULL,
     PRIMARY KEY (resolution_s, series_id, window_start_ms)
-);
+) WITH (fillfactor = 70);
+-- fillfactor 70: a window's row is rewritten by every flush that merges into it; room
+-- left on each page lets PostgreSQL update it in place (HOT, no index entry per update).
+-- bench/store.py's workload: 35,000 rows took 19 MB instead of 105 MB.
