@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from api.routers import availability, devices, health, incidents, ingest, probes, qos, silences
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import Settings
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
@@ -16,7 +16,7 @@ ReadinessCheck = Callable[[], tuple[bool, str]]
 
 def create_app(
     settings: Settings,
-    store: SQLiteStore,
+    store: Store,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     pipeline: IngestPipeline | None = None,
 ) -> FastAPI:

@@ -32,7 +32,7 @@ from collector.store.devices import DeviceRepo
 from collector.store.feed import TsdbFeed
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.traps.receiver import TrapReceiver
 from netqos.config import ConfigError, RollupSettings, Settings
@@ -128,7 +128,7 @@ class ServiceContext:
 
     settings: Settings
     stop: asyncio.Event
-    store: SQLiteStore
+    store: Store
     consumer: MqttConsumer
     poller: Poller | None
 
@@ -170,7 +170,13 @@ async def run_service(
             )
         broker = await start_embedded_broker(emb.host, emb.port)
 
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
+    log.info(
+        "event=store_opened backend=%s where=%s schema_version=%d",
+        store.backend.name,
+        store.backend.describe(),
+        store.schema_version(),
+    )
     if settings.probes.file is not None:
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)

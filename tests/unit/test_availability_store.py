@@ -12,7 +12,7 @@ from api import create_app
 from collector.events import StateChange
 from collector.store.availability import AvailabilityRepo
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.cli import main
 from netqos.config import Settings
 
@@ -20,7 +20,7 @@ H = 3_600_000
 T0 = 1_790_000_000_000 // H * H  # a whole hour, well before now
 
 
-def record(store: SQLiteStore, changes: list[StateChange]) -> None:
+def record(store: Store, changes: list[StateChange]) -> None:
     with store.transaction() as conn:
         for c in changes:
             DeviceRepo.record_change(conn, c)
@@ -29,7 +29,7 @@ def record(store: SQLiteStore, changes: list[StateChange]) -> None:
 def test_availability_over_stored_changes_with_maintenance(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+    store = Store(tmp_path / "a.db")
     store.register_probes([ProbeInfo("p1", commune="16021"), ProbeInfo("p2", commune="16030")])
     record(
         store,

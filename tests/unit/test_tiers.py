@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from collector.core import RollupSet, SampleBatch, floor_window, merge, quantiles, rollup
-from collector.store.sqlite import SeriesKey, SQLiteStore
+from collector.store.store import SeriesKey, Store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
 
@@ -19,7 +19,7 @@ T0 = 1_795_824_000_000  # 2026-11-28T00:00:00Z
 HOUR = 3_600_000
 
 
-def tier_rows(store: SQLiteStore, resolution_s: int) -> list[tuple[Any, ...]]:
+def tier_rows(store: Store, resolution_s: int) -> list[tuple[Any, ...]]:
     """Every stored row of a tier, bytes and floats as stored (for bit-for-bit comparison)."""
     return (
         store.reader()
@@ -41,7 +41,7 @@ def make_samples(sids: list[int], rng: np.random.Generator, n: int, days: int) -
 
 
 def ingest_in_time_order(
-    store: SQLiteStore, roller: TierRoller, batch: SampleBatch, rng: np.random.Generator
+    store: Store, roller: TierRoller, batch: SampleBatch, rng: np.random.Generator
 ) -> None:
     """Write the samples as ingest would: 20-minute flushes in time order, some samples arriving
     up to 3 hours late, the roller running after each flush at that flush's 'now'."""
@@ -56,8 +56,8 @@ def ingest_in_time_order(
 
 
 @pytest.fixture()
-def filled(tmp_path: Path) -> tuple[SQLiteStore, TierRoller, SampleBatch]:
-    store = SQLiteStore(tmp_path / "t.db")
+def filled(tmp_path: Path) -> tuple[Store, TierRoller, SampleBatch]:
+    store = Store(tmp_path / "t.db")
     sids = store.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {"commune": str(i % 3)}) for i in range(12)])
     rng = np.random.default_rng(5)
     batch = make_samples(sids, rng, 30_000, days=3)
@@ -67,7 +67,7 @@ def filled(tmp_path: Path) -> tuple[SQLiteStore, TierRoller, SampleBatch]:
 
 
 def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
-    filled: tuple[SQLiteStore, TierRoller, SampleBatch],
+    filled: tuple[Store, TierRoller, SampleBatch],
 ) -> None:
     store, roller, batch = filled
     # Late samples re-marked computed hours: the roller catches up once everything has closed.
@@ -94,7 +94,7 @@ def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
 
 
 def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
-    filled: tuple[SQLiteStore, TierRoller, SampleBatch],
+    filled: tuple[Store, TierRoller, SampleBatch],
 ) -> None:
     store, roller, first = filled
     roller.roll(now_ms=T0 + 10 * DAY_MS)
@@ -118,7 +118,7 @@ def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
 
 
 def test_retention_keeps_what_pending_windows_need(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "r.db")
+    store = Store(tmp_path / "r.db")
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     days = 20
     ts = T0 + np.arange(days * 24, dtype=np.int64) * HOUR + 1000
@@ -143,7 +143,7 @@ def test_retention_keeps_what_pending_windows_need(tmp_path: Path) -> None:
 
 def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "cli.db"
-    store = SQLiteStore(db)
+    store = Store(db)
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # The CLI runs on the real clock: two whole days that closed well before now.
     start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
@@ -171,7 +171,7 @@ def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_rollupset_take_rows_keeps_sketches() -> None:
-    from collector.store.sqlite import _take_rows
+    from collector.store.store import _take_rows
 
     rs = rollup(
         SampleBatch(np.array([1, 1, 2, 3], np.int32), np.array([0, 1, 2, 3]), np.array([1.0, 2, 3, 4]))
@@ -187,7 +187,7 @@ def test_rollupset_take_rows_keeps_sketches() -> None:
 async def test_the_tier_job_rolls_until_stopped(tmp_path: Path) -> None:
     import asyncio
 
-    store = SQLiteStore(tmp_path / "j.db")
+    store = Store(tmp_path / "j.db")
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # Hours of a day that closed well before now (the job runs on the real clock).
     start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
