@@ -1,8 +1,10 @@
-"""Rollup tiers in the SQLite store: continuous roll-up, rebuild equality, queries, retention, CLI."""
+"""Rollup tiers in the store (SQLite and PostgreSQL): continuous roll-up, rebuild equality, queries,
+retention, CLI."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import numpy as np
 import pytest
 
 from collector.core import RollupSet, SampleBatch, floor_window, merge, quantiles, rollup
-from collector.store.store import SeriesKey, Store
+from collector.store.store import SeriesKey, Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
+from netqos.config import StoreSettings
 
 T0 = 1_795_824_000_000  # 2026-11-28T00:00:00Z
 HOUR = 3_600_000
@@ -56,14 +59,16 @@ def ingest_in_time_order(
 
 
 @pytest.fixture()
-def filled(tmp_path: Path) -> tuple[Store, TierRoller, SampleBatch]:
-    store = Store(tmp_path / "t.db")
+def filled(store_settings: StoreSettings) -> Iterator[tuple[Store, TierRoller, SampleBatch]]:
+    """Three days of samples ingested with late arrivals, once per backend."""
+    store = open_store(store_settings)
     sids = store.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {"commune": str(i % 3)}) for i in range(12)])
     rng = np.random.default_rng(5)
     batch = make_samples(sids, rng, 30_000, days=3)
     roller = TierRoller(store, TierPolicy(settle_s=120))
     ingest_in_time_order(store, roller, batch, rng)
-    return store, roller, batch
+    yield store, roller, batch
+    store.close()
 
 
 def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
@@ -117,8 +122,8 @@ def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
         assert np.array_equal(quantiles(got, q), quantiles(want, q))
 
 
-def test_retention_keeps_what_pending_windows_need(tmp_path: Path) -> None:
-    store = Store(tmp_path / "r.db")
+def test_retention_keeps_what_pending_windows_need(store_settings: StoreSettings) -> None:
+    store = open_store(store_settings)
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     days = 20
     ts = T0 + np.arange(days * 24, dtype=np.int64) * HOUR + 1000
