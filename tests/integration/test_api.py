@@ -265,11 +265,12 @@ def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
     store.close()
 
 
-def test_every_point_carries_count_and_completeness(tmp_path: Path) -> None:
-    """A probe silent for 10 of 30 minutes: that step says count 0, completeness 0 — not good."""
+def test_every_point_carries_count_and_completeness(store_settings: StoreSettings) -> None:
+    """A probe silent for 10 of 30 minutes: that step says count 0, completeness 0 — not good
+    (on SQLite and PostgreSQL, the hour and day tiers included)."""
     from collector.store.tiers import TierRoller
 
-    store = Store(tmp_path / "c.db")
+    store = open_store(store_settings)
     store.register_probes([ProbeInfo("p-gap", commune="16021", operator="vnpt", technology="4G")])
     pipeline = IngestPipeline(store, IngestSettings(metric_interval_s={"dl_bps": 600}))
     for minute in [m for m in range(30) if not 10 <= m < 20]:
