@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,7 +55,8 @@ from alerts.rules import (
 )
 from alerts.silences import SilenceRepo
 from alerts.topology import Node, Topology
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 from netqos.aio import wait_stop
 from netqos.config import AlertSettings
 
@@ -132,7 +132,7 @@ class AlertEngine:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         settings: AlertSettings,
         *,
         down_after_misses: int = 3,
@@ -173,10 +173,11 @@ class AlertEngine:
 
     def _load(self) -> None:
         conn = self.store.reader()
-        # The latest change of every entity (SQLite returns the row of max(id) for bare columns).
-        for kind, entity, state, since, device_id, _ in conn.execute(
-            "SELECT entity_kind, entity, state, since_ms, device_id, max(id) FROM state_changes"
-            " GROUP BY entity_kind, entity"
+        # The latest change of every entity: the row of each entity's largest id.
+        for kind, entity, state, since, device_id in conn.execute(
+            "SELECT c.entity_kind, c.entity, c.state, c.since_ms, c.device_id FROM state_changes c"
+            " JOIN (SELECT max(id) AS id FROM state_changes GROUP BY entity_kind, entity) latest"
+            " ON latest.id = c.id"
         ):
             self._set_state(kind, entity, state, since, device_id)
         self.cursor = int(conn.execute("SELECT coalesce(max(id), 0) FROM state_changes").fetchone()[0])
@@ -220,7 +221,9 @@ class AlertEngine:
                 mine = False
             else:
                 conn.execute(
-                    "INSERT OR REPLACE INTO leases (name, holder, expires_ms) VALUES ('alert-engine', ?, ?)",
+                    "INSERT INTO leases (name, holder, expires_ms) VALUES ('alert-engine', ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                    " expires_ms = excluded.expires_ms",
                     (self.holder, now + lease_ms),
                 )
                 mine = True
@@ -362,7 +365,7 @@ class AlertEngine:
     # -- verdicts -> alerts ----------------------------------------------------------------------
 
     def _track(
-        self, conn: sqlite3.Connection, verdicts: dict[str, Verdict], evaluated: set[str], now: int
+        self, conn: Connection, verdicts: dict[str, Verdict], evaluated: set[str], now: int
     ) -> tuple[list[Tracked], list[Tracked]]:
         fired: list[Tracked] = []
         resolved: list[Tracked] = []
@@ -426,15 +429,20 @@ class AlertEngine:
         self._persist(conn, changed, now)
         return fired, resolved
 
-    def _persist(self, conn: sqlite3.Connection, keys: set[str], now: int) -> None:
+    def _persist(self, conn: Connection, keys: set[str], now: int) -> None:
         for key in keys:
             t = self.alerts.get(key)
             if t is None:
                 conn.execute("DELETE FROM alerts WHERE alert_key=?", (key,))
                 continue
             conn.execute(
-                "INSERT OR REPLACE INTO alerts (alert_key, rule, labels, state, active_since_ms, fired_ms,"
-                " false_since_ms, value, incident_id, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO alerts (alert_key, rule, labels, state, active_since_ms, fired_ms,"
+                " false_since_ms, value, incident_id, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (alert_key) DO UPDATE SET rule = excluded.rule, labels = excluded.labels,"
+                " state = excluded.state, active_since_ms = excluded.active_since_ms,"
+                " fired_ms = excluded.fired_ms, false_since_ms = excluded.false_since_ms,"
+                " value = excluded.value, incident_id = excluded.incident_id,"
+                " updated_ms = excluded.updated_ms",
                 (
                     key,
                     t.rule,
@@ -462,7 +470,7 @@ class AlertEngine:
         return next((r for r in self.rules if r.name == name), None)
 
     def _attach(
-        self, conn: sqlite3.Connection, topo: Topology, t: Tracked, now: int, opened_ms: int | None = None
+        self, conn: Connection, topo: Topology, t: Tracked, now: int, opened_ms: int | None = None
     ) -> None:
         """Give a firing alert its incident: its own, an ancestor's (as a symptom), or none yet."""
         settle_ms = int(self.settings.topology_settle_max_s * 1000)
@@ -528,7 +536,7 @@ class AlertEngine:
         log.info("event=incident_opened id=%d kind=%s entity=%s", iid, t.rule, t.labels.get("entity", "-"))
         self._set_incident(conn, t, iid, now)
 
-    def _root_incident(self, conn: sqlite3.Connection, root: tuple[str, str]) -> int | None:
+    def _root_incident(self, conn: Connection, root: tuple[str, str]) -> int | None:
         names = sorted(self._state_rule_names())
         if not names:
             return None
@@ -539,11 +547,11 @@ class AlertEngine:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def _set_incident(self, conn: sqlite3.Connection, t: Tracked, iid: int, now: int) -> None:
+    def _set_incident(self, conn: Connection, t: Tracked, iid: int, now: int) -> None:
         t.incident_id, t.held_since_ms = iid, None
         self._persist(conn, {t.key}, now)
 
-    def _resolved(self, conn: sqlite3.Connection, t: Tracked, now: int) -> None:
+    def _resolved(self, conn: Connection, t: Tracked, now: int) -> None:
         if t.incident_id is None:
             return  # held for topology and never attached: nothing was said about it
         inc = get_in(conn, t.incident_id)
@@ -558,7 +566,7 @@ class AlertEngine:
         recent = sum(1 for f in fires if now - f <= window_ms)
         flapping = recent >= self.settings.flap_threshold
         conn.execute(
-            "UPDATE incidents SET root_recovered_ms=?, flapping=max(flapping, ?) WHERE id=?",
+            "UPDATE incidents SET root_recovered_ms=?, flapping=greatest(flapping, ?) WHERE id=?",
             (end, int(flapping), inc.id),
         )
         if flapping and not inc.flapping:
@@ -574,7 +582,7 @@ class AlertEngine:
         else:
             timeline_in(conn, inc.id, now, "root_recovered", "engine", f"{t.rule} no longer holds")
 
-    def _settle(self, conn: sqlite3.Connection, topo: Topology, now: int) -> None:
+    def _settle(self, conn: Connection, topo: Topology, now: int) -> None:
         settle_ms = int(self.settings.topology_settle_max_s * 1000)
         # Alerts waiting for a verdict try again.
         for t in list(self.alerts.values()):
@@ -621,7 +629,7 @@ class AlertEngine:
 
     # -- incidents -> outbox ---------------------------------------------------------------------
 
-    def _notify(self, conn: sqlite3.Connection, now: int) -> int:
+    def _notify(self, conn: Connection, now: int) -> int:
         working = working_set_in(conn)
         INCIDENTS_ACTIVE.set(sum(1 for i in working if i.active))
         alerts = [NotifyAlert.of(i) for i in working]

@@ -11,14 +11,14 @@ open their own (the API).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 
 STATES = ("open", "acknowledged", "resolved")
 _COLUMNS = (
@@ -94,7 +94,7 @@ def _json(d: Mapping[str, Any]) -> str:
 
 
 def timeline_in(
-    conn: sqlite3.Connection, incident_id: int, ts_ms: int, event: str, actor: str = "", detail: str = ""
+    conn: Connection, incident_id: int, ts_ms: int, event: str, actor: str = "", detail: str = ""
 ) -> None:
     conn.execute(
         "INSERT INTO incident_timeline (incident_id, ts_ms, event, actor, detail) VALUES (?, ?, ?, ?, ?)",
@@ -103,7 +103,7 @@ def timeline_in(
 
 
 def open_in(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     kind: str,
     alert_key: str,
@@ -118,7 +118,7 @@ def open_in(
 ) -> int:
     cur = conn.execute(
         "INSERT INTO incidents (kind, alert_key, entity, entity_kind, labels, annotations, severity, state,"
-        " opened_ms, ready) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+        " opened_ms, ready) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) RETURNING id",
         (
             kind,
             alert_key,
@@ -131,12 +131,12 @@ def open_in(
             int(ready),
         ),
     )
-    iid = int(cur.lastrowid or 0)
+    iid = int(cur.fetchone()[0])
     timeline_in(conn, iid, opened_ms, "opened", "engine", detail)
     return iid
 
 
-def get_in(conn: sqlite3.Connection, incident_id: int, *, with_symptoms: bool = False) -> Incident | None:
+def get_in(conn: Connection, incident_id: int, *, with_symptoms: bool = False) -> Incident | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE id=?", (incident_id,)).fetchone()
     if row is None:
         return None
@@ -146,7 +146,7 @@ def get_in(conn: sqlite3.Connection, incident_id: int, *, with_symptoms: bool = 
     return inc
 
 
-def symptoms_in(conn: sqlite3.Connection, incident_id: int) -> list[Symptom]:
+def symptoms_in(conn: Connection, incident_id: int) -> list[Symptom]:
     cur = conn.execute(
         "SELECT alert_key, entity, entity_kind, kind, labels, start_ms, end_ms FROM incident_symptoms"
         " WHERE incident_id=? ORDER BY start_ms, entity",
@@ -155,7 +155,7 @@ def symptoms_in(conn: sqlite3.Connection, incident_id: int) -> list[Symptom]:
     return [Symptom(k, e, ek, kd, orjson.loads(lab), s, en) for k, e, ek, kd, lab, s, en in cur]
 
 
-def working_set_in(conn: sqlite3.Connection) -> list[Incident]:
+def working_set_in(conn: Connection) -> list[Incident]:
     """Incidents the notification path still has to deal with (open, or resolved and not yet told),
     with their symptoms."""
     cur = conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE notify_done = 0 ORDER BY id")
@@ -172,7 +172,7 @@ def working_set_in(conn: sqlite3.Connection) -> list[Incident]:
     return list(out.values())
 
 
-def open_for_entity_in(conn: sqlite3.Connection, entity_kind: str, entity: str) -> Incident | None:
+def open_for_entity_in(conn: Connection, entity_kind: str, entity: str) -> Incident | None:
     """The newest unresolved incident whose root cause is this entity."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents WHERE entity_kind=? AND entity=? AND state != 'resolved'"
@@ -183,7 +183,7 @@ def open_for_entity_in(conn: sqlite3.Connection, entity_kind: str, entity: str) 
 
 
 def add_symptom_in(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident_id: int,
     *,
     alert_key: str,
@@ -195,18 +195,18 @@ def add_symptom_in(
     now_ms: int,
 ) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO incident_symptoms (incident_id, alert_key, entity, entity_kind, kind, labels,"
-        " start_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO incident_symptoms (incident_id, alert_key, entity, entity_kind, kind, labels,"
+        " start_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (incident_id, alert_key, entity, entity_kind, kind, _json(labels), start_ms),
     )
     timeline_in(conn, incident_id, now_ms, "symptom_joined", "engine", f"{kind} {entity}")
 
 
 def end_symptom_in(
-    conn: sqlite3.Connection, incident_id: int, alert_key: str, end_ms: int, now_ms: int, why: str
+    conn: Connection, incident_id: int, alert_key: str, end_ms: int, now_ms: int, why: str
 ) -> None:
     cur = conn.execute(
-        "UPDATE incident_symptoms SET end_ms = max(start_ms, ?) WHERE incident_id=? AND alert_key=?"
+        "UPDATE incident_symptoms SET end_ms = greatest(start_ms, ?) WHERE incident_id=? AND alert_key=?"
         " AND end_ms IS NULL",
         (end_ms, incident_id, alert_key),
     )
@@ -219,7 +219,7 @@ def end_symptom_in(
         timeline_in(conn, incident_id, now_ms, "symptom_ended", "engine", f"{ent[0]} {ent[1]}: {why}")
 
 
-def resolve_in(conn: sqlite3.Connection, incident_id: int, ts_ms: int, by: str, detail: str) -> bool:
+def resolve_in(conn: Connection, incident_id: int, ts_ms: int, by: str, detail: str) -> bool:
     cur = conn.execute(
         "UPDATE incidents SET state='resolved', resolved_ms=?, resolved_by=?"
         " WHERE id=? AND state != 'resolved'",
@@ -228,7 +228,7 @@ def resolve_in(conn: sqlite3.Connection, incident_id: int, ts_ms: int, by: str, 
     if not cur.rowcount:
         return False
     conn.execute(
-        "UPDATE incident_symptoms SET end_ms = max(start_ms, ?) WHERE incident_id=? AND end_ms IS NULL",
+        "UPDATE incident_symptoms SET end_ms = greatest(start_ms, ?) WHERE incident_id=? AND end_ms IS NULL",
         (ts_ms, incident_id),
     )
     timeline_in(conn, incident_id, ts_ms, "resolved", by, detail)
@@ -241,7 +241,7 @@ def resolve_in(conn: sqlite3.Connection, incident_id: int, ts_ms: int, by: str, 
 class IncidentRepo:
     """Incidents in the store, for the API and tests."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def find(

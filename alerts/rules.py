@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from collector.store.aggregate import GROUP_LABELS, group_rollups, stat_error, stat_values
-from collector.store.sqlite import STANDARD_LABELS, SQLiteStore
+from collector.store.store import STANDARD_LABELS, Store
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -296,7 +296,7 @@ class Sample:
     active: bool
 
 
-def evaluate_threshold(store: SQLiteStore, rule: ThresholdRule, now_ms: int) -> list[Sample]:
+def evaluate_threshold(store: Store, rule: ThresholdRule, now_ms: int) -> list[Sample]:
     """The statistic per group over the last window, compared with the threshold."""
     window_ms = int(rule.window_s * 1000)
     # Whole rollup windows only: the current minute is still filling.
@@ -321,7 +321,7 @@ def evaluate_threshold(store: SQLiteStore, rule: ThresholdRule, now_ms: int) -> 
     return out
 
 
-def evaluate_absence(store: SQLiteStore, rule: AbsenceRule, now_ms: int) -> list[Sample]:
+def evaluate_absence(store: Store, rule: AbsenceRule, now_ms: int) -> list[Sample]:
     """Per group, seconds since its newest sample; active when longer than `absent_for`."""
     conn = store.reader()
     where = ["metric = ?"]

@@ -8,7 +8,7 @@ import logging
 from alerts.engine import AlertEngine
 from alerts.notify import make_receivers
 from alerts.notify.outbox import Dispatcher, Outbox, Receiver
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import Settings
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class Alerting:
     """Owns the engine and the dispatchers; `run` until stop. Raises RulesError on bad rules."""
 
-    def __init__(self, store: SQLiteStore, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.settings = settings.alerts
         self._loop: asyncio.AbstractEventLoop | None = None
         self.receivers: list[Receiver] = make_receivers(settings.alerts)  # type: ignore[assignment]

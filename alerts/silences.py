@@ -7,7 +7,6 @@ returns them for an entity's labels and a period, for the availability computati
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +14,8 @@ from typing import Literal
 import orjson
 
 from collector.matchers import Matcher, all_match, parse_matchers
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 
 Kind = Literal["silence", "maintenance"]
 
@@ -66,7 +66,7 @@ _COLUMNS = "id, kind, matchers, starts_ms, ends_ms, creator, comment, created_ms
 class SilenceRepo:
     """Silences and maintenance windows in the store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def create(
@@ -88,7 +88,7 @@ class SilenceRepo:
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO silences (kind, matchers, starts_ms, ends_ms, creator, comment, created_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     kind,
                     orjson.dumps([m.as_dict() for m in parsed]).decode(),
@@ -99,7 +99,7 @@ class SilenceRepo:
                     now_ms,
                 ),
             )
-            sid = int(cur.lastrowid or 0)
+            sid = int(cur.fetchone()[0])
         found = self.get(sid)
         assert found is not None
         return found
@@ -108,7 +108,7 @@ class SilenceRepo:
         """End a silence now (kept, for history); None when there is no such silence."""
         with self.store.transaction() as conn:
             conn.execute(
-                "UPDATE silences SET ends_ms = min(ends_ms, max(starts_ms, ?)), expired_ms = ?"
+                "UPDATE silences SET ends_ms = least(ends_ms, greatest(starts_ms, ?)), expired_ms = ?"
                 " WHERE id = ? AND expired_ms IS NULL",
                 (now_ms, now_ms, silence_id),
             )
@@ -134,7 +134,7 @@ class SilenceRepo:
         return [_from_row(r) for r in cur]
 
     @staticmethod
-    def in_force(conn: sqlite3.Connection, now_ms: int) -> list[Silence]:
+    def in_force(conn: Connection, now_ms: int) -> list[Silence]:
         """Silences and maintenance windows in force at `now_ms`."""
         cur = conn.execute(
             f"SELECT {_COLUMNS} FROM silences WHERE starts_ms <= ? AND ends_ms > ?", (now_ms, now_ms)
@@ -143,7 +143,7 @@ class SilenceRepo:
 
 
 def maintenance_windows(
-    store: SQLiteStore, labels: Mapping[str, str], from_ms: int, to_ms: int
+    store: Store, labels: Mapping[str, str], from_ms: int, to_ms: int
 ) -> list[tuple[int, int]]:
     """Maintenance windows matching `labels` (pass the entity's labels and `entity`), clipped to
     [from_ms, to_ms), merged where they overlap, in time order: minutes to leave out of availability."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from collector.store.devices import DOWN_STATES
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 
 NodeKey = tuple[str, str]  # (entity_kind, entity)
 MAX_DEPTH = 32  # a deeper chain is a loop in the inventory
@@ -56,7 +56,7 @@ class Topology:
                 nodes[n.parent].children.append(key)
 
     @staticmethod
-    def load(store: SQLiteStore, down_after_misses: int = 3) -> Topology:
+    def load(store: Store, down_after_misses: int = 3) -> Topology:
         conn = store.reader()
         nodes: dict[NodeKey, Node] = {}
         site_device: dict[str, tuple[int, str]] = {}

@@ -27,7 +27,7 @@ from api.routers import (
     units,
 )
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import Settings
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
@@ -35,7 +35,7 @@ ReadinessCheck = Callable[[], tuple[bool, str]]
 
 def create_app(
     settings: Settings,
-    store: SQLiteStore,
+    store: Store,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     pipeline: IngestPipeline | None = None,
 ) -> FastAPI:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from collector.core import RollupSet, keys_of, merge, quantiles
 from collector.store.periods import period_totals, select_series, tiers_present
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import ConfigError
 
 VN_TZ = timezone(timedelta(hours=7))
@@ -293,7 +293,7 @@ class Scope:
 
 
 def evaluate(
-    store: SQLiteStore, standards: Standards, profile: Profile, period: Period, scope: Scope
+    store: Store, standards: Standards, profile: Profile, period: Period, scope: Scope
 ) -> list[Result]:
     """Every indicator of `profile` for every (operator, place) with probes or data in scope."""
     tiers = tiers_present(store)
@@ -413,7 +413,7 @@ def evaluate(
     return out
 
 
-def _village_communes(store: SQLiteStore) -> dict[str, str]:
+def _village_communes(store: Store) -> dict[str, str]:
     return {r[0]: r[1] for r in store.reader().execute("SELECT code, commune FROM villages")}
 
 

@@ -27,7 +27,7 @@ from collector.inventory import site_sharing
 from collector.inventory.tabular import Errors, Table, number_of, text_of
 from collector.store.devices import DeviceRepo
 from collector.store.reports import ReportRepo, ReportValue
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 
 _CHECK_RE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=)\s*([a-z0-9_]+)\s*$")
 
@@ -203,7 +203,7 @@ def _report_sum(
     return total, used, missing
 
 
-def report_ratio(store: SQLiteStore, c: Compute, year: int) -> KpiValue:
+def report_ratio(store: Store, c: Compute, year: int) -> KpiValue:
     assert c.numerator and c.denominator
     repo = ReportRepo(store)
     num, used_n, miss_n = _report_sum(repo, c.numerator, year)
@@ -226,7 +226,7 @@ def report_ratio(store: SQLiteStore, c: Compute, year: int) -> KpiValue:
     )
 
 
-def village_coverage(store: SQLiteStore, standards: Standards, c: Compute, year: int) -> KpiValue:
+def village_coverage(store: Store, standards: Standards, c: Compute, year: int) -> KpiValue:
     period = parse_period(str(year))
     villages = {r[0]: r[1] for r in store.reader().execute("SELECT code, commune FROM villages")}
     covered: set[str] = set()
@@ -282,7 +282,7 @@ def village_coverage(store: SQLiteStore, standards: Standards, c: Compute, year:
     )
 
 
-def bts_site_sharing(store: SQLiteStore, c: Compute) -> KpiValue:
+def bts_site_sharing(store: Store, c: Compute) -> KpiValue:
     devices = [d for d in DeviceRepo(store).devices() if d["kind"] in c.device_kinds]
     s = site_sharing((d["site"], d["operator"]) for d in devices)
     ratio = s.shared_ratio
@@ -299,7 +299,7 @@ def bts_site_sharing(store: SQLiteStore, c: Compute) -> KpiValue:
     )
 
 
-def compute(store: SQLiteStore, standards: Standards, plan: Plan, ind: PlanIndicator, year: int) -> KpiValue:
+def compute(store: Store, standards: Standards, plan: Plan, ind: PlanIndicator, year: int) -> KpiValue:
     c = ind.compute
     if c.kind == "report_ratio":
         return report_ratio(store, c, year)

@@ -46,7 +46,7 @@ from alerts.rules import parse_rules  # noqa: E402
 from collector.events import StateChange  # noqa: E402
 from collector.inventory import Device  # noqa: E402
 from collector.store.devices import DeviceRepo, PollRecord  # noqa: E402
-from collector.store.sqlite import SQLiteStore  # noqa: E402
+from collector.store.store import Store  # noqa: E402
 from netqos.config import AlertSettings  # noqa: E402
 from tests.alerting import WebhookSink, start_alertmanager  # noqa: E402
 from tests.conftest import terminate  # noqa: E402
@@ -75,7 +75,7 @@ class BenchError(Exception):
 
 async def ours(workdir: Path, n: int, sink: WebhookSink) -> float:
     """Seconds from N down StateChanges in the store until the receiver has N notifications."""
-    store = SQLiteStore(workdir / "bench.db")
+    store = Store(workdir / "bench.db")
     repo = DeviceRepo(store)
     devs = [Device(id=f"bts-{i:05d}", host="127.0.0.1", credentials="c", kind="bts") for i in range(n)]
     repo.sync_inventory(devs, {d.id: "bts" for d in devs}, {d.id: 60.0 for d in devs})

@@ -74,7 +74,7 @@ from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.config import IngestSettings, MqttSettings
 
 HOST = "127.0.0.1"
@@ -348,13 +348,13 @@ def peer_once(
     return PeerRun(elapsed, got)
 
 
-# -- ours: MqttConsumer + IngestPipeline + SQLiteStore ------------------------------------
+# -- ours: MqttConsumer + IngestPipeline + Store ------------------------------------
 
 
 class TimedPipeline(IngestPipeline):
     """The real pipeline, recording (samples, seconds) of every flush that stored something."""
 
-    def __init__(self, store: SQLiteStore, settings: IngestSettings) -> None:
+    def __init__(self, store: Store, settings: IngestSettings) -> None:
         super().__init__(store, settings)
         self.flushes: list[tuple[int, float]] = []
         self.accepted = 0
@@ -396,7 +396,7 @@ async def ours_once(
     timeout_s: float,
 ) -> OursRun:
     n_meas = len(messages) * batch
-    store = SQLiteStore(workdir / f"ours-{k}" / "netqos.db")
+    store = Store(workdir / f"ours-{k}" / "netqos.db")
     mqtt = MqttSettings(host=HOST, port=port, client_id=f"bench-ours-{k}")
     try:
         store.register_probes(probes)
@@ -460,7 +460,7 @@ def worker_main(port: int, db: str, client_id: str, flush_interval_s: float) -> 
     mqtt = MqttSettings(host=HOST, port=port, client_id=client_id, topic=SHARED_TOPIC)
 
     async def run() -> None:
-        store = SQLiteStore(db)
+        store = Store(db)
         try:
             stop = asyncio.Event()
             first = MqttConsumer(mqtt, settings, IngestPipeline(store, settings))
@@ -506,7 +506,7 @@ def workers_once(
     running service's are) until every sample is stored."""
     n_meas = len(messages) * batch
     db = workdir / f"workers-{k}" / "netqos.db"
-    store = SQLiteStore(db)
+    store = Store(db)
     procs: list[subprocess.Popen[str]] = []
     try:
         store.register_probes(probes)
@@ -566,7 +566,7 @@ async def wipe_sessions(port: int, client_ids: Sequence[str]) -> None:
             pass
 
 
-def check_counts(store: SQLiteStore, n_messages: int, n_meas: int, unflushed: int) -> None:
+def check_counts(store: Store, n_messages: int, n_meas: int, unflushed: int) -> None:
     problems = []
     if unflushed:
         problems.append(f"{unflushed} samples left unflushed")

@@ -24,7 +24,7 @@ from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, to_decoded
-from collector.store.sqlite import ProbeActivity, ProbeInfo, SeriesKey, SQLiteStore
+from collector.store.store import ProbeActivity, ProbeInfo, SeriesKey, Store
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings
 
@@ -162,7 +162,7 @@ class IngestPipeline:
     """Accepted batches → columnar buffer → numba rollups → store."""
 
     def __init__(
-        self, store: SQLiteStore, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()
+        self, store: Store, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()
     ) -> None:
         self.store = store
         self.settings = settings

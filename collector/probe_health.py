@@ -7,7 +7,7 @@ import logging
 import time
 
 from collector.store.probes import ProbeRepo
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.aio import wait_stop
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class ProbeHealthMonitor:
     """Every `check_interval_s`, turns silence into `offline` StateChanges (and back)."""
 
-    def __init__(self, store: SQLiteStore, check_interval_s: float = 5.0) -> None:
+    def __init__(self, store: Store, check_interval_s: float = 5.0) -> None:
         self.repo = ProbeRepo(store)
         self.check_interval_s = check_interval_s
 

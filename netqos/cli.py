@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from collector.store.db import StoreError
 from netqos import __version__
 from netqos.config import ApiKey, ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
@@ -81,14 +82,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_probe_token(args: argparse.Namespace) -> int:
     from api.routers.ingest import token_sha256
-    from collector.store.sqlite import SQLiteStore
+    from collector.store.store import open_store
 
     settings = _settings(args.config)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     try:
         token = secrets.token_urlsafe(24)
         if not store.set_probe_token_sha256(args.probe_id, token_sha256(token)):
-            where = settings.store.sqlite_path
+            where = store.backend.describe()
             print(f"netqos: no registered probe {args.probe_id!r} in {where}", file=sys.stderr)
             return 1
     finally:
@@ -118,12 +119,12 @@ def _when_ms(text: str) -> int:
 
 
 def cmd_rollup(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import SQLiteStore
+    from collector.store.store import open_store
     from collector.store.tiers import TierRoller
     from netqos.service import tier_policy
 
     settings = _settings(args.config)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     roller = TierRoller(store, tier_policy(settings.rollups))
     names = {3600: "1h", 86_400: "1d", 60: "1m"}
     try:
@@ -154,10 +155,10 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from collector.store.availability import AvailabilityRepo
-    from collector.store.sqlite import SQLiteStore
+    from collector.store.store import open_store
 
     settings = _settings(args.config)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     repo = AvailabilityRepo(store)
 
     def iso(ms: int) -> str:
@@ -189,19 +190,57 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 def cmd_import_units(args: argparse.Namespace) -> int:
     from collector.store import audit
-    from collector.store.sqlite import SQLiteStore
+    from collector.store.store import open_store
     from netqos.service import import_unit_files
 
     settings = _settings(args.config)
     if args.communes is None and args.villages is None:
         print("netqos: give --communes FILE and/or --villages FILE", file=sys.stderr)
         return 1
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     try:
         n_c, n_v = import_unit_files(store, args.communes, args.villages, audit.Actor("cli", "admin"))
     finally:
         store.close()
-    print(f"imported {n_c} communes and {n_v} villages into {settings.store.sqlite_path}")
+    print(f"imported {n_c} communes and {n_v} villages into {store.backend.describe()}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from collector.store.store import StoreError, backend_of
+
+    settings = _settings(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    backend = backend_of(settings.store)
+    try:
+        backend.backup(args.path)
+        # Read back at once: a backup that cannot be restored is found now, not on the bad day.
+        version = backend.backup_schema_version(args.path)
+    except StoreError as exc:
+        print(f"netqos: backup failed: {exc}", file=sys.stderr)
+        return 1
+    size = args.path.stat().st_size
+    print(f"backup of {backend.describe()} written to {args.path} ({size} bytes, schema version {version})")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from collector.store.store import Store, StoreError, backend_of
+
+    settings = _settings(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    backend = backend_of(settings.store)
+    try:
+        version = backend.check_backup_version(args.path)
+        backend.restore(args.path)
+        store = Store(backend)  # an older backup is brought up to this netqos's schema
+        applied = store.migrate_applied
+        store.close()
+    except StoreError as exc:
+        print(f"netqos: restore failed: {exc}", file=sys.stderr)
+        return 1
+    upgraded = f", then migrated to {max(applied)}" if applied else ""
+    print(f"restored {args.path} (schema version {version}{upgraded}) into {backend.describe()}")
     return 0
 
 
@@ -278,6 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--communes", type=Path, help="code,name,type,lat,lon (type xa/phuong)")
     u.add_argument("--villages", type=Path, help="code,name,commune")
     u.set_defaults(func=cmd_import_units)
+    b = sub.add_parser(
+        "backup",
+        help="write a consistent copy of the store to PATH while the service runs"
+        " (SQLite: online backup API; PostgreSQL: pg_dump custom format)",
+    )
+    b.add_argument("path", type=Path, metavar="PATH", help="the backup file to create (never overwritten)")
+    b.set_defaults(func=cmd_backup)
+
+    r = sub.add_parser(
+        "restore",
+        help="replace the store's content with the backup at PATH (stop every netqos process first)",
+    )
+    r.add_argument("path", type=Path, metavar="PATH", help="a file written by `netqos backup`")
+    r.set_defaults(func=cmd_restore)
 
     pr = sub.add_parser(
         "probe",
@@ -342,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreError as exc:
+        # The database cannot be opened or used (unreachable server, newer schema, ...).
+        print(f"netqos: store error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(code)

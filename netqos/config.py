@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from pydantic import (
@@ -110,6 +111,33 @@ class IngestSettings(_Section):
 
 class StoreSettings(_Section):
     sqlite_path: Path = Path("var/netqos.db")
+    url: str | None = Field(
+        None,
+        description="postgresql://USER@HOST:PORT/DB[?sslmode=...]: use PostgreSQL; unset means SQLite",
+    )
+    password: SecretStr | None = Field(None, description="PostgreSQL password (secret; never in store.url)")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="wait for a PostgreSQL connection")
+    pg_bin_dir: Path | None = Field(
+        None, description="where pg_dump, pg_restore and psql are (default: the newest installed)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url_without_password(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a postgresql://... URL (SQLite, the default, is configured with store.sqlite_path)"
+            )
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            # A URL is printed (check-config, logs, errors); a password in it would leak.
+            raise ValueError(
+                "holds a password: give it as store.password (NETQOS_STORE__PASSWORD), which is masked"
+                " and never logged"
+            )
+        return v
 
 
 class TsdbSettings(_Section):

@@ -20,9 +20,9 @@ from pathlib import Path
 import yaml
 
 from collector.store import audit
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, backend_of, open_store
 from netqos.aio import wait_stop
-from netqos.config import Settings, StoreSettings
+from netqos.config import ConfigError, Settings, StoreSettings
 from netqos.service import ServiceContext, free_port, import_unit_files, port_is_free, run_service
 from probes.simulate import SimProbe, build_fleet, run_fleet
 from probes.simulate.devices import DemoScenario, build_device_fleet, inventory_rows, sim_devices
@@ -42,7 +42,7 @@ def _banner(settings: Settings, token: str | None, n_probes: int, n_devices: int
             "",
             "netqos demo is starting",
             f"  broker     {broker}",
-            f"  store      {settings.store.sqlite_path}",
+            f"  store      {backend_of(settings.store).describe()}",
             f"  probes     {n_probes} simulated, publishing over MQTT",
             f"  devices    {n_devices} simulated SNMP agents (routers, BTS, OLTs) polled over SNMP v2c",
             f"  page       {base}/#token={token}" if token else f"  page       {base}/",
@@ -74,7 +74,7 @@ def prepare_demo(
     """Pick the demo database and free ports, and register the simulated fleet's probes."""
     if settings.store.sqlite_path == StoreSettings().sqlite_path:
         settings.store.sqlite_path = DEMO_DB
-    if fresh:
+    if fresh and settings.store.url is None:
         # Re-running the demo replays the same history; start clean rather than count it twice.
         for suffix in ("", "-wal", "-shm"):
             Path(f"{settings.store.sqlite_path}{suffix}").unlink(missing_ok=True)
@@ -88,8 +88,17 @@ def prepare_demo(
         log.warning("event=port_busy what=api port=%d using=%d", settings.api.port, new)
         settings.api.port = new
     fleet = build_fleet(n_probes)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
     try:
+        stored = store.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0]
+        if fresh and stored:
+            # A database we did not create is never wiped; the simulated probes start at seq 0
+            # again, so their batches would all be taken for duplicates of the last run's.
+            raise ConfigError(
+                "store.url",
+                store.backend.describe(),
+                f"holds {stored} stored batches; the demo needs an empty database (or --keep-data)",
+            )
         if settings.units.communes_file is None and settings.units.villages_file is None:
             # The sample communes and villages the simulated probes stand in.
             data = resources.files("probes.simulate") / "data"

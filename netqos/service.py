@@ -35,7 +35,7 @@ from collector.store.devices import DeviceRepo
 from collector.store.feed import TsdbFeed
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
@@ -89,7 +89,7 @@ def _unit_table(path: Path, key: str) -> Any:
 
 
 def import_unit_files(
-    store: SQLiteStore, communes: Path | None, villages: Path | None, actor: audit.Actor
+    store: Store, communes: Path | None, villages: Path | None, actor: audit.Actor
 ) -> tuple[int, int]:
     """Import communes, then villages, from CSV (or JSON) files, audited. A file with errors
     imports nothing: ConfigError names the file and the first lines and columns at fault."""
@@ -171,7 +171,7 @@ class ServiceContext:
 
     settings: Settings
     stop: asyncio.Event
-    store: SQLiteStore
+    store: Store
     consumer: MqttConsumer
     poller: Poller | None
 
@@ -213,7 +213,13 @@ async def run_service(
             )
         broker = await start_embedded_broker(emb.host, emb.port)
 
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = open_store(settings.store)
+    log.info(
+        "event=store_opened backend=%s where=%s schema_version=%d",
+        store.backend.name,
+        store.backend.describe(),
+        store.schema_version(),
+    )
     if settings.units.communes_file or settings.units.villages_file:
         n_c, n_v = import_unit_files(
             store, settings.units.communes_file, settings.units.villages_file, audit.Actor("config", "admin")

@@ -31,7 +31,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.config import AlertSettings
 from tests.conftest import LOOPBACK, free_port, terminate
 
@@ -234,8 +234,9 @@ def alert_settings(**kw: Any) -> AlertSettings:
 class Net:
     """A store with a router, its children and a probe, and helpers that write what the poller would."""
 
-    def __init__(self, path: Path, n_children: int = 3) -> None:
-        self.store = SQLiteStore(path)
+    def __init__(self, where: Path | Store, n_children: int = 3) -> None:
+        """`where`: an open store (any backend), or the path of a SQLite file to open."""
+        self.store = where if isinstance(where, Store) else Store(where)
         self.repo = DeviceRepo(self.store)
         devs = [
             Device(id="rtr", host="127.0.0.1", credentials="c", kind="router", commune="16021", site="AGG")

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from netqos.config import StoreSettings
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,11 +38,11 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
 
 
-def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited after `timeout_s`."""
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM), then SIGKILL if the process has not exited after `timeout_s`."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -99,3 +106,52 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield broker
     finally:
         terminate(proc)
+
+
+# -- the store on both backends ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (initdb + postgres) on a free loopback port; fails if it is not installed."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_store_settings(postgres: PostgresServer) -> Iterator[StoreSettings]:
+    """Settings of a fresh, empty PostgreSQL database of its own (dropped afterwards)."""
+    name = postgres.create_database()
+    try:
+        yield postgres.store_settings(name)
+    finally:
+        postgres.drop_database(name)
+
+
+def store_yaml(settings: StoreSettings) -> dict[str, Any]:
+    """The settings as the `store:` section of a config file (a test's own password in clear)."""
+    out: dict[str, Any] = {"sqlite_path": str(settings.sqlite_path)}
+    if settings.url is not None:
+        out["url"] = settings.url
+    if settings.password is not None:
+        out["password"] = settings.password.get_secret_value()
+    if settings.pg_bin_dir is not None:
+        out["pg_bin_dir"] = str(settings.pg_bin_dir)
+    return out
+
+
+STORE_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
+    """An empty store's settings, once per backend: the same test runs on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return StoreSettings(sqlite_path=tmp_path / "netqos.db")
+    settings: StoreSettings = request.getfixturevalue("pg_store_settings")
+    return settings

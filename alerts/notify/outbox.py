@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +27,8 @@ import orjson
 
 from alerts.incidents import timeline_in
 from alerts.notify import metrics as m
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 from netqos.config import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def backoff_s(attempts: int, initial_s: float, max_s: float, rng: random.Random)
     return float(min(max_s, initial_s * 2 ** min(attempts - 1, 30)) * rng.uniform(0.8, 1.0))
 
 
-def _note(conn: sqlite3.Connection, p: Pending, now_ms: int, event: str, detail: str) -> None:
+def _note(conn: Connection, p: Pending, now_ms: int, event: str, detail: str) -> None:
     """A timeline entry in every incident the notification is about."""
     receiver = str(p.payload.get("receiver", ""))
     for a in p.payload.get("alerts", []):
@@ -78,7 +78,7 @@ def _note(conn: sqlite3.Connection, p: Pending, now_ms: int, event: str, detail:
 class Outbox:
     """The outbox table of the store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def heads(self, receiver: str, limit: int = 1) -> list[Pending]:

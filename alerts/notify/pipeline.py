@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from alerts.incidents import Incident, timeline_in
 from alerts.notify import metrics as m
 from alerts.silences import Silence
 from collector.matchers import Matcher, all_match, parse_matchers
+from collector.store.db import Connection
 from netqos.config import AlertSettings, InhibitRuleSettings, RouteSettings
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Grouper:
 
 @dataclass(slots=True)
 class FlushContext:
-    conn: sqlite3.Connection
+    conn: Connection
     now_ms: int
     group: Group
     receiver: str = ""
@@ -229,7 +229,7 @@ class Muter:
                     return f"inhibited by incident {other.get('incident', '?')}"
         return None
 
-    def note(self, conn: sqlite3.Connection, incident_id: int, why: str, now_ms: int) -> None:
+    def note(self, conn: Connection, incident_id: int, why: str, now_ms: int) -> None:
         if (incident_id, why) not in self._noted:
             self._noted.add((incident_id, why))
             timeline_in(conn, incident_id, now_ms, "muted", "engine", why)
@@ -302,8 +302,8 @@ class OutboxStage:
         dedup_key = f"{ctx.receiver}|{ctx.group.key}|{digest}"
         payload = build_payload(ctx, alerts, dedup_key)
         cur = ctx.conn.execute(
-            "INSERT OR IGNORE INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms,"
-            " next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (dedup_key, receiver, group_key, status, payload, created_ms,"
+            " next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
             (
                 dedup_key,
                 ctx.receiver,
@@ -399,7 +399,7 @@ def build_pipeline(settings: AlertSettings, muter: Muter) -> dict[str, ReceiverP
 
 
 def flush_group(
-    conn: sqlite3.Connection, g: Group, plans: Mapping[str, ReceiverPlan], now_ms: int, external_url: str
+    conn: Connection, g: Group, plans: Mapping[str, ReceiverPlan], now_ms: int, external_url: str
 ) -> int:
     """Run one due group through every receiver of its route; returns notifications queued."""
     queued = 0

@@ -28,7 +28,7 @@ from api.schemas import QosPoint, QosResponse, QosSeries
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
-from collector.store.sqlite import TIERS, SeriesSelection
+from collector.store.store import TIERS, SeriesSelection
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 

@@ -38,7 +38,7 @@ from collector.snmp.counters import CounterTracker
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
 from collector.snmp.state import Reachability
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.sqlite import SeriesKey
+from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
 from netqos.config import SnmpSettings
 

@@ -1,5 +1,5 @@
-"""Storage rooms: the embedded SQLite store (default)."""
+"""Storage rooms: the store (SQLite by default, PostgreSQL for several processes)."""
 
-from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
+from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
 
-__all__ = ["ProbeInfo", "SQLiteStore", "SeriesKey", "StoreError"]
+__all__ = ["ProbeInfo", "SeriesKey", "Store", "StoreError", "open_store"]

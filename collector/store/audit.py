@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +22,11 @@ class Actor:
     client: str = ""
 
 
-def record(conn: sqlite3.Connection, actor: Actor, action: str, target: str, detail: dict[str, Any]) -> int:
+def record(conn: Connection, actor: Actor, action: str, target: str, detail: dict[str, Any]) -> int:
     """Add an audit row inside the caller's write transaction; returns its id."""
     cur = conn.execute(
         "INSERT INTO audit_log (ts_ms, actor, role, operator, action, target, client, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING audit_id",
         (
             int(time.time() * 1000),
             actor.name,
@@ -38,11 +38,11 @@ def record(conn: sqlite3.Connection, actor: Actor, action: str, target: str, det
             orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
         ),
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def entries(
-    store: SQLiteStore,
+    store: Store,
     *,
     from_ms: int | None = None,
     to_ms: int | None = None,

@@ -11,7 +11,7 @@ import orjson
 from collector.core import Availability, availability
 from collector.events import StateChange
 from collector.matchers import Matcher, all_match
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 
 ENTITY_KINDS = ("device", "interface", "probe")
 
@@ -54,7 +54,7 @@ _WINDOW_SQL = (
 class AvailabilityRepo:
     """Maintenance windows and availability over the state_changes table."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def add_maintenance(
@@ -80,7 +80,7 @@ class AvailabilityRepo:
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO silences (kind, matchers, starts_ms, ends_ms, creator, comment, created_ms)"
-                " VALUES ('maintenance', ?, ?, ?, ?, ?, ?)",
+                " VALUES ('maintenance', ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     orjson.dumps([m.as_dict() for m in matchers]).decode(),
                     start_ms,
@@ -90,7 +90,7 @@ class AvailabilityRepo:
                     int(time.time() * 1000),
                 ),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def delete_maintenance(self, window_id: int) -> bool:
         with self.store.transaction() as conn:
@@ -119,19 +119,19 @@ class AvailabilityRepo:
         (that one says the state at the start), in recorded order."""
         out: list[StateChange] = []
         conn = self.store.reader()
-        for i in range(0, len(entities), 500):
-            chunk = list(entities[i : i + 500])
-            marks = ",".join("?" * len(chunk))
+        step = self.store.backend.in_list_max
+        for i in range(0, len(entities), step):
+            among, values = self.store.backend.in_list("c.entity", list(entities[i : i + step]))
             out += [
                 StateChange(*r)
                 for r in conn.execute(
                     "SELECT c.entity_kind, c.entity, c.state, c.since_ms, c.source, c.detail, c.device_id"
-                    " FROM state_changes c WHERE c.entity_kind = ? AND c.entity IN (" + marks + ")"
+                    f" FROM state_changes c WHERE c.entity_kind = ? AND {among}"
                     " AND c.since_ms < ? AND c.since_ms >= coalesce((SELECT max(p.since_ms)"
                     " FROM state_changes p WHERE p.entity_kind = c.entity_kind AND p.entity = c.entity"
-                    " AND p.since_ms <= ?), -9223372036854775808)"
+                    " AND p.since_ms <= ?), c.since_ms)"  # no change before: every one counts
                     " ORDER BY c.id",
-                    (entity_kind, *chunk, to_ms, from_ms),
+                    (entity_kind, *values, to_ms, from_ms),
                 )
             ]
         return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,8 @@ import orjson
 
 from collector.events import DOWN_STATES, StateChange
 from collector.inventory import Device
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 
 __all__ = ["DOWN_STATES", "DeviceRepo", "Outage", "PollRecord"]
 
@@ -43,9 +43,9 @@ class Outage:
 
 
 class DeviceRepo:
-    """Device tables of a SQLiteStore."""
+    """Device tables of a Store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def sync_inventory(
@@ -114,9 +114,11 @@ class DeviceRepo:
                     )
                 for tbl, rows in p.rows.items():
                     conn.executemany(
-                        "INSERT OR REPLACE INTO device_rows"
+                        "INSERT INTO device_rows"
                         " (device_id, tbl, row_index, name, values_json, updated_ms)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (device_id, tbl, row_index) DO UPDATE SET name = excluded.name,"
+                        " values_json = excluded.values_json, updated_ms = excluded.updated_ms",
                         [
                             (p.device_id, tbl, idx, name, orjson.dumps(vals).decode(), p.ts_ms)
                             for idx, name, vals in rows
@@ -126,7 +128,7 @@ class DeviceRepo:
                 self.record_change(conn, c)
 
     @staticmethod
-    def record_change(conn: sqlite3.Connection, c: StateChange) -> None:
+    def record_change(conn: Connection, c: StateChange) -> None:
         """Insert a state change and open or close the entity's outage (inside a transaction)."""
         conn.execute(
             "INSERT INTO state_changes (entity_kind, entity, device_id, state, since_ms, source, detail)"
@@ -149,7 +151,9 @@ class DeviceRepo:
                 (c.entity_kind, c.entity, c.device_id, c.since_ms, c.detail),
             )
         elif c.state not in DOWN_STATES and open_row is not None:
-            conn.execute("UPDATE outages SET end_ms=max(start_ms, ?) WHERE id=?", (c.since_ms, open_row[0]))
+            conn.execute(
+                "UPDATE outages SET end_ms=greatest(start_ms, ?) WHERE id=?", (c.since_ms, open_row[0])
+            )
 
     # -- reads -------------------------------------------------------------------
 

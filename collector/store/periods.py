@@ -20,13 +20,13 @@ import numpy as np
 import orjson
 
 from collector.core import RollupSet, decode_sketches, merge
-from collector.store.sqlite import STANDARD_LABELS, SQLiteStore, StoreError
+from collector.store.store import STANDARD_LABELS, Store, StoreError
 
 _CHUNK = 500  # series ids per statement (bounded parameter lists)
 _MAX_TIERS = 16
 
 
-def tiers_present(store: SQLiteStore) -> list[int]:
+def tiers_present(store: Store) -> list[int]:
     """Resolutions (seconds) that have rollups, coarsest first; one index seek each."""
     conn = store.reader()
     out: list[int] = []
@@ -57,7 +57,7 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
 
 
 def select_series(
-    store: SQLiteStore, metrics: Sequence[str], filters: dict[str, str]
+    store: Store, metrics: Sequence[str], filters: dict[str, str]
 ) -> dict[int, dict[str, str]]:
     """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
     where = [f"metric IN ({','.join('?' * len(metrics))})"]
@@ -75,7 +75,7 @@ def select_series(
 
 
 def period_totals(
-    store: SQLiteStore,
+    store: Store,
     series: Sequence[int],
     from_ms: int,
     to_ms: int,

@@ -7,7 +7,7 @@ from typing import Any
 
 from collector.events import StateChange
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 
 MISSED_INTERVALS = 3
 
@@ -27,9 +27,9 @@ class Window:
 
 
 class ProbeRepo:
-    """Probe tables of a SQLiteStore."""
+    """Probe tables of a Store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def transitions(self, now_ms: int, missed: int = MISSED_INTERVALS) -> list[StateChange]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.store import audit
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ _META = (
 
 
 class ReportRepo:
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def add(
@@ -52,10 +52,11 @@ class ReportRepo:
             now = int(time.time() * 1000)
             cur = conn.execute(
                 "INSERT INTO reports (kind, year, operator, version, uploaded_ms, uploaded_by, uploader_role,"
-                " format, sha256, rows_count, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " format, sha256, rows_count, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING report_id",
                 (kind, year, operator, version, now, actor.name, actor.role, fmt, sha256, rows, note),
             )
-            report_id = int(cur.lastrowid or 0)
+            report_id = int(cur.fetchone()[0])
             conn.executemany(
                 "INSERT INTO report_values (report_id, line, commune, field, value) VALUES (?, ?, ?, ?, ?)",
                 [(report_id, v.line, v.commune, v.field, v.value) for v in values],

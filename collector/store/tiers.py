@@ -11,7 +11,7 @@ Because a coarse row is always *computed from the finer rows in a fixed order*, 
 incremental result and ``rebuild`` (which runs the very same recomputation over a range)
 are equal bit for bit — counts, float sums and sketch blobs — however the data arrived.
 Queries never wait for the roller: the store reads a pending coarse window's finer rows
-instead (``SQLiteStore.tiered_rollups``).
+instead (``Store.tiered_rollups``).
 
 Retention deletes whole UTC days of a tier older than its limit, never a window a coarser
 pending window still needs, in bounded steps.
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from collector.core import floor_window, merge
-from collector.store.sqlite import _ROLLUP_COLUMNS, TIERS, SQLiteStore, rollups_from_rows
+from collector.store.db import Connection
+from collector.store.store import _ROLLUP_COLUMNS, TIERS, Store, rollups_from_rows
 from netqos.aio import wait_stop
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _finer(tier_s: int) -> int:
 
 
 def recompute_window(
-    conn: sqlite3.Connection, tier_s: int, window_start_ms: int, series: list[int] | None = None
+    store: Store, conn: Connection, tier_s: int, window_start_ms: int, series: list[int] | None = None
 ) -> int:
     """Replace the `tier_s` rows of one window by the merge of its finer rows (all series, or
     only `series`), clear their pending marks; inside the caller's write transaction.
@@ -75,10 +76,11 @@ def recompute_window(
     """
     finer_s = _finer(tier_s)
     end = window_start_ms + tier_s * 1000
-    cond, args = "", []
+    cond = ""
+    args: tuple[Any, ...] = ()
     if series is not None:
-        cond = f" AND series_id IN ({','.join('?' * len(series))})"
-        args = list(series)
+        among, args = store.backend.in_list("series_id", series)
+        cond = f" AND {among}"
     rows = conn.execute(
         f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
         f" AND window_start_ms < ?{cond} ORDER BY series_id, window_start_ms",
@@ -90,7 +92,7 @@ def recompute_window(
         f"DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms = ?{cond}",
         (tier_s, window_start_ms, *args),
     )
-    SQLiteStore.put_rollups(conn, coarse, tier_s)
+    store.put_rollups(conn, coarse, tier_s)
     conn.execute(
         f"DELETE FROM rollup_pending WHERE resolution_s = ? AND window_start_ms = ?{cond}",
         (tier_s, window_start_ms, *args),
@@ -101,7 +103,7 @@ def recompute_window(
 class TierRoller:
     """Computes pending coarse windows, enforces retention, rebuilds ranges."""
 
-    def __init__(self, store: SQLiteStore, policy: TierPolicy | None = None) -> None:
+    def __init__(self, store: Store, policy: TierPolicy | None = None) -> None:
         self.store = store
         self.policy = policy or TierPolicy()
 
@@ -133,9 +135,10 @@ class TierRoller:
                 by_window.setdefault(int(w), []).append(int(sid))
             for w, series in by_window.items():
                 # One transaction per window; long series lists in chunks (bounded statements).
-                for i in range(0, len(series), 500):
+                step = self.store.backend.in_list_max
+                for i in range(0, len(series), step):
                     with self.store.transaction() as conn:
-                        recompute_window(conn, tier, w, series[i : i + 500])
+                        recompute_window(self.store, conn, tier, w, series[i : i + step])
             done[tier] = len(by_window)
         return done
 
@@ -225,7 +228,7 @@ class TierRoller:
                     skipped += w in stored  # coarse rows whose finer rows are gone: kept
                     continue
                 with self.store.transaction() as conn:
-                    rows += recompute_window(conn, tier, w)
+                    rows += recompute_window(self.store, conn, tier, w)
                 windows += 1
             report.windows[tier], report.rows[tier] = windows, rows
             report.skipped[tier] = skipped

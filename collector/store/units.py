@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from collector.inventory.units import CommuneUnit, VillageUnit
-from collector.store.sqlite import SQLiteStore
+from collector.store.db import Connection
+from collector.store.store import Store
 
 
 class UnitRepo:
-    """Communes and villages of a SQLiteStore (imports are upserts by code)."""
+    """Communes and villages of a Store (imports are upserts by code)."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     @staticmethod
-    def upsert_communes(conn: sqlite3.Connection, communes: Sequence[CommuneUnit]) -> int:
+    def upsert_communes(conn: Connection, communes: Sequence[CommuneUnit]) -> int:
         now = int(time.time() * 1000)
         conn.executemany(
             "INSERT INTO communes (code, name, type, lat, lon, updated_ms) VALUES (?, ?, ?, ?, ?, ?)"
@@ -29,7 +29,7 @@ class UnitRepo:
         return len(communes)
 
     @staticmethod
-    def upsert_villages(conn: sqlite3.Connection, villages: Sequence[VillageUnit]) -> int:
+    def upsert_villages(conn: Connection, villages: Sequence[VillageUnit]) -> int:
         now = int(time.time() * 1000)
         conn.executemany(
             "INSERT INTO villages (code, name, commune, updated_ms) VALUES (?, ?, ?, ?)"

@@ -19,6 +19,11 @@ command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] 
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 # Headless Chromium for the test of the department's page (tests/e2e/test_page.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# PostgreSQL: the store's second backend; tests run initdb + postgres themselves (as the
+# `postgres` user the package creates), and `netqos backup/restore` use pg_dump, pg_restore, psql.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v pg_dump >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_dump >/dev/null 2>&1 \
+    || need+=(postgresql-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -33,9 +38,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd, prometheus-snmp-exporter, victoria-metrics and prometheus-alertmanager would start
-# system services on install (port 161/199, :9116, :8428, :9093 on every address); where no
-# policy-rc.d says otherwise, forbid that for this install.
+# snmpd, prometheus-snmp-exporter, victoria-metrics, prometheus-alertmanager and postgresql
+# would start system services on install (port 161/199, :9116, :8428, :9093, :5432 on every
+# address); where no policy-rc.d says otherwise, forbid that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null

@@ -17,7 +17,7 @@ import yaml
 
 from alerts.incidents import IncidentRepo
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import Settings
 from netqos.service import run_service
 from probes.simulate.snmp_agent import SimDevice, serve_devices
@@ -183,7 +183,7 @@ async def test_router_and_20_children_down_together_one_notification_charged_to_
                 assert inc["entity"] == "rtr-1" and len(inc["symptoms"]) == 20
                 assert all(s["end_ms"] is not None for s in inc["symptoms"])
         # Availability: every child's outage is charged to the router's incident.
-        store = SQLiteStore(tmp_path / "netqos.db")
+        store = Store(tmp_path / "netqos.db")
         try:
             repo, devs = IncidentRepo(store), DeviceRepo(store)
             now = int(time.time() * 1000)

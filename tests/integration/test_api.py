@@ -1,4 +1,4 @@
-"""The API over a real SQLite store filled through the ingest pipeline."""
+"""The API over a real SQLite store filled through the ingest pipeline (and once over PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from api import create_app
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
-from netqos.config import IngestSettings, Settings
+from collector.store.store import ProbeInfo, Store, open_store
+from netqos.config import IngestSettings, Settings, StoreSettings
 
 TOKEN = "test-token-0123456789"
 T0 = 1_795_852_800_000  # 2026-11-28T08:00:00Z, ms
@@ -24,7 +24,7 @@ COMMUNES = ("16021", "16030", "16180")
 OPERATORS = ("viettel", "vnpt")
 
 
-def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], list[float]]:
+def fill(store: Store, rng: np.random.Generator) -> dict[tuple[str, str], list[float]]:
     """Three communes x two operators x 2 probes, 30 minutes of rtt samples; returns the raw values."""
     probes = []
     for c in COMMUNES:
@@ -66,7 +66,7 @@ def fill(store: SQLiteStore, rng: np.random.Generator) -> dict[tuple[str, str], 
 def client(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[TestClient, dict[tuple[str, str], list[float]]]]:
-    store = SQLiteStore(tmp_path_factory.mktemp("api") / "netqos.db")
+    store = Store(tmp_path_factory.mktemp("api") / "netqos.db")
     raw = fill(store, np.random.default_rng(7))
     settings = Settings()
     settings.api.tokens = [SecretStr(TOKEN)]
@@ -90,7 +90,7 @@ def test_api_needs_a_token(client: tuple[TestClient, object]) -> None:
 
 
 def test_no_configured_token_means_closed(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "x.db")
+    store = Store(tmp_path / "x.db")
     app = create_app(Settings(), store)
     with TestClient(app) as c:
         r = c.get("/api/v1/probes", headers={"Authorization": "Bearer anything"})
@@ -224,7 +224,7 @@ def test_one_probe_with_health(client: tuple[TestClient, object]) -> None:
 def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
     from api.routers.ingest import token_sha256
 
-    store = SQLiteStore(tmp_path / "ingest.db")
+    store = Store(tmp_path / "ingest.db")
     store.register_probes([ProbeInfo("p-https", commune="16021"), ProbeInfo("p-other")])
     assert store.set_probe_token_sha256("p-https", token_sha256("probe-secret-1"))
     pipeline = IngestPipeline(store, IngestSettings())
@@ -265,11 +265,12 @@ def test_https_ingest_with_a_probe_token(tmp_path: Path) -> None:
     store.close()
 
 
-def test_every_point_carries_count_and_completeness(tmp_path: Path) -> None:
-    """A probe silent for 10 of 30 minutes: that step says count 0, completeness 0 — not good."""
+def test_every_point_carries_count_and_completeness(store_settings: StoreSettings) -> None:
+    """A probe silent for 10 of 30 minutes: that step says count 0, completeness 0 — not good
+    (on SQLite and PostgreSQL, the hour and day tiers included)."""
     from collector.store.tiers import TierRoller
 
-    store = SQLiteStore(tmp_path / "c.db")
+    store = open_store(store_settings)
     store.register_probes([ProbeInfo("p-gap", commune="16021", operator="vnpt", technology="4G")])
     pipeline = IngestPipeline(store, IngestSettings(metric_interval_s={"dl_bps": 600}))
     for minute in [m for m in range(30) if not 10 <= m < 20]:
@@ -344,3 +345,48 @@ def test_every_point_carries_count_and_completeness(tmp_path: Path) -> None:
         assert day["resolution_s"] == 86_400 and day["retained_from_ms"] is None
         assert day["series"][0]["points"][0]["count"] == 20
     store.close()
+
+
+def test_the_api_answers_the_same_from_postgresql(
+    client: tuple[TestClient, object], pg_store_settings: StoreSettings
+) -> None:
+    """The same data ingested into PostgreSQL gives the same answers as SQLite (all but the
+    wall-clock time each probe was registered at)."""
+    sqlite_client, _ = client
+    store = open_store(pg_store_settings)
+    fill(store, np.random.default_rng(7))  # the SQLite store's fill, same seed
+    settings = Settings()
+    settings.api.tokens = [SecretStr(TOKEN)]
+    app = create_app(settings, store, {"broker": lambda: (True, "test")})
+    queries = [
+        (
+            "/api/v1/qos",
+            {"metric": "rtt_ms", "stat": "p95", "group_by": "commune,operator", "step": "5m", **WINDOW},
+        ),
+        ("/api/v1/qos", {"metric": "rtt_ms", "stat": "mean", "commune": "16180", "step": "1m", **WINDOW}),
+        (
+            "/api/v1/qos",
+            {"metric": "rtt_ms", "stat": "count", "group_by": "operator", "step": "30m", **WINDOW},
+        ),
+        ("/api/v1/probes", {}),
+        ("/api/v1/probes/p-16021-vnpt-1", {}),
+    ]
+    with TestClient(app) as c:
+        assert c.get("/readyz").json()["checks"]["store"]["ok"] is True
+        for path, params in queries:
+            want = sqlite_client.get(path, params=params, headers=AUTH)
+            got = c.get(path, params=params, headers=AUTH)
+            assert want.status_code == got.status_code == 200, (path, got.text)
+            assert _same(got.json()) == _same(want.json()), path
+            if path == "/api/v1/qos":  # not two empty answers
+                assert sum(len(s["points"]) for s in got.json()["series"]) > 0
+    store.close()
+
+
+def _same(answer: object) -> object:
+    """The answer without `registered_at_ms` (the clock at registration, not the data)."""
+    if isinstance(answer, dict):
+        return {k: _same(v) for k, v in answer.items() if k != "registered_at_ms"}
+    if isinstance(answer, list):
+        return [_same(v) for v in answer]
+    return answer

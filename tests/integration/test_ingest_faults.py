@@ -1,5 +1,6 @@
 """At-least-once ingest with exact counts: `netqos ingest` worker processes against a real
-mosquitto, SIGKILLed mid-stream, and three of them on one shared subscription."""
+mosquitto, SIGKILLed mid-stream, and three of them on one shared subscription, storing into
+SQLite and into one PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
 import pytest
 import yaml
 
-from collector.store.sqlite import ProbeInfo, SQLiteStore
-from tests.conftest import Broker
+from collector.store.store import ProbeInfo, open_store
+from netqos.config import StoreSettings
+from tests.conftest import Broker, store_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +55,7 @@ def payload(k: int, batch: int, now_ms: int) -> tuple[str, bytes]:
 class Worker:
     """One `netqos ingest` process; its log tells when it is subscribed."""
 
-    def __init__(self, tmp: Path, name: str, broker: Broker, db: Path, topic: str) -> None:
+    def __init__(self, tmp: Path, name: str, broker: Broker, db: StoreSettings, topic: str) -> None:
         self.name = name
         self.cfg = tmp / f"{name}.yaml"
         self.log = tmp / f"{name}.log"
@@ -66,7 +68,7 @@ class Worker:
                         "client_id": f"ingest-{name}",
                         "topic": topic,
                     },
-                    "store": {"sqlite_path": str(db)},
+                    "store": store_yaml(db),
                     "ingest": {"flush_interval_s": 0.2},
                 }
             )
@@ -108,17 +110,26 @@ class Worker:
                 self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "netqos.db"
-    store = SQLiteStore(path)
+def _registered(settings: StoreSettings) -> StoreSettings:
+    store = open_store(settings)
     store.register_probes(ProbeInfo(probe_id(i), commune="16021") for i in range(N_PROBES))
     store.close()
-    yield path
+    return settings
 
 
-def stored(db: Path) -> int:
-    s = SQLiteStore(db)
+@pytest.fixture
+def db(store_settings: StoreSettings) -> StoreSettings:
+    """The workers' store, once per backend: SQLite, and the PostgreSQL that N workers share."""
+    return _registered(store_settings)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> StoreSettings:
+    return _registered(StoreSettings(sqlite_path=tmp_path / "netqos.db"))
+
+
+def stored(db: StoreSettings) -> int:
+    s = open_store(db)
     try:
         return s.total_count(metric="rtt_ms")
     finally:
@@ -143,7 +154,7 @@ async def publish(broker: Broker, first: int, count: int, batch: int, client_id:
 
 
 async def test_100000_measurements_with_the_worker_sigkilled_twice(
-    mosquitto: Broker, tmp_path: Path, db: Path
+    mosquitto: Broker, tmp_path: Path, db: StoreSettings
 ) -> None:
     total_msgs, batch = 2000, 50
     worker = Worker(tmp_path, "w-kill", mosquitto, db, "netqos/v1/probes/+/measurements")
@@ -160,7 +171,7 @@ async def test_100000_measurements_with_the_worker_sigkilled_twice(
         assert await wait_until(lambda: stored(db) >= total_msgs * batch, 120)
         await asyncio.sleep(1.5)  # a double count would show up now
         assert stored(db) == total_msgs * batch
-        s = SQLiteStore(db)
+        s = open_store(db)
         try:
             n_batches = s.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0]
             assert n_batches == total_msgs
@@ -173,7 +184,7 @@ async def test_100000_measurements_with_the_worker_sigkilled_twice(
 
 
 async def test_three_workers_on_one_shared_subscription_store_everything_once(
-    mosquitto: Broker, tmp_path: Path, db: Path
+    mosquitto: Broker, tmp_path: Path, db: StoreSettings
 ) -> None:
     total_msgs, batch = 900, 40
     topic = "$share/netqos/netqos/v1/probes/+/measurements"
@@ -196,9 +207,13 @@ async def test_three_workers_on_one_shared_subscription_store_everything_once(
         assert "event=service_stopped" in w.log.read_text()
 
 
-async def test_broker_restarted_mid_stream_with_auth_and_acl(tmp_path: Path, db: Path) -> None:
+async def test_broker_restarted_mid_stream_with_auth_and_acl(
+    tmp_path: Path, sqlite_db: StoreSettings
+) -> None:
     """Production-like broker (passwords, the deploy ACL, persistence): stopped and started
-    again while probes publish; every measurement is stored exactly once."""
+    again while probes publish; every measurement is stored exactly once (a broker matter:
+    SQLite only; the worker tests above run on both stores)."""
+    db = sqlite_db
     from tests.mqtt_broker import MosquittoBroker
 
     n_probes, per_probe, batch = 10, 60, 50

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.config import IngestSettings, MqttSettings
 from tests.conftest import Broker
 
@@ -51,7 +51,7 @@ def good_payload(pid: str, seq: int, base_ms: int, n: int, *, spread_ms: int = 1
 
 @dataclass
 class Ingest:
-    store: SQLiteStore
+    store: Store
     pipeline: IngestPipeline
     consumer: MqttConsumer
     mqtt: MqttSettings
@@ -59,7 +59,7 @@ class Ingest:
 
 @pytest.fixture(params=["lean", "aiomqtt"])
 async def ingest(mosquitto: Broker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ingest]:
-    store = SQLiteStore(tmp_path / "netqos.db")
+    store = Store(tmp_path / "netqos.db")
     store.register_probes(
         ProbeInfo(probe_id(i), commune=f"4010{i % 4}", village=f"4010{i % 4}-v01", operator="viettel")
         for i in range(N_PROBES)

@@ -16,7 +16,7 @@ from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from netqos.config import IngestSettings, SnmpSettings
 from probes.simulate.snmp_agent import SimDevice, SnmpAgentServer
 
@@ -43,7 +43,7 @@ class Rig:
         profiles = tmp / "profiles"
         profiles.mkdir(exist_ok=True)
         (profiles / "legacy.yaml").write_text(LEGACY_PROFILE)
-        self.store = SQLiteStore(tmp / f"{device.device_id}.db")
+        self.store = Store(tmp / f"{device.device_id}.db")
         self.pipeline = IngestPipeline(self.store, IngestSettings())
         self.sink = PollSink(DeviceRepo(self.store))
         inv = Inventory(
@@ -164,7 +164,7 @@ async def test_traps_from_agents_sharing_a_host_reach_the_right_device(tmp_path:
     for s in servers:
         await s.start()
     try:
-        store = SQLiteStore(tmp_path / "traps.db")
+        store = Store(tmp_path / "traps.db")
         sink = PollSink(DeviceRepo(store))
         inv = Inventory(
             tuple(

@@ -20,7 +20,7 @@ from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import SQLiteStore
+from collector.store.store import Store
 from collector.traps.receiver import TrapReceiver
 from netqos.config import IngestSettings, SnmpSettings, TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
@@ -59,7 +59,7 @@ def v3(agent: SnmpdAgent) -> Credential:
 
 @dataclass
 class Rig:
-    store: SQLiteStore
+    store: Store
     repo: DeviceRepo
     pipeline: IngestPipeline
     sink: PollSink
@@ -73,7 +73,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
     def make(inventory: Inventory | None = None, **snmp: object) -> Rig:
-        store = SQLiteStore(tmp_path / f"netqos-{len(rigs)}.db")
+        store = Store(tmp_path / f"netqos-{len(rigs)}.db")
         repo = DeviceRepo(store)
         pipeline = IngestPipeline(store, IngestSettings(flush_interval_s=0.2))
         sink = PollSink(repo, interval_s=0.2)

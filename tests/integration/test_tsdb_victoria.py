@@ -18,7 +18,7 @@ from collector.pipeline import IngestPipeline
 from collector.store.feed import TsdbFeed
 from collector.store.lineproto import render_fields, series_prefix
 from collector.store.sink import TsdbSink
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.config import IngestSettings, TsdbSettings
 from tests.victoria import VictoriaMetrics
 
@@ -117,7 +117,7 @@ def probe_batch(pid: str, seq: int, t0: int, rng: np.random.Generator) -> dict[s
 def test_pipeline_writes_raw_points_rollups_and_probe_activity_once(
     vm: VictoriaMetrics, tmp_path: Path
 ) -> None:
-    store = SQLiteStore(tmp_path / "netqos.db")
+    store = Store(tmp_path / "netqos.db")
     probes = [
         ProbeInfo(
             f"vm-p{i}",

@@ -23,7 +23,7 @@ from alerts.rules import (
 )
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store
 from netqos.cli import main
 from netqos.config import IngestSettings
 from tests.alerting import alert_settings
@@ -118,9 +118,9 @@ def test_render_fills_fields_without_attribute_access() -> None:
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> SQLiteStore:
+def filled(tmp_path: Path) -> Store:
     """Two communes' probes, 10 minutes of rtt: 16021 around 50 ms, 16030 around 200 ms."""
-    store = SQLiteStore(tmp_path / "r.db")
+    store = Store(tmp_path / "r.db")
     store.register_probes(
         [
             ProbeInfo("p-a", commune="16021", operator="vnpt"),
@@ -153,7 +153,7 @@ def filled(tmp_path: Path) -> SQLiteStore:
     return store
 
 
-def test_threshold_over_rollups(filled: SQLiteStore) -> None:
+def test_threshold_over_rollups(filled: Store) -> None:
     rule = parse_rules(
         "rules:\n  - {name: rtt, kind: threshold, metric: rtt_ms, stat: p95, group_by: [commune],"
         " window: 10m, op: '>', threshold: 100, min_count: 30}\n"
@@ -169,7 +169,7 @@ def test_threshold_over_rollups(filled: SQLiteStore) -> None:
     filled.close()
 
 
-def test_absence_over_rollups(filled: SQLiteStore) -> None:
+def test_absence_over_rollups(filled: Store) -> None:
     rule = parse_rules(
         "rules:\n  - {name: gone, kind: absence, metric: rtt_ms, group_by: [commune], absent_for: 15m}\n"
     )[0]
@@ -186,7 +186,7 @@ def test_absence_over_rollups(filled: SQLiteStore) -> None:
 def test_rules_reload_on_change_and_keep_old_on_bad_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("rules:\n  - {name: device_down, kind: state, entity_kind: device, states: [down]}\n")
-    store = SQLiteStore(tmp_path / "e.db")
+    store = Store(tmp_path / "e.db")
     engine = AlertEngine(store, alert_settings(rules_file=str(path)))
     assert [r.name for r in engine.rules] == ["device_down"]
     path.write_text(

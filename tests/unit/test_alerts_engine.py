@@ -1,5 +1,6 @@
-"""The alert engine driven by its own clock over a real SQLite store: alerts, incidents,
-topology, flap damping, silences and the notification log (no network: outbox rows only)."""
+"""The alert engine driven by its own clock over a real store (SQLite and PostgreSQL): alerts,
+incidents, topology, flap damping, silences and the notification log (no network: outbox rows
+only)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from alerts.rules import parse_rules
 from alerts.silences import SilenceRepo, maintenance_windows
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from netqos.config import IngestSettings
+from collector.store.store import open_store
+from netqos.config import IngestSettings, StoreSettings
 from tests.alerting import T0, Net, alert_settings
 
 RULES = """
@@ -30,8 +32,9 @@ rules:
 
 
 @pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    n = Net(tmp_path / "a.db")
+def net(store_settings: StoreSettings) -> Iterator[Net]:
+    """The network in an empty store, once per backend (SQLite, PostgreSQL)."""
+    n = Net(open_store(store_settings))
     yield n
     n.store.close()
 

@@ -1,9 +1,11 @@
-"""Availability from stored state changes, maintenance windows, the API endpoint and the CLI."""
+"""Availability from stored state changes, maintenance windows, the API endpoint and the CLI
+(on SQLite and PostgreSQL); planned work moved by migration 0011 on both."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -11,25 +13,27 @@ from pydantic import SecretStr
 from api import create_app
 from collector.events import StateChange
 from collector.store.availability import AvailabilityRepo
+from collector.store.db import split_sql
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import ProbeInfo, Store, backend_of, open_store
 from netqos.cli import main
-from netqos.config import ApiKey, Settings
+from netqos.config import ApiKey, Settings, StoreSettings
+from tests.conftest import store_yaml
 
 H = 3_600_000
 T0 = 1_790_000_000_000 // H * H  # a whole hour, well before now
 
 
-def record(store: SQLiteStore, changes: list[StateChange]) -> None:
+def record(store: Store, changes: list[StateChange]) -> None:
     with store.transaction() as conn:
         for c in changes:
             DeviceRepo.record_change(conn, c)
 
 
 def test_availability_over_stored_changes_with_maintenance(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_settings: StoreSettings
 ) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+    store = open_store(store_settings)
     store.register_probes([ProbeInfo("p1", commune="16021"), ProbeInfo("p2", commune="16030")])
     record(
         store,
@@ -49,7 +53,7 @@ def test_availability_over_stored_changes_with_maintenance(
 
     # The second outage was planned: recorded through the CLI, it is excluded.
     cfg = tmp_path / "n.yaml"
-    cfg.write_text(f"store:\n  sqlite_path: {tmp_path / 'a.db'}\n")
+    cfg.write_bytes(orjson.dumps({"store": store_yaml(store_settings)}))  # JSON is YAML
     args = ["--config", str(cfg), "maintenance", "add", "--kind", "probe", "--entity", "p1"]
     assert (
         main(
@@ -126,3 +130,45 @@ def test_availability_over_stored_changes_with_maintenance(
     with pytest.raises(ValueError, match="kind"):
         repo.add_maintenance("", "p1", 0, 1)
     store.close()
+
+
+def test_migration_0011_moves_maintenance_windows_into_silences(store_settings: StoreSettings) -> None:
+    """Windows recorded under schema 0005 become maintenance silences with the same matchers,
+    times and reason on both backends (the PostgreSQL twin builds the JSON with json_build_*)."""
+    backend = backend_of(store_settings)
+    conn = backend.connect()
+    try:
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)"
+        )
+        for version, name, sql in backend.migrations():
+            if version > 5:
+                break
+            for statement in split_sql(sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, name))
+        conn.executemany(
+            "INSERT INTO maintenance_windows (entity_kind, entity, start_ms, end_ms, reason, created_ms)"
+            " VALUES (?, ?, ?, ?, ?, 1)",
+            [
+                ("", "", T0, T0 + H, "all"),
+                ("device", "", T0, T0 + 2 * H, "devices"),
+                ("probe", "p1", T0, T0 + 3 * H, "mast"),
+            ],
+        )
+    finally:
+        conn.close()
+    store = Store(backend)  # applies 0010 and 0011
+    try:
+        assert 11 in store.migrate_applied
+        windows = AvailabilityRepo(store).maintenance(T0, T0 + H)
+        assert [(w.reason, [str(m) for m in w.matchers], w.end_ms - w.start_ms) for w in windows] == [
+            ("all", [], H),
+            ("devices", ['entity_kind="device"'], 2 * H),
+            ("mast", ['entity_kind="probe"', 'entity="p1"'], 3 * H),
+        ]
+        assert windows[2].applies({"entity_kind": "probe", "entity": "p1"})
+        assert not windows[2].applies({"entity_kind": "probe", "entity": "p2"})
+    finally:
+        store.close()

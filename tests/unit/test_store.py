@@ -1,4 +1,5 @@
-"""The SQLite store: migrations, series, merging rollups across writes, probe registry."""
+"""The store on both backends (SQLite and PostgreSQL, through the `store_settings` fixture):
+migrations, series, merging rollups across writes, probe registry, exactly-once ingest."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from collector.core import SampleBatch, quantiles, rollup
 from collector.mqtt.schema import MeasurementBatch, validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SeriesKey, SQLiteStore, StoreError
-from netqos.config import ConfigError, IngestSettings
+from collector.store.postgres import to_pg
+from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
+from netqos.config import ConfigError, IngestSettings, StoreSettings
 from netqos.service import load_probe_file
 
 
 def test_schema_is_created_once_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    s = SQLiteStore(db)
+    s = Store(db)
     assert s.schema_version() >= 1
     assert s.migrate() == []  # nothing left to apply
     s.close()
@@ -31,20 +33,28 @@ def test_schema_is_created_once_in_wal_mode(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    SQLiteStore(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
-    conn.commit()
-    conn.close()
+def test_schema_is_created_once(store_settings: StoreSettings) -> None:
+    s = open_store(store_settings)
+    newest = s.backend.newest_version()
+    assert newest >= 3 and s.schema_version() == newest
+    assert s.migrate() == []  # nothing left to apply
+    s.close()
+    again = open_store(store_settings)  # a second process starting later applies nothing
+    assert again.migrate() == [] and again.schema_version() == newest
+    again.close()
+
+
+def test_a_newer_schema_is_refused(store_settings: StoreSettings) -> None:
+    s = open_store(store_settings)
+    with s.transaction() as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)")
+    s.close()
     with pytest.raises(StoreError, match="newer than this netqos knows"):
-        SQLiteStore(db)
+        open_store(store_settings)
 
 
-def test_series_ids_are_stable_and_shared_between_processes(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    a, b = SQLiteStore(db), SQLiteStore(db)
+def test_series_ids_are_stable_and_shared_between_processes(store_settings: StoreSettings) -> None:
+    a, b = open_store(store_settings), open_store(store_settings)
     k1 = SeriesKey.of("rtt_ms", "p1", {"commune": "16021", "operator": "vnpt"})
     k2 = SeriesKey.of("rtt_ms", "p1", {"operator": "vnpt", "commune": "16021"})  # same labels, other order
     k3 = SeriesKey.of("rtt_ms", "p2", {"commune": "16021"})
@@ -55,9 +65,9 @@ def test_series_ids_are_stable_and_shared_between_processes(tmp_path: Path) -> N
     b.close()
 
 
-def test_rollups_written_in_pieces_equal_one_rollup_of_everything(tmp_path: Path) -> None:
+def test_rollups_written_in_pieces_equal_one_rollup_of_everything(store_settings: StoreSettings) -> None:
     """Merging into stored rows (read, merge, write back) is exact: counts, min, max, sketch."""
-    s = SQLiteStore(tmp_path / "s.db")
+    s = open_store(store_settings)
     sid = s.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {}) for i in range(5)])
     rng = np.random.default_rng(3)
     n = 20_000
@@ -85,8 +95,8 @@ def test_rollups_written_in_pieces_equal_one_rollup_of_everything(tmp_path: Path
     s.close()
 
 
-def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def test_failed_flush_keeps_samples_for_the_next(store_settings: StoreSettings) -> None:
+    store = open_store(store_settings)
     store.register_probes([ProbeInfo("p1", commune="16021")])
     pipe = IngestPipeline(store, IngestSettings())
     batch = validate_batch(
@@ -114,7 +124,7 @@ def test_failed_flush_keeps_samples_for_the_next(tmp_path: Path) -> None:
     def failing_once(*args: object, **kw: object) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
-            raise sqlite3.OperationalError("disk I/O error (simulated)")
+            raise StoreError("disk I/O error (simulated)")
         return real(*args, **kw)  # type: ignore[arg-type]
 
     store.write_rollups = failing_once  # type: ignore[method-assign]
@@ -142,10 +152,9 @@ def test_probe_file_yaml_and_csv(tmp_path: Path) -> None:
         load_probe_file(bad)
 
 
-def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> None:
+def test_two_workers_storing_the_same_batch_count_it_once(store_settings: StoreSettings) -> None:
     """A redelivered batch that reached a second worker is left out in the store's transaction."""
-    db = tmp_path / "s.db"
-    store_a, store_b = SQLiteStore(db), SQLiteStore(db)
+    store_a, store_b = open_store(store_settings), open_store(store_settings)
     store_a.register_probes([ProbeInfo("p1", commune="16021")])
     a, b = IngestPipeline(store_a, IngestSettings()), IngestPipeline(store_b, IngestSettings())
 
@@ -181,16 +190,18 @@ def test_two_workers_storing_the_same_batch_count_it_once(tmp_path: Path) -> Non
     p = store_a.probes()[0]
     assert p.messages_total == 2 and p.measurements_total == 15
     # A new worker (a restart) knows both from the store.
-    c = IngestPipeline(SQLiteStore(db), IngestSettings())
+    c = IngestPipeline(open_store(store_settings), IngestSettings())
     assert c.is_duplicate("p1", 7) and c.is_duplicate("p1", 8) and not c.is_duplicate("p1", 9)
     for s in (store_a, store_b, c.store):
         s.close()
 
 
-def test_probe_goes_offline_after_three_missed_intervals_and_online_again(tmp_path: Path) -> None:
+def test_probe_goes_offline_after_three_missed_intervals_and_online_again(
+    store_settings: StoreSettings,
+) -> None:
     from collector.store.probes import ProbeRepo
 
-    store = SQLiteStore(tmp_path / "s.db")
+    store = open_store(store_settings)
     store.register_probes(
         [ProbeInfo("p1", expected_interval_s=10.0), ProbeInfo("p2", expected_interval_s=60.0)]
     )
@@ -258,11 +269,11 @@ def test_probe_goes_offline_after_three_missed_intervals_and_online_again(tmp_pa
 
 
 def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import collector.pipeline as pipeline_module
 
-    store = SQLiteStore(tmp_path / "s.db")
+    store = open_store(store_settings)
     store.register_probes([ProbeInfo("p1")])
     a = IngestPipeline(store, IngestSettings())
     for seq in range(5):
@@ -292,3 +303,92 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
     assert store.has_batch("p1", 3) and not store.has_batch("p1", 7)
     assert [p.probe_id for p in store.probes("p1")] == ["p1"] and store.probes("nope") == []
     store.close()
+
+
+def test_the_old_import_path_still_gives_the_store() -> None:
+    from collector.store.sqlite import SQLiteStore
+
+    assert SQLiteStore is Store
+
+
+def test_sql_is_translated_for_psycopg_outside_quoted_text() -> None:
+    assert to_pg("SELECT a FROM t WHERE b = ? AND c LIKE 'x?%' AND d = ?") == (
+        "SELECT a FROM t WHERE b = %s AND c LIKE 'x?%%' AND d = %s"
+    )
+    assert to_pg("SELECT a % 7, 'it''s ?' FROM t WHERE b IN (?,?)") == (
+        "SELECT a %% 7, 'it''s ?' FROM t WHERE b IN (%s,%s)"
+    )
+    assert to_pg('SELECT "odd?col" FROM t') == 'SELECT "odd?col" FROM t'
+    with pytest.raises(StoreError, match="ON CONFLICT"):
+        to_pg("INSERT OR REPLACE INTO t VALUES (?)")
+    with pytest.raises(StoreError, match="ON CONFLICT"):
+        to_pg("insert or ignore into t values (?)")
+
+
+def test_the_common_sql_subset_answers_alike(store_settings: StoreSettings) -> None:
+    """What the README promises writers of SQL: greatest/least, integer sums as int, `%`
+    and `?` in text, RETURNING, ON CONFLICT upserts."""
+    s = open_store(store_settings)
+    conn = s.reader()
+    assert conn.execute("SELECT greatest(3, ?, NULL), least(3, ?, NULL)", (5, 1)).fetchone() == (5, 1)
+    assert conn.execute("SELECT greatest(NULL, NULL)").fetchone() == (None,)
+    s.register_probes([ProbeInfo(f"p{i}") for i in range(4)])
+    row = conn.execute("SELECT sum(messages_total + 2), count(*), avg(2 + 1) FROM probes").fetchone()
+    assert row == (8, 4, 3.0) and type(row[0]) is int and type(row[2]) is float
+    assert conn.execute("SELECT '50%' || ?, 'why?' FROM probes LIMIT 1", ("x",)).fetchone() == (
+        "50%x",
+        "why?",
+    )
+    with s.transaction() as w:
+        sid = w.execute(
+            "INSERT INTO series (metric, entity, labels) VALUES (?, ?, ?) RETURNING series_id",
+            ("m", "e", "{}"),
+        ).fetchone()[0]
+        w.execute(
+            "INSERT INTO series (metric, entity, labels) VALUES (?, ?, ?)"
+            " ON CONFLICT (metric, entity, labels) DO UPDATE SET commune = excluded.commune || '!'",
+            ("m", "e", "{}"),
+        )
+    assert conn.execute("SELECT series_id, commune FROM series WHERE metric = 'm'").fetchall() == [(sid, "!")]
+    s.close()
+
+
+def test_device_tables_on_both_backends(store_settings: StoreSettings) -> None:
+    from collector.events import StateChange
+    from collector.inventory import Device
+    from collector.store.devices import PollRecord
+
+    s = open_store(store_settings)
+    repo = DeviceRepo(s)
+    devices = [
+        Device(id=f"r{i}", host="127.0.0.1", port=16100 + i, credentials="c", commune="16021", kind="router")
+        for i in range(2)
+    ]
+    repo.sync_inventory(devices, {"r0": "router", "r1": "router"}, {"r0": 60.0, "r1": 30.0})
+    t0 = 1_795_852_800_000
+    rows = {"ifTable": [("2", "eth1", {"ifInOctets": 7}), ("10", "eth10", {"ifInOctets": 9})]}
+    repo.write(
+        [
+            PollRecord("r0", t0, True, 0.25, varbinds=12, sys_name="core-1", rows=rows),
+            PollRecord("r1", t0, False, 2.0, error="timeout"),
+        ],
+        [StateChange("device", "r1", "down", t0, "poller", "3 polls missed", "r1")],
+    )
+    # The same row again: updated in place (upsert), not added.
+    rows2 = {"ifTable": [("2", "eth1", {"ifInOctets": 8})]}
+    repo.write([PollRecord("r0", t0 + 60_000, True, 0.5, rows=rows2)], [])
+    repo.write([], [StateChange("device", "r1", "up", t0 - 5, "poller", "answers", "r1")])  # clock went back
+    r0, r1 = repo.device("r0"), repo.device("r1")
+    assert r0 is not None and r1 is not None
+    assert r0["sys_name"] == "core-1" and r0["polls_total"] == 2 and r0["last_success_ms"] == t0 + 60_000
+    assert r1["failures_total"] == 1 and r1["last_error"] == "timeout" and r1["status"] == "up"
+    assert [(r["index"], r["values"]) for r in repo.rows("r0")] == [
+        ("2", {"ifInOctets": 8}),
+        ("10", {"ifInOctets": 9}),
+    ]
+    # The outage is closed no earlier than it opened (greatest(start_ms, ?)).
+    assert [(o.start_ms, o.end_ms) for o in repo.outages("r1", t0 - 1000, t0 + 1000)] == [(t0, t0)]
+    assert [c.state for c in repo.state_changes("r1")] == ["down", "up"]
+    repo.sync_inventory(devices[:1], {"r0": "router"}, {"r0": 60.0})
+    assert [d["device_id"] for d in repo.devices(commune="16021")] == ["r0"]
+    s.close()

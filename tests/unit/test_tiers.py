@@ -1,8 +1,10 @@
-"""Rollup tiers in the SQLite store: continuous roll-up, rebuild equality, queries, retention, CLI."""
+"""Rollup tiers in the store (SQLite and PostgreSQL): continuous roll-up, rebuild equality, queries,
+retention, CLI."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,15 +13,16 @@ import numpy as np
 import pytest
 
 from collector.core import RollupSet, SampleBatch, floor_window, merge, quantiles, rollup
-from collector.store.sqlite import SeriesKey, SQLiteStore
+from collector.store.store import SeriesKey, Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
+from netqos.config import StoreSettings
 
 T0 = 1_795_824_000_000  # 2026-11-28T00:00:00Z
 HOUR = 3_600_000
 
 
-def tier_rows(store: SQLiteStore, resolution_s: int) -> list[tuple[Any, ...]]:
+def tier_rows(store: Store, resolution_s: int) -> list[tuple[Any, ...]]:
     """Every stored row of a tier, bytes and floats as stored (for bit-for-bit comparison)."""
     return (
         store.reader()
@@ -41,7 +44,7 @@ def make_samples(sids: list[int], rng: np.random.Generator, n: int, days: int) -
 
 
 def ingest_in_time_order(
-    store: SQLiteStore, roller: TierRoller, batch: SampleBatch, rng: np.random.Generator
+    store: Store, roller: TierRoller, batch: SampleBatch, rng: np.random.Generator
 ) -> None:
     """Write the samples as ingest would: 20-minute flushes in time order, some samples arriving
     up to 3 hours late, the roller running after each flush at that flush's 'now'."""
@@ -56,18 +59,20 @@ def ingest_in_time_order(
 
 
 @pytest.fixture()
-def filled(tmp_path: Path) -> tuple[SQLiteStore, TierRoller, SampleBatch]:
-    store = SQLiteStore(tmp_path / "t.db")
+def filled(store_settings: StoreSettings) -> Iterator[tuple[Store, TierRoller, SampleBatch]]:
+    """Three days of samples ingested with late arrivals, once per backend."""
+    store = open_store(store_settings)
     sids = store.series_ids([SeriesKey.of("rtt_ms", f"p{i}", {"commune": str(i % 3)}) for i in range(12)])
     rng = np.random.default_rng(5)
     batch = make_samples(sids, rng, 30_000, days=3)
     roller = TierRoller(store, TierPolicy(settle_s=120))
     ingest_in_time_order(store, roller, batch, rng)
-    return store, roller, batch
+    yield store, roller, batch
+    store.close()
 
 
 def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
-    filled: tuple[SQLiteStore, TierRoller, SampleBatch],
+    filled: tuple[Store, TierRoller, SampleBatch],
 ) -> None:
     store, roller, batch = filled
     # Late samples re-marked computed hours: the roller catches up once everything has closed.
@@ -94,7 +99,7 @@ def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
 
 
 def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
-    filled: tuple[SQLiteStore, TierRoller, SampleBatch],
+    filled: tuple[Store, TierRoller, SampleBatch],
 ) -> None:
     store, roller, first = filled
     roller.roll(now_ms=T0 + 10 * DAY_MS)
@@ -117,8 +122,8 @@ def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
         assert np.array_equal(quantiles(got, q), quantiles(want, q))
 
 
-def test_retention_keeps_what_pending_windows_need(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "r.db")
+def test_retention_keeps_what_pending_windows_need(store_settings: StoreSettings) -> None:
+    store = open_store(store_settings)
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     days = 20
     ts = T0 + np.arange(days * 24, dtype=np.int64) * HOUR + 1000
@@ -143,7 +148,7 @@ def test_retention_keeps_what_pending_windows_need(tmp_path: Path) -> None:
 
 def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "cli.db"
-    store = SQLiteStore(db)
+    store = Store(db)
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # The CLI runs on the real clock: two whole days that closed well before now.
     start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
@@ -171,7 +176,7 @@ def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_rollupset_take_rows_keeps_sketches() -> None:
-    from collector.store.sqlite import _take_rows
+    from collector.store.store import _take_rows
 
     rs = rollup(
         SampleBatch(np.array([1, 1, 2, 3], np.int32), np.array([0, 1, 2, 3]), np.array([1.0, 2, 3, 4]))
@@ -187,7 +192,7 @@ def test_rollupset_take_rows_keeps_sketches() -> None:
 async def test_the_tier_job_rolls_until_stopped(tmp_path: Path) -> None:
     import asyncio
 
-    store = SQLiteStore(tmp_path / "j.db")
+    store = Store(tmp_path / "j.db")
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # Hours of a day that closed well before now (the job runs on the real clock).
     start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
