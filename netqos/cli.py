@@ -37,8 +37,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from netqos.service import run_service
+    from netqos.service import ALL_ROLES, parse_roles, run_service
 
+    roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
     settings = _settings(args.config)
     if args.shard is not None:
         try:
@@ -46,9 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
     setup_logging(settings.log.level, settings.log.format)
-    if not settings.api.tokens:
+    if not settings.api.tokens and "api" in roles:
         log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
-    asyncio.run(run_service(settings))
+    asyncio.run(run_service(settings, roles=roles))
     return 0
 
 
@@ -218,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
     s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")
+    s.add_argument(
+        "--roles",
+        metavar="LIST",
+        help="comma list of the parts this process runs: api, ingest, poller (default: all). "
+        "Without api, /healthz, /readyz and /metrics are served on api.health_port if set",
+    )
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser(

@@ -15,6 +15,10 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The time-series sink's tests and bench/sink.py write to a VictoriaMetrics of their own
 # (InfluxDB line protocol in, export API out); the dashboards' queries run against it too.
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# The compose file's test validates it with `docker-compose config` (the v1 client: it needs no
+# engine); the systemd units' test runs `systemd-analyze verify`.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
