@@ -106,8 +106,14 @@ def make_devices(n: int) -> list[object]:
         per += 1
 
 
-def write_config(work: Path, mq_port: int, agents: AgentFleet, specs: Sequence[object], args: argparse.Namespace,
-                 community: str) -> Path:
+def write_config(
+    work: Path,
+    mq_port: int,
+    agents: AgentFleet,
+    specs: Sequence[object],
+    args: argparse.Namespace,
+    community: str,
+) -> Path:
     inv = work / "inventory.yaml"
     cred = work / "credentials.yaml"
     rows = inventory_rows(specs, HOST, {s.device.device_id: s.port for s in agents.servers}, "sim")  # type: ignore[arg-type]
@@ -131,12 +137,23 @@ def write_config(work: Path, mq_port: int, agents: AgentFleet, specs: Sequence[o
     return cfg
 
 
+def start_service(cfg: Path, log: Path, work: Path) -> subprocess.Popen[bytes]:
+    """`netqos serve` (run_service, every role) in a process of its own, logging to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "netqos.cli", "--config", str(cfg), "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+
+
 async def wait_subscribed(log: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"the service exited with {proc.returncode}: {tail(log, 2000)}")
-        if log.exists() and "mqtt_subscribed" in log.read_text(errors="replace"):
+        if "mqtt_subscribed" in await asyncio.to_thread(tail, log, 1 << 20):
             return
         await asyncio.sleep(0.2)
     raise BenchError(f"the service did not subscribe in {timeout_s} s: {tail(log, 2000)}")
@@ -146,13 +163,14 @@ def fmt_line(s: Sample, prev: Sample | None) -> str:
     rate = (s.stored - prev.stored) / (s.t_s - prev.t_s) if prev and s.t_s > prev.t_s else 0.0
     return (
         f"t={s.t_s:7.0f}s published={s.published} stored={s.stored} rate={rate:.0f}/s"
-        f" lag={s.published - s.stored} rss_mb={s.rss_kb / 1024:.1f} fds={s.fds} snmp_responses={s.snmp_responses}"
+        f" lag={s.published - s.stored} rss_mb={s.rss_kb / 1024:.1f} fds={s.fds}"
+        f" snmp_responses={s.snmp_responses}"
     )
 
 
 async def soak(args: argparse.Namespace, work: Path) -> int:
     broker_bin = find_binary("mosquitto", "/usr/sbin/mosquitto")
-    mq_proc, mq_port, mq_log = start_mosquitto(broker_bin, work)
+    mq_proc, mq_port, _ = start_mosquitto(broker_bin, work)
     community = "soak-" + secrets.token_hex(6)
     specs = make_devices(args.devices)
     agents = await serve_devices(sim_devices(specs, community=community))  # type: ignore[arg-type]
@@ -161,16 +179,19 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     fleet = build_fleet(args.probes)
     store = SQLiteStore(db)
     store.register_probes(
-        ProbeInfo(p.probe_id, p.commune, p.village, p.site, p.operator, p.technology,
-                  expected_interval_s=args.interval)
+        ProbeInfo(
+            p.probe_id,
+            p.commune,
+            p.village,
+            p.site,
+            p.operator,
+            p.technology,
+            expected_interval_s=args.interval,
+        )
         for p in fleet
     )
     log = work / "service.log"
-    with open(log, "ab") as out:
-        svc = subprocess.Popen(
-            [sys.executable, "-m", "netqos.cli", "--config", str(cfg), "serve"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=work,
-        )
+    svc = start_service(cfg, log, work)
     stop = asyncio.Event()
     stats = FleetStats()
     run = Run()
@@ -178,19 +199,36 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     exit_code = 0
     try:
         await wait_subscribed(log, svc)
-        print(f"service pid {svc.pid} subscribed; {len(fleet)} probes every {args.interval} s,"
-              f" {len(agents.servers)} SNMP agents every {args.snmp_interval} s, {args.duration} s", flush=True)
+        print(
+            f"service pid {svc.pid} subscribed; {len(fleet)} probes every {args.interval} s,"
+            f" {len(agents.servers)} SNMP agents every {args.snmp_interval} s, {args.duration} s",
+            flush=True,
+        )
         fleet_task = asyncio.create_task(
-            run_fleet(fleet, HOST, mq_port, interval_s=args.interval, connections=args.connections,
-                      stop=stop, stats=stats, client_id_prefix="soak-sim")
+            run_fleet(
+                fleet,
+                HOST,
+                mq_port,
+                interval_s=args.interval,
+                connections=args.connections,
+                stop=stop,
+                stats=stats,
+                client_id_prefix="soak-sim",
+            )
         )
         t0 = time.monotonic()
         prev: Sample | None = None
 
         def sample() -> Sample:
             stored, _ = stored_measurements(store)
-            return Sample(time.monotonic() - t0, stats.measurements_published, stored, rss_kb(svc.pid),
-                          open_fds(svc.pid), sum(d.stats.responses for d in agents.devices))
+            return Sample(
+                time.monotonic() - t0,
+                stats.measurements_published,
+                stored,
+                rss_kb(svc.pid),
+                open_fds(svc.pid),
+                sum(d.stats.responses for d in agents.devices),
+            )
 
         while time.monotonic() - t0 < args.duration:
             await asyncio.sleep(min(args.report_every, max(0.0, args.duration - (time.monotonic() - t0))))
@@ -205,8 +243,9 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         stop.set()
         await fleet_task
         # Everything PUBACKed must come through: wait (bounded) for the backlog to be stored.
-        deadline = time.monotonic() + args.drain_timeout
-        while time.monotonic() < deadline and stored_measurements(store)[0] < stats.measurements_published:
+        for _ in range(int(args.drain_timeout * 2)):  # another process's store: polled, bounded
+            if stored_measurements(store)[0] >= stats.measurements_published:
+                break
             await asyncio.sleep(0.5)
         final_live = sample()
         print("fleet stopped; " + fmt_line(final_live, prev), flush=True)
@@ -262,7 +301,8 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         f" messages={stats.messages_published} duration_s={args.duration:.0f} probes={len(fleet)}"
         f" devices={len(agents.servers)} ingest_rate_per_s={mean_rate:.0f} max_lag={max_lag}"
         f" rss_warm_mb={rss_warm:.1f} rss_end_mb={rss_end:.1f} rss_growth_pct={growth:.2f}"
-        f" fds_min={min(fds)} fds_max={max(fds)} snmp_responses={run.samples[-1].snmp_responses if run.samples else 0}"
+        f" fds_min={min(fds)} fds_max={max(fds)}"
+        f" snmp_responses={run.samples[-1].snmp_responses if run.samples else 0}"
         f" ok={int(ok)}"
     )
     return 0 if ok else 1
@@ -277,8 +317,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--snmp-interval", type=float, default=60.0, help="seconds between a device's polls")
     p.add_argument("--connections", type=int, default=8, help="MQTT connections the fleet shares")
     p.add_argument("--report-every", type=float, default=30.0, help="seconds between report lines")
-    p.add_argument("--warmup", type=float, default=None, help="seconds before RSS growth counts (default: 1/5)")
-    p.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the backlog at the end")
+    p.add_argument(
+        "--warmup", type=float, default=None, help="seconds before RSS growth counts (default: 1/5)"
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="longest wait for the backlog at the end"
+    )
     p.add_argument("--quick", action="store_true", help="60 s, 500 probes, 50 devices, a line every 10 s")
     p.add_argument("--workdir", type=Path, help="keep the broker, store and logs here (default: a temp dir)")
     args = p.parse_args(argv)

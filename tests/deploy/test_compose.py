@@ -41,7 +41,14 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_every_service_is_there(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
-        "mosquitto", "influxdb", "grafana", "alertmanager", "postgres", "api", "ingest", "poller",
+        "mosquitto",
+        "influxdb",
+        "grafana",
+        "alertmanager",
+        "postgres",
+        "api",
+        "ingest",
+        "poller",
     }
 
 
@@ -49,7 +56,9 @@ def test_netqos_roles_run_from_one_image_with_health_checks(compose: dict[str, A
     svc = compose["services"]
     images = {svc[n]["image"] for n in ("api", "ingest", "poller")}
     assert len(images) == 1
-    assert {svc[n]["build"]["dockerfile"] for n in ("api", "ingest", "poller")} == {"deploy/docker/Dockerfile"}
+    assert {svc[n]["build"]["dockerfile"] for n in ("api", "ingest", "poller")} == {
+        "deploy/docker/Dockerfile"
+    }
     assert (ROOT / "deploy/docker/Dockerfile").is_file()
     parser = build_parser()
     assert parser.parse_args(svc["api"]["command"]).roles == "api"
@@ -66,7 +75,9 @@ def test_netqos_roles_run_from_one_image_with_health_checks(compose: dict[str, A
     assert "$share/" in svc["ingest"]["environment"]["NETQOS_MQTT__TOPIC"].replace("$$", "$")
 
 
-def test_netqos_environment_is_valid_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_netqos_environment_is_valid_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every NETQOS_* variable the compose file (and the example env file) sets is a real setting."""
     for name in ("api", "ingest", "poller"):
         env = {k: str(v).replace("$$", "$") for k, v in compose["services"][name]["environment"].items()}
