@@ -62,6 +62,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from netqos.doctor import render, run_checks
+
+    settings = _settings(args.config)
+    findings = asyncio.run(run_checks(settings, args.timeout))
+    print(render(findings))
+    return 1 if any(f.ok is False for f in findings) else 0
+
+
 def cmd_probe_token(args: argparse.Namespace) -> int:
     from api.routers.ingest import token_sha256
     from collector.store.sqlite import SQLiteStore
@@ -232,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MQTT ingest worker only (no API, no poller); N workers share a $share/... topic",
     )
     w.set_defaults(func=cmd_ingest)
+
+    dr = sub.add_parser(
+        "doctor",
+        help="check that the broker, store, TSDB and alert receivers are reachable; exit 1 if not",
+    )
+    dr.add_argument("--timeout", type=float, default=5.0, help="seconds per network step (default 5)")
+    dr.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once)")
     t.add_argument("probe_id")

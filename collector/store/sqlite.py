@@ -121,6 +121,11 @@ def _migrations() -> list[tuple[int, str, str]]:
     return out
 
 
+def latest_schema_version() -> int:
+    """The schema version this release's migrations lead to (what `doctor` compares against)."""
+    return max((v for v, _, _ in _migrations()), default=0)
+
+
 class SQLiteStore:
     """Probes, series and rollups in one SQLite file (WAL)."""
 
