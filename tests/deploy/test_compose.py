@@ -112,3 +112,25 @@ def test_no_secret_is_committed() -> None:
         for line in example.read_text().splitlines():
             if "PASSWORD=" in line or "TOKEN=" in line or "TOKENS=" in line:
                 assert "change-me" in line, line
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_warm_numba_cache() -> None:
+    """Not built here (no engine): its instructions are checked against the project instead."""
+    text = (DOCKER / "Dockerfile").read_text()
+    lines = [x.strip() for x in text.splitlines() if x.strip() and not x.lstrip().startswith("#")]
+    froms = [x for x in lines if x.startswith("FROM ")]
+    assert len(froms) == 2 and all(x.split()[1] == "python:3.11-slim" for x in froms)
+    user = [x for x in lines if x.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
+    cache_envs = [x for x in text.splitlines() if "NUMBA_CACHE_DIR=" in x]
+    paths = {x.split("NUMBA_CACHE_DIR=")[1].split()[0] for x in cache_envs}
+    assert len(cache_envs) == 2 and len(paths) == 1, cache_envs  # the same path in both stages
+    warm = text.index("warm_up()")
+    assert text.index("NUMBA_CACHE_DIR") < warm < text.index("FROM", warm)  # warmed in the build stage
+    # Every package the project installs is copied into the build, and .dockerignore lets it in.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    packages = [p.strip('"*') for p in pyproject.split("include = [")[1].split("]")[0].split(", ")]
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for pkg in packages:
+        assert f"COPY {pkg} {pkg}" in lines, pkg
+        assert f"!{pkg}/" in ignore, pkg
