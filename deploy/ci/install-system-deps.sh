@@ -19,6 +19,8 @@ command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] 
 # engine); the systemd units' test runs `systemd-analyze verify`.
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# `netqos doctor`'s Alertmanager check is tested against a real one.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
@@ -33,7 +35,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-system-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# snmpd, prometheus-snmp-exporter and victoria-metrics would start system services on install
+# snmpd, prometheus-snmp-exporter, victoria-metrics and prometheus-alertmanager would start system services on install
 # (port 161/199, :9116, :8428 on every address); where no policy-rc.d says otherwise, forbid that for this install.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then

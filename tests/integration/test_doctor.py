@@ -3,19 +3,25 @@ check failing on purpose each time, and the exit status following."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import yaml
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Sink
 
 from collector.store.sqlite import SQLiteStore, latest_schema_version
 from netqos.config import Settings
-from netqos.doctor import Finding, optional_setting, run_checks
-from tests.conftest import Broker, free_port
+from netqos.doctor import Finding, check_alertmanager, check_smtp, optional_setting, run_checks
+from tests.conftest import Broker, free_port, terminate, wait_port
 from tests.mqtt_broker import MosquittoBroker
 from tests.victoria import VictoriaMetrics
 
@@ -117,3 +123,47 @@ async def test_a_check_is_a_plain_function_and_a_broken_one_is_reported(tmp_path
     got = await run_checks(settings, 1.0, [check_custom, check_broken])
     assert [(f.name, f.ok) for f in got] == [("custom", True), ("broken", False)]
     assert "bug in a check" in got[1].detail
+
+
+def _alert_settings(smtp_port: int, alertmanager_url: str) -> Settings:
+    """Settings carrying alert receivers the way the alerting settings name them; this release has
+    no such section, so the doctor reads them by name (optional_setting) from a stand-in object."""
+    receivers = SimpleNamespace(
+        smtp=SimpleNamespace(host="127.0.0.1", port=smtp_port), alertmanager_url=alertmanager_url
+    )
+    return cast(Settings, SimpleNamespace(alerts=receivers))
+
+
+def test_smtp_and_alertmanager_checks_against_real_servers(tmp_path: Path) -> None:
+    smtp = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    am_port = free_port()
+    (tmp_path / "am.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
+    am = subprocess.Popen(
+        [
+            shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
+            f"--config.file={tmp_path / 'am.yml'}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(am_port, 20)
+        good = _alert_settings(smtp.port, f"http://127.0.0.1:{am_port}")
+        found = {f.name: f for f in asyncio.run(run_checks(good, 3.0, [check_smtp, check_alertmanager]))}
+        assert found["smtp"].ok is True and found["alertmanager"].ok is True, found
+        # On purpose: nothing listens where these point.
+        bad = _alert_settings(free_port(), f"http://127.0.0.1:{free_port()}")
+        found = {f.name: f for f in asyncio.run(run_checks(bad, 3.0, [check_smtp, check_alertmanager]))}
+        assert found["smtp"].ok is False and "alerts.smtp.host" in found["smtp"].fix
+        assert found["alertmanager"].ok is False and "cannot reach" in found["alertmanager"].detail
+        # An HTTP server where SMTP is expected: no 220 greeting.
+        wrong = _alert_settings(am_port, "")
+        found = {f.name: f for f in asyncio.run(run_checks(wrong, 1.0, [check_smtp, check_alertmanager]))}
+        assert found["smtp"].ok is False and found["alertmanager"].ok is None
+    finally:
+        smtp.stop()
+        terminate(am)
