@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -145,7 +144,7 @@ async def test_sighup_reloads_probes_and_inventory_json_logs_worker_health(
             assert {p.probe_id for p in store.probes()} == {"th-hup-p001", "th-hup-p002"}
             # The new device is polled too (it answers SNMP requests).
             dev2 = agents.device(specs[1].id)
-            assert await _until(lambda: dev2.stats.responses > 0, 30)
+            assert await wait_until(lambda: dev2.stats.responses > 0, 30)
         finally:
             store.close()
         assert proc.poll() is None  # reloaded, not restarted
@@ -164,12 +163,3 @@ async def test_sighup_reloads_probes_and_inventory_json_logs_worker_health(
     assert any(m.startswith("event=service_started roles=ingest,poller") for m in msgs)
     assert msgs[-1] == "event=service_stopped"
 
-
-async def _until(pred: object, timeout_s: float) -> bool:
-    assert callable(pred)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.2)
-    return bool(pred())
