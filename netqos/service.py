@@ -232,8 +232,10 @@ async def run_service(
     ctx = ServiceContext(settings, stop, store, consumer, poller, [])
 
     async def reload_probes() -> str:
-        if settings.probes.file is not None:
-            await asyncio.to_thread(store.register_probes, load_probe_file(settings.probes.file))
+        path = settings.probes.file
+        if path is not None:
+            # A bad file raises here (ConfigError): logged by reload(), the registry stays as it was.
+            await asyncio.to_thread(lambda: store.register_probes(load_probe_file(path)))
         return f"probes count={pipeline.reload_probes()}"
 
     async def reload_inventory() -> str:

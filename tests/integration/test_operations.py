@@ -145,6 +145,11 @@ async def test_sighup_reloads_probes_and_inventory_json_logs_worker_health(
             # The new device is polled too (it answers SNMP requests).
             dev2 = agents.device(specs[1].id)
             assert await wait_until(lambda: dev2.stats.responses > 0, 30)
+            # A bad file on reload: said so in the log, the registry kept, the service running.
+            _write(probes, [{"commune": "16021"}])
+            proc.send_signal(signal.SIGHUP)
+            await _wait_log(log, "event=reload_failed", proc)
+            assert len(store.probes()) == 2
         finally:
             store.close()
         assert proc.poll() is None  # reloaded, not restarted
