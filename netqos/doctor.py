@@ -225,7 +225,11 @@ async def check_tsdb(settings: Settings, timeout_s: float) -> Finding:
             f"{t.url}: no bucket {t.bucket!r} in org {t.org!r} for this token",
             f"create it (influx bucket create -n {t.bucket} -o {t.org}) or correct tsdb.bucket/tsdb.org",
         )
-    return Finding("tsdb", True, f"{t.url} is healthy; bucket {t.bucket!r} checked: HTTP {got.status_code}")
+    if got.status_code != 200:
+        # VictoriaMetrics takes the v2 write API but has no bucket API: nothing more to check.
+        detail = f"{t.url} is healthy; no bucket API (HTTP {got.status_code}): bucket not checked"
+        return Finding("tsdb", True, detail)
+    return Finding("tsdb", True, f"{t.url} is healthy; bucket {t.bucket!r} found for the token")
 
 
 async def check_smtp(settings: Settings, timeout_s: float) -> Finding:

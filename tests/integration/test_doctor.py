@@ -64,13 +64,14 @@ def test_all_reachable_then_the_tsdb_down(
     cfg: dict[str, object] = {
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
         "store": {"sqlite_path": str(db)},
-        "tsdb": {"url": victoria.url},
+        "tsdb": {"url": victoria.url, "token": "vm-ignores-tokens"},
     }
     code, report = doctor(tmp_path, cfg)
     assert code == 0, report
     assert line(report, "broker").startswith("ok") and f"{mosquitto.port}" in line(report, "broker")
     assert line(report, "store").startswith("ok") and f"schema version {latest_schema_version()}" in report
-    assert line(report, "tsdb").startswith("ok")
+    assert line(report, "tsdb").startswith("ok") and "bucket not checked" in line(report, "tsdb")
+    assert "vm-ignores-tokens" not in report
     assert line(report, "smtp").startswith("skip") and line(report, "alertmanager").startswith("skip")
     assert report.rstrip().endswith("all checks passed")
 
