@@ -38,9 +38,12 @@ def create_app(
     store: Store,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     pipeline: IngestPipeline | None = None,
+    *,
+    health_only: bool = False,
 ) -> FastAPI:
     """Build the API over an open store. `readiness_checks` name -> () -> (ok, detail);
-    `pipeline` (the running ingest pipeline) enables POST /api/v1/ingest."""
+    `pipeline` (the running ingest pipeline) enables POST /api/v1/ingest. `health_only`:
+    /healthz, /readyz and /metrics alone (a worker's probe endpoints, no data served)."""
     app = FastAPI(
         title="netqos",
         version="0.1.0",
@@ -76,6 +79,8 @@ def create_app(
 
     app.state.readiness_checks = {"store": store_check, **(readiness_checks or {})}
     app.include_router(health.router)
+    if health_only:
+        return app
     app.include_router(qos.router)
     app.include_router(probes.router)
     app.include_router(devices.router)

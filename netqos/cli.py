@@ -56,8 +56,9 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from netqos.service import run_service
+    from netqos.service import ALL_ROLES, parse_roles, run_service
 
+    roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
     settings = _settings(args.config)
     if args.shard is not None:
         try:
@@ -65,9 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
     setup_logging(settings.log.level, settings.log.format)
-    if not settings.api.tokens:
+    if not settings.api.tokens and "api" in roles:
         log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
-    asyncio.run(run_service(settings))
+    asyncio.run(run_service(settings, roles=roles))
     return 0
 
 
@@ -78,6 +79,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level, settings.log.format)
     asyncio.run(run_service(settings, roles=frozenset({"ingest"})))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from netqos.doctor import render, run_checks
+
+    settings = _settings(args.config)
+    findings = asyncio.run(run_checks(settings, args.timeout))
+    print(render(findings))
+    return 1 if any(f.ok is False for f in findings) else 0
 
 
 def cmd_probe_token(args: argparse.Namespace) -> int:
@@ -299,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
     s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")
+    s.add_argument(
+        "--roles",
+        metavar="LIST",
+        help="comma list of the parts this process runs: api, ingest, poller (default: all). "
+        "Without api, /healthz, /readyz and /metrics are served on api.health_port if set",
+    )
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser(
@@ -306,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MQTT ingest worker only (no API, no poller); N workers share a $share/... topic",
     )
     w.set_defaults(func=cmd_ingest)
+
+    dr = sub.add_parser(
+        "doctor",
+        help="check that the broker, store, TSDB and alert receivers are reachable; exit 1 if not",
+    )
+    dr.add_argument("--timeout", type=float, default=5.0, help="seconds per network step (default 5)")
+    dr.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once)")
     t.add_argument("probe_id")

@@ -250,6 +250,12 @@ class ApiKey(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="processes without the api role serve /healthz, /readyz and /metrics here; unset: none",
+    )
     tokens: list[SecretStr] = Field(
         default_factory=list, description="bearer tokens with the viewer role (read everything)"
     )

@@ -47,6 +47,17 @@ PROBE_FIELDS = ("probe_id", "commune", "village", "site", "operator", "technolog
 ALL_ROLES = frozenset({"ingest", "poller", "api", "alerts"})
 
 
+def parse_roles(text: str) -> frozenset[str]:
+    """`api,ingest,poller` -> the roles; an unknown or empty list is a ConfigError."""
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = sorted(roles - ALL_ROLES)
+    if unknown or not roles:
+        raise ConfigError(
+            "--roles", text, f"unknown roles {unknown}; pick from {sorted(ALL_ROLES)}" if unknown else "empty"
+        )
+    return roles
+
+
 def load_probe_file(path: Path) -> list[ProbeInfo]:
     """Probes from a YAML list (or {probes: [...]}) or a CSV with a header row."""
     try:
@@ -174,6 +185,16 @@ class ServiceContext:
     store: Store
     consumer: MqttConsumer
     poller: Poller | None
+    #: Run on SIGHUP (and by `reload`), in order: re-read what can change without a restart.
+    reloaders: list[Callable[[], Awaitable[str]]]
+
+    async def reload(self) -> None:
+        """What SIGHUP does: every reloader once; one failing keeps the others and the old state."""
+        for fn in list(self.reloaders):
+            try:
+                log.info("event=reloaded what=%s", await fn())
+            except Exception as exc:  # a bad file must not take the service down
+                log.error("event=reload_failed what=%s error=%r", getattr(fn, "__name__", fn), str(exc))
 
 
 async def run_service(
@@ -199,11 +220,11 @@ async def run_service(
     log.info("event=kernels_warm seconds=%.2f", time.perf_counter() - started)
 
     broker = None
-    if settings.mqtt.host is None and roles != ALL_ROLES:
+    if settings.mqtt.host is None and roles != ALL_ROLES and "ingest" in roles:
         raise ConfigError(
             "mqtt.host", "-", "a worker joins an external broker: set mqtt.host (or run `serve`)"
         )
-    if settings.mqtt.host is None:
+    if settings.mqtt.host is None and roles == ALL_ROLES:
         emb = settings.mqtt.embedded
         if not port_is_free(emb.host, emb.port):
             raise ConfigError(
@@ -269,23 +290,56 @@ async def run_service(
                 raise ConfigError(bad.source, "alerts.rules_file", "; ".join(bad.problems[:5])) from None
             raise ConfigError("alerts.receivers", "-", str(bad)) from None
 
-    app = create_app(settings, store, {"broker": broker_check}, pipeline)
+    # The broker is a readiness condition only where this process consumes from it.
+    checks = {"broker": broker_check} if "ingest" in roles else {}
+    # Workers (no api role) answer only the probes of their container or unit, if asked to.
+    http_port = settings.api.port if "api" in roles else settings.api.health_port
+    app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_config=None, lifespan="off")
+        uvicorn.Config(app, host=settings.api.host, port=http_port or 0, log_config=None, lifespan="off")
     )
 
+    ctx = ServiceContext(settings, stop, store, consumer, poller, [])
+
+    async def reload_probes() -> str:
+        path = settings.probes.file
+        if path is not None:
+            # A bad file raises here (ConfigError): logged by reload(), the registry stays as it was.
+            await asyncio.to_thread(lambda: store.register_probes(load_probe_file(path)))
+        return f"probes count={pipeline.reload_probes()}"
+
+    async def reload_inventory() -> str:
+        assert poller is not None
+        poller.request_reload()
+        return "inventory requested"
+
+    async def reload_rules() -> str:
+        assert alerting is not None
+        alerting.request_reload()  # the rules file is also re-read when it changes
+        return "alert rules requested"
+
+    ctx.reloaders.append(reload_probes)
+    if poller is not None:
+        ctx.reloaders.append(reload_inventory)
+    if alerting is not None:
+        ctx.reloaders.append(reload_rules)
+    reloading: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        t = asyncio.create_task(ctx.reload(), name="reload")
+        reloading.add(t)  # keep a reference until done
+        t.add_done_callback(reloading.discard)
+
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
     if install_signals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig, fn in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, on_sighup)):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        if alerting is not None:
-            # SIGHUP re-reads the rules (the rules file is also re-read when it changes).
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGHUP, alerting.request_reload)
+                loop.add_signal_handler(sig, fn)
+                handled.append(sig)
 
     async def api() -> None:
-        if "api" not in roles:
+        if http_port is None:
             return
         await server.serve()
         stop.set()  # the server stops on a signal too: take everything down with it
@@ -320,13 +374,12 @@ async def run_service(
         )
     if alerting is not None:
         tasks.append(asyncio.create_task(alerting.run(stop), name="alerting"))
-    ctx = ServiceContext(settings, stop, store, consumer, poller)
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
     log.info(
-        "event=service_started roles=%s api=%s",
+        "event=service_started roles=%s http=%s",
         ",".join(sorted(roles)),
-        f"http://{settings.api.host}:{settings.api.port}" if "api" in roles else "-",
+        f"http://{settings.api.host}:{http_port}" if http_port is not None else "-",
     )
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -337,6 +390,8 @@ async def run_service(
                 assert exc is not None
                 raise exc
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         stop.set()
         server.should_exit = True
         await asyncio.wait(tasks, timeout=15)

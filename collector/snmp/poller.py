@@ -138,7 +138,9 @@ class Poller:
         self._sem = asyncio.Semaphore(settings.concurrency)
         self._stop = asyncio.Event()
         self._mtimes: tuple[float, float] | None = None
+        self._reload = asyncio.Event()
         self.loaded = asyncio.Event()
+        self.reloads = 0  # inventory re-reads asked for by request_reload (SIGHUP), done
 
     # -- inventory ---------------------------------------------------------------
 
@@ -207,8 +209,25 @@ class Poller:
         m.DEVICES.set(len(self.runtimes))
         log.info("event=inventory_applied devices=%d shard=%d/%d", len(self.runtimes), *self.shard)
 
+    def request_reload(self) -> None:
+        """Re-read the inventory now, changed or not (SIGHUP), instead of at the next check."""
+        self._reload.set()
+
+    async def _wait_for_change(self, stop: asyncio.Event) -> bool:
+        """Until the next inventory check; True on a requested reload."""
+        pending = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._reload.wait())}
+        try:
+            await asyncio.wait(
+                pending, timeout=self.settings.reload_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for t in pending:
+                t.cancel()
+        return self._reload.is_set()
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop`; re-read the inventory every `reload_interval_s` when its files changed."""
+        """Poll until `stop`; re-read the inventory every `reload_interval_s` when its files changed,
+        and at once on `request_reload`."""
         self._stop = stop
         inv = await asyncio.to_thread(self.load)
         self._mtimes = self._file_mtimes()
@@ -216,12 +235,18 @@ class Poller:
             await asyncio.to_thread(lambda: None)  # let the loop breathe before spawning tasks
             self.apply(inv)
         self.loaded.set()
-        while not await wait_stop(stop, self.settings.reload_interval_s):
-            if self._static_inventory is None and self._file_mtimes() != self._mtimes:
+        while not stop.is_set():
+            forced = await self._wait_for_change(stop)
+            if stop.is_set():
+                break
+            self._reload.clear()
+            if self._static_inventory is None and (forced or self._file_mtimes() != self._mtimes):
                 self._mtimes = self._file_mtimes()
                 inv = await asyncio.to_thread(self.load)
                 if inv is not None:
                     self.apply(inv)
+            if forced:
+                self.reloads += 1
         tasks = [rt.task for rt in self.runtimes.values() if rt.task is not None]
         for t in tasks:
             t.cancel()

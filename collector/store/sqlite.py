@@ -127,3 +127,8 @@ def __getattr__(name: str) -> Any:
     if name in store_module.__all__:
         return getattr(store_module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def latest_schema_version() -> int:
+    """The schema version this release's migrations lead to (what `doctor` compares against)."""
+    return max((v for v, _, _ in SQLiteBackend(":memory:").migrations()), default=0)

@@ -24,6 +24,10 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v pg_dump >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_dump >/dev/null 2>&1 \
     || need+=(postgresql-client)
+# The compose file's test validates it with `docker-compose config` (the v1 client: it needs no
+# engine); the systemd units' test runs `systemd-analyze verify`.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
