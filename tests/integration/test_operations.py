@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from collector.store.sqlite import SQLiteStore
+from collector.store.store import open_store
+from netqos.config import StoreSettings
 from probes.simulate.devices import build_device_fleet, inventory_rows, sim_devices
 from probes.simulate.snmp_agent import serve_devices
 from tests.conftest import Broker, free_port
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["db"]  # the fixture, imported for the tests below
 
 
-async def test_sigterm_mid_stream_loses_nothing(mosquitto: Broker, tmp_path: Path, db: Path) -> None:
+async def test_sigterm_mid_stream_loses_nothing(mosquitto: Broker, tmp_path: Path, db: StoreSettings) -> None:
     """The worker is stopped (SIGTERM) twice while messages keep arriving: it stops intake,
     stores what it accepted, acknowledges only that, and exits 0; the broker keeps the rest
     for its persistent session. After the last start every sample is stored exactly once."""
@@ -46,7 +48,7 @@ async def test_sigterm_mid_stream_loses_nothing(mosquitto: Broker, tmp_path: Pat
         assert await wait_until(lambda: stored(db) >= total_msgs * batch, 120)
         await asyncio.sleep(1.5)  # a double count would show up now
         assert stored(db) == total_msgs * batch
-        s = SQLiteStore(db)
+        s = open_store(db)
         try:
             assert s.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0] == total_msgs
         finally:

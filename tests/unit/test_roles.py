@@ -13,10 +13,10 @@ from netqos.service import ALL_ROLES, ServiceContext, free_port, parse_roles, po
 
 
 def test_parse_roles() -> None:
-    assert parse_roles("api,ingest,poller") == ALL_ROLES
+    assert parse_roles("api,ingest,poller,alerts") == ALL_ROLES
     assert parse_roles(" poller , api ") == {"poller", "api"}
-    with pytest.raises(ConfigError, match="unknown roles \\['alerts'\\]"):
-        parse_roles("api,alerts")
+    with pytest.raises(ConfigError, match="unknown roles \\['alert'\\]"):
+        parse_roles("api,alert")
     with pytest.raises(ConfigError, match="empty"):
         parse_roles(",")
 
