@@ -256,6 +256,8 @@ def scan_batch(
     newest = -1
     oldest = _MAX_SAFE + 1
     more = i < n and buf[i] != 125
+    # The three object levels (batch, measurement, metrics) each read their members' keys
+    # inline: a shared helper returning a tuple measured 40 % slower (numba did not inline it).
     while more:
         ks, ke = _string(buf, i)
         if ks < 0:
