@@ -4,7 +4,12 @@ What runs
     * a private mosquitto on a free 127.0.0.1 port (the production broker, not the embedded one);
     * the service, ``netqos serve`` (run_service, every role) in a child process of its own,
       so its RSS and open file descriptors are its own: MQTT consumer, numba core, SQLite,
-      SNMP poller, tier roller and API;
+      SNMP poller, tier roller, the alert engine with the default rules, the time-series sink
+      and the API;
+    * a real VictoriaMetrics (Debian's ``victoria-metrics``) on a free loopback port that the
+      sink writes to (``--no-tsdb`` leaves it out);
+    * a viewer asking the API, every report interval, for the last hour's RTT p95 per operator
+      and for the active incidents (status and latency recorded: a soak is also read from);
     * N simulated field probes (default 5,000, probes/simulate) publishing schema-v1 batches
       over MQTT QoS 1 every ``--interval`` seconds (default 60, the probes' real cadence);
     * M simulated SNMP agents (default 500, probes/simulate/snmp_agent.py: real SNMP v2c on
@@ -14,10 +19,12 @@ What runs
 What it reports
     A line every ``--report-every`` seconds: measurements published and stored, ingest rate
     (stored per second over the last interval), lag (published but not yet stored), the
-    service's RSS and open file descriptors, SNMP responses served. At the end, once the
+    service's RSS and open file descriptors, SNMP responses served, the API's latency. At the end, once the
     fleet has stopped and the service has drained and exited on SIGTERM, the store is read
     back: every measurement published (PUBACKed by the broker) must be stored exactly once
     (sum of the probes' measurements_total, and one probe_batches row per message).
+    The service's own counters (scraped from /metrics before it stops) tell what the sink
+    wrote and dropped and whether any alert-engine step failed; none may have.
 
     RSS growth is measured after warm-up (``--warmup`` seconds, default a fifth of the run):
     (largest RSS after warm-up - RSS at warm-up end) / RSS at warm-up end.
@@ -47,14 +54,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import httpx  # noqa: E402
 import yaml  # noqa: E402
 from ingest import BenchError, find_binary, free_port, start_mosquitto, stop_process, tail  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from collector.store.sqlite import ProbeInfo, SQLiteStore  # noqa: E402
 from probes.simulate import build_fleet, run_fleet  # noqa: E402
 from probes.simulate.devices import build_device_fleet, inventory_rows, sim_devices  # noqa: E402
 from probes.simulate.run import FleetStats  # noqa: E402
 from probes.simulate.snmp_agent import AgentFleet, serve_devices  # noqa: E402
+from tests.victoria import VictoriaMetrics  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -67,11 +77,62 @@ class Sample:
     rss_kb: int
     fds: int
     snmp_responses: int
+    api_ms: float  # the slowest of the viewer's requests this interval (0: none)
 
 
 @dataclass
 class Run:
     samples: list[Sample] = field(default_factory=list)
+    api_ms: list[float] = field(default_factory=list)
+    api_errors: list[str] = field(default_factory=list)
+
+
+# What the service's /metrics tells at the end: our name -> the sample's name there.
+SERVICE_COUNTERS = {
+    "tsdb_submitted": "netqos_tsdb_points_submitted_total",
+    "tsdb_written": "netqos_tsdb_points_written_total",
+    "tsdb_dropped": "netqos_tsdb_points_dropped_total",
+    "alert_rules": "netqos_alert_rules_loaded",
+    "alert_engine_failures": "netqos_alert_engine_failures_total",
+    "rule_failures": "netqos_alert_rule_evaluation_failures_total",
+    "notifications_enqueued": "netqos_notifications_enqueued_total",
+}
+
+
+def service_counters(api: str) -> dict[str, float]:
+    """Sums of SERVICE_COUNTERS' samples (over their labels) from the service's /metrics."""
+    text = httpx.get(f"{api}/metrics", timeout=10.0).text
+    total = dict.fromkeys(SERVICE_COUNTERS, 0.0)
+    by_family = {v: k for k, v in SERVICE_COUNTERS.items()}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            key = by_family.get(smp.name)
+            if key is not None:
+                total[key] += smp.value
+    return total
+
+
+async def ask_api(client: httpx.AsyncClient, run: Run) -> float:
+    """One round of a viewer's questions; the slowest answer's milliseconds. Failures are kept."""
+    slowest = 0.0
+    for path, params in (
+        (
+            "/api/v1/qos",
+            {"metric": "rtt_ms", "stat": "p95", "group_by": "operator", "from": str(int(time.time()) - 3600)},
+        ),
+        ("/api/v1/incidents", {"state": "active"}),
+    ):
+        t = time.perf_counter()
+        try:
+            r = await client.get(path, params=params)
+            if r.status_code != 200:
+                run.api_errors.append(f"{path} {r.status_code} {r.text[:200]}")
+        except httpx.HTTPError as exc:
+            run.api_errors.append(f"{path} {exc!r}")
+        ms = (time.perf_counter() - t) * 1000
+        run.api_ms.append(ms)
+        slowest = max(slowest, ms)
+    return slowest
 
 
 def rss_kb(pid: int) -> int:
@@ -114,6 +175,9 @@ def write_config(
     specs: Sequence[object],
     args: argparse.Namespace,
     community: str,
+    tsdb_url: str | None,
+    api_port: int,
+    viewer_token: str,
 ) -> Path:
     inv = work / "inventory.yaml"
     cred = work / "credentials.yaml"
@@ -129,9 +193,20 @@ def write_config(
             {
                 "mqtt": {"host": HOST, "port": mq_port, "client_id": "soak-ingest"},
                 "store": {"sqlite_path": str(work / "netqos.db")},
-                "api": {"host": HOST, "port": free_port()},
+                "api": {
+                    "host": HOST,
+                    "port": api_port,
+                    "keys": [{"name": "soak-viewer", "role": "viewer", "token": viewer_token}],
+                },
                 "snmp": {"inventory_file": str(inv), "credentials_file": str(cred)},
                 "log": {"format": "json"},
+                # The default alert rules (alerts.rules_file unset), as a fresh install has them.
+                "alerts": {"enabled": True},
+                **(
+                    {"tsdb": {"url": tsdb_url, "spool_dir": str(work / "tsdb-spool")}}
+                    if tsdb_url is not None
+                    else {}
+                ),
             }
         )
     )
@@ -165,7 +240,7 @@ def fmt_line(s: Sample, prev: Sample | None) -> str:
     return (
         f"t={s.t_s:7.0f}s published={s.published} stored={s.stored} rate={rate:.0f}/s"
         f" lag={s.published - s.stored} rss_mb={s.rss_kb / 1024:.1f} fds={s.fds}"
-        f" snmp_responses={s.snmp_responses}"
+        f" snmp_responses={s.snmp_responses} api_ms={s.api_ms:.0f}"
     )
 
 
@@ -175,7 +250,15 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     community = "soak-" + secrets.token_hex(6)
     specs = make_devices(args.devices)
     agents = await serve_devices(sim_devices(specs, community=community))  # type: ignore[arg-type]
-    cfg = write_config(work, mq_port, agents, specs, args, community)
+    vm: VictoriaMetrics | None = None
+    if args.tsdb:
+        vm = VictoriaMetrics(work / "victoria-metrics")
+        await asyncio.to_thread(vm.start)
+    api_port, viewer_token = free_port(), secrets.token_urlsafe(24)
+    api = f"http://{HOST}:{api_port}"
+    cfg = write_config(
+        work, mq_port, agents, specs, args, community, vm.url if vm else None, api_port, viewer_token
+    )
     db = work / "netqos.db"
     fleet = build_fleet(args.probes)
     store = SQLiteStore(db)
@@ -198,6 +281,8 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     run = Run()
     fleet_task: asyncio.Task[FleetStats] | None = None
     exit_code = 0
+    counters: dict[str, float] = {}
+    client = httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {viewer_token}"}, timeout=30)
     try:
         await wait_subscribed(log, svc)
         print(
@@ -220,7 +305,7 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         t0 = time.monotonic()
         prev: Sample | None = None
 
-        def sample() -> Sample:
+        def sample(api_ms: float = 0.0) -> Sample:
             stored, _ = stored_measurements(store)
             return Sample(
                 time.monotonic() - t0,
@@ -229,6 +314,7 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
                 rss_kb(svc.pid),
                 open_fds(svc.pid),
                 sum(d.stats.responses for d in agents.devices),
+                api_ms,
             )
 
         while time.monotonic() - t0 < args.duration:
@@ -237,7 +323,7 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
                 raise BenchError(f"the service died with {svc.returncode}: {tail(log, 2000)}")
             if fleet_task.done():
                 raise BenchError(f"the fleet stopped early: {fleet_task.exception()!r}")
-            s = sample()  # the store reader belongs to this thread
+            s = sample(await ask_api(client, run))  # the store reader belongs to this thread
             run.samples.append(s)
             print(fmt_line(s, prev), flush=True)
             prev = s
@@ -250,6 +336,15 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
             await asyncio.sleep(0.5)
         final_live = sample()
         print("fleet stopped; " + fmt_line(final_live, prev), flush=True)
+        if vm is not None:
+            # Let the sink catch up with the last flushes before reading its counters.
+            for _ in range(60):  # bounded: 30 s
+                counters = await asyncio.to_thread(service_counters, api)
+                if counters["tsdb_written"] + counters["tsdb_dropped"] >= counters["tsdb_submitted"]:
+                    break
+                await asyncio.sleep(0.5)
+        else:
+            counters = await asyncio.to_thread(service_counters, api)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         exit_code = 2
@@ -266,8 +361,11 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
             except subprocess.TimeoutExpired:
                 svc.kill()
                 svc.wait(10)
+        await client.aclose()
         await agents.close()
         stop_process(mq_proc)
+        if vm is not None:
+            await asyncio.to_thread(vm.stop)
     if exit_code:
         store.close()
         return exit_code
@@ -295,7 +393,23 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     )
     if svc.returncode != 0:
         print(f"error: the service exited with {svc.returncode}: {tail(log, 2000)}", file=sys.stderr)
-    ok = lost == 0 and messages == stats.messages_published == batches and svc.returncode == 0
+    api_sorted = sorted(run.api_ms) or [0.0]
+    api_p99 = api_sorted[min(len(api_sorted) - 1, int(0.99 * len(api_sorted)))]
+    for err in run.api_errors[:5]:
+        print(f"api error: {err}", file=sys.stderr)
+    print(
+        "service counters: "
+        + " ".join(f"{k}={v:.0f}" for k, v in counters.items())
+        + (f"; VictoriaMetrics at {vm.url} (stopped)" if vm is not None else "; no time-series sink")
+    )
+    healthy = (
+        not run.api_errors
+        and counters.get("tsdb_dropped", 0) == 0
+        and counters.get("alert_engine_failures", 0) == 0
+        and counters.get("rule_failures", 0) == 0
+        and counters.get("alert_rules", 0) > 0
+    )
+    ok = lost == 0 and messages == stats.messages_published == batches and svc.returncode == 0 and healthy
     ratio = measurements / stats.measurements_published if stats.measurements_published else 0.0
     print(
         f"RESULT ratio={ratio:.6f} lost={lost} published={stats.measurements_published} stored={measurements}"
@@ -304,6 +418,11 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         f" rss_warm_mb={rss_warm:.1f} rss_end_mb={rss_end:.1f} rss_growth_pct={growth:.2f}"
         f" fds_min={min(fds)} fds_max={max(fds)}"
         f" snmp_responses={run.samples[-1].snmp_responses if run.samples else 0}"
+        f" api_requests={len(run.api_ms)} api_errors={len(run.api_errors)} api_p99_ms={api_p99:.1f}"
+        f" tsdb_written={counters.get('tsdb_written', 0):.0f}"
+        f" tsdb_dropped={counters.get('tsdb_dropped', 0):.0f}"
+        f" alert_rules={counters.get('alert_rules', 0):.0f}"
+        f" alert_engine_failures={counters.get('alert_engine_failures', 0):.0f}"
         f" ok={int(ok)}"
     )
     return 0 if ok else 1
@@ -325,6 +444,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--drain-timeout", type=float, default=300.0, help="longest wait for the backlog at the end"
     )
     p.add_argument("--quick", action="store_true", help="30 s, 500 probes, 50 devices, a line every 5 s")
+    p.add_argument("--no-tsdb", dest="tsdb", action="store_false", help="run without VictoriaMetrics")
     p.add_argument("--workdir", type=Path, help="keep the broker, store and logs here (default: a temp dir)")
     args = p.parse_args(argv)
     if args.quick:

@@ -31,7 +31,10 @@ from netqos.config import IngestSettings
 log = logging.getLogger(__name__)
 
 RESOLUTION_S = 60
-SEEN_WINDOW = 100_000  # batches per probe remembered in memory for de-duplication
+# Batches per probe remembered in memory for de-duplication, as a bitmap over the newest seqs
+# (a probe sending every minute: ~68 hours). Older replays ask the store. Bounded on purpose:
+# a set of every seq grew by ~20 MB an hour for 5,000 probes and never shrank.
+SEEN_WINDOW = 4096
 
 
 class _Buffer:
@@ -158,6 +161,31 @@ def _copy(a: ProbeActivity) -> ProbeActivity:
     )
 
 
+class SeqWindow:
+    """The seqs accepted among the newest `size` from `low` on, as one integer bitmap.
+
+    Bit i stands for seq `low + i`. A seq beyond the window slides it forward; a seq below
+    `low` is not remembered here (the caller asks the store). Memory per probe is fixed
+    (size / 8 bytes), however long the service runs.
+    """
+
+    __slots__ = ("bits", "low", "size")
+
+    def __init__(self, low: int, size: int) -> None:
+        self.low, self.size, self.bits = low, size, 0
+
+    def add(self, seq: int) -> None:
+        shift = seq - self.low - self.size + 1
+        if shift > 0:
+            self.bits >>= shift
+            self.low += shift
+        if seq >= self.low:
+            self.bits |= 1 << (seq - self.low)
+
+    def __contains__(self, seq: int) -> bool:
+        return 0 <= seq - self.low < self.size and bool(self.bits >> (seq - self.low) & 1)
+
+
 class IngestPipeline:
     """Accepted batches → columnar buffer → numba rollups → store."""
 
@@ -188,7 +216,7 @@ class IngestPipeline:
         self._flush_soon = asyncio.Event()
         self._background: asyncio.Future[int] | None = None  # see make_room
         # probe -> (lowest seq covered, seqs accepted): recent batches, for de-duplication.
-        self._seen: dict[str, tuple[int, set[int]]] = {}
+        self._seen: dict[str, SeqWindow] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
 
@@ -212,29 +240,27 @@ class IngestPipeline:
         buf = self._buf
         return round(buf.rows * self._per_row) + len(buf.value)
 
-    def _seen_entry(self, probe_id: str) -> tuple[int, set[int]]:
-        entry = self._seen.get(probe_id)
-        if entry is None:
+    def _seen_entry(self, probe_id: str) -> SeqWindow:
+        window = self._seen.get(probe_id)
+        if window is None:
             # First batch of this probe since start: load its recent stored seqs once.
             last = self._probes[probe_id].last_seq if probe_id in self._probes else None
-            low = max(0, (last or 0) - SEEN_WINDOW)
-            entry = self._seen[probe_id] = (low, self.store.seen_seqs(probe_id, low))
-        return entry
+            low = max(0, (last or 0) - SEEN_WINDOW + 1)
+            window = self._seen[probe_id] = SeqWindow(low, SEEN_WINDOW)
+            for seq in self.store.seen_seqs(probe_id, low):
+                window.add(seq)
+        return window
 
     def is_duplicate(self, probe_id: str, seq: int) -> bool:
         """Whether this probe's batch `seq` was accepted before (buffered or stored)."""
-        low, seen = self._seen_entry(probe_id)
-        if seq >= low:
-            return seq in seen
+        window = self._seen_entry(probe_id)
+        if seq >= window.low:
+            return seq in window
         # Older than the window kept in memory: ask the store (rare: a very late replay).
         return self.store.has_batch(probe_id, seq)
 
     def _remember(self, probe_id: str, seq: int) -> None:
-        seen = self._seen_entry(probe_id)[1]
-        seen.add(seq)
-        if len(seen) > 2 * SEEN_WINDOW:
-            keep = sorted(seen)[-SEEN_WINDOW:]
-            self._seen[probe_id] = (keep[0], set(keep))
+        self._seen_entry(probe_id).add(seq)
 
     def scan(self, probe_id: str, payload: bytes, now_ms: int) -> Scanned | None:
         """The fast path: scan a message straight into the buffer's free rows (not yet

@@ -12,7 +12,7 @@ import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
 from collector.mqtt.schema import MeasurementBatch, validate_batch
-from collector.pipeline import IngestPipeline
+from collector.pipeline import IngestPipeline, SeqWindow
 from collector.store.devices import DeviceRepo
 from collector.store.postgres import to_pg
 from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
@@ -297,7 +297,7 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
         )
     asyncio.run(a.flush())
     monkeypatch.setattr(pipeline_module, "SEEN_WINDOW", 2)
-    b = IngestPipeline(store, IngestSettings())  # remembers seqs >= 2 only
+    b = IngestPipeline(store, IngestSettings())  # remembers seqs >= 3 (4 - 2 + 1) only
     assert b.is_duplicate("p1", 0) and b.is_duplicate("p1", 1) and b.is_duplicate("p1", 4)
     assert not b.is_duplicate("p1", 5)
     assert store.has_batch("p1", 3) and not store.has_batch("p1", 7)
@@ -392,3 +392,21 @@ def test_device_tables_on_both_backends(store_settings: StoreSettings) -> None:
     repo.sync_inventory(devices[:1], {"r0": "router"}, {"r0": 60.0})
     assert [d["device_id"] for d in repo.devices(commune="16021")] == ["r0"]
     s.close()
+
+
+def test_the_seq_window_answers_like_a_set_within_its_span_and_stays_small() -> None:
+    # Against a plain set over a shuffled, gappy, sliding stream: inside [low, low + size) the
+    # window knows exactly the seqs added; below it it claims nothing (the store is asked).
+    rng = np.random.default_rng(7)
+    w, added = SeqWindow(0, 64), set()
+    seqs = np.arange(5000) + rng.integers(-40, 40, 5000)
+    for seq in seqs[rng.random(5000) < 0.8].tolist():
+        if seq < 0:
+            continue
+        w.add(seq)
+        added.add(seq)
+        probe = int(rng.integers(max(0, w.low - 10), w.low + 74))
+        assert (probe in w) == (probe in added and w.low <= probe < w.low + 64)
+    assert w.bits.bit_length() <= 64  # fixed size, however many seqs went through
+    w.add(10**12)  # a wild seq slides the window without growing it
+    assert 10**12 in w and w.bits.bit_length() <= 64 and w.low == 10**12 - 63
