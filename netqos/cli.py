@@ -154,6 +154,8 @@ def cmd_rollup(args: argparse.Namespace) -> int:
         elif args.action == "prune":
             gone = roller.enforce_retention()
             print(" ".join(f"{names[t]}: {n} rows deleted" for t, n in gone.items()) or "nothing to delete")
+            days = settings.rollups.batch_log_retention_days
+            print(f"batch log: {roller.prune_batch_log()} rows older than {days:g} days deleted")
         pending = roller.pending()
         print("pending: " + (" ".join(f"{names[t]}={n}" for t, n in sorted(pending.items())) or "none"))
     finally:

@@ -202,6 +202,13 @@ class RollupSettings(_Section):
         120.0, ge=0, le=86_400, description="a closed window is computed once it has been closed this long"
     )
     retention_interval_s: float = Field(3600.0, gt=0, le=86_400, description="how often retention runs")
+    batch_log_retention_days: float = Field(
+        35.0,
+        ge=1,
+        le=36_500,
+        description="stored batches' (probe, seq) kept this long, for de-duplication and probe completeness;"
+        " a replay of an older batch would be counted again",
+    )
     max_pending_per_round: int = Field(
         100_000, ge=1, le=10_000_000, description="(series, window) computations at most per tier and round"
     )

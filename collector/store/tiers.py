@@ -33,6 +33,7 @@ from netqos.aio import wait_stop
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class TierPolicy:
     settle_s: float = 120.0
     max_pending_per_round: int = 100_000
     max_days_per_prune: int = 31
+    # The batch log (probe_batches: exactly-once ingest, probe completeness) is kept this long.
+    batch_log_days: float = 35.0
 
 
 @dataclass(slots=True)
@@ -192,6 +195,24 @@ class TierRoller:
             deleted[tier] = n
         return deleted
 
+    def prune_batch_log(self, now_ms: int | None = None) -> int:
+        """Delete batch-log rows stored more than `batch_log_days` ago, an hour of them per
+        transaction (the writer is never held long), at most `max_days_per_prune` days' worth
+        per call. Returns rows deleted."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = now - int(self.policy.batch_log_days * DAY_MS)
+        (oldest,) = self.store.reader().execute("SELECT min(stored_ms) FROM probe_batches").fetchone()
+        n = 0
+        upto = None if oldest is None else int(oldest) // HOUR_MS * HOUR_MS + HOUR_MS
+        for _ in range(self.policy.max_days_per_prune * 24):
+            if upto is None or upto - HOUR_MS >= cutoff:
+                break
+            with self.store.transaction() as conn:
+                cur = conn.execute("DELETE FROM probe_batches WHERE stored_ms < ?", (min(upto, cutoff),))
+                n += cur.rowcount
+            upto += HOUR_MS
+        return n
+
     # -- rebuild --------------------------------------------------------------------
 
     def rebuild(self, from_ms: int, to_ms: int) -> RebuildReport:
@@ -247,9 +268,12 @@ class TierRoller:
                 if time.monotonic() - last_prune >= retention_interval_s:
                     last_prune = time.monotonic()
                     gone = await asyncio.to_thread(self.enforce_retention)
-                    if any(gone.values()):
+                    batches = await asyncio.to_thread(self.prune_batch_log)
+                    if any(gone.values()) or batches:
                         log.info(
-                            "event=retention_pruned %s", " ".join(f"rows_{t}s={n}" for t, n in gone.items())
+                            "event=retention_pruned %s batch_log_rows=%d",
+                            " ".join(f"rows_{t}s={n}" for t, n in gone.items()),
+                            batches,
                         )
             except Exception:  # the store may be busy or failing: try again next round
                 log.exception("event=tiers_round_failed")

@@ -146,6 +146,26 @@ def test_retention_keeps_what_pending_windows_need(store_settings: StoreSettings
     store.close()
 
 
+def test_the_batch_log_is_pruned_by_age_an_hour_at_a_time(store_settings: StoreSettings) -> None:
+    store = open_store(store_settings)
+    # 50 hours of batches, one every 10 minutes, stored at those times; a probe's seqs 0..299.
+    stored = T0 + np.arange(300, dtype=np.int64) * 600_000
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO probe_batches (probe_id, seq, stored_ms, measurements, newest_ts_ms)"
+            " VALUES (?, ?, ?, 1, ?)",
+            [("p1", seq, ms, ms) for seq, ms in enumerate(stored.tolist())],
+        )
+    roller = TierRoller(store, TierPolicy(batch_log_days=1.0, max_days_per_prune=1))
+    now = T0 + 49 * HOUR + 5 * 60_000  # keeps what was stored from T0 + 25 h 05 min on
+    # At most a day's worth (24 one-hour slices) per call: what is left goes in the next call.
+    assert roller.prune_batch_log(now_ms=now) == 6 * 24
+    assert roller.prune_batch_log(now_ms=now) == 6 + 1  # hour 24, and 25:00 (older than 25:05)
+    assert roller.prune_batch_log(now_ms=now) == 0
+    assert not store.has_batch("p1", 150) and store.has_batch("p1", 151) and store.has_batch("p1", 299)
+    store.close()
+
+
 def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "cli.db"
     store = Store(db)
