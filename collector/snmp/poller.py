@@ -437,6 +437,10 @@ class Poller:
         idx, vals = cd.index[ok], cd.uval[ok]
         pos = np.searchsorted(rows, idx)
         speed = cells.get(c.utilisation.speed) if c.utilisation else None
+        if speed is not None and c.utilisation is not None and c.utilisation.uncapped_types:
+            kind = cells.get(c.utilisation.type_column or "")
+            if kind is not None:
+                speed = np.where(np.isin(kind, c.utilisation.uncapped_types), np.nan, speed)
         max_rate = None
         if speed is not None and c.utilisation is not None:
             # An octet counter cannot carry more than the link: speed (bit/s) per row.

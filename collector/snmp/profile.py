@@ -59,6 +59,11 @@ class Utilisation(_M):
     metric: str = Field(pattern=r"^[a-z][a-z0-9_]*_ratio$")
     speed: str
     speed_scale: float = Field(1.0, gt=0)
+    # Rows whose `type_column` holds one of `uncapped_types` declare a speed that is no limit
+    # (a software loopback says 10 Mbit/s and carries gigabits): their rates are not capped
+    # by it, and no utilisation is computed.
+    type_column: str | None = None
+    uncapped_types: tuple[int, ...] = ()
 
 
 class Column(_HasOid):
@@ -107,6 +112,13 @@ class Table(_M):
                 raise ValueError(
                     f"column {c.name}: utilisation speed {c.utilisation.speed!r} is not a column"
                 )
+            if c.utilisation is not None and c.utilisation.type_column is not None:
+                tc = by_name.get(c.utilisation.type_column)
+                if tc is None or tc.type not in ("enum", "gauge"):
+                    raise ValueError(
+                        f"column {c.name}: utilisation type_column {c.utilisation.type_column!r}"
+                        " must be an enum or gauge column"
+                    )
             if c.type in ("counter32", "counter64", "gauge") and c.metric is None and not c.fallback_only:
                 raise ValueError(f"column {c.name}: a {c.type} column needs a `metric` name")
         return self

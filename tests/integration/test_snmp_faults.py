@@ -18,7 +18,7 @@ from collector.snmp.poller import DeviceRuntime, Poller, PollSink
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from netqos.config import IngestSettings, SnmpSettings
-from probes.simulate.snmp_agent import SimDevice, SnmpAgentServer
+from probes.simulate.snmp_agent import SimDevice, SimInterface, SnmpAgentServer
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +133,35 @@ async def test_agent_restart_gives_no_spike_and_rates_resume(
         assert rig.rt.reach.state == "up"  # a restart it answered through is no outage
     finally:
         await rig.close()
+
+
+async def test_a_loopback_rate_above_its_declared_speed_is_kept_an_ethernet_one_dropped(
+    tmp_path: Path,
+) -> None:
+    # A software loopback declares 10 Mbit/s and carries far more (a busy host's lo does): its
+    # declared speed is no limit. The same jump on an Ethernet port of that speed is a
+    # discontinuity (dropped, counted), never a spike.
+    dev = SimDevice(
+        "r-lo",
+        community="lo-community",
+        interfaces=(SimInterface("lo", 10, 0.1, if_type=24), SimInterface("ge-0/0/1", 10, 0.1)),
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "router")
+        try:
+            await rig.poll(1, 0.0)
+            for ifindex in (1, 2):  # +1 GB in one poll interval: gigabits per second
+                dev.set_counter(ifindex, "ifHCInOctets", dev.counters(ifindex)["ifHCInOctets"] + 10**9)
+            await rig.poll(1, 0.0)
+            await rig.sink.flush()
+            rows = {r["name"]: r["values"] for r in DeviceRepo(rig.store).rows("r-lo", "interfaces")}
+            assert rows["lo"]["ifType"] == "softwareLoopback"
+            assert rows["ge-0/0/1"]["ifType"] == "ethernetCsmacd"
+            assert rows["lo"]["if_in_bps"] > 10e6 * 1.1  # kept, well above the declared speed
+            assert "if_in_bps" not in rows["ge-0/0/1"]  # dropped as a discontinuity
+            assert "if_in_utilisation_ratio" not in rows["lo"]  # no meaningful ratio to its speed
+        finally:
+            await rig.close()
 
 
 async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
