@@ -304,6 +304,12 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         )
         t0 = time.monotonic()
         prev: Sample | None = None
+        # SIGTERM / Ctrl-C end the load early: the drain, the checks and the report still run,
+        # and nothing (broker, service, VictoriaMetrics) is left behind.
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ended.set)
 
         def sample(api_ms: float = 0.0) -> Sample:
             stored, _ = stored_measurements(store)
@@ -317,8 +323,10 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
                 api_ms,
             )
 
-        while time.monotonic() - t0 < args.duration:
-            await asyncio.sleep(min(args.report_every, max(0.0, args.duration - (time.monotonic() - t0))))
+        while time.monotonic() - t0 < args.duration and not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                left = max(0.0, args.duration - (time.monotonic() - t0))
+                await asyncio.wait_for(ended.wait(), min(args.report_every, left))
             if svc.poll() is not None:
                 raise BenchError(f"the service died with {svc.returncode}: {tail(log, 2000)}")
             if fleet_task.done():
@@ -327,6 +335,9 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
             run.samples.append(s)
             print(fmt_line(s, prev), flush=True)
             prev = s
+        if ended.is_set():
+            args.duration = time.monotonic() - t0  # what the report's duration_s then says
+            print(f"ended early by a signal after {args.duration:.0f} s", flush=True)
         stop.set()
         await fleet_task
         # Everything PUBACKed must come through: wait (bounded) for the backlog to be stored.

@@ -39,6 +39,7 @@ from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
+from netqos import memory
 from netqos.config import ConfigError, RollupSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ async def run_service(
     Every process writes through the same store.
     """
     stop = stop or asyncio.Event()
+    memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
     # Compile (or load from numba's cache) every kernel now, off the loop: the first poll or
     # message must not stall everything for seconds.
     started = time.perf_counter()

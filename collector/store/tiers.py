@@ -28,6 +28,7 @@ from typing import Any
 from collector.core import floor_window, merge
 from collector.store.db import Connection
 from collector.store.store import _ROLLUP_COLUMNS, TIERS, Store, rollups_from_rows
+from netqos import memory
 from netqos.aio import wait_stop
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,9 @@ class TierRoller:
                 done = await asyncio.to_thread(self.roll)
                 if any(done.values()):
                     log.info("event=tiers_rolled %s", " ".join(f"windows_{t}s={n}" for t, n in done.items()))
+                    # A round reads every finer row of the closed windows: a burst of large
+                    # transient allocations, whose freed pages go back to the system.
+                    await asyncio.to_thread(memory.trim)
                 if time.monotonic() - last_prune >= retention_interval_s:
                     last_prune = time.monotonic()
                     gone = await asyncio.to_thread(self.enforce_retention)
