@@ -1,5 +1,6 @@
-"""A 10-minute soak of the whole pipeline (bench/soak.py): zero loss, and RSS growth under 10 %
-after warm-up. Marked slow: CI runs it; `pytest -m 'not slow'` leaves it out locally."""
+"""A 10-minute soak of the whole pipeline (bench/soak.py: the service with every role and the
+default alert rules, VictoriaMetrics behind the sink, an API reader): zero loss, and RSS growth
+under 10 % after warm-up. Marked slow: CI runs it; `pytest -m 'not slow'` leaves it out locally."""
 
 from __future__ import annotations
 
@@ -51,4 +52,8 @@ def test_ten_minute_soak_loses_nothing_and_memory_stays_flat(tmp_path: Path) -> 
     assert figures["ok"] == "1", out.stdout[-3000:] + out.stderr[-3000:]
     assert float(figures["rss_growth_pct"]) < 10.0, out.stdout
     assert int(figures["snmp_responses"]) > 0
+    # The whole pipeline ran: the sink wrote to VictoriaMetrics, the default rules were loaded,
+    # and the API answered a viewer throughout (all of it also inside ok=1).
+    assert int(figures["tsdb_written"]) > 0 and figures["tsdb_dropped"] == "0"
+    assert int(figures["alert_rules"]) > 0 and int(figures["api_requests"]) > 0 and figures["api_errors"] == "0"
     assert out.returncode == 0
