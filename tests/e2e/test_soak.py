@@ -55,5 +55,6 @@ def test_ten_minute_soak_loses_nothing_and_memory_stays_flat(tmp_path: Path) -> 
     # The whole pipeline ran: the sink wrote to VictoriaMetrics, the default rules were loaded,
     # and the API answered a viewer throughout (all of it also inside ok=1).
     assert int(figures["tsdb_written"]) > 0 and figures["tsdb_dropped"] == "0"
-    assert int(figures["alert_rules"]) > 0 and int(figures["api_requests"]) > 0 and figures["api_errors"] == "0"
+    assert int(figures["alert_rules"]) > 0
+    assert int(figures["api_requests"]) > 0 and figures["api_errors"] == "0"
     assert out.returncode == 0
