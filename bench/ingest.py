@@ -75,6 +75,7 @@ from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
 from collector.pipeline import IngestPipeline
 from collector.store.store import ProbeInfo, Store
+from netqos.aio import freeze_startup_heap
 from netqos.config import IngestSettings, MqttSettings
 
 HOST = "127.0.0.1"
@@ -456,6 +457,7 @@ def worker_main(port: int, db: str, client_id: str, flush_interval_s: float) -> 
     shared subscription, says ``session``; drains on ``go``, stops on ``stop`` and prints
     its CPU seconds. Lines on stdin/stdout are the whole protocol with the parent."""
     warm_up()
+    freeze_startup_heap()  # as `netqos serve` does once started
     settings = IngestSettings(flush_interval_s=flush_interval_s)
     mqtt = MqttSettings(host=HOST, port=port, client_id=client_id, topic=SHARED_TOPIC)
 
@@ -762,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warm_s = warm_up()
+    freeze_startup_heap()  # as `netqos serve` does once started (ours runs in this process)
     print(
         f"netqos ingest benchmark (numba warm-up {warm_s:.2f} s, not timed;"
         f" flush_interval_s={settings.flush_interval_s}, flush_max_samples={settings.flush_max_samples})"

@@ -39,6 +39,7 @@ from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
+from netqos.aio import freeze_startup_heap
 from netqos.config import ConfigError, RollupSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -204,12 +205,14 @@ async def run_service(
     extra_tasks: list[Callable[[ServiceContext], Awaitable[Any]]] | None = None,
     install_signals: bool = True,
     roles: frozenset[str] = ALL_ROLES,
+    freeze_heap: bool = False,
 ) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving.
 
     `roles` picks the parts this process runs (one image, several services): "ingest" (MQTT
     consumer), "poller" (SNMP and traps), "api", "alerts" (rules, incidents, notifications).
-    Every process writes through the same store.
+    Every process writes through the same store. `freeze_heap`: the process is this
+    service's own (the command line), so its start-up objects are frozen (`freeze_startup_heap`).
     """
     stop = stop or asyncio.Event()
     # Compile (or load from numba's cache) every kernel now, off the loop: the first poll or
@@ -376,6 +379,8 @@ async def run_service(
         tasks.append(asyncio.create_task(alerting.run(stop), name="alerting"))
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
+    if freeze_heap:
+        log.info("event=startup_heap_frozen objects=%d", freeze_startup_heap())
     log.info(
         "event=service_started roles=%s http=%s",
         ",".join(sorted(roles)),
