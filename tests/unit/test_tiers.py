@@ -232,7 +232,8 @@ def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_setti
 
         def pending(tier: int, window: int) -> bool:
             row = admin.reader().execute(
-                "SELECT 1 FROM rollup_pending WHERE resolution_s = ? AND series_id = ? AND window_start_ms = ?",
+                "SELECT 1 FROM rollup_pending"
+                " WHERE resolution_s = ? AND series_id = ? AND window_start_ms = ?",
                 (tier, sid, window),
             )
             return row.fetchone() is not None
