@@ -514,6 +514,8 @@ class Store:
             packed = np.unique((sid << _MARK_SHIFT) | (index - _MARK_BASE))
             known = self._open_marks.get(coarse)
             if known is not None and len(known):
+                # Only windows open now (the flush may come long after the mark was made).
+                known = known[(known & _MARK_MASK) >= now // (coarse * 1000) - _MARK_BASE]
                 packed = packed[~np.isin(packed, known, assume_unique=True)]
             if len(packed) == 0:
                 continue

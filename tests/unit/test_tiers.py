@@ -257,6 +257,11 @@ def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_setti
         assert pending(3600, past)
         roller.roll(now_ms=hour + HOUR + 121_000)
         assert admin.select_rollups("rtt_ms", 3600, past, past + HOUR).rollups.count.tolist() == [2]
+        # A mark remembered while its window was open, used after the window closed (a writer
+        # idle for longer than the roller's settle time): inserted again all the same.
+        writer._open_marks[3600] = np.array([sid << 32 | (past // HOUR + (1 << 31))], dtype=np.int64)
+        write([past + 2])
+        assert pending(3600, past)
     finally:
         writer.close()
         admin.close()
