@@ -34,7 +34,11 @@ Why it is fair
     (connect and subscribe included) until they are done with all N. Publishing is not
     timed, so the publisher's speed cannot favour either side. Nothing is subtracted from
     either figure. Numba compilation happens before timing (``warm_up``, printed
-    separately). Ours is timed to "stored in SQLite", which includes the flush timer
+    separately), and the start-up heap is then frozen as ``netqos serve`` does
+    (``freeze_startup_heap``). Besides wall rates, each run prints ours' CPU µs per
+    measurement (all threads, all workers), the figure this shared machine's load moves
+    least, and mosquitto's CPU µs per measurement over the same interval (from /proc).
+    Ours is timed to "stored in SQLite", which includes the flush timer
     (``flush_interval_s``, the production default unless ``--flush-interval`` is given):
     that is what a user of the service waits for, and it is part of ours, not the
     peer's, cost.
@@ -75,6 +79,7 @@ from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
 from collector.pipeline import IngestPipeline
 from collector.store.store import ProbeInfo, Store
+from netqos.aio import freeze_startup_heap
 from netqos.config import IngestSettings, MqttSettings
 
 HOST = "127.0.0.1"
@@ -112,6 +117,7 @@ class OursRun:
     intake_s: float  # until the last message was validated and buffered
     flushes: list[tuple[int, float]] = field(default_factory=list)  # (samples, seconds)
     cpu_s: float = 0.0  # CPU time of the whole process (all threads) while draining
+    broker_cpu_s: float = 0.0  # mosquitto's CPU time meanwhile (0 where /proc is missing)
 
 
 # -- workload ---------------------------------------------------------------------------
@@ -241,6 +247,15 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mosquitto_version(binary: str) -> str:
@@ -394,6 +409,7 @@ async def ours_once(
     workdir: Path,
     settings: IngestSettings,
     timeout_s: float,
+    broker_pid: int,
 ) -> OursRun:
     n_meas = len(messages) * batch
     store = Store(workdir / f"ours-{k}" / "netqos.db")
@@ -419,6 +435,7 @@ async def ours_once(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-poll") as poller:
             t0 = time.perf_counter()
             cpu0 = time.process_time()
+            broker0 = process_cpu_s(broker_pid)
             deadline = t0 + timeout_s
             tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
             try:
@@ -429,6 +446,7 @@ async def ours_once(
                     await asyncio.sleep(POLL_S)
                 elapsed = time.perf_counter() - t0
                 cpu_s = time.process_time() - cpu0
+                broker_s = process_cpu_s(broker_pid) - broker0
                 if stored >= n_meas:
                     # Not timed: give a late duplicate the chance to be flushed and show up.
                     await asyncio.sleep(settings.flush_interval_s + 0.25)
@@ -441,7 +459,7 @@ async def ours_once(
         # 4. Wipe the session so later publishes are not queued for it.
         async with aiomqtt.Client(HOST, port, identifier=mqtt.client_id, clean_session=True):
             pass
-        return OursRun(elapsed, publish_s, pipeline.last_accept - t0, pipeline.flushes, cpu_s)
+        return OursRun(elapsed, publish_s, pipeline.last_accept - t0, pipeline.flushes, cpu_s, broker_s)
     finally:
         store.close()
 
@@ -456,6 +474,7 @@ def worker_main(port: int, db: str, client_id: str, flush_interval_s: float) -> 
     shared subscription, says ``session``; drains on ``go``, stops on ``stop`` and prints
     its CPU seconds. Lines on stdin/stdout are the whole protocol with the parent."""
     warm_up()
+    freeze_startup_heap()  # as `netqos serve` does once started
     settings = IngestSettings(flush_interval_s=flush_interval_s)
     mqtt = MqttSettings(host=HOST, port=port, client_id=client_id, topic=SHARED_TOPIC)
 
@@ -500,6 +519,7 @@ def workers_once(
     settings: IngestSettings,
     timeout_s: float,
     n_workers: int,
+    broker_pid: int,
 ) -> OursRun:
     """Ours with `n_workers` processes sharing the stream (MQTT shared subscription) and one
     SQLite file: timed from "go" (processes started, warmed up and subscribed before, as a
@@ -524,6 +544,7 @@ def workers_once(
                 raise BenchError("a worker did not start (see its error above)")
         publish_s = publish_all(port, messages, f"bench-pub-w{k}", timeout_s)
         t0 = time.perf_counter()
+        broker0 = process_cpu_s(broker_pid)
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -536,6 +557,7 @@ def workers_once(
                 break
             time.sleep(POLL_S)
         elapsed = time.perf_counter() - t0
+        broker_s = process_cpu_s(broker_pid) - broker0
         time.sleep(settings.flush_interval_s + 0.25)  # not timed: room for a late duplicate
         cpu = 0.0
         unflushed = 0
@@ -549,7 +571,7 @@ def workers_once(
         if stored < n_meas:
             raise BenchError(f"workers stored {stored} of {n_meas} rtt_ms samples in {timeout_s} s")
         check_counts(store, len(messages), n_meas, unflushed)
-        return OursRun(elapsed, publish_s, elapsed, [], cpu)
+        return OursRun(elapsed, publish_s, elapsed, [], cpu, broker_s)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -700,11 +722,11 @@ def run_workload(
                 peer_runs.append(peer)
                 if workers == 1:
                     ours = asyncio.run(
-                        ours_once(port, messages, probes, batch, k, workdir, settings, timeout_s)
+                        ours_once(port, messages, probes, batch, k, workdir, settings, timeout_s, proc.pid)
                     )
                 else:
                     ours = workers_once(
-                        port, messages, probes, batch, k, workdir, settings, timeout_s, workers
+                        port, messages, probes, batch, k, workdir, settings, timeout_s, workers, proc.pid
                     )
                 ours_runs.append(ours)
                 print(
@@ -712,7 +734,9 @@ def run_workload(
                     f" peer {peer.seconds:.3f} s ({fmt(n_msg / peer.seconds)} msg/s)"
                     f"   ours {ours.seconds:.3f} s ({fmt(n_msg / ours.seconds)} msg/s,"
                     f" {fmt(n_meas / ours.seconds)} meas/s, all buffered at {ours.intake_s:.3f} s,"
-                    f" {len(ours.flushes)} flushes, {ours.cpu_s / ours.seconds:.2f} CPUs busy)"
+                    f" {len(ours.flushes)} flushes, {ours.cpu_s / ours.seconds:.2f} CPUs busy,"
+                    f" {ours.cpu_s / n_meas * 1e6:.2f} CPU µs/measurement,"
+                    f" mosquitto {ours.broker_cpu_s / n_meas * 1e6:.2f})"
                     f"   [publish {ours.publish_s:.2f} s, not timed]"
                 )
         except BenchError as exc:
@@ -762,6 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warm_s = warm_up()
+    freeze_startup_heap()  # as `netqos serve` does once started (ours runs in this process)
     print(
         f"netqos ingest benchmark (numba warm-up {warm_s:.2f} s, not timed;"
         f" flush_interval_s={settings.flush_interval_s}, flush_max_samples={settings.flush_max_samples})"

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
+from collector.core._jit import kernel
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, to_decoded
 from collector.store.store import ProbeActivity, ProbeInfo, SeriesKey, Store
@@ -189,9 +190,7 @@ class SeqWindow:
 class IngestPipeline:
     """Accepted batches → columnar buffer → numba rollups → store."""
 
-    def __init__(
-        self, store: Store, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()
-    ) -> None:
+    def __init__(self, store: Store, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()) -> None:
         self.store = store
         self.settings = settings
         # Told about every committed flush (the time-series sink), after the commit.
@@ -219,6 +218,11 @@ class IngestPipeline:
         self._seen: dict[str, SeqWindow] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
+        # Compiled (or loaded from numba's cache) now, not in the first flush.
+        none = np.empty((0, len(METRIC_NAMES)), dtype=np.float64)
+        i64 = np.empty(0, dtype=np.int64)
+        _count_samples(none, i64, self._stream_series, i64)
+        _fill_samples(none, i64, self._stream_series, i64, i64, i64, np.empty(0, dtype=np.float64))
 
     # -- probe registry ----------------------------------------------------------
 
@@ -483,34 +487,37 @@ class IngestPipeline:
         n_rows = buf.rows
         values = buf.meas_values[:n_rows]
         streams = buf.meas_stream[:n_rows]
-        present = ~np.isnan(values)  # JSON has no NaN: NaN only marks an absent metric
         n_streams = len(self._streams)
         table = self._stream_series
         if n_streams > len(table):
             grown = np.full((n_streams, len(METRIC_NAMES)), -1, dtype=np.int64)
             grown[: len(table)] = table
             table = self._stream_series = grown
-        local = table[streams]
-        missing = present & (local < 0)
-        if missing.any():
+        per_row = np.empty(n_rows, dtype=np.int64)
+        n_probe = _count_samples(values, streams, table, per_row)
+        if n_probe < 0:
             # First values of some (stream, metric): one series key each, once.
-            rows, cols = np.nonzero(missing)
+            present = ~np.isnan(values)  # JSON has no NaN: NaN only marks an absent metric
+            rows, cols = np.nonzero(present & (table[streams] < 0))
             for sid, col in set(zip(streams[rows].tolist(), cols.tolist(), strict=True)):
                 table[sid, col] = self._new_key(self._streams[sid], METRIC_NAMES[col])
-            local = table[streams]
+            n_probe = _count_samples(values, streams, table, per_row)
         with self._keys_lock:
             n_keys = len(self._keys)
         have = len(self._series_of_local)
         if n_keys > have:
             ids = self.store.series_ids(self._keys[have:n_keys], self._intervals[have:n_keys])
             self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
-        per_row = present.sum(axis=1)
         if n_rows:
-            self._per_row = float(per_row.mean())
-        local_idx = np.concatenate([local[present], np.asarray(buf.local_idx, dtype=np.int64)])
-        row_ts = buf.meas_ts[:n_rows]
-        ts = np.concatenate([np.repeat(row_ts, per_row), np.asarray(buf.ts_ms, dtype=np.int64)])
-        value = np.concatenate([values[present], np.asarray(buf.value, dtype=np.float64)])
+            self._per_row = n_probe / n_rows
+        n = n_probe + len(buf.value)
+        local_idx = np.empty(n, dtype=np.int64)
+        ts = np.empty(n, dtype=np.int64)
+        value = np.empty(n, dtype=np.float64)
+        _fill_samples(values, streams, table, buf.meas_ts[:n_rows], local_idx, ts, value)
+        local_idx[n_probe:] = buf.local_idx
+        ts[n_probe:] = buf.ts_ms
+        value[n_probe:] = buf.value
         return SampleBatch(self._series_of_local[local_idx], ts, value), per_row, local_idx, n_keys
 
     def _store_buffer(self, buf: _Buffer) -> int:
@@ -610,3 +617,57 @@ class IngestPipeline:
                 return 0
         log.error("event=shutdown_unflushed samples=%d", self.buffered)
         return self.buffered
+
+
+# One pass each over the buffer's rows, no (rows x metrics) temporaries: at a million
+# samples a flush, numpy's masks and gathers over the whole table cost more (mostly
+# first-touch page faults) than the rollup itself.
+
+
+@kernel
+def _count_samples(
+    values: npt.NDArray[np.float64],
+    streams: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
+    per_row: npt.NDArray[np.int64],
+) -> int:
+    """Present (non-NaN) values of each row into `per_row`; their total, or -1 when some
+    present value's (stream, metric) has no series yet."""
+    total = 0
+    missing = False
+    for r in range(values.shape[0]):
+        k = 0
+        s = streams[r]
+        for c in range(values.shape[1]):
+            if not np.isnan(values[r, c]):
+                k += 1
+                if table[s, c] < 0:
+                    missing = True
+        per_row[r] = k
+        total += k
+    return -1 if missing else total
+
+
+@kernel
+def _fill_samples(
+    values: npt.NDArray[np.float64],
+    streams: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
+    row_ts: npt.NDArray[np.int64],
+    local_idx: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+) -> int:
+    """One sample per present value, row by row, metrics in column order (as numpy's
+    boolean indexing of the table would give them); returns how many were written."""
+    j = 0
+    for r in range(values.shape[0]):
+        s = streams[r]
+        for c in range(values.shape[1]):
+            v = values[r, c]
+            if not np.isnan(v):
+                local_idx[j] = table[s, c]
+                ts[j] = row_ts[r]
+                value[j] = v
+                j += 1
+    return j

@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level, settings.log.format)
     if not settings.api.tokens and "api" in roles:
         log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
-    asyncio.run(run_service(settings, roles=roles))
+    asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
     return 0
 
 
@@ -77,7 +77,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
-    asyncio.run(run_service(settings, roles=frozenset({"ingest"})))
+    asyncio.run(run_service(settings, roles=frozenset({"ingest"}), freeze_heap=True))
     return 0
 
 

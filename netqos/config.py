@@ -79,7 +79,7 @@ class IngestSettings(_Section):
     flush_interval_s: float = Field(
         0.5, gt=0, le=60, description="longest wait before accepted data is stored"
     )
-    flush_max_samples: int = Field(200_000, ge=1, le=10_000_000)
+    flush_max_samples: int = Field(600_000, ge=1, le=10_000_000)
     max_future_s: int = Field(300, ge=0, le=86_400, description="reject measurements further in the future")
     max_measurements_per_message: int = Field(5000, ge=1, le=100_000)
     max_lateness_s: int = Field(

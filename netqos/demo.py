@@ -208,7 +208,7 @@ async def run_demo(
             await scenario.run(agents, ctx.stop)
 
     try:
-        await run_service(settings, extra_tasks=[fleet_task, timer, incidents])
+        await run_service(settings, extra_tasks=[fleet_task, timer, incidents], freeze_heap=True)
     finally:
         if agents is not None:
             await agents.close()

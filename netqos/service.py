@@ -40,6 +40,7 @@ from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
 from netqos import memory
+from netqos.aio import freeze_startup_heap
 from netqos.config import ConfigError, RollupSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -206,12 +207,14 @@ async def run_service(
     extra_tasks: list[Callable[[ServiceContext], Awaitable[Any]]] | None = None,
     install_signals: bool = True,
     roles: frozenset[str] = ALL_ROLES,
+    freeze_heap: bool = False,
 ) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM). Stores what was accepted before leaving.
 
     `roles` picks the parts this process runs (one image, several services): "ingest" (MQTT
     consumer), "poller" (SNMP and traps), "api", "alerts" (rules, incidents, notifications).
-    Every process writes through the same store.
+    Every process writes through the same store. `freeze_heap`: the process is this
+    service's own (the command line), so its start-up objects are frozen (`freeze_startup_heap`).
     """
     stop = stop or asyncio.Event()
     memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
@@ -379,6 +382,8 @@ async def run_service(
         tasks.append(asyncio.create_task(alerting.run(stop), name="alerting"))
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
+    if freeze_heap:
+        log.info("event=startup_heap_frozen objects=%d", freeze_startup_heap())
     log.info(
         "event=service_started roles=%s http=%s",
         ",".join(sorted(roles)),

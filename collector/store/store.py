@@ -9,6 +9,7 @@ database) and one reader connection per thread: readers never wait for the write
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from collector.core import RollupSet, decode_sketches, encode_sketches, floor_window, merge
+from collector.core import RollupSet, decode_sketches, encode_sketches, merge
 from collector.store.db import Backend, Connection, StoreError, split_sql
 from collector.store.sqlite import SQLiteBackend
 from netqos.config import StoreSettings
@@ -51,6 +52,11 @@ _ROLLUP_KEY = ("resolution_s", "series_id", "window_start_ms")
 _ROLLUP_WRITE_COLUMNS = ("resolution_s", *_ROLLUP_COLUMNS.split(", "))
 # Rollup tiers (resolution in seconds), finest first: each is computed from the one before.
 TIERS = (60, 3600, 86_400)
+# A pending mark remembered as one int64: series_id << 32 | (window index - base), where the
+# window index is window_start // tier and base keeps it non-negative for any ms timestamp.
+_MARK_SHIFT = 32
+_MARK_BASE = -(1 << 31)
+_MARK_MASK = (1 << 32) - 1
 
 
 def coarser_tier(resolution_s: int) -> int | None:
@@ -134,6 +140,14 @@ class Store:
         self._writer = self._connect()
         self._series_ids: dict[SeriesKey, int] = {}
         self._first_ms: dict[int, int] = {}  # series -> first window known to be stored
+        # Run after the current write transaction committed (under the write lock): what
+        # this process may remember about the database only once it is really there.
+        self._after_commit: list[Callable[[], None]] = []
+        # Coarse tier -> packed (series, window) pending marks this store committed for
+        # windows that are still open: the roller clears a mark only once its window has
+        # closed (and settled), and a rebuild keeps the marks of open windows, so these are
+        # known to be in the table and need no insert (see put_rollups).
+        self._open_marks: dict[int, npt.NDArray[np.int64]] = {}
         #: the migrations this store applied when it opened
         self.migrate_applied = self.migrate()
 
@@ -184,13 +198,18 @@ class Store:
                 self._writer = self._connect()
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
+            self._after_commit = []
             try:
                 yield conn
             except BaseException:
+                self._after_commit = []
                 if self.backend.usable(conn):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            hooks, self._after_commit = self._after_commit, []
+            for hook in hooks:
+                hook()
 
     def close(self) -> None:
         with self._write_lock, self._conns_lock:
@@ -484,14 +503,48 @@ class Store:
         # Every coarser tier, not only the next: a day whose hour is pending is stale as well,
         # and a query of the day tier must know it before the roller gets to the hour.
         now = int(time.time() * 1000)
+        sid = rollups.series_id.astype(np.int64)
         for coarse in TIERS[TIERS.index(resolution_s) + 1 :]:
-            windows = floor_window(rollups.window_start_ms, coarse * 1000)
-            keys = np.unique(np.stack([rollups.series_id.astype(np.int64), windows]), axis=1)
-            conn.executemany(
-                "INSERT INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(coarse, sid, w, now) for sid, w in zip(keys[0].tolist(), keys[1].tolist(), strict=True)],
-            )
+            index = rollups.window_start_ms // (coarse * 1000)  # floor: windows before 1970 too
+            if int(index.min()) < _MARK_BASE or int(index.max()) >= -_MARK_BASE:
+                # Beyond what a mark key holds (hundreds of millennia away): marked, not remembered.
+                keys = np.unique(np.stack([sid, index * (coarse * 1000)]), axis=1)
+                self._insert_marks(conn, coarse, keys[0], keys[1], now)
+                continue
+            packed = np.unique((sid << _MARK_SHIFT) | (index - _MARK_BASE))
+            known = self._open_marks.get(coarse)
+            if known is not None and len(known):
+                # Only windows open now (the flush may come long after the mark was made).
+                known = known[(known & _MARK_MASK) >= now // (coarse * 1000) - _MARK_BASE]
+                packed = packed[~np.isin(packed, known, assume_unique=True)]
+            if len(packed) == 0:
+                continue
+            w_ms = ((packed & _MARK_MASK) + _MARK_BASE) * (coarse * 1000)
+            self._insert_marks(conn, coarse, packed >> _MARK_SHIFT, w_ms, now)
+            self._after_commit.append(functools.partial(self._remember_marks, coarse, packed))
+
+    @staticmethod
+    def _insert_marks(
+        conn: Connection, coarse: int, sid: npt.NDArray[np.int64], w_ms: npt.NDArray[np.int64], now: int
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO rollup_pending (resolution_s, series_id, window_start_ms, marked_ms)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(coarse, s, w, now) for s, w in zip(sid.tolist(), w_ms.tolist(), strict=True)],
+        )
+
+    def forget_marks(self, coarse: int) -> None:
+        """Forget the `coarse` tier's remembered marks (the roller clears marks: from now on
+        they are inserted again, which costs nothing when they are still there)."""
+        self._open_marks.pop(coarse, None)
+
+    def _remember_marks(self, coarse: int, keys: npt.NDArray[np.int64]) -> None:
+        """Keep the committed marks of windows still open; forget those of closed windows
+        (a late write to a closed window inserts its mark again: the roller may have used it)."""
+        known = self._open_marks.get(coarse)
+        both = keys if known is None else np.union1d(known, keys)
+        first_open = int(time.time() * 1000) // (coarse * 1000) - _MARK_BASE  # window index of now
+        self._open_marks[coarse] = both[(both & _MARK_MASK) >= first_open]
 
     def _note_first_windows(self, conn: Connection, rollups: RollupSet) -> None:
         """Keep series.first_ms at the earliest stored window (completeness starts there)."""

@@ -13,6 +13,9 @@ are equal bit for bit — counts, float sums and sketch blobs — however the da
 Queries never wait for the roller: the store reads a pending coarse window's finer rows
 instead (``Store.tiered_rollups``).
 
+A pending mark is cleared only once its window has closed and settled (a rebuild of an open
+window keeps it), which lets a writer skip inserting marks it already committed for open windows.
+
 Retention deletes whole UTC days of a tier older than its limit, never a window a coarser
 pending window still needs, in bounded steps.
 """
@@ -69,10 +72,17 @@ def _finer(tier_s: int) -> int:
 
 
 def recompute_window(
-    store: Store, conn: Connection, tier_s: int, window_start_ms: int, series: list[int] | None = None
+    store: Store,
+    conn: Connection,
+    tier_s: int,
+    window_start_ms: int,
+    series: list[int] | None = None,
+    clear_pending: bool = True,
 ) -> int:
     """Replace the `tier_s` rows of one window by the merge of its finer rows (all series, or
-    only `series`), clear their pending marks; inside the caller's write transaction.
+    only `series`), clear their pending marks (unless `clear_pending` is False: a window that
+    has not closed and settled keeps them, as writers rely on it); inside the caller's write
+    transaction.
 
     The one function behind both the roller and rebuild: finer rows are read in (series,
     window) order and merged by the core, so the same finer data gives the same bytes.
@@ -97,10 +107,12 @@ def recompute_window(
         (tier_s, window_start_ms, *args),
     )
     store.put_rollups(conn, coarse, tier_s)
-    conn.execute(
-        f"DELETE FROM rollup_pending WHERE resolution_s = ? AND window_start_ms = ?{cond}",
-        (tier_s, window_start_ms, *args),
-    )
+    if clear_pending:
+        store.forget_marks(tier_s)  # this process's writers mark again (its clock may be simulated)
+        conn.execute(
+            f"DELETE FROM rollup_pending WHERE resolution_s = ? AND window_start_ms = ?{cond}",
+            (tier_s, window_start_ms, *args),
+        )
     return len(coarse)
 
 
@@ -216,14 +228,17 @@ class TierRoller:
 
     # -- rebuild --------------------------------------------------------------------
 
-    def rebuild(self, from_ms: int, to_ms: int) -> RebuildReport:
+    def rebuild(self, from_ms: int, to_ms: int, now_ms: int | None = None) -> RebuildReport:
         """Recompute every hour, then every day, of [from_ms, to_ms) widened to whole UTC days,
         from the finer stored rows. A window with coarse rows but no finer row (past the finer
-        tier's retention) is left as it is and counted in `skipped`; empty windows are no work."""
+        tier's retention) is left as it is and counted in `skipped`; empty windows are no work.
+        Windows that have not closed and settled by `now_ms` (default: now) stay pending."""
         if to_ms <= from_ms:
             raise ValueError("the range is empty: 'to' must be after 'from'")
         start = from_ms // DAY_MS * DAY_MS
         end = -(-to_ms // DAY_MS) * DAY_MS
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        settle_ms = int(self.policy.settle_s * 1000)
         report = RebuildReport()
         for tier in TIERS[1:]:
             finer = _finer(tier)
@@ -249,8 +264,12 @@ class TierRoller:
                 if w not in have:
                     skipped += w in stored  # coarse rows whose finer rows are gone: kept
                     continue
+                # A window still open (or settling) keeps its marks, as the roller does: writers
+                # skip marking a window they know is marked (Store.put_rollups), so the roller
+                # must still compute it once it has closed.
+                settled = w + step + settle_ms <= now
                 with self.store.transaction() as conn:
-                    rows += recompute_window(self.store, conn, tier, w)
+                    rows += recompute_window(self.store, conn, tier, w, clear_pending=settled)
                 windows += 1
             report.windows[tier], report.rows[tier] = windows, rows
             report.skipped[tier] = skipped

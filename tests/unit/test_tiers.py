@@ -81,7 +81,7 @@ def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
     hours, days = tier_rows(store, 3600), tier_rows(store, 86_400)
     assert len(days) == 12 * 3 and len(hours) > 12 * 60
 
-    report = roller.rebuild(T0, T0 + 3 * DAY_MS)
+    report = roller.rebuild(T0, T0 + 3 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
     assert report.windows == {3600: 72, 86_400: 3} and report.skipped == {3600: 0, 86_400: 0}
     assert tier_rows(store, 3600) == hours  # counts, float sums and sketch blobs: identical
     assert tier_rows(store, 86_400) == days
@@ -230,3 +230,58 @@ async def test_the_tier_job_rolls_until_stopped(tmp_path: Path) -> None:
     assert roller.pending() == {}
     assert len(tier_rows(store, 3600)) == 3 and len(tier_rows(store, 86_400)) == 1
     store.close()
+
+
+def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_settings: StoreSettings) -> None:
+    """A writer remembers the pending marks it committed for open windows and does not insert
+    them again; that is right only because neither the roller nor a rebuild (another process)
+    clears the mark of a window that has not closed and settled. Late data for a closed window
+    is marked again."""
+    writer, admin = open_store(store_settings), open_store(store_settings)
+    try:
+        (sid,) = writer.series_ids([SeriesKey.of("rtt_ms", "p", {})])
+        now = int(time.time() * 1000)
+        hour = now // HOUR * HOUR
+        roller = TierRoller(admin, TierPolicy(settle_s=120))
+
+        def write(ts_ms: list[int]) -> None:
+            ts = np.asarray(ts_ms, dtype=np.int64)
+            writer.write_rollups(
+                rollup(SampleBatch(np.full(ts.shape, sid, np.int32), ts, np.ones(ts.shape))), 60
+            )
+
+        def pending(tier: int, window: int) -> bool:
+            row = admin.reader().execute(
+                "SELECT 1 FROM rollup_pending"
+                " WHERE resolution_s = ? AND series_id = ? AND window_start_ms = ?",
+                (tier, sid, window),
+            )
+            return row.fetchone() is not None
+
+        write([hour, now])  # the open hour: marked and remembered
+        assert pending(3600, hour)
+        roller.roll()  # the hour is open: nothing to do, the mark stays
+        roller.rebuild(hour, hour + 1)  # computes the open hour now, keeps its mark
+        assert pending(3600, hour) and pending(86_400, now // DAY_MS * DAY_MS)
+        write([now, now])  # no mark inserted: it is known to be there
+        roller.roll(now_ms=hour + HOUR + 121_000)  # closed and settled: computed from every minute row
+        got = admin.select_rollups("rtt_ms", 3600, hour, hour + HOUR).rollups
+        assert got.count.tolist() == [4]
+        assert not pending(3600, hour)
+
+        # A late sample for a closed hour that was computed: marked again, computed again.
+        past = hour - 2 * HOUR
+        write([past])
+        roller.roll(now_ms=hour + HOUR + 121_000)
+        write([past + 1])
+        assert pending(3600, past)
+        roller.roll(now_ms=hour + HOUR + 121_000)
+        assert admin.select_rollups("rtt_ms", 3600, past, past + HOUR).rollups.count.tolist() == [2]
+        # A mark remembered while its window was open, used after the window closed (a writer
+        # idle for longer than the roller's settle time): inserted again all the same.
+        writer._open_marks[3600] = np.array([sid << 32 | (past // HOUR + (1 << 31))], dtype=np.int64)
+        write([past + 2])
+        assert pending(3600, past)
+    finally:
+        writer.close()
+        admin.close()
