@@ -387,7 +387,8 @@ def figures(xs: list[float]) -> str:
 
 
 # A peer's tiered read: whole days not pending, hours of the edges and of pending days not
-# pending, minutes of pending hours. `{sel}` selects the series; ? are (day_lo, day_hi, lo, hi).
+# pending, minutes of pending hours. `{sel}` selects the series; [:lo, :hi) is the whole range,
+# [:day_lo, :day_hi) the days read from the day tier (the QoS points read only days).
 TIERED = """
 WITH s AS ({sel}),
 r AS (
@@ -506,9 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in ours["rows"]
                 if r["indicator"] in COUNTED and r["sample_count"]
             }
-            if got != want or not got:
+            if got != want:
                 diff = sorted(set(got.items()) ^ set(want.items()))[:6]
                 raise SystemExit(f"error: compliance sample counts differ from {what}'s: {diff}")
+            compared[0] += len(got)
 
         qos_from = START_MS // DAY_MS * DAY_MS  # the API aligns `from` to whole steps
 
@@ -526,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sel = "SELECT series_id, operator FROM series WHERE metric = 'rtt_ms'"
             return (sel + " AND commune = :commune", {"commune": commune}) if commune else (sel, {})
 
-        qos_bounds = {"day_lo": qos_from, "day_hi": MONTH_TO_MS, "lo": qos_from, "hi": qos_from}
+        qos_bounds = {"day_lo": qos_from, "day_hi": MONTH_TO_MS, "lo": qos_from, "hi": MONTH_TO_MS}
 
         def peer_qos(commune: str | None) -> list[tuple[Any, ...]]:
             sel, extra = qos_sel(commune)
@@ -554,11 +556,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for p in s["points"]
                 if p["count"]
             }
-            if got != want or not got:
+            if got != want:
                 diff = sorted(set(got.items()) ^ set(want.items()))[:6]
                 raise SystemExit(f"error: QoS counts differ from {what}'s: {diff}")
+            compared[1] += len(got)
 
         results: dict[str, dict[str, list[float]]] = {}
+        compared = [0, 0]  # counts found equal: compliance (group, metric)s, QoS points
 
         def measure(name: str, ours: Callable[[str | None], dict[str, Any]], peers: dict[str, Any],
                     check: Callable[..., None], commune_level: bool) -> None:  # fmt: skip
@@ -584,6 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure("compliance province-month", compliance, {"peer": peer_compliance}, check_compliance, False)
         measure("qos commune-month", qos, {"peer": peer_qos, "peer_1min": peer_1min_qos}, check_qos, True)
         measure("qos province-month", qos, {"peer": peer_qos}, check_qos, False)
+        if not all(compared):
+            raise SystemExit(f"error: nothing to compare with the peers ({compared})")
+        log(f"sample counts equal to the peers': {compared[0]:,} compliance, {compared[1]:,} QoS")
         la_end = os.getloadavg()
         log(f"load average at the end {la_end[0]:.2f} {la_end[1]:.2f} {la_end[2]:.2f}")
         store.close()

@@ -28,6 +28,7 @@ from collector.store.sqlite import SQLiteBackend
 from netqos.config import StoreSettings
 
 __all__ = [
+    "NOT_PENDING",
     "STANDARD_LABELS",
     "TIERS",
     "ProbeActivity",
@@ -51,6 +52,12 @@ _ROLLUP_KEY = ("resolution_s", "series_id", "window_start_ms")
 _ROLLUP_WRITE_COLUMNS = ("resolution_s", *_ROLLUP_COLUMNS.split(", "))
 # Rollup tiers (resolution in seconds), finest first: each is computed from the one before.
 TIERS = (60, 3600, 86_400)
+# A condition on `rollups` rows: the row's window is not pending (its finer rows have not
+# changed since it was computed), so it may be read instead of them.
+NOT_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM rollup_pending p WHERE p.resolution_s = rollups.resolution_s"
+    " AND p.series_id = rollups.series_id AND p.window_start_ms = rollups.window_start_ms)"
+)
 
 
 def coarser_tier(resolution_s: int) -> int | None:
@@ -571,9 +578,7 @@ class Store:
         rows = self._rollup_rows(
             conn,
             series,
-            in_range + " AND NOT EXISTS (SELECT 1 FROM rollup_pending p"
-            " WHERE p.resolution_s = rollups.resolution_s AND p.series_id = rollups.series_id"
-            " AND p.window_start_ms = rollups.window_start_ms)",
+            f"{in_range} AND {NOT_PENDING}",
             (resolution_s,),
             (from_ms, to_ms),
         )
