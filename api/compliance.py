@@ -305,14 +305,18 @@ def evaluate(
         base["commune"] = scope.commune
     groups: dict[tuple[str, str], int] = {}
     # Registered probes define the groups even without data: 'no data' must show, not vanish.
-    for p in store.probes():
-        if p.technology != tech or (scope.operator and p.operator != scope.operator):
-            continue
-        if scope.commune and p.commune != scope.commune:
-            continue
-        place = p.commune if scope.place == "commune" else p.village
+    # Only the probes in scope, and only their placement (a commune's request reads its own).
+    where, args = "technology = ?", [tech]
+    for name, only in (("operator", scope.operator), ("commune", scope.commune)):
+        if only:
+            where += f" AND {name} = ?"
+            args.append(only)
+    for p_operator, p_commune, p_village in store.reader().execute(
+        f"SELECT operator, commune, village FROM probes WHERE {where} ORDER BY probe_id", args
+    ):
+        place = p_commune if scope.place == "commune" else p_village
         if place:
-            groups.setdefault((p.operator, place), len(groups))
+            groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
     # Per indicator: (group index -> merged row) over the period.
     measured: dict[str, tuple[RollupSet, dict[int, int], dict[int, float], np.ndarray]] = {}

@@ -2,9 +2,9 @@
 
 A period is covered by the coarsest rollup tiers present in the store: whole days from a
 1-day tier, the hours at the edges from a 1-hour tier, the minutes left from the 1-minute
-tier (`cover`). A store holding only the 1-minute tier is read at 1 minute. Each tier is
-assumed complete for the windows it holds (every tier is a merge of the same samples,
-which is what makes reading a coarser one exact).
+tier (`cover`). A store holding only the 1-minute tier is read at 1 minute. A coarse window
+that is pending (rollup_pending) is read from the finer tiers; every other coarse row is the
+merge of the same samples as its finer rows, which is what makes reading it exact.
 
 Means, counts and extremes are summed by SQLite itself (one GROUP BY per series chunk);
 the quantile sketches are read and merged by the numba core only when a statistic needs
@@ -20,9 +20,8 @@ import numpy as np
 import orjson
 
 from collector.core import RollupSet, decode_sketches, merge
-from collector.store.store import STANDARD_LABELS, Store, StoreError
+from collector.store.store import NOT_PENDING, STANDARD_LABELS, Store, StoreError
 
-_CHUNK = 500  # series ids per statement (bounded parameter lists)
 _MAX_TIERS = 16
 
 
@@ -84,37 +83,78 @@ def period_totals(
     tiers_s: Sequence[int] | None = None,
 ) -> RollupSet:
     """One row per series with data in [from_ms, to_ms) (window_start_ms = 0): the merge of every
-    rollup of the period. Without `sketches` the rows carry no buckets (means and counts only)."""
+    rollup of the period. Without `sketches` the rows carry no buckets (means and counts only).
+
+    A coarse window still pending (its finer rows changed since the roller computed it, or it
+    was never computed: the current hour and day) is read from the finer tiers instead, as
+    `Store.tiered_rollups` does, so the totals never lag the 1-minute tier."""
     if not series:
         return RollupSet.empty()
     tiers = list(tiers_s) if tiers_s is not None else tiers_present(store)
     parts: list[RollupSet] = []
-    conn = store.reader()
-    ids = sorted(series)
-    for res, a, b in cover(from_ms, to_ms, tiers):
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            cond = (
-                f"resolution_s=? AND series_id IN ({marks}) AND window_start_ms >= ? AND window_start_ms < ?"
-            )
-            args = (res, *chunk, a, b)
-            if sketches:
-                rows = conn.execute(
-                    f"SELECT series_id, count, sum, sumsq, min, max, sketch FROM rollups WHERE {cond}", args
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT series_id, sum(count), sum(sum), sum(sumsq), min(min), max(max)"
-                    f" FROM rollups WHERE {cond} GROUP BY series_id",
-                    args,
-                ).fetchall()
-            if rows:
-                parts.append(_rollups(rows, sketches))
+    _collect(store, sorted(series), from_ms, to_ms, tiers, sketches, parts)
     if not parts:
         return RollupSet.empty()
     both = RollupSet.concat(parts)
     return merge(both, both.series_id, np.zeros(len(both), dtype=np.int64))
+
+
+def _collect(
+    store: Store,
+    ids: list[int],
+    from_ms: int,
+    to_ms: int,
+    tiers: list[int],
+    sketches: bool,
+    parts: list[RollupSet],
+) -> None:
+    """Append to `parts` the rows covering [from_ms, to_ms) for `ids` (see period_totals). Recurses
+    once per tier at most: each level only reads tiers finer than its own."""
+    conn = store.reader()
+    step = store.backend.in_list_max
+    for res, a, b in cover(from_ms, to_ms, tiers):
+        finer = [t for t in tiers if t < res]
+        # The finest tier read has no finer one to fall back on: its rows are what there is.
+        fresh = f" AND {NOT_PENDING}" if finer else ""
+        for i in range(0, len(ids), step):
+            among, values = store.backend.in_list("series_id", ids[i : i + step])
+            cond = f"resolution_s=? AND {among} AND window_start_ms >= ? AND window_start_ms < ?"
+            args = (res, *values, a, b)
+            if sketches:
+                rows = conn.execute(
+                    f"SELECT series_id, count, sum, sumsq, min, max, sketch FROM rollups WHERE {cond}{fresh}",
+                    args,
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT series_id, sum(count), sum(sum), sum(sumsq), min(min), max(max)"
+                    f" FROM rollups WHERE {cond}{fresh} GROUP BY series_id",
+                    args,
+                ).fetchall()
+            if rows:
+                parts.append(_rollups(rows, sketches))
+            if finer:
+                pending = conn.execute(
+                    f"SELECT series_id, window_start_ms FROM rollup_pending WHERE {cond}", args
+                ).fetchall()
+                for sids, lo, hi in _pending_ranges(pending, res * 1000):
+                    _collect(store, sids, lo, hi, finer, sketches, parts)
+
+
+def _pending_ranges(pending: list[tuple[Any, Any]], step_ms: int) -> list[tuple[list[int], int, int]]:
+    """(series, start, end): pending windows grouped by the series pending in them, consecutive
+    windows pending for the same series joined, so a long-pending stretch is one read."""
+    by_window: dict[int, list[int]] = {}
+    for sid, w in pending:
+        by_window.setdefault(int(w), []).append(int(sid))
+    out: list[tuple[list[int], int, int]] = []
+    for w in sorted(by_window):
+        sids = sorted(by_window[w])
+        if out and out[-1][2] == w and out[-1][0] == sids:
+            out[-1] = (sids, out[-1][1], w + step_ms)
+        else:
+            out.append((sids, w, w + step_ms))
+    return out
 
 
 def _rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:

@@ -29,6 +29,7 @@ from collector.store.sqlite import SQLiteBackend
 from netqos.config import StoreSettings
 
 __all__ = [
+    "NOT_PENDING",
     "STANDARD_LABELS",
     "TIERS",
     "ProbeActivity",
@@ -57,6 +58,13 @@ TIERS = (60, 3600, 86_400)
 _MARK_SHIFT = 32
 _MARK_BASE = -(1 << 31)
 _MARK_MASK = (1 << 32) - 1
+
+# A condition on `rollups` rows: the row's window is not pending (its finer rows have not
+# changed since it was computed), so it may be read instead of them.
+NOT_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM rollup_pending p WHERE p.resolution_s = rollups.resolution_s"
+    " AND p.series_id = rollups.series_id AND p.window_start_ms = rollups.window_start_ms)"
+)
 
 
 def coarser_tier(resolution_s: int) -> int | None:
@@ -624,9 +632,7 @@ class Store:
         rows = self._rollup_rows(
             conn,
             series,
-            in_range + " AND NOT EXISTS (SELECT 1 FROM rollup_pending p"
-            " WHERE p.resolution_s = rollups.resolution_s AND p.series_id = rollups.series_id"
-            " AND p.window_start_ms = rollups.window_start_ms)",
+            f"{in_range} AND {NOT_PENDING}",
             (resolution_s,),
             (from_ms, to_ms),
         )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from collector.core import RollupSet, SampleBatch, floor_window, merge, quantiles, rollup
+from collector.store.periods import period_totals, tiers_present
 from collector.store.store import SeriesKey, Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
@@ -120,6 +121,37 @@ def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
         assert np.array_equal(got.sketch_counts, want.sketch_counts)
         q = [0.5, 0.95]
         assert np.array_equal(quantiles(got, q), quantiles(want, q))
+
+
+def test_period_totals_read_pending_windows_from_finer_tiers(
+    filled: tuple[Store, TierRoller, SampleBatch],
+) -> None:
+    store, roller, first = filled
+    roller.roll(now_ms=T0 + 10 * DAY_MS)
+    # Late samples mark computed hours and days pending again; a new day has no hour or day
+    # row at all yet (the roller has not run): totals must hold every sample all the same.
+    sids = sorted(set(first.series_id.tolist()))
+    late = make_samples(sids, np.random.default_rng(11), 500, days=4)
+    store.write_rollups(rollup(late), 60)
+    assert roller.pending().get(86_400, 0) > 0
+    batch = SampleBatch.concat([first, late])
+    lo, hi = T0 + 5 * HOUR + 17 * 60_000, T0 + 3 * DAY_MS + 7 * HOUR + 30 * 60_000  # days, hours, minutes
+    assert set(tiers_present(store)) == {60, 3600, 86_400}
+    inside = np.flatnonzero((batch.ts_ms >= lo) & (batch.ts_ms < hi))
+    part = SampleBatch(batch.series_id[inside], batch.ts_ms[inside], batch.value[inside])
+    want = rollup(part, 100 * DAY_MS)  # one window holding the whole period
+    for sketches in (True, False):
+        got = period_totals(store, sids, lo, hi, sketches=sketches)
+        assert np.array_equal(got.series_id, want.series_id)
+        assert np.array_equal(got.count, want.count)
+        assert np.array_equal(got.min, want.min) and np.array_equal(got.max, want.max)
+        np.testing.assert_allclose(got.sum, want.sum, rtol=1e-12)
+        if sketches:
+            assert np.array_equal(got.sketch_keys, want.sketch_keys)
+            assert np.array_equal(got.sketch_counts, want.sketch_counts)
+    # The same totals as from the 1-minute tier alone.
+    minutes = period_totals(store, sids, lo, hi, sketches=True, tiers_s=[60])
+    assert np.array_equal(minutes.count, want.count)
 
 
 def test_retention_keeps_what_pending_windows_need(store_settings: StoreSettings) -> None:
