@@ -47,3 +47,23 @@ def trim() -> bool:
     """Hand free heap pages back to the system. Whether any were released."""
     libc = _libc()
     return bool(libc is not None and libc.malloc_trim(0))
+
+
+def report(top: int = 25) -> list[str]:
+    """Lines saying where the memory is: with tracemalloc on (PYTHONTRACEMALLOC=1), the source
+    lines holding the most; always the most numerous object types the collector tracks, and
+    glibc's own figures. For an operator chasing growth (`kill -USR1`): costs a pass over
+    every object, so it is never run on a timer."""
+    import gc
+    import tracemalloc
+    from collections import Counter
+
+    out: list[str] = []
+    if tracemalloc.is_tracing():
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        out.append(f"tracemalloc: {sum(s.size for s in stats) / 2**20:.1f} MiB traced; top {top}:")
+        out += [f"  {s.size / 2**20:8.2f} MiB {s.count:9d} blocks  {s.traceback[0]}" for s in stats[:top]]
+    counts = Counter(type(o).__name__ for o in gc.get_objects())
+    out.append(f"gc-tracked objects: {sum(counts.values())}; most numerous:")
+    out += [f"  {n:9d} {name}" for name, n in counts.most_common(top)]
+    return out

@@ -336,10 +336,25 @@ async def run_service(
         reloading.add(t)  # keep a reference until done
         t.add_done_callback(reloading.discard)
 
+    def on_sigusr1() -> None:
+        # Where the memory is, in the log (see netqos.memory.report); off the event loop.
+        async def run() -> None:
+            for line in await asyncio.to_thread(memory.report):
+                log.info("event=memory_report %s", line)
+
+        t = asyncio.create_task(run(), name="memory-report")
+        reloading.add(t)
+        t.add_done_callback(reloading.discard)
+
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     if install_signals:
-        for sig, fn in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, on_sighup)):
+        for sig, fn in (
+            (signal.SIGINT, stop.set),
+            (signal.SIGTERM, stop.set),
+            (signal.SIGHUP, on_sighup),
+            (signal.SIGUSR1, on_sigusr1),
+        ):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, fn)
                 handled.append(sig)

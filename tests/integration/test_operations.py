@@ -155,6 +155,9 @@ async def test_sighup_reloads_probes_and_inventory_json_logs_worker_health(
         finally:
             store.close()
         assert proc.poll() is None  # reloaded, not restarted
+        # SIGUSR1: where the memory is, in the log, and the service carries on.
+        proc.send_signal(signal.SIGUSR1)
+        await _wait_log(log, "event=memory_report gc-tracked objects:", proc)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
