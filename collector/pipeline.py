@@ -222,6 +222,7 @@ class IngestPipeline:
         none = np.empty((0, len(METRIC_NAMES)), dtype=np.float64)
         i64 = np.empty(0, dtype=np.int64)
         _count_samples(none, i64, self._stream_series, i64)
+        _missing_series(none, i64, self._stream_series, np.zeros((0, len(METRIC_NAMES)), dtype=np.bool_))
         _fill_samples(none, i64, self._stream_series, i64, i64, i64, np.empty(0, dtype=np.float64))
 
     # -- probe registry ----------------------------------------------------------
@@ -496,10 +497,12 @@ class IngestPipeline:
         per_row = np.empty(n_rows, dtype=np.int64)
         n_probe = _count_samples(values, streams, table, per_row)
         if n_probe < 0:
-            # First values of some (stream, metric): one series key each, once.
-            present = ~np.isnan(values)  # JSON has no NaN: NaN only marks an absent metric
-            rows, cols = np.nonzero(present & (table[streams] < 0))
-            for sid, col in set(zip(streams[rows].tolist(), cols.tolist(), strict=True)):
+            # First values of some (stream, metric): one series key each, once. Found in one
+            # pass (a fresh pipeline's first flush has all its values here: numpy masks and a
+            # Python set of their pairs were half of that flush's time).
+            missing = np.zeros(table.shape, dtype=np.bool_)
+            _missing_series(values, streams, table, missing)
+            for sid, col in zip(*(a.tolist() for a in np.nonzero(missing)), strict=True):
                 table[sid, col] = self._new_key(self._streams[sid], METRIC_NAMES[col])
             n_probe = _count_samples(values, streams, table, per_row)
         with self._keys_lock:
@@ -646,6 +649,21 @@ def _count_samples(
         per_row[r] = k
         total += k
     return -1 if missing else total
+
+
+@kernel
+def _missing_series(
+    values: npt.NDArray[np.float64],
+    streams: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
+    missing: npt.NDArray[np.bool_],
+) -> None:
+    """Mark in `missing` every (stream, metric) with a present value but no series yet."""
+    for r in range(values.shape[0]):
+        s = streams[r]
+        for c in range(values.shape[1]):
+            if not np.isnan(values[r, c]) and table[s, c] < 0:
+                missing[s, c] = True
 
 
 @kernel

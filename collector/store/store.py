@@ -417,14 +417,31 @@ class Store:
             " expected_interval_s = coalesce(excluded.expected_interval_s, series.expected_interval_s)",
             rows,
         )
-        # Read back ids (another process may have created some of them first).
-        ids = {}
-        for k in keys:
-            row = conn.execute(
-                "SELECT series_id FROM series WHERE metric=? AND entity=? AND labels=?",
-                (k.metric, k.entity, k.labels_json()),
-            ).fetchone()
-            ids[k] = int(row[0])
+        # Read back ids (another process may have created some of them first): by metric and
+        # a chunk of entities at a time, not one query per key (a fresh store's first flush
+        # creates thousands of series, and one SELECT each was most of that flush's time).
+        wanted: dict[tuple[str, str, str], SeriesKey] = {
+            (k.metric, k.entity, k.labels_json()): k for k in keys
+        }
+        by_metric: dict[str, list[str]] = {}
+        for metric, entity, _ in wanted:
+            by_metric.setdefault(metric, []).append(entity)
+        ids: dict[SeriesKey, int] = {}
+        step = self.backend.in_list_max
+        for metric, entity_list in by_metric.items():
+            entities = list(dict.fromkeys(entity_list))
+            for i in range(0, len(entities), step):
+                among, values = self.backend.in_list("entity", entities[i : i + step])
+                cur = conn.execute(
+                    f"SELECT series_id, entity, labels FROM series WHERE metric=? AND {among}",
+                    (metric, *values),
+                )
+                for sid, entity, labels in cur:
+                    key = wanted.get((metric, entity, labels))
+                    if key is not None:
+                        ids[key] = int(sid)
+        if len(ids) != len(wanted):
+            raise StoreError(f"{len(wanted) - len(ids)} series were not found after their insert")
         return ids
 
     # -- rollups -----------------------------------------------------------------
