@@ -250,13 +250,14 @@ def scan_batch(
     out_key: npt.NDArray[np.int32],
     keys: npt.NDArray[np.int64],
     pos: int,
+    key_base: int,
 ) -> tuple[int, int, int, int, int, float, int, int, int, int, int]:
     """Scan one batch into the columns from row `pos` (at most `max_rows` measurements).
 
     Returns (status, rows, probe_id start, probe_id end, seq, clock_offset_ms or NaN,
     clock_synced -1/0/1, newest ts, oldest ts, distinct keys, has sent_ts).
     `keys[k]` holds (target start, end, technology index, operator start, end) of the
-    message's k-th distinct (target, technology, operator); `out_key[row]` its k.
+    message's k-th distinct (target, technology, operator); `out_key[row]` is `key_base` + its k.
     """
     nan = np.nan
     fail = (FALLBACK, 0, 0, 0, 0, nan, -1, 0, 0, 0, 0)
@@ -447,7 +448,7 @@ def scan_batch(
                     keys[kk, 3] = op_s
                     keys[kk, 4] = op_e
                     n_keys += 1
-                out_key[row] = kk
+                out_key[row] = key_base + kk
                 rows += 1
                 i, more_m = _after_value(buf, i, 93)
                 if i < 0:
@@ -479,10 +480,14 @@ class Scanner:
         out_values: npt.NDArray[np.float64],
         out_key: npt.NDArray[np.int32],
         pos: int,
+        key_base: int = 0,
     ) -> Scanned | None:
-        """Scan `payload` into the columns from row `pos`; None: the reference decoder's turn."""
+        """Scan `payload` into the columns from row `pos` (`out_key`: `key_base` + the index of
+        the row's key in the result's `keys`); None: the reference decoder's turn."""
         buf = np.frombuffer(payload, dtype=np.uint8)
-        r = scan_batch(buf, *TABLES, BOUNDS, _POW10, max_rows, out_ts, out_values, out_key, self.keys, pos)
+        r = scan_batch(
+            buf, *TABLES, BOUNDS, _POW10, max_rows, out_ts, out_values, out_key, self.keys, pos, key_base
+        )
         if r[0] != OK:
             return None
         _, rows, ps, pe, seq, offset, synced, newest, oldest, n_keys, _ = r
@@ -499,6 +504,7 @@ class Scanner:
             seq=seq,
             rows=rows,
             pos=pos,
+            key_base=key_base,
             keys=keys,
             newest_ts=newest,
             oldest_ts=oldest,
@@ -515,6 +521,7 @@ class Scanned:
     seq: int
     rows: int
     pos: int  # first row in the columns
+    key_base: int  # rows' key numbers are key_base + the index in `keys`
     keys: list[tuple[str, str, str]]  # distinct (target, technology, operator); rows index them
     newest_ts: int
     oldest_ts: int
