@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from collector.core import RollupSet, decode_sketches, encode_sketches, merge
+from collector.core import RollupSet, decode_sketches, encode_sketches, merge_into
 from collector.store.db import Backend, Connection, StoreError, split_sql
 from collector.store.sqlite import SQLiteBackend
 from netqos.config import StoreSettings
@@ -478,8 +478,7 @@ class Store:
                     batches = [b for b in batches if (b[0], b[1]) not in dups]
             stored = self._existing(conn, rollups, resolution_s)
             if len(stored):
-                both = RollupSet.concat([stored, rollups])
-                rollups = merge(both, both.series_id, both.window_start_ms)
+                rollups = merge_into(stored, rollups)
             if merged_out is not None:
                 merged_out.append(rollups)
             self.put_rollups(conn, rollups, resolution_s)
