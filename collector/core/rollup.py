@@ -657,6 +657,30 @@ def merge_into(stored: RollupSet, new: RollupSet) -> RollupSet:
 
 
 @kernel
+def _next_side(
+    oa: I64Array,
+    ob: I64Array,
+    i: int,
+    j: int,
+    a_sid: I32Array,
+    a_win: I64Array,
+    b_sid: I32Array,
+    b_win: I64Array,
+) -> int:
+    """Which set(s) the next smallest key comes from: 1 the first, 2 the second, 3 both."""
+    if j >= ob.shape[0]:
+        return 1
+    if i >= oa.shape[0]:
+        return 2
+    x, y = oa[i], ob[j]
+    if a_sid[x] != b_sid[y]:
+        return 1 if a_sid[x] < b_sid[y] else 2
+    if a_win[x] != b_win[y]:
+        return 1 if a_win[x] < b_win[y] else 2
+    return 3
+
+
+@kernel
 def _merge_two(
     oa: I64Array,
     ob: I64Array,
@@ -694,18 +718,9 @@ def _merge_two(
             return None
         if j < nb and j > 0 and b_sid[ob[j]] == b_sid[ob[j - 1]] and b_win[ob[j]] == b_win[ob[j - 1]]:
             return None
-        if j >= nb or (
-            i < na
-            and (
-                a_sid[oa[i]] < b_sid[ob[j]] or (a_sid[oa[i]] == b_sid[ob[j]] and a_win[oa[i]] < b_win[ob[j]])
-            )
-        ):
-            i += 1
-        elif i >= na or a_sid[oa[i]] != b_sid[ob[j]] or a_win[oa[i]] != b_win[ob[j]]:
-            j += 1
-        else:
-            i += 1
-            j += 1
+        side = _next_side(oa, ob, i, j, a_sid, a_win, b_sid, b_win)
+        i += side & 1
+        j += side >> 1
         rows += 1
     o_gid = np.empty(rows, dtype=np.int32)
     o_ws = np.empty(rows, dtype=np.int64)
@@ -722,18 +737,8 @@ def _merge_two(
     m = 0
     i = j = 0
     for r in range(rows):
-        take_a = take_b = False
-        if j >= nb or (
-            i < na
-            and (
-                a_sid[oa[i]] < b_sid[ob[j]] or (a_sid[oa[i]] == b_sid[ob[j]] and a_win[oa[i]] < b_win[ob[j]])
-            )
-        ):
-            take_a = True
-        elif i >= na or a_sid[oa[i]] != b_sid[ob[j]] or a_win[oa[i]] != b_win[ob[j]]:
-            take_b = True
-        else:
-            take_a = take_b = True
+        side = _next_side(oa, ob, i, j, a_sid, a_win, b_sid, b_win)
+        take_a, take_b = side & 1 == 1, side >> 1 == 1
         # The stored row first, then the new one: merge's order for concat([stored, new]), so
         # sums add in the same order and a tie on last_ts_ms goes to the new row.
         has_last = False

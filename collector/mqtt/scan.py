@@ -89,9 +89,8 @@ def _bare(fn: _F) -> _F:
 
     Why: with it, every call of a helper below took and dropped a reference on the arrays it
     was passed (an atomic add each), a few dozen per measurement: a third of the scanner's
-    time (0.38 -> 0.25 µs per bench measurement). Nothing here allocates or keeps an array (the
-    caller owns them all), which is the
-    one thing a function compiled without NRT must not do.
+    time (0.38 -> 0.25 µs per bench measurement). Nothing here allocates or keeps an array
+    (the caller owns them all), the one thing a function compiled without NRT must not do.
     """
     return cast(_F, numba.njit(**_BARE)(fn))
 
