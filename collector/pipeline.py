@@ -41,17 +41,19 @@ SEEN_WINDOW = 4096
 class _Buffer:
     """What was accepted since the last flush, as growing columns.
 
-    Probe measurements are one row per measurement in numpy columns (ts, stream, one float
-    per metric with NaN where absent) that the scanner writes into directly; the flush
+    Probe measurements are one row per measurement in numpy columns (ts, key, one float
+    per metric with NaN where absent) that the scanner writes into directly; a row's key is
+    an index into `key_ids`, its stream (appended per message, a Python list: mapping each
+    message's rows to streams in numpy cost more than the rest of accepting it). The flush
     expands them into samples. Samples of other sources (SNMP) are one row per sample.
     """
 
     __slots__ = (
         "activity",
         "batches",
-        "key_scratch",
+        "key_ids",
         "local_idx",
-        "meas_stream",
+        "meas_key",
         "meas_ts",
         "meas_values",
         "newest_ts_ms",
@@ -62,11 +64,17 @@ class _Buffer:
     )
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.rows = 0
         self.meas_ts = np.empty(capacity, dtype=np.int64)
-        self.meas_stream = np.empty(capacity, dtype=np.int64)
+        self.meas_key = np.empty(capacity, dtype=np.int32)
         self.meas_values = np.empty((capacity, len(METRIC_NAMES)), dtype=np.float64)
-        self.key_scratch = np.empty(capacity, dtype=np.int32)  # the scanner's per-message key index
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty, keeping the columns (their memory is already mapped in: reusing a flushed
+        buffer's columns saves the page faults of fresh ones). Lists and dicts are new objects:
+        a flush's outputs may still hold the old ones."""
+        self.rows = 0
+        self.key_ids: list[int] = []  # stream of each row key
         self.local_idx: list[int] = []
         self.ts_ms: list[int] = []
         self.value: list[float] = []
@@ -92,7 +100,7 @@ class _Buffer:
         if need <= len(self.meas_ts):
             return
         cap = max(need, 2 * len(self.meas_ts))
-        for name in ("meas_ts", "meas_stream", "meas_values", "key_scratch"):
+        for name in ("meas_ts", "meas_key", "meas_values"):
             old = getattr(self, name)
             new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
             new[: self.rows] = old[: self.rows]
@@ -101,10 +109,12 @@ class _Buffer:
     def extend(self, other: _Buffer) -> None:
         """Put `other`'s rows (an earlier, failed flush) back in front of this buffer's."""
         shift = other.rows
-        for name in ("meas_ts", "meas_stream", "meas_values", "key_scratch"):
+        self.meas_key[: self.rows] += len(other.key_ids)  # their keys go first too
+        for name in ("meas_ts", "meas_key", "meas_values"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, np.concatenate([theirs[:shift], mine]))
         self.rows += shift
+        self.key_ids[:0] = other.key_ids
         self.local_idx[:0] = other.local_idx
         self.ts_ms[:0] = other.ts_ms
         self.value[:0] = other.value
@@ -195,7 +205,11 @@ class IngestPipeline:
         self.settings = settings
         # Told about every committed flush (the time-series sink), after the commit.
         self.outputs: list[FlushOutput] = list(outputs)
-        self._buf = _Buffer()
+        # Columns for as many rows as a flush takes (numpy leaves untouched pages unmapped, so
+        # this costs no memory until used): growing by doubling from small copied every row
+        # about twice and was a third of a cold start's intake.
+        self._buf = _Buffer(min(settings.flush_max_samples + settings.max_measurements_per_message, 1 << 20))
+        self._spare: _Buffer | None = None  # a flushed buffer, emptied, to be the next one
         # Streams (probe, target, technology, operator) seen by this process: per probe
         # (target, technology, operator) -> stream number. A stream's series (one per metric)
         # get local indexes in the flush thread, when first seen with a value:
@@ -222,6 +236,7 @@ class IngestPipeline:
         none = np.empty((0, len(METRIC_NAMES)), dtype=np.float64)
         i64 = np.empty(0, dtype=np.int64)
         _count_samples(none, i64, self._stream_series, i64)
+        _missing_series(none, i64, self._stream_series, np.zeros((0, len(METRIC_NAMES)), dtype=np.bool_))
         _fill_samples(none, i64, self._stream_series, i64, i64, i64, np.empty(0, dtype=np.float64))
 
     # -- probe registry ----------------------------------------------------------
@@ -275,7 +290,9 @@ class IngestPipeline:
         limit = self.settings.max_measurements_per_message
         buf = self._buf
         buf.room(limit)
-        got = self._scanner.scan(payload, limit, buf.meas_ts, buf.meas_values, buf.key_scratch, buf.rows)
+        got = self._scanner.scan(
+            payload, limit, buf.meas_ts, buf.meas_values, buf.meas_key, buf.rows, len(buf.key_ids)
+        )
         if (
             got is None
             or got.probe_id != probe_id
@@ -288,12 +305,10 @@ class IngestPipeline:
     def commit(self, got: Scanned, on_stored: Callable[[], None] | None = None) -> int:
         """Accept what `scan` just put in the free rows (no await may come in between)."""
         buf = self._buf
-        if got.pos != buf.rows:
+        if got.pos != buf.rows or got.key_base != len(buf.key_ids):
             raise RuntimeError("the buffer changed between scan and commit")
-        ids = self._stream_ids(got.probe_id, got.keys)
-        end = got.pos + got.rows
-        buf.meas_stream[got.pos : end] = np.asarray(ids, dtype=np.int64)[buf.key_scratch[got.pos : end]]
-        buf.rows = end
+        buf.key_ids += self._stream_ids(got.probe_id, got.keys)
+        buf.rows = got.pos + got.rows
         self._note_batch(
             got.probe_id,
             got.seq,
@@ -316,9 +331,10 @@ class IngestPipeline:
         buf.room(n)
         start, end = buf.rows, buf.rows + n
         distinct = list(dict.fromkeys(batch.keys))
-        ids = self._stream_ids(batch.probe_id, distinct)
-        index = {k: ids[i] for i, k in enumerate(distinct)}
-        buf.meas_stream[start:end] = [index[k] for k in batch.keys]
+        base = len(buf.key_ids)
+        buf.key_ids += self._stream_ids(batch.probe_id, distinct)
+        index = {k: base + i for i, k in enumerate(distinct)}
+        buf.meas_key[start:end] = [index[k] for k in batch.keys]
         buf.meas_ts[start:end] = batch.ts
         buf.meas_values[start:end] = np.asarray(batch.values, dtype=np.float64).reshape(n, len(METRIC_NAMES))
         buf.rows = end
@@ -437,9 +453,10 @@ class IngestPipeline:
         """Store everything buffered so far; returns the samples stored (0 if nothing)."""
         async with self._flush_lock:
             buf = self._buf
-            self._buf = _Buffer(len(buf.meas_ts))  # the last one's size: no regrowing
             if buf.empty():
                 return 0
+            spare, self._spare = self._spare, None
+            self._buf = spare if spare is not None else _Buffer(len(buf.meas_ts))  # no regrowing
             started = time.perf_counter()
             try:
                 stored = await asyncio.to_thread(self._store_buffer, buf)
@@ -462,6 +479,9 @@ class IngestPipeline:
                     callback()
                 except Exception:  # one failing acknowledgement must not stop the others
                     log.exception("event=on_stored_failed")
+            # Stored: nothing refers to its columns any more (the flush made its own arrays).
+            buf.reset()
+            self._spare = buf
             return stored
 
     async def make_room(self) -> None:
@@ -486,7 +506,7 @@ class IngestPipeline:
         series index, and how many local series were known (for the flush's outputs)."""
         n_rows = buf.rows
         values = buf.meas_values[:n_rows]
-        streams = buf.meas_stream[:n_rows]
+        streams = np.asarray(buf.key_ids, dtype=np.int64)[buf.meas_key[:n_rows]]
         n_streams = len(self._streams)
         table = self._stream_series
         if n_streams > len(table):
@@ -496,10 +516,12 @@ class IngestPipeline:
         per_row = np.empty(n_rows, dtype=np.int64)
         n_probe = _count_samples(values, streams, table, per_row)
         if n_probe < 0:
-            # First values of some (stream, metric): one series key each, once.
-            present = ~np.isnan(values)  # JSON has no NaN: NaN only marks an absent metric
-            rows, cols = np.nonzero(present & (table[streams] < 0))
-            for sid, col in set(zip(streams[rows].tolist(), cols.tolist(), strict=True)):
+            # First values of some (stream, metric): one series key each, once. Found in one
+            # pass (a fresh pipeline's first flush has all its values here: numpy masks and a
+            # Python set of their pairs were half of that flush's time).
+            missing = np.zeros(table.shape, dtype=np.bool_)
+            _missing_series(values, streams, table, missing)
+            for sid, col in zip(*(a.tolist() for a in np.nonzero(missing)), strict=True):
                 table[sid, col] = self._new_key(self._streams[sid], METRIC_NAMES[col])
             n_probe = _count_samples(values, streams, table, per_row)
         with self._keys_lock:
@@ -646,6 +668,21 @@ def _count_samples(
         per_row[r] = k
         total += k
     return -1 if missing else total
+
+
+@kernel
+def _missing_series(
+    values: npt.NDArray[np.float64],
+    streams: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
+    missing: npt.NDArray[np.bool_],
+) -> None:
+    """Mark in `missing` every (stream, metric) with a present value but no series yet."""
+    for r in range(values.shape[0]):
+        s = streams[r]
+        for c in range(values.shape[1]):
+            if not np.isnan(values[r, c]) and table[s, c] < 0:
+                missing[s, c] = True
 
 
 @kernel

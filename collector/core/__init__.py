@@ -5,7 +5,7 @@ See README.md in this folder for the sketch, the rollup fields and the merge sem
 
 from collector.core.availability import Availability, availability
 from collector.core.batch import SampleBatch
-from collector.core.rollup import RollupSet, floor_window, mean, merge, quantiles, rollup, warm_up
+from collector.core.rollup import RollupSet, floor_window, mean, merge, merge_into, quantiles, rollup, warm_up
 from collector.core.signals import CounterRates, WindowSums, counter_rates, jitter, sequence_loss
 from collector.core.sketch import (
     ALPHA,
@@ -45,6 +45,7 @@ __all__ = [
     "keys_of",
     "mean",
     "merge",
+    "merge_into",
     "quantiles",
     "rollup",
     "sequence_loss",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -141,6 +142,11 @@ def _noop() -> None:
     return None
 
 
+# The same few thousand topics (one per probe) come again and again: a bounded cache of the
+# split-and-match saves ~1 µs a message. Bounded, as topics are whatever a client sends.
+_probe_id_of_topic = functools.lru_cache(maxsize=65_536)(probe_id_of_topic)
+
+
 class MqttConsumer:
     """Reads measurement batches from the broker into an IngestPipeline."""
 
@@ -251,7 +257,7 @@ class MqttConsumer:
         try:
             got: Scanned | Decoded | None = None
             if len(payload) <= self.mqtt.max_payload_bytes:
-                probe_id = probe_id_of_topic(topic, self.mqtt.topic)
+                probe_id = _probe_id_of_topic(topic, self.mqtt.topic)
                 if probe_id is not None:
                     got = pipeline.scan(probe_id, payload, now_ms)
             if got is None:

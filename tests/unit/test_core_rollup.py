@@ -21,6 +21,7 @@ from collector.core import (
     keys_of,
     mean,
     merge,
+    merge_into,
     quantiles,
     rollup,
     warm_up,
@@ -440,6 +441,50 @@ def test_merge_is_commutative(a: SampleBatch, b: SampleBatch, how: str, seed: in
     )
     shuffled.validate()
     assert_exact_fields_equal(m(shuffled, how), ab)
+
+
+def _rows(rs: RollupSet, perm: np.ndarray) -> RollupSet:
+    """The rows of `rs` in the order `perm` (sketches along)."""
+    offsets, keys, counts = _permuted_sketches(rs, perm)
+    row_fields = ("series_id", "window_start_ms", "count", "sum", "sumsq", "min", "max", "last", "last_ts_ms")
+    return RollupSet(
+        **{f: getattr(rs, f)[perm] for f in row_fields},
+        sketch_offsets=offsets,
+        sketch_keys=keys,
+        sketch_counts=counts,
+    )
+
+
+@SETTINGS
+@given(st.lists(batches(), min_size=1, max_size=3), batches(), st.integers(0, 2**32 - 1), st.booleans())
+def test_merge_into_is_merge_of_both_bit_for_bit(
+    stored_parts: list[SampleBatch], new: SampleBatch, seed: int, repeat_a_key: bool
+) -> None:
+    # Stored rows come from the database in any order; a key repeated within a set takes
+    # merge's own path. Every field must be identical, sums included (same addition order).
+    stored = rollup(SampleBatch.concat(stored_parts))
+    stored = _rows(stored, np.random.default_rng(seed).permutation(len(stored)))
+    if repeat_a_key:
+        stored = RollupSet.concat([stored, _rows(stored, np.array([0]))])
+    fresh = rollup(new)
+    both = RollupSet.concat([stored, fresh])
+    want = merge(both, both.series_id, both.window_start_ms)
+    got = merge_into(stored, fresh)
+    for name in ("series_id", "window_start_ms", "count", "sum", "sumsq", "min", "max", "last", "last_ts_ms"):
+        w, g = getattr(want, name), getattr(got, name)
+        assert w.dtype == g.dtype and w.tobytes() == g.tobytes(), name
+    for name in ("sketch_offsets", "sketch_keys", "sketch_counts"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    got.validate()
+
+
+def test_merge_into_last_tie_goes_to_the_new_row() -> None:
+    stored = rollup(make_batch([1, 1, 2], [100, 50, 100], [1.0, 5.0, 3.0]))
+    fresh = rollup(make_batch([1, 2, 2], [100, 10, 20], [2.0, 4.0, 6.0]))
+    got = merge_into(stored, fresh)
+    assert got.last.tolist() == [2.0, 3.0]  # series 1: a tie at 100, the new row wins
+    assert got.last_ts_ms.tolist() == [100, 100]
+    assert got.count.tolist() == [3, 3]
 
 
 def _permuted_sketches(rs: RollupSet, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

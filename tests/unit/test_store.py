@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
@@ -135,6 +136,58 @@ def test_failed_flush_keeps_samples_for_the_next(store_settings: StoreSettings) 
     assert store.total_count() == 20
     p = store.probes()[0]
     assert p.messages_total == 2 and p.last_seq == 1
+    store.close()
+
+
+def test_failed_flush_keeps_each_row_on_its_own_series(store_settings: StoreSettings) -> None:
+    """Rows of a failed flush go in front of the next buffer's: each must keep its stream, for
+    scanned and decoded batches alike (rows store key numbers into a per-buffer list)."""
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p1"), ProbeInfo("p2")])
+    pipe = IngestPipeline(store, IngestSettings())
+    t0 = 1_795_852_800_000
+
+    def payload(probe: str, seq: int, targets: list[str]) -> bytes:
+        rows = [
+            {"ts": t0 + i, "target": t, "technology": "4G", "operator": "vnpt", "metrics": {"rtt_ms": 1.0}}
+            for i, t in enumerate(targets)
+        ]
+        return orjson.dumps({"v": 1, "probe_id": probe, "seq": seq, "measurements": rows})
+
+    def scanned(probe: str, seq: int, targets: list[str]) -> None:
+        got = pipe.scan(probe, payload(probe, seq, targets), t0)
+        assert got is not None
+        pipe.commit(got)
+
+    scanned("p1", 0, ["a", "b", "b"])
+    pipe.accept(validate_batch(orjson.loads(payload("p2", 0, ["c", "a"]))))
+    real = store.write_rollups
+
+    def failing_once(*args: object, **kw: object) -> int:
+        # Intake goes on meanwhile (the event loop only waits for this thread here): these
+        # rows are in the fresh buffer before the failed one's are put back in front.
+        scanned("p2", 1, ["d", "c", "d", "d"])
+        pipe.accept(validate_batch(orjson.loads(payload("p1", 2, ["e", "a"]))))
+        store.write_rollups = real  # type: ignore[method-assign]
+        raise StoreError("disk I/O error (simulated)")
+
+    store.write_rollups = failing_once  # type: ignore[method-assign]
+    assert asyncio.run(pipe.flush()) == 0
+    scanned("p1", 1, ["b"])
+    assert asyncio.run(pipe.flush()) == 12
+    sel = store.select_rollups("rtt_ms", 60, t0 - 60_000, t0 + 60_000)
+    counts: dict[tuple[str, str], int] = {}
+    for sid, c in zip(sel.rollups.series_id.tolist(), sel.rollups.count.tolist(), strict=True):
+        key = (sel.labels[sid]["entity"], sel.labels[sid]["target"])
+        counts[key] = counts.get(key, 0) + c
+    assert counts == {
+        ("p1", "a"): 2,
+        ("p1", "b"): 3,
+        ("p1", "e"): 1,
+        ("p2", "a"): 1,
+        ("p2", "c"): 2,
+        ("p2", "d"): 3,
+    }
     store.close()
 
 
