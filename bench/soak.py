@@ -59,7 +59,7 @@ import yaml  # noqa: E402
 from ingest import BenchError, find_binary, free_port, start_mosquitto, stop_process, tail  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from collector.store.sqlite import ProbeInfo, SQLiteStore  # noqa: E402
+from collector.store.sqlite import SQLiteStore  # noqa: E402
 from probes.simulate import build_fleet, run_fleet  # noqa: E402
 from probes.simulate.devices import build_device_fleet, inventory_rows, sim_devices  # noqa: E402
 from probes.simulate.run import FleetStats  # noqa: E402
@@ -265,18 +265,7 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
     db = work / "netqos.db"
     fleet = build_fleet(args.probes)
     store = SQLiteStore(db)
-    store.register_probes(
-        ProbeInfo(
-            p.probe_id,
-            p.commune,
-            p.village,
-            p.site,
-            p.operator,
-            p.technology,
-            expected_interval_s=args.interval,
-        )
-        for p in fleet
-    )
+    store.register_probes(p.info(args.interval) for p in fleet)
     log = work / "service.log"
     svc = start_service(cfg, log, work)
     stop = asyncio.Event()

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from collector.store import audit
-from collector.store.store import ProbeInfo, backend_of, open_store
+from collector.store.store import backend_of, open_store
 from netqos.aio import wait_stop
 from netqos.config import ConfigError, Settings, StoreSettings
 from netqos.service import ServiceContext, free_port, import_unit_files, port_is_free, run_service
@@ -104,18 +104,7 @@ def prepare_demo(
             data = resources.files("probes.simulate") / "data"
             with resources.as_file(data / "communes.csv") as c, resources.as_file(data / "villages.csv") as v:
                 import_unit_files(store, c, v, audit.Actor("demo", "admin"))
-        store.register_probes(
-            ProbeInfo(
-                p.probe_id,
-                p.commune,
-                p.village,
-                p.site,
-                p.operator,
-                p.technology,
-                expected_interval_s=interval_s,
-            )
-            for p in fleet
-        )
+        store.register_probes(p.info(interval_s) for p in fleet)
     finally:
         store.close()
     return fleet

@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,12 +329,15 @@ async def run_service(
         ctx.reloaders.append(reload_inventory)
     if alerting is not None:
         ctx.reloaders.append(reload_rules)
-    reloading: set[asyncio.Task[None]] = set()
+    signalled: set[asyncio.Task[None]] = set()  # what a signal started, referenced until done
+
+    def in_background(coro: Coroutine[Any, Any, None], name: str) -> None:
+        t = asyncio.create_task(coro, name=name)
+        signalled.add(t)
+        t.add_done_callback(signalled.discard)
 
     def on_sighup() -> None:
-        t = asyncio.create_task(ctx.reload(), name="reload")
-        reloading.add(t)  # keep a reference until done
-        t.add_done_callback(reloading.discard)
+        in_background(ctx.reload(), "reload")
 
     def on_sigusr1() -> None:
         # Where the memory is, in the log (see netqos.memory.report); off the event loop.
@@ -342,9 +345,7 @@ async def run_service(
             for line in await asyncio.to_thread(memory.report):
                 log.info("event=memory_report %s", line)
 
-        t = asyncio.create_task(run(), name="memory-report")
-        reloading.add(t)
-        t.add_done_callback(reloading.discard)
+        in_background(run(), "memory-report")
 
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []

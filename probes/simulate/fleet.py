@@ -14,8 +14,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collector.store.store import ProbeInfo
 
 OPERATORS: tuple[str, ...] = ("viettel", "vnpt", "mobifone")
 TECHNOLOGIES: tuple[str, ...] = ("4G", "5G", "FTTH")
@@ -85,6 +89,20 @@ class SimProbe:
     def mobile(self) -> bool:
         """True for a probe on a mobile network (reports radio metrics)."""
         return self.technology in MOBILE_TECHNOLOGIES
+
+    def info(self, expected_interval_s: float) -> ProbeInfo:
+        """Its registration in the store: placement, and how often it sends a batch."""
+        from collector.store.store import ProbeInfo  # the simulator stands without the store
+
+        return ProbeInfo(
+            self.probe_id,
+            self.commune,
+            self.village,
+            self.site,
+            self.operator,
+            self.technology,
+            expected_interval_s=expected_interval_s,
+        )
 
 
 def _default_csv_text() -> str:
