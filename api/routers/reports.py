@@ -100,11 +100,11 @@ async def upload_report(
         values=values,
         actor=principal.actor(request),
     )
-    return ReportDetail(**_out(repo, meta), values=[ReportValueOut(**asdict(v)) for v in values])
+    return ReportDetail(**_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in values])
 
 
-def _out(repo: ReportRepo, meta: dict[str, Any]) -> dict[str, Any]:
-    state, by = repo.state_of(meta)
+def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dict[str, Any]:
+    state, by = states.get(meta["report_id"], ("current", None))
     return {**meta, "state": state, "replaced_by": by}
 
 
@@ -126,7 +126,7 @@ def withdraw_report(
     if meta is None:
         raise HTTPException(404, f"no report {report_id}")
     return ReportDetail(
-        **_out(repo, meta), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
+        **_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
     )
 
 
@@ -144,8 +144,8 @@ def list_reports(
     rows = ReportRepo(request.app.state.store).find(
         kind=kind, year=year, operator=principal.operator_scope(operator)
     )
-    repo = ReportRepo(request.app.state.store)
-    out = [ReportOut(**_out(repo, r)) for r in rows]
+    states = ReportRepo(request.app.state.store).states()
+    out = [ReportOut(**_out(r, states)) for r in rows]
     if format == "csv":
         return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
     return ReportList(reports=out, total=len(out))
@@ -163,5 +163,5 @@ def get_report(request: Request, principal: CurrentPrincipal, report_id: int) ->
     if meta is None or (principal.is_operator and meta["operator"] != principal.operator):
         raise HTTPException(404, f"no report {report_id}" + (" of yours" if meta else ""))
     return ReportDetail(
-        **_out(repo, meta), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
+        **_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
     )

@@ -152,22 +152,24 @@ class ReportRepo:
                 )
         return self.get(report_id)
 
-    def state_of(self, meta: dict[str, Any]) -> tuple[str, int | None]:
-        """("current" | "superseded" | "withdrawn", the report that replaces it in the KPIs)."""
-        if meta["withdrawn_ms"] is not None:
-            state = "withdrawn"
-        else:
-            row = (
-                self.store.reader()
-                .execute(
-                    "SELECT count(*) FROM reports WHERE kind = ? AND year = ? AND operator = ?"
-                    " AND version > ? AND withdrawn_ms IS NULL",
-                    (meta["kind"], meta["year"], meta["operator"], meta["version"]),
-                )
-                .fetchone()
-            )
-            state = "superseded" if int(row[0]) else "current"
-        if state == "current":
-            return state, None
-        now = [r for r in self.latest(meta["kind"], meta["year"]) if r["operator"] == meta["operator"]]
-        return state, (int(now[0]["report_id"]) if now else None)
+    def states(self) -> dict[int, tuple[str, int | None]]:
+        """report_id -> ("current" | "superseded" | "withdrawn", the report the KPIs read instead
+        of it: the latest version not withdrawn of the same kind, year and operator)."""
+        rows = (
+            self.store.reader()
+            .execute("SELECT report_id, kind, year, operator, version, withdrawn_ms FROM reports")
+            .fetchall()
+        )
+        in_force: dict[tuple[str, int, str], tuple[int, int]] = {}  # key -> (version, report_id)
+        for rid, kind, year, op, version, withdrawn in rows:
+            key = (kind, int(year), op)
+            if withdrawn is None and int(version) > in_force.get(key, (0, 0))[0]:
+                in_force[key] = (int(version), int(rid))
+        out: dict[int, tuple[str, int | None]] = {}
+        for rid, kind, year, op, _, withdrawn in rows:
+            now = in_force.get((kind, int(year), op))
+            if now is not None and now[1] == int(rid):
+                out[int(rid)] = ("current", None)
+            else:
+                out[int(rid)] = ("withdrawn" if withdrawn is not None else "superseded", now and now[1])
+        return out
