@@ -512,8 +512,8 @@ def village_coverage(
         "covered": covered,
         **counts,
         "neither": neither,
-        "villages_with_neither": without[:1000],
-        "by_village": by_village[:5000],
+        "villages_with_neither": without[:10000],
+        "by_village": by_village[:10000],
         "probe_villages_not_imported": unknown[:100],
     }
     return KpiValue(
