@@ -278,6 +278,8 @@ class _Side:
     communes: str | list[str] = "province"  # 'province', or the communes every report covers
     missing: list[str] = field(default_factory=list)  # what keeps the ratio from being complete
     notes: list[str] = field(default_factory=list)  # reports left out that would not belong
+    # commune -> the field summed over the reports, when every report gives commune rows
+    by_commune: dict[str, float] | None = field(default_factory=dict)
 
 
 def _side(
@@ -305,7 +307,11 @@ def _side(
         province = [v.value for v in vals if v.commune == ""]
         if province:
             value, how = province[0], "province total"
+            side.by_commune = None
         else:
+            if side.by_commune is not None:
+                for v in vals:
+                    side.by_commune[v.commune] = side.by_commune.get(v.commune, 0.0) + v.value
             have = {v.commune for v in vals}
             lacking = [c for c in all_communes if c not in have]
             value, how = sum(v.value for v in vals), f"sum of {len(vals)} communes"
@@ -343,16 +349,33 @@ def report_ratio(store: Store, plan: Plan, ind: PlanIndicator, year: int, regist
         status = "incomplete"
     elif den.total == 0:
         missing.append(f"{c.denominator} is 0")
-        status = "no_data"
+        status = "inconsistent" if ind.unit == "%" and num.total > 0 else "no_data"
     else:
         value = c.scale * num.total / den.total
-        if ind.unit == "%" and value > 100.0 * (1 + _SHARE_SLACK):
-            missing.append(
-                f"inconsistent: {c.numerator} ({num.total:g}) is more than {c.denominator} ({den.total:g}),"
-                f" a share of {value:.4g} %; a share cannot pass 100 %"
-            )
-            value, status = None, "inconsistent"
-    missing += [n for n in dict.fromkeys(num.notes + den.notes)]
+        if ind.unit == "%":
+            # A share of its denominator: more than it, in the province or in any commune that
+            # both sides give, is an inconsistency between the reports, never a result.
+            over = []
+            if num.total > den.total * (1 + _SHARE_SLACK):
+                over.append(
+                    f"inconsistent: {c.numerator} ({num.total:g}) is more than {c.denominator}"
+                    f" ({den.total:g}), a share of {value:.4g} %; a share cannot pass 100 %"
+                )
+            if num.by_commune is not None and den.by_commune is not None:
+                bad = [
+                    f"{code} ({n:g} > {den.by_commune[code]:g})"
+                    for code, n in sorted(num.by_commune.items())
+                    if code in den.by_commune and n > den.by_commune[code] * (1 + _SHARE_SLACK)
+                ]
+                if bad:
+                    over.append(
+                        f"inconsistent: {c.numerator} is more than {c.denominator} in"
+                        f" {len(bad)} commune(s): {_listed(bad)}"
+                    )
+            if over:
+                missing += over
+                value, status = None, "inconsistent"
+    missing += list(dict.fromkeys(num.notes + den.notes))
     kinds = sorted({c.numerator.partition(".")[0], c.denominator.partition(".")[0]})
     scale = f"{c.scale:g} × " if c.scale != 1 else ""
     used = num.reports + den.reports

@@ -400,3 +400,48 @@ def test_coverage_measured_declared_and_inventory_side_by_side(store: Store, cli
     assert (f["inventory"], f["measured"], f["declared"], f["villages_with_neither"]) == (1, 1, 1, [v4])
     assert {(r["operator"], r["version"]) for r in k[7]["reports"]} == {("viettel", 1), ("vnpt", 1)}
     assert "contract" not in k[7]["formula"]  # no contracted FTTH speed is judged here
+
+
+def test_a_commune_share_above_100_percent_is_inconsistent_even_when_the_province_is_not(
+    client: TestClient,
+) -> None:
+    # Households: A 100, B 200, C 300 = 600. FTTH households: A 150 (viettel) + 0 (vnpt) = 150 > 100,
+    # B 10, C 10: the province share is 170 / 600 = 28.3 %, but commune A's is 150 %.
+    ok(
+        upload(
+            client, POP + f"{A},1000,800,1,100\n{B},2000,1600,1,200\n{C},3000,2400,1,300\n", kind="population"
+        )
+    )
+    ok(
+        upload(
+            client,
+            SUBS + f"{A},1,1,1,150\n{B},1,1,1,10\n{C},1,1,1,10\n",
+            kind="operator_subscribers",
+            operator="viettel",
+        )
+    )
+    ok(
+        upload(
+            client,
+            SUBS + f"{A},1,1,1,0\n{B},1,1,1,0\n{C},1,1,1,0\n",
+            kind="operator_subscribers",
+            operator="vnpt",
+        )
+    )
+    k = kpis(client)[6]
+    assert (k["value"], k["status"]) == (None, "inconsistent")
+    assert k["missing"] == [
+        "inconsistent: operator_subscribers.ftth_households is more than population.households"
+        f" in 1 commune(s): {A} (150 > 100)"
+    ]
+    # Corrected by viettel (A: 100 of 100): 120 / 600 = 20 %, a value again (not met: target 75 %)
+    ok(
+        upload(
+            client,
+            SUBS + f"{A},1,1,1,100\n{B},1,1,1,10\n{C},1,1,1,10\n",
+            kind="operator_subscribers",
+            operator="viettel",
+        )
+    )
+    k = kpis(client)[6]
+    assert (k["value"], k["status"]) == (pytest.approx(20.0), "not_met")
