@@ -337,14 +337,14 @@ def test_coverage_measured_declared_and_inventory_side_by_side(store: Store, cli
     _measure(
         store,
         [
-            # v1: viettel 4G, 30 downloads at the 2 Mbit/s floor and RSRP at -110 dBm, both exactly: measured
-            ("p1", v1, "viettel", "4G", {"dl_bps": [2e6] * 30, "rsrp_dbm": [-110.0] * 30}),
+            # v1: viettel 4G, 30 downloads at the 2 Mbit/s floor and RSRP at -115 dBm, both exactly: measured
+            ("p1", v1, "viettel", "4G", {"dl_bps": [2e6] * 30, "rsrp_dbm": [-115.0] * 30}),
             # v2: vnpt 4G, 30 downloads at 1.99 Mbit/s, just below the floor: not measured
             ("p2", v2, "vnpt", "4G", {"dl_bps": [1.99e6] * 30}),
             # v3: viettel 5G, 29 downloads at 50 Mbit/s: one short of 30, not judged
             ("p3", v3, "viettel", "5G", {"dl_bps": [50e6] * 29}),
-            # v4: viettel 4G, fast downloads but RSRP -110.5 dBm, just below -110: not measured
-            ("p4", v4, "viettel", "4G", {"dl_bps": [10e6] * 30, "rsrp_dbm": [-110.5] * 30}),
+            # v4: viettel 4G, fast downloads but RSRP -115.5 dBm, just below -115: not measured
+            ("p4", v4, "viettel", "4G", {"dl_bps": [10e6] * 30, "rsrp_dbm": [-115.5] * 30}),
             # FTTH: v2 vnpt probe, 30 downloads at 2 Mbit/s exactly: measured
             ("p5", v2, "vnpt", "FTTH", {"dl_bps": [2e6] * 30}),
         ],
@@ -390,9 +390,9 @@ def test_coverage_measured_declared_and_inventory_side_by_side(store: Store, cli
     assert by[v1]["measured"] == ["viettel 4G"] and by[v2]["declared"] == ["vnpt"]
     assert by[v2]["measured_below_method"] == ["vnpt 4G: dl_bps mean 1.99e+06 < 2e+06"]
     assert by[v3]["measured_below_method"] == ["viettel 5G: 29 dl_bps (fewer than 30)"]
-    assert by[v4]["measured_below_method"] == ["viettel 4G: rsrp_dbm mean -110.5 < -110"]
+    assert by[v4]["measured_below_method"] == ["viettel 4G: rsrp_dbm mean -115.5 < -115"]
     assert by[v4]["other_equipment"] == ["bts-1"] and not by[v4]["covered"]  # a BTS is shown, not counted
-    assert m["method"]["measured"]["floors"] == {"rsrp_dbm": -110, "dl_bps": 2_000_000}
+    assert m["method"]["measured"]["floors"] == {"rsrp_dbm": -115, "dl_bps": 2_000_000}
     assert m["method"]["measured"]["unverified"] is True and "coverage declaration" in m["method"]["text"]
     # KPI 7: v1 OLT (inventory), v2 measured FTTH, v3 declared by viettel: 3 of 4 = 75 %; v4 neither
     f = k[7]["coverage"]

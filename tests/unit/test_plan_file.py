@@ -15,7 +15,7 @@ def test_the_coverage_kpis_state_their_method_and_mark_the_floors_ours() -> None
     plan = Plan.load()
     k = {i.number: i.compute for i in plan.indicators}
     assert k[4].kind == k[7].kind == "village_coverage"
-    assert k[4].measured is not None and k[4].measured.floors == {"rsrp_dbm": -110, "dl_bps": 2_000_000}
+    assert k[4].measured is not None and k[4].measured.floors == {"rsrp_dbm": -115, "dl_bps": 2_000_000}
     assert k[7].measured is not None and k[7].measured.floors == {"dl_bps": 2_000_000}
     assert k[4].measured.unverified and k[7].measured.unverified and "interpretation" in k[4].measured.note
     assert (k[4].declared, k[7].declared) == ("operator_coverage.mobile_broadband", "operator_coverage.ftth")
