@@ -2,11 +2,15 @@
 
 The plan (api/standards/plan-225-2023.yaml) says, for each indicator, how its value is
 computed:
-- `report_ratio`: scale x numerator / denominator, each a field of an uploaded report
-  (summed over the operators' latest versions for operator reports);
-- `village_coverage`: the share of imported villages where probes of one of the
-  technologies met the regulation profile's limits (named indicators) over the year;
-  villages with equipment in the inventory but no passing probe are counted apart;
+- `report_ratio`: scale x numerator / denominator, each a field of uploaded reports (summed
+  over the registered operators' latest versions for operator reports). Each side states
+  what it covers (operators, communes, fields); a value is given only when both cover the
+  whole province and every registered operator. Otherwise the answer is `incomplete` and
+  says what is missing; a share (unit %) above 100 is `inconsistent`. Never `met` either way;
+- `village_coverage`: the share of imported villages covered by a technology, where covered
+  means measured by probes (service above the plan's stated floors), declared in an
+  operator's coverage report, or (FTTH) served by an inventory device placed in the village;
+  the answer shows each source side by side and the villages with none;
 - `site_sharing`: the share of inventory sites whose elements belong to more than one
   operator.
 A value without data is null, and the answer says what is missing.
@@ -15,21 +19,24 @@ A value without data is null, and the answer says what is missing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.compliance import Scope, Standards, _read_yaml, _validated, evaluate, parse_period
+from api.compliance import Standards, _read_yaml, _validated, parse_period
 from collector.inventory import site_sharing
-from collector.inventory.tabular import Errors, Table, number_of, text_of
+from collector.inventory.tabular import Errors, NumberFormat, Table, number_format_of, number_of, text_of
 from collector.store.devices import DeviceRepo
+from collector.store.periods import period_totals, select_series, tiers_present
 from collector.store.reports import ReportRepo, ReportValue
 from collector.store.store import Store
 
 _CHECK_RE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=)\s*([a-z0-9_]+)\s*$")
+# A share this far above 100 % is float rounding, not an inconsistency.
+_SHARE_SLACK = 1e-9
 
 
 class _Model(BaseModel):
@@ -42,6 +49,10 @@ class ReportKind(_Model):
     title_vi: str
     fields: dict[str, str]
     checks: list[str] = Field(default_factory=list)
+    # commune: one row per commune (blank commune = the province); village: one row per
+    # imported village (coverage declarations). count: whole numbers >= 0; flag: 0 or 1.
+    rows: Literal["commune", "village"] = "commune"
+    values: Literal["count", "flag"] = "count"
 
     @model_validator(mode="after")
     def _checks_name_fields(self) -> ReportKind:
@@ -52,15 +63,30 @@ class ReportKind(_Model):
         return self
 
 
+class Measured(_Model):
+    """When probes in a village show service of a technology over the period: for one
+    operator, at least `min_samples` samples of a floor metric, and the period mean of every
+    floor metric with that many samples at or above its floor."""
+
+    min_samples: int = Field(ge=1)
+    floors: dict[str, float] = Field(min_length=1, description="metric -> lowest period mean")
+    unverified: bool = True
+    note: str = ""
+
+
 class Compute(_Model):
     kind: Literal["report_ratio", "village_coverage", "site_sharing"]
     numerator: str | None = None
     denominator: str | None = None
     scale: float = 1.0
     technologies: list[str] = Field(default_factory=list)
-    indicators: list[str] = Field(default_factory=list)
-    min_samples: int | None = Field(None, ge=1)
+    measured: Measured | None = None
+    declared: str | None = Field(None, description="report.field of a village report: 1 = covered")
+    serving_device_kinds: list[str] = Field(
+        default_factory=list, description="inventory devices that cover the village they are placed in"
+    )
     device_kinds: list[str] = Field(default_factory=list)
+    method: str = ""
 
 
 class PlanIndicator(_Model):
@@ -94,6 +120,23 @@ class Plan(_Model):
                     kind, _, fld = (ref or "").partition(".")
                     if kind not in self.reports or fld not in self.reports[kind].fields:
                         raise ValueError(f"indicator {ind.id}: {ref!r} is not a report field")
+                    if self.reports[kind].rows != "commune":
+                        raise ValueError(f"indicator {ind.id}: {ref!r} is not a report of communes")
+            if c.kind == "village_coverage":
+                if not (c.measured or c.declared or c.serving_device_kinds):
+                    raise ValueError(f"indicator {ind.id}: give measured, declared or serving_device_kinds")
+                if c.declared is not None:
+                    kind, _, fld = c.declared.partition(".")
+                    spec = self.reports.get(kind)
+                    if (
+                        spec is None
+                        or fld not in spec.fields
+                        or spec.rows != "village"
+                        or spec.values != "flag"
+                    ):
+                        raise ValueError(
+                            f"indicator {ind.id}: {c.declared!r} is not a flag of a village report"
+                        )
         return self
 
     @staticmethod
@@ -106,11 +149,28 @@ class Plan(_Model):
 # -- report validation -----------------------------------------------------------------------
 
 
-def validate_report(kind: ReportKind, table: Table, communes: set[str], errors: Errors) -> list[ReportValue]:
-    """The values of an uploaded report, or errors naming line and column."""
-    if "commune" not in table.columns:
-        errors.add(1, "commune", "missing column (leave a cell blank for a province-wide figure)")
-    fields = [c for c in table.columns if c != "commune"]
+def validate_report(
+    kind: ReportKind,
+    table: Table,
+    communes: set[str],
+    errors: Errors,
+    *,
+    villages: dict[str, str] | None = None,
+    number_format: NumberFormat = "auto",
+) -> list[ReportValue]:
+    """The values of an uploaded report, or errors naming line and column.
+
+    `villages` (code -> commune) is needed for reports whose rows are villages. Numbers are
+    read as `number_format` says; "auto" settles it from all the file's cells together."""
+    key = kind.rows
+    if key not in table.columns:
+        if key == "commune":
+            errors.add(1, "commune", "missing column (leave a cell blank for a province-wide figure)")
+        else:
+            errors.add(1, "village", "missing column (the code of an imported village on each row)")
+    fields = [c for c in table.columns if c not in ("commune", "village")]
+    if key == "commune" and "village" in table.columns:
+        errors.add(1, "village", "this report's rows are communes")
     for c in fields:
         if c not in kind.fields:
             errors.add(1, c, f"unknown field; this report has {', '.join(kind.fields)}")
@@ -118,27 +178,40 @@ def validate_report(kind: ReportKind, table: Table, communes: set[str], errors: 
         errors.add(1, "", f"no field columns; this report has {', '.join(kind.fields)}")
     if not table.rows:
         errors.add(0, "", "no rows")
+    fmt = number_format_of(table, fields, number_format, errors)
     if errors.total:
         return []
     checks = [m.groups() for m in map(_CHECK_RE.match, kind.checks) if m]
+    known_villages = villages or {}
     out: list[ReportValue] = []
     seen: dict[str, int] = {}
     for line, row in table.rows:
-        commune = text_of(row.get("commune"))
-        if commune and commune not in communes:
+        place = text_of(row.get(key))
+        commune, village = place, ""
+        if key == "village":
+            village = place
+            commune = known_villages.get(place, "")
+            if place not in known_villages:
+                errors.add(line, "village", f"{place[:40]!r} is not an imported village")
+            if "commune" in table.columns and text_of(row.get("commune")) not in ("", commune):
+                errors.add(line, "commune", f"village {place[:40]} is in commune {commune or '?'}")
+        elif commune and commune not in communes:
             errors.add(line, "commune", f"{commune[:40]!r} is not an imported commune")
-        if commune in seen:
-            what = "the province total" if not commune else f"commune {commune}"
-            errors.add(line, "commune", f"{what} is already on line {seen[commune]}")
-        seen[commune] = line
+        if place in seen:
+            what = "the province total" if not place else f"{key} {place[:40]}"
+            errors.add(line, key, f"{what} is already on line {seen[place]}")
+        seen[place] = line
         values: dict[str, float] = {}
         for f in fields:
             try:
-                x = number_of(row.get(f))
+                x = number_of(row.get(f), fmt)
             except ValueError as exc:
                 errors.add(line, f, str(exc))
                 continue
             if x is None:
+                continue
+            if kind.values == "flag" and x not in (0.0, 1.0):
+                errors.add(line, f, f"{x:g}: 1 (yes) or 0 (no)")
                 continue
             if x < 0 or x != int(x):
                 errors.add(line, f, f"{x:g}: a count must be a whole number >= 0")
@@ -151,8 +224,8 @@ def validate_report(kind: ReportKind, table: Table, communes: set[str], errors: 
                 and not (values[a] <= values[b] if op == "<=" else values[a] >= values[b])
             ):
                 errors.add(line, a, f"{values[a]:g} {a} must be {op} {values[b]:g} {b}")
-        out += [ReportValue(line, commune, f, v) for f, v in values.items()]
-    if "" in seen and len(seen) > 1:
+        out += [ReportValue(line, commune, f, v, village) for f, v in values.items()]
+    if key == "commune" and "" in seen and len(seen) > 1:
         errors.add(seen[""], "commune", "a province total (blank commune) and per-commune rows in one report")
     return out
 
@@ -167,118 +240,315 @@ class KpiValue:
     formula: str
     inputs: dict[str, Any]
     missing: list[str]
+    # None: met / not_met from the value; else no_data, incomplete or inconsistent
+    status: str | None = None
+    coverage: dict[str, Any] = field(default_factory=dict)
+    reports: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _field_total(repo: ReportRepo, report: dict[str, Any], fld: str) -> tuple[float | None, str]:
-    vals = [v for v in repo.values(report["report_id"]) if v.field == fld]
-    if not vals:
-        return None, ""
-    province = [v for v in vals if v.commune == ""]
-    if province:
-        return province[0].value, ""
-    return sum(v.value for v in vals), f"sum of {len(vals)} communes"
+def status_of(ind: PlanIndicator, v: KpiValue) -> str:
+    if v.status is not None:
+        return v.status
+    if v.value is None:
+        return "no_data"
+    return "met" if v.value >= ind.target else "not_met"
 
 
-def _report_sum(
-    repo: ReportRepo, ref: str, year: int
-) -> tuple[float | None, list[dict[str, Any]], list[str]]:
-    kind, _, fld = ref.partition(".")
-    reports = repo.latest(kind, year)
+def _report_ref(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in ("report_id", "kind", "operator", "version", "uploaded_ms")}
+
+
+def _who(r: dict[str, Any]) -> str:
+    return f"{r['operator'] or 'the department'}'s {r['kind']} v{r['version']}"
+
+
+def _listed(items: list[str], most: int = 10) -> str:
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+@dataclass
+class _Side:
+    """One side of a ratio: the field's total over the reports read, and what it covers."""
+
+    ref: str
     total: float | None = None
-    used: list[dict[str, Any]] = []
-    missing: list[str] = []
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)
+    communes: str | list[str] = "province"  # 'province', or the communes every report covers
+    missing: list[str] = field(default_factory=list)  # what keeps the ratio from being complete
+    notes: list[str] = field(default_factory=list)  # reports left out that would not belong
+    # commune -> the field summed over the reports, when every report gives commune rows
+    by_commune: dict[str, float] | None = field(default_factory=dict)
+
+
+def _side(
+    repo: ReportRepo, spec: ReportKind, ref: str, year: int, registry: list[str], communes: set[str]
+) -> _Side:
+    kind, _, fld = ref.partition(".")
+    side = _Side(ref)
+    latest = repo.latest(kind, year)
+    if spec.uploaded_by == "operator":
+        by_op = {r["operator"]: r for r in latest}
+        for op in sorted(set(by_op) - set(registry)):
+            side.notes.append(f"{_who(by_op[op])} not counted: {op!r} is not a registered operator")
+        reports = [by_op[op] for op in registry if op in by_op]
+        side.missing += [f"no {kind} report of {op} for {year}" for op in registry if op not in by_op]
+    else:
+        reports = latest[:1]
+        if not reports:
+            side.missing.append(f"no {kind} report for {year}")
+    all_communes = sorted(communes)
     for r in reports:
-        v, how = _field_total(repo, r, fld)
-        who = r["operator"] or "department"
-        if v is None:
-            missing.append(f"{kind} v{r['version']} of {who} has no {fld}")
+        vals = [v for v in repo.values(r["report_id"]) if v.field == fld]
+        if not vals:
+            side.missing.append(f"{_who(r)} leaves {fld} blank")
             continue
-        total = v if total is None else total + v
-        used.append(
-            {"report_id": r["report_id"], "kind": kind, "operator": r["operator"], "version": r["version"],
-             "field": fld, "value": v, "how": how or "province total"}
-        )  # fmt: skip
-    if not reports:
-        missing.append(f"no {kind} report for {year}")
-    return total, used, missing
+        province = [v.value for v in vals if v.commune == ""]
+        if province:
+            value, how = province[0], "province total"
+            side.by_commune = None
+        else:
+            if side.by_commune is not None:
+                for v in vals:
+                    side.by_commune[v.commune] = side.by_commune.get(v.commune, 0.0) + v.value
+            have = {v.commune for v in vals}
+            lacking = [c for c in all_communes if c not in have]
+            value, how = sum(v.value for v in vals), f"sum of {len(vals)} communes"
+            if lacking:
+                side.missing.append(
+                    f"{_who(r)} gives {fld} for {len(have)} of {len(all_communes)} communes"
+                    f" (not for {_listed(lacking)})"
+                )
+                side.communes = (
+                    sorted(have) if side.communes == "province" else sorted(have & set(side.communes))
+                )
+        side.total = value if side.total is None else side.total + value
+        if r["operator"]:
+            side.operators.append(r["operator"])
+        side.reports.append({**_report_ref(r), "field": fld, "value": value, "how": how})
+    return side
 
 
-def report_ratio(store: Store, c: Compute, year: int) -> KpiValue:
+def report_ratio(store: Store, plan: Plan, ind: PlanIndicator, year: int, registry: list[str]) -> KpiValue:
+    c = ind.compute
     assert c.numerator and c.denominator
     repo = ReportRepo(store)
-    num, used_n, miss_n = _report_sum(repo, c.numerator, year)
-    den, used_d, miss_d = _report_sum(repo, c.denominator, year)
-    missing = list(dict.fromkeys(miss_n + miss_d))
-    value = None
-    if num is not None and den is not None:
-        if den == 0:
-            missing.append(f"{c.denominator} is 0")
-        else:
-            value = c.scale * num / den
+    communes = {r[0] for r in store.reader().execute("SELECT code FROM communes")}
+    sides = [
+        _side(repo, plan.reports[ref.partition(".")[0]], ref, year, registry, communes)
+        for ref in (c.numerator, c.denominator)
+    ]
+    num, den = sides
+    missing = list(dict.fromkeys(num.missing + den.missing))
+    value: float | None = None
+    status: str | None = None
+    if num.total is None or den.total is None:
+        status = "no_data" if not (num.reports or den.reports) else "incomplete"
+    elif missing:
+        status = "incomplete"
+    elif den.total == 0:
+        missing.append(f"{c.denominator} is 0")
+        status = "inconsistent" if ind.unit == "%" and num.total > 0 else "no_data"
+    else:
+        value = c.scale * num.total / den.total
+        if ind.unit == "%":
+            # A share of its denominator: more than it, in the province or in any commune that
+            # both sides give, is an inconsistency between the reports, never a result.
+            over = []
+            if num.total > den.total * (1 + _SHARE_SLACK):
+                over.append(
+                    f"inconsistent: {c.numerator} ({num.total:g}) is more than {c.denominator}"
+                    f" ({den.total:g}), a share of {value:.4g} %; a share cannot pass 100 %"
+                )
+            if num.by_commune is not None and den.by_commune is not None:
+                bad = [
+                    f"{code} ({n:g} > {den.by_commune[code]:g})"
+                    for code, n in sorted(num.by_commune.items())
+                    if code in den.by_commune and n > den.by_commune[code] * (1 + _SHARE_SLACK)
+                ]
+                if bad:
+                    over.append(
+                        f"inconsistent: {c.numerator} is more than {c.denominator} in"
+                        f" {len(bad)} commune(s): {_listed(bad)}"
+                    )
+            if over:
+                missing += over
+                value, status = None, "inconsistent"
+    missing += list(dict.fromkeys(num.notes + den.notes))
     kinds = sorted({c.numerator.partition(".")[0], c.denominator.partition(".")[0]})
     scale = f"{c.scale:g} × " if c.scale != 1 else ""
+    used = num.reports + den.reports
+    coverage = {
+        side_name: {
+            "field": s.ref,
+            "operators": s.operators
+            if plan.reports[s.ref.partition(".")[0]].uploaded_by == "operator"
+            else None,
+            "operators_expected": (
+                registry if plan.reports[s.ref.partition(".")[0]].uploaded_by == "operator" else None
+            ),
+            "communes": s.communes,
+            "total": s.total,
+        }
+        for side_name, s in (("numerator", num), ("denominator", den))
+    }
     return KpiValue(
         value,
-        "reports: " + ", ".join(kinds) + f" ({year}, latest version of each)",
-        f"{scale}Σ {c.numerator} ÷ Σ {c.denominator}",
-        {"numerator": num, "denominator": den, "reports": used_n + used_d},
+        "reports: " + ", ".join(kinds) + f" ({year}, latest version not withdrawn of each)",
+        f"{scale}Σ {c.numerator} ÷ Σ {c.denominator}"
+        " (each over the whole province and every registered operator)",
+        {"numerator": num.total, "denominator": den.total, "reports": used},
         missing,
+        status,
+        coverage,
+        [{k: r[k] for k in ("report_id", "kind", "operator", "version", "field")} for r in used],
     )
 
 
-def village_coverage(store: Store, standards: Standards, c: Compute, year: int) -> KpiValue:
+def _measured_villages(
+    store: Store, c: Compute, year: int
+) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    """village -> {"operator technology"} whose probes showed service (see Measured), and
+    village -> reasons where probes had data but showed no service by the method."""
+    m = c.measured
+    assert m is not None
     period = parse_period(str(year))
-    villages = {r[0]: r[1] for r in store.reader().execute("SELECT code, commune FROM villages")}
-    covered: set[str] = set()
-    measured: set[str] = set()
-    unknown: set[str] = set()
-    profiles: list[str] = []
+    tiers = tiers_present(store)
+    # (village, operator, technology, metric) -> [count, sum]
+    acc: dict[tuple[str, str, str, str], list[float]] = {}
     for tech in c.technologies:
-        profile = standards.regulation_for(tech, period.start)
-        if profile is None:
-            continue
-        profiles.append(f"{profile.id} v{profile.version}")
-        results = evaluate(
-            store,
-            standards,
-            profile,
-            period,
-            Scope(tech, place="village", indicators=c.indicators, min_samples=c.min_samples),
+        labels = select_series(store, list(m.floors), {"kind": "probe", "technology": tech})
+        totals = period_totals(
+            store, list(labels), period.from_ms, period.to_ms, sketches=False, tiers_s=tiers
         )
-        by_group: dict[tuple[str, str], list[str]] = {}
-        for r in results:
-            by_group.setdefault((r.operator, r.place), []).append(r.status)
-        for (_, village), statuses in by_group.items():
-            if village not in villages:
-                unknown.add(village)
+        for sid, n, total in zip(
+            totals.series_id.tolist(), totals.count.tolist(), totals.sum.tolist(), strict=True
+        ):
+            lab = labels[sid]
+            key = (lab.get("village", ""), lab.get("operator", ""), tech, lab["metric"])
+            a = acc.setdefault(key, [0.0, 0.0])
+            a[0] += n
+            a[1] += total
+    groups: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for (village, op, tech, metric), a in acc.items():
+        if village:
+            groups.setdefault((village, op, tech), {})[metric] = a
+    served: dict[str, set[str]] = {}
+    below: dict[str, list[str]] = {}
+    for (village, op, tech), by_metric in sorted(groups.items()):
+        judged = {k: a[1] / a[0] for k, a in by_metric.items() if a[0] >= m.min_samples}
+        low = [f"{k} mean {v:g} < {m.floors[k]:g}" for k, v in judged.items() if v < m.floors[k]]
+        if judged and not low:
+            served.setdefault(village, set()).add(f"{op} {tech}")
+        elif low:
+            below.setdefault(village, []).append(f"{op} {tech}: " + ", ".join(low))
+        else:
+            counts = ", ".join(f"{int(a[0])} {k}" for k, a in by_metric.items())
+            below.setdefault(village, []).append(f"{op} {tech}: {counts} (fewer than {m.min_samples})")
+    return served, below
+
+
+def village_coverage(
+    store: Store, plan: Plan, ind: PlanIndicator, year: int, registry: list[str]
+) -> KpiValue:
+    c = ind.compute
+    villages = {r[0]: r[1] for r in store.reader().execute("SELECT code, commune FROM villages")}
+    missing: list[str] = [] if villages else ["no villages imported (POST /api/v1/units/villages)"]
+    measured: dict[str, set[str]] = {}
+    below: dict[str, list[str]] = {}
+    if c.measured is not None:
+        measured, below = _measured_villages(store, c, year)
+    declared: dict[str, set[str]] = {}
+    used: list[dict[str, Any]] = []
+    if c.declared is not None:
+        kind, _, fld = c.declared.partition(".")
+        repo = ReportRepo(store)
+        by_op = {r["operator"]: r for r in repo.latest(kind, year)}
+        for op in registry:
+            r = by_op.get(op)
+            if r is None:
+                missing.append(f"no {kind} report of {op} for {year}: its declarations are not counted")
                 continue
-            if any(s in ("pass", "fail") for s in statuses):
-                measured.add(village)
-            if statuses and all(s == "pass" for s in statuses):
-                covered.add(village)
-    equipped = {
-        d["village"]
-        for d in DeviceRepo(store).devices()
-        if d["kind"] in c.device_kinds and d["village"] in villages
+            used.append({**_report_ref(r), "field": fld})
+            for v in repo.values(r["report_id"]):
+                if v.field == fld and v.value == 1.0 and v.village:
+                    declared.setdefault(v.village, set()).add(op)
+    serving: dict[str, set[str]] = {}
+    equipped: dict[str, set[str]] = {}
+    for d in DeviceRepo(store).devices():
+        if d["village"] and d["kind"] in c.serving_device_kinds:
+            serving.setdefault(d["village"], set()).add(d["device_id"])
+        elif d["village"] and d["kind"] in c.device_kinds:
+            equipped.setdefault(d["village"], set()).add(d["device_id"])
+    by_village: list[dict[str, Any]] = []
+    covered = neither = 0
+    counts = {"measured": 0, "declared": 0, "inventory": 0, "measured_and_declared": 0}
+    without: list[str] = []
+    for code in sorted(villages):
+        ms, ds, inv = measured.get(code, set()), declared.get(code, set()), serving.get(code, set())
+        counts["measured"] += bool(ms)
+        counts["declared"] += bool(ds)
+        counts["inventory"] += bool(inv)
+        counts["measured_and_declared"] += bool(ms and ds)
+        if ms or ds or inv:
+            covered += 1
+        else:
+            neither += 1
+            without.append(code)
+        if ms or ds or inv or code in below or code in equipped:
+            by_village.append(
+                {
+                    "village": code,
+                    "commune": villages[code],
+                    "covered": bool(ms or ds or inv),
+                    "measured": sorted(ms),
+                    "declared": sorted(ds),
+                    "inventory": sorted(inv),
+                    "measured_below_method": below.get(code, []),
+                    "other_equipment": sorted(equipped.get(code, set())),
+                }
+            )
+    value = 100.0 * covered / len(villages) if villages else None
+    techs = "/".join(c.technologies)
+    sources = [f"field probes ({', '.join(c.technologies)})"] if c.measured else []
+    sources += [f"operators' {c.declared.partition('.')[0]} reports"] if c.declared else []
+    sources += (
+        [f"the device inventory ({', '.join(c.serving_device_kinds)})"] if c.serving_device_kinds else []
+    )
+    ways = ["measured by probes" if c.measured else ""]
+    ways += [f"declared ({c.declared} = 1)" if c.declared else ""]
+    ways += [f"served by a {'/'.join(c.serving_device_kinds)} placed in it" if c.serving_device_kinds else ""]
+    method: dict[str, Any] = {"text": c.method.strip()}
+    if c.measured is not None:
+        method["measured"] = {
+            "technologies": c.technologies,
+            "min_samples": c.measured.min_samples,
+            "floors": c.measured.floors,
+            "unverified": c.measured.unverified,
+            "note": c.measured.note,
+        }
+    unknown = sorted(set(measured) - set(villages))
+    coverage = {
+        "method": method,
+        "villages": len(villages),
+        "covered": covered,
+        **counts,
+        "neither": neither,
+        "villages_with_neither": without[:10000],
+        "by_village": by_village[:10000],
+        "probe_villages_not_imported": unknown[:100],
     }
-    missing = [] if villages else ["no villages imported (POST /api/v1/units/villages)"]
-    value = 100.0 * len(covered) / len(villages) if villages else None
-    indicators = ", ".join(c.indicators)
     return KpiValue(
         value,
-        f"field probes ({', '.join(c.technologies)}) and the device inventory ({', '.join(c.device_kinds)})",
-        f"100 × villages where one operator's {'/'.join(c.technologies)} probes passed {indicators} "
-        f"({' / '.join(profiles)}, at least {c.min_samples} samples each, year {year}) ÷ imported villages",
-        {
-            "villages": len(villages),
-            "covered": len(covered),
-            "measured_not_covered": len(measured - covered),
-            "equipment_without_passing_probe": len(equipped - covered),
-            "no_probe_data": len(set(villages) - measured - covered),
-            "uncovered_villages": sorted(set(villages) - covered)[:500],
-            "probe_villages_not_imported": sorted(unknown)[:100],
-        },
+        " + ".join(sources),
+        f"100 × villages {techs} covered ({' or '.join(w for w in ways if w)}, year {year})"
+        " ÷ imported villages",
+        {k: coverage[k] for k in ("villages", "covered", *counts, "neither")},
         missing,
+        None if villages else "no_data",
+        coverage,
+        [{k: r[k] for k in ("report_id", "kind", "operator", "version", "field")} for r in used],
     )
 
 
@@ -299,10 +569,13 @@ def bts_site_sharing(store: Store, c: Compute) -> KpiValue:
     )
 
 
-def compute(store: Store, standards: Standards, plan: Plan, ind: PlanIndicator, year: int) -> KpiValue:
+def compute(
+    store: Store, standards: Standards, plan: Plan, ind: PlanIndicator, year: int, registry: list[str]
+) -> KpiValue:
+    """One indicator's value for `year`; `registry` is the operators expected to report."""
     c = ind.compute
     if c.kind == "report_ratio":
-        return report_ratio(store, c, year)
+        return report_ratio(store, plan, ind, year, registry)
     if c.kind == "village_coverage":
-        return village_coverage(store, standards, c, year)
+        return village_coverage(store, plan, ind, year, registry)
     return bts_site_sharing(store, c)

@@ -284,12 +284,23 @@ class KpiOut(BaseModel):
     unit: str
     value: float | None = Field(description="null without data; `missing` says what is missing")
     progress_ratio: float | None = Field(description="value / target")
-    status: str = Field(description="met, not_met or no_data")
+    status: str = Field(
+        description="met, not_met, no_data, incomplete (the inputs cover different operators,"
+        " communes or fields: `missing` says what) or inconsistent (a share above 100 %)"
+    )
     source: str
     formula: str
     inputs: dict[str, Any]
     missing: list[str]
     note: str
+    coverage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the numerator and denominator cover (operators, communes, fields),"
+        " or for coverage KPIs the method and the villages measured / declared / with neither",
+    )
+    reports: list[dict[str, Any]] = Field(
+        default_factory=list, description="the report versions this value used (id, kind, operator, version)"
+    )
 
 
 class KpiResponse(BaseModel):
@@ -313,6 +324,11 @@ class ReportOut(BaseModel):
     sha256: str
     rows_count: int
     note: str
+    state: str = Field("current", description="current, superseded (by a newer version) or withdrawn")
+    replaced_by: int | None = Field(None, description="the report the KPIs read instead of this one")
+    withdrawn_ms: int | None = None
+    withdrawn_by: str = ""
+    withdrawn_reason: str = ""
 
 
 class ReportValueOut(BaseModel):
@@ -320,6 +336,7 @@ class ReportValueOut(BaseModel):
     commune: str
     field: str
     value: float
+    village: str = ""
 
 
 class ReportDetail(ReportOut):

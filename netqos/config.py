@@ -292,6 +292,13 @@ class KpiSettings(_Section):
     plan_file: Path | None = Field(
         None, description="the plan's indicators and report kinds; default: built-in"
     )
+    # The operator registry: reports are accepted only for these slugs, and a KPI summing
+    # operator reports is complete only when every one of them has filed (0 where none).
+    operators: list[Annotated[str, Field(pattern=OPERATOR_PATTERN)]] = Field(
+        default_factory=lambda: ["viettel", "vnpt", "mobifone"],
+        min_length=1,
+        description="operators that file the plan's reports (slugs); others are refused",
+    )
 
 
 class UnitsSettings(_Section):

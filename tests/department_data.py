@@ -46,6 +46,7 @@ def settings_with_keys() -> Settings:
         ApiKey(name="viettel-noc", role="operator", operator="viettel", token=SecretStr(VIETTEL)),
         ApiKey(name="vnpt-noc", role="operator", operator="vnpt", token=SecretStr(VNPT)),
     ]
+    s.kpi.operators = ["viettel", "vnpt"]  # the operators whose reports the KPIs expect
     return s
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from api.auth import require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
 from api.export import Format, csv_response
-from api.kpi import Plan, compute
+from api.kpi import Plan, compute, status_of
 from api.schemas import KpiOut, KpiResponse
 
 router = APIRouter(prefix="/api/v1", tags=["kpi"], responses=AUTH_ERRORS)
@@ -35,8 +35,15 @@ def get_kpi(
     y = year or plan.target_year
     out: list[KpiOut] = []
     for ind in sorted(plan.indicators, key=lambda i: i.number):
-        v = compute(request.app.state.store, request.app.state.standards, plan, ind, y)
-        status = "no_data" if v.value is None else ("met" if v.value >= ind.target else "not_met")
+        v = compute(
+            request.app.state.store,
+            request.app.state.standards,
+            plan,
+            ind,
+            y,
+            request.app.state.settings.kpi.operators,
+        )
+        status = status_of(ind, v)
         out.append(
             KpiOut(
                 number=ind.number,
@@ -54,12 +61,23 @@ def get_kpi(
                 inputs=v.inputs,
                 missing=v.missing,
                 note=ind.note,
+                coverage=v.coverage,
+                reports=v.reports,
             )
         )
     if format == "csv":
         cols = ["number", "id", "name_vi", "name_en", "target", "unit", "value", "progress_ratio", "status"]
-        rows = ({**k.model_dump(), "missing": "; ".join(k.missing)} for k in out)
-        return csv_response(rows, [*cols, "source", "formula", "missing"], f"kpi-{y}.csv")
+        rows = (
+            {
+                **k.model_dump(),
+                "missing": "; ".join(k.missing),
+                "reports": "; ".join(
+                    f"{r['kind']} {r['operator'] or 'department'} v{r['version']}" for r in k.reports
+                ),
+            }
+            for k in out
+        )
+        return csv_response(rows, [*cols, "source", "formula", "missing", "reports"], f"kpi-{y}.csv")
     return KpiResponse(
         plan=plan.id, plan_version=plan.version, reference=plan.reference, year=y, indicators=out
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -14,7 +14,7 @@ from api.export import Format, csv_response
 from api.kpi import Plan, validate_report
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
 from api.uploads import UPLOAD_BODY, format_of, parse, read_upload, sha256_hex, table_error
-from collector.inventory.tabular import Errors, TableError
+from collector.inventory.tabular import Errors, NumberFormat, TableError
 from collector.store.reports import ReportRepo
 from collector.store.units import UnitRepo
 
@@ -42,11 +42,20 @@ async def upload_report(
     format: Annotated[
         Literal["csv", "json"] | None, Query(description="csv or json; default: from Content-Type")
     ] = None,
+    number_format: Annotated[
+        NumberFormat,
+        Query(
+            description="how the file writes numbers: vi (3.760.000; 1.234,5), en (3,760,000; 1,234.5),"
+            " plain (1234.5), or auto: from all the file's values together; a value that reads"
+            " two ways in an auto file (12.000) is refused"
+        ),
+    ] = "auto",
 ) -> ReportDetail:
     plan: Plan = request.app.state.plan
     spec = plan.reports.get(kind)
     if spec is None:
         raise HTTPException(422, f"report kind {kind!r} is unknown; known: {', '.join(plan.reports)}")
+    registry: list[str] = request.app.state.settings.kpi.operators
     if spec.uploaded_by == "department":
         if principal.role != "admin":
             raise HTTPException(403, f"{kind} reports are the department's: they need an admin key")
@@ -60,11 +69,21 @@ async def upload_report(
             raise HTTPException(422, f"{kind} reports belong to an operator: name it with 'operator='")
         else:
             owner = operator
+        if owner not in registry:
+            # A typo ('viettell') would otherwise be a new operator whose figures add to the KPIs.
+            raise HTTPException(
+                422,
+                f"operator {owner!r} is not registered; registered: {', '.join(registry)} (kpi.operators)",
+            )
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
     table = parse(body, fmt, f"{kind} report")
     errors = Errors()
-    values = validate_report(spec, table, UnitRepo(request.app.state.store).commune_codes(), errors)
+    units = UnitRepo(request.app.state.store)
+    villages = {v["code"]: v["commune"] for v in units.villages()} if spec.rows == "village" else None
+    values = validate_report(
+        spec, table, units.commune_codes(), errors, villages=villages, number_format=number_format
+    )
     try:
         errors.raise_if_any()
     except TableError as exc:
@@ -81,7 +100,34 @@ async def upload_report(
         values=values,
         actor=principal.actor(request),
     )
-    return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in values])
+    return ReportDetail(**_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in values])
+
+
+def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dict[str, Any]:
+    state, by = states.get(meta["report_id"], ("current", None))
+    return {**meta, "state": state, "replaced_by": by}
+
+
+@router.post(
+    "/reports/{report_id}/withdraw",
+    response_model=ReportDetail,
+    responses=NOT_FOUND,
+    dependencies=[require_role("admin")],
+    summary="withdraw a report version (kept and audited; the KPIs read the latest version not withdrawn)",
+)
+def withdraw_report(
+    request: Request,
+    principal: CurrentPrincipal,
+    report_id: int,
+    reason: Annotated[str, Query(min_length=1, max_length=500, description="why: kept in the audit log")],
+) -> ReportDetail:
+    repo = ReportRepo(request.app.state.store)
+    meta = repo.withdraw(report_id, reason, principal.actor(request)) if 0 < report_id < 2**62 else None
+    if meta is None:
+        raise HTTPException(404, f"no report {report_id}")
+    return ReportDetail(
+        **_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
+    )
 
 
 @router.get(
@@ -98,7 +144,8 @@ def list_reports(
     rows = ReportRepo(request.app.state.store).find(
         kind=kind, year=year, operator=principal.operator_scope(operator)
     )
-    out = [ReportOut(**r) for r in rows]
+    states = ReportRepo(request.app.state.store).states()
+    out = [ReportOut(**_out(r, states)) for r in rows]
     if format == "csv":
         return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
     return ReportList(reports=out, total=len(out))
@@ -115,4 +162,6 @@ def get_report(request: Request, principal: CurrentPrincipal, report_id: int) ->
     meta = repo.get(report_id) if 0 < report_id < 2**62 else None
     if meta is None or (principal.is_operator and meta["operator"] != principal.operator):
         raise HTTPException(404, f"no report {report_id}" + (" of yours" if meta else ""))
-    return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)])
+    return ReportDetail(
+        **_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in repo.values(report_id)]
+    )

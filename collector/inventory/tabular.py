@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -197,19 +198,112 @@ def text_of(value: Any) -> str:
     return str(value).strip()
 
 
-def number_of(value: Any) -> float | None:
-    """A cell as a finite number, None when blank; raises ValueError with a readable reason."""
+# How a file writes numbers (see number_of). "plain": JSON/Python syntax, '.' is the decimal
+# point and nothing groups thousands (coordinates, machine-written files). "vi": '.' groups
+# thousands and ',' is the decimal mark, as Vietnamese spreadsheets write them ("3.760.000",
+# "1.234,5"). "en": ',' groups thousands and '.' is the decimal point ("3,760,000", "1,234.5").
+# "auto": each cell by its own evidence; a cell that reads two ways ("12.000", "1,234") is
+# refused. `number_format_of` settles "auto" for a whole file from all of its cells.
+NumberFormat = Literal["plain", "vi", "en", "auto"]
+NUMBER_FORMATS: tuple[NumberFormat, ...] = ("plain", "vi", "en", "auto")
+_GROUPED_RE = {
+    "vi": re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?$"),
+    "en": re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$"),
+}
+_FORMAT_HELP = {
+    "vi": "'.' groups thousands and ',' is the decimal mark (3.760.000; 1.234,5)",
+    "en": "',' groups thousands and '.' is the decimal point (3,760,000; 1,234.5)",
+}
+
+
+def _evidence(text: str) -> Literal["vi", "en", "ambiguous", "none"]:
+    """Which way a number written as `text` must be read: "vi", "en", "ambiguous" (one '.'
+    or ',' followed by exactly three digits: "12.000" is 12 or twelve thousand), or "none"
+    (no mark at all, or not a grouped number)."""
+    s = text.lstrip("+-")
+    dots, commas = s.count("."), s.count(",")
+    if not dots and not commas:
+        return "none"
+    if dots and commas:  # the last mark is the decimal one
+        return "vi" if s.rfind(",") > s.rfind(".") else "en"
+    mark = "." if dots else ","
+    if s.count(mark) > 1:  # only thousands are grouped more than once
+        return "vi" if mark == "." else "en"
+    if len(s) - s.index(mark) - 1 == 3 and s.index(mark) > 0:
+        return "ambiguous"
+    return "en" if mark == "." else "vi"  # a decimal mark: '.' in English, ',' in Vietnamese
+
+
+def number_of(value: Any, fmt: NumberFormat = "plain") -> float | None:
+    """A cell as a finite number, None when blank; raises ValueError with a readable reason.
+
+    JSON numbers are taken as they are; text is read as `fmt` says (see NumberFormat). An
+    ambiguous text under "auto" is refused, never guessed."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
         raise ValueError("a number, not true/false")
     if isinstance(value, int | float):
         x = float(value)
-    else:
+    elif fmt == "plain":
         try:
             x = float(str(value).strip().replace("_", "x"))  # '1_000' is not a number in a report
         except ValueError:
             raise ValueError(f"{str(value)[:40]!r} is not a number") from None
+    else:
+        text = str(value).strip()
+        how = fmt
+        if fmt == "auto":
+            seen = _evidence(text)
+            if seen == "ambiguous":
+                mark = "." if "." in text else ","
+                raise ValueError(
+                    f"{text[:40]!r} is ambiguous: {_as(text, 'vi')} if {mark!r} is "
+                    f"{'the thousands mark' if mark == '.' else 'the decimal mark'} (vi), "
+                    f"{_as(text, 'en')} if it is "
+                    f"{'the decimal point' if mark == '.' else 'the thousands mark'}"
+                    " (en); nothing else in the file tells: upload with number_format=vi or en"
+                )
+            how = "en" if seen == "none" else seen
+        if not _GROUPED_RE[how].match(text):
+            raise ValueError(f"{text[:40]!r} is not a number written the {how} way: {_FORMAT_HELP[how]}")
+        group, decimal = (".", ",") if how == "vi" else (",", ".")
+        x = float(text.replace(group, "").replace(decimal, "."))
     if not math.isfinite(x):
         raise ValueError("a finite number")
     return x
+
+
+def _as(text: str, how: Literal["vi", "en"]) -> str:
+    group, decimal = (".", ",") if how == "vi" else (",", ".")
+    return f"{float(text.replace(group, '').replace(decimal, '.')):g}"
+
+
+def number_format_of(
+    table: Table, columns: list[str], declared: NumberFormat, errors: Errors
+) -> NumberFormat:
+    """The way `table` writes the numbers of `columns`: `declared` unless it is "auto"; then
+    from every text cell of those columns together. A file that writes numbers both ways
+    (e.g. "3.760.000" on one line and "12.5" on another) is an error naming both places."""
+    if declared != "auto":
+        return declared
+    first: dict[str, tuple[int, str, str]] = {}  # "vi" / "en" -> its first cell
+    for line, row in table.rows:
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, str) and v.strip():
+                seen = _evidence(v.strip())
+                if seen in ("vi", "en") and _GROUPED_RE[seen].match(v.strip()):
+                    first.setdefault(seen, (line, c, v.strip()))
+    if len(first) == 2:
+        (l_vi, c_vi, t_vi), (l_en, c_en, t_en) = first["vi"], first["en"]
+        errors.add(
+            l_en,
+            c_en,
+            f"{t_en[:40]!r} is written the en way ({_FORMAT_HELP['en']}), but line {l_vi} ({c_vi}) "
+            f"writes {t_vi[:40]!r} the vi way ({_FORMAT_HELP['vi']}): write one file one way",
+        )
+        return "auto"
+    if "vi" in first:
+        return "vi"
+    return "en" if "en" in first else "auto"

@@ -1,4 +1,9 @@
-"""Reports uploaded for the plan's KPIs: versioned, never overwritten, audited."""
+"""Reports uploaded for the plan's KPIs: versioned, never overwritten, audited.
+
+A newer version of (kind, year, operator) supersedes the older ones; an admin can withdraw a
+version (kept, marked with who, when and why, audited). The KPIs read, for each operator,
+the latest version that is not withdrawn.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ class ReportValue:
     commune: str  # '' = the province as a whole
     field: str
     value: float
+    village: str = ""  # set in reports whose rows are villages (coverage declarations)
 
 
 _META = (
     "report_id, kind, year, operator, version, uploaded_ms, uploaded_by, uploader_role, format, sha256,"
-    " rows_count, note"
+    " rows_count, note, withdrawn_ms, withdrawn_by, withdrawn_reason"
 )
 
 
@@ -58,8 +64,9 @@ class ReportRepo:
             )
             report_id = int(cur.fetchone()[0])
             conn.executemany(
-                "INSERT INTO report_values (report_id, line, commune, field, value) VALUES (?, ?, ?, ?, ?)",
-                [(report_id, v.line, v.commune, v.field, v.value) for v in values],
+                "INSERT INTO report_values (report_id, line, commune, village, field, value)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(report_id, v.line, v.commune, v.village, v.field, v.value) for v in values],
             )
             audit.record(
                 conn,
@@ -92,7 +99,8 @@ class ReportRepo:
 
     def values(self, report_id: int) -> list[ReportValue]:
         cur = self.store.reader().execute(
-            "SELECT line, commune, field, value FROM report_values WHERE report_id=? ORDER BY line, field",
+            "SELECT line, commune, field, value, village FROM report_values WHERE report_id=?"
+            " ORDER BY line, field",
             (report_id,),
         )
         return [ReportValue(*r) for r in cur]
@@ -108,10 +116,60 @@ class ReportRepo:
         return self._meta(" AND ".join(where) + " ORDER BY report_id DESC LIMIT 10000", args)
 
     def latest(self, kind: str, year: int) -> list[dict[str, Any]]:
-        """The latest version of each operator's (or the department's) report of `kind` for `year`."""
+        """The latest version not withdrawn of each operator's (or the department's) report of
+        `kind` for `year`."""
         return self._meta(
-            "kind = ? AND year = ? AND version = (SELECT max(version) FROM reports r2"
-            " WHERE r2.kind = reports.kind AND r2.year = reports.year AND r2.operator = reports.operator)"
+            "kind = ? AND year = ? AND withdrawn_ms IS NULL AND version = (SELECT max(version)"
+            " FROM reports r2 WHERE r2.kind = reports.kind AND r2.year = reports.year"
+            " AND r2.operator = reports.operator AND r2.withdrawn_ms IS NULL)"
             " ORDER BY operator",
             (kind, year),
         )
+
+    def withdraw(self, report_id: int, reason: str, actor: audit.Actor) -> dict[str, Any] | None:
+        """Mark a report withdrawn (its values are kept; the KPIs stop reading it) and audit it.
+        None when there is no such report; a report withdrawn already is returned unchanged."""
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT kind, year, operator, version, withdrawn_ms FROM reports WHERE report_id = ?",
+                (report_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[4] is None:
+                now = int(time.time() * 1000)
+                conn.execute(
+                    "UPDATE reports SET withdrawn_ms = ?, withdrawn_by = ?, withdrawn_reason = ?"
+                    " WHERE report_id = ?",
+                    (now, actor.name, reason, report_id),
+                )
+                audit.record(
+                    conn,
+                    actor,
+                    "report.withdraw",
+                    f"report/{report_id}",
+                    {"kind": row[0], "year": row[1], "operator": row[2], "version": row[3], "reason": reason},
+                )
+        return self.get(report_id)
+
+    def states(self) -> dict[int, tuple[str, int | None]]:
+        """report_id -> ("current" | "superseded" | "withdrawn", the report the KPIs read instead
+        of it: the latest version not withdrawn of the same kind, year and operator)."""
+        rows = (
+            self.store.reader()
+            .execute("SELECT report_id, kind, year, operator, version, withdrawn_ms FROM reports")
+            .fetchall()
+        )
+        in_force: dict[tuple[str, int, str], tuple[int, int]] = {}  # key -> (version, report_id)
+        for rid, kind, year, op, version, withdrawn in rows:
+            key = (kind, int(year), op)
+            if withdrawn is None and int(version) > in_force.get(key, (0, 0))[0]:
+                in_force[key] = (int(version), int(rid))
+        out: dict[int, tuple[str, int | None]] = {}
+        for rid, kind, year, op, _, withdrawn in rows:
+            now = in_force.get((kind, int(year), op))
+            if now is not None and now[1] == int(rid):
+                out[int(rid)] = ("current", None)
+            else:
+                out[int(rid)] = ("withdrawn" if withdrawn is not None else "superseded", now and now[1])
+        return out

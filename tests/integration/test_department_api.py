@@ -187,12 +187,17 @@ def test_reports_and_kpis_worked_by_hand(client: TestClient) -> None:
     # 3: 2.08M / 2.6M = 80 %: met; 6: (400k + 200k + 150k) / 1M = 75 %: met
     assert (k[3]["value"], k[3]["status"]) == (pytest.approx(80.0), "met")
     assert (k[6]["value"], k[6]["status"]) == (pytest.approx(75.0), "met")
-    # 4: villages: A-v01 covered (viettel 4G dl 19.2 >= 15, ul 10 >= 10); A-v02 vnpt ul 7.9 fails; B-v01
-    # nothing. 1 of 3. 7: A-v02 vnpt FTTH dl 80, ul 90 (>= 30 samples each): 1 of 3.
-    assert k[4]["value"] == pytest.approx(100 / 3) and k[4]["inputs"]["covered"] == 1
-    assert k[4]["inputs"]["uncovered_villages"] == [f"{B}-v01", f"{A}-v02"]
-    assert k[4]["inputs"]["equipment_without_passing_probe"] == 2  # BTS in A-v02 and B-v01
-    assert k[7]["value"] == pytest.approx(100 / 3)
+    # 4 (coverage, not QCVN speeds): A-v01 viettel 4G dl mean ~19 Mbit/s >= 2 over 300 samples, RSRP
+    # -90 >= -115 dBm; A-v02 vnpt 4G dl 20 Mbit/s over 299 samples (>= 30): both measured. B-v01's
+    # probe sent nothing and its mobifone BTS is shown, not counted: 2 of 3 villages.
+    cov = k[4]["coverage"]
+    assert k[4]["value"] == pytest.approx(200 / 3) and (cov["measured"], cov["declared"]) == (2, 0)
+    assert cov["villages_with_neither"] == [f"{B}-v01"]
+    by = {v["village"]: v for v in cov["by_village"]}
+    assert by[f"{A}-v01"]["measured"] == ["viettel 4G", "viettel 5G"] and by[f"{B}-v01"]["other_equipment"]
+    # 7: A-v02 vnpt FTTH probe, dl 80 Mbit/s over 1000 samples; B-v01 has olt-1: 2 of 3 (A-v01 neither)
+    assert k[7]["value"] == pytest.approx(200 / 3)
+    assert k[7]["coverage"]["villages_with_neither"] == [f"{A}-v01"] and k[7]["coverage"]["inventory"] == 1
     # 5: BTS sites S1 (viettel + vnpt), S2, S3: one of three shared; the router at S2 is not a BTS
     assert k[5]["value"] == pytest.approx(100 / 3) and k[5]["status"] == "met"
     assert k[5]["inputs"]["shared"] == {"S1": ["viettel", "vnpt"]}
