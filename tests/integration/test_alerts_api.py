@@ -51,20 +51,22 @@ def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, N
     assert sorted(s["entity"] for s in detail["symptoms"]) == net.children
     assert detail["timeline"][0]["event"] == "opened"
 
-    r = c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an", "comment": "on it"}, headers=AUTH)
+    # Who acts is the key ("noc"); a name typed in the body is only a note in the text.
+    r = c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"comment": "on it"}, headers=AUTH)
     assert (
-        r.status_code == 200 and r.json()["state"] == "acknowledged" and r.json()["acknowledged_by"] == "an"
+        r.status_code == 200 and r.json()["state"] == "acknowledged" and r.json()["acknowledged_by"] == "noc"
     )
+    assert r.json()["timeline"][-1]["actor"] == "noc" and r.json()["timeline"][-1]["detail"] == "on it"
     r = c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "binh", "text": "truck sent"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["timeline"][-1] == {
         "ts_ms": r.json()["timeline"][-1]["ts_ms"],
         "event": "comment",
-        "actor": "binh",
-        "detail": "truck sent",
+        "actor": "noc",
+        "detail": "truck sent (note: signed 'binh')",
     }
     assert c.get("/api/v1/incidents", params={"state": "active"}, headers=AUTH).json()["total"] == 1
     r = c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an", "comment": "power back"}, headers=AUTH)
-    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "an"
+    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "noc"
     assert all(s["end_ms"] is not None for s in r.json()["symptoms"])
     assert c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an"}, headers=AUTH).status_code == 409
     assert c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an"}, headers=AUTH).status_code == 409
@@ -74,7 +76,7 @@ def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, N
         == 404
     )
     assert (
-        c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "", "text": "x"}, headers=AUTH).status_code
+        c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "a", "text": ""}, headers=AUTH).status_code
         == 422
     )
     assert c.get("/api/v1/incidents", params={"state": "resolved"}, headers=AUTH).json()["total"] == 1
