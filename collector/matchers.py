@@ -6,7 +6,10 @@ Alertmanager (Go's regexp is RE2): matching takes time linear in the value whate
 pattern, so no pattern can freeze the process. RE2 refuses what needs backtracking
 (backreferences such as `\\1`, lookarounds `(?=`, `(?!`, `(?<=`, possessive `a++`), `\\Z`
 (use `$` or `\\z`), and repetition counts above 1000; `\\d`, `\\w`, `\\b` are ASCII-only.
-A pattern is at most `MAX_PATTERN_CHARS` characters.
+A pattern is at most `MAX_PATTERN_CHARS` characters. Beyond Alertmanager, a group that repeats
+without bound and holds a repetition without bound, such as `(.*.*)*` or `(a+)+`, is refused
+when written: harmless under RE2, but catastrophic in any backtracking engine the pattern may
+be copied to, and a label value never needs it.
 
 A matcher read back from the store (`stored_matcher`) never raises: one whose pattern
 this dialect refuses (written before these rules) matches nothing, so its silence or
@@ -48,6 +51,71 @@ class MatcherError(ValueError):
     """A matcher that cannot be parsed, with the reason."""
 
 
+_QUANT = re.compile(r"\{(\d+)(,(\d*))?\}")
+
+
+def nested_unbounded(pattern: str) -> bool:
+    """Whether a group repeated without bound (`*`, `+`, `{n,}`) holds a repetition without bound.
+
+    A linear scan of RE2 syntax (escapes, `\\Q...\\E`, character classes, groups); run on
+    patterns RE2 has accepted, so the brackets balance."""
+    stack = [False]  # per open group: does it hold an unbounded repetition?
+    prev = False  # the atom just read is a group holding an unbounded repetition
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        unbounded: bool | None = None  # set when c starts a quantifier
+        if c == "\\":
+            if pattern.startswith("\\Q", i):
+                end = pattern.find("\\E", i + 2)
+                i = n if end < 0 else end + 2
+            else:
+                i += 2
+            prev = False
+            continue
+        if c == "[":
+            i += 1
+            if i < n and pattern[i] == "^":
+                i += 1
+            if i < n and pattern[i] == "]":
+                i += 1  # a leading ] is a member
+            while i < n and pattern[i] != "]":
+                if pattern[i] == "\\":
+                    i += 1
+                elif pattern.startswith("[:", i):
+                    end = pattern.find(":]", i + 2)
+                    i = i if end < 0 else end + 1
+                i += 1
+            i += 1
+            prev = False
+            continue
+        if c == "(":
+            stack.append(False)
+            prev = False
+        elif c == ")":
+            inner = stack.pop() if len(stack) > 1 else False
+            stack[-1] = stack[-1] or inner
+            prev = inner
+        elif c in "*+":
+            unbounded = True
+        elif c == "?":
+            unbounded = False
+        elif c == "{" and (q := _QUANT.match(pattern, i)) is not None:
+            unbounded = q.group(2) is not None and not q.group(3)
+            i = q.end() - 1
+        else:
+            prev = False
+        if unbounded is not None:
+            if unbounded and prev:
+                return True
+            stack[-1] = stack[-1] or unbounded
+            prev = False
+            if i + 1 < n and pattern[i + 1] == "?":
+                i += 1  # lazy: the same repetition
+        i += 1
+    return False
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(pattern: str) -> Any:
     """The anchored RE2 program of `pattern` (cached: silences are matched every tick)."""
@@ -79,6 +147,12 @@ class Matcher:
                 _compile(self.value)
             except MatcherError as exc:
                 raise MatcherError(f"{self.name}{self.op}{self.value[:100]!r}: {exc}") from None
+            if nested_unbounded(self.value):
+                raise MatcherError(
+                    f"{self.name}{self.op}{self.value[:100]!r}: a group repeated without bound holds a "
+                    "repetition without bound, e.g. (.*.*)* or (a+)+: catastrophic in backtracking "
+                    "engines and never needed for a label value; write it without the nesting"
+                )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.refused:
