@@ -124,6 +124,8 @@ def _compile(pattern: str) -> Any:
     try:
         # Alertmanager anchors as ^(?:pattern)$; fullmatch does the same.
         return re2.compile(pattern, _OPTIONS)
+    except UnicodeEncodeError:  # RE2 takes UTF-8; JSON can carry a lone surrogate (\ud800)
+        raise MatcherError("regular expression is not valid Unicode text (a lone surrogate)") from None
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise MatcherError(f"bad regular expression (RE2 syntax): {reason}") from None
@@ -162,6 +164,9 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
+        if not v.isascii():
+            # RE2 takes UTF-8: a lone surrogate in a value is matched as "?" (never an error).
+            v = v.encode("utf-8", "replace").decode()
         hit = _compile(self.value).fullmatch(v) is not None
         return hit if self.op == "=~" else not hit
 

@@ -123,3 +123,11 @@ def test_a_stored_refused_pattern_matches_nothing_logged_once_and_counted(
     assert unknown_op.refused and not unknown_op.matches({"a": "1"})
     fine = stored_matcher({"name": "a", "op": "=~", "value": "1|2"}, "silence 3")
     assert fine.refused == "" and fine.matches({"a": "2"})
+
+
+def test_lone_surrogates_are_refused_or_matched_never_raised() -> None:
+    # JSON may carry "\ud800": not valid Unicode, which RE2 (UTF-8) cannot take.
+    with pytest.raises(MatcherError, match="lone surrogate"):
+        parse_matcher('x=~"a\ud800"')
+    m = parse_matcher('x=~"a."')
+    assert m.matches({"x": "a\udc00"}) and m.matches({"x": "aé"}) and not m.matches({"x": "aéé"})
