@@ -210,6 +210,8 @@ def stored_matcher(item: Mapping[str, Any], owner: str) -> Matcher:
     except MatcherError as exc:
         key = (owner, op, value)
         if key not in _logged:
+            if len(_logged) >= 10_000:  # bounded; such rows can only come from before these rules
+                _logged.clear()
             _logged.add(key)
             REFUSED.labels(where="stored").inc()
             log.warning(

@@ -86,8 +86,9 @@ def test_length_limits() -> None:
 
 def test_catastrophic_pattern_evaluates_in_linear_time() -> None:
     # Even a pattern refused when written cannot hang what evaluates it: RE2 matches in time
-    # linear in the value. A backtracking engine tries every split of the value among the three
-    # .* of each iteration, exponentially many: at 30 characters Python's re runs for hours.
+    # linear in the value. A backtracking engine tries every split of the value among the .* of
+    # every iteration, exponentially many: Python's re took 4 s at 10 characters and 64 s at 12
+    # (about 16 times longer per 2 more); at 30 it would run for years.
     from collector.matchers import _compile
 
     program = _compile(CATASTROPHIC)
