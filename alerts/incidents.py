@@ -253,9 +253,17 @@ class IncidentRepo:
         since_ms: int | None = None,
         limit: int = 100,
         offset: int = 0,
+        operator: str | None = None,
     ) -> tuple[list[Incident], int]:
-        """Incidents newest first, and how many match in all."""
+        """Incidents newest first, and how many match in all; with `operator`, only those whose
+        `operator` label is it."""
         where, args = ["1=1"], []
+        if operator is not None:
+            # Labels are stored as compact JSON with sorted keys (`_json`): a quote inside a value
+            # is escaped, so `"operator":"<op>"` occurs only as that key and value.
+            needle = orjson.dumps({"operator": operator}).decode()[1:-1]
+            where.append("labels LIKE ? ESCAPE '\\'")
+            args.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if state == "active":
             where.append("state != 'resolved'")
         elif state is not None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 import orjson
 
-from collector.matchers import Matcher, all_match, parse_matchers
+from collector.matchers import Matcher, all_match, parse_matchers, stored_matcher
 from collector.store.db import Connection
 from collector.store.store import Store
 
@@ -38,6 +38,17 @@ class Silence:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all_match(self.matchers, labels)
 
+    @property
+    def refused(self) -> str:
+        """Why a stored matcher is refused ("" when none is): the silence then matches nothing."""
+        return next((m.refused for m in self.matchers if m.refused), "")
+
+    def limited_to(self, operator: str) -> bool:
+        """Whether it selects only `operator`'s data: it has `operator="<operator>"` and no
+        other `operator="..."` (what an operator key may create, see and expire)."""
+        named = {m.value for m in self.matchers if m.name == "operator" and m.op == "="}
+        return named == {operator}
+
     def status(self, now_ms: int) -> str:
         if now_ms < self.starts_ms:
             return "pending"
@@ -50,7 +61,7 @@ def _from_row(row: Sequence[object]) -> Silence:
     return Silence(
         int(str(sid)),
         str(kind),
-        tuple(Matcher(m["name"], m["op"], m["value"]) for m in ms),
+        tuple(stored_matcher(m, f"{kind} {sid}") for m in ms),
         int(str(starts)),
         int(str(ends)),
         str(creator),
@@ -122,16 +133,31 @@ class SilenceRepo:
         )
         return None if row is None else _from_row(row)
 
-    def find(self, kind: Kind | None = None, *, since_ms: int = 0, limit: int = 1000) -> list[Silence]:
-        """Silences (of `kind`) that end after `since_ms`, newest first."""
+    def find(
+        self, kind: Kind | None = None, *, since_ms: int = 0, limit: int = 1000, operator: str | None = None
+    ) -> list[Silence]:
+        """Silences (of `kind`) that end after `since_ms`, newest first; with `operator`, only
+        those limited to it (`Silence.limited_to`)."""
         where, args = "ends_ms > ?", [since_ms]
         if kind is not None:
             where += " AND kind = ?"
             args.append(kind)  # type: ignore[arg-type]
+        if operator is None:
+            cur = self.store.reader().execute(
+                f"SELECT {_COLUMNS} FROM silences WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+            )
+            return [_from_row(r) for r in cur]
         cur = self.store.reader().execute(
-            f"SELECT {_COLUMNS} FROM silences WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+            f"SELECT {_COLUMNS} FROM silences WHERE {where} ORDER BY id DESC", args
         )
-        return [_from_row(r) for r in cur]
+        out: list[Silence] = []
+        for r in cur:
+            s = _from_row(r)
+            if s.limited_to(operator):
+                out.append(s)
+                if len(out) >= limit:
+                    break
+        return out
 
     @staticmethod
     def in_force(conn: Connection, now_ms: int) -> list[Silence]:

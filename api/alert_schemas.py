@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from collector.matchers import MAX_MATCHER_CHARS
+
+# Who acted is always the authenticated key's name; a name typed in a body is only a note.
+_NOTE = "optional free-text signature, kept only as a note (who acted is the key's name)"
 
 
 class SymptomOut(BaseModel):
@@ -35,9 +41,9 @@ class IncidentOut(BaseModel):
     annotations: dict[str, str]
     opened_ms: int
     acknowledged_ms: int | None
-    acknowledged_by: str | None
+    acknowledged_by: str | None = Field(description="the key that acknowledged it")
     resolved_ms: int | None
-    resolved_by: str | None
+    resolved_by: str | None = Field(description="the key that resolved it (empty: the engine)")
     root_recovered_ms: int | None = Field(description="when the root cause stopped failing")
     flapping: bool
     symptom_count: int
@@ -59,28 +65,30 @@ class IncidentList(BaseModel):
 class IncidentAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=100, description="who acts")
+    by: str = Field("", max_length=100, description=_NOTE)
     comment: str = Field("", max_length=4000)
 
 
 class CommentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=100)
+    by: str = Field("", max_length=100, description=_NOTE)
     text: str = Field(min_length=1, max_length=4000)
 
 
 class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    matchers: list[str] = Field(
+    matchers: list[Annotated[str, Field(max_length=MAX_MATCHER_CHARS)]] = Field(
         min_length=1,
         max_length=50,
-        description='label matchers: `entity="rtr-16021-vnpt"`, `commune=~"160.*"`',
+        description="label matchers (Alertmanager syntax, RE2 regular expressions, fully anchored):"
+        ' `entity="rtr-16021-vnpt"`, `commune=~"160.*"`; an operator key must include'
+        ' `operator="<its operator>"`',
     )
     starts_at: datetime | None = Field(None, description="ISO 8601 or Unix seconds; default now")
     ends_at: datetime = Field(description="ISO 8601 or Unix seconds")
-    creator: str = Field(min_length=1, max_length=100)
+    creator: str = Field("", max_length=100, description=_NOTE)
     comment: str = Field("", max_length=4000)
 
 
@@ -96,10 +104,15 @@ class SilenceOut(BaseModel):
     matchers: list[MatcherOut]
     starts_ms: int
     ends_ms: int
-    creator: str
+    creator: str = Field(description="the key that created it")
     comment: str
     created_ms: int
     status: str = Field(description="pending, active or expired")
+    refused: str = Field(
+        "",
+        description="why a stored matcher is refused (written before the RE2 rules): it then matches"
+        " nothing; empty when all are fine",
+    )
 
 
 class SilenceList(BaseModel):

@@ -7,8 +7,9 @@ closed. Probes do not use these keys; they send their own per-probe token to
 POST /api/v1/ingest (api/routers/ingest.py).
 
 Roles:
-- `viewer`: reads everything;
-- `operator`: reads its own operator's data only, uploads its own operator's reports;
+- `viewer`: reads everything, changes nothing;
+- `operator`: reads its own operator's data only, uploads its own operator's reports, acts
+  only on its own operator's incidents, silences and maintenance windows (403 otherwise);
 - `admin`: everything, including department reports, unit imports and the audit log.
 """
 

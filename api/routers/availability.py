@@ -3,6 +3,9 @@
 Computed by the core's availability kernel from the stored state changes; maintenance
 windows (``netqos maintenance add`` or ``POST /api/v1/maintenance``: one table, shared with
 alerting) are excluded: planned work is neither up nor down.
+
+An operator key gets its own operator's entities only (asking for another's: 403), and of the
+maintenance windows only those that apply to one of them.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api.auth import require_token
+from api.auth import CurrentPrincipal, require_token
 from api.errors import AUTH_ERRORS
 from api.schemas import AvailabilityList, AvailabilityOut, ErrorOut, MaintenanceOut
-from collector.store.availability import AvailabilityRepo
+from collector.store.availability import AvailabilityRepo, MaintenanceWindow
 
 router = APIRouter(
     prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)], responses=AUTH_ERRORS
@@ -66,14 +69,16 @@ def _entities(
 )
 def get_availability(
     request: Request,
+    principal: CurrentPrincipal,
     kind: Annotated[Literal["device", "interface", "probe"], Query(description="which entities")] = "device",
     from_: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 30 days ago")
     ] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
     commune: str | None = None,
-    operator: str | None = None,
+    operator: Annotated[str | None, Query(description="one operator's; an operator key: its own")] = None,
 ) -> AvailabilityList:
+    operator = principal.operator_scope(operator)
     now_ms = int(time.time() * 1000)
     to_ms = int(to.timestamp() * 1000) if to else now_ms
     from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 30 * 86_400_000
@@ -116,5 +121,18 @@ def get_availability(
                 creator=w.creator,
             )
             for w in repo.maintenance(from_ms, to_ms)
+            if not principal.is_operator or _applies_to_any(w, kind, labelled)
         ],
     )
+
+
+def _applies_to_any(w: MaintenanceWindow, kind: str, labelled: dict[str, dict[str, str]]) -> bool:
+    """Whether `w` selects one of the entities (labelled as AvailabilityRepo.availability does):
+    an operator key is shown the windows that excused its own time, not another's plans."""
+    for e, labels in labelled.items():
+        own = {**labels, "entity_kind": kind, "entity": e}
+        if kind == "interface":
+            own.setdefault("device", e.split("/", 1)[0])
+        if w.applies(own):
+            return True
+    return False

@@ -1,4 +1,9 @@
-"""Incidents: list, get (with symptoms and timeline), acknowledge, resolve, comment."""
+"""Incidents: list, get (with symptoms and timeline), acknowledge, resolve, comment.
+
+An operator key sees and acts only on incidents whose `operator` label is its operator
+(403 with the reason otherwise); viewers read all, admins act on all. Who acknowledged,
+resolved or commented is the key's name; a name typed in the body is kept only as a note.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from api.alert_schemas import (
     SymptomOut,
     TimelineEntry,
 )
-from api.auth import Principal, require_role, require_token
+from api.auth import CurrentPrincipal, Principal, require_role, require_token
 from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
 from api.schemas import ErrorOut
 from collector.store import audit
@@ -57,10 +62,22 @@ def _out(inc: Incident, now_ms: int) -> IncidentOut:
     )
 
 
-def _detail(repo: IncidentRepo, incident_id: IncidentId) -> IncidentDetail:
+def _own(principal: Principal, inc: Incident) -> None:
+    """403 unless the key may see and act on `inc` (an operator key: its operator's only)."""
+    if principal.is_operator and inc.labels.get("operator") != principal.operator:
+        raise HTTPException(
+            403,
+            f"key {principal.name!r} (role operator) may see and act only on operator "
+            f"{principal.operator!r}'s incidents; incident {inc.id} is not labelled "
+            f'operator="{principal.operator}"',
+        )
+
+
+def _detail(repo: IncidentRepo, incident_id: IncidentId, principal: Principal) -> IncidentDetail:
     inc = repo.get(incident_id)
     if inc is None:
         raise HTTPException(404, f"no incident {incident_id}")
+    _own(principal, inc)
     return IncidentDetail(
         **_out(inc, int(time.time() * 1000)).model_dump(),
         symptoms=[
@@ -76,13 +93,24 @@ def _detail(repo: IncidentRepo, incident_id: IncidentId) -> IncidentDetail:
 @router.get("/incidents", response_model=IncidentList, summary="incidents, newest first (history kept)")
 def list_incidents(
     request: Request,
+    principal: CurrentPrincipal,
     state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved|active)$")] = None,
     kind: Annotated[str | None, Query(description="rule name, e.g. device_down")] = None,
     entity: Annotated[str | None, Query(description="root-cause entity id")] = None,
+    operator: Annotated[
+        str | None, Query(description="only this operator's (its `operator` label); an operator key: its own")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> IncidentList:
-    found, total = _repo(request).find(state=state, kind=kind, entity=entity, limit=limit, offset=offset)
+    found, total = _repo(request).find(
+        state=state,
+        kind=kind,
+        entity=entity,
+        operator=principal.operator_scope(operator),
+        limit=limit,
+        offset=offset,
+    )
     now = int(time.time() * 1000)
     return IncidentList(incidents=[_out(i, now) for i in found], total=total)
 
@@ -93,15 +121,23 @@ def list_incidents(
     responses={**NOT_FOUND, **BAD_BODY},
     summary="one incident: root cause, symptoms, timeline",
 )
-def get_incident(request: Request, incident_id: IncidentId) -> IncidentDetail:
-    return _detail(_repo(request), incident_id)
+def get_incident(request: Request, principal: CurrentPrincipal, incident_id: IncidentId) -> IncidentDetail:
+    return _detail(_repo(request), incident_id, principal)
 
 
 def _act(
-    request: Request, principal: Principal, incident_id: IncidentId, action: str, by: str, text: str
+    request: Request, principal: Principal, incident_id: IncidentId, action: str, note: str, text: str
 ) -> IncidentDetail:
     repo = _repo(request)
+    inc = repo.get(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    _own(principal, inc)
     now = int(time.time() * 1000)
+    # The actor is the authenticated key; a typed signature goes into the text, marked as a note.
+    by = principal.name
+    if note and note != by:
+        text = f"{text} (note: signed {note!r})".lstrip()
     try:
         if action == "acknowledge":
             repo.acknowledge(incident_id, by, text, now)
@@ -115,9 +151,13 @@ def _act(
         raise HTTPException(409, str(exc)) from None
     with request.app.state.store.transaction() as conn:
         audit.record(
-            conn, principal.actor(request), f"incident.{action}", str(incident_id), {"by": by, "text": text}
+            conn,
+            principal.actor(request),
+            f"incident.{action}",
+            str(incident_id),
+            {"note": note, "text": text},
         )
-    return _detail(repo, incident_id)
+    return _detail(repo, incident_id, principal)
 
 
 _ACTION_RESPONSES: dict[int | str, dict[str, object]] = {**NOT_FOUND, **BAD_BODY, 409: {"model": ErrorOut}}
@@ -127,7 +167,7 @@ _ACTION_RESPONSES: dict[int | str, dict[str, object]] = {**NOT_FOUND, **BAD_BODY
     "/incidents/{incident_id}/acknowledge",
     response_model=IncidentDetail,
     responses=_ACTION_RESPONSES,
-    summary="acknowledge: someone is on it (no notification; noted in the timeline)",
+    summary="acknowledge: someone is on it (no notification; noted in the timeline, by the key's name)",
 )
 def acknowledge(
     request: Request, principal: Writer, incident_id: IncidentId, body: IncidentAction

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from alerts.silences import Silence, SilenceRepo
 from api.alert_schemas import MatcherOut, SilenceIn, SilenceList, SilenceOut
-from api.auth import Principal, require_role, require_token
+from api.auth import CurrentPrincipal, Principal, require_role, require_token
 from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
-from collector.matchers import MatcherError
+from collector.matchers import REFUSED, MatcherError, parse_matchers
 from collector.store import audit
 
 # Silences and maintenance change what everyone is told: operators (their own network) and admins.
@@ -41,7 +41,20 @@ def _out(s: Silence, now_ms: int) -> SilenceOut:
         comment=s.comment,
         created_ms=s.created_ms,
         status=s.status(now_ms),
+        refused=s.refused,
     )
+
+
+def _own(principal: Principal, s: Silence, word: str) -> None:
+    """403 unless the key may see and act on `s`: an operator key only on those limited to its
+    operator (viewers read all, admins act on all)."""
+    if principal.is_operator and not s.limited_to(principal.operator or ""):
+        raise HTTPException(
+            403,
+            f"key {principal.name!r} (role operator) may see and act only on operator "
+            f"{principal.operator!r}'s {word}; {s.kind} {s.id} is not limited to "
+            f'operator="{principal.operator}"',
+        )
 
 
 def _register(kind: Kind) -> None:
@@ -50,30 +63,55 @@ def _register(kind: Kind) -> None:
 
     def listing(
         request: Request,
+        principal: CurrentPrincipal,
         include_expired: Annotated[bool, Query(description="also those that ended (history)")] = False,
+        operator: Annotated[
+            str | None, Query(description='only those limited to this operator (an `operator="..."` matcher)')
+        ] = None,
     ) -> SilenceList:
         now = int(time.time() * 1000)
-        found = SilenceRepo(request.app.state.store).find(kind, since_ms=0 if include_expired else now)
+        found = SilenceRepo(request.app.state.store).find(
+            kind, since_ms=0 if include_expired else now, operator=principal.operator_scope(operator)
+        )
         return SilenceList(silences=[_out(s, now) for s in found], total=len(found))
+
+    def get_one(request: Request, principal: CurrentPrincipal, silence_id: SilenceId) -> SilenceOut:
+        found = SilenceRepo(request.app.state.store).get(silence_id)
+        if found is None or found.kind != kind:
+            raise HTTPException(404, f"no {kind} {silence_id}")
+        _own(principal, found, word)
+        return _out(found, int(time.time() * 1000))
 
     def create(request: Request, principal: Writer, body: SilenceIn) -> SilenceOut:
         now = int(time.time() * 1000)
-        if principal.is_operator and f'operator="{principal.operator}"' not in [
-            m.replace(" ", "") for m in body.matchers
-        ]:
+        try:
+            parsed = parse_matchers(body.matchers)
+        except MatcherError as exc:
+            REFUSED.labels(where="write").inc()
+            raise HTTPException(422, str(exc)) from None
+        if principal.is_operator and {m.value for m in parsed if m.name == "operator" and m.op == "="} != {
+            principal.operator
+        }:
             # An operator's key mutes only its own network.
             raise HTTPException(
-                403, f'an operator key needs the matcher operator="{principal.operator}" among its matchers'
+                403,
+                f"key {principal.name!r} (role operator) may create {word} only for operator "
+                f'{principal.operator!r}: add the matcher operator="{principal.operator}" (and no other '
+                "operator=...)",
             )
         starts = int(body.starts_at.timestamp() * 1000) if body.starts_at else now
+        # Who created it is the key; a name typed in the body is kept only as a note.
+        comment = body.comment
+        if body.creator and body.creator != principal.name:
+            comment = f"{comment} (note: signed {body.creator!r})".lstrip()
         try:
             s = SilenceRepo(request.app.state.store).create(
                 kind,
-                body.matchers,
+                [str(m) for m in parsed],
                 starts,
                 int(body.ends_at.timestamp() * 1000),
-                body.creator,
-                body.comment,
+                principal.name,
+                comment,
                 now,
             )
         except (MatcherError, ValueError) as exc:
@@ -90,10 +128,7 @@ def _register(kind: Kind) -> None:
         if found is None or found.kind != kind:
             raise HTTPException(404, f"no {kind} {silence_id}")
         now = int(time.time() * 1000)
-        if principal.is_operator and not any(
-            m.name == "operator" and m.op == "=" and m.value == principal.operator for m in found.matchers
-        ):
-            raise HTTPException(403, f"{kind} {silence_id} is not limited to operator {principal.operator!r}")
+        _own(principal, found, word)
         expired = repo.expire(silence_id, now)
         assert expired is not None
         with request.app.state.store.transaction() as conn:
@@ -101,7 +136,21 @@ def _register(kind: Kind) -> None:
         return _out(expired, now)
 
     router.add_api_route(
-        path, listing, methods=["GET"], response_model=SilenceList, summary=f"{word} in force"
+        path,
+        listing,
+        methods=["GET"],
+        response_model=SilenceList,
+        summary=f"{word} in force (an operator key: its operator's only)",
+        name=f"list_{kind}",
+    )
+    router.add_api_route(
+        f"{path}/{{silence_id}}",
+        get_one,
+        methods=["GET"],
+        response_model=SilenceOut,
+        responses={**NOT_FOUND},
+        summary=f"one of the {word}",
+        name=f"get_{kind}",
     )
     router.add_api_route(
         path,

@@ -10,7 +10,7 @@ import orjson
 
 from collector.core import Availability, availability
 from collector.events import StateChange
-from collector.matchers import Matcher, all_match
+from collector.matchers import Matcher, all_match, stored_matcher
 from collector.store.store import Store
 
 ENTITY_KINDS = ("device", "interface", "probe")
@@ -103,7 +103,7 @@ class AvailabilityRepo:
         return [
             MaintenanceWindow(
                 int(r[0]),
-                tuple(Matcher(m["name"], m["op"], m["value"]) for m in orjson.loads(r[1])),
+                tuple(stored_matcher(m, f"maintenance {r[0]}") for m in orjson.loads(r[1])),
                 int(r[2]),
                 int(r[3]),
                 str(r[4]),

@@ -51,20 +51,22 @@ def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, N
     assert sorted(s["entity"] for s in detail["symptoms"]) == net.children
     assert detail["timeline"][0]["event"] == "opened"
 
-    r = c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an", "comment": "on it"}, headers=AUTH)
+    # Who acts is the key ("noc"); a name typed in the body is only a note in the text.
+    r = c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"comment": "on it"}, headers=AUTH)
     assert (
-        r.status_code == 200 and r.json()["state"] == "acknowledged" and r.json()["acknowledged_by"] == "an"
+        r.status_code == 200 and r.json()["state"] == "acknowledged" and r.json()["acknowledged_by"] == "noc"
     )
+    assert r.json()["timeline"][-1]["actor"] == "noc" and r.json()["timeline"][-1]["detail"] == "on it"
     r = c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "binh", "text": "truck sent"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["timeline"][-1] == {
         "ts_ms": r.json()["timeline"][-1]["ts_ms"],
         "event": "comment",
-        "actor": "binh",
-        "detail": "truck sent",
+        "actor": "noc",
+        "detail": "truck sent (note: signed 'binh')",
     }
     assert c.get("/api/v1/incidents", params={"state": "active"}, headers=AUTH).json()["total"] == 1
     r = c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an", "comment": "power back"}, headers=AUTH)
-    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "an"
+    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_by"] == "noc"
     assert all(s["end_ms"] is not None for s in r.json()["symptoms"])
     assert c.post(f"/api/v1/incidents/{iid}/acknowledge", json={"by": "an"}, headers=AUTH).status_code == 409
     assert c.post(f"/api/v1/incidents/{iid}/resolve", json={"by": "an"}, headers=AUTH).status_code == 409
@@ -74,7 +76,7 @@ def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, N
         == 404
     )
     assert (
-        c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "", "text": "x"}, headers=AUTH).status_code
+        c.post(f"/api/v1/incidents/{iid}/comments", json={"by": "a", "text": ""}, headers=AUTH).status_code
         == 422
     )
     assert c.get("/api/v1/incidents", params={"state": "resolved"}, headers=AUTH).json()["total"] == 1
@@ -140,3 +142,54 @@ def test_silence_from_the_api_mutes_and_its_expiry_notifies(rig: tuple[TestClien
     engine.tick(T0 + 61_000)
     rows = net.store.reader().execute("SELECT status FROM outbox").fetchall()
     assert rows == [("firing",)]
+
+
+REDOS = 'entity=~"(.*.*.*)*Z"'
+
+
+@pytest.mark.parametrize("path", ["/api/v1/silences", "/api/v1/maintenance"])
+def test_redos_pattern_refused_when_written(rig: tuple[TestClient, Net, AlertEngine], path: str) -> None:
+    c, net, _ = rig
+    body = {"matchers": ['commune="16021"', REDOS], "ends_at": "2099-01-01T00:00:00Z"}
+    r = c.post(path, json=body, headers=AUTH)
+    assert r.status_code == 422 and "repeated without bound" in r.json()["detail"]
+    backref = c.post(path, json={**body, "matchers": [r'entity=~"(a)\\1"']}, headers=AUTH)
+    assert backref.status_code == 422 and "RE2" in backref.json()["detail"]
+    too_long = c.post(path, json={**body, "matchers": [f'entity=~"{"a" * 1001}"']}, headers=AUTH)
+    assert too_long.status_code == 422 and "at most 1000" in too_long.json()["detail"]
+    assert net.store.reader().execute("SELECT count(*) FROM silences").fetchone() == (0,)
+
+
+def test_stored_redos_window_and_silence_freeze_nothing_after_a_restart(tmp_path: Path) -> None:
+    """Written before the RE2 rules, a window and a silence with the ReDoS pattern are read back
+    after a restart: they match nothing (listed with the reason), nothing hangs."""
+    net = Net(tmp_path / "old.db")
+    with net.store.transaction() as conn:
+        for kind in ("maintenance", "silence"):
+            conn.execute(
+                "INSERT INTO silences (kind, matchers, starts_ms, ends_ms, creator, comment, created_ms)"
+                " VALUES (?, ?, ?, ?, 'old', '', 0)",
+                (kind, '[{"name":"entity","op":"=~","value":"(.*.*.*)*Z"}]', T0 - 60_000, T0 + 3_600_000),
+            )
+    net.store.close()
+    net = Net(tmp_path / "old.db")  # the restart: the store opened anew
+    engine = AlertEngine(net.store, alert_settings(), rules=parse_rules(RULES))
+    settings = Settings()
+    settings.api.keys = [ApiKey(name="noc", role="admin", token=SecretStr(TOKEN))]
+    with TestClient(create_app(settings, net.store)) as c:
+        for path in ("/api/v1/maintenance", "/api/v1/silences"):
+            listed = c.get(path, params={"include_expired": True}, headers=AUTH).json()["silences"]
+            assert len(listed) == 1 and "repeated without bound" in listed[0]["refused"]
+        r = c.get(
+            "/api/v1/availability", params={"from": T0 / 1000, "to": (T0 + 60_000) / 1000}, headers=AUTH
+        )
+        assert r.status_code == 200
+        # The window excuses nothing: no entity has maintenance time.
+        assert {e["maintenance_s"] for e in r.json()["entities"]} == {0.0}
+    # The silence mutes nothing: the router's outage is notified.
+    net.down("bts-1", T0, T0 + 20_000)
+    net.poll("rtr", T0 + 20_000, ok=True)
+    for k in range(0, 30_000, 1000):
+        engine.tick(T0 + 21_000 + k)
+    assert net.store.reader().execute("SELECT status FROM outbox").fetchall() == [("firing",)]
+    net.store.close()
