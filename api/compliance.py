@@ -26,7 +26,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from collector.core import RollupSet, keys_of, merge, quantiles
+from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
+from collector.core.shares import ShareCounters, counter_metric
 from collector.store.periods import period_totals, select_series, tiers_present
 from collector.store.store import Store
 from netqos.config import ConfigError
@@ -70,10 +71,19 @@ class Indicator(_Model):
     op: Literal[">=", "<="]
     limit: float | LimitRef
     min_samples: int | None = Field(None, ge=1)
+    # The minimum is our choice, not the regulation's (shown as unverified, with the note).
+    min_samples_unverified: bool = False
+    min_samples_note: str = ""
+    # Count the samples of this metric against min_samples (e.g. every access attempt, failed
+    # or not, for an average over the successful ones); default: the indicator's own metric.
+    count_metric: str | None = None
     unverified: bool = False
     note: str = ""
     source: Literal["probes", "devices"] = "probes"
     device_kinds: list[str] = Field(default_factory=list)
+    # Method conditions of the regulation the data cannot show (indoor/outdoor/moving split,
+    # spread over the hours...): every answer lists them as not checked.
+    not_checked: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _threshold_when_needed(self) -> Indicator:
@@ -103,11 +113,30 @@ class Profile(_Model):
     title_en: str
     technologies: list[str]
     effective_from: date
+    # The date is ours (e.g. the day the circular took effect is not in the text we have).
+    effective_from_unverified: bool = False
+    effective_from_note: str = ""
     default_min_samples: int = Field(ge=1)
+    default_min_samples_unverified: bool = False
+    default_min_samples_note: str = ""
     indicators: list[Indicator]
 
     def min_samples(self, ind: Indicator) -> int:
         return ind.min_samples or self.default_min_samples
+
+    def unverified_marks(self, ind: Indicator) -> list[tuple[str, str]]:
+        """(what, note) for every part of `ind`'s judgement that is our choice: its limit or
+        method (`unverified`), its minimum sample count, the profile's effective date."""
+        out: list[tuple[str, str]] = []
+        if ind.unverified:
+            out.append(("limit", ind.note))
+        if ind.min_samples is not None and ind.min_samples_unverified:
+            out.append(("min_samples", ind.min_samples_note))
+        elif ind.min_samples is None and self.default_min_samples_unverified:
+            out.append(("min_samples", self.default_min_samples_note))
+        if self.effective_from_unverified:
+            out.append(("effective_from", self.effective_from_note))
+        return out
 
 
 class Zones(_Model):
@@ -236,21 +265,79 @@ class Result:
     min_samples: int
     status: str
     notes: list[str] = field(default_factory=list)
+    # True when the value is a bound, not an exact figure (a share read from the sketch alone,
+    # with the threshold's bucket counted as failing).
+    approximate: bool = False
 
 
-def _share_at_least(rs: RollupSet, r: int, threshold: float) -> float:
-    """Share of row r's samples >= threshold, from its sketch. Exact when every sample is on one
-    side (min >= threshold or max < threshold); otherwise samples in the threshold's own bucket
-    (up to 2 % below it) count as at least it, never the other way round."""
+def _sketch_share(rs: RollupSet, r: int, threshold: float) -> tuple[int, bool]:
+    """(samples of row r known to be >= threshold, exact?) from the row's sketch alone.
+
+    Exact when every sample is on one side (min >= threshold or max < threshold) or the
+    threshold's own bucket is empty. Otherwise the samples of that bucket (values within about
+    2 % of the threshold, on either side of it) are counted as failing: a lower bound, never an
+    overstatement.
+    """
     n = int(rs.count[r])
     if rs.min[r] >= threshold:
-        return 1.0
+        return n, True
     if rs.max[r] < threshold:
-        return 0.0
+        return 0, True
     key = int(keys_of(np.array([threshold]))[0])
     lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
     keys, counts = rs.sketch_keys[lo:hi], rs.sketch_counts[lo:hi]
-    return int(counts[keys >= key].sum()) / n
+    # Keys order like values: a key above the threshold's is a value above the threshold.
+    return int(counts[keys > key].sum()), not bool(np.any(keys == key))
+
+
+def _median(rs: RollupSet, r: int) -> float:
+    """The conventional median of row r: the middle sample, or the mean of the two middle
+    samples when the count is even. Each middle sample is estimated from its sketch bucket
+    (within 1 %), clamped to [min, max]; the smallest and the largest are exact."""
+    n = int(rs.count[r])
+    ranks = [(n - 1) // 2, n // 2]
+    lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
+    cum = np.cumsum(rs.sketch_counts[lo:hi])
+    vals: list[float] = []
+    for rank in ranks:
+        if rank <= 0:
+            vals.append(float(rs.min[r]))
+        elif rank >= n - 1:
+            vals.append(float(rs.max[r]))
+        else:
+            b = int(np.searchsorted(cum, rank, side="right"))
+            est = float(value_of_keys(rs.sketch_keys[lo + b : lo + b + 1])[0])
+            vals.append(min(max(est, float(rs.min[r])), float(rs.max[r])))
+    return (vals[0] + vals[1]) / 2.0
+
+
+def share_counters(standards: Standards) -> ShareCounters:
+    """The thresholds ingest must count exactly: every share_at_least indicator's threshold,
+    per metric and technology of every loaded profile; a threshold from the declared speeds
+    per operator (every zone's value)."""
+    rules: dict[tuple[str, str, str], set[float]] = {}
+    speeds = standards.speeds
+    for prof in standards.profiles:
+        for ind in prof.indicators:
+            if ind.stat != "share_at_least" or ind.threshold is None:
+                continue
+            for metric in ind.metrics:
+                for tech in prof.technologies:
+                    ref = ind.threshold
+                    if isinstance(ref, int | float):
+                        rules.setdefault((metric, tech, ""), set()).add(float(ref))
+                    elif ref.by_technology is not None:
+                        if tech in ref.by_technology:
+                            v = ref.by_technology[tech] * ref.factor
+                            rules.setdefault((metric, tech, ""), set()).add(v)
+                    else:
+                        assert ref.declared is not None
+                        for operator, zones in speeds.speeds.get(tech, {}).items():
+                            for values in zones.values():
+                                if ref.declared in values:
+                                    v = values[ref.declared] * ref.factor
+                                    rules.setdefault((metric, tech, operator), set()).add(v)
+    return ShareCounters(rules)
 
 
 def _resolve(
@@ -318,52 +405,52 @@ def evaluate(
         if place:
             groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
-    # Per indicator: (group index -> merged row) over the period.
-    measured: dict[str, tuple[RollupSet, dict[int, int], dict[int, float], np.ndarray]] = {}
-    cache: dict[
-        tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, dict[int, dict[str, str]]]
-    ] = {}
-    for ind in inds:
-        if not ind.metrics:
-            continue
-        key = (tuple(ind.metrics), ind.source, tuple(ind.device_kinds), ind.needs_sketch)
-        if key not in cache:
-            filters = (
-                dict(base) if ind.source == "probes" else {k: v for k, v in base.items() if k != "technology"}
-            )
-            if ind.source == "probes":
-                filters["kind"] = "probe"
-            labels = select_series(store, ind.metrics, filters)
-            if ind.source == "devices":
-                labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
-            totals = period_totals(
-                store, list(labels), period.from_ms, period.to_ms, sketches=ind.needs_sketch, tiers_s=tiers
-            )
-            cache[key] = (totals, labels)
-        totals, labels = cache[key]
+    cache: dict[tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, dict[int, int]]] = {}
+
+    def totals_by_group(
+        metrics: Sequence[str], ind: Indicator, sketches: bool
+    ) -> tuple[RollupSet, dict[int, int]]:
+        """The period's merge of `metrics` per group (rows: group ids) and group -> row."""
+        key = (tuple(metrics), ind.source, tuple(ind.device_kinds), sketches)
+        if key in cache:
+            return cache[key]
+        filters = (
+            dict(base) if ind.source == "probes" else {k: v for k, v in base.items() if k != "technology"}
+        )
+        if ind.source == "probes":
+            filters["kind"] = "probe"
+        labels = select_series(store, metrics, filters)
+        if ind.source == "devices":
+            labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
+        totals = period_totals(
+            store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
+        )
         gid = np.empty(len(totals), dtype=np.int32)
         for r, sid in enumerate(totals.series_id.tolist()):
             lab = labels[sid]
             place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
             gid[r] = groups.setdefault((lab.get("operator", ""), place), len(groups))
-        max_mean: dict[int, float] = {}
-        if ind.stat == "max_series_mean" and len(totals):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = totals.sum / totals.count
-            for gi, m in zip(gid.tolist(), means.tolist(), strict=True):
-                if m == m:  # not NaN
-                    max_mean[gi] = max(max_mean.get(gi, -np.inf), m)
+        if ind.stat == "max_series_mean" and not sketches:
+            # Keep one row per series (group ids in series_id) for the busiest series' mean.
+            per_series = RollupSet(
+                gid,
+                totals.window_start_ms,
+                totals.count,
+                totals.sum,
+                totals.sumsq,
+                totals.min,
+                totals.max,
+                totals.last,
+                totals.last_ts_ms,
+                totals.sketch_offsets,
+                totals.sketch_keys,
+                totals.sketch_counts,
+            )
+            cache[key] = (per_series, {})
+            return cache[key]
         merged = merge(totals, gid, np.zeros(len(totals), dtype=np.int64))
-        row_of = {int(gi): r for r, gi in enumerate(merged.series_id.tolist())}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if ind.stat == "mean":
-                values = merged.sum / merged.count
-            elif ind.stat in ("median",) or _STAT_RE.match(ind.stat):
-                q = 0.5 if ind.stat == "median" else float(ind.stat[1:]) / 100.0
-                values = quantiles(merged, np.array([q]))[:, 0]
-            else:  # share_at_least (threshold per group) and max_series_mean: below
-                values = np.full(len(merged), np.nan)
-        measured[ind.id] = (merged, row_of, max_mean, values)
+        cache[key] = (merged, {int(gi): r for r, gi in enumerate(merged.series_id.tolist())})
+        return cache[key]
 
     village_commune = _village_communes(store) if scope.place == "village" else {}
     out: list[Result] = []
@@ -393,28 +480,85 @@ def evaluate(
                     )
                 )
                 continue
-            merged, row_of, max_mean, values = measured[ind.id]
-            row = row_of.get(g)
-            count = int(merged.count[row]) if row is not None else 0
             value: float | None = None
-            if row is not None and count > 0:
-                if ind.stat == "max_series_mean":
-                    raw = max_mean.get(g, float("nan"))
-                elif ind.stat == "share_at_least":
-                    raw = _share_at_least(merged, row, threshold) if threshold is not None else float("nan")
-                else:
-                    raw = float(values[row])
+            approximate = False
+            if ind.stat == "max_series_mean":
+                per_series, _ = totals_by_group(ind.metrics, ind, False)
+                mine = per_series.series_id == g
+                count = int(per_series.count[mine].sum())
+                if count > 0:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        means = per_series.sum[mine] / per_series.count[mine]
+                    means = means[per_series.count[mine] > 0]
+                    value = float(means.max()) * ind.scale
+            else:
+                merged, row_of = totals_by_group(ind.metrics, ind, ind.needs_sketch)
+                row = row_of.get(g)
+                count = int(merged.count[row]) if row is not None else 0
+                raw = float("nan")
+                if row is not None and count > 0:
+                    if ind.stat == "mean":
+                        raw = float(merged.sum[row]) / count
+                    elif ind.stat == "median":
+                        raw = _median(merged, row)
+                    elif ind.stat == "share_at_least":
+                        if threshold is not None:
+                            ge, exact = _share_count(ind, merged, row, threshold, totals_by_group, g)
+                            raw, approximate = ge / count, not exact
+                    else:
+                        raw = float(quantiles(merged, np.array([float(ind.stat[1:]) / 100.0]))[row, 0])
                 value = raw * ind.scale if raw == raw else None
+            if ind.count_metric is not None:
+                # The minimum counts another metric's samples (every attempt, not only the
+                # successful ones whose times are averaged).
+                attempts, a_row_of = totals_by_group([ind.count_metric], ind, False)
+                a_row = a_row_of.get(g)
+                count = int(attempts.count[a_row]) if a_row is not None else 0
             if ind.stat == "share_at_least" and threshold is None:
                 status = "no_limit"
             else:
                 status = verdict(value, ind.op, limit, count, min_n)
             out.append(
                 Result(
-                    operator, place, tech, profile, ind, value, limit, threshold, count, min_n, status, notes
+                    operator,
+                    place,
+                    tech,
+                    profile,
+                    ind,
+                    value,
+                    limit,
+                    threshold,
+                    count,
+                    min_n,
+                    status,
+                    notes,
+                    approximate,
                 )
             )
     return out
+
+
+_Totals = Any  # the totals_by_group closure of evaluate
+
+
+def _share_count(
+    ind: Indicator, merged: RollupSet, row: int, threshold: float, totals_by_group: _Totals, g: int
+) -> tuple[int, bool]:
+    """(samples >= threshold, exact?) of group g: from the exact counters ingest keeps
+    (collector/core/shares.py) when they cover every sample of the group, else the sketch's
+    lower bound (the threshold's bucket failing), or the counters' if larger."""
+    n = int(merged.count[row])
+    from_sketch, exact = _sketch_share(merged, row, threshold)
+    if exact:
+        return from_sketch, True
+    counters, c_row_of = totals_by_group([counter_metric(m, threshold) for m in ind.metrics], ind, False)
+    c_row = c_row_of.get(g)
+    if c_row is None:
+        return from_sketch, False
+    counted, at_least = int(counters.count[c_row]), round(float(counters.sum[c_row]))
+    if counted == n:
+        return at_least, True
+    return max(from_sketch, at_least), False
 
 
 def _village_communes(store: Store) -> dict[str, str]:

@@ -246,7 +246,19 @@ class ComplianceRow(BaseModel):
     sample_count: int
     min_samples: int
     unverified: bool = Field(
-        description="the limit or method is our choice where the regulation leaves it open"
+        description="the limit, method, minimum sample count or effective date is our choice where "
+        "the regulation leaves it open (which: `unverified_what`; why: `note`)"
+    )
+    unverified_what: list[str] = Field(
+        default_factory=list, description="which parts are our choice: limit, min_samples, effective_from"
+    )
+    approximate: bool = Field(
+        False,
+        description="the value is a lower bound, not exact (a share from the quantile sketch alone, "
+        "the threshold's bucket counted as failing; see Methods in docs/api.md)",
+    )
+    not_checked: list[str] = Field(
+        default_factory=list, description="the regulation's method conditions the data cannot show"
     )
     note: str
 
