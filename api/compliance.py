@@ -290,25 +290,28 @@ def _sketch_share(rs: RollupSet, r: int, threshold: float) -> tuple[int, bool]:
     return int(counts[keys > key].sum()), not bool(np.any(keys == key))
 
 
-def _median(rs: RollupSet, r: int) -> float:
-    """The conventional median of row r: the middle sample, or the mean of the two middle
-    samples when the count is even. Each middle sample is estimated from its sketch bucket
-    (within 1 %), clamped to [min, max]; the smallest and the largest are exact."""
+def _median(rs: RollupSet, r: int) -> tuple[float, bool]:
+    """(the conventional median of row r, exact?): the middle sample, or the mean of the two
+    middle samples when the count is even. A middle sample that is the smallest or the
+    largest is exact (min, max); any other is estimated from its sketch bucket (within 1 %),
+    clamped to [min, max] (exact again when min == max)."""
     n = int(rs.count[r])
-    ranks = [(n - 1) // 2, n // 2]
+    mn, mx = float(rs.min[r]), float(rs.max[r])
     lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
     cum = np.cumsum(rs.sketch_counts[lo:hi])
     vals: list[float] = []
-    for rank in ranks:
+    exact = True
+    for rank in ((n - 1) // 2, n // 2):
         if rank <= 0:
-            vals.append(float(rs.min[r]))
+            vals.append(mn)
         elif rank >= n - 1:
-            vals.append(float(rs.max[r]))
+            vals.append(mx)
         else:
             b = int(np.searchsorted(cum, rank, side="right"))
             est = float(value_of_keys(rs.sketch_keys[lo + b : lo + b + 1])[0])
-            vals.append(min(max(est, float(rs.min[r])), float(rs.max[r])))
-    return (vals[0] + vals[1]) / 2.0
+            vals.append(min(max(est, mn), mx))
+            exact = exact and mn == mx
+    return (vals[0] + vals[1]) / 2.0, exact
 
 
 def share_counters(standards: Standards) -> ShareCounters:
@@ -452,6 +455,13 @@ def evaluate(
         cache[key] = (merged, {int(gi): r for r, gi in enumerate(merged.series_id.tolist())})
         return cache[key]
 
+    # Read every indicator's totals first: series with data define groups too (a router's
+    # commune without probes), and the loop below must see them all.
+    for ind in inds:
+        if ind.metrics:
+            totals_by_group(ind.metrics, ind, ind.needs_sketch)
+        if ind.count_metric is not None:
+            totals_by_group([ind.count_metric], ind, False)
     village_commune = _village_communes(store) if scope.place == "village" else {}
     out: list[Result] = []
     for (operator, place), g in sorted(groups.items()):
@@ -500,7 +510,8 @@ def evaluate(
                     if ind.stat == "mean":
                         raw = float(merged.sum[row]) / count
                     elif ind.stat == "median":
-                        raw = _median(merged, row)
+                        raw, exact = _median(merged, row)
+                        approximate = not exact
                     elif ind.stat == "share_at_least":
                         if threshold is not None:
                             ge, exact = _share_count(ind, merged, row, threshold, totals_by_group, g)
