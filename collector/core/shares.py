@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import numpy.typing as npt
 
+from collector.core._jit import kernel
 from collector.core.batch import SampleBatch
 
 COUNTER_SEPARATOR = ">="
@@ -71,33 +73,66 @@ class ShareCounters:
 
 def with_counters(
     batch: SampleBatch,
-    source: np.ndarray,
-    threshold: np.ndarray,
-    counter: np.ndarray,
+    source: npt.NDArray[np.int32],
+    threshold: npt.NDArray[np.float64],
+    counter: npt.NDArray[np.int32],
 ) -> SampleBatch:
     """`batch` followed by one counter sample per (sample, counting entry) of its series.
 
     Entry i counts samples of series `source[i]` against `threshold[i]` into series
     `counter[i]`; entries must be sorted by source. The counter sample has the source
-    sample's timestamp and the value 1.0 when value >= threshold, else 0.0. Vectorised:
-    O(samples + entries) numpy work, no Python loop per sample.
+    sample's timestamp and the value 1.0 when value >= threshold, else 0.0. Two linear
+    passes of a numba kernel over the batch (a dense table by series id finds a sample's
+    entries), no Python loop per sample.
     """
     if len(source) == 0 or len(batch) == 0:
         return batch
-    uniq, first, per = np.unique(source, return_index=True, return_counts=True)
-    pos = np.searchsorted(uniq, batch.series_id)
-    pos_c = np.minimum(pos, len(uniq) - 1)
-    hit = np.flatnonzero(uniq[pos_c] == batch.series_id)
-    if len(hit) == 0:
+    per = np.bincount(source, minlength=int(source.max()) + 1).astype(np.int64)
+    first = np.cumsum(per) - per
+    thr = np.ascontiguousarray(threshold, dtype=np.float64)
+    dst = np.ascontiguousarray(counter, dtype=np.int32)
+    n = len(batch)
+    extra = _count_extra(batch.series_id, per)
+    if extra == 0:
         return batch
-    k = per[pos_c[hit]]
-    rep = np.repeat(hit, k)
-    # Entry index of each output: the series' first entry plus the output's rank within its run.
-    starts = np.repeat(np.cumsum(k) - k, k)
-    entry = np.repeat(first[pos_c[hit]], k) + (np.arange(len(rep)) - starts)
-    values = (batch.value[rep] >= threshold[entry]).astype(np.float64)
-    return SampleBatch(
-        np.concatenate([batch.series_id, counter[entry].astype(np.int32)]),
-        np.concatenate([batch.ts_ms, batch.ts_ms[rep]]),
-        np.concatenate([batch.value, values]),
-    )
+    sid = np.empty(n + extra, dtype=np.int32)
+    ts = np.empty(n + extra, dtype=np.int64)
+    val = np.empty(n + extra, dtype=np.float64)
+    sid[:n], ts[:n], val[:n] = batch.series_id, batch.ts_ms, batch.value
+    _fill_counters(batch.series_id, batch.ts_ms, batch.value, per, first, thr, dst, sid, ts, val, n)
+    return SampleBatch(sid, ts, val)
+
+
+@kernel
+def _count_extra(sid: npt.NDArray[np.int32], per: npt.NDArray[np.int64]) -> int:
+    total = 0
+    for i in range(sid.shape[0]):
+        s = sid[i]
+        if 0 <= s < per.shape[0]:
+            total += per[s]
+    return total
+
+
+@kernel
+def _fill_counters(
+    sid: npt.NDArray[np.int32],
+    ts: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    per: npt.NDArray[np.int64],
+    first: npt.NDArray[np.int64],
+    thr: npt.NDArray[np.float64],
+    dst: npt.NDArray[np.int32],
+    o_sid: npt.NDArray[np.int32],
+    o_ts: npt.NDArray[np.int64],
+    o_val: npt.NDArray[np.float64],
+    j: int,
+) -> None:
+    for i in range(sid.shape[0]):
+        s = sid[i]
+        if s < 0 or s >= per.shape[0]:
+            continue
+        for e in range(first[s], first[s] + per[s]):
+            o_sid[j] = dst[e]
+            o_ts[j] = ts[i]
+            o_val[j] = 1.0 if value[i] >= thr[e] else 0.0
+            j += 1
