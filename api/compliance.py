@@ -15,7 +15,7 @@ time (UTC+7).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from importlib import resources
@@ -124,12 +124,20 @@ class Profile(_Model):
     def min_samples(self, ind: Indicator) -> int:
         return ind.min_samples or self.default_min_samples
 
-    def unverified_marks(self, ind: Indicator) -> list[tuple[str, str]]:
+    def unverified_marks(
+        self, ind: Indicator, speeds: DeclaredSpeeds | None = None, technology: str = ""
+    ) -> list[tuple[str, str]]:
         """(what, note) for every part of `ind`'s judgement that is our choice: its limit or
-        method (`unverified`), its minimum sample count, the profile's effective date."""
+        method (`unverified`, or a limit from declared speeds the file marks as an example),
+        its minimum sample count, the profile's effective date."""
         out: list[tuple[str, str]] = []
         if ind.unverified:
             out.append(("limit", ind.note))
+        declared = any(
+            isinstance(ref, LimitRef) and ref.declared is not None for ref in (ind.limit, ind.threshold)
+        )
+        if declared and speeds is not None and technology in speeds.unverified:
+            out.append(("declared_speed", speeds.unverified[technology]))
         if ind.min_samples is not None and ind.min_samples_unverified:
             out.append(("min_samples", ind.min_samples_note))
         elif ind.min_samples is None and self.default_min_samples_unverified:
@@ -549,7 +557,8 @@ def evaluate(
     return out
 
 
-_Totals = Any  # the totals_by_group closure of evaluate
+# evaluate's totals_by_group: (metrics, indicator, sketches?) -> (rows per group, group -> row)
+_Totals = Callable[[Sequence[str], Indicator, bool], tuple[RollupSet, dict[int, int]]]
 
 
 def _share_count(

@@ -220,6 +220,8 @@ class ProfileRef(BaseModel):
     title_en: str
     technologies: list[str]
     effective_from: str
+    effective_from_unverified: bool = Field(False, description="the date is our choice (see the note)")
+    effective_from_note: str = ""
 
 
 class ComplianceRow(BaseModel):
@@ -250,7 +252,8 @@ class ComplianceRow(BaseModel):
         "the regulation leaves it open (which: `unverified_what`; why: `note`)"
     )
     unverified_what: list[str] = Field(
-        default_factory=list, description="which parts are our choice: limit, min_samples, effective_from"
+        default_factory=list,
+        description="which parts are our choice: limit, declared_speed, min_samples, effective_from",
     )
     approximate: bool = Field(
         False,

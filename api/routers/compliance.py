@@ -35,6 +35,8 @@ def _profile_ref(p: Profile) -> ProfileRef:
         title_en=p.title_en,
         technologies=p.technologies,
         effective_from=p.effective_from.isoformat(),
+        effective_from_unverified=p.effective_from_unverified,
+        effective_from_note=p.effective_from_note,
     )
 
 
@@ -88,7 +90,7 @@ def compliance(
         by_group: dict[tuple[str, str], list[str]] = {}
         for r in results:
             ind = r.indicator
-            marks = prof.unverified_marks(ind)
+            marks = prof.unverified_marks(ind, standards.speeds, tech)
             notes = list(r.notes) + [
                 f"{what} is our choice: {note}" if note else f"{what} is our choice"
                 for what, note in marks

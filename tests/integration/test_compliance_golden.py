@@ -454,6 +454,9 @@ def test_qcvn34(client: TestClient) -> None:
     assert "samples spread over the hours of the day" in got["B_at", "dl_mean"]["not_checked"]
     assert "min_samples" not in got["B_at", "dl_mean"]["unverified_what"]  # the regulation's 1,000
     assert "min_samples" in got["B_at", "latency_mean"]["unverified_what"]  # ours
+    # The 100/100 Mbit/s contract is the declared-speeds file's example: every row resting on it says so.
+    assert "declared_speed" in got["B_at", "dl_mean"]["unverified_what"]
+    assert "declared_speed" not in got["B_at", "latency_mean"]["unverified_what"]
     # Busiest interface's mean utilisation, % (in 79.99 / 80 / 80.01, out 50).
     check(got["D_under", "link_occupancy"], 79.99, "pass", 600)
     check(got["D_at", "link_occupancy"], 80.0, "pass", 600)
@@ -482,6 +485,28 @@ def test_decision1110_medians(client: TestClient) -> None:
     g5 = rows(client, "5G", "decision-1110-2024")
     check(g5["F_at", ind], 100.0, "pass", 300)
     check(g5["F_under", ind], 99.99, "fail", 300)
+
+
+def test_ingest_counts_every_share_threshold_of_the_profiles() -> None:
+    """From the profiles' text: QCVN 81 radio availability RSRP >= -115 dBm (4G, any operator);
+    QCVN 81 downloads >= Vdmin, per operator (5, 5, 5 and 0.256 Mbit/s declared in 2023);
+    QCVN 126 downloads >= 30 Mbit/s (5G)."""
+    assert share_counters(Standards.load()).rules == {
+        ("rsrp_dbm", "4G", ""): (-115.0,),
+        ("dl_bps", "4G", "viettel"): (5e6,),
+        ("dl_bps", "4G", "mobifone"): (5e6,),
+        ("dl_bps", "4G", "vnpt"): (5e6,),
+        ("dl_bps", "4G", "vietnamobile"): (256_000.0,),
+        ("dl_bps", "5G", ""): (30e6,),
+    }
+
+
+def test_profiles_say_their_dates_are_ours(client: TestClient) -> None:
+    r = client.get("/api/v1/compliance", params={"period": "2025-07"}, headers=auth(VIEWER))
+    profiles = r.json()["profiles"]
+    assert {p["id"] for p in profiles} == {"qcvn-81-2019", "qcvn-126-2021", "qcvn-34-2022"}
+    for p in profiles:
+        assert p["effective_from_unverified"] is True and "Our choice" in p["effective_from_note"]
 
 
 def test_csv_lists_the_marks(client: TestClient) -> None:
