@@ -82,8 +82,12 @@ class Indicator(_Model):
     source: Literal["probes", "devices"] = "probes"
     device_kinds: list[str] = Field(default_factory=list)
     # Method conditions of the regulation the data cannot show (indoor/outdoor/moving split,
-    # spread over the hours...): every answer lists them as not checked.
+    # the test server...): every answer lists them as not checked.
     not_checked: list[str] = Field(default_factory=list)
+    # "Spread over the hours of the day": at least this many of the 24 hours of the day
+    # (Vietnam time) must hold samples, else insufficient_data. The number is ours.
+    spread_hours: int | None = Field(None, ge=1, le=24)
+    spread_hours_note: str = ""
 
     @model_validator(mode="after")
     def _threshold_when_needed(self) -> Indicator:
@@ -138,6 +142,8 @@ class Profile(_Model):
         )
         if declared and speeds is not None and technology in speeds.unverified:
             out.append(("declared_speed", speeds.unverified[technology]))
+        if ind.spread_hours is not None:
+            out.append(("spread_hours", ind.spread_hours_note))
         if ind.min_samples is not None and ind.min_samples_unverified:
             out.append(("min_samples", ind.min_samples_note))
         elif ind.min_samples is None and self.default_min_samples_unverified:
@@ -273,9 +279,11 @@ class Result:
     min_samples: int
     status: str
     notes: list[str] = field(default_factory=list)
-    # True when the value is a bound, not an exact figure (a share read from the sketch alone,
-    # with the threshold's bucket counted as failing).
+    # True when the value is not an exact figure (a share read from the sketch alone, with the
+    # threshold's bucket counted as failing; a median estimated from the sketch).
     approximate: bool = False
+    # The regulation's method conditions not checked for this row.
+    not_checked: list[str] = field(default_factory=list)
 
 
 def _sketch_share(rs: RollupSet, r: int, threshold: float) -> tuple[int, bool]:
@@ -463,6 +471,34 @@ def evaluate(
         cache[key] = (merged, {int(gi): r for r, gi in enumerate(merged.series_id.tolist())})
         return cache[key]
 
+    hours_cache: dict[tuple[str, ...], dict[int, tuple[set[int], int]]] = {}
+
+    def hours_of_day(ind: Indicator) -> dict[int, tuple[set[int], int]]:
+        """Per group: the hours of the day (UTC+7) holding samples of `ind`'s metrics over
+        the period, and how many samples the hour-level rollups still account for (fewer
+        than the period's count once the hour tier is pruned: then it cannot be told)."""
+        key = tuple(ind.metrics)
+        if key in hours_cache:
+            return hours_cache[key]
+        filters = {**base, "kind": "probe"}
+        labels = select_series(store, ind.metrics, filters)
+        rows = store.tiered_rollups(sorted(labels), 3600, period.from_ms, period.to_ms) if labels else None
+        out: dict[int, tuple[set[int], int]] = {}
+        if rows is not None:
+            hour_ms, vn_ms = 3_600_000, 7 * 3_600_000
+            for sid, ws, c in zip(
+                rows.series_id.tolist(), rows.window_start_ms.tolist(), rows.count.tolist(), strict=True
+            ):
+                lab = labels[sid]
+                place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
+                g = groups.setdefault((lab.get("operator", ""), place), len(groups))
+                hours, n = out.get(g, (set(), 0))
+                if c > 0:
+                    hours.add((ws + vn_ms) // hour_ms % 24)
+                out[g] = (hours, n + int(c))
+        hours_cache[key] = out
+        return out
+
     # Read every indicator's totals first: series with data define groups too (a router's
     # commune without probes), and the loop below must see them all.
     for ind in inds:
@@ -537,6 +573,21 @@ def evaluate(
                 status = "no_limit"
             else:
                 status = verdict(value, ind.op, limit, count, min_n)
+            not_checked = list(ind.not_checked)
+            if ind.spread_hours is not None and count > 0:
+                hours, counted = hours_of_day(ind).get(g, (set(), 0))
+                if counted < count:
+                    not_checked.append(
+                        "samples spread over the hours of the day (the hour-level rollups of this"
+                        " period are no longer kept)"
+                    )
+                elif len(hours) < ind.spread_hours:
+                    notes.append(
+                        f"samples in {len(hours)} of the 24 hours of the day (UTC+7); at least"
+                        f" {ind.spread_hours} needed (spread over the hours of the day)"
+                    )
+                    if status in ("pass", "fail"):
+                        status = "insufficient_data"
             out.append(
                 Result(
                     operator,
@@ -552,6 +603,7 @@ def evaluate(
                     status,
                     notes,
                     approximate,
+                    not_checked,
                 )
             )
     return out

@@ -122,7 +122,7 @@ def compliance(
                     unverified=bool(marks),
                     unverified_what=[what for what, _ in marks],
                     approximate=r.approximate,
-                    not_checked=list(ind.not_checked),
+                    not_checked=r.not_checked,
                     note="; ".join(notes),
                 )
             )

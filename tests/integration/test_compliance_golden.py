@@ -59,6 +59,7 @@ class Case:
     metrics: dict[str, Runs] = field(default_factory=dict)
     probes: int = 1  # >1: the samples are dealt round-robin to that many probes in the commune
     devices: dict[str, Runs] = field(default_factory=dict)  # router metric -> runs (SNMP path)
+    step_s: int = 1  # seconds between a metric's consecutive samples
 
 
 def n_of(runs: Runs) -> int:
@@ -162,22 +163,35 @@ CASES: dict[str, Case] = {
         "3401",
         "FTTH",
         metrics={"dl_bps": [(79.99e6, 1000)], "ul_bps": [(79.99e6, 1000)], "rtt_ms": [(49.99, 1000)]},
+        step_s=90,
     ),
     "B_at": Case(
-        "3402", "FTTH", metrics={"dl_bps": [(80e6, 1000)], "ul_bps": [(80e6, 1000)], "rtt_ms": [(50.0, 1000)]}
+        "3402",
+        "FTTH",
+        metrics={"dl_bps": [(80e6, 1000)], "ul_bps": [(80e6, 1000)], "rtt_ms": [(50.0, 1000)]},
+        step_s=90,
     ),
     "B_over": Case(
         "3403",
         "FTTH",
         metrics={"dl_bps": [(80.01e6, 1000)], "ul_bps": [(80.01e6, 1000)], "rtt_ms": [(50.01, 1000)]},
+        step_s=90,
     ),
     "B_nminus": Case(
-        "3404", "FTTH", metrics={"dl_bps": [(100e6, 999)], "ul_bps": [(100e6, 999)], "rtt_ms": [(10.0, 999)]}
+        "3404",
+        "FTTH",
+        metrics={"dl_bps": [(100e6, 999)], "ul_bps": [(100e6, 999)], "rtt_ms": [(10.0, 999)]},
+        step_s=90,
     ),
+    # 1,000 samples at the limits, all within one hour, and spread over only 23 hours (a
+    # sample every 82 s from 07:00: the last at 05:45 next day) instead of 24 (every 90 s).
+    "B_onehour": Case("3406", "FTTH", metrics={"dl_bps": [(80e6, 1000)], "ul_bps": [(80e6, 1000)]}),
+    "B_23h": Case("3407", "FTTH", metrics={"dl_bps": [(80e6, 1000)], "ul_bps": [(80e6, 1000)]}, step_s=82),
     "B_nplus": Case(
         "3405",
         "FTTH",
         metrics={"dl_bps": [(100e6, 1001)], "ul_bps": [(100e6, 1001)], "rtt_ms": [(10.0, 1001)]},
+        step_s=90,
     ),
     # Link occupancy (other links) <= 80 %: the busiest interface's mean utilisation among the
     # commune's routers, 300 samples (ours) counted over both directions.
@@ -254,7 +268,7 @@ def ingest(
                     for i in idx:
                         row[col] = values[i]
                         rows.append(tuple(row))
-                    ts = [t0 + i * 1000 for i in idx]
+                    ts = [t0 + i * 1000 * case.step_s for i in idx]
                     pipe.accept(
                         Decoded(
                             pid,
@@ -451,7 +465,7 @@ def test_qcvn34(client: TestClient) -> None:
         check(got["B_nminus", ind], v, "insufficient_data", 999)
         check(got["B_nplus", ind], v, "pass", 1001)
     assert got["B_at", "dl_mean"]["limit"] == pytest.approx(80.0)  # 0.8 x the contracted 100
-    assert "samples spread over the hours of the day" in got["B_at", "dl_mean"]["not_checked"]
+    assert "spread_hours" in got["B_at", "dl_mean"]["unverified_what"]  # "every hour" is our reading
     assert "min_samples" not in got["B_at", "dl_mean"]["unverified_what"]  # the regulation's 1,000
     assert "min_samples" in got["B_at", "latency_mean"]["unverified_what"]  # ours
     # The 100/100 Mbit/s contract is the declared-speeds file's example: every row resting on it says so.
@@ -465,6 +479,26 @@ def test_qcvn34(client: TestClient) -> None:
     check(got["D_nplus", "link_occupancy"], 50.0, "pass", 301)
     for ind in ("service_availability", "link_occupancy_international"):
         check(got["B_at", ind], None, "not_measured", 0)
+
+
+def test_qcvn34_samples_spread_over_the_hours(client: TestClient, request: pytest.FixtureRequest) -> None:
+    """Samples in 1 or 23 of the 24 hours of the day: no verdict (insufficient_data, saying
+    why). Once the hour-level rollups are pruned the spread cannot be told: the verdict
+    stands on the samples and the row lists the condition as not checked."""
+    got = rows(client, "FTTH")
+    pruned = "days" in request.node.callspec.id
+    for case, hours in (("B_onehour", 1), ("B_23h", 23)):
+        for ind in ("dl_mean", "ul_mean"):
+            r = got[case, ind]
+            if pruned:
+                check(r, 80.0, "pass", 1000)
+                assert any("no longer kept" in x for x in r["not_checked"]), r
+            else:
+                check(r, 80.0, "insufficient_data", 1000)
+                assert f"samples in {hours} of the 24 hours of the day (UTC+7)" in r["note"], r
+    if not pruned:
+        assert not any("hours" in x for x in got["B_at", "dl_mean"]["not_checked"])
+    check(got["B_onehour", "latency_mean"], None, "insufficient_data", 0)
 
 
 def test_decision1110_medians(client: TestClient) -> None:
