@@ -8,8 +8,14 @@ operator and service zone. Nothing here hard-codes a limit.
 
 `evaluate` answers, per (operator, place, technology, indicator): the measured value, the
 limit, pass/fail and the sample count, or `insufficient_data` when the count is below
-the indicator's minimum. Periods are calendar months, quarters or years in Vietnam's
-time (UTC+7).
+the indicator's minimum (or, where the profile asks, the samples are not spread over the
+hours of the day). Periods are calendar months, quarters or years in Vietnam's time (UTC+7).
+
+Shares of samples at or above a threshold come from the exact counters ingest keeps
+(`share_counters` tells the pipeline which; collector/core/shares.py); where they do not
+cover every sample, from the sketch with the threshold's bucket counted as failing, marked
+`approximate`. Medians are conventional (the mean of the two middle samples of an even
+count). docs/api.md "Methods" states every rule in plain words.
 """
 
 from __future__ import annotations

@@ -519,6 +519,9 @@ def test_decision1110_medians(client: TestClient) -> None:
     g5 = rows(client, "5G", "decision-1110-2024")
     check(g5["F_at", ind], 100.0, "pass", 300)
     check(g5["F_under", ind], 99.99, "fail", 300)
+    check(g5["F_over", ind], 100.01, "pass", 300)
+    check(g5["F_nminus", ind], 200.0, "insufficient_data", 299)
+    check(g5["F_nplus", ind], 200.0, "pass", 301)
 
 
 def test_ingest_counts_every_share_threshold_of_the_profiles() -> None:
