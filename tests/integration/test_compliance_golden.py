@@ -33,7 +33,7 @@ from collector.core import keys_of
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
-from collector.store.store import ProbeInfo, SeriesKey, Store
+from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from netqos.config import IngestSettings
 from tests.department_data import VIEWER, auth, settings_with_keys
@@ -314,15 +314,33 @@ def roll_and_prune(store: Store) -> None:
     assert tiers == {86_400}
 
 
-@pytest.fixture(scope="module", params=["minutes", "days"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", id="sqlite-minutes"),
+        pytest.param("postgresql", id="postgresql-days", marks=pytest.mark.integration),
+    ],
+)
 def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    store = SQLiteStore(tmp_path_factory.mktemp("golden") / "netqos.db")
-    ingest(store, CASES)
-    if request.param == "days":
-        roll_and_prune(store)
-    with TestClient(create_app(settings_with_keys(), store)) as c:
-        yield c
-    store.close()
+    """The cases ingested into SQLite and read from its 1-minute rollups, and into PostgreSQL
+    and read from the 1-day tier alone (minutes and hours computed, then pruned)."""
+    if request.param == "sqlite":
+        store: Store = SQLiteStore(tmp_path_factory.mktemp("golden") / "netqos.db")
+        drop = None
+    else:
+        pg = request.getfixturevalue("postgres")
+        name = pg.create_database()
+        store, drop = open_store(pg.store_settings(name)), (pg, name)
+    try:
+        ingest(store, CASES)
+        if request.param == "postgresql":
+            roll_and_prune(store)
+        with TestClient(create_app(settings_with_keys(), store)) as c:
+            yield c
+    finally:
+        store.close()
+        if drop is not None:
+            drop[0].drop_database(drop[1])
 
 
 def rows(
@@ -486,7 +504,7 @@ def test_qcvn34_samples_spread_over_the_hours(client: TestClient, request: pytes
     why). Once the hour-level rollups are pruned the spread cannot be told: the verdict
     stands on the samples and the row lists the condition as not checked."""
     got = rows(client, "FTTH")
-    pruned = "days" in request.node.callspec.id
+    pruned = "postgresql" in request.node.callspec.id  # that store keeps the day tier only
     for case, hours in (("B_onehour", 1), ("B_23h", 23)):
         for ind in ("dl_mean", "ul_mean"):
             r = got[case, ind]
@@ -581,8 +599,6 @@ SHARE_CASES = {
 def test_shares_exact_through_tiers_on_both_backends(store_settings: Any) -> None:
     """Counters merge exactly across series and time and through 1 min -> 1 h -> 1 day, on
     SQLite and PostgreSQL; without counters the threshold's bucket fails, marked approximate."""
-    from collector.store.store import open_store
-
     store = open_store(store_settings)
     try:
         # Two flushes a day apart (merged across time), S2 over two probes (across series).
