@@ -561,7 +561,7 @@ def test_profiles_say_their_dates_are_ours(client: TestClient) -> None:
     profiles = r.json()["profiles"]
     assert {p["id"] for p in profiles} == {"qcvn-81-2019", "qcvn-126-2021", "qcvn-34-2022"}
     for p in profiles:
-        assert p["effective_from_unverified"] is True and "Our choice" in p["effective_from_note"]
+        assert p["effective_from_unverified"] is True and "do not give the day" in p["effective_from_note"]
 
 
 def test_csv_lists_the_marks(client: TestClient) -> None:
