@@ -610,6 +610,8 @@ def test_shares_exact_through_tiers_on_both_backends(store_settings: Any) -> Non
         }
         got = _answer(store, "4G")
         assert {k: got[k] for k in exact} == exact
+        # 2 x (300 + 300) samples sent; the 1,200 counter samples are not counted as sent.
+        assert store.total_count() == 1200 and store.total_count(metric="dl_bps>=5000000.0") == 1200
         roll_and_prune(store)
         got = _answer(store, "4G")
         assert {k: got[k] for k in exact} == exact
