@@ -8,14 +8,20 @@ operator and service zone. Nothing here hard-codes a limit.
 
 `evaluate` answers, per (operator, place, technology, indicator): the measured value, the
 limit, pass/fail and the sample count, or `insufficient_data` when the count is below
-the indicator's minimum. Periods are calendar months, quarters or years in Vietnam's
-time (UTC+7).
+the indicator's minimum (or, where the profile asks, the samples are not spread over the
+hours of the day). Periods are calendar months, quarters or years in Vietnam's time (UTC+7).
+
+Shares of samples at or above a threshold come from the exact counters ingest keeps
+(`share_counters` tells the pipeline which; collector/core/shares.py); where they do not
+cover every sample, from the sketch with the threshold's bucket counted as failing, marked
+`approximate`. Medians are conventional (the mean of the two middle samples of an even
+count). docs/api.md "Methods" states every rule in plain words.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from importlib import resources
@@ -26,7 +32,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from collector.core import RollupSet, keys_of, merge, quantiles
+from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
+from collector.core.shares import ShareCounters, counter_metric
 from collector.store.periods import period_totals, select_series, tiers_present
 from collector.store.store import Store
 from netqos.config import ConfigError
@@ -70,10 +77,23 @@ class Indicator(_Model):
     op: Literal[">=", "<="]
     limit: float | LimitRef
     min_samples: int | None = Field(None, ge=1)
+    # The minimum is our choice, not the regulation's (shown as unverified, with the note).
+    min_samples_unverified: bool = False
+    min_samples_note: str = ""
+    # Count the samples of this metric against min_samples (e.g. every access attempt, failed
+    # or not, for an average over the successful ones); default: the indicator's own metric.
+    count_metric: str | None = None
     unverified: bool = False
     note: str = ""
     source: Literal["probes", "devices"] = "probes"
     device_kinds: list[str] = Field(default_factory=list)
+    # Method conditions of the regulation the data cannot show (indoor/outdoor/moving split,
+    # the test server...): every answer lists them as not checked.
+    not_checked: list[str] = Field(default_factory=list)
+    # "Spread over the hours of the day": at least this many of the 24 hours of the day
+    # (Vietnam time) must hold samples, else insufficient_data. The number is ours.
+    spread_hours: int | None = Field(None, ge=1, le=24)
+    spread_hours_note: str = ""
 
     @model_validator(mode="after")
     def _threshold_when_needed(self) -> Indicator:
@@ -103,11 +123,40 @@ class Profile(_Model):
     title_en: str
     technologies: list[str]
     effective_from: date
+    # The date is ours (e.g. the day the circular took effect is not in the text we have).
+    effective_from_unverified: bool = False
+    effective_from_note: str = ""
     default_min_samples: int = Field(ge=1)
+    default_min_samples_unverified: bool = False
+    default_min_samples_note: str = ""
     indicators: list[Indicator]
 
     def min_samples(self, ind: Indicator) -> int:
         return ind.min_samples or self.default_min_samples
+
+    def unverified_marks(
+        self, ind: Indicator, speeds: DeclaredSpeeds | None = None, technology: str = ""
+    ) -> list[tuple[str, str]]:
+        """(what, note) for every part of `ind`'s judgement that is our choice: its limit or
+        method (`unverified`, or a limit from declared speeds the file marks as an example),
+        its minimum sample count, the profile's effective date."""
+        out: list[tuple[str, str]] = []
+        if ind.unverified:
+            out.append(("limit", ind.note))
+        declared = any(
+            isinstance(ref, LimitRef) and ref.declared is not None for ref in (ind.limit, ind.threshold)
+        )
+        if declared and speeds is not None and technology in speeds.unverified:
+            out.append(("declared_speed", speeds.unverified[technology]))
+        if ind.spread_hours is not None:
+            out.append(("spread_hours", ind.spread_hours_note))
+        if ind.min_samples is not None and ind.min_samples_unverified:
+            out.append(("min_samples", ind.min_samples_note))
+        elif ind.min_samples is None and self.default_min_samples_unverified:
+            out.append(("min_samples", self.default_min_samples_note))
+        if self.effective_from_unverified:
+            out.append(("effective_from", self.effective_from_note))
+        return out
 
 
 class Zones(_Model):
@@ -236,21 +285,84 @@ class Result:
     min_samples: int
     status: str
     notes: list[str] = field(default_factory=list)
+    # True when the value is not an exact figure (a share read from the sketch alone, with the
+    # threshold's bucket counted as failing; a median estimated from the sketch).
+    approximate: bool = False
+    # The regulation's method conditions not checked for this row.
+    not_checked: list[str] = field(default_factory=list)
 
 
-def _share_at_least(rs: RollupSet, r: int, threshold: float) -> float:
-    """Share of row r's samples >= threshold, from its sketch. Exact when every sample is on one
-    side (min >= threshold or max < threshold); otherwise samples in the threshold's own bucket
-    (up to 2 % below it) count as at least it, never the other way round."""
+def _sketch_share(rs: RollupSet, r: int, threshold: float) -> tuple[int, bool]:
+    """(samples of row r known to be >= threshold, exact?) from the row's sketch alone.
+
+    Exact when every sample is on one side (min >= threshold or max < threshold) or the
+    threshold's own bucket is empty. Otherwise the samples of that bucket (values within about
+    2 % of the threshold, on either side of it) are counted as failing: a lower bound, never an
+    overstatement.
+    """
     n = int(rs.count[r])
     if rs.min[r] >= threshold:
-        return 1.0
+        return n, True
     if rs.max[r] < threshold:
-        return 0.0
+        return 0, True
     key = int(keys_of(np.array([threshold]))[0])
     lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
     keys, counts = rs.sketch_keys[lo:hi], rs.sketch_counts[lo:hi]
-    return int(counts[keys >= key].sum()) / n
+    # Keys order like values: a key above the threshold's is a value above the threshold.
+    return int(counts[keys > key].sum()), not bool(np.any(keys == key))
+
+
+def _median(rs: RollupSet, r: int) -> tuple[float, bool]:
+    """(the conventional median of row r, exact?): the middle sample, or the mean of the two
+    middle samples when the count is even. A middle sample that is the smallest or the
+    largest is exact (min, max); any other is estimated from its sketch bucket (within 1 %),
+    clamped to [min, max] (exact again when min == max)."""
+    n = int(rs.count[r])
+    mn, mx = float(rs.min[r]), float(rs.max[r])
+    lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
+    cum = np.cumsum(rs.sketch_counts[lo:hi])
+    vals: list[float] = []
+    exact = True
+    for rank in ((n - 1) // 2, n // 2):
+        if rank <= 0:
+            vals.append(mn)
+        elif rank >= n - 1:
+            vals.append(mx)
+        else:
+            b = int(np.searchsorted(cum, rank, side="right"))
+            est = float(value_of_keys(rs.sketch_keys[lo + b : lo + b + 1])[0])
+            vals.append(min(max(est, mn), mx))
+            exact = exact and mn == mx
+    return (vals[0] + vals[1]) / 2.0, exact
+
+
+def share_counters(standards: Standards) -> ShareCounters:
+    """The thresholds ingest must count exactly: every share_at_least indicator's threshold,
+    per metric and technology of every loaded profile; a threshold from the declared speeds
+    per operator (every zone's value)."""
+    rules: dict[tuple[str, str, str], set[float]] = {}
+    speeds = standards.speeds
+    for prof in standards.profiles:
+        for ind in prof.indicators:
+            if ind.stat != "share_at_least" or ind.threshold is None:
+                continue
+            for metric in ind.metrics:
+                for tech in prof.technologies:
+                    ref = ind.threshold
+                    if isinstance(ref, int | float):
+                        rules.setdefault((metric, tech, ""), set()).add(float(ref))
+                    elif ref.by_technology is not None:
+                        if tech in ref.by_technology:
+                            v = ref.by_technology[tech] * ref.factor
+                            rules.setdefault((metric, tech, ""), set()).add(v)
+                    else:
+                        assert ref.declared is not None
+                        for operator, zones in speeds.speeds.get(tech, {}).items():
+                            for values in zones.values():
+                                if ref.declared in values:
+                                    v = values[ref.declared] * ref.factor
+                                    rules.setdefault((metric, tech, operator), set()).add(v)
+    return ShareCounters(rules)
 
 
 def _resolve(
@@ -318,53 +430,88 @@ def evaluate(
         if place:
             groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
-    # Per indicator: (group index -> merged row) over the period.
-    measured: dict[str, tuple[RollupSet, dict[int, int], dict[int, float], np.ndarray]] = {}
-    cache: dict[
-        tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, dict[int, dict[str, str]]]
-    ] = {}
-    for ind in inds:
-        if not ind.metrics:
-            continue
-        key = (tuple(ind.metrics), ind.source, tuple(ind.device_kinds), ind.needs_sketch)
-        if key not in cache:
-            filters = (
-                dict(base) if ind.source == "probes" else {k: v for k, v in base.items() if k != "technology"}
-            )
-            if ind.source == "probes":
-                filters["kind"] = "probe"
-            labels = select_series(store, ind.metrics, filters)
-            if ind.source == "devices":
-                labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
-            totals = period_totals(
-                store, list(labels), period.from_ms, period.to_ms, sketches=ind.needs_sketch, tiers_s=tiers
-            )
-            cache[key] = (totals, labels)
-        totals, labels = cache[key]
+    cache: dict[tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, dict[int, int]]] = {}
+
+    def totals_by_group(
+        metrics: Sequence[str], ind: Indicator, sketches: bool
+    ) -> tuple[RollupSet, dict[int, int]]:
+        """The period's merge of `metrics` per group (rows: group ids) and group -> row."""
+        key = (tuple(metrics), ind.source, tuple(ind.device_kinds), sketches)
+        if key in cache:
+            return cache[key]
+        filters = (
+            dict(base) if ind.source == "probes" else {k: v for k, v in base.items() if k != "technology"}
+        )
+        if ind.source == "probes":
+            filters["kind"] = "probe"
+        labels = select_series(store, metrics, filters)
+        if ind.source == "devices":
+            labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
+        totals = period_totals(
+            store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
+        )
         gid = np.empty(len(totals), dtype=np.int32)
         for r, sid in enumerate(totals.series_id.tolist()):
             lab = labels[sid]
             place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
             gid[r] = groups.setdefault((lab.get("operator", ""), place), len(groups))
-        max_mean: dict[int, float] = {}
-        if ind.stat == "max_series_mean" and len(totals):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = totals.sum / totals.count
-            for gi, m in zip(gid.tolist(), means.tolist(), strict=True):
-                if m == m:  # not NaN
-                    max_mean[gi] = max(max_mean.get(gi, -np.inf), m)
+        if ind.stat == "max_series_mean" and not sketches:
+            # Keep one row per series (group ids in series_id) for the busiest series' mean.
+            per_series = RollupSet(
+                gid,
+                totals.window_start_ms,
+                totals.count,
+                totals.sum,
+                totals.sumsq,
+                totals.min,
+                totals.max,
+                totals.last,
+                totals.last_ts_ms,
+                totals.sketch_offsets,
+                totals.sketch_keys,
+                totals.sketch_counts,
+            )
+            cache[key] = (per_series, {})
+            return cache[key]
         merged = merge(totals, gid, np.zeros(len(totals), dtype=np.int64))
-        row_of = {int(gi): r for r, gi in enumerate(merged.series_id.tolist())}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if ind.stat == "mean":
-                values = merged.sum / merged.count
-            elif ind.stat in ("median",) or _STAT_RE.match(ind.stat):
-                q = 0.5 if ind.stat == "median" else float(ind.stat[1:]) / 100.0
-                values = quantiles(merged, np.array([q]))[:, 0]
-            else:  # share_at_least (threshold per group) and max_series_mean: below
-                values = np.full(len(merged), np.nan)
-        measured[ind.id] = (merged, row_of, max_mean, values)
+        cache[key] = (merged, {int(gi): r for r, gi in enumerate(merged.series_id.tolist())})
+        return cache[key]
 
+    hours_cache: dict[tuple[str, ...], dict[int, tuple[set[int], int]]] = {}
+
+    def hours_of_day(ind: Indicator) -> dict[int, tuple[set[int], int]]:
+        """Per group: the hours of the day (UTC+7) holding samples of `ind`'s metrics over
+        the period, and how many samples the hour-level rollups still account for (fewer
+        than the period's count once the hour tier is pruned: then it cannot be told)."""
+        key = tuple(ind.metrics)
+        if key in hours_cache:
+            return hours_cache[key]
+        filters = {**base, "kind": "probe"}
+        labels = select_series(store, ind.metrics, filters)
+        rows = store.tiered_rollups(sorted(labels), 3600, period.from_ms, period.to_ms) if labels else None
+        out: dict[int, tuple[set[int], int]] = {}
+        if rows is not None:
+            hour_ms, vn_ms = 3_600_000, 7 * 3_600_000
+            for sid, ws, c in zip(
+                rows.series_id.tolist(), rows.window_start_ms.tolist(), rows.count.tolist(), strict=True
+            ):
+                lab = labels[sid]
+                place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
+                g = groups.setdefault((lab.get("operator", ""), place), len(groups))
+                hours, n = out.get(g, (set(), 0))
+                if c > 0:
+                    hours.add((ws + vn_ms) // hour_ms % 24)
+                out[g] = (hours, n + int(c))
+        hours_cache[key] = out
+        return out
+
+    # Read every indicator's totals first: series with data define groups too (a router's
+    # commune without probes), and the loop below must see them all.
+    for ind in inds:
+        if ind.metrics:
+            totals_by_group(ind.metrics, ind, ind.needs_sketch)
+        if ind.count_metric is not None:
+            totals_by_group([ind.count_metric], ind, False)
     village_commune = _village_communes(store) if scope.place == "village" else {}
     out: list[Result] = []
     for (operator, place), g in sorted(groups.items()):
@@ -393,28 +540,103 @@ def evaluate(
                     )
                 )
                 continue
-            merged, row_of, max_mean, values = measured[ind.id]
-            row = row_of.get(g)
-            count = int(merged.count[row]) if row is not None else 0
             value: float | None = None
-            if row is not None and count > 0:
-                if ind.stat == "max_series_mean":
-                    raw = max_mean.get(g, float("nan"))
-                elif ind.stat == "share_at_least":
-                    raw = _share_at_least(merged, row, threshold) if threshold is not None else float("nan")
-                else:
-                    raw = float(values[row])
+            approximate = False
+            if ind.stat == "max_series_mean":
+                per_series, _ = totals_by_group(ind.metrics, ind, False)
+                mine = per_series.series_id == g
+                count = int(per_series.count[mine].sum())
+                if count > 0:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        means = per_series.sum[mine] / per_series.count[mine]
+                    means = means[per_series.count[mine] > 0]
+                    value = float(means.max()) * ind.scale
+            else:
+                merged, row_of = totals_by_group(ind.metrics, ind, ind.needs_sketch)
+                row = row_of.get(g)
+                count = int(merged.count[row]) if row is not None else 0
+                raw = float("nan")
+                if row is not None and count > 0:
+                    if ind.stat == "mean":
+                        raw = float(merged.sum[row]) / count
+                    elif ind.stat == "median":
+                        raw, exact = _median(merged, row)
+                        approximate = not exact
+                    elif ind.stat == "share_at_least":
+                        if threshold is not None:
+                            ge, exact = _share_count(ind, merged, row, threshold, totals_by_group, g)
+                            raw, approximate = ge / count, not exact
+                    else:
+                        raw = float(quantiles(merged, np.array([float(ind.stat[1:]) / 100.0]))[row, 0])
                 value = raw * ind.scale if raw == raw else None
+            if ind.count_metric is not None:
+                # The minimum counts another metric's samples (every attempt, not only the
+                # successful ones whose times are averaged).
+                attempts, a_row_of = totals_by_group([ind.count_metric], ind, False)
+                a_row = a_row_of.get(g)
+                count = int(attempts.count[a_row]) if a_row is not None else 0
             if ind.stat == "share_at_least" and threshold is None:
                 status = "no_limit"
             else:
                 status = verdict(value, ind.op, limit, count, min_n)
+            not_checked = list(ind.not_checked)
+            if ind.spread_hours is not None and count > 0:
+                hours, counted = hours_of_day(ind).get(g, (set(), 0))
+                if counted < count:
+                    not_checked.append(
+                        "samples spread over the hours of the day (the hour-level rollups of this"
+                        " period are no longer kept)"
+                    )
+                elif len(hours) < ind.spread_hours:
+                    notes.append(
+                        f"samples in {len(hours)} of the 24 hours of the day (UTC+7); at least"
+                        f" {ind.spread_hours} needed (spread over the hours of the day)"
+                    )
+                    if status in ("pass", "fail"):
+                        status = "insufficient_data"
             out.append(
                 Result(
-                    operator, place, tech, profile, ind, value, limit, threshold, count, min_n, status, notes
+                    operator,
+                    place,
+                    tech,
+                    profile,
+                    ind,
+                    value,
+                    limit,
+                    threshold,
+                    count,
+                    min_n,
+                    status,
+                    notes,
+                    approximate,
+                    not_checked,
                 )
             )
     return out
+
+
+# evaluate's totals_by_group: (metrics, indicator, sketches?) -> (rows per group, group -> row)
+_Totals = Callable[[Sequence[str], Indicator, bool], tuple[RollupSet, dict[int, int]]]
+
+
+def _share_count(
+    ind: Indicator, merged: RollupSet, row: int, threshold: float, totals_by_group: _Totals, g: int
+) -> tuple[int, bool]:
+    """(samples >= threshold, exact?) of group g: from the exact counters ingest keeps
+    (collector/core/shares.py) when they cover every sample of the group, else the sketch's
+    lower bound (the threshold's bucket failing), or the counters' if larger."""
+    n = int(merged.count[row])
+    from_sketch, exact = _sketch_share(merged, row, threshold)
+    if exact:
+        return from_sketch, True
+    counters, c_row_of = totals_by_group([counter_metric(m, threshold) for m in ind.metrics], ind, False)
+    c_row = c_row_of.get(g)
+    if c_row is None:
+        return from_sketch, False
+    counted, at_least = int(counters.count[c_row]), round(float(counters.sum[c_row]))
+    if counted == n:
+        return at_least, True
+    return max(from_sketch, at_least), False
 
 
 def _village_communes(store: Store) -> dict[str, str]:

@@ -193,7 +193,7 @@ class AvailabilityOut(BaseModel):
 
 class MaintenanceOut(BaseModel):
     id: int
-    matchers: list[str] = Field(description='label matchers selecting the entities (none: every entity)')
+    matchers: list[str] = Field(description="label matchers selecting the entities (none: every entity)")
     entity_kind: str = Field(description='the kind an `entity_kind="..."` matcher names; empty: none does')
     entity: str = Field(description='the entity an `entity="..."` matcher names; empty: none does')
     start_ms: int
@@ -220,6 +220,8 @@ class ProfileRef(BaseModel):
     title_en: str
     technologies: list[str]
     effective_from: str
+    effective_from_unverified: bool = Field(False, description="the date is our choice (see the note)")
+    effective_from_note: str = ""
 
 
 class ComplianceRow(BaseModel):
@@ -246,7 +248,20 @@ class ComplianceRow(BaseModel):
     sample_count: int
     min_samples: int
     unverified: bool = Field(
-        description="the limit or method is our choice where the regulation leaves it open"
+        description="the limit, method, minimum sample count or effective date is our choice where "
+        "the regulation leaves it open (which: `unverified_what`; why: `note`)"
+    )
+    unverified_what: list[str] = Field(
+        default_factory=list,
+        description="which parts are our choice: limit, declared_speed, min_samples, effective_from",
+    )
+    approximate: bool = Field(
+        False,
+        description="the value is a lower bound, not exact (a share from the quantile sketch alone, "
+        "the threshold's bucket counted as failing; see Methods in docs/api.md)",
+    )
+    not_checked: list[str] = Field(
+        default_factory=list, description="the regulation's method conditions the data cannot show"
     )
     note: str
 

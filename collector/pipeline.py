@@ -23,6 +23,7 @@ import numpy.typing as npt
 from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
 from collector.core._jit import kernel
+from collector.core.shares import ShareCounters, counter_metric, with_counters
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, to_decoded
 from collector.store.store import ProbeActivity, ProbeInfo, SeriesKey, Store
@@ -200,9 +201,22 @@ class SeqWindow:
 class IngestPipeline:
     """Accepted batches → columnar buffer → numba rollups → store."""
 
-    def __init__(self, store: Store, settings: IngestSettings, outputs: Sequence[FlushOutput] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: IngestSettings,
+        outputs: Sequence[FlushOutput] = (),
+        share_counters: ShareCounters | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        # Exact 'share of samples >= threshold' counters (collector/core/shares.py): per counted
+        # (source series id, threshold) the counter series id, sorted by source, as arrays.
+        self.share_counters = share_counters or ShareCounters({})
+        self._counted_locals = 0  # local series indexes already looked at for counters
+        self._count_src = np.empty(0, dtype=np.int32)
+        self._count_thr = np.empty(0, dtype=np.float64)
+        self._count_dst = np.empty(0, dtype=np.int32)
         # Told about every committed flush (the time-series sink), after the commit.
         self.outputs: list[FlushOutput] = list(outputs)
         # Columns for as many rows as a flush takes (numpy leaves untouched pages unmapped, so
@@ -530,6 +544,9 @@ class IngestPipeline:
         if n_keys > have:
             ids = self.store.series_ids(self._keys[have:n_keys], self._intervals[have:n_keys])
             self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
+        if self.share_counters and n_keys > self._counted_locals:
+            self._add_counters(self._counted_locals, n_keys)
+        self._counted_locals = n_keys
         if n_rows:
             self._per_row = n_probe / n_rows
         n = n_probe + len(buf.value)
@@ -542,10 +559,36 @@ class IngestPipeline:
         value[n_probe:] = buf.value
         return SampleBatch(self._series_of_local[local_idx], ts, value), per_row, local_idx, n_keys
 
+    def _add_counters(self, lo: int, hi: int) -> None:
+        """Counter series for the local series lo..hi-1 that have share thresholds."""
+        src: list[int] = []
+        thr: list[float] = []
+        keys: list[SeriesKey] = []
+        intervals: list[float | None] = []
+        for local in range(lo, hi):
+            key = self._keys[local]
+            for t in self.share_counters.thresholds(key.metric, dict(key.labels)):
+                src.append(int(self._series_of_local[local]))
+                thr.append(t)
+                keys.append(SeriesKey(counter_metric(key.metric, t), key.entity, key.labels))
+                intervals.append(self._intervals[local])
+        if not keys:
+            return
+        dst = self.store.series_ids(keys, intervals)
+        all_src = np.concatenate([self._count_src, np.asarray(src, dtype=np.int32)])
+        order = np.argsort(all_src, kind="stable")
+        self._count_src = all_src[order]
+        self._count_thr = np.concatenate([self._count_thr, np.asarray(thr, dtype=np.float64)])[order]
+        self._count_dst = np.concatenate([self._count_dst, np.asarray(dst, dtype=np.int32)])[order]
+
+    def _counted(self, batch: SampleBatch) -> SampleBatch:
+        """The batch plus its share counter samples (the same transaction stores both)."""
+        return with_counters(batch, self._count_src, self._count_thr, self._count_dst)
+
     def _store_buffer(self, buf: _Buffer) -> int:
         """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
         batch, per_row, local, n_keys = self._expand(buf)
-        rollups = rollup(batch, RESOLUTION_S * 1000)
+        rollups = rollup(self._counted(batch), RESOLUTION_S * 1000)
         stored = len(batch)
         keep: npt.NDArray[np.bool_] | None = None
         activity_kept = buf.activity
@@ -568,7 +611,7 @@ class IngestPipeline:
             stored = int(keep.sum())
             activity_kept = activity
             sub_batch = SampleBatch(batch.series_id[keep], batch.ts_ms[keep], batch.value[keep])
-            return rollup(sub_batch, RESOLUTION_S * 1000), activity
+            return rollup(self._counted(sub_batch), RESOLUTION_S * 1000), activity
 
         merged: list[RollupSet] | None = [] if self.outputs else None
         self.store.write_rollups(

@@ -22,6 +22,7 @@ import uvicorn
 import yaml
 
 from api import create_app
+from api.compliance import Standards, share_counters
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
@@ -225,6 +226,10 @@ async def run_service(
     await asyncio.to_thread(ber_warm_up)
     log.info("event=kernels_warm seconds=%.2f", time.perf_counter() - started)
 
+    # Ingest counts the profiles' share thresholds exactly (a bad profile fails here, at start).
+    counters = share_counters(
+        Standards.load(settings.compliance.profiles_dir, settings.compliance.declared_speeds_file)
+    )
     broker = None
     if settings.mqtt.host is None and roles != ALL_ROLES and "ingest" in roles:
         raise ConfigError(
@@ -255,7 +260,7 @@ async def run_service(
     if settings.probes.file is not None:
         n = store.register_probes(load_probe_file(settings.probes.file))
         log.info("event=probes_registered count=%d file=%s", n, settings.probes.file)
-    pipeline = IngestPipeline(store, settings.ingest)
+    pipeline = IngestPipeline(store, settings.ingest, share_counters=counters)
     tsdb: TsdbSink | None = None
     feed: TsdbFeed | None = None
     if settings.tsdb.url is not None:

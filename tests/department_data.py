@@ -57,8 +57,9 @@ class Probe:
     village: str
     operator: str
     technology: str
-    # metric -> list of values, each stored as one measurement a second apart
+    # metric -> list of values, each stored as one measurement `step_s` seconds apart
     samples: dict[str, list[float]] = field(default_factory=dict)
+    step_s: int = 1
 
 
 def probes() -> list[Probe]:
@@ -105,7 +106,8 @@ def probes() -> list[Probe]:
             "5G",
             {"dl_bps": [100e6] * 300, "ul_bps": [29.9e6] * 300, "rtt_ms": [50.0] * 300},
         ),
-        # vnpt FTTH in A: dl 80 = 0.8 x 100 exactly over 1000 samples; ul 90 over 999 samples.
+        # vnpt FTTH in A: dl 80 = 0.8 x 100 exactly over 1000 samples; ul 90 over 999 samples;
+        # a sample every 90 s, so they fall in all 24 hours of the day (QCVN 34's spread).
         Probe(
             "p-a-vnp-ftth",
             A,
@@ -113,6 +115,7 @@ def probes() -> list[Probe]:
             "vnpt",
             "FTTH",
             {"dl_bps": [80e6] * 1000, "ul_bps": [90e6] * 999, "rtt_ms": [8.0] * 1000},
+            step_s=90,
         ),
     ]
 
@@ -176,7 +179,7 @@ def seed(store: SQLiteStore) -> None:
                         "seq": seq,
                         "measurements": [
                             {
-                                "ts": T0 + (start + i) * 1000,
+                                "ts": T0 + (start + i) * 1000 * p.step_s,
                                 "target": "speedtest.example.vn",
                                 "technology": p.technology,
                                 "operator": p.operator,

@@ -35,6 +35,8 @@ def _profile_ref(p: Profile) -> ProfileRef:
         title_en=p.title_en,
         technologies=p.technologies,
         effective_from=p.effective_from.isoformat(),
+        effective_from_unverified=p.effective_from_unverified,
+        effective_from_note=p.effective_from_note,
     )
 
 
@@ -88,6 +90,12 @@ def compliance(
         by_group: dict[tuple[str, str], list[str]] = {}
         for r in results:
             ind = r.indicator
+            marks = prof.unverified_marks(ind, standards.speeds, tech)
+            notes = list(r.notes) + [
+                f"{what} is our choice: {note}" if note else f"{what} is our choice"
+                for what, note in marks
+                if what != "limit"  # the limit's note is the indicator's own, already in r.notes
+            ]
             by_group.setdefault((r.operator, r.place), []).append(r.status)
             rows.append(
                 ComplianceRow(
@@ -111,8 +119,11 @@ def compliance(
                     insufficient_data=r.status == "insufficient_data",
                     sample_count=r.sample_count,
                     min_samples=r.min_samples,
-                    unverified=ind.unverified,
-                    note="; ".join(r.notes),
+                    unverified=bool(marks),
+                    unverified_what=[what for what, _ in marks],
+                    approximate=r.approximate,
+                    not_checked=r.not_checked,
+                    note="; ".join(notes),
                 )
             )
         for (op, place), statuses in by_group.items():
@@ -152,6 +163,11 @@ def compliance(
     )
 
 
+def _flat(row: dict[str, object]) -> dict[str, object]:
+    """A CSV cell per field: lists joined by '; '."""
+    return {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+
+
 Technology = Annotated[
     str | None, Query(pattern=TECH_PATTERN, description="4G, 5G, FTTH, ...; default: every covered one")
 ]
@@ -182,7 +198,9 @@ def get_compliance(
     out = compliance(request, period, technology, operator, commune, profile)
     if format == "csv":
         return csv_response(
-            (r.model_dump() for r in out.rows), list(ComplianceRow.model_fields), f"compliance-{period}.csv"
+            (_flat(r.model_dump()) for r in out.rows),
+            list(ComplianceRow.model_fields),
+            f"compliance-{period}.csv",
         )
     return out
 

@@ -841,10 +841,12 @@ def warm_up() -> float:
     decode_sketches(encode_sketches(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts))
     # Imported here: those modules build on this one.
     from collector.core.availability import availability
+    from collector.core.shares import with_counters
     from collector.core.signals import counter_rates, jitter, sequence_loss
     from collector.events import StateChange
 
     counter_rates(batch.series_id, batch.ts_ms, np.array([5, 9, 1], dtype=np.uint64), 32)
+    with_counters(batch, np.array([1], dtype=np.int32), np.array([0.0]), np.array([3], dtype=np.int32))
     jitter(batch)
     sequence_loss(batch.series_id, batch.ts_ms, np.array([1, 3, 7], dtype=np.int64))
     availability([StateChange("device", "d", "down", 1)], 0, 10, maintenance=[(None, 2, 3)])

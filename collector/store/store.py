@@ -700,11 +700,17 @@ class Store:
         return {r[0] for r in self._reader().execute("SELECT DISTINCT metric FROM series")}
 
     def total_count(self, resolution_s: int = 60, metric: str | None = None) -> int:
-        """Sum of rollup sample counts (what tests and the soak check against what was sent)."""
+        """Sum of rollup sample counts (what tests and the soak check against what was sent).
+        Without `metric`, the share counters ingest derives (metrics named `m>=t`) are left
+        out: they are not samples anyone sent."""
         if metric is None:
             row = (
                 self._reader()
-                .execute("SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution_s=?", (resolution_s,))
+                .execute(
+                    "SELECT coalesce(sum(r.count), 0) FROM rollups r JOIN series s USING (series_id)"
+                    " WHERE r.resolution_s=? AND s.metric NOT LIKE ?",
+                    (resolution_s, "%>=%"),
+                )
                 .fetchone()
             )
         else:
