@@ -343,6 +343,11 @@ class TrapSettings(_Section):
     port: int = Field(
         1162, ge=1, le=65535, description="UDP port; 162 is the standard one (needs privileges)"
     )
+    accept_v2c: bool = Field(
+        True,
+        description="accept SNMPv2c traps (community in clear, can be sniffed and replayed); "
+        "false: only SNMPv3 traps authenticated with the device's v3 credential",
+    )
 
 
 def _check_matchers(v: list[str]) -> list[str]:
