@@ -9,9 +9,10 @@ one: SQLite under ``./var``, an in-process broker on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -601,8 +602,42 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(src, key, reason) from exc
 
 
+SECRET_MASK = "********"
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|auth|sig|cred", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """The URL made safe to print: a password in its user info (`user:pass@`), a lone user
+    info over HTTP(S) (a token: `https://TOKEN@host`), and the values of query parameters named like a
+    secret (password, token, api_key, signature, ...) become '********'. Anything that is
+    not a URL with a host comes back unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:{SECRET_MASK}@{host}"
+        elif parts.scheme in ("http", "https"):
+            netloc = f"{SECRET_MASK}@{host}"  # over HTTP a lone user info is a credential
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_QUERY_KEY.search(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, SECRET_MASK if _SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def masked_dict(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret replaced by '********'."""
+    """The settings as plain data with every secret replaced by '********', including the
+    passwords and tokens inside URLs (see mask_url)."""
 
     # mode="json" renders SecretStr as '**********' already; keep a fixed mask so the
     # length of a secret never leaks either.
@@ -612,7 +647,9 @@ def masked_dict(settings: Settings) -> dict[str, Any]:
         if isinstance(obj, list):
             return [mask(v) for v in obj]
         if isinstance(obj, str) and obj and set(obj) == {"*"}:
-            return "********"
+            return SECRET_MASK
+        if isinstance(obj, str) and "://" in obj:
+            return mask_url(obj)  # tsdb.url, alertmanager URLs, external_url: user:pass@ inside
         return obj
 
     return mask(settings.model_dump(mode="json"))  # type: ignore[no-any-return]
