@@ -8,6 +8,7 @@ one: SQLite under ``./var``, an in-process broker on 127.0.0.1.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -45,8 +46,34 @@ class _Section(BaseModel):
 
 
 class EmbeddedBrokerSettings(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="where the embedded broker listens (anonymous: loopback)")
     port: int = Field(1883, ge=1, le=65535)
+    allow_remote_anonymous: bool = Field(
+        False,
+        description="let the embedded broker, which has no authentication, listen beyond loopback "
+        "(anyone who reaches it can publish probe data); prefer mosquitto with passwords (mqtt.host)",
+    )
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> EmbeddedBrokerSettings:
+        if not self.allow_remote_anonymous and not is_loopback(self.host):
+            raise ValueError(
+                f"mqtt.embedded.host {self.host!r} is not a loopback address: the embedded broker is"
+                " anonymous, so anyone who reaches it could publish probe data. Keep 127.0.0.1, run"
+                " mosquitto with a password file (mqtt.host), or set"
+                " mqtt.embedded.allow_remote_anonymous: true"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"; 0.0.0.0, :: and names are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class MqttSettings(_Section):
