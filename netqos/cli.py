@@ -281,11 +281,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 1
     finally:
         os.umask(umask)
-    store = open_store(settings.store)
     try:
-        _audit(store, "store.backup", str(args.path.resolve()), {"schema_version": version})
-    finally:
-        store.close()
+        store = open_store(settings.store)
+    except StoreError as exc:  # e.g. a store newer than this release: the backup stands
+        print(f"netqos: warning: the backup is not in the audit log: {exc}", file=sys.stderr)
+    else:
+        try:
+            _audit(store, "store.backup", str(args.path.resolve()), {"schema_version": version})
+        finally:
+            store.close()
     size = args.path.stat().st_size
     print(f"backup of {backend.describe()} written to {args.path} ({size} bytes, schema version {version})")
     return 0
