@@ -221,6 +221,7 @@ async def test_traps_from_agents_sharing_a_host_reach_the_right_device(tmp_path:
                 break
             await asyncio.sleep(0.05)
         await sink.flush()
+
         def trap_changes(dev: str) -> list[tuple[str, str, str]]:
             changes = DeviceRepo(store).state_changes(dev)
             return [(c.entity, c.state, c.source) for c in changes if c.source == "trap"]
