@@ -143,9 +143,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
                 )
                 return []
             state = "down" if kind == "linkDown" else "up"
+            admin = vbs.get((*IF_ADMIN_STATUS, index), rt.enums.get(("interfaces", index, "ifAdminStatus")))
+            if state == "down" and admin == 2:
+                # Shut down by an administrator (the linkDown of a `shutdown`): not an outage,
+                # as the poller reads it; else the poll, seeing the same ifOperStatus, would
+                # never close the outage the trap opened.
+                state = "disabled"
             # Tell the poller what the trap said: its next poll does not report it again, and
             # reports (closes) it when it sees otherwise.
-            rt.enums[("interfaces", index, "ifOperStatus")] = 2 if state == "down" else 1
+            rt.enums[("interfaces", index, "ifOperStatus")] = 2 if kind == "linkDown" else 1
             changes.append(
                 StateChange("interface", f"{rt.device.id}/{name}", state, now_ms, "trap", kind, rt.device.id)
             )

@@ -51,7 +51,7 @@ def table():
         out += [((1,3,6,1,2,1,2,2,1,1,i), "integer", str(i - 2**32 if i >= 2**31 else i)),
                 ((1,3,6,1,2,1,2,2,1,2,i), "string", r["name"]),
                 ((1,3,6,1,2,1,2,2,1,3,i), "integer", "6"),
-                ((1,3,6,1,2,1,2,2,1,7,i), "integer", "1"),
+                ((1,3,6,1,2,1,2,2,1,7,i), "integer", str(r.get("admin", 1))),
                 ((1,3,6,1,2,1,2,2,1,8,i), "integer", str(r["oper"])),
                 ((1,3,6,1,2,1,31,1,1,1,1,i), "string", r["name"])]
     return sorted(out)
@@ -92,9 +92,12 @@ class Olt:
             ],
         )
 
-    def set(self, rows: dict[int, tuple[str, int]]) -> None:
+    def set(self, rows: dict[int, tuple[str, int]], admin_down: tuple[int, ...] = ()) -> None:
         tmp = self.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(i): {"name": n, "oper": o} for i, (n, o) in rows.items()}))
+        state = {
+            str(i): {"name": n, "oper": o, "admin": 2 if i in admin_down else 1} for i, (n, o) in rows.items()
+        }
+        tmp.write_text(json.dumps(state))
         tmp.replace(self.state)
 
 
@@ -181,18 +184,13 @@ async def send(rig: Rig, tmp: Path, head: list[str], trap_oid: str, *vbs: str, e
     await rig.sink.flush()
 
 
-def link_vbs(index: int, oper: int) -> list[str]:
+def link_vbs(index: int, oper: int, admin: int = 1) -> list[str]:
+    """linkDown/linkUp varbinds (RFC 2863): ifIndex, ifAdminStatus, ifOperStatus of the port."""
     signed = index - 2**32 if index >= 2**31 else index
     return [
-        f"{IF_INDEX}.{index}",
-        "i",
-        str(signed),
-        f"{IF_ADMIN}.{index}",
-        "i",
-        "1",
-        f"{IF_OPER}.{index}",
-        "i",
-        str(oper),
+        *(f"{IF_INDEX}.{index}", "i", str(signed)),
+        *(f"{IF_ADMIN}.{index}", "i", str(admin)),
+        *(f"{IF_OPER}.{index}", "i", str(oper)),
     ]
 
 
@@ -226,9 +224,16 @@ async def test_linkdown_above_2_31_marks_the_real_port_and_the_next_poll_closes_
         await rig.poll()
         assert rig.changes()[-1] == ("olt/gpon0/1/0", "up", "poll")
         assert all(o.end_ms is not None for o in rig.repo.outages("olt", 0, 2**62))
+        # An administrator shuts eth0 down: the device's linkDown says ifAdminStatus=2. Not an
+        # outage (the poller reads an admin-down port so too), so nothing is left open.
+        olt.set({BIG: ("gpon0/1/0", 1), 1: ("eth0", 2)}, admin_down=(1,))
+        await send(rig, tmp_path, v2c, LINK_DOWN, *link_vbs(1, 2, admin=2), expect="accepted")
+        await rig.poll()
+        assert rig.changes()[-1] == ("olt/eth0", "disabled", "trap")
+        assert all(o.end_ms is not None for o in rig.repo.outages("olt", 0, 2**62))
         # No phantom: neither the signed value nor an unknown index ever became an interface.
         entities = {c[0] for c in rig.changes()}
-        assert entities == {"olt/gpon0/1/0"}
+        assert entities == {"olt/gpon0/1/0", "olt/eth0"}
         assert {r["name"] for r in rig.repo.rows("olt", "interfaces")} == {"eth0", "gpon0/1/0"}
     finally:
         await rig.close()
