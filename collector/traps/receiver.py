@@ -164,7 +164,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
             msg = decode_message(data)
         except SnmpDecodeError as exc:
             m.TRAPS.labels(outcome="malformed").inc()
-            log.info("event=trap_malformed device=%s reason=%r", rt.device.id, str(exc))
+            log.debug("event=trap_malformed device=%s reason=%r", rt.device.id, str(exc))
             return None
         if msg.pdu_type != PDU_TRAP_V2:
             m.TRAPS.labels(outcome="unsupported").inc()
@@ -183,19 +183,21 @@ class TrapReceiver(asyncio.DatagramProtocol):
             msg = decode_v3_message(data)
         except SnmpDecodeError as exc:
             m.TRAPS.labels(outcome="malformed").inc()
-            log.info("event=trap_malformed device=%s reason=%r", rt.device.id, str(exc))
+            log.debug("event=trap_malformed device=%s reason=%r", rt.device.id, str(exc))
             return None
         user = self._user(rt.cred)
         if user is None or msg.usm.user_name != user.name:
+            # Refusals are counted; logged at debug only, so a flood of forged traps cannot
+            # flood the log too.
             m.TRAPS.labels(outcome="unknown_user").inc()
-            log.info("event=trap_unknown_user device=%s", rt.device.id)
+            log.debug("event=trap_unknown_user device=%s", rt.device.id)
             return None
         level = msg.flags & (FLAG_AUTH | FLAG_PRIV)
         if level != user.level:
             # RFC 3414 3.2 step 5: the level the user is configured for, no less (and a
             # privacy flag for a user without privacy keys cannot be decrypted).
             m.TRAPS.labels(outcome="bad_security_level").inc()
-            log.info(
+            log.debug(
                 "event=trap_bad_security_level device=%s flags=%d expected=%d",
                 rt.device.id,
                 level,
@@ -213,7 +215,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
                     raise UsmError("decrypt_failed", str(exc)) from None
         except UsmError as exc:
             m.TRAPS.labels(outcome=exc.reason).inc()
-            log.info("event=trap_refused device=%s reason=%r", rt.device.id, str(exc))
+            log.debug("event=trap_refused device=%s reason=%r", rt.device.id, str(exc))
             return None
         assert scoped is not None
         if scoped.pdu_type != PDU_TRAP_V2:
