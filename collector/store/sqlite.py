@@ -47,8 +47,10 @@ def _no_world_access(path: Path) -> None:
         if mode & 0o007:
             try:
                 p.chmod(mode & ~0o007)
-            except OSError as exc:
-                log.warning("event=store_mode_not_changed path=%s mode=%o reason=%r", p, mode, str(exc))
+            except OSError as exc:  # not the owner: say so once, the store still opens
+                if p not in _tightened:
+                    _tightened.add(p)
+                    log.warning("event=store_mode_not_changed path=%s mode=%o reason=%r", p, mode, str(exc))
                 continue
             if p not in _tightened:
                 _tightened.add(p)
