@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from collector.store import audit
 from collector.store.db import StoreError
 from netqos import __version__
 from netqos.config import ApiKey, ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
+
+if TYPE_CHECKING:
+    from collector.store.store import Store
 
 log = logging.getLogger("netqos")
 
@@ -55,6 +61,31 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def warn_without_api_tokens(settings: Settings, roles: frozenset[str]) -> bool:
+    """Warn (and say so) when the API runs with no token of either kind: then, and only then,
+    every /api/v1 request gets 401."""
+    if settings.api.tokens or settings.api.keys or "api" not in roles:
+        return False
+    log.warning("event=no_api_tokens hint='set api.keys (or api.tokens): every /api/v1 request will get 401'")
+    return True
+
+
+def _cli_actor() -> audit.Actor:
+    """Who runs a state-changing command: the operating-system user, with the admin role
+    (whoever can run netqos here can read its configuration and store), from this host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no LOGNAME: still audited
+        user = f"uid-{os.getuid()}"
+    return audit.Actor(f"cli:{user}", "admin", "", "local")
+
+
+def _audit(store: Store, action: str, target: str, detail: dict[str, Any]) -> None:
+    """An audit row for a CLI command, as the API writes one for the same change."""
+    with store.transaction() as conn:
+        audit.record(conn, _cli_actor(), action, target, detail)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from netqos.service import ALL_ROLES, parse_roles, run_service
 
@@ -66,8 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
     setup_logging(settings.log.level, settings.log.format)
-    if not settings.api.tokens and "api" in roles:
-        log.warning("event=no_api_tokens hint='set api.tokens: every /api/v1 request will get 401'")
+    warn_without_api_tokens(settings, roles)
     asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
     return 0
 
@@ -102,6 +132,7 @@ def cmd_probe_token(args: argparse.Namespace) -> int:
             where = store.backend.describe()
             print(f"netqos: no registered probe {args.probe_id!r} in {where}", file=sys.stderr)
             return 1
+        _audit(store, "probe.token", args.probe_id, {})  # never the token, not even its hash
     finally:
         store.close()
     # Shown once: only its hash is kept. It replaces any earlier token of the probe.
@@ -156,6 +187,8 @@ def cmd_rollup(args: argparse.Namespace) -> int:
             print(" ".join(f"{names[t]}: {n} rows deleted" for t, n in gone.items()) or "nothing to delete")
             days = settings.rollups.batch_log_retention_days
             print(f"batch log: {roller.prune_batch_log()} rows older than {days:g} days deleted")
+        detail = {"from_ms": args.from_ms, "to_ms": args.to_ms} if args.action == "rebuild" else {}
+        _audit(store, f"rollup.{args.action}", "rollups", detail)
         pending = roller.pending()
         print("pending: " + (" ".join(f"{names[t]}={n}" for t, n in sorted(pending.items())) or "none"))
     finally:
@@ -185,11 +218,24 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"netqos: {exc}", file=sys.stderr)
                 return 1
+            _audit(
+                store,
+                "maintenance.create",
+                str(wid),
+                {
+                    "entity_kind": args.kind or "",
+                    "entity": args.entity or "",
+                    "from_ms": args.from_ms,
+                    "to_ms": args.to_ms,
+                    "reason": args.reason,
+                },
+            )
             print(f"maintenance window {wid} added")
         elif args.action == "delete":
             if not repo.delete_maintenance(args.id):
                 print(f"netqos: no maintenance window {args.id}", file=sys.stderr)
                 return 1
+            _audit(store, "maintenance.delete", str(args.id), {})
             print(f"maintenance window {args.id} deleted")
         else:
             for w in repo.maintenance(-(2**62), 2**62):
@@ -201,7 +247,6 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def cmd_import_units(args: argparse.Namespace) -> int:
-    from collector.store import audit
     from collector.store.store import open_store
     from netqos.service import import_unit_files
 
@@ -211,7 +256,7 @@ def cmd_import_units(args: argparse.Namespace) -> int:
         return 1
     store = open_store(settings.store)
     try:
-        n_c, n_v = import_unit_files(store, args.communes, args.villages, audit.Actor("cli", "admin"))
+        n_c, n_v = import_unit_files(store, args.communes, args.villages, _cli_actor())
     finally:
         store.close()
     print(f"imported {n_c} communes and {n_v} villages into {store.backend.describe()}")
@@ -219,11 +264,14 @@ def cmd_import_units(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from collector.store.store import StoreError, backend_of
+    from collector.store.store import StoreError, backend_of, open_store
 
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
     backend = backend_of(settings.store)
+    # A backup is the whole store: readable by this user only, whatever the shell's umask
+    # (pg_dump, a child process, inherits it too).
+    umask = os.umask(0o077)
     try:
         backend.backup(args.path)
         # Read back at once: a backup that cannot be restored is found now, not on the bad day.
@@ -231,6 +279,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"netqos: backup failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        os.umask(umask)
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:  # e.g. a store newer than this release: the backup stands
+        print(f"netqos: warning: the backup is not in the audit log: {exc}", file=sys.stderr)
+    else:
+        try:
+            _audit(store, "store.backup", str(args.path.resolve()), {"schema_version": version})
+        finally:
+            store.close()
     size = args.path.stat().st_size
     print(f"backup of {backend.describe()} written to {args.path} ({size} bytes, schema version {version})")
     return 0
@@ -247,7 +306,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         backend.restore(args.path)
         store = Store(backend)  # an older backup is brought up to this netqos's schema
         applied = store.migrate_applied
-        store.close()
+        try:
+            detail = {"schema_version": version, "migrated_to": max(applied) if applied else version}
+            _audit(store, "store.restore", str(args.path.resolve()), detail)
+        finally:
+            store.close()
     except StoreError as exc:
         print(f"netqos: restore failed: {exc}", file=sys.stderr)
         return 1

@@ -8,10 +8,12 @@ one: SQLite under ``./var``, an in-process broker on 127.0.0.1.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -44,8 +46,34 @@ class _Section(BaseModel):
 
 
 class EmbeddedBrokerSettings(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="where the embedded broker listens (anonymous: loopback)")
     port: int = Field(1883, ge=1, le=65535)
+    allow_remote_anonymous: bool = Field(
+        False,
+        description="let the embedded broker, which has no authentication, listen beyond loopback "
+        "(anyone who reaches it can publish probe data); prefer mosquitto with passwords (mqtt.host)",
+    )
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> EmbeddedBrokerSettings:
+        if not self.allow_remote_anonymous and not is_loopback(self.host):
+            raise ValueError(
+                f"mqtt.embedded.host {self.host!r} is not a loopback address: the embedded broker is"
+                " anonymous, so anyone who reaches it could publish probe data. Keep 127.0.0.1, run"
+                " mosquitto with a password file (mqtt.host), or set"
+                " mqtt.embedded.allow_remote_anonymous: true"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"; 0.0.0.0, :: and names are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class MqttSettings(_Section):
@@ -350,6 +378,11 @@ class TrapSettings(_Section):
     port: int = Field(
         1162, ge=1, le=65535, description="UDP port; 162 is the standard one (needs privileges)"
     )
+    accept_v2c: bool = Field(
+        True,
+        description="accept SNMPv2c traps (community in clear, can be sniffed and replayed); "
+        "false: only SNMPv3 traps authenticated with the device's v3 credential",
+    )
 
 
 def _check_matchers(v: list[str]) -> list[str]:
@@ -603,8 +636,42 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(src, key, reason) from exc
 
 
+SECRET_MASK = "********"
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|auth|sig|cred", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """The URL made safe to print: a password in its user info (`user:pass@`), a lone user
+    info over HTTP(S) (a token: `https://TOKEN@host`), and the values of query parameters named like a
+    secret (password, token, api_key, signature, ...) become '********'. Anything that is
+    not a URL with a host comes back unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:{SECRET_MASK}@{host}"
+        elif parts.scheme in ("http", "https"):
+            netloc = f"{SECRET_MASK}@{host}"  # over HTTP a lone user info is a credential
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_QUERY_KEY.search(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, SECRET_MASK if _SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def masked_dict(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret replaced by '********'."""
+    """The settings as plain data with every secret replaced by '********', including the
+    passwords and tokens inside URLs (see mask_url)."""
 
     # mode="json" renders SecretStr as '**********' already; keep a fixed mask so the
     # length of a secret never leaks either.
@@ -614,7 +681,9 @@ def masked_dict(settings: Settings) -> dict[str, Any]:
         if isinstance(obj, list):
             return [mask(v) for v in obj]
         if isinstance(obj, str) and obj and set(obj) == {"*"}:
-            return "********"
+            return SECRET_MASK
+        if isinstance(obj, str) and "://" in obj:
+            return mask_url(obj)  # tsdb.url, alertmanager URLs, external_url: user:pass@ inside
         return obj
 
     return mask(settings.model_dump(mode="json"))  # type: ignore[no-any-return]

@@ -1,11 +1,11 @@
 """`netqos doctor`: can this configuration reach what it needs? Says what is wrong and how to fix it.
 
 Each check is a function Settings -> Finding in CHECKS, run in order with a time limit each; a
-part that is not configured is skipped, not failed. Checks for settings another part of netqos
-adds (alert receivers) look their settings up by name and skip when they do not exist, so a new
-receiver only needs a function appended here. Nothing is written anywhere: the broker login uses
-a clean session under a client id of its own, the store is opened read-only, and no secret is
-ever printed.
+part that is not configured is skipped, not failed. The alert receivers are checked as their
+notifiers use them (e-mail: SMTP up to the login; Alertmanager: health and status API), one
+finding per kind naming each receiver. Nothing is written anywhere: the broker login uses a
+clean session under a client id of its own, the store is opened read-only, no e-mail is sent,
+and no secret is ever printed (URLs are shown through mask_url).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import httpx
 
 from collector.mqtt.lean import encode_connect
 from collector.store.sqlite import latest_schema_version
-from netqos.config import Settings
+from netqos.config import Settings, mask_url
 
 #: What a CONNACK return code (MQTT 3.1.1) means, and what to do about it.
 CONNACK = {
@@ -193,21 +193,22 @@ async def check_tsdb(settings: Settings, timeout_s: float) -> Finding:
     t = settings.tsdb
     if t.url is None:
         return Finding("tsdb", None, "tsdb.url unset: no time-series sink")
+    shown = mask_url(t.url)
     try:
         health = await _http_get(f"{t.url}/health", timeout_s)
     except httpx.HTTPError as exc:
         return Finding(
             "tsdb",
             False,
-            f"cannot reach {t.url}: {exc or type(exc).__name__}",
+            f"cannot reach {shown}: {str(exc).replace(t.url, shown) or type(exc).__name__}",
             "start InfluxDB (or VictoriaMetrics) or correct tsdb.url; the sink spools to"
             " tsdb.spool_dir meanwhile, so nothing is lost until the spool is full",
         )
     if health.status_code >= 400:
-        return Finding("tsdb", False, f"{t.url}/health answered {health.status_code}", "check the TSDB's log")
+        return Finding("tsdb", False, f"{shown}/health answered {health.status_code}", "check the TSDB's log")
     token = _secret(t.token)
     if token is None:
-        return Finding("tsdb", True, f"{t.url} is healthy (no token configured)")
+        return Finding("tsdb", True, f"{shown} is healthy (no token configured)")
     got = await _http_get(
         f"{t.url}/api/v2/buckets?name={t.bucket}", timeout_s, {"Authorization": f"Token {token}"}
     )
@@ -215,75 +216,138 @@ async def check_tsdb(settings: Settings, timeout_s: float) -> Finding:
         return Finding(
             "tsdb",
             False,
-            f"{t.url} rejected the token ({got.status_code})",
+            f"{shown} rejected the token ({got.status_code})",
             "set NETQOS_TSDB__TOKEN to a token with write access to the bucket (influx auth list)",
         )
     if got.status_code == 200 and t.bucket not in got.text:
         return Finding(
             "tsdb",
             False,
-            f"{t.url}: no bucket {t.bucket!r} in org {t.org!r} for this token",
+            f"{shown}: no bucket {t.bucket!r} in org {t.org!r} for this token",
             f"create it (influx bucket create -n {t.bucket} -o {t.org}) or correct tsdb.bucket/tsdb.org",
         )
     if got.status_code != 200:
         # VictoriaMetrics takes the v2 write API but has no bucket API: nothing more to check.
-        detail = f"{t.url} is healthy; no bucket API (HTTP {got.status_code}): bucket not checked"
+        detail = f"{shown} is healthy; no bucket API (HTTP {got.status_code}): bucket not checked"
         return Finding("tsdb", True, detail)
-    return Finding("tsdb", True, f"{t.url} is healthy; bucket {t.bucket!r} found for the token")
+    return Finding("tsdb", True, f"{shown} is healthy; bucket {t.bucket!r} found for the token")
+
+
+def _receivers(settings: Settings, kind: str) -> list[Any]:
+    return [r for r in settings.alerts.receivers if getattr(r, "type", None) == kind]
+
+
+def _summary(name: str, what: str, results: list[Finding]) -> Finding:
+    """One finding for every receiver of a kind: failed when one failed, each one named."""
+    if not results:
+        return Finding(name, None, f"no {what} in alerts.receivers")
+    failed = [r for r in results if r.ok is False]
+    shown = failed or results
+    return Finding(
+        name,
+        not failed,
+        "; ".join(r.detail for r in shown),
+        "; ".join(r.fix for r in failed if r.fix),
+    )
 
 
 async def check_smtp(settings: Settings, timeout_s: float) -> Finding:
-    """The e-mail receiver's server answers SMTP (greeting 220); skipped without alerts.smtp.host."""
-    host = optional_setting(settings, "alerts.smtp.host")
-    if not host:
-        return Finding("smtp", None, "no alerts.smtp.host: no e-mail receiver")
-    port = int(optional_setting(settings, "alerts.smtp.port") or 25)
+    """Each e-mail receiver's server, as the notifier will use it: connect (implicit TLS when
+    `tls`), EHLO, STARTTLS when `starttls`, and the login when a user is set; then QUIT.
+    No message is sent."""
+    return _summary(
+        "smtp", "e-mail receiver", [await _smtp(r, timeout_s) for r in _receivers(settings, "email")]
+    )
+
+
+async def _smtp(r: Any, timeout_s: float) -> Finding:
+    import aiosmtplib
+
+    where = f"receiver {r.name}: {r.smarthost}:{r.port}"
+    client = aiosmtplib.SMTP(
+        hostname=r.smarthost, port=r.port, use_tls=r.tls, start_tls=False, timeout=timeout_s
+    )
+    step = "connect"
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(str(host), port), timeout_s)
-    except (OSError, TimeoutError) as exc:
+        await client.connect()
+        step = "EHLO"
+        await client.ehlo()
+        if r.starttls:
+            if not client.supports_extension("starttls"):
+                return Finding(
+                    "smtp",
+                    False,
+                    f"{where} does not offer STARTTLS",
+                    f"enable STARTTLS on the server, or set tls: true (port 465) for receiver {r.name}",
+                )
+            step = "STARTTLS"
+            await client.starttls()
+        if r.username and r.password is not None:
+            step = "login"
+            await client.login(r.username, r.password.get_secret_value())
+        await client.quit()
+    except aiosmtplib.SMTPAuthenticationError as exc:
         return Finding(
             "smtp",
             False,
-            f"cannot connect to {host}:{port}: {exc or type(exc).__name__}",
-            _reach_fix("the mail server", str(host), port, "alerts.smtp.host/alerts.smtp.port"),
+            f"{where} rejected the login of {r.username!r} ({exc.code})",
+            f"check username and password of receiver {r.name}",
         )
-    try:
-        greeting = await asyncio.wait_for(reader.readline(), timeout_s)
-        writer.write(b"QUIT\r\n")
-    except (OSError, TimeoutError) as exc:
-        return Finding("smtp", False, f"{host}:{port} did not greet: {type(exc).__name__}", "check the port")
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return Finding(
+            "smtp",
+            False,
+            f"{where}: {step} failed: {type(exc).__name__}: {exc}"[:300],
+            _reach_fix("the mail server", r.smarthost, r.port, f"smarthost/port of receiver {r.name}")
+            if step == "connect"
+            else "check port, tls and starttls (587 STARTTLS submission, 465 implicit TLS, 25 relay)",
+        )
     finally:
-        writer.close()
-    if not greeting.startswith(b"220"):
-        return Finding(
-            "smtp",
-            False,
-            f"{host}:{port} greeted {greeting[:60]!r}, not 220",
-            "check alerts.smtp.port (587 submission, 465 implicit TLS, 25 relay)",
-        )
-    return Finding("smtp", True, f"{host}:{port} answers SMTP")
+        client.close()
+    how = "TLS" if r.tls else "STARTTLS" if r.starttls else "plain SMTP (no TLS)"
+    login = f", logged in as {r.username}" if r.username else ""
+    return Finding("smtp", True, f"{where} answers over {how}{login}")
 
 
 async def check_alertmanager(settings: Settings, timeout_s: float) -> Finding:
-    """Alertmanager answers /-/healthy; skipped without an alertmanager URL in the alert settings."""
-    url = optional_setting(settings, "alerts.alertmanager_url") or optional_setting(
-        settings, "alerts.alertmanager.url"
-    )
-    if not url:
-        return Finding("alertmanager", None, "no Alertmanager URL in the alert settings")
-    base = str(url).rstrip("/")
+    """Each Alertmanager receiver answers /-/healthy and its status API (/api/v2/status, with
+    the bearer token when one is set)."""
+    found = [await _alertmanager(r, timeout_s) for r in _receivers(settings, "alertmanager")]
+    return _summary("alertmanager", "Alertmanager receiver", found)
+
+
+async def _alertmanager(r: Any, timeout_s: float) -> Finding:
+    base = str(r.url).rstrip("/")
+    shown = f"receiver {r.name}: {mask_url(base)}"
+    headers = {"Authorization": f"Bearer {r.bearer_token.get_secret_value()}"} if r.bearer_token else {}
     try:
-        got = await _http_get(f"{base}/-/healthy", timeout_s)
+        healthy = await _http_get(f"{base}/-/healthy", timeout_s, headers)
+        status = await _http_get(f"{base}/api/v2/status", timeout_s, headers)
     except httpx.HTTPError as exc:
         return Finding(
             "alertmanager",
             False,
-            f"cannot reach {base}: {exc or type(exc).__name__}",
-            "start Alertmanager or correct its URL in the alert settings",
+            f"cannot reach {shown}: {type(exc).__name__}",
+            f"start Alertmanager or correct the url of receiver {r.name}",
         )
-    if got.status_code != 200:
-        return Finding("alertmanager", False, f"{base}/-/healthy answered {got.status_code}", "check its log")
-    return Finding("alertmanager", True, f"{base} is healthy")
+    if healthy.status_code in (401, 403) or status.status_code in (401, 403):
+        return Finding(
+            "alertmanager", False, f"{shown} refused us (HTTP {status.status_code})", "check bearer_token"
+        )
+    if healthy.status_code != 200 or status.status_code != 200:
+        return Finding(
+            "alertmanager",
+            False,
+            f"{shown}: /-/healthy answered {healthy.status_code}, /api/v2/status {status.status_code}",
+            "check that the url is Alertmanager's base URL, then its log",
+        )
+    try:
+        version = str(status.json()["versionInfo"]["version"])
+    except (ValueError, KeyError, TypeError):
+        return Finding(
+            "alertmanager", False, f"{shown}: /api/v2/status is not Alertmanager's", "check the url"
+        )
+    return Finding("alertmanager", True, f"{shown} is healthy (Alertmanager {version})")
 
 
 CHECKS: list[Check] = [check_broker, check_store, check_tsdb, check_smtp, check_alertmanager]

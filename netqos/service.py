@@ -42,7 +42,7 @@ from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
 from netqos import memory
 from netqos.aio import freeze_startup_heap
-from netqos.config import ConfigError, RollupSettings, Settings
+from netqos.config import ConfigError, RollupSettings, Settings, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,11 @@ def import_unit_files(
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now. SO_REUSEADDR as the servers themselves
+    bind (asyncio's default): connections of a just-stopped run in TIME_WAIT (about a minute)
+    do not count, a listening socket still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -163,6 +167,14 @@ async def start_embedded_broker(host: str, port: int) -> Any:
     )
     await broker.start()
     log.info("event=embedded_broker_started bind=%s:%d", host, port)
+    if not is_loopback(host):
+        # Only reachable with mqtt.embedded.allow_remote_anonymous: true (the config refuses it otherwise).
+        log.warning(
+            "event=embedded_broker_anonymous_remote bind=%s:%d hint='no authentication: anyone who"
+            " reaches this port can publish probe data; use mosquitto with passwords (mqtt.host)'",
+            host,
+            port,
+        )
     return broker
 
 

@@ -1180,39 +1180,11 @@ def _py_trap_header(data: bytes, p: int, pdu_end: int) -> tuple[TrapV1, int]:
     return TrapV1(enterprise, addr, ints[0], ints[1], ints[2]), p
 
 
-def decode_message(packet: bytes | bytearray | memoryview) -> Message:
-    """Decode any v1/v2c message (responses, traps incl. the SNMPv1 Trap-PDU, requests) into
-    Python objects. The simple reference for :func:`decode_response_columnar`: same rules,
-    same errors; use it where volume is low (traps, the agent simulator)."""
-    if len(packet) > MAX_PACKET_SIZE:
-        raise SnmpDecodeError(REASONS[_E_PACKET_SIZE], 0)
-    data = bytes(packet)
-    size = len(data)
-    t, p, end = _py_header(data, 0, size)
-    if t != TAG_SEQUENCE:
-        raise _error(_E_MESSAGE_TAG, 0)
-    if end != size:
-        raise _error(_E_TRAILING, end)
-    at = p
-    t, s, e = _py_header(data, p, end)
-    if t != TAG_INTEGER:
-        raise _error(_E_VERSION_TAG, at)
-    version = _py_int(data, s, e, at)
-    if version not in (0, 1):
-        raise _error(_E_VERSION, at)
-    p = e
-    at = p
-    t, s, e = _py_header(data, p, end)
-    if t != TAG_OCTET_STRING:
-        raise _error(_E_COMMUNITY_TAG, at)
-    community = data[s:e]
-    p = e
-    at = p
-    t, s, e = _py_header(data, p, end)
-    if not 0xA0 <= t <= 0xA8:
-        raise _error(_E_PDU_TAG, at)
-    if e != end:
-        raise _error(_E_MESSAGE_EXTRA, e)
+def _py_pdu(
+    data: bytes, t: int, s: int, e: int
+) -> tuple[PduType, list[int], list[tuple[OID, Value]], TrapV1 | None]:
+    """The PDU whose tag t and content s..e were framed by the caller: (type, the three
+    integer fields, varbinds, the SNMPv1 trap header)."""
     pdu = PduType(t)
     pdu_end = e
     p = s
@@ -1252,6 +1224,43 @@ def decode_message(packet: bytes | bytearray | memoryview) -> Message:
         name = _py_oid(data, s, e, vs)
         value, _ = _py_value(data, e, ve)
         varbinds.append((name, value))
+    return pdu, fields, varbinds, trap
+
+
+def decode_message(packet: bytes | bytearray | memoryview) -> Message:
+    """Decode any v1/v2c message (responses, traps incl. the SNMPv1 Trap-PDU, requests) into
+    Python objects. The simple reference for :func:`decode_response_columnar`: same rules,
+    same errors; use it where volume is low (traps, the agent simulator)."""
+    if len(packet) > MAX_PACKET_SIZE:
+        raise SnmpDecodeError(REASONS[_E_PACKET_SIZE], 0)
+    data = bytes(packet)
+    size = len(data)
+    t, p, end = _py_header(data, 0, size)
+    if t != TAG_SEQUENCE:
+        raise _error(_E_MESSAGE_TAG, 0)
+    if end != size:
+        raise _error(_E_TRAILING, end)
+    at = p
+    t, s, e = _py_header(data, p, end)
+    if t != TAG_INTEGER:
+        raise _error(_E_VERSION_TAG, at)
+    version = _py_int(data, s, e, at)
+    if version not in (0, 1):
+        raise _error(_E_VERSION, at)
+    p = e
+    at = p
+    t, s, e = _py_header(data, p, end)
+    if t != TAG_OCTET_STRING:
+        raise _error(_E_COMMUNITY_TAG, at)
+    community = data[s:e]
+    p = e
+    at = p
+    t, s, e = _py_header(data, p, end)
+    if not 0xA0 <= t <= 0xA8:
+        raise _error(_E_PDU_TAG, at)
+    if e != end:
+        raise _error(_E_MESSAGE_EXTRA, e)
+    pdu, fields, varbinds, trap = _py_pdu(data, t, s, e)
     return Message(version, community, pdu, fields[0], fields[1], fields[2], varbinds, trap)
 
 
@@ -1292,3 +1301,177 @@ def decode_request(packet: bytes | bytearray | memoryview) -> Request:
         oids=tuple(o for o, _ in msg.varbinds),
         varbinds=tuple(msg.varbinds),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# SNMPv3 messages (RFC 3412 section 6) with the USM security parameters (RFC 3414 section 2.4).
+# Decoding only: the trap receiver reads them; authentication and privacy are the caller's
+# (collector/traps/usm.py), which is why the offset of msgAuthenticationParameters is kept.
+
+VERSION_3: Final = 3
+SECURITY_MODEL_USM: Final = 3
+FLAG_AUTH: Final = 0x01
+FLAG_PRIV: Final = 0x02
+FLAG_REPORTABLE: Final = 0x04
+# RFC 3414 2.4: msgUserName is SIZE(0..32); engine IDs are SIZE(5..32) (RFC 3411), but an
+# empty one is legal in discovery, so only the upper bound is checked here.
+MAX_USER_NAME: Final = 32
+MAX_ENGINE_ID: Final = 32
+MAX_ENGINE_INT: Final = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class UsmParams:
+    """UsmSecurityParameters. ``auth_offset`` is where msgAuthenticationParameters' content
+    starts in the whole message (the HMAC is computed with those bytes zeroed)."""
+
+    engine_id: bytes
+    engine_boots: int
+    engine_time: int
+    user_name: bytes
+    auth_params: bytes
+    priv_params: bytes
+    auth_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedPdu:
+    """The ScopedPDU of a v3 message, its PDU decoded like :func:`decode_message` does."""
+
+    context_engine_id: bytes
+    context_name: bytes
+    pdu_type: PduType
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list[tuple[OID, Value]]
+
+
+@dataclass(frozen=True, slots=True)
+class V3Message:
+    """A decoded SNMPv3 message: header, USM parameters, and either the plaintext ScopedPDU
+    or the encrypted one (``encrypted``), which the caller decrypts and decodes with
+    :func:`decode_scoped_pdu`."""
+
+    msg_id: int
+    max_size: int
+    flags: int
+    security_model: int
+    usm: UsmParams
+    scoped_pdu: ScopedPdu | None
+    encrypted: bytes | None
+
+
+def message_version(packet: bytes | bytearray | memoryview) -> int | None:
+    """The msgVersion of a message (0 v1, 1 v2c, 3 v3), None when it cannot be read."""
+    data = bytes(packet)
+    try:
+        t, p, end = _py_header(data, 0, len(data))
+        if t != TAG_SEQUENCE:
+            return None
+        t, s, e = _py_header(data, p, end)
+        if t != TAG_INTEGER:
+            return None
+        return _py_int(data, s, e, p)
+    except SnmpDecodeError:
+        return None
+
+
+def _v3_error(reason: str, offset: int) -> SnmpDecodeError:
+    return SnmpDecodeError(f"SNMPv3: {reason}", offset)
+
+
+def _expect(data: bytes, p: int, end: int, tag: int, what: str) -> tuple[int, int]:
+    t, s, e = _py_header(data, p, end)
+    if t != tag:
+        raise _v3_error(f"{what}: tag 0x{t:02x}, expected 0x{tag:02x}", p)
+    return s, e
+
+
+def _bounded_int(data: bytes, p: int, end: int, what: str, lo: int, hi: int) -> tuple[int, int]:
+    s, e = _expect(data, p, end, TAG_INTEGER, what)
+    v = _py_int(data, s, e, p)
+    if not lo <= v <= hi:
+        raise _v3_error(f"{what} {v} out of range {lo}..{hi}", p)
+    return v, e
+
+
+def _decode_usm(data: bytes, s: int, e: int) -> UsmParams:
+    """UsmSecurityParameters inside the msgSecurityParameters OCTET STRING at s..e."""
+    ps, pe = _expect(data, s, e, TAG_SEQUENCE, "UsmSecurityParameters")
+    if pe != e:
+        raise _v3_error("bytes after UsmSecurityParameters", pe)
+    p = ps
+    es, ee = _expect(data, p, pe, TAG_OCTET_STRING, "msgAuthoritativeEngineID")
+    if ee - es > MAX_ENGINE_ID:
+        raise _v3_error("msgAuthoritativeEngineID longer than 32 octets", p)
+    engine_id = data[es:ee]
+    boots, p = _bounded_int(data, ee, pe, "msgAuthoritativeEngineBoots", 0, MAX_ENGINE_INT)
+    etime, p = _bounded_int(data, p, pe, "msgAuthoritativeEngineTime", 0, MAX_ENGINE_INT)
+    us, ue = _expect(data, p, pe, TAG_OCTET_STRING, "msgUserName")
+    if ue - us > MAX_USER_NAME:
+        raise _v3_error("msgUserName longer than 32 octets", p)
+    as_, ae = _expect(data, ue, pe, TAG_OCTET_STRING, "msgAuthenticationParameters")
+    qs, qe = _expect(data, ae, pe, TAG_OCTET_STRING, "msgPrivacyParameters")
+    if qe != pe:
+        raise _v3_error("bytes after msgPrivacyParameters", qe)
+    return UsmParams(engine_id, boots, etime, data[us:ue], data[as_:ae], data[qs:qe], as_)
+
+
+def decode_v3_message(packet: bytes | bytearray | memoryview) -> V3Message:
+    """Decode an SNMPv3 message with the User-based Security Model.
+
+    Raises :class:`SnmpDecodeError` on malformed input, on another msgVersion or security
+    model, and on flags that ask for privacy without authentication (RFC 3412 7.2 step 5).
+    """
+    if len(packet) > MAX_PACKET_SIZE:
+        raise SnmpDecodeError(REASONS[_E_PACKET_SIZE], 0)
+    data = bytes(packet)
+    size = len(data)
+    s, end = _expect(data, 0, size, TAG_SEQUENCE, "message")
+    if end != size:
+        raise _error(_E_TRAILING, end)
+    version, p = _bounded_int(data, s, end, "msgVersion", 0, MAX_ENGINE_INT)
+    if version != VERSION_3:
+        raise _v3_error(f"msgVersion {version} is not 3", s)
+    hs, he = _expect(data, p, end, TAG_SEQUENCE, "msgGlobalData")
+    msg_id, q = _bounded_int(data, hs, he, "msgID", 0, MAX_ENGINE_INT)
+    max_size, q = _bounded_int(data, q, he, "msgMaxSize", 484, MAX_ENGINE_INT)
+    fs, fe = _expect(data, q, he, TAG_OCTET_STRING, "msgFlags")
+    if fe - fs != 1:
+        raise _v3_error("msgFlags is not one octet", q)
+    flags = data[fs]
+    model, q = _bounded_int(data, fe, he, "msgSecurityModel", 1, MAX_ENGINE_INT)
+    if q != he:
+        raise _v3_error("bytes after msgSecurityModel", q)
+    if model != SECURITY_MODEL_USM:
+        raise _v3_error(f"security model {model} is not USM (3)", fe)
+    if flags & FLAG_PRIV and not flags & FLAG_AUTH:
+        raise _v3_error("msgFlags: privacy without authentication", fs)
+    ss, se = _expect(data, he, end, TAG_OCTET_STRING, "msgSecurityParameters")
+    usm = _decode_usm(data, ss, se)
+    t, ds, de = _py_header(data, se, end)
+    if de != end:
+        raise _error(_E_MESSAGE_EXTRA, de)
+    if flags & FLAG_PRIV:
+        if t != TAG_OCTET_STRING:
+            raise _v3_error("encrypted ScopedPDU expected (privacy flag set)", se)
+        return V3Message(msg_id, max_size, flags, model, usm, None, data[ds:de])
+    if t != TAG_SEQUENCE:
+        raise _v3_error("plaintext ScopedPDU expected (no privacy flag)", se)
+    return V3Message(msg_id, max_size, flags, model, usm, decode_scoped_pdu(data[se:end]), None)
+
+
+def decode_scoped_pdu(data: bytes) -> ScopedPdu:
+    """A ScopedPDU (RFC 3412 6): plaintext, or what decryption returned. Octets after the
+    SEQUENCE are allowed (block-cipher padding, RFC 3414 8.1.1.2)."""
+    s, end = _expect(data, 0, len(data), TAG_SEQUENCE, "ScopedPDU")
+    cs, ce = _expect(data, s, end, TAG_OCTET_STRING, "contextEngineID")
+    ns, ne = _expect(data, ce, end, TAG_OCTET_STRING, "contextName")
+    t, ps, pe = _py_header(data, ne, end)
+    if not 0xA0 <= t <= 0xA8 or t == PduType.TRAP:
+        raise _error(_E_PDU_TAG, ne)
+    if pe != end:
+        raise _error(_E_MESSAGE_EXTRA, pe)
+    pdu, fields, varbinds, _ = _py_pdu(data, t, ps, pe)
+    return ScopedPdu(data[cs:ce], data[ns:ne], pdu, fields[0], fields[1], fields[2], varbinds)

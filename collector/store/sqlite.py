@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,47 @@ from collector.store.db import Backend, Connection, StoreError, greatest, least
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
+# The store holds token hashes, the audit log and every operator's data: private to the
+# service's user whatever the umask (systemd sets one; a shell usually leaves 022).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+log = logging.getLogger(__name__)
+_tightened: set[Path] = set()
+
+
+def create_private(path: Path) -> bool:
+    """Create `path` empty with mode 0600 (its folder 0700 when it has to be made); False when
+    it exists already. SQLite gives the -wal, -shm and journal files the mode of the database
+    file, so they are private too."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _no_world_access(path: Path) -> None:
+    """An existing store (made by an older release, or copied in) readable by every user on
+    the host loses the permissions of "others" (the group's are the deployment's choice)."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o007:
+            try:
+                p.chmod(mode & ~0o007)
+            except OSError as exc:  # not the owner: say so once, the store still opens
+                if p not in _tightened:
+                    _tightened.add(p)
+                    log.warning("event=store_mode_not_changed path=%s mode=%o reason=%r", p, mode, str(exc))
+                continue
+            if p not in _tightened:
+                _tightened.add(p)
+                log.warning("event=store_mode_tightened path=%s was=%o now=%o", p, mode, mode & ~0o007)
 
 
 class SQLiteBackend(Backend):
@@ -27,8 +70,8 @@ class SQLiteBackend(Backend):
         return str(self.path)
 
     def connect(self) -> Connection:
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(self.path) != ":memory:" and not create_private(self.path):
+            _no_world_access(self.path)
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -57,6 +100,7 @@ class SQLiteBackend(Backend):
             raise StoreError(f"{path} exists already; a backup never overwrites a file")
         partial = path.with_name(path.name + ".partial")
         partial.unlink(missing_ok=True)
+        create_private(partial)  # a backup is the whole store: as private as the store
         src = self.connect()
         assert isinstance(src, sqlite3.Connection)
         try:

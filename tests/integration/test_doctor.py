@@ -4,24 +4,19 @@ check failing on purpose each time, and the exit status following."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Sink
 
 from collector.store.sqlite import SQLiteStore, latest_schema_version
 from netqos.config import Settings
-from netqos.doctor import Finding, check_alertmanager, check_smtp, optional_setting, run_checks
-from tests.conftest import Broker, free_port, terminate, wait_port
+from netqos.doctor import Finding, check_alertmanager, check_smtp, optional_setting, render, run_checks
+from tests.conftest import Broker, free_port, terminate
 from tests.mqtt_broker import MosquittoBroker
 from tests.victoria import VictoriaMetrics
 
@@ -126,45 +121,61 @@ async def test_a_check_is_a_plain_function_and_a_broken_one_is_reported(tmp_path
     assert "bug in a check" in got[1].detail
 
 
-def _alert_settings(smtp_port: int, alertmanager_url: str) -> Settings:
-    """Settings carrying alert receivers the way the alerting settings name them; this release has
-    no such section, so the doctor reads them by name (optional_setting) from a stand-in object."""
-    receivers = SimpleNamespace(
-        smtp=SimpleNamespace(host="127.0.0.1", port=smtp_port), alertmanager_url=alertmanager_url
-    )
-    return cast(Settings, SimpleNamespace(alerts=receivers))
+def _alert_settings(*receivers: dict[str, object]) -> Settings:
+    return Settings.model_validate({"alerts": {"receivers": list(receivers)}})
 
 
-def test_smtp_and_alertmanager_checks_against_real_servers(tmp_path: Path) -> None:
-    smtp = Controller(Sink(), hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    am_port = free_port()
-    (tmp_path / "am.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
-    am = subprocess.Popen(
-        [
-            shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
-            f"--config.file={tmp_path / 'am.yml'}",
-            f"--storage.path={tmp_path / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{am_port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _email(port: int, **kw: object) -> dict[str, object]:
+    return {
+        "type": "email",
+        "name": "noc-mail",
+        "smarthost": "127.0.0.1",
+        "port": port,
+        "from_addr": "netqos@example.org",
+        "to": ["noc@example.org"],
+        **kw,
+    }
+
+
+def _am(url: str) -> dict[str, object]:
+    return {"type": "alertmanager", "name": "am", "url": url}
+
+
+def test_smtp_and_alertmanager_receivers_against_real_servers(tmp_path: Path) -> None:
+    """The doctor checks the configured receivers as their notifiers use them: SMTP up to the
+    login (no message sent), Alertmanager's health and status API; never printing a password."""
+    from tests.alerting import SmtpSink, start_alertmanager
+
+    am, am_url = start_alertmanager(tmp_path)
     try:
-        wait_port(am_port, 20)
-        good = _alert_settings(smtp.port, f"http://127.0.0.1:{am_port}")
-        found = {f.name: f for f in asyncio.run(run_checks(good, 3.0, [check_smtp, check_alertmanager]))}
-        assert found["smtp"].ok is True and found["alertmanager"].ok is True, found
+        with SmtpSink(username="netqos", password="mail-pass-1") as smtp:
+            checks = [check_smtp, check_alertmanager]
+            # Basic-auth credentials in the URL (a reverse proxy in front of Alertmanager).
+            am_with_login = am_url.replace("http://", "http://netqos:am-secret-1@")
+            good = _alert_settings(
+                _email(smtp.port, username="netqos", password="mail-pass-1"), _am(am_with_login)
+            )
+            found = {f.name: f for f in asyncio.run(run_checks(good, 3.0, checks))}
+            assert found["smtp"].ok is True and "logged in as netqos" in found["smtp"].detail, found
+            assert found["alertmanager"].ok is True and "Alertmanager" in found["alertmanager"].detail, found
+            assert "am-secret-1" not in render(list(found.values()))
+            assert "netqos:********@" in found["alertmanager"].detail
+            assert smtp.logins == ["netqos"] and smtp.messages == []  # logged in, nothing sent
+            # A wrong password; STARTTLS asked of a server that offers none.
+            bad = _alert_settings(_email(smtp.port, username="netqos", password="wrong-pass-1"))
+            f = asyncio.run(run_checks(bad, 3.0, checks))[0]
+            assert f.ok is False and "rejected the login of 'netqos'" in f.detail
+            assert "wrong-pass-1" not in f.detail + f.fix
+            no_tls = _alert_settings(_email(smtp.port, starttls=True))
+            f = asyncio.run(run_checks(no_tls, 3.0, checks))[0]
+            assert f.ok is False and "does not offer STARTTLS" in f.detail
         # On purpose: nothing listens where these point.
-        bad = _alert_settings(free_port(), f"http://127.0.0.1:{free_port()}")
-        found = {f.name: f for f in asyncio.run(run_checks(bad, 3.0, [check_smtp, check_alertmanager]))}
-        assert found["smtp"].ok is False and "alerts.smtp.host" in found["smtp"].fix
+        gone = _alert_settings(_email(free_port()), _am(f"http://127.0.0.1:{free_port()}"))
+        found = {f.name: f for f in asyncio.run(run_checks(gone, 3.0, checks))}
+        assert found["smtp"].ok is False and "receiver noc-mail" in found["smtp"].fix
         assert found["alertmanager"].ok is False and "cannot reach" in found["alertmanager"].detail
-        # An HTTP server where SMTP is expected: no 220 greeting.
-        wrong = _alert_settings(am_port, "")
-        found = {f.name: f for f in asyncio.run(run_checks(wrong, 1.0, [check_smtp, check_alertmanager]))}
-        assert found["smtp"].ok is False and found["alertmanager"].ok is None
+        # No receivers of these kinds: skipped, not failed.
+        found = {f.name: f for f in asyncio.run(run_checks(_alert_settings(), 3.0, checks))}
+        assert found["smtp"].ok is None and found["alertmanager"].ok is None
     finally:
-        smtp.stop()
         terminate(am)
