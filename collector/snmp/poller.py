@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from collector.inventory import (
 )
 from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
-from collector.snmp.client import ColumnData, Session, SnmpError, open_session
+from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
 from collector.snmp.state import Reachability
@@ -45,11 +46,21 @@ from netqos.config import SnmpSettings
 log = logging.getLogger(__name__)
 
 TAG_EXCEPTIONS = 0x80
+# `RowIds` may hold this many more composite ids than the last poll saw before it is pruned.
+ROW_IDS_SLACK = 1024
 
 
 @dataclass(slots=True)
 class DeviceRuntime:
-    """Everything the poller keeps about one device between polls."""
+    """Everything the poller keeps about one device between polls.
+
+    Rows are identified by their index (a row id of `row_ids`: the ifIndex itself for a
+    table indexed by one sub-identifier, an interned id for ifIndex.ontId and the like),
+    never by their name: names are labels that may change or repeat. `enums` and
+    `row_names` are keyed by (table, row id) so the trap receiver finds an interface by its
+    ifIndex; `row_names` holds the label that names the row in its series and its entity
+    (`device/label`), unique within the table (see `row_labels`).
+    """
 
     device: Device
     cred: Credential
@@ -58,10 +69,11 @@ class DeviceRuntime:
     reach: Reachability
     counters: dict[str, CounterTracker] = field(default_factory=dict)
     enums: dict[tuple[str, int, str], int] = field(default_factory=dict)
-    # Fallback columns (32-bit) still needed: set after a poll showed the 64-bit one missing.
+    # Fallback columns (32-bit) still needed: set after a poll showed rows without the 64-bit one.
     need_fallback: dict[str, bool] = field(default_factory=dict)
-    series: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    series: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
     row_names: dict[tuple[str, int], str] = field(default_factory=dict)
+    row_ids: RowIds = field(default_factory=RowIds)
     task: asyncio.Task[None] | None = None
     polls: int = 0
 
@@ -331,7 +343,7 @@ class Poller:
                 walk_cols.append((t, c))
         string_cols = {i for i, (_, c) in enumerate(walk_cols) if c.type == "string"}
         data = await session.walk(
-            [c.oid_tuple for _, c in walk_cols], string_cols, self.settings.max_repetitions
+            [c.oid_tuple for _, c in walk_cols], string_cols, self.settings.max_repetitions, rt.row_ids
         )
         by_table: dict[str, dict[str, ColumnData]] = {}
         for (t, c), cd in zip(walk_cols, data, strict=True):
@@ -359,6 +371,9 @@ class Poller:
                 log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
             self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
             tracker.commit(ts_ms, uptime_cs)
+        composite = {int(r) for cd in data for r in cd.index[cd.index < 0].tolist()}
+        if len(rt.row_ids) > 2 * len(composite) + ROW_IDS_SLACK:
+            rt.row_ids.prune(composite)  # e.g. LLDP rows re-indexed by a new timeMark
         return record, changes
 
     def _table(
@@ -372,18 +387,21 @@ class Poller:
         record: PollRecord,
         changes: list[StateChange],
     ) -> None:
-        # All rows seen in any column, in index order.
+        # Every row seen in any column, by row id: columns are joined on the whole index, so a
+        # row missing from one column (a hole, an ONU without a reading) leaves only that
+        # cell empty and never shifts a neighbour's value onto it.
         present = [cd.index for cd in cols.values() if len(cd)]
         if not present:
             return
         rows = np.unique(np.concatenate(present))
-        names = self._row_names(t, cols, rows)
-        for r, nm in zip(rows.tolist(), names, strict=True):
-            rt.row_names[(t.name, r)] = nm
+        index_names = [rt.row_ids.name(r) for r in rows.tolist()]
+        names = _row_names(t, cols, rows, index_names)
+        labels = row_labels(names, index_names)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
-        # Gauge and enum columns as read (float per row, NaN where the row has none).
+        # Gauge and enum columns as read (float per row, NaN where the row has none), each
+        # value signed or unsigned by its own ASN.1 type.
         cells = {
-            c.name: _aligned(rows, raw[c.name], signed=c.type == "enum" or _is_signed(raw[c.name]))
+            c.name: _aligned(rows, raw[c.name])
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
@@ -394,21 +412,27 @@ class Poller:
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         for metric, series in metrics.items():
-            self._emit(rt, t, metric, rows, names, series, ts_ms)
-        changes.extend(self._enum_changes(rt, t, rows, names, cells, ts_ms))
+            self._emit(rt, t, metric, rows, labels, series, ts_ms)
+        changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms))
+        for r, label in zip(rows.tolist(), labels, strict=True):
+            rt.row_names[(t.name, r)] = label
+        strings = {
+            c.name: _strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
+        }
         out_rows = []
         for i in range(rows.shape[0]):
+            rid = int(rows[i])
             row_vals: dict[str, Any] = {}
             for c in t.columns:
                 if c.type == "enum" and c.name in cells and np.isfinite(cells[c.name][i]):
                     v = int(cells[c.name][i])
                     row_vals[c.name] = c.states.get(v, v)
-                elif c.type == "string" and c.name in raw:
-                    row_vals[c.name] = _string_of(raw[c.name], int(rows[i]))
+                elif c.type == "string" and c.name in strings:
+                    row_vals[c.name] = strings[c.name].get(rid, "")
             for k, series in metrics.items():
                 if np.isfinite(series[i]):
                     row_vals[k] = float(series[i])
-            out_rows.append((_index_name(cols, int(rows[i])), names[i], row_vals))
+            out_rows.append((index_names[i], names[i], row_vals))
         record.rows[t.name] = out_rows
 
     def _rates(
@@ -424,42 +448,54 @@ class Poller:
         restarted: bool,
         metrics: dict[str, np.ndarray],
     ) -> None:
-        """Rate (and utilisation) metrics of one counter column, 64-bit with 32-bit fallback."""
-        cd, col = raw.get(c.name), c
+        """Rate (and utilisation) metrics of one counter column, 64-bit with 32-bit fallback.
+
+        The fallback is per row: a row with a 64-bit reading uses it, a row without one (an
+        agent filling ifHCInOctets for some interfaces only) its 32-bit reading. The 32-bit
+        column is walked again only while some row lacks the 64-bit one."""
+        # Every part goes through the tracker, also empty: a baseline left from an older
+        # poll must never meet a reading taken many polls later.
+        cd = raw.get(c.name)
+        have, vals = np.empty(0, np.int64), np.empty(0, np.uint64)
+        if cd is not None:
+            ok = cd.tag < TAG_EXCEPTIONS
+            have, vals = cd.index[ok], cd.uval[ok]
+        parts: list[tuple[Column, np.ndarray, np.ndarray]] = [(c, have, vals)]
         if c.fallback:
-            # The 64-bit column decides whether the 32-bit one is walked next time.
-            rt.need_fallback[f"{t.name}.{c.fallback}"] = cd is None
-            if cd is None and c.fallback in raw:
-                cd, col = raw[c.fallback], t.column(c.fallback)
-        if cd is None:
-            return
-        ok = cd.tag < TAG_EXCEPTIONS
-        idx, vals = cd.index[ok], cd.uval[ok]
-        pos = np.searchsorted(rows, idx)
+            missing = ~np.isin(rows, have)
+            rt.need_fallback[f"{t.name}.{c.fallback}"] = bool(missing.any())
+            fb, fb_cd = t.column(c.fallback), raw.get(c.fallback)
+            idx32, vals32 = np.empty(0, np.int64), np.empty(0, np.uint64)
+            if fb_cd is not None:
+                ok32 = (fb_cd.tag < TAG_EXCEPTIONS) & ~np.isin(fb_cd.index, have)
+                idx32, vals32 = fb_cd.index[ok32], fb_cd.uval[ok32]
+            parts.append((fb, idx32, vals32))
         speed = cells.get(c.utilisation.speed) if c.utilisation else None
         if speed is not None and c.utilisation is not None and c.utilisation.uncapped_types:
             kind = cells.get(c.utilisation.type_column or "")
             if kind is not None:
                 speed = np.where(np.isin(kind, c.utilisation.uncapped_types), np.nan, speed)
-        max_rate = None
-        if speed is not None and c.utilisation is not None:
-            # An octet counter cannot carry more than the link: speed (bit/s) per row.
-            max_rate = speed[pos] * c.utilisation.speed_scale
-            max_rate[max_rate <= 0] = np.nan
-        res = tracker.rates(
-            col.name,
-            idx,
-            vals,
-            bits=col.bits,
-            ts_ms=ts_ms,
-            restarted=restarted,
-            scale=c.scale,
-            max_rate=max_rate,
-        )
-        if res.discontinuities:
-            m.COUNTER_DISCONTINUITIES.inc(res.discontinuities)
         rate = np.full(rows.shape[0], np.nan)
-        rate[pos] = res.rates
+        for col, idx, values in parts:
+            pos = np.searchsorted(rows, idx)
+            max_rate = None
+            if speed is not None and c.utilisation is not None:
+                # An octet counter cannot carry more than the link: speed (bit/s) per row.
+                max_rate = speed[pos] * c.utilisation.speed_scale
+                max_rate[max_rate <= 0] = np.nan
+            res = tracker.rates(
+                col.name,
+                idx,
+                values,
+                bits=col.bits,
+                ts_ms=ts_ms,
+                restarted=restarted,
+                scale=c.scale,
+                max_rate=max_rate,
+            )
+            if res.discontinuities:
+                m.COUNTER_DISCONTINUITIES.inc(res.discontinuities)
+            rate[pos] = res.rates
         assert c.metric is not None  # a counter column without metric is rejected by the profile
         metrics[c.metric] = rate
         if c.utilisation is not None and speed is not None:
@@ -473,23 +509,36 @@ class Poller:
         rt: DeviceRuntime,
         t: Table,
         rows: np.ndarray,
-        names: list[str],
+        labels: list[str],
         cells: dict[str, np.ndarray],
         ts_ms: int,
     ) -> list[StateChange]:
-        """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus)."""
+        """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus), by row id.
+
+        A row whose label changed (renamed, or its name now shared with another row) is the
+        same row under a new entity: the old entity gets `unknown` (which closes its outage;
+        detail `renamed to ...`) and the new one starts as a row seen for the first time."""
         out: list[StateChange] = []
         admin = cells.get("ifAdminStatus")
-        for c in t.columns:
-            if c.type != "enum" or c.name not in cells:
-                continue
-            vals = cells[c.name]
-            for i in range(rows.shape[0]):
-                if not np.isfinite(vals[i]):
+        kind = "interface" if t.name == "interfaces" else t.name
+        dev = rt.device.id
+        state_cols = [c for c in t.columns if c.type == "enum" and c.name in cells]
+        tracked = [c for c in state_cols if c.state_changes]
+        for i, r in enumerate(rows.tolist()):
+            label = labels[i]
+            old = rt.row_names.get((t.name, r))
+            renamed = old is not None and old != label
+            if renamed and any((t.name, r, c.name) in rt.enums for c in tracked):
+                out.append(
+                    StateChange(kind, f"{dev}/{old}", "unknown", ts_ms, "poll", f"renamed to {label}", dev)
+                )
+            for c in state_cols:
+                v_f = cells[c.name][i]
+                if not np.isfinite(v_f):
                     continue
-                v = int(vals[i])
-                enum_key = (t.name, int(rows[i]), c.name)
-                prev = rt.enums.get(enum_key)
+                v = int(v_f)
+                enum_key = (t.name, r, c.name)
+                prev = None if renamed else rt.enums.get(enum_key)
                 rt.enums[enum_key] = v
                 if not c.state_changes or prev == v:
                     continue
@@ -498,31 +547,7 @@ class Poller:
                     state = "disabled"  # administratively down: not an outage
                 if prev is None and state in ("up", "disabled"):
                     continue  # first sight of a healthy or disabled row is not news
-                kind = "interface" if t.name == "interfaces" else t.name
-                out.append(
-                    StateChange(
-                        kind,
-                        f"{rt.device.id}/{names[i]}",
-                        state,
-                        ts_ms,
-                        "poll",
-                        f"{c.name}={v}",
-                        rt.device.id,
-                    )
-                )
-        return out
-
-    def _row_names(self, t: Table, cols: dict[str, ColumnData], rows: np.ndarray) -> list[str]:
-        fallback = [_index_name(cols, int(r)) for r in rows]
-        if not t.row_name_column or t.row_name_column not in cols:
-            return fallback
-        cd = cols[t.row_name_column]
-        by_index = {int(cd.index[i]): cd.strings[i] for i in range(len(cd))} if cd.strings is not None else {}
-        out = []
-        for r, fb in zip(rows.tolist(), fallback, strict=True):
-            raw = by_index.get(r)
-            name = raw.decode("utf-8", errors="replace").strip() if raw else ""
-            out.append(name or fb)
+                out.append(StateChange(kind, f"{dev}/{label}", state, ts_ms, "poll", f"{c.name}={v}", dev))
         return out
 
     def _emit(
@@ -536,8 +561,8 @@ class Poller:
         ts: int,
     ) -> None:
         idx = np.empty(rows.shape[0], dtype=np.int64)
-        for i in range(rows.shape[0]):
-            key = (metric, names[i], int(rows[i]))
+        for i, r in enumerate(rows.tolist()):
+            key = (metric, t.name, r, names[i])
             li = rt.series.get(key)
             if li is None:
                 labels = rt.device.labels() | {t.row_label: names[i]}
@@ -552,7 +577,7 @@ class Poller:
         and it follows the same state machine as the StateChanges (down after N misses)."""
         if rt.reach.state not in ("up", "down"):
             return  # unknown: not yet answered, not yet missed often enough
-        key = ("device_up", "", 0)
+        key = ("device_up", "", 0, "")
         li = rt.series.get(key)
         if li is None:
             sk = SeriesKey.of("device_up", rt.device.id, rt.device.labels())
@@ -573,29 +598,44 @@ class Poller:
         return exact[0] if len(exact) == 1 else None
 
 
-def _is_signed(cd: ColumnData) -> bool:
-    return bool(len(cd)) and bool(np.all((cd.tag == 0x02) | (cd.tag >= TAG_EXCEPTIONS)))
+def row_labels(names: list[str], index_names: list[str]) -> list[str]:
+    """The label naming each row in its series and entity: its name where no other row of
+    the table has it, else `name#index` (eight ONUs sharing four descriptions stay eight).
+
+    A name is kept as is where it is unique, so the common case (ifName) names its series
+    and outages exactly as before rows were identified by index."""
+    counts = Counter(names)
+    labels = [n if counts[n] == 1 else f"{n}#{x}" for n, x in zip(names, index_names, strict=True)]
+    for _ in range(3):  # a name that is literally another row's `name#index`: rare, settle it
+        counts = Counter(labels)
+        if len(counts) == len(labels):
+            break
+        labels = [lb if counts[lb] == 1 else f"{lb}#{x}" for lb, x in zip(labels, index_names, strict=True)]
+    return labels
 
 
-def _aligned(rows: np.ndarray, cd: ColumnData, *, signed: bool) -> np.ndarray:
+def _row_names(t: Table, cols: dict[str, ColumnData], rows: np.ndarray, index_names: list[str]) -> list[str]:
+    """Each row's name from the table's `row_name_column`; its dotted index where it has none."""
+    if not t.row_name_column or t.row_name_column not in cols:
+        return list(index_names)
+    by_row = _strings_by_row(cols[t.row_name_column])
+    return [by_row.get(r, "").strip() or x for r, x in zip(rows.tolist(), index_names, strict=True)]
+
+
+def _aligned(rows: np.ndarray, cd: ColumnData) -> np.ndarray:
+    """The column's numeric values on `rows` (NaN where the row has none)."""
     out = np.full(rows.shape[0], np.nan)
     ok = cd.tag < TAG_EXCEPTIONS
-    vals = (cd.ival if signed else cd.uval)[ok].astype(np.float64)
-    out[np.searchsorted(rows, cd.index[ok])] = vals
+    out[np.searchsorted(rows, cd.index[ok])] = cd.numbers()[ok]
     return out
 
 
-def _string_of(cd: ColumnData, row: int) -> str:
+def _strings_by_row(cd: ColumnData) -> dict[int, str]:
     if cd.strings is None:
-        return ""
-    hits = np.nonzero(cd.index == row)[0]
-    if not hits.size:
-        return ""
-    return cd.strings[int(hits[0])].decode("utf-8", errors="replace")
-
-
-def _index_name(cols: dict[str, ColumnData], row: int) -> str:
-    for cd in cols.values():
-        if cd.index_names:
-            return cd.index_names.get(row, str(row))
-    return str(row)
+        return {}
+    ok = (cd.tag < TAG_EXCEPTIONS).tolist()
+    return {
+        r: b.decode("utf-8", errors="replace")
+        for r, b, good in zip(cd.index.tolist(), cd.strings, ok, strict=True)
+        if good
+    }
