@@ -46,6 +46,9 @@ from netqos.config import SnmpSettings
 log = logging.getLogger(__name__)
 
 TAG_EXCEPTIONS = 0x80
+# States that are no news when a row is first seen (ifOperStatus up, a GPON ONU online, an
+# ENTITY-SENSOR ok, an administratively disabled port).
+FIRST_SIGHT_QUIET = frozenset({"up", "online", "ok", "disabled"})
 # `RowIds` may hold this many more composite ids than the last poll saw before it is pruned.
 ROW_IDS_SLACK = 1024
 
@@ -545,7 +548,7 @@ class Poller:
                 state = c.states.get(v, str(v))
                 if admin is not None and np.isfinite(admin[i]) and int(admin[i]) == 2:
                     state = "disabled"  # administratively down: not an outage
-                if prev is None and state in ("up", "disabled"):
+                if prev is None and state in FIRST_SIGHT_QUIET:
                     continue  # first sight of a healthy or disabled row is not news
                 out.append(StateChange(kind, f"{dev}/{label}", state, ts_ms, "poll", f"{c.name}={v}", dev))
         return out
@@ -560,8 +563,14 @@ class Poller:
         vals: np.ndarray,
         ts: int,
     ) -> None:
-        idx = np.empty(rows.shape[0], dtype=np.int64)
-        for i, r in enumerate(rows.tolist()):
+        # Rows without a reading this poll (a hole, an offline ONU) get no sample, nor a series.
+        have = np.flatnonzero(np.isfinite(vals))
+        if have.shape[0] == 0:
+            return
+        idx = np.empty(have.shape[0], dtype=np.int64)
+        row_ids = rows.tolist()
+        for j, i in enumerate(have.tolist()):
+            r = row_ids[i]
             key = (metric, t.name, r, names[i])
             li = rt.series.get(key)
             if li is None:
@@ -569,8 +578,8 @@ class Poller:
                 li = rt.series[key] = self.pipeline.series_index(
                     SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
                 )
-            idx[i] = li
-        self.pipeline.accept_samples(idx, ts, vals.astype(np.float64, copy=False))
+            idx[j] = li
+        self.pipeline.accept_samples(idx, ts, vals[have].astype(np.float64, copy=False))
 
     def _emit_up(self, rt: DeviceRuntime, ts_ms: int) -> None:
         """`device_up` (1 up, 0 down) after every poll: availability is its mean over a window,
