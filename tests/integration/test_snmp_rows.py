@@ -251,7 +251,7 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         f"{P1}.5": ("D", {"onuDescription": "D", "onuRunState": "offline"}),
     }
     t2 = rec.ts_ms
-    changes = [
+    changes2 = [
         (c.entity, c.state, c.detail)
         for c in rig.repo.state_changes("olt-1")
         if c.entity_kind == "onus" and c.since_ms == t2
@@ -259,7 +259,7 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
     # The deleted ONU moved nobody's values; the renamed one closed its old entity and reopened
     # under the new; P1.1 and P1.2 are now the only "B" and "C", so their labels lost the
     # suffix: same rows (same index), new entities, the old ones marked unknown.
-    assert sorted(changes) == sorted(
+    assert sorted(changes2) == sorted(
         [
             (f"olt-1/B#{P0}.1", "unknown", "renamed to B-moved"),
             ("olt-1/B-moved", "offline", "onuRunState=2"),
