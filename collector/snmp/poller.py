@@ -398,7 +398,9 @@ class Poller:
             return
         rows = np.unique(np.concatenate(present))
         index_names = [rt.row_ids.name(r) for r in rows.tolist()]
-        names = _row_names(t, cols, rows, index_names)
+        names, unnamed = _row_names(t, cols, rows, index_names)
+        if t.row_name_fallback:
+            rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
         labels = row_labels(names, index_names)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
         # Gauge and enum columns as read (float per row, NaN where the row has none), each
@@ -408,6 +410,9 @@ class Poller:
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
+        for c in t.columns:
+            if c.type == "gauge" and c.fallback is not None:
+                self._gauge_fallback(rt, t, c, rows, cells)
         metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
         for c in t.columns:
             if c.type == "gauge" and c.metric is not None and c.name in cells:
@@ -437,6 +442,24 @@ class Poller:
                     row_vals[k] = float(series[i])
             out_rows.append((index_names[i], names[i], row_vals))
         record.rows[t.name] = out_rows
+
+    def _gauge_fallback(
+        self, rt: DeviceRuntime, t: Table, c: Column, rows: np.ndarray, cells: dict[str, np.ndarray]
+    ) -> None:
+        """Fill a gauge's rows that lack it or read 0 from its fallback, in the gauge's units
+        (ifHighSpeed in Mbit/s from ifSpeed in bit/s), and say whether the fallback is still
+        needed (it is walked only while some row lacks the gauge)."""
+        primary = cells.get(c.name)
+        merged = np.full(rows.shape[0], np.nan) if primary is None else primary.copy()
+        lacking = ~np.isfinite(merged) | (merged == 0)
+        assert c.fallback is not None
+        rt.need_fallback[f"{t.name}.{c.fallback}"] = bool(lacking.any())
+        fb = cells.get(c.fallback)
+        if fb is None:
+            return
+        use = lacking & np.isfinite(fb)
+        merged[use] = fb[use] * t.column(c.fallback).scale / c.scale
+        cells[c.name] = merged
 
     def _rates(
         self,
@@ -623,12 +646,21 @@ def row_labels(names: list[str], index_names: list[str]) -> list[str]:
     return labels
 
 
-def _row_names(t: Table, cols: dict[str, ColumnData], rows: np.ndarray, index_names: list[str]) -> list[str]:
-    """Each row's name from the table's `row_name_column`; its dotted index where it has none."""
-    if not t.row_name_column or t.row_name_column not in cols:
-        return list(index_names)
-    by_row = _strings_by_row(cols[t.row_name_column])
-    return [by_row.get(r, "").strip() or x for r, x in zip(rows.tolist(), index_names, strict=True)]
+def _row_names(
+    t: Table, cols: dict[str, ColumnData], rows: np.ndarray, index_names: list[str]
+) -> tuple[list[str], bool]:
+    """Each row's name from the table's `row_name_column`, else its `row_name_fallback`, else
+    its dotted index; and whether some row had no name from `row_name_column`."""
+    first = _strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
+    second = _strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
+    names, unnamed = [], False
+    for r, x in zip(rows.tolist(), index_names, strict=True):
+        name = first.get(r, "").strip()
+        if not name:
+            unnamed = True
+            name = second.get(r, "").strip() or x
+        names.append(name)
+    return names, unnamed
 
 
 def _aligned(rows: np.ndarray, cd: ColumnData) -> np.ndarray:

@@ -164,6 +164,55 @@ async def test_a_loopback_rate_above_its_declared_speed_is_kept_an_ethernet_one_
             await rig.close()
 
 
+def discontinuities() -> float:
+    return REGISTRY.get_sample_value("netqos_snmp_counter_discontinuities_total") or 0.0
+
+
+async def test_if_table_only_switch_through_a_counter_clear(tmp_path: Path) -> None:
+    """A 100 Mbit/s access switch without ifXTable, polled with the built-in profile: rows are
+    named by ifDescr, the speed comes from ifSpeed, and "clear counters" on one port (its
+    32-bit counters back to 0, which reads like a wrap of ~4.29 GB) is a discontinuity, not
+    1.7 Gbit/s of traffic."""
+    dev = SimDevice(
+        "sw-1",
+        community="sw-community",
+        kind="switch",
+        if_x_table=False,
+        interfaces=(SimInterface("Fa0/1", 100, 0.5), SimInterface("Fa0/2", 100, 0.3)),
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+
+            async def poll() -> dict[str, dict[str, object]]:
+                rec = await rig.poller.poll_once(rig.rt)
+                assert rec.ok, rec.error
+                return {name: vals for _, name, vals in rec.rows["interfaces"]}
+
+            first = await poll()
+            assert sorted(first) == ["Fa0/1", "Fa0/2"]  # ifDescr, not "1", "2"
+            assert [first[n]["if_speed_bps"] for n in ("Fa0/1", "Fa0/2")] == [100_000_000.0, 100_000_000.0]
+            await asyncio.sleep(0.5)
+            second = await poll()
+            for n in ("Fa0/1", "Fa0/2"):
+                for metric in ("if_in_bps", "if_out_bps"):
+                    assert 0 < float(second[n][metric]) <= 110_000_000  # type: ignore[arg-type]
+                assert 0 < float(second[n]["if_in_utilisation_ratio"]) <= 1.1  # type: ignore[arg-type]
+            before = discontinuities()
+            dev.set_counter(1, "ifInOctets", 0)
+            dev.set_counter(1, "ifOutOctets", 0)
+            await asyncio.sleep(0.5)
+            cleared = await poll()
+            assert "if_in_bps" not in cleared["Fa0/1"] and "if_out_bps" not in cleared["Fa0/1"]
+            assert discontinuities() - before == 2
+            assert 0 < float(cleared["Fa0/2"]["if_in_bps"]) <= 110_000_000  # type: ignore[arg-type]
+            await asyncio.sleep(0.5)
+            after = await poll()
+            assert 0 < float(after["Fa0/1"]["if_in_bps"]) <= 110_000_000  # type: ignore[arg-type]
+        finally:
+            await rig.close()
+
+
 async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
     """The OLT profile's ENTITY-SENSOR-MIB table is polled with no code for it."""
     dev = SimDevice("olt-1", community="olt-community", kind="olt", n_interfaces=4)

@@ -50,6 +50,25 @@ tables:
 """
 
 
+MIXED_PROFILE = """
+name: mixed
+scalars:
+  - {name: sysUpTime, oid: 1.3.6.1.2.1.1.3.0, type: timeticks}
+tables:
+  - name: ports
+    columns:
+      - {name: hcIn, oid: 1.3.6.1.4.1.32473.16.3.1.6, type: counter64, metric: port_in_bps, scale: 8,
+         fallback: in32}
+      - {name: in32, oid: 1.3.6.1.4.1.32473.16.3.1.10, type: counter32, fallback_only: true}
+"""
+
+
+def ports_recording(hc: dict[int, int], c32: dict[int, int]) -> str:
+    lines = [f".{ONU}.3.1.6.{i} = Counter64: {v}" for i, v in sorted(hc.items())]
+    lines += [f".{ONU}.3.1.10.{i} = Counter32: {v}" for i, v in sorted(c32.items())]
+    return "\n".join(lines) + "\n"
+
+
 def onu_recording(rows: dict[tuple[int, int], tuple[str, int, int | None]]) -> str:
     """(port ifIndex, ontId) -> (description, run state, Rx power in 0.01 dBm or None: no reading)."""
     lines = []
@@ -149,6 +168,7 @@ class Rig:
         profiles = tmp / "profiles"
         profiles.mkdir(exist_ok=True)
         (profiles / "gpon.yaml").write_text(ONU_PROFILE)
+        (profiles / "mixed.yaml").write_text(MIXED_PROFILE)
         self.store = Store(tmp / "rows.db")
         self.pipeline = IngestPipeline(self.store, IngestSettings())
         self.repo = DeviceRepo(self.store)
@@ -323,6 +343,39 @@ async def test_every_number_type_at_its_limits_decodes_by_its_own_type(
     assert int(small.tag[0]) == TAG_INTEGER
     assert big.index.tolist() == [1, 2, 3]
     assert big.uval.tolist() == [18446744073709551615, 9223372036854775808, 9223372036854775807]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_32_bit_fallback_is_per_row(
+    recording: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path, version: str
+) -> None:
+    """Rows 1 and 2 have a 64-bit counter, row 3 only the 32-bit one (which wraps between the
+    polls): each row gets its rate from what it has, the 64-bit reading winning."""
+    path, agent = recording
+    path.write_text(ports_recording({1: 1000, 2: 5000}, {1: 1000, 2: 5000, 3: 4294967000}))
+    rig = Rig(tmp_path, agent, version, "mixed")
+    rigs.append(rig)
+    first = await rig.poll()
+    # Row 1's 32-bit counter stands still: were it read, row 1 would show 0.
+    path.write_text(ports_recording({1: 2000, 2: 5500}, {1: 1000, 2: 5500, 3: 704}))
+    await asyncio.sleep(0.05)
+    second = await rig.poll()
+    dt_s = (second.ts_ms - first.ts_ms) / 1000
+    got = {idx: vals.get("port_in_bps") for idx, (_, vals) in rows_of(second, "ports").items()}
+    # octets x 8 / seconds; row 3: 2**32 - 4294967000 + 704 = 1000 octets across the wrap.
+    assert got == {
+        "1": pytest.approx(1000 * 8 / dt_s),
+        "2": pytest.approx(500 * 8 / dt_s),
+        "3": pytest.approx(1000 * 8 / dt_s),
+    }
+    assert rig.rt.need_fallback["ports.in32"] is True
+    # Row 3 gains its 64-bit counter: the 32-bit column is no longer needed (nor walked).
+    path.write_text(ports_recording({1: 3000, 2: 6000, 3: 10**12}, {1: 1000, 2: 6000, 3: 1704}))
+    await asyncio.sleep(0.05)
+    third = await rig.poll()
+    assert rig.rt.need_fallback["ports.in32"] is False
+    got = {idx: vals.get("port_in_bps") for idx, (_, vals) in rows_of(third, "ports").items()}
+    assert got["3"] is None  # a new source's first reading gives no rate (no mixed-width delta)
 
 
 def test_row_labels_keep_unique_names_and_suffix_shared_ones() -> None:
