@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.events import StateChange
+from collector.events import DOWN_STATES, StateChange
 from collector.inventory import (
     Credential,
     Device,
@@ -156,6 +156,9 @@ class Poller:
         self._reload = asyncio.Event()
         self.loaded = asyncio.Event()
         self.reloads = 0  # inventory re-reads asked for by request_reload (SIGHUP), done
+        # (entity kind, entity) of row outages left open by an earlier run: a row first seen
+        # healthy closes its own; read when devices are added (see `_enum_changes`).
+        self._open_outages: set[tuple[str, str]] = set()
 
     # -- inventory ---------------------------------------------------------------
 
@@ -200,6 +203,8 @@ class Poller:
                     rt.task.cancel()
                 log.info("event=device_removed device=%s", dev_id)
         last = self.sink.repo.last_states()
+        if any(dev_id not in self.runtimes for dev_id in wanted):
+            self._open_outages = self._read_open_outages()
         for dev_id, d in wanted.items():
             cred = inv.credentials[d.credentials]
             profile = self.profile_for(d)
@@ -223,6 +228,16 @@ class Poller:
         )
         m.DEVICES.set(len(self.runtimes))
         log.info("event=inventory_applied devices=%d shard=%d/%d", len(self.runtimes), *self.shard)
+
+    def _read_open_outages(self) -> set[tuple[str, str]]:
+        try:
+            cur = self.sink.repo.store.reader().execute(
+                "SELECT entity_kind, entity FROM outages WHERE end_ms IS NULL AND entity_kind <> 'device'"
+            )
+            return {(str(k), str(e)) for k, e in cur}
+        except Exception:  # the store is down: first sights then close nothing, which is safe
+            log.exception("event=open_outages_unreadable action=continue")
+            return set()
 
     def request_reload(self) -> None:
         """Re-read the inventory now, changed or not (SIGHUP), instead of at the next check."""
@@ -541,39 +556,53 @@ class Poller:
     ) -> list[StateChange]:
         """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus), by row id.
 
+        A row's state is its column's state name, or `disabled` while ifAdminStatus is down
+        (an administratively down port never opens an outage). A change is news; a first
+        sight is not: a row first seen healthy or down (an unused port at onboarding or after
+        a restart) records no change, and opens no outage — unless its entity has an outage
+        still open from before (a restart), which a healthy first sight closes.
         A row whose label changed (renamed, or its name now shared with another row) is the
         same row under a new entity: the old entity gets `unknown` (which closes its outage;
-        detail `renamed to ...`) and the new one starts as a row seen for the first time."""
+        detail `renamed to ...`), the new one its current state unless that is healthy."""
         out: list[StateChange] = []
-        admin = cells.get("ifAdminStatus")
         kind = "interface" if t.name == "interfaces" else t.name
         dev = rt.device.id
-        state_cols = [c for c in t.columns if c.type == "enum" and c.name in cells]
-        tracked = [c for c in state_cols if c.state_changes]
-        for i, r in enumerate(rows.tolist()):
+        enum_cols = [c for c in t.columns if c.type == "enum" and c.name in cells]
+        tracked = [c for c in enum_cols if c.state_changes]
+        admin_col = "ifAdminStatus" if "ifAdminStatus" in cells else None
+        row_ids = rows.tolist()
+        for i, r in enumerate(row_ids):
             label = labels[i]
             old = rt.row_names.get((t.name, r))
             renamed = old is not None and old != label
-            if renamed and any((t.name, r, c.name) in rt.enums for c in tracked):
+            prev = {c.name: rt.enums.get((t.name, r, c.name)) for c in enum_cols}
+            cur: dict[str, int | None] = {}
+            for c in enum_cols:
+                v = cells[c.name][i]
+                cur[c.name] = int(v) if np.isfinite(v) else None
+                if cur[c.name] is not None:
+                    rt.enums[(t.name, r, c.name)] = int(v)
+            if renamed and any(prev[c.name] is not None for c in tracked):
                 out.append(
                     StateChange(kind, f"{dev}/{old}", "unknown", ts_ms, "poll", f"renamed to {label}", dev)
                 )
-            for c in state_cols:
-                v_f = cells[c.name][i]
-                if not np.isfinite(v_f):
+            for c in tracked:
+                v_now = cur[c.name]
+                if v_now is None:
                     continue
-                v = int(v_f)
-                enum_key = (t.name, r, c.name)
-                prev = None if renamed else rt.enums.get(enum_key)
-                rt.enums[enum_key] = v
-                if not c.state_changes or prev == v:
+                state = _state_of(c, v_now, cur.get(admin_col) if admin_col else None)
+                entity = f"{dev}/{label}"
+                before = prev[c.name]
+                if renamed:
+                    if state in FIRST_SIGHT_QUIET:
+                        continue
+                elif before is None:
+                    was_open = (kind, entity) in self._open_outages
+                    if state in DOWN_STATES or (state in FIRST_SIGHT_QUIET and not was_open):
+                        continue
+                elif _state_of(c, before, prev.get(admin_col) if admin_col else None) == state:
                     continue
-                state = c.states.get(v, str(v))
-                if admin is not None and np.isfinite(admin[i]) and int(admin[i]) == 2:
-                    state = "disabled"  # administratively down: not an outage
-                if prev is None and state in FIRST_SIGHT_QUIET:
-                    continue  # first sight of a healthy or disabled row is not news
-                out.append(StateChange(kind, f"{dev}/{label}", state, ts_ms, "poll", f"{c.name}={v}", dev))
+                out.append(StateChange(kind, entity, state, ts_ms, "poll", f"{c.name}={v_now}", dev))
         return out
 
     def _emit(
@@ -628,6 +657,13 @@ class Poller:
             return at_host[0]
         exact = [rt for rt in at_host if rt.device.port == port]
         return exact[0] if len(exact) == 1 else None
+
+
+def _state_of(c: Column, value: int, admin: int | None) -> str:
+    """The state name of a state column's value; `disabled` while ifAdminStatus is down(2)."""
+    if admin == 2:
+        return "disabled"
+    return c.states.get(value, str(value))
 
 
 def row_labels(names: list[str], index_names: list[str]) -> list[str]:

@@ -213,6 +213,82 @@ async def test_if_table_only_switch_through_a_counter_clear(tmp_path: Path) -> N
             await rig.close()
 
 
+async def test_down_and_admin_down_ports_through_onboarding_and_restarts_open_no_outage(
+    tmp_path: Path,
+) -> None:
+    """An unused port (admin up, link down) and a shut one (admin down) are normal: at
+    onboarding and after a restart of netqos they are recorded in the rows, and no state
+    change or outage is made of them. A link that goes down while watched is an outage; a
+    restart while it is down neither repeats nor loses it, and its recovery closes it, also
+    when it recovered while netqos was restarting."""
+    dev = SimDevice(
+        "sw-2",
+        community="sw2-community",
+        kind="switch",
+        interfaces=(
+            SimInterface("ge-0/0/0", 1000, 0.2),
+            SimInterface("ge-0/0/1", 1000, 0.0, admin_up=False),
+            SimInterface("ge-0/0/2", 1000, 0.0, oper_up=False),
+        ),
+    )
+
+    async def run(rig: Rig, polls: int) -> tuple[list[tuple[str, str]], set[tuple[str, int | None]]]:
+        await rig.poll(polls, 0.05)
+        await rig.sink.flush()
+        repo = DeviceRepo(rig.store)
+        changes = [
+            (c.entity, c.state) for c in reversed(repo.state_changes("sw-2")) if c.entity_kind == "interface"
+        ]
+        outs = {(o.entity, o.end_ms) for o in repo.outages("sw-2", 0, 2**62) if o.entity_kind == "interface"}
+        return changes, outs
+
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            assert await run(rig, 2) == ([], set())  # onboarding
+            rows = {r["name"]: r["values"] for r in DeviceRepo(rig.store).rows("sw-2", "interfaces")}
+            assert [rows[n]["ifAdminStatus"] for n in ("ge-0/0/0", "ge-0/0/1", "ge-0/0/2")] == [
+                "up",
+                "down",
+                "up",
+            ]
+            assert [rows[n]["ifOperStatus"] for n in ("ge-0/0/0", "ge-0/0/1", "ge-0/0/2")] == [
+                "up",
+                "down",
+                "down",
+            ]
+        finally:
+            await rig.close()
+        rig = Rig(tmp_path, dev, srv.port, "switch")  # netqos restarted: same store, fresh poller
+        try:
+            assert await run(rig, 2) == ([], set())
+            dev.set_link(1, False)
+            changes, outs = await run(rig, 1)
+            assert changes == [("sw-2/ge-0/0/0", "down")] and outs == {("sw-2/ge-0/0/0", None)}
+        finally:
+            await rig.close()
+        rig = Rig(tmp_path, dev, srv.port, "switch")  # restarted while the link is down
+        try:
+            changes, outs = await run(rig, 2)
+            assert changes == [("sw-2/ge-0/0/0", "down")] and outs == {("sw-2/ge-0/0/0", None)}
+            dev.set_link(1, True)
+            changes, outs = await run(rig, 1)
+            assert changes == [("sw-2/ge-0/0/0", "down"), ("sw-2/ge-0/0/0", "up")]
+            assert len(outs) == 1 and next(iter(outs))[1] is not None  # closed
+            dev.set_link(1, False)
+            await run(rig, 1)
+        finally:
+            await rig.close()
+        dev.set_link(1, True)  # recovers while netqos restarts
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            changes, outs = await run(rig, 1)
+            assert changes[-2:] == [("sw-2/ge-0/0/0", "down"), ("sw-2/ge-0/0/0", "up")]
+            assert all(end is not None for _, end in outs) and len(outs) == 2
+        finally:
+            await rig.close()
+
+
 async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
     """The OLT profile's ENTITY-SENSOR-MIB table is polled with no code for it."""
     dev = SimDevice("olt-1", community="olt-community", kind="olt", n_interfaces=4)

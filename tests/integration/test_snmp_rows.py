@@ -94,17 +94,19 @@ POLL_1 = {
     (P1, 2): ("C", 1, -1899),
     (P1, 5): ("D", 1, -2222),
 }
-# Then: P0.2 deleted; P0.1 renamed (still offline) so P1.1 is the only "B"; P0.3's reading
-# moves; P1.5 goes offline and loses its reading.
+# Then: P0.2 deleted (P1.2 is now the only "C"); P0.3's reading moves; P1.5 goes offline
+# and loses its reading, while its namesake P0.3 stays online.
 POLL_2 = {
     (P0, 0): ("A", 1, -2150),
-    (P0, 1): ("B-moved", 2, None),
+    (P0, 1): ("B", 2, None),
     (P0, 3): ("D", 1, -1990),
     (P1, 0): ("A", 1, -2045),
     (P1, 1): ("B", 1, -2501),
     (P1, 2): ("C", 1, -1899),
     (P1, 5): ("D", 2, None),
 }
+# Then: the offline P1.5 is renamed (so P0.3 is the only "D"); P0.1 comes online.
+POLL_3 = {**POLL_2, (P1, 5): ("D-moved", 2, None), (P0, 1): ("B", 1, -2777)}
 
 SENSORS = """
 # entPhySensorType (8 celsius, 14 dBm), entPhySensorValue, entPhySensorOperStatus
@@ -239,13 +241,9 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         f"{P1}.2": ("C", {"onuDescription": "C", "onuRunState": "online", "onu_rx_power_dbm": -18.99}),
         f"{P1}.5": ("D", {"onuDescription": "D", "onuRunState": "online", "onu_rx_power_dbm": -22.22}),
     }
-    # Only the offline ONU changed state; its online namesake did not close its outage.
-    changes = [(c.entity, c.state) for c in rig.repo.state_changes("olt-1") if c.entity_kind == "onus"]
-    assert changes == [(f"olt-1/B#{P0}.1", "offline")]
-    t1 = rec.ts_ms
-    assert [(o.entity, o.start_ms, o.end_ms) for o in rig.repo.outages("olt-1", 0, 2**62)] == [
-        (f"olt-1/B#{P0}.1", t1, None)
-    ]
+    # An ONU first seen offline is recorded (its row says so), not an outage.
+    assert [c for c in rig.repo.state_changes("olt-1") if c.entity_kind == "onus"] == []
+    assert rig.repo.outages("olt-1", 0, 2**62) == []
     # Seven readings, seven series: a shared description never merges two ONUs.
     await rig.pipeline.flush()
     assert sorted(lb["onu"] for lb in rig.series_labels("onu_rx_power_dbm")) == [
@@ -263,7 +261,7 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
     rec = await rig.poll()
     assert rows_of(rec, "onus") == {
         f"{P0}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -21.5}),
-        f"{P0}.1": ("B-moved", {"onuDescription": "B-moved", "onuRunState": "offline"}),
+        f"{P0}.1": ("B", {"onuDescription": "B", "onuRunState": "offline"}),
         f"{P0}.3": ("D", {"onuDescription": "D", "onuRunState": "online", "onu_rx_power_dbm": -19.9}),
         f"{P1}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -20.45}),
         f"{P1}.1": ("B", {"onuDescription": "B", "onuRunState": "online", "onu_rx_power_dbm": -25.01}),
@@ -271,29 +269,47 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         f"{P1}.5": ("D", {"onuDescription": "D", "onuRunState": "offline"}),
     }
     t2 = rec.ts_ms
-    changes2 = [
+    # The deleted ONU shifted nobody; P1.2 is the only "C" now, so its label lost the suffix:
+    # same row (same index), new entity, the old one marked unknown. P1.5 went offline and
+    # its online namesake P0.3 did not close that outage.
+    assert sorted(changes_at(rig, t2)) == [
+        (f"olt-1/C#{P1}.2", "unknown", "renamed to C"),
+        (f"olt-1/D#{P1}.5", "offline", "onuRunState=2"),
+    ]
+    assert outages(rig) == {(f"olt-1/D#{P1}.5", t2, None)}
+
+    path.write_text(onu_recording(POLL_3))
+    await asyncio.sleep(0.01)
+    rec = await rig.poll()
+    assert rows_of(rec, "onus")[f"{P1}.5"] == (
+        "D-moved",
+        {"onuDescription": "D-moved", "onuRunState": "offline"},
+    )
+    assert rows_of(rec, "onus")[f"{P0}.1"] == (
+        "B",
+        {"onuDescription": "B", "onuRunState": "online", "onu_rx_power_dbm": -27.77},
+    )
+    t3 = rec.ts_ms
+    # The renamed ONU closed its old entity's outage and opened one under its new name.
+    assert sorted(changes_at(rig, t3)) == [
+        (f"olt-1/B#{P0}.1", "online", "onuRunState=1"),
+        (f"olt-1/D#{P0}.3", "unknown", "renamed to D"),
+        (f"olt-1/D#{P1}.5", "unknown", "renamed to D-moved"),
+        ("olt-1/D-moved", "offline", "onuRunState=2"),
+    ]
+    assert outages(rig) == {(f"olt-1/D#{P1}.5", t2, t3), ("olt-1/D-moved", t3, None)}
+
+
+def changes_at(rig: Rig, ts_ms: int) -> list[tuple[str, str, str]]:
+    return [
         (c.entity, c.state, c.detail)
         for c in rig.repo.state_changes("olt-1")
-        if c.entity_kind == "onus" and c.since_ms == t2
+        if c.entity_kind == "onus" and c.since_ms == ts_ms
     ]
-    # The deleted ONU moved nobody's values; the renamed one closed its old entity and reopened
-    # under the new; P1.1 and P1.2 are now the only "B" and "C", so their labels lost the
-    # suffix: same rows (same index), new entities, the old ones marked unknown.
-    assert sorted(changes2) == sorted(
-        [
-            (f"olt-1/B#{P0}.1", "unknown", "renamed to B-moved"),
-            ("olt-1/B-moved", "offline", "onuRunState=2"),
-            (f"olt-1/B#{P1}.1", "unknown", "renamed to B"),
-            (f"olt-1/C#{P1}.2", "unknown", "renamed to C"),
-            (f"olt-1/D#{P1}.5", "offline", "onuRunState=2"),
-        ]
-    )
-    outages = {(o.entity, o.start_ms, o.end_ms) for o in rig.repo.outages("olt-1", 0, 2**62)}
-    assert outages == {
-        (f"olt-1/B#{P0}.1", t1, t2),
-        ("olt-1/B-moved", t2, None),
-        (f"olt-1/D#{P1}.5", t2, None),
-    }
+
+
+def outages(rig: Rig) -> set[tuple[str, int, int | None]]:
+    return {(o.entity, o.start_ms, o.end_ms) for o in rig.repo.outages("olt-1", 0, 2**62)}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
