@@ -417,6 +417,7 @@ class Poller:
         if t.row_name_fallback:
             rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
         labels = row_labels(names, index_names)
+        parts = _index_parts(t, rt.row_ids, rows)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
         # Gauge and enum columns as read (float per row, NaN where the row has none), each
         # value signed or unsigned by its own ASN.1 type.
@@ -435,7 +436,7 @@ class Poller:
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         for metric, series in metrics.items():
-            self._emit(rt, t, metric, rows, labels, series, ts_ms)
+            self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
         changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms))
         for r, label in zip(rows.tolist(), labels, strict=True):
             rt.row_names[(t.name, r)] = label
@@ -445,7 +446,7 @@ class Poller:
         out_rows = []
         for i in range(rows.shape[0]):
             rid = int(rows[i])
-            row_vals: dict[str, Any] = {}
+            row_vals: dict[str, Any] = dict(parts[i]) if parts else {}
             for c in t.columns:
                 if c.type == "enum" and c.name in cells and np.isfinite(cells[c.name][i]):
                     v = int(cells[c.name][i])
@@ -614,6 +615,7 @@ class Poller:
         names: list[str],
         vals: np.ndarray,
         ts: int,
+        parts: list[dict[str, int]] | None = None,
     ) -> None:
         # Rows without a reading this poll (a hole, an offline ONU) get no sample, nor a series.
         have = np.flatnonzero(np.isfinite(vals))
@@ -627,6 +629,8 @@ class Poller:
             li = rt.series.get(key)
             if li is None:
                 labels = rt.device.labels() | {t.row_label: names[i]}
+                if parts:
+                    labels |= {k: str(v) for k, v in parts[i].items()}
                 li = rt.series[key] = self.pipeline.series_index(
                     SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
                 )
@@ -680,6 +684,18 @@ def row_labels(names: list[str], index_names: list[str]) -> list[str]:
             break
         labels = [lb if counts[lb] == 1 else f"{lb}#{x}" for lb, x in zip(labels, index_names, strict=True)]
     return labels
+
+
+def _index_parts(t: Table, row_ids: RowIds, rows: np.ndarray) -> list[dict[str, int]] | None:
+    """Each row's named index parts (`index: [ifIndex, ontId]`), or None when the table names
+    none; a row whose index has another number of sub-identifiers gets none."""
+    if not t.index:
+        return None
+    out = []
+    for r in rows.tolist():
+        suffix = row_ids.suffix(r)
+        out.append(dict(zip(t.index, suffix, strict=True)) if len(suffix) == len(t.index) else {})
+    return out
 
 
 def _row_names(

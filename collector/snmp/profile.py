@@ -12,12 +12,17 @@ replaces the inherited one. Column types:
 - `enum`: an integer state with names (`states`); `state_changes: true` records changes.
 - `string`: a label (e.g. ifName).
 
+A table's `index` names the sub-identifiers of its rows' index (`[ifIndex, ontId]` for a
+table indexed by ifIndex.ontId): each row then carries them as values and its series as
+labels. Rows are identified by their whole index whether or not it is named.
+
 A column marked `fallback_only` is walked only while some row needs it. A table's rows are
 named by `row_name_column`, else `row_name_fallback` (ifName, else ifDescr), else their index.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -29,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from collector.snmp.ber import parse_oid
 
 OID = tuple[int, ...]
+
+# Labels every series of a device carries already (Device.labels()), not for an index part.
+RESERVED_LABELS = frozenset({"operator", "technology", "commune", "village", "site", "kind", "target"})
 
 ColumnType = Literal["counter32", "counter64", "gauge", "enum", "string"]
 ScalarType = Literal["timeticks", "string", "gauge", "counter32", "counter64"]
@@ -98,6 +106,7 @@ class Table(_M):
     row_label: str = Field("row", pattern=r"^[a-z][a-z0-9_]*$")
     row_name_column: str | None = None
     row_name_fallback: str | None = None
+    index: tuple[str, ...] = ()
     columns: tuple[Column, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -106,6 +115,13 @@ class Table(_M):
         if len(names) != len(self.columns):
             raise ValueError(f"table {self.name}: two columns share a name")
         by_name = {c.name: c for c in self.columns}
+        for part in self.index:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", part):
+                raise ValueError(f"table {self.name}: index part {part!r} is not a valid name")
+            if part in names or part in RESERVED_LABELS or part == self.row_label:
+                raise ValueError(f"table {self.name}: index part {part!r} clashes with a column or label")
+        if len(set(self.index)) != len(self.index):
+            raise ValueError(f"table {self.name}: two index parts share a name")
         for key in ("row_name_column", "row_name_fallback"):
             ref = getattr(self, key)
             if ref and (ref not in by_name or by_name[ref].type != "string"):

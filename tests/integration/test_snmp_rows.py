@@ -41,6 +41,7 @@ tables:
   - name: onus
     row_label: onu
     row_name_column: onuDescription
+    index: [ifIndex, ontId]
     columns:
       - {name: onuDescription, oid: 1.3.6.1.4.1.32473.16.1.1.2, type: string}
       - {name: onuRunState, oid: 1.3.6.1.4.1.32473.16.1.1.3, type: enum, state_changes: true,
@@ -232,21 +233,23 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
 
     rec = await rig.poll()
     assert rows_of(rec, "onus") == {
-        f"{P0}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -21.5}),
-        f"{P0}.1": ("B", {"onuDescription": "B", "onuRunState": "offline"}),
-        f"{P0}.2": ("C", {"onuDescription": "C", "onuRunState": "online", "onu_rx_power_dbm": -23.1}),
-        f"{P0}.3": ("D", {"onuDescription": "D", "onuRunState": "online", "onu_rx_power_dbm": -19.87}),
-        f"{P1}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -20.45}),
-        f"{P1}.1": ("B", {"onuDescription": "B", "onuRunState": "online", "onu_rx_power_dbm": -25.01}),
-        f"{P1}.2": ("C", {"onuDescription": "C", "onuRunState": "online", "onu_rx_power_dbm": -18.99}),
-        f"{P1}.5": ("D", {"onuDescription": "D", "onuRunState": "online", "onu_rx_power_dbm": -22.22}),
+        f"{P0}.0": onu(P0, 0, "A", "online", -21.5),
+        f"{P0}.1": onu(P0, 1, "B", "offline"),
+        f"{P0}.2": onu(P0, 2, "C", "online", -23.1),
+        f"{P0}.3": onu(P0, 3, "D", "online", -19.87),
+        f"{P1}.0": onu(P1, 0, "A", "online", -20.45),
+        f"{P1}.1": onu(P1, 1, "B", "online", -25.01),
+        f"{P1}.2": onu(P1, 2, "C", "online", -18.99),
+        f"{P1}.5": onu(P1, 5, "D", "online", -22.22),
     }
     # An ONU first seen offline is recorded (its row says so), not an outage.
     assert [c for c in rig.repo.state_changes("olt-1") if c.entity_kind == "onus"] == []
     assert rig.repo.outages("olt-1", 0, 2**62) == []
     # Seven readings, seven series: a shared description never merges two ONUs.
     await rig.pipeline.flush()
-    assert sorted(lb["onu"] for lb in rig.series_labels("onu_rx_power_dbm")) == [
+    series = rig.series_labels("onu_rx_power_dbm")
+    assert {(lb["ifIndex"], lb["ontId"]) for lb in series if lb["onu"] == f"D#{P1}.5"} == {(str(P1), "5")}
+    assert sorted(lb["onu"] for lb in series) == [
         f"A#{P0}.0",
         f"A#{P1}.0",
         f"B#{P1}.1",
@@ -260,13 +263,13 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
     await asyncio.sleep(0.01)  # a distinct poll time
     rec = await rig.poll()
     assert rows_of(rec, "onus") == {
-        f"{P0}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -21.5}),
-        f"{P0}.1": ("B", {"onuDescription": "B", "onuRunState": "offline"}),
-        f"{P0}.3": ("D", {"onuDescription": "D", "onuRunState": "online", "onu_rx_power_dbm": -19.9}),
-        f"{P1}.0": ("A", {"onuDescription": "A", "onuRunState": "online", "onu_rx_power_dbm": -20.45}),
-        f"{P1}.1": ("B", {"onuDescription": "B", "onuRunState": "online", "onu_rx_power_dbm": -25.01}),
-        f"{P1}.2": ("C", {"onuDescription": "C", "onuRunState": "online", "onu_rx_power_dbm": -18.99}),
-        f"{P1}.5": ("D", {"onuDescription": "D", "onuRunState": "offline"}),
+        f"{P0}.0": onu(P0, 0, "A", "online", -21.5),
+        f"{P0}.1": onu(P0, 1, "B", "offline"),
+        f"{P0}.3": onu(P0, 3, "D", "online", -19.9),
+        f"{P1}.0": onu(P1, 0, "A", "online", -20.45),
+        f"{P1}.1": onu(P1, 1, "B", "online", -25.01),
+        f"{P1}.2": onu(P1, 2, "C", "online", -18.99),
+        f"{P1}.5": onu(P1, 5, "D", "offline"),
     }
     t2 = rec.ts_ms
     # The deleted ONU shifted nobody; P1.2 is the only "C" now, so its label lost the suffix:
@@ -281,14 +284,8 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
     path.write_text(onu_recording(POLL_3))
     await asyncio.sleep(0.01)
     rec = await rig.poll()
-    assert rows_of(rec, "onus")[f"{P1}.5"] == (
-        "D-moved",
-        {"onuDescription": "D-moved", "onuRunState": "offline"},
-    )
-    assert rows_of(rec, "onus")[f"{P0}.1"] == (
-        "B",
-        {"onuDescription": "B", "onuRunState": "online", "onu_rx_power_dbm": -27.77},
-    )
+    assert rows_of(rec, "onus")[f"{P1}.5"] == onu(P1, 5, "D-moved", "offline")
+    assert rows_of(rec, "onus")[f"{P0}.1"] == onu(P0, 1, "B", "online", -27.77)
     t3 = rec.ts_ms
     # The renamed ONU closed its old entity's outage and opened one under its new name.
     assert sorted(changes_at(rig, t3)) == [
@@ -298,6 +295,16 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         ("olt-1/D-moved", "offline", "onuRunState=2"),
     ]
     assert outages(rig) == {(f"olt-1/D#{P1}.5", t2, t3), ("olt-1/D-moved", t3, None)}
+
+
+def onu(
+    port: int, ont: int, name: str, state: str, rx_dbm: float | None = None
+) -> tuple[str, dict[str, Any]]:
+    """An ONU row as the poller should report it: (name, values), index parts included."""
+    vals: dict[str, Any] = {"ifIndex": port, "ontId": ont, "onuDescription": name, "onuRunState": state}
+    if rx_dbm is not None:
+        vals["onu_rx_power_dbm"] = rx_dbm
+    return name, vals
 
 
 def changes_at(rig: Rig, ts_ms: int) -> list[tuple[str, str, str]]:
