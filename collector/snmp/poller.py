@@ -437,7 +437,7 @@ class Poller:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         for metric, series in metrics.items():
             self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
-        changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms))
+        changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms, (names, index_names)))
         for r, label in zip(rows.tolist(), labels, strict=True):
             rt.row_names[(t.name, r)] = label
         strings = {
@@ -554,6 +554,7 @@ class Poller:
         labels: list[str],
         cells: dict[str, np.ndarray],
         ts_ms: int,
+        plain: tuple[list[str], list[str]] | None = None,
     ) -> list[StateChange]:
         """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus), by row id.
 
@@ -564,7 +565,10 @@ class Poller:
         still open from before (a restart), which a healthy first sight closes.
         A row whose label changed (renamed, or its name now shared with another row) is the
         same row under a new entity: the old entity gets `unknown` (which closes its outage;
-        detail `renamed to ...`), the new one its current state unless that is healthy."""
+        detail `renamed to ...`), the new one its current state unless that is healthy.
+        The same holds at a row's first sight for an outage left open under the entity the
+        row had before rows were told apart by index (`plain`: its bare name, or its index
+        where it had no name), so no outage of an upgrade is left open for ever."""
         out: list[StateChange] = []
         kind = "interface" if t.name == "interfaces" else t.name
         dev = rt.device.id
@@ -587,6 +591,15 @@ class Poller:
                 out.append(
                     StateChange(kind, f"{dev}/{old}", "unknown", ts_ms, "poll", f"renamed to {label}", dev)
                 )
+            elif old is None and tracked and plain is not None and self._open_outages:
+                for legacy in dict.fromkeys((plain[0][i], plain[1][i])):
+                    key = (kind, f"{dev}/{legacy}")
+                    if legacy != label and key in self._open_outages:
+                        self._open_outages.discard(key)
+                        out.append(
+                            StateChange(kind, key[1], "unknown", ts_ms, "poll", f"renamed to {label}", dev)
+                        )
+                        renamed = True
             for c in tracked:
                 v_now = cur[c.name]
                 if v_now is None:

@@ -289,6 +289,49 @@ async def test_down_and_admin_down_ports_through_onboarding_and_restarts_open_no
             await rig.close()
 
 
+async def test_an_outage_open_under_a_rows_former_entity_moves_to_its_new_one(tmp_path: Path) -> None:
+    """Before ifDescr named rows of agents without ifXTable, port 2 of this switch was
+    `sw-3/2`, and its outage is still open in the store. The first poll since closes it
+    (unknown, renamed) and opens the outage under `sw-3/Fa0/2`: nothing is left open for ever."""
+    from collector.events import StateChange
+
+    store = Store(tmp_path / "sw-3.db")
+    DeviceRepo(store).write(
+        [], [StateChange("interface", "sw-3/2", "down", 1_000, "poll", "ifOperStatus=2", "sw-3")]
+    )
+    store.close()
+    dev = SimDevice(
+        "sw-3",
+        community="sw3-community",
+        kind="switch",
+        if_x_table=False,
+        interfaces=(SimInterface("Fa0/1", 100, 0.2), SimInterface("Fa0/2", 100, 0.0, oper_up=False)),
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            rec = await rig.poller.poll_once(rig.rt)
+            await rig.sink.flush()
+            repo = DeviceRepo(rig.store)
+            changes = [
+                (c.entity, c.state, c.detail)
+                for c in repo.state_changes("sw-3")
+                if c.since_ms == rec.ts_ms and c.entity_kind == "interface"
+            ]
+            assert sorted(changes) == [
+                ("sw-3/2", "unknown", "renamed to Fa0/2"),
+                ("sw-3/Fa0/2", "down", "ifOperStatus=2"),
+            ]
+            outs = {
+                (o.entity, o.start_ms, o.end_ms)
+                for o in repo.outages("sw-3", 0, 2**62)
+                if o.entity_kind == "interface"
+            }
+            assert outs == {("sw-3/2", 1_000, rec.ts_ms), ("sw-3/Fa0/2", rec.ts_ms, None)}
+        finally:
+            await rig.close()
+
+
 async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
     """The OLT profile's ENTITY-SENSOR-MIB table is polled with no code for it."""
     dev = SimDevice("olt-1", community="olt-community", kind="olt", n_interfaces=4)
