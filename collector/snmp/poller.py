@@ -576,6 +576,7 @@ class Poller:
         tracked = [c for c in enum_cols if c.state_changes]
         admin_col = "ifAdminStatus" if "ifAdminStatus" in cells else None
         row_ids = rows.tolist()
+        carried: set[tuple[str, str]] = set()
         for i, r in enumerate(row_ids):
             label = labels[i]
             old = rt.row_names.get((t.name, r))
@@ -594,12 +595,14 @@ class Poller:
             elif old is None and tracked and plain is not None and self._open_outages:
                 for legacy in dict.fromkeys((plain[0][i], plain[1][i])):
                     key = (kind, f"{dev}/{legacy}")
-                    if legacy != label and key in self._open_outages:
-                        self._open_outages.discard(key)
+                    if legacy == label or key not in self._open_outages:
+                        continue
+                    renamed = True  # every row that had this entity carries its own state on
+                    if key not in carried:  # rows that shared a name close it once
+                        carried.add(key)
                         out.append(
                             StateChange(kind, key[1], "unknown", ts_ms, "poll", f"renamed to {label}", dev)
                         )
-                        renamed = True
             for c in tracked:
                 v_now = cur[c.name]
                 if v_now is None:
@@ -617,6 +620,7 @@ class Poller:
                 elif _state_of(c, before, prev.get(admin_col) if admin_col else None) == state:
                     continue
                 out.append(StateChange(kind, entity, state, ts_ms, "poll", f"{c.name}={v_now}", dev))
+        self._open_outages -= carried
         return out
 
     def _emit(

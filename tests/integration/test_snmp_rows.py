@@ -15,6 +15,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from collector.events import StateChange
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.ber import parse_oid
@@ -295,6 +296,26 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         ("olt-1/D-moved", "offline", "onuRunState=2"),
     ]
     assert outages(rig) == {(f"olt-1/D#{P1}.5", t2, t3), ("olt-1/D-moved", t3, None)}
+
+
+async def test_an_outage_open_under_a_formerly_shared_name_goes_to_the_rows_that_are_down(
+    recording: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path
+) -> None:
+    """Before rows were told apart by index, the two "B" ONUs were one entity `olt-1/B`,
+    whose outage is still open. The first poll since closes it, and only the ONU that is
+    offline opens one of its own."""
+    path, agent = recording
+    path.write_text(onu_recording(POLL_1))
+    store = Store(tmp_path / "rows.db")
+    DeviceRepo(store).write([], [StateChange("onus", "olt-1/B", "offline", 1_000, "poll", "", "olt-1")])
+    store.close()
+    rig = Rig(tmp_path, agent, "2c", "gpon")
+    rigs.append(rig)
+    rec = await rig.poll()
+    got = changes_at(rig, rec.ts_ms)
+    assert sorted((e, st) for e, st, _ in got) == [("olt-1/B", "unknown"), (f"olt-1/B#{P0}.1", "offline")]
+    assert next(d for e, _, d in got if e == "olt-1/B").startswith("renamed to B#")
+    assert outages(rig) == {("olt-1/B", 1_000, rec.ts_ms), (f"olt-1/B#{P0}.1", rec.ts_ms, None)}
 
 
 def onu(
