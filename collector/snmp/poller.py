@@ -389,9 +389,8 @@ class Poller:
                 log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
             self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
             tracker.commit(ts_ms, uptime_cs)
-        composite = {int(r) for cd in data for r in cd.index[cd.index < 0].tolist()}
-        if len(rt.row_ids) > 2 * len(composite) + ROW_IDS_SLACK:
-            rt.row_ids.prune(composite)  # e.g. LLDP rows re-indexed by a new timeMark
+        if len(rt.row_ids) > ROW_IDS_SLACK:
+            _prune_rows(rt, data)
         return record, changes
 
     def _table(
@@ -678,6 +677,19 @@ class Poller:
             return at_host[0]
         exact = [rt for rt in at_host if rt.device.port == port]
         return exact[0] if len(exact) == 1 else None
+
+
+def _prune_rows(rt: DeviceRuntime, data: list[ColumnData]) -> None:
+    """Forget composite rows no longer seen once they outnumber the seen ones (LLDP rows are
+    re-indexed by a new timeMark on every neighbour change): their ids, states and series."""
+    seen = np.unique(np.concatenate([cd.index[cd.index < 0] for cd in data] or [np.empty(0, np.int64)]))
+    if len(rt.row_ids) <= 2 * seen.shape[0] + ROW_IDS_SLACK:
+        return
+    keep = set(seen.tolist())
+    rt.row_ids.prune(keep)
+    rt.enums = {k: v for k, v in rt.enums.items() if k[1] >= 0 or k[1] in keep}
+    rt.row_names = {k: v for k, v in rt.row_names.items() if k[1] >= 0 or k[1] in keep}
+    rt.series = {k: v for k, v in rt.series.items() if k[2] >= 0 or k[2] in keep}
 
 
 def _state_of(c: Column, value: int, admin: int | None) -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from pydantic import SecretStr
@@ -441,3 +442,34 @@ def test_row_ids_are_stable_and_never_reused() -> None:
     assert len(ids) == 1
     c = ids.id_of((P0, 1))  # back after being pruned: a new id, never an old one
     assert c not in (a, b)
+
+
+def test_composite_rows_no_longer_seen_are_forgotten_once_they_outnumber_the_seen() -> None:
+    from collector.snmp.client import ColumnData
+    from collector.snmp.poller import ROW_IDS_SLACK, _prune_rows
+    from collector.snmp.profile import load_profiles
+    from collector.snmp.state import Reachability
+
+    rt = DeviceRuntime(
+        Device(id="d", host="127.0.0.1", credentials="c"),
+        Credential(version="2c", community=SecretStr("x")),
+        load_profiles()["generic"],
+        60.0,
+        Reachability("d"),
+    )
+    # LLDP-style churn: every neighbour change gives the row a new timeMark.
+    ids = [rt.row_ids.id_of((t, 5, 1)) for t in range(ROW_IDS_SLACK + 10)]
+    for r in ids:
+        rt.enums[("lldp", r, "state")] = 1
+        rt.row_names[("lldp", r)] = f"n{r}"
+    rt.enums[("interfaces", 7, "ifOperStatus")] = 1  # a one-sub-identifier row: never pruned
+    live = np.asarray(ids[-2:], np.int64)
+    seen = ColumnData(live, np.full(2, 2, np.uint8), np.zeros(2, np.int64), np.zeros(2, np.uint64))
+    _prune_rows(rt, [seen, ColumnData.empty()])
+    assert len(rt.row_ids) == 2
+    assert set(rt.enums) == {
+        ("lldp", ids[-2], "state"),
+        ("lldp", ids[-1], "state"),
+        ("interfaces", 7, "ifOperStatus"),
+    }
+    assert set(rt.row_names) == {("lldp", ids[-2]), ("lldp", ids[-1])}
