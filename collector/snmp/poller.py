@@ -616,6 +616,7 @@ class Poller:
                     was_open = (kind, entity) in self._open_outages
                     if state in DOWN_STATES or (state in FIRST_SIGHT_QUIET and not was_open):
                         continue
+                    self._open_outages.discard((kind, entity))  # closed by this change
                 elif _state_of(c, before, prev.get(admin_col) if admin_col else None) == state:
                     continue
                 out.append(StateChange(kind, entity, state, ts_ms, "poll", f"{c.name}={v_now}", dev))
