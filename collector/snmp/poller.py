@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -442,19 +443,22 @@ class Poller:
         strings = {
             c.name: _strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
         }
+        # Per row in Python lists: numpy scalars one at a time cost more than the whole table.
+        enums = [(c, cells[c.name].tolist()) for c in t.columns if c.type == "enum" and c.name in cells]
+        values = [(k, series.tolist()) for k, series in metrics.items()]
         out_rows = []
-        for i in range(rows.shape[0]):
-            rid = int(rows[i])
+        for i, rid in enumerate(rows.tolist()):
             row_vals: dict[str, Any] = dict(parts[i]) if parts else {}
-            for c in t.columns:
-                if c.type == "enum" and c.name in cells and np.isfinite(cells[c.name][i]):
-                    v = int(cells[c.name][i])
-                    row_vals[c.name] = c.states.get(v, v)
-                elif c.type == "string" and c.name in strings:
-                    row_vals[c.name] = strings[c.name].get(rid, "")
-            for k, series in metrics.items():
-                if np.isfinite(series[i]):
-                    row_vals[k] = float(series[i])
+            for c, col_vals in enums:
+                v = col_vals[i]
+                if math.isfinite(v):
+                    row_vals[c.name] = c.states.get(int(v), int(v))
+            for name, by_row in strings.items():
+                row_vals[name] = by_row.get(rid, "")
+            for k, col_vals in values:
+                v = col_vals[i]
+                if math.isfinite(v):
+                    row_vals[k] = v
             out_rows.append((index_names[i], names[i], row_vals))
         record.rows[t.name] = out_rows
 
@@ -575,6 +579,7 @@ class Poller:
         tracked = [c for c in enum_cols if c.state_changes]
         admin_col = "ifAdminStatus" if "ifAdminStatus" in cells else None
         row_ids = rows.tolist()
+        as_lists = {c.name: cells[c.name].tolist() for c in enum_cols}
         carried: set[tuple[str, str]] = set()
         for i, r in enumerate(row_ids):
             label = labels[i]
@@ -583,8 +588,8 @@ class Poller:
             prev = {c.name: rt.enums.get((t.name, r, c.name)) for c in enum_cols}
             cur: dict[str, int | None] = {}
             for c in enum_cols:
-                v = cells[c.name][i]
-                cur[c.name] = int(v) if np.isfinite(v) else None
+                v = as_lists[c.name][i]
+                cur[c.name] = int(v) if math.isfinite(v) else None
                 if cur[c.name] is not None:
                     rt.enums[(t.name, r, c.name)] = int(v)
             if renamed and any(prev[c.name] is not None for c in tracked):
