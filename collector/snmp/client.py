@@ -17,7 +17,7 @@ import random
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,6 +40,7 @@ U8 = npt.NDArray[np.uint8]
 
 TAG_INTEGER = 0x02
 TAG_OCTET_STRING = 0x04
+TAG_COUNTER64 = 0x46
 TAG_EXCEPTIONS = 0x80  # noSuchObject 0x80, noSuchInstance 0x81, endOfMibView 0x82
 PDU_RESPONSE = 0xA2
 MAX_WALK_REQUESTS = 100_000  # bounds a walk against an agent that never ends a table
@@ -54,20 +55,75 @@ class SnmpError(Exception):
         super().__init__(f"{reason}: {detail}")
 
 
+class RowIds:
+    """Stable row ids of table rows, from each row's whole index suffix (the OID after the column).
+
+    A row of a table indexed by one sub-identifier (ifIndex) has that sub-identifier as its id
+    (0 .. 2**32-1, so ifIndex 4194304256 stays 4194304256). A row indexed by several
+    (ifIndex.ontId, timeMark.localPort.remIndex) gets a negative id, interned here and never
+    reused, so the columns of a poll join on the same id and the next poll finds the same
+    row under the same id, whatever rows appeared, vanished or have holes in between.
+    One `RowIds` lives as long as the device's poller state (counters and states are keyed
+    by these ids); `prune` drops ids of rows no longer seen so an index that churns
+    (LLDP's timeMark) cannot grow it without bound.
+    """
+
+    __slots__ = ("_ids", "_names", "_next")
+
+    def __init__(self) -> None:
+        self._ids: dict[OID, int] = {}
+        self._names: dict[int, str] = {}
+        self._next = -1
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def id_of(self, suffix: OID) -> int:
+        if len(suffix) == 1:
+            return suffix[0]
+        rid = self._ids.get(suffix)
+        if rid is None:
+            rid = self._ids[suffix] = self._next
+            self._names[rid] = ".".join(map(str, suffix))
+            self._next -= 1
+        return rid
+
+    def name(self, rid: int) -> str:
+        """The dotted index of a row id ("5", "4194304256.3")."""
+        return str(rid) if rid >= 0 else self._names.get(rid, f"?{rid}")
+
+    def suffix(self, rid: int) -> OID:
+        return (rid,) if rid >= 0 else tuple(int(x) for x in self._names[rid].split(".") if x)
+
+    def prune(self, keep: set[int]) -> None:
+        """Forget composite ids not in `keep` (ids are never handed out again)."""
+        for suffix, rid in list(self._ids.items()):
+            if rid not in keep:
+                del self._ids[suffix]
+                del self._names[rid]
+
+
 @dataclass(slots=True)
 class ColumnData:
-    """One walked column: a row id per value, the values by kind, strings where asked for."""
+    """One walked column: a row id per value (see `RowIds`), the values by kind, strings where
+    asked for. `ival` holds the signed reading and `uval` the unsigned one; which is the value
+    follows each varbind's ASN.1 type (`numbers`)."""
 
     index: I64
     tag: U8
     ival: I64
     uval: U64
     strings: list[bytes] | None = None
-    # For tables indexed by more than one sub-identifier: row id -> dotted index.
-    index_names: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
+
+    def numbers(self) -> npt.NDArray[np.float64]:
+        """The numeric value of every varbind by its own ASN.1 type: INTEGER (signed, e.g. an
+        ENTITY-SENSOR reading of -1510) from `ival`, the unsigned types (Counter, Gauge,
+        TimeTicks) from `uval`. Decided per varbind, never per column, so a column mixing
+        negative and positive readings keeps both."""
+        return np.where(self.tag == TAG_INTEGER, self.ival.astype(np.float64), self.uval.astype(np.float64))
 
     @staticmethod
     def empty() -> ColumnData:
@@ -95,9 +151,14 @@ class Session(Protocol):
     async def get(self, oids: Sequence[OID]) -> dict[OID, int | bytes | None]: ...
 
     async def walk(
-        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+        self,
+        columns: Sequence[OID],
+        string_columns: set[int],
+        max_repetitions: int,
+        rows: RowIds | None = None,
     ) -> list[ColumnData]:
-        """Walk the tables under `columns`; returns one ColumnData per column, in order."""
+        """Walk the tables under `columns`; returns one ColumnData per column, in order, rows
+        identified by `rows` (a fresh RowIds when None)."""
         ...
 
     async def close(self) -> None: ...
@@ -201,12 +262,16 @@ class V2cSession:
         return out
 
     async def walk(
-        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+        self,
+        columns: Sequence[OID],
+        string_columns: set[int],
+        max_repetitions: int,
+        rows: RowIds | None = None,
     ) -> list[ColumnData]:
+        rows = rows if rows is not None else RowIds()
         cols = Columns.of(list(columns))
         chunks: list[list[tuple[Any, ...]]] = [[] for _ in columns]
         current: dict[int, OID] = {c: tuple(oid) for c, oid in enumerate(columns)}
-        composite: list[dict[str, int]] = [{} for _ in columns]
         # Columns asked per request. Agents cap a GETBULK response (net-snmp: 100 varbinds)
         # and cut repetitions to fit, so asking every column at once only multiplies the
         # per-request work; after each answer the window is sized to what the agent gave.
@@ -243,7 +308,7 @@ class V2cSession:
                 stop = ok.shape[0] if ok.all() else int(np.argmin(ok))
                 if stop:
                     take = np.arange(j, j + stop * r, r)
-                    chunks[c].append(_slice(dec, data, take, c in string_columns, composite[c]))
+                    chunks[c].append(_slice(dec, data, take, c in string_columns, rows))
                     nxt = dec.oid(int(take[-1]))
                     if nxt <= current[c]:
                         raise SnmpError("protocol", f"agent returned a non-increasing OID after {current[c]}")
@@ -252,7 +317,7 @@ class V2cSession:
                     del current[c]
         else:
             raise SnmpError("protocol", f"walk did not end after {MAX_WALK_REQUESTS} requests")
-        return [_concat(chunks[c], c in string_columns, composite[c]) for c in range(len(columns))]
+        return [_concat(chunks[c], c in string_columns) for c in range(len(columns))]
 
 
 def _check_error(dec: Any) -> None:
@@ -261,36 +326,35 @@ def _check_error(dec: Any) -> None:
 
 
 def _slice(
-    dec: Any, data: bytes, take: npt.NDArray[np.int64], strings: bool, composite: dict[str, int]
+    dec: Any, data: bytes, take: npt.NDArray[np.int64], strings: bool, rows: RowIds
 ) -> tuple[Any, ...]:
     so = dec.suffix_offsets
     lengths = so[take + 1] - so[take]
     if np.all(lengths == 1):
         index = dec.suffix[so[take]].astype(np.int64)
     else:
-        # Several sub-identifiers index the row: intern their dotted form as a row id.
-        ids = []
-        for i in take.tolist():
-            key = ".".join(str(x) for x in dec.suffix[so[i] : so[i + 1]].tolist())
-            ids.append(composite.setdefault(key, len(composite)))
-        index = np.asarray(ids, dtype=np.int64)
+        # Several sub-identifiers index the row: the whole suffix is its identity.
+        suffix = dec.suffix.tolist()
+        starts, ends = so[take].tolist(), so[take + 1].tolist()
+        index = np.fromiter(
+            (rows.id_of(tuple(suffix[a:b])) for a, b in zip(starts, ends, strict=True)),
+            dtype=np.int64,
+            count=len(starts),
+        )
     svals = [dec.string(data, int(i)) for i in take] if strings else None
     return (index, dec.tag[take], dec.ival[take], dec.uval[take], svals)
 
 
-def _concat(parts: list[tuple[Any, ...]], strings: bool, composite: dict[str, int]) -> ColumnData:
+def _concat(parts: list[tuple[Any, ...]], strings: bool) -> ColumnData:
     if not parts:
         return ColumnData.empty()
-    cd = ColumnData(
+    return ColumnData(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
         np.concatenate([p[2] for p in parts]),
         np.concatenate([p[3] for p in parts]),
         [s for p in parts for s in p[4]] if strings else None,
     )
-    if composite:
-        cd.index_names = {v: k for k, v in composite.items()}
-    return cd
 
 
 class V3Session:
@@ -333,9 +397,14 @@ class V3Session:
         return {tuple(int(x) for x in k.split(".")): _py_value(v) for k, v in res.items()}
 
     async def walk(
-        self, columns: Sequence[OID], string_columns: set[int], max_repetitions: int
+        self,
+        columns: Sequence[OID],
+        string_columns: set[int],
+        max_repetitions: int,
+        rows: RowIds | None = None,
     ) -> list[ColumnData]:
         await self._ensure()
+        rows = rows if rows is not None else RowIds()
         out = []
         for c, col in enumerate(columns):
             prefix = _fmt(col) + "."
@@ -344,14 +413,15 @@ class V3Session:
             uvals: list[int] = []
             tags: list[int] = []
             strs: list[bytes] = []
-            composite: dict[str, int] = {}
             try:
                 async for oid, value in self._session.getbulk(_fmt(col), max_repetitions=max_repetitions):
                     if not oid.startswith(prefix):
                         break
                     suffix = oid[len(prefix) :]
                     idx.append(
-                        int(suffix) if "." not in suffix else composite.setdefault(suffix, len(composite))
+                        int(suffix)
+                        if "." not in suffix
+                        else rows.id_of(tuple(int(x) for x in suffix.split(".")))
                     )
                     tag, i, u, s = _tagged(value)
                     tags.append(tag)
@@ -361,15 +431,15 @@ class V3Session:
             except Exception as exc:
                 raise _v3_error(exc) from None
             self.varbinds += len(idx)
-            cd = ColumnData(
-                np.asarray(idx, np.int64),
-                np.asarray(tags, np.uint8),
-                np.asarray(ivals, np.int64),
-                np.asarray(uvals, np.uint64),
-                strs if c in string_columns else None,
+            out.append(
+                ColumnData(
+                    np.asarray(idx, np.int64),
+                    np.asarray(tags, np.uint8),
+                    np.asarray(ivals, np.int64),
+                    np.asarray(uvals, np.uint64),
+                    strs if c in string_columns else None,
+                )
             )
-            cd.index_names = {v: k for k, v in composite.items()}
-            out.append(cd)
         return out
 
 
@@ -378,14 +448,22 @@ def _fmt(oid: OID) -> str:
 
 
 def _tagged(value: Any) -> tuple[int, int, int, bytes]:
-    """(tag, ival, uval, bytes) of a gufo value; gufo hands ints without their SNMP type,
-    so an int is reported as Counter64 (unsigned) and as INTEGER when negative."""
+    """(tag, ival, uval, bytes) of a gufo value.
+
+    gufo decodes every value by its ASN.1 type (INTEGER signed; Counter, Gauge, TimeTicks
+    unsigned) but hands the number over without that type, so the number itself is exact.
+    It is kept exactly: a negative number can only be an INTEGER (tag INTEGER, read from
+    `ival`); a non-negative one is the same in both readings below 2**63, and above only a
+    Counter64 can hold it (tag Counter64, read from `uval`). Both readings are filled for
+    every value, so nothing downstream depends on a column being all of one sign."""
     if isinstance(value, bool):
-        return TAG_INTEGER, int(value), 0, b""
+        return TAG_INTEGER, int(value), int(value), b""
     if isinstance(value, int):
         if value < 0:
-            return TAG_INTEGER, value, 0, b""
-        return 0x46, min(value, 2**63 - 1), value, b""
+            return TAG_INTEGER, max(value, -(2**63)), value & (2**64 - 1), b""
+        if value < 2**63:
+            return TAG_INTEGER, value, value, b""
+        return TAG_COUNTER64, 2**63 - 1, min(value, 2**64 - 1), b""
     if isinstance(value, bytes | bytearray):
         return TAG_OCTET_STRING, 0, 0, bytes(value)
     if isinstance(value, str):

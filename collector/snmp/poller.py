@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.events import StateChange
+from collector.events import DOWN_STATES, StateChange
 from collector.inventory import (
     Credential,
     Device,
@@ -33,7 +35,7 @@ from collector.inventory import (
 )
 from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
-from collector.snmp.client import ColumnData, Session, SnmpError, open_session
+from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
 from collector.snmp.state import Reachability
@@ -45,11 +47,24 @@ from netqos.config import SnmpSettings
 log = logging.getLogger(__name__)
 
 TAG_EXCEPTIONS = 0x80
+# States that are no news when a row is first seen (ifOperStatus up, a GPON ONU online, an
+# ENTITY-SENSOR ok, an administratively disabled port).
+FIRST_SIGHT_QUIET = frozenset({"up", "online", "ok", "disabled"})
+# `RowIds` may hold this many more composite ids than the last poll saw before it is pruned.
+ROW_IDS_SLACK = 1024
 
 
 @dataclass(slots=True)
 class DeviceRuntime:
-    """Everything the poller keeps about one device between polls."""
+    """Everything the poller keeps about one device between polls.
+
+    Rows are identified by their index (a row id of `row_ids`: the ifIndex itself for a
+    table indexed by one sub-identifier, an interned id for ifIndex.ontId and the like),
+    never by their name: names are labels that may change or repeat. `enums` and
+    `row_names` are keyed by (table, row id) so the trap receiver finds an interface by its
+    ifIndex; `row_names` holds the label that names the row in its series and its entity
+    (`device/label`), unique within the table (see `row_labels`).
+    """
 
     device: Device
     cred: Credential
@@ -58,10 +73,11 @@ class DeviceRuntime:
     reach: Reachability
     counters: dict[str, CounterTracker] = field(default_factory=dict)
     enums: dict[tuple[str, int, str], int] = field(default_factory=dict)
-    # Fallback columns (32-bit) still needed: set after a poll showed the 64-bit one missing.
+    # Fallback columns (32-bit) still needed: set after a poll showed rows without the 64-bit one.
     need_fallback: dict[str, bool] = field(default_factory=dict)
-    series: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    series: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
     row_names: dict[tuple[str, int], str] = field(default_factory=dict)
+    row_ids: RowIds = field(default_factory=RowIds)
     task: asyncio.Task[None] | None = None
     polls: int = 0
 
@@ -141,6 +157,9 @@ class Poller:
         self._reload = asyncio.Event()
         self.loaded = asyncio.Event()
         self.reloads = 0  # inventory re-reads asked for by request_reload (SIGHUP), done
+        # (entity kind, entity) of row outages left open by an earlier run: a row first seen
+        # healthy closes its own; read when devices are added (see `_enum_changes`).
+        self._open_outages: set[tuple[str, str]] = set()
 
     # -- inventory ---------------------------------------------------------------
 
@@ -185,6 +204,8 @@ class Poller:
                     rt.task.cancel()
                 log.info("event=device_removed device=%s", dev_id)
         last = self.sink.repo.last_states()
+        if any(dev_id not in self.runtimes for dev_id in wanted):
+            self._open_outages = self._read_open_outages()
         for dev_id, d in wanted.items():
             cred = inv.credentials[d.credentials]
             profile = self.profile_for(d)
@@ -208,6 +229,16 @@ class Poller:
         )
         m.DEVICES.set(len(self.runtimes))
         log.info("event=inventory_applied devices=%d shard=%d/%d", len(self.runtimes), *self.shard)
+
+    def _read_open_outages(self) -> set[tuple[str, str]]:
+        try:
+            cur = self.sink.repo.store.reader().execute(
+                "SELECT entity_kind, entity FROM outages WHERE end_ms IS NULL AND entity_kind <> 'device'"
+            )
+            return {(str(k), str(e)) for k, e in cur}
+        except Exception:  # the store is down: first sights then close nothing, which is safe
+            log.exception("event=open_outages_unreadable action=continue")
+            return set()
 
     def request_reload(self) -> None:
         """Re-read the inventory now, changed or not (SIGHUP), instead of at the next check."""
@@ -331,7 +362,7 @@ class Poller:
                 walk_cols.append((t, c))
         string_cols = {i for i, (_, c) in enumerate(walk_cols) if c.type == "string"}
         data = await session.walk(
-            [c.oid_tuple for _, c in walk_cols], string_cols, self.settings.max_repetitions
+            [c.oid_tuple for _, c in walk_cols], string_cols, self.settings.max_repetitions, rt.row_ids
         )
         by_table: dict[str, dict[str, ColumnData]] = {}
         for (t, c), cd in zip(walk_cols, data, strict=True):
@@ -359,6 +390,8 @@ class Poller:
                 log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
             self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
             tracker.commit(ts_ms, uptime_cs)
+        if len(rt.row_ids) > ROW_IDS_SLACK:
+            _prune_rows(rt, data)
         return record, changes
 
     def _table(
@@ -372,21 +405,30 @@ class Poller:
         record: PollRecord,
         changes: list[StateChange],
     ) -> None:
-        # All rows seen in any column, in index order.
+        # Every row seen in any column, by row id: columns are joined on the whole index, so a
+        # row missing from one column (a hole, an ONU without a reading) leaves only that
+        # cell empty and never shifts a neighbour's value onto it.
         present = [cd.index for cd in cols.values() if len(cd)]
         if not present:
             return
         rows = np.unique(np.concatenate(present))
-        names = self._row_names(t, cols, rows)
-        for r, nm in zip(rows.tolist(), names, strict=True):
-            rt.row_names[(t.name, r)] = nm
+        index_names = [rt.row_ids.name(r) for r in rows.tolist()]
+        names, unnamed = _row_names(t, cols, rows, index_names)
+        if t.row_name_fallback:
+            rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
+        labels = row_labels(names, index_names)
+        parts = _index_parts(t, rt.row_ids, rows)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
-        # Gauge and enum columns as read (float per row, NaN where the row has none).
+        # Gauge and enum columns as read (float per row, NaN where the row has none), each
+        # value signed or unsigned by its own ASN.1 type.
         cells = {
-            c.name: _aligned(rows, raw[c.name], signed=c.type == "enum" or _is_signed(raw[c.name]))
+            c.name: _aligned(rows, raw[c.name])
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
+        for c in t.columns:
+            if c.type == "gauge" and c.fallback is not None:
+                self._gauge_fallback(rt, t, c, rows, cells)
         metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
         for c in t.columns:
             if c.type == "gauge" and c.metric is not None and c.name in cells:
@@ -394,22 +436,49 @@ class Poller:
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         for metric, series in metrics.items():
-            self._emit(rt, t, metric, rows, names, series, ts_ms)
-        changes.extend(self._enum_changes(rt, t, rows, names, cells, ts_ms))
+            self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
+        changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms, (names, index_names)))
+        for r, label in zip(rows.tolist(), labels, strict=True):
+            rt.row_names[(t.name, r)] = label
+        strings = {
+            c.name: _strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
+        }
+        # Per row in Python lists: numpy scalars one at a time cost more than the whole table.
+        enums = [(c, cells[c.name].tolist()) for c in t.columns if c.type == "enum" and c.name in cells]
+        values = [(k, series.tolist()) for k, series in metrics.items()]
         out_rows = []
-        for i in range(rows.shape[0]):
-            row_vals: dict[str, Any] = {}
-            for c in t.columns:
-                if c.type == "enum" and c.name in cells and np.isfinite(cells[c.name][i]):
-                    v = int(cells[c.name][i])
-                    row_vals[c.name] = c.states.get(v, v)
-                elif c.type == "string" and c.name in raw:
-                    row_vals[c.name] = _string_of(raw[c.name], int(rows[i]))
-            for k, series in metrics.items():
-                if np.isfinite(series[i]):
-                    row_vals[k] = float(series[i])
-            out_rows.append((_index_name(cols, int(rows[i])), names[i], row_vals))
+        for i, rid in enumerate(rows.tolist()):
+            row_vals: dict[str, Any] = dict(parts[i]) if parts else {}
+            for c, col_vals in enums:
+                v = col_vals[i]
+                if math.isfinite(v):
+                    row_vals[c.name] = c.states.get(int(v), int(v))
+            for name, by_row in strings.items():
+                row_vals[name] = by_row.get(rid, "")
+            for k, col_vals in values:
+                v = col_vals[i]
+                if math.isfinite(v):
+                    row_vals[k] = v
+            out_rows.append((index_names[i], names[i], row_vals))
         record.rows[t.name] = out_rows
+
+    def _gauge_fallback(
+        self, rt: DeviceRuntime, t: Table, c: Column, rows: np.ndarray, cells: dict[str, np.ndarray]
+    ) -> None:
+        """Fill a gauge's rows that lack it or read 0 from its fallback, in the gauge's units
+        (ifHighSpeed in Mbit/s from ifSpeed in bit/s), and say whether the fallback is still
+        needed (it is walked only while some row lacks the gauge)."""
+        primary = cells.get(c.name)
+        merged = np.full(rows.shape[0], np.nan) if primary is None else primary.copy()
+        lacking = ~np.isfinite(merged) | (merged == 0)
+        assert c.fallback is not None
+        rt.need_fallback[f"{t.name}.{c.fallback}"] = bool(lacking.any())
+        fb = cells.get(c.fallback)
+        if fb is None:
+            return
+        use = lacking & np.isfinite(fb)
+        merged[use] = fb[use] * t.column(c.fallback).scale / c.scale
+        cells[c.name] = merged
 
     def _rates(
         self,
@@ -424,42 +493,54 @@ class Poller:
         restarted: bool,
         metrics: dict[str, np.ndarray],
     ) -> None:
-        """Rate (and utilisation) metrics of one counter column, 64-bit with 32-bit fallback."""
-        cd, col = raw.get(c.name), c
+        """Rate (and utilisation) metrics of one counter column, 64-bit with 32-bit fallback.
+
+        The fallback is per row: a row with a 64-bit reading uses it, a row without one (an
+        agent filling ifHCInOctets for some interfaces only) its 32-bit reading. The 32-bit
+        column is walked again only while some row lacks the 64-bit one."""
+        # Every part goes through the tracker, also empty: a baseline left from an older
+        # poll must never meet a reading taken many polls later.
+        cd = raw.get(c.name)
+        have, vals = np.empty(0, np.int64), np.empty(0, np.uint64)
+        if cd is not None:
+            ok = cd.tag < TAG_EXCEPTIONS
+            have, vals = cd.index[ok], cd.uval[ok]
+        parts: list[tuple[Column, np.ndarray, np.ndarray]] = [(c, have, vals)]
         if c.fallback:
-            # The 64-bit column decides whether the 32-bit one is walked next time.
-            rt.need_fallback[f"{t.name}.{c.fallback}"] = cd is None
-            if cd is None and c.fallback in raw:
-                cd, col = raw[c.fallback], t.column(c.fallback)
-        if cd is None:
-            return
-        ok = cd.tag < TAG_EXCEPTIONS
-        idx, vals = cd.index[ok], cd.uval[ok]
-        pos = np.searchsorted(rows, idx)
+            missing = ~np.isin(rows, have)
+            rt.need_fallback[f"{t.name}.{c.fallback}"] = bool(missing.any())
+            fb, fb_cd = t.column(c.fallback), raw.get(c.fallback)
+            idx32, vals32 = np.empty(0, np.int64), np.empty(0, np.uint64)
+            if fb_cd is not None:
+                ok32 = (fb_cd.tag < TAG_EXCEPTIONS) & ~np.isin(fb_cd.index, have)
+                idx32, vals32 = fb_cd.index[ok32], fb_cd.uval[ok32]
+            parts.append((fb, idx32, vals32))
         speed = cells.get(c.utilisation.speed) if c.utilisation else None
         if speed is not None and c.utilisation is not None and c.utilisation.uncapped_types:
             kind = cells.get(c.utilisation.type_column or "")
             if kind is not None:
                 speed = np.where(np.isin(kind, c.utilisation.uncapped_types), np.nan, speed)
-        max_rate = None
-        if speed is not None and c.utilisation is not None:
-            # An octet counter cannot carry more than the link: speed (bit/s) per row.
-            max_rate = speed[pos] * c.utilisation.speed_scale
-            max_rate[max_rate <= 0] = np.nan
-        res = tracker.rates(
-            col.name,
-            idx,
-            vals,
-            bits=col.bits,
-            ts_ms=ts_ms,
-            restarted=restarted,
-            scale=c.scale,
-            max_rate=max_rate,
-        )
-        if res.discontinuities:
-            m.COUNTER_DISCONTINUITIES.inc(res.discontinuities)
         rate = np.full(rows.shape[0], np.nan)
-        rate[pos] = res.rates
+        for col, idx, values in parts:
+            pos = np.searchsorted(rows, idx)
+            max_rate = None
+            if speed is not None and c.utilisation is not None:
+                # An octet counter cannot carry more than the link: speed (bit/s) per row.
+                max_rate = speed[pos] * c.utilisation.speed_scale
+                max_rate[max_rate <= 0] = np.nan
+            res = tracker.rates(
+                col.name,
+                idx,
+                values,
+                bits=col.bits,
+                ts_ms=ts_ms,
+                restarted=restarted,
+                scale=c.scale,
+                max_rate=max_rate,
+            )
+            if res.discontinuities:
+                m.COUNTER_DISCONTINUITIES.inc(res.discontinuities)
+            rate[pos] = res.rates
         assert c.metric is not None  # a counter column without metric is rejected by the profile
         metrics[c.metric] = rate
         if c.utilisation is not None and speed is not None:
@@ -473,56 +554,78 @@ class Poller:
         rt: DeviceRuntime,
         t: Table,
         rows: np.ndarray,
-        names: list[str],
+        labels: list[str],
         cells: dict[str, np.ndarray],
         ts_ms: int,
+        plain: tuple[list[str], list[str]] | None = None,
     ) -> list[StateChange]:
-        """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus)."""
-        out: list[StateChange] = []
-        admin = cells.get("ifAdminStatus")
-        for c in t.columns:
-            if c.type != "enum" or c.name not in cells:
-                continue
-            vals = cells[c.name]
-            for i in range(rows.shape[0]):
-                if not np.isfinite(vals[i]):
-                    continue
-                v = int(vals[i])
-                enum_key = (t.name, int(rows[i]), c.name)
-                prev = rt.enums.get(enum_key)
-                rt.enums[enum_key] = v
-                if not c.state_changes or prev == v:
-                    continue
-                state = c.states.get(v, str(v))
-                if admin is not None and np.isfinite(admin[i]) and int(admin[i]) == 2:
-                    state = "disabled"  # administratively down: not an outage
-                if prev is None and state in ("up", "disabled"):
-                    continue  # first sight of a healthy or disabled row is not news
-                kind = "interface" if t.name == "interfaces" else t.name
-                out.append(
-                    StateChange(
-                        kind,
-                        f"{rt.device.id}/{names[i]}",
-                        state,
-                        ts_ms,
-                        "poll",
-                        f"{c.name}={v}",
-                        rt.device.id,
-                    )
-                )
-        return out
+        """StateChanges of enum columns marked `state_changes` (e.g. ifOperStatus), by row id.
 
-    def _row_names(self, t: Table, cols: dict[str, ColumnData], rows: np.ndarray) -> list[str]:
-        fallback = [_index_name(cols, int(r)) for r in rows]
-        if not t.row_name_column or t.row_name_column not in cols:
-            return fallback
-        cd = cols[t.row_name_column]
-        by_index = {int(cd.index[i]): cd.strings[i] for i in range(len(cd))} if cd.strings is not None else {}
-        out = []
-        for r, fb in zip(rows.tolist(), fallback, strict=True):
-            raw = by_index.get(r)
-            name = raw.decode("utf-8", errors="replace").strip() if raw else ""
-            out.append(name or fb)
+        A row's state is its column's state name, or `disabled` while ifAdminStatus is down
+        (an administratively down port never opens an outage). A change is news; a first
+        sight is not: a row first seen healthy or down (an unused port at onboarding or after
+        a restart) records no change, and opens no outage — unless its entity has an outage
+        still open from before (a restart), which a healthy first sight closes.
+        A row whose label changed (renamed, or its name now shared with another row) is the
+        same row under a new entity: the old entity gets `unknown` (which closes its outage;
+        detail `renamed to ...`), the new one its current state unless that is healthy.
+        The same holds at a row's first sight for an outage left open under the entity the
+        row had before rows were told apart by index (`plain`: its bare name, or its index
+        where it had no name), so no outage of an upgrade is left open for ever."""
+        out: list[StateChange] = []
+        kind = "interface" if t.name == "interfaces" else t.name
+        dev = rt.device.id
+        enum_cols = [c for c in t.columns if c.type == "enum" and c.name in cells]
+        tracked = [c for c in enum_cols if c.state_changes]
+        admin_col = "ifAdminStatus" if "ifAdminStatus" in cells else None
+        row_ids = rows.tolist()
+        as_lists = {c.name: cells[c.name].tolist() for c in enum_cols}
+        carried: set[tuple[str, str]] = set()
+        for i, r in enumerate(row_ids):
+            label = labels[i]
+            old = rt.row_names.get((t.name, r))
+            renamed = old is not None and old != label
+            prev = {c.name: rt.enums.get((t.name, r, c.name)) for c in enum_cols}
+            cur: dict[str, int | None] = {}
+            for c in enum_cols:
+                v = as_lists[c.name][i]
+                cur[c.name] = int(v) if math.isfinite(v) else None
+                if cur[c.name] is not None:
+                    rt.enums[(t.name, r, c.name)] = int(v)
+            if renamed and any(prev[c.name] is not None for c in tracked):
+                out.append(
+                    StateChange(kind, f"{dev}/{old}", "unknown", ts_ms, "poll", f"renamed to {label}", dev)
+                )
+            elif old is None and tracked and plain is not None and self._open_outages:
+                for legacy in dict.fromkeys((plain[0][i], plain[1][i])):
+                    key = (kind, f"{dev}/{legacy}")
+                    if legacy == label or key not in self._open_outages:
+                        continue
+                    renamed = True  # every row that had this entity carries its own state on
+                    if key not in carried:  # rows that shared a name close it once
+                        carried.add(key)
+                        out.append(
+                            StateChange(kind, key[1], "unknown", ts_ms, "poll", f"renamed to {label}", dev)
+                        )
+            for c in tracked:
+                v_now = cur[c.name]
+                if v_now is None:
+                    continue
+                state = _state_of(c, v_now, cur.get(admin_col) if admin_col else None)
+                entity = f"{dev}/{label}"
+                before = prev[c.name]
+                if renamed:
+                    if state in FIRST_SIGHT_QUIET:
+                        continue
+                elif before is None:
+                    was_open = (kind, entity) in self._open_outages
+                    if state in DOWN_STATES or (state in FIRST_SIGHT_QUIET and not was_open):
+                        continue
+                    self._open_outages.discard((kind, entity))  # closed by this change
+                elif _state_of(c, before, prev.get(admin_col) if admin_col else None) == state:
+                    continue
+                out.append(StateChange(kind, entity, state, ts_ms, "poll", f"{c.name}={v_now}", dev))
+        self._open_outages -= carried
         return out
 
     def _emit(
@@ -534,25 +637,34 @@ class Poller:
         names: list[str],
         vals: np.ndarray,
         ts: int,
+        parts: list[dict[str, int]] | None = None,
     ) -> None:
-        idx = np.empty(rows.shape[0], dtype=np.int64)
-        for i in range(rows.shape[0]):
-            key = (metric, names[i], int(rows[i]))
+        # Rows without a reading this poll (a hole, an offline ONU) get no sample, nor a series.
+        have = np.flatnonzero(np.isfinite(vals))
+        if have.shape[0] == 0:
+            return
+        idx = np.empty(have.shape[0], dtype=np.int64)
+        row_ids = rows.tolist()
+        for j, i in enumerate(have.tolist()):
+            r = row_ids[i]
+            key = (metric, t.name, r, names[i])
             li = rt.series.get(key)
             if li is None:
                 labels = rt.device.labels() | {t.row_label: names[i]}
+                if parts:
+                    labels |= {k: str(v) for k, v in parts[i].items()}
                 li = rt.series[key] = self.pipeline.series_index(
                     SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
                 )
-            idx[i] = li
-        self.pipeline.accept_samples(idx, ts, vals.astype(np.float64, copy=False))
+            idx[j] = li
+        self.pipeline.accept_samples(idx, ts, vals[have].astype(np.float64, copy=False))
 
     def _emit_up(self, rt: DeviceRuntime, ts_ms: int) -> None:
         """`device_up` (1 up, 0 down) after every poll: availability is its mean over a window,
         and it follows the same state machine as the StateChanges (down after N misses)."""
         if rt.reach.state not in ("up", "down"):
             return  # unknown: not yet answered, not yet missed often enough
-        key = ("device_up", "", 0)
+        key = ("device_up", "", 0, "")
         li = rt.series.get(key)
         if li is None:
             sk = SeriesKey.of("device_up", rt.device.id, rt.device.labels())
@@ -573,29 +685,85 @@ class Poller:
         return exact[0] if len(exact) == 1 else None
 
 
-def _is_signed(cd: ColumnData) -> bool:
-    return bool(len(cd)) and bool(np.all((cd.tag == 0x02) | (cd.tag >= TAG_EXCEPTIONS)))
+def _prune_rows(rt: DeviceRuntime, data: list[ColumnData]) -> None:
+    """Forget composite rows no longer seen once they outnumber the seen ones (LLDP rows are
+    re-indexed by a new timeMark on every neighbour change): their ids, states and series."""
+    seen = np.unique(np.concatenate([cd.index[cd.index < 0] for cd in data] or [np.empty(0, np.int64)]))
+    if len(rt.row_ids) <= 2 * seen.shape[0] + ROW_IDS_SLACK:
+        return
+    keep = set(seen.tolist())
+    rt.row_ids.prune(keep)
+    rt.enums = {k: v for k, v in rt.enums.items() if k[1] >= 0 or k[1] in keep}
+    rt.row_names = {k: v for k, v in rt.row_names.items() if k[1] >= 0 or k[1] in keep}
+    rt.series = {k: v for k, v in rt.series.items() if k[2] >= 0 or k[2] in keep}
 
 
-def _aligned(rows: np.ndarray, cd: ColumnData, *, signed: bool) -> np.ndarray:
-    out = np.full(rows.shape[0], np.nan)
-    ok = cd.tag < TAG_EXCEPTIONS
-    vals = (cd.ival if signed else cd.uval)[ok].astype(np.float64)
-    out[np.searchsorted(rows, cd.index[ok])] = vals
+def _state_of(c: Column, value: int, admin: int | None) -> str:
+    """The state name of a state column's value; `disabled` while ifAdminStatus is down(2)."""
+    if admin == 2:
+        return "disabled"
+    return c.states.get(value, str(value))
+
+
+def row_labels(names: list[str], index_names: list[str]) -> list[str]:
+    """The label naming each row in its series and entity: its name where no other row of
+    the table has it, else `name#index` (eight ONUs sharing four descriptions stay eight).
+
+    A name is kept as is where it is unique, so the common case (ifName) names its series
+    and outages exactly as before rows were identified by index."""
+    counts = Counter(names)
+    labels = [n if counts[n] == 1 else f"{n}#{x}" for n, x in zip(names, index_names, strict=True)]
+    for _ in range(3):  # a name that is literally another row's `name#index`: rare, settle it
+        counts = Counter(labels)
+        if len(counts) == len(labels):
+            break
+        labels = [lb if counts[lb] == 1 else f"{lb}#{x}" for lb, x in zip(labels, index_names, strict=True)]
+    return labels
+
+
+def _index_parts(t: Table, row_ids: RowIds, rows: np.ndarray) -> list[dict[str, int]] | None:
+    """Each row's named index parts (`index: [ifIndex, ontId]`), or None when the table names
+    none; a row whose index has another number of sub-identifiers gets none."""
+    if not t.index:
+        return None
+    out = []
+    for r in rows.tolist():
+        suffix = row_ids.suffix(r)
+        out.append(dict(zip(t.index, suffix, strict=True)) if len(suffix) == len(t.index) else {})
     return out
 
 
-def _string_of(cd: ColumnData, row: int) -> str:
+def _row_names(
+    t: Table, cols: dict[str, ColumnData], rows: np.ndarray, index_names: list[str]
+) -> tuple[list[str], bool]:
+    """Each row's name from the table's `row_name_column`, else its `row_name_fallback`, else
+    its dotted index; and whether some row had no name from `row_name_column`."""
+    first = _strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
+    second = _strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
+    names, unnamed = [], False
+    for r, x in zip(rows.tolist(), index_names, strict=True):
+        name = first.get(r, "").strip()
+        if not name:
+            unnamed = True
+            name = second.get(r, "").strip() or x
+        names.append(name)
+    return names, unnamed
+
+
+def _aligned(rows: np.ndarray, cd: ColumnData) -> np.ndarray:
+    """The column's numeric values on `rows` (NaN where the row has none)."""
+    out = np.full(rows.shape[0], np.nan)
+    ok = cd.tag < TAG_EXCEPTIONS
+    out[np.searchsorted(rows, cd.index[ok])] = cd.numbers()[ok]
+    return out
+
+
+def _strings_by_row(cd: ColumnData) -> dict[int, str]:
     if cd.strings is None:
-        return ""
-    hits = np.nonzero(cd.index == row)[0]
-    if not hits.size:
-        return ""
-    return cd.strings[int(hits[0])].decode("utf-8", errors="replace")
-
-
-def _index_name(cols: dict[str, ColumnData], row: int) -> str:
-    for cd in cols.values():
-        if cd.index_names:
-            return cd.index_names.get(row, str(row))
-    return str(row)
+        return {}
+    ok = (cd.tag < TAG_EXCEPTIONS).tolist()
+    return {
+        r: b.decode("utf-8", errors="replace")
+        for r, b, good in zip(cd.index.tolist(), cd.strings, ok, strict=True)
+        if good
+    }

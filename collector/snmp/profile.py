@@ -5,15 +5,24 @@ A profile is a YAML file (built-in ones in `profiles/`, more in `snmp.profiles_d
 replaces the inherited one. Column types:
 
 - `counter32` / `counter64`: a rate per second (x `scale`), metric `metric`; `fallback`
-  names a 32-bit column used for rows or agents without the 64-bit one;
+  names a 32-bit column used for rows or agents without the 64-bit one (row by row);
   `utilisation` adds rate / (speed column x `speed_scale`) as a ratio metric.
-- `gauge`: the value (x `scale`) as metric `metric`.
+- `gauge`: the value (x `scale`) as metric `metric`; `fallback` names a gauge column read
+  (in its own `scale`) on rows where this one is missing or 0 (ifHighSpeed -> ifSpeed).
 - `enum`: an integer state with names (`states`); `state_changes: true` records changes.
 - `string`: a label (e.g. ifName).
+
+A table's `index` names the sub-identifiers of its rows' index (`[ifIndex, ontId]` for a
+table indexed by ifIndex.ontId): each row then carries them as values and its series as
+labels. Rows are identified by their whole index whether or not it is named.
+
+A column marked `fallback_only` is walked only while some row needs it. A table's rows are
+named by `row_name_column`, else `row_name_fallback` (ifName, else ifDescr), else their index.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -25,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from collector.snmp.ber import parse_oid
 
 OID = tuple[int, ...]
+
+# Labels every series of a device carries already (Device.labels()), not for an index part.
+RESERVED_LABELS = frozenset({"operator", "technology", "commune", "village", "site", "kind", "target"})
 
 ColumnType = Literal["counter32", "counter64", "gauge", "enum", "string"]
 ScalarType = Literal["timeticks", "string", "gauge", "counter32", "counter64"]
@@ -93,6 +105,8 @@ class Table(_M):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     row_label: str = Field("row", pattern=r"^[a-z][a-z0-9_]*$")
     row_name_column: str | None = None
+    row_name_fallback: str | None = None
+    index: tuple[str, ...] = ()
     columns: tuple[Column, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -100,14 +114,27 @@ class Table(_M):
         names = {c.name for c in self.columns}
         if len(names) != len(self.columns):
             raise ValueError(f"table {self.name}: two columns share a name")
-        if self.row_name_column and self.row_name_column not in names:
-            raise ValueError(f"table {self.name}: row_name_column {self.row_name_column!r} is not a column")
         by_name = {c.name: c for c in self.columns}
+        for part in self.index:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", part):
+                raise ValueError(f"table {self.name}: index part {part!r} is not a valid name")
+            if part in names or part in RESERVED_LABELS or part == self.row_label:
+                raise ValueError(f"table {self.name}: index part {part!r} clashes with a column or label")
+        if len(set(self.index)) != len(self.index):
+            raise ValueError(f"table {self.name}: two index parts share a name")
+        for key in ("row_name_column", "row_name_fallback"):
+            ref = getattr(self, key)
+            if ref and (ref not in by_name or by_name[ref].type != "string"):
+                raise ValueError(f"table {self.name}: {key} {ref!r} is not a string column")
         for c in self.columns:
             if c.fallback is not None:
                 fb = by_name.get(c.fallback)
-                if fb is None or not fb.is_counter or not c.is_counter:
+                if c.is_counter and (fb is None or not fb.is_counter):
                     raise ValueError(f"column {c.name}: fallback {c.fallback!r} must be a counter column")
+                if c.type == "gauge" and (fb is None or fb.type != "gauge"):
+                    raise ValueError(f"column {c.name}: fallback {c.fallback!r} must be a gauge column")
+                if not c.is_counter and c.type != "gauge":
+                    raise ValueError(f"column {c.name}: only counter and gauge columns take a fallback")
             if c.utilisation is not None and c.utilisation.speed not in names:
                 raise ValueError(
                     f"column {c.name}: utilisation speed {c.utilisation.speed!r} is not a column"

@@ -316,6 +316,9 @@ class SimDevice:
     interfaces: tuple[SimInterface, ...] = ()
     kind: str = "router"
     sensors: bool | None = None
+    # False: an agent without ifXTable (no ifName, no 64-bit counters, no ifHighSpeed), as on
+    # older access switches; the 32-bit ifTable only.
+    if_x_table: bool = True
     seed: int = 0
     noise: float = 0.15
     sys_descr: str = ""
@@ -663,6 +666,8 @@ class SimDevice:
             dynamic((*IF_ENTRY, 16, i), _D_OUT32, k)
             dynamic((*IF_ENTRY, 19, i), _D_OUT_DISC, k)
             dynamic((*IF_ENTRY, 20, i), _D_OUT_ERR, k)
+            if not self.if_x_table:
+                continue
             static((*IFX_ENTRY, 1, i), OctetString(itf.name.encode()))
             dynamic((*IFX_ENTRY, 6, i), _D_HC_IN, k)
             dynamic((*IFX_ENTRY, 10, i), _D_HC_OUT, k)

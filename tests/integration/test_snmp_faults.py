@@ -164,6 +164,174 @@ async def test_a_loopback_rate_above_its_declared_speed_is_kept_an_ethernet_one_
             await rig.close()
 
 
+def discontinuities() -> float:
+    return REGISTRY.get_sample_value("netqos_snmp_counter_discontinuities_total") or 0.0
+
+
+async def test_if_table_only_switch_through_a_counter_clear(tmp_path: Path) -> None:
+    """A 100 Mbit/s access switch without ifXTable, polled with the built-in profile: rows are
+    named by ifDescr, the speed comes from ifSpeed, and "clear counters" on one port (its
+    32-bit counters back to 0, which reads like a wrap of ~4.29 GB) is a discontinuity, not
+    1.7 Gbit/s of traffic."""
+    dev = SimDevice(
+        "sw-1",
+        community="sw-community",
+        kind="switch",
+        if_x_table=False,
+        interfaces=(SimInterface("Fa0/1", 100, 0.5), SimInterface("Fa0/2", 100, 0.3)),
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+
+            async def poll() -> dict[str, dict[str, object]]:
+                rec = await rig.poller.poll_once(rig.rt)
+                assert rec.ok, rec.error
+                return {name: vals for _, name, vals in rec.rows["interfaces"]}
+
+            first = await poll()
+            assert sorted(first) == ["Fa0/1", "Fa0/2"]  # ifDescr, not "1", "2"
+            assert [first[n]["if_speed_bps"] for n in ("Fa0/1", "Fa0/2")] == [100_000_000.0, 100_000_000.0]
+            await asyncio.sleep(0.5)
+            second = await poll()
+            for n in ("Fa0/1", "Fa0/2"):
+                for metric in ("if_in_bps", "if_out_bps"):
+                    assert 0 < float(second[n][metric]) <= 110_000_000  # type: ignore[arg-type]
+                assert 0 < float(second[n]["if_in_utilisation_ratio"]) <= 1.1  # type: ignore[arg-type]
+            before = discontinuities()
+            dev.set_counter(1, "ifInOctets", 0)
+            dev.set_counter(1, "ifOutOctets", 0)
+            await asyncio.sleep(0.5)
+            cleared = await poll()
+            assert "if_in_bps" not in cleared["Fa0/1"] and "if_out_bps" not in cleared["Fa0/1"]
+            assert discontinuities() - before == 2
+            assert 0 < float(cleared["Fa0/2"]["if_in_bps"]) <= 110_000_000  # type: ignore[arg-type]
+            await asyncio.sleep(0.5)
+            after = await poll()
+            assert 0 < float(after["Fa0/1"]["if_in_bps"]) <= 110_000_000  # type: ignore[arg-type]
+        finally:
+            await rig.close()
+
+
+async def test_down_and_admin_down_ports_through_onboarding_and_restarts_open_no_outage(
+    tmp_path: Path,
+) -> None:
+    """An unused port (admin up, link down) and a shut one (admin down) are normal: at
+    onboarding and after a restart of netqos they are recorded in the rows, and no state
+    change or outage is made of them. A link that goes down while watched is an outage; a
+    restart while it is down neither repeats nor loses it, and its recovery closes it, also
+    when it recovered while netqos was restarting."""
+    dev = SimDevice(
+        "sw-2",
+        community="sw2-community",
+        kind="switch",
+        interfaces=(
+            SimInterface("ge-0/0/0", 1000, 0.2),
+            SimInterface("ge-0/0/1", 1000, 0.0, admin_up=False),
+            SimInterface("ge-0/0/2", 1000, 0.0, oper_up=False),
+        ),
+    )
+
+    async def run(rig: Rig, polls: int) -> tuple[list[tuple[str, str]], set[tuple[str, int | None]]]:
+        await rig.poll(polls, 0.05)
+        await rig.sink.flush()
+        repo = DeviceRepo(rig.store)
+        changes = [
+            (c.entity, c.state) for c in reversed(repo.state_changes("sw-2")) if c.entity_kind == "interface"
+        ]
+        outs = {(o.entity, o.end_ms) for o in repo.outages("sw-2", 0, 2**62) if o.entity_kind == "interface"}
+        return changes, outs
+
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            assert await run(rig, 2) == ([], set())  # onboarding
+            rows = {r["name"]: r["values"] for r in DeviceRepo(rig.store).rows("sw-2", "interfaces")}
+            assert [rows[n]["ifAdminStatus"] for n in ("ge-0/0/0", "ge-0/0/1", "ge-0/0/2")] == [
+                "up",
+                "down",
+                "up",
+            ]
+            assert [rows[n]["ifOperStatus"] for n in ("ge-0/0/0", "ge-0/0/1", "ge-0/0/2")] == [
+                "up",
+                "down",
+                "down",
+            ]
+        finally:
+            await rig.close()
+        rig = Rig(tmp_path, dev, srv.port, "switch")  # netqos restarted: same store, fresh poller
+        try:
+            assert await run(rig, 2) == ([], set())
+            dev.set_link(1, False)
+            changes, outs = await run(rig, 1)
+            assert changes == [("sw-2/ge-0/0/0", "down")] and outs == {("sw-2/ge-0/0/0", None)}
+        finally:
+            await rig.close()
+        rig = Rig(tmp_path, dev, srv.port, "switch")  # restarted while the link is down
+        try:
+            changes, outs = await run(rig, 2)
+            assert changes == [("sw-2/ge-0/0/0", "down")] and outs == {("sw-2/ge-0/0/0", None)}
+            dev.set_link(1, True)
+            changes, outs = await run(rig, 1)
+            assert changes == [("sw-2/ge-0/0/0", "down"), ("sw-2/ge-0/0/0", "up")]
+            assert len(outs) == 1 and next(iter(outs))[1] is not None  # closed
+            dev.set_link(1, False)
+            await run(rig, 1)
+        finally:
+            await rig.close()
+        dev.set_link(1, True)  # recovers while netqos restarts
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            changes, outs = await run(rig, 1)
+            assert changes[-2:] == [("sw-2/ge-0/0/0", "down"), ("sw-2/ge-0/0/0", "up")]
+            assert all(end is not None for _, end in outs) and len(outs) == 2
+        finally:
+            await rig.close()
+
+
+async def test_an_outage_open_under_a_rows_former_entity_moves_to_its_new_one(tmp_path: Path) -> None:
+    """Before ifDescr named rows of agents without ifXTable, port 2 of this switch was
+    `sw-3/2`, and its outage is still open in the store. The first poll since closes it
+    (unknown, renamed) and opens the outage under `sw-3/Fa0/2`: nothing is left open for ever."""
+    from collector.events import StateChange
+
+    store = Store(tmp_path / "sw-3.db")
+    DeviceRepo(store).write(
+        [], [StateChange("interface", "sw-3/2", "down", 1_000, "poll", "ifOperStatus=2", "sw-3")]
+    )
+    store.close()
+    dev = SimDevice(
+        "sw-3",
+        community="sw3-community",
+        kind="switch",
+        if_x_table=False,
+        interfaces=(SimInterface("Fa0/1", 100, 0.2), SimInterface("Fa0/2", 100, 0.0, oper_up=False)),
+    )
+    async with SnmpAgentServer(dev, "127.0.0.1", 0) as srv:
+        rig = Rig(tmp_path, dev, srv.port, "switch")
+        try:
+            rec = await rig.poller.poll_once(rig.rt)
+            await rig.sink.flush()
+            repo = DeviceRepo(rig.store)
+            changes = [
+                (c.entity, c.state, c.detail)
+                for c in repo.state_changes("sw-3")
+                if c.since_ms == rec.ts_ms and c.entity_kind == "interface"
+            ]
+            assert sorted(changes) == [
+                ("sw-3/2", "unknown", "renamed to Fa0/2"),
+                ("sw-3/Fa0/2", "down", "ifOperStatus=2"),
+            ]
+            outs = {
+                (o.entity, o.start_ms, o.end_ms)
+                for o in repo.outages("sw-3", 0, 2**62)
+                if o.entity_kind == "interface"
+            }
+            assert outs == {("sw-3/2", 1_000, rec.ts_ms), ("sw-3/Fa0/2", rec.ts_ms, None)}
+        finally:
+            await rig.close()
+
+
 async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
     """The OLT profile's ENTITY-SENSOR-MIB table is polled with no code for it."""
     dev = SimDevice("olt-1", community="olt-community", kind="olt", n_interfaces=4)
