@@ -152,6 +152,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
             # Tell the poller what the trap said: its next poll does not report it again, and
             # reports (closes) it when it sees otherwise.
             rt.enums[("interfaces", index, "ifOperStatus")] = 2 if kind == "linkDown" else 1
+            if admin is not None:
+                # The poller derives a row's state from both columns (admin down = disabled).
+                rt.enums[("interfaces", index, "ifAdminStatus")] = int(admin)
             changes.append(
                 StateChange("interface", f"{rt.device.id}/{name}", state, now_ms, "trap", kind, rt.device.id)
             )
