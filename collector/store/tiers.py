@@ -17,7 +17,8 @@ A pending mark is cleared only once its window has closed and settled (a rebuild
 window keeps it), which lets a writer skip inserting marks it already committed for open windows.
 
 Retention deletes whole UTC days of a tier older than its limit, never a window a coarser
-pending window still needs, in bounded steps.
+pending window still needs, in bounded steps; the hours of the UTC days holding a local
+(UTC+7) month's start are kept as long as the 1-day tier, so closed periods keep their totals.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from collector.core import floor_window, merge
 from collector.store.db import Connection
+from collector.store.periods import edge_day
 from collector.store.store import _ROLLUP_COLUMNS, TIERS, Store, rollups_from_rows
 from netqos import memory
 from netqos.aio import wait_stop
@@ -175,11 +177,18 @@ class TierRoller:
         return (now_ms - int(days * DAY_MS)) // DAY_MS * DAY_MS
 
     def enforce_retention(self, now_ms: int | None = None) -> dict[int, int]:
-        """Delete rows older than each tier's retention, a day per transaction, at most
-        `max_days_per_prune` days a tier per call. Returns rows deleted per tier."""
+        """Delete rows older than each tier's retention, a UTC day per transaction, at most
+        `max_days_per_prune` days a tier per call. Returns rows deleted per tier.
+
+        The hours of an *edge day* (a UTC day holding the start of a local month, see
+        `collector.store.periods.edge_day`) stay as long as the 1-day tier keeps that day:
+        a month's first and last hours are read from them, so pruning never changes the
+        totals of a closed month, quarter or year. They are 24 of every ~730 hours."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         deleted: dict[int, int] = {}
         conn = self.store.reader()
+        day_tier, edge_tier = TIERS[-1], TIERS[-2]
+        day_horizon = self.horizon_ms(day_tier, now)
         for i, tier in enumerate(TIERS):
             cutoff = self.horizon_ms(tier, now)
             if cutoff is None:
@@ -191,20 +200,26 @@ class TierRoller:
                 ).fetchone()
                 if oldest_pending is not None:
                     cutoff = min(cutoff, int(oldest_pending) // DAY_MS * DAY_MS)
-            (oldest,) = conn.execute(
-                "SELECT min(window_start_ms) FROM rollups WHERE resolution_s = ?", (tier,)
-            ).fetchone()
+            # The UTC days holding rows to delete: one pass over the tier (as min() was),
+            # then one bounded delete per day.
+            days = sorted(
+                int(d)
+                for (d,) in conn.execute(
+                    "SELECT DISTINCT window_start_ms - ((window_start_ms % ?) + ?) % ? FROM rollups"
+                    " WHERE resolution_s = ? AND window_start_ms < ?",
+                    (DAY_MS, DAY_MS, DAY_MS, tier, cutoff),
+                )
+            )
+            if tier == edge_tier:
+                days = [d for d in days if not (edge_day(d) and (day_horizon is None or d >= day_horizon))]
             n = 0
-            day = None if oldest is None else int(oldest) // DAY_MS * DAY_MS
-            for _ in range(self.policy.max_days_per_prune):
-                if day is None or day >= cutoff:
-                    break
+            for day in days[: self.policy.max_days_per_prune]:
                 with self.store.transaction() as wconn:
                     n += wconn.execute(
-                        "DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms < ?",
-                        (tier, day + DAY_MS),
+                        "DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                        " AND window_start_ms < ?",
+                        (tier, day, day + DAY_MS),
                     ).rowcount
-                day += DAY_MS
             deleted[tier] = n
         return deleted
 
