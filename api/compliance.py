@@ -37,6 +37,7 @@ _PERIOD_RE = re.compile(PERIOD_PATTERN)
 # A value within this relative distance of its limit is at the limit (float sums round).
 _AT_LIMIT_REL = 1e-9
 _STAT_RE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+_NO_GROUP = np.iinfo(np.int32).max  # rows of no group (never looked up)
 STATUSES = ("pass", "fail", "insufficient_data", "not_measured", "no_limit")
 
 
@@ -345,7 +346,13 @@ def evaluate(
         for r, sid in enumerate(totals.series_id.tolist()):
             lab = labels[sid]
             place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
-            gid[r] = groups.setdefault((lab.get("operator", ""), place), len(groups))
+            group = (lab.get("operator", ""), place)
+            if ind.source == "devices" and group not in groups:
+                # Devices serve a group, they do not make one: an operator's router in a commune
+                # where it has no probe of this technology is no (operator, commune) to judge.
+                gid[r] = _NO_GROUP
+                continue
+            gid[r] = groups.setdefault(group, len(groups))
         max_mean: dict[int, float] = {}
         if ind.stat == "max_series_mean" and len(totals):
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -193,7 +193,7 @@ class AvailabilityOut(BaseModel):
 
 class MaintenanceOut(BaseModel):
     id: int
-    matchers: list[str] = Field(description='label matchers selecting the entities (none: every entity)')
+    matchers: list[str] = Field(description="label matchers selecting the entities (none: every entity)")
     entity_kind: str = Field(description='the kind an `entity_kind="..."` matcher names; empty: none does')
     entity: str = Field(description='the entity an `entity="..."` matcher names; empty: none does')
     start_ms: int
@@ -246,7 +246,8 @@ class ComplianceRow(BaseModel):
     sample_count: int
     min_samples: int
     unverified: bool = Field(
-        description="the limit or method is our choice where the regulation leaves it open"
+        description="the limit, minimum or method is our interpretation where the regulation leaves it"
+        " open, or the limit rests on example data (the FTTH contracted speed); `note` says which"
     )
     note: str
 
@@ -256,10 +257,20 @@ class ComplianceGroup(BaseModel):
     commune: str
     commune_name: str
     technology: str
-    status: str = Field(description="fail if any indicator fails, else insufficient_data, else pass")
+    status: str = Field(
+        description="fail if any indicator fails, else insufficient_data, else pass; not_judged when no"
+        " regulation in force covers the technology (`reason`)"
+    )
     passed: int
     failed: int
     insufficient: int
+    reason: str = Field("", description="why the group is not judged")
+
+
+class NotJudged(BaseModel):
+    technology: str
+    probes: int = Field(description="registered probes of this technology in scope")
+    reason: str
 
 
 class ComplianceResponse(BaseModel):
@@ -272,6 +283,9 @@ class ComplianceResponse(BaseModel):
     declared_speeds: dict[str, str]
     groups: list[ComplianceGroup]
     rows: list[ComplianceRow]
+    not_judged: list[NotJudged] = Field(
+        default_factory=list, description="technologies with probes in scope that no regulation covers"
+    )
 
 
 class KpiOut(BaseModel):
