@@ -312,6 +312,11 @@ class KpiResponse(BaseModel):
     reference: str
     year: int
     indicators: list[KpiOut]
+    inventory_as_of_ms: int = Field(
+        0,
+        description="the device inventory and villages read are as of this time (the store keeps no history)",
+    )
+    inventory_note: str = Field("", description="what that means for the year asked")
 
 
 class ReportOut(BaseModel):

@@ -87,7 +87,7 @@ async function loadKpi(year) {
     tbody.append(tr);
   }
   document.getElementById("kpi-table").hidden = false;
-  setStatus("kpi-status", body.reference + " — " + body.year);
+  setStatus("kpi-status", body.reference + " — " + body.year + (body.inventory_note ? " — " + body.inventory_note : ""));
 }
 
 async function loadCommunes() {

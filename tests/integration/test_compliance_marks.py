@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,3 +119,15 @@ def test_the_monthly_report_shows_every_unverified_mark(client: TestClient) -> N
     speeds = [r for r in rows if "contracted V" in r["Chỉ tiêu (tiếng Anh) / Indicator"]]
     assert len(speeds) == 2  # vnpt's FTTH download and upload in A
     assert all(r[flag] == "Chưa kiểm chứng / Unverified" and EXAMPLE in r["Ghi chú / Note"] for r in speeds)
+
+
+def test_kpis_of_a_past_year_say_the_inventory_is_todays(client: TestClient) -> None:
+    before = int(time.time() * 1000)
+    body = get(client, "/api/v1/kpi", year="2025").json()
+    assert before <= body["inventory_as_of_ms"] <= int(time.time() * 1000)
+    assert "keeps no history" in body["inventory_note"]
+    assert "for 2025 they are today's inventory, not the inventory of 2025" in body["inventory_note"]
+    later = get(client, "/api/v1/kpi", year="2100").json()  # not past: nothing to warn of
+    assert (
+        "keeps no history" in later["inventory_note"] and "not the inventory" not in later["inventory_note"]
+    )
