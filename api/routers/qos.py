@@ -4,10 +4,9 @@
 
 Rollups of every matching series are re-keyed to (group, step) and merged by the numba
 core, so a commune's p95 comes from merged sketches, never from re-reading raw samples.
-Steps are aligned to local time (UTC+7, the department's clock): `step=1d` buckets are
-Vietnam days, 00:00-24:00 UTC+7 (17:00-17:00 UTC). The rows come from the coarsest tier
-whose windows fit whole in such a step: 1 minute or 1 hour (the 1-day tier holds UTC days,
-which no local step contains whole, so day steps are read from hours).
+Steps are aligned to local time (UTC+7, the department's clock), as the tiers' windows are:
+`step=1d` buckets are Vietnam days, 00:00-24:00 UTC+7 (17:00-17:00 UTC). The rows come from
+the coarsest tier (1 min, 1 h, 1 day) whose resolution divides the step.
 Every group has a point for every step, with the samples behind it and, where the series'
 schedules are known, the samples expected: a step without data says count 0 and
 completeness 0, never a good-looking value.
@@ -31,8 +30,7 @@ from api.schemas import QosPoint, QosResponse, QosSeries
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
-from collector.store.periods import LOCAL_OFFSET_MS
-from collector.store.store import TIERS, SeriesSelection
+from collector.store.store import TIERS, SeriesSelection, window_start
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
@@ -58,15 +56,9 @@ def parse_step(step: str) -> int:
 
 
 def tier_for_step(step_s: int) -> int:
-    """The coarsest rollup tier whose windows fit whole in a local-time step: its resolution
-    divides the step and the UTC+7 offset (a 1-day row, a UTC day, straddles two local days)."""
-    return max(t for t in TIERS if step_s % t == 0 and LOCAL_OFFSET_MS % (t * 1000) == 0)
-
-
-def align_to_local_step(ts_ms: int, step_ms: int) -> int:
-    """The start of the local-time (UTC+7) step holding `ts_ms`: steps are whole multiples of
-    the step since 1970-01-01 00:00 UTC+7, so a day step is a Vietnam day."""
-    return (ts_ms + LOCAL_OFFSET_MS) // step_ms * step_ms - LOCAL_OFFSET_MS
+    """The coarsest rollup tier whose windows fit whole in a step (its resolution divides it;
+    steps and windows are both aligned to local time)."""
+    return max(t for t in TIERS if step_s % t == 0)
 
 
 def expected_samples(
@@ -159,7 +151,7 @@ def qos(
     step_ms = step_s * 1000
     # Align to whole local steps so the same query always buckets the same way (and a day
     # is a Vietnam day).
-    from_ms = align_to_local_step(from_ms, step_ms)
+    from_ms = int(window_start(from_ms, step_ms))
     n_steps = -(-(to_ms - from_ms) // step_ms)
     max_points = request.app.state.max_points
     if n_steps > max_points:
@@ -186,10 +178,9 @@ def qos(
         86_400: request.app.state.settings.rollups.day_retention_days,
     }[tier]
     if days is not None:
-        horizon = (now_ms - int(days * 86_400_000)) // 86_400_000 * 86_400_000
-    # A step reaching back past the tier's retention is left empty (count 0), never filled
-    # with what retention keeps there (the hours at month edges, see docs/api.md#retention):
-    # a part of a step must not pass for the whole of it.
+        horizon = int(window_start(now_ms - int(days * 86_400_000), 86_400_000))  # as retention cuts
+    # A step reaching back past the tier's retention is left empty (count 0): the part of it
+    # retention left must not pass for the whole of it.
     read_from = from_ms
     if horizon is not None and horizon > from_ms:
         read_from = min(to_ms, from_ms + -(-(horizon - from_ms) // step_ms) * step_ms)

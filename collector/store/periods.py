@@ -10,44 +10,38 @@ Means, counts and extremes are summed by SQLite itself (one GROUP BY per series 
 the quantile sketches are read and merged by the numba core only when a statistic needs
 them (medians, shares of samples above a threshold).
 
-Periods are in Vietnam's time (UTC+7, no daylight saving): a month starts at 17:00 UTC on
-the last UTC day of the month before, inside a 1-day row (UTC days). The hours of those
-*edge days* are what `cover` reads at a month's edges, so retention keeps them as long as
-the 1-day tier is kept (`edge_day`, `TierRoller.enforce_retention`): pruning the finer
-tiers never changes the totals of a closed month, quarter or year.
+Periods are in Vietnam's time (UTC+7), and so are the tiers' windows
+(`collector.store.store.WINDOW_OFFSET_MS`): a month, quarter or year is whole 1-day rows, so
+retention of the finer tiers never changes a closed period's totals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
 from collector.core import RollupSet, decode_sketches, merge
-from collector.store.store import NOT_PENDING, STANDARD_LABELS, Store, StoreError
+from collector.store.store import (
+    NOT_PENDING,
+    STANDARD_LABELS,
+    WINDOW_OFFSET_MS,
+    Store,
+    StoreError,
+    window_start,
+)
 
 _MAX_TIERS = 16
 DAY_MS = 86_400_000
 # Periods (months, quarters, years) and local days are in Vietnam's time: UTC+7 all year.
-LOCAL_OFFSET_MS = 7 * 3_600_000
+LOCAL_OFFSET_MS = WINDOW_OFFSET_MS
 
 
 def local_day_start(ts_ms: int) -> int:
     """The start (UTC ms) of the local (UTC+7) day holding `ts_ms`: 17:00 UTC the day before."""
-    return (ts_ms + LOCAL_OFFSET_MS) // DAY_MS * DAY_MS - LOCAL_OFFSET_MS
-
-
-def edge_day(day_ms: int) -> bool:
-    """True if the UTC day starting at `day_ms` holds the start of a local month (it is the
-    last UTC day of a month: the next local midnight, 17:00 UTC, opens the 1st).
-
-    Only a whole UTC day is a 1-day row, so a month's first 7 and last 17 hours can only be
-    read from finer rows of these days: retention keeps them (see the module docstring)."""
-    local_midnight = day_ms + DAY_MS - LOCAL_OFFSET_MS
-    return datetime.fromtimestamp((local_midnight + LOCAL_OFFSET_MS) / 1000, tz=UTC).day == 1
+    return int(window_start(ts_ms, DAY_MS))
 
 
 def tiers_present(store: Store) -> list[int]:
@@ -73,8 +67,10 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
     if len(tiers_s) == 1:
         return [(res, from_ms, to_ms)]
     step = res * 1000
-    lo = -(-from_ms // step) * step
-    hi = to_ms // step * step
+    # Whole windows as the tiers align them (local time): the first at or after from_ms, the
+    # last ending at or before to_ms.
+    lo = int(window_start(from_ms + step - 1, step))
+    hi = int(window_start(to_ms, step))
     if lo >= hi:
         return cover(from_ms, to_ms, tiers_s[1:])
     return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]

@@ -1,5 +1,5 @@
-"""`/qos?step=1d` buckets are Vietnam days (00:00-24:00 UTC+7), and a step past a tier's
-retention is empty rather than filled with the month-edge hours retention keeps."""
+"""`/qos?step=1d` buckets are Vietnam days (00:00-24:00 UTC+7), read from the 1-day tier (whose
+rows are Vietnam days), and a step past a tier's retention is empty rather than partial."""
 
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ def test_a_day_step_is_a_vietnam_day(tmp_path: Path) -> None:
     settings.api.tokens = [SecretStr(TOKEN)]
     try:
         with TestClient(create_app(settings, store)) as c:
-            before = day_query(c)  # hours pending: read from the minute rows
+            before = day_query(c)  # days and hours pending: read from the minute rows
             TierRoller(store, TierPolicy(settle_s=0)).roll(now_ms=MIDNIGHT_UTC_28 + 10 * 24 * HOUR)
             after = day_query(c)  # the hour and day rows computed
+            days = store.reader().execute("SELECT window_start_ms FROM rollups WHERE resolution_s = 86400")
+            assert sorted(w for (w,) in days) == [MIDNIGHT_UTC_28 - 7 * HOUR, MIDNIGHT_UTC_28 + 17 * HOUR]
             for body in (before, after):
-                assert body["resolution_s"] == 3600  # never the 1-day tier: its rows are UTC days
+                assert body["resolution_s"] == 86_400
                 (series,) = body["series"]
                 points = series["points"]
                 assert [p["ts"] for p in points] == ["2026-11-27T17:00:00Z", "2026-11-28T17:00:00Z"]
@@ -88,14 +90,22 @@ def test_steps_past_the_hour_tiers_retention_are_empty(tmp_path: Path) -> None:
     settings = Settings()
     settings.api.tokens = [SecretStr(TOKEN)]
     # Hours kept a day: the data (long before today) is past the horizon; its rows, still
-    # there (retention has not run, or kept them as a month edge), must not show.
+    # there (retention has not run yet), must not show as if the steps were whole.
     settings.rollups.minute_retention_days = 1.0
     settings.rollups.hour_retention_days = 1.0
     try:
         with TestClient(create_app(settings, store)) as c:
-            body = day_query(c)
-            assert body["retained_from_ms"] is not None
-            assert body["retained_from_ms"] > MIDNIGHT_UTC_28 + 2 * 24 * HOUR
-            assert [p["count"] for p in body["series"][0]["points"]] == [0, 0]
+            params = {
+                "metric": "rtt_ms",
+                "stat": "count",
+                "step": "1h",
+                "from": "2026-11-28T00:00:00Z",
+                "to": "2026-11-28T18:00:00Z",
+            }
+            body = c.get("/api/v1/qos", params=params, headers=AUTH).json()
+            assert body["resolution_s"] == 3600 and body["retained_from_ms"] > MIDNIGHT_UTC_28 + 2 * 24 * HOUR
+            assert [p["count"] for p in body["series"][0]["points"]] == [0] * 18
+            assert day_query(c)["retained_from_ms"] is None  # the 1-day tier is kept for ever
+            assert [p["count"] for p in day_query(c)["series"][0]["points"]] == [4, 2]
     finally:
         store.close()

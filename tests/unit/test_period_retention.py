@@ -1,9 +1,8 @@
 """Retention never changes a closed period: every month and quarter (Vietnam time, UTC+7) has the
 same counts, sums and sketches before and after every tier is pruned to its minimum retention.
 
-A local month starts at 17:00 UTC on the last UTC day of the month before, inside a 1-day row
-(UTC days): its first 7 and last 17 hours are read from the 1-hour tier, whose rows of those
-days must therefore outlive the rest of the tier. Run on SQLite and PostgreSQL.
+The 1-day tier's windows are Vietnam days (17:00-17:00 UTC), so a local month is whole 1-day
+rows and needs no finer row once its days are computed. Run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ import numpy as np
 import pytest
 
 from collector.core import SampleBatch, rollup
-from collector.store.periods import edge_day, local_day_start, period_totals, tiers_present
+from collector.store.periods import local_day_start, period_totals, tiers_present
 from collector.store.store import SeriesKey, open_store
-from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
+from collector.store.tiers import TierPolicy, TierRoller
 from netqos.config import StoreSettings
 
 VN = timezone(timedelta(hours=7))
@@ -39,22 +38,15 @@ QUARTERS = {
 }
 
 
-def test_edge_days_are_the_last_utc_day_of_each_month() -> None:
-    # 2026-10-01 00:00 UTC+7 is 2026-09-30 17:00 UTC: that UTC day holds the edge.
-    assert edge_day(ms(datetime(2026, 9, 30, tzinfo=UTC)))
-    assert edge_day(ms(datetime(2026, 2, 28, tzinfo=UTC)))
-    assert edge_day(ms(datetime(2028, 2, 29, tzinfo=UTC)))  # leap year
-    assert edge_day(ms(datetime(2026, 12, 31, tzinfo=UTC)))
-    assert not edge_day(ms(datetime(2026, 10, 1, tzinfo=UTC)))
-    assert not edge_day(ms(datetime(2026, 9, 29, tzinfo=UTC)))
-    assert not edge_day(ms(datetime(2028, 2, 28, tzinfo=UTC)))
-    # A local day: 17:00 UTC the day before to 17:00 UTC.
+def test_a_local_day_starts_at_17_utc() -> None:
+    # 2026-10-01 00:00 UTC+7 is 2026-09-30 17:00 UTC.
     assert local_day_start(ms(datetime(2026, 10, 1, 16, 59, 59, 999_000, tzinfo=UTC))) == ms(
         datetime(2026, 9, 30, 17, tzinfo=UTC)
     )
     assert local_day_start(ms(datetime(2026, 10, 1, 17, tzinfo=UTC))) == ms(
         datetime(2026, 10, 1, 17, tzinfo=UTC)
     )
+    assert local_day_start(ms(datetime(2026, 10, 1, tzinfo=VN))) == ms(datetime(2026, 10, 1, tzinfo=VN))
 
 
 def samples(sids: list[int]) -> SampleBatch:
@@ -106,17 +98,11 @@ def test_pruning_every_tier_keeps_every_month_and_quarter(store_settings: StoreS
             gone = roller.enforce_retention(now_ms=now)
             if not any(gone.values()):
                 break
-        assert tiers_present(store) == [86_400, 3600]  # no minute row left
-        left_days = {
-            int(w) // DAY_MS * DAY_MS
-            for (w,) in store.reader().execute(
-                "SELECT window_start_ms FROM rollups WHERE resolution_s = 3600"
-            )
-        }
-        # Only the hours of the UTC days holding a local month start are kept (written by hand).
-        assert left_days == {
-            ms(datetime(2026, m, d, tzinfo=UTC)) for m, d in ((8, 31), (9, 30), (10, 31), (11, 30))
-        }
+        assert tiers_present(store) == [86_400]  # no minute or hour row left
+        # The 1-day rows: local days, 17:00 UTC to 17:00 UTC.
+        starts = {int(w) for (w,) in store.reader().execute("SELECT window_start_ms FROM rollups")}
+        assert ms(datetime(2026, 9, 30, 17, tzinfo=UTC)) in starts
+        assert all(datetime.fromtimestamp(w / 1000, tz=UTC).hour == 17 for w in starts)
 
         for (name, sketches), was in before.items():
             a, b = periods[name]
@@ -128,24 +114,60 @@ def test_pruning_every_tier_keeps_every_month_and_quarter(store_settings: StoreS
             if sketches:
                 assert np.array_equal(after.sketch_keys, was.sketch_keys), name
                 assert np.array_equal(after.sketch_counts, was.sketch_counts), name
-        # The edge hours go with their days once the 1-day tier's own retention passes them.
+        # The 1-day tier's own retention takes whole local days, the oldest first.
         short = TierRoller(store, TierPolicy(retention_days={60: 0.001, 3600: 0.001, 86_400: 100.0}))
         for _ in range(20):
             if not any(short.enforce_retention(now_ms=now).values()):
                 break
         oldest_day = store.reader().execute("SELECT min(window_start_ms) FROM rollups").fetchone()[0]
-        # now - 100 days = 2026-10-07: the edges of Aug 31 and Sep 30 go, those of Oct 31 and Nov 30 stay.
-        assert oldest_day == ms(datetime(2026, 10, 7, tzinfo=UTC))
-        left_days = {
-            int(w) // DAY_MS * DAY_MS
-            for (w,) in store.reader().execute(
-                "SELECT window_start_ms FROM rollups WHERE resolution_s = 3600"
-            )
-        }
-        assert left_days == {ms(datetime(2026, m, d, tzinfo=UTC)) for m, d in ((10, 31), (11, 30))}
+        # now - 100 days = 2027-01-15 07:00 local - 100 days = 2026-10-07 local: that day is kept.
+        assert oldest_day == ms(datetime(2026, 10, 7, tzinfo=VN))
         a, b = MONTHS["2026-11"]
         after = period_totals(store, sids, ms(a), ms(b), sketches=True)
         assert after.count.tolist() == before["2026-11", True].count.tolist()
         assert np.array_equal(after.sketch_counts, before["2026-11", True].sketch_counts)
+    finally:
+        store.close()
+
+
+def test_the_migration_turns_utc_day_rows_into_local_days(store_settings: StoreSettings) -> None:
+    """A store written before 0042 holds UTC-day rows: those whose hours are still stored are
+    replaced by local days (marked, then computed by the roller); a UTC day whose hours are gone
+    stays as it is (its only record)."""
+    store = open_store(store_settings)
+    try:
+        (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
+        old_day, day = ms(datetime(2026, 6, 1, tzinfo=UTC)), ms(datetime(2026, 11, 28, tzinfo=UTC))
+        # 2026-11-28: one sample an hour, 00:30 to 23:30 UTC (07:30 local on the 28th to 06:30 on the 29th).
+        ts = day + 1_800_000 + np.arange(24, dtype=np.int64) * HOUR
+        minutes = rollup(SampleBatch(np.full(24, sid, np.int32), ts, np.ones(24)))
+        roller = TierRoller(store, TierPolicy(settle_s=0))
+        store.write_rollups(minutes, 60)
+        roller.roll(now_ms=day + 10 * 24 * HOUR)
+        # Rewrite the 1-day tier as the old release left it: UTC days, no pending marks.
+        with store.transaction() as conn:
+            conn.execute("DELETE FROM rollups WHERE resolution_s = 86400")
+            conn.execute("DELETE FROM rollups WHERE resolution_s = 60")
+            store.put_rollups(
+                conn, rollup(SampleBatch(np.full(24, sid, np.int32), ts, np.ones(24)), 86_400_000), 86_400
+            )
+            utc_old = rollup(
+                SampleBatch(np.array([sid], np.int32), np.array([old_day + 5]), np.ones(1)), 86_400_000
+            )
+            store.put_rollups(conn, utc_old, 86_400)
+            conn.execute("DELETE FROM rollup_pending")
+            conn.execute("DELETE FROM schema_migrations WHERE version = 42")
+        assert store.migrate() == [42]
+        days = store.reader().execute("SELECT window_start_ms, count FROM rollups WHERE resolution_s = 86400")
+        assert sorted(days) == [(old_day, 1)]  # the replaced UTC day is gone; the old one stays
+        marks = store.reader().execute(
+            "SELECT window_start_ms FROM rollup_pending WHERE resolution_s = 86400"
+        )
+        local = [ms(datetime(2026, 11, 28, tzinfo=VN)), ms(datetime(2026, 11, 29, tzinfo=VN))]
+        assert sorted(w for (w,) in marks) == local
+        roller.roll(now_ms=day + 10 * 24 * HOUR)
+        days = store.reader().execute("SELECT window_start_ms, count FROM rollups WHERE resolution_s = 86400")
+        # 00:30-16:30 UTC (17 samples) in the local 28th, 17:30-23:30 UTC (7) in the local 29th.
+        assert sorted(days) == [(old_day, 1), (local[0], 17), (local[1], 7)]
     finally:
         store.close()
