@@ -27,7 +27,6 @@ from collector.core import RollupSet, decode_sketches, merge
 from collector.store.store import (
     NOT_PENDING,
     STANDARD_LABELS,
-    WINDOW_OFFSET_MS,
     Store,
     StoreError,
     window_start,
@@ -35,8 +34,6 @@ from collector.store.store import (
 
 _MAX_TIERS = 16
 DAY_MS = 86_400_000
-# Periods (months, quarters, years) and local days are in Vietnam's time: UTC+7 all year.
-LOCAL_OFFSET_MS = WINDOW_OFFSET_MS
 
 
 def local_day_start(ts_ms: int) -> int:
