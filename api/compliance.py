@@ -44,6 +44,7 @@ _PERIOD_RE = re.compile(PERIOD_PATTERN)
 # A value within this relative distance of its limit is at the limit (float sums round).
 _AT_LIMIT_REL = 1e-9
 _STAT_RE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+_NO_GROUP = np.iinfo(np.int32).max  # rows of no group (never looked up)
 STATUSES = ("pass", "fail", "insufficient_data", "not_measured", "no_limit")
 
 
@@ -454,7 +455,13 @@ def evaluate(
         for r, sid in enumerate(totals.series_id.tolist()):
             lab = labels[sid]
             place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
-            gid[r] = groups.setdefault((lab.get("operator", ""), place), len(groups))
+            group = (lab.get("operator", ""), place)
+            if ind.source == "devices" and group not in groups:
+                # Devices serve a group, they do not make one: an operator's router in a commune
+                # where it has no probe of this technology is no (operator, commune) to judge.
+                gid[r] = _NO_GROUP
+                continue
+            gid[r] = groups.setdefault(group, len(groups))
         if ind.stat == "max_series_mean" and not sketches:
             # Keep one row per series (group ids in series_id) for the busiest series' mean.
             per_series = RollupSet(
@@ -505,8 +512,8 @@ def evaluate(
         hours_cache[key] = out
         return out
 
-    # Read every indicator's totals first: series with data define groups too (a router's
-    # commune without probes), and the loop below must see them all.
+    # Read every indicator's totals first: probe series with data define groups too (a probe
+    # not registered), and the loop below must see them all. Devices never make a group.
     for ind in inds:
         if ind.metrics:
             totals_by_group(ind.metrics, ind, ind.needs_sketch)

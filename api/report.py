@@ -1,14 +1,20 @@
-"""The monthly compliance report: a printable HTML page and a CSV, labelled in Vietnamese and English."""
+"""The monthly compliance report: a printable HTML page and a CSV, labelled in Vietnamese and English.
+
+Every row whose limit, minimum or method is our interpretation (or rests on example data, as
+the FTTH contracted speed does) is marked "unverified" with its note, in both forms: a
+figure the department signs must say what it rests on. Times are printed in Vietnam's time.
+"""
 
 from __future__ import annotations
 
 import html
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from api.compliance import iso
-from api.schemas import ComplianceResponse
+from api.compliance import VN_TZ
+from api.schemas import ComplianceResponse, ComplianceRow
 
 STATUS_LABELS = {
     "pass": ("Đạt", "Pass"),
@@ -16,7 +22,15 @@ STATUS_LABELS = {
     "insufficient_data": ("Chưa đủ mẫu", "Insufficient data"),
     "not_measured": ("Chưa đo", "Not measured"),
     "no_limit": ("Chưa có ngưỡng", "No limit"),
+    "not_judged": ("Không đánh giá", "Not judged"),
 }
+UNVERIFIED_LABEL = ("Chưa kiểm chứng", "Unverified")
+UNVERIFIED_MEANING = (
+    "Ngưỡng, số mẫu tối thiểu hoặc phương pháp do chúng tôi diễn giải (văn bản quy chuẩn không quy định rõ)"
+    " hoặc dựa trên số liệu ví dụ; xem ghi chú",
+    "the limit, minimum sample count or method is our interpretation where the regulation leaves it open,"
+    " or rests on example data; see the note",
+)
 # (field of ComplianceRow, Vietnamese label, English label)
 _COLUMNS = (
     ("operator", "Doanh nghiệp", "Operator"),
@@ -33,6 +47,7 @@ _COLUMNS = (
     ("sample_count", "Số mẫu", "Samples"),
     ("min_samples", "Số mẫu tối thiểu", "Minimum samples"),
     ("status", "Kết quả", "Result"),
+    ("unverified", *UNVERIFIED_LABEL),
     ("note", "Ghi chú", "Note"),
 )
 REPORT_COLUMNS = [f"{vi} / {en}" for _, vi, en in _COLUMNS]
@@ -51,10 +66,20 @@ def _status(s: str) -> str:
     return f"{vi} / {en}"
 
 
+def _unverified(r: ComplianceRow) -> str:
+    return "Chưa kiểm chứng / Unverified" if r.unverified else "Không / No"
+
+
+def local_time(ms: int) -> str:
+    """A time in Vietnam's time, as printed in the report ('2025-07-01 00:00')."""
+    return datetime.fromtimestamp(ms / 1000, tz=VN_TZ).strftime("%Y-%m-%d %H:%M")
+
+
 def report_csv_rows(out: ComplianceResponse) -> Iterator[dict[str, Any]]:
     for r in out.rows:
         d = r.model_dump()
         d["status"] = _status(r.status)
+        d["unverified"] = _unverified(r)
         yield {label: d[f] for (f, _, _), label in zip(_COLUMNS, REPORT_COLUMNS, strict=True)}
 
 
@@ -66,6 +91,7 @@ table { border-collapse: collapse; width: 100%; font-size: 0.8em; }
 th, td { border: 1px solid #999; padding: 3px 5px; text-align: left; vertical-align: top; }
 th { background: #eee; } td.num { text-align: right; white-space: nowrap; }
 .pass { background: #e3f6e3; } .fail { background: #fbe0e0; } .insufficient_data { background: #fff5d6; }
+.unverified { font-weight: bold; color: #8a4b00; white-space: nowrap; }
 .meta td { border: none; padding: 1px 8px 1px 0; }
 @media print { body { margin: 0.5cm; } tr { page-break-inside: avoid; } }
 """
@@ -84,11 +110,20 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
         f"<h1>Báo cáo tuân thủ quy chuẩn chất lượng dịch vụ — tháng {e(out.period)}"
         f"<br><span class='en'>QoS compliance report — {e(out.period)}</span></h1>",
         "<table class='meta'>",
-        f"<tr><td>Kỳ báo cáo / Period</td><td>{e(iso(out.from_ms))} – {e(iso(out.to_ms))}"
-        " (UTC+07:00)</td></tr>",
+        f"<tr><td>Kỳ báo cáo / Period</td><td>{e(local_time(out.from_ms))} – {e(local_time(out.to_ms))}"
+        " (giờ Việt Nam / Vietnam time, UTC+07:00)</td></tr>",
         f"<tr><td>Quy chuẩn / Regulations</td><td>{e(profiles) or '—'}</td></tr>",
         f"<tr><td>Tốc độ công bố / Declared speeds</td><td>{e(out.declared_speeds.get('source', ''))} "
         f"({e(out.declared_speeds.get('version', ''))})</td></tr>",
+        *(
+            f"<tr><td>Tốc độ {e(t)} / {e(t)} speeds</td><td><span class='unverified'>"
+            f"{e(' / '.join(UNVERIFIED_LABEL))}</span>: {e(why)}</td></tr>"
+            for t, why in out.declared_speeds.items()
+            if t not in ("version", "source")
+        ),
+        f"<tr><td><span class='unverified'>{e(' / '.join(UNVERIFIED_LABEL))}</span></td>"
+        f"<td>{e(UNVERIFIED_MEANING[0])}<br><span class='en'>{e(UNVERIFIED_MEANING[1])}</span>"
+        f" — {sum(r.unverified for r in out.rows)} / {len(out.rows)}</td></tr>",
         f"<tr><td>Bộ lọc / Filters</td><td>{e(filters) or '—'}</td></tr>",
         f"<tr><td>Lập lúc / Generated</td><td>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}"
         f" — {e(requested_by)}</td></tr>",
@@ -104,13 +139,19 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
         "<span class='en'>Insufficient</span></th></tr>",
     ]
     for g in out.groups:
+        reason = f"<br><span class='en'>{e(g.reason)}</span>" if g.reason else ""
         parts.append(
             f"<tr class='{e(g.status)}'><td>{e(g.operator)}</td><td>{e(g.commune_name or g.commune)} "
-            f"({e(g.commune)})</td><td>{e(g.technology)}</td><td>{e(_status(g.status))}</td>"
+            f"({e(g.commune)})</td><td>{e(g.technology)}</td><td>{e(_status(g.status))}{reason}</td>"
             f"<td class='num'>{g.passed}</td><td class='num'>{g.failed}</td>"
             f"<td class='num'>{g.insufficient}</td></tr>"
         )
-    parts.append("</table><h2>Chi tiết chỉ tiêu <span class='en'>/ Indicators</span></h2><table><tr>")
+    parts.append("</table>")
+    if out.not_judged:
+        parts.append("<h2>Không đánh giá <span class='en'>/ Not judged</span></h2><ul>")
+        parts += [f"<li>{e(n.technology)} ({n.probes} probes): {e(n.reason)}</li>" for n in out.not_judged]
+        parts.append("</ul>")
+    parts.append("<h2>Chi tiết chỉ tiêu <span class='en'>/ Indicators</span></h2><table><tr>")
     parts += [
         f"<th>{e(vi)}<br><span class='en'>{e(en)}</span></th>" for f, vi, en in _COLUMNS if f != "name_en"
     ]
@@ -125,6 +166,13 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
                 cells.append(f"<td>{e(r.name_vi)}<br><span class='en'>{e(r.name_en)}</span></td>")
             elif f == "status":
                 cells.append(f"<td>{e(_status(r.status))}</td>")
+            elif f == "unverified":
+                mark = (
+                    f"<span class='unverified'>{e(' / '.join(UNVERIFIED_LABEL))}</span>"
+                    if r.unverified
+                    else "—"
+                )
+                cells.append(f"<td data-unverified='{str(r.unverified).lower()}'>{mark}</td>")
             elif f in ("value", "limit", "sample_count", "min_samples"):
                 cells.append(f"<td class='num'>{e(_fmt(d[f]))}</td>")
             else:

@@ -271,10 +271,20 @@ class ComplianceGroup(BaseModel):
     commune: str
     commune_name: str
     technology: str
-    status: str = Field(description="fail if any indicator fails, else insufficient_data, else pass")
+    status: str = Field(
+        description="fail if any indicator fails, else insufficient_data, else pass; not_judged when no"
+        " regulation in force covers the technology (`reason`)"
+    )
     passed: int
     failed: int
     insufficient: int
+    reason: str = Field("", description="why the group is not judged")
+
+
+class NotJudged(BaseModel):
+    technology: str
+    probes: int = Field(description="registered probes of this technology in scope")
+    reason: str
 
 
 class ComplianceResponse(BaseModel):
@@ -287,6 +297,9 @@ class ComplianceResponse(BaseModel):
     declared_speeds: dict[str, str]
     groups: list[ComplianceGroup]
     rows: list[ComplianceRow]
+    not_judged: list[NotJudged] = Field(
+        default_factory=list, description="technologies with probes in scope that no regulation covers"
+    )
 
 
 class KpiOut(BaseModel):
@@ -324,6 +337,11 @@ class KpiResponse(BaseModel):
     reference: str
     year: int
     indicators: list[KpiOut]
+    inventory_as_of_ms: int = Field(
+        0,
+        description="the device inventory and villages read are as of this time (the store keeps no history)",
+    )
+    inventory_note: str = Field("", description="what that means for the year asked")
 
 
 class ReportOut(BaseModel):

@@ -73,7 +73,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up
-from collector.store.store import ProbeInfo, SeriesKey, Store, _rows_of
+from collector.store.store import WINDOW_OFFSET_MS, ProbeInfo, SeriesKey, Store, _rows_of, window_start
 from collector.store.tiers import recompute_window
 from netqos.config import ApiKey, Settings
 
@@ -287,7 +287,7 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
     """The 1-hour and 1-day rows the roller computes: each the core's merge of the finer rows of
     its window in (series, window) order; the last hour and the open day left pending."""
     last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
-    last_day = (data.end_ms - 1) // DAY_MS * DAY_MS
+    last_day = int(window_start(data.end_ms - 1, DAY_MS))  # 1-day windows are Vietnam days
     conn = sqlite3.connect(path, isolation_level=None)
     _fast(conn)
     t0 = time.perf_counter()
@@ -299,7 +299,7 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
         hours = merge(fine, fine.series_id, floor_window(fine.window_start_ms, HOUR_MS))
         # The roller has not computed the last hour (closed less than settle_s ago) nor the open day.
         hours_done = _keep(hours, hours.window_start_ms != last_hour)
-        days = merge(hours_done, hours_done.series_id, floor_window(hours_done.window_start_ms, DAY_MS))
+        days = merge(hours_done, hours_done.series_id, window_start(hours_done.window_start_ms, DAY_MS))
         days_done = _keep(days, days.window_start_ms != last_day)
         conn.execute("BEGIN")
         for res, rs in ((3600, hours_done), (86_400, days_done)):
@@ -344,7 +344,8 @@ def verify_tiers(store: Store, data: Data, seed: int, log: Callable[[str], None]
     n_series = data.sids.size
     last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
     hours = START_MS + HOUR_MS * rng.choice((last_hour - START_MS) // HOUR_MS, 3, replace=False)
-    days = data.day0 + DAY_MS * (1 + rng.choice(data.n_days - 2, 2, replace=False))
+    n_local_days = (data.end_ms - 1 - START_MS) // DAY_MS + 1  # START_MS is a local midnight
+    days = START_MS + DAY_MS * (1 + rng.choice(n_local_days - 2, 2, replace=False))
     checked = 0
     for tier, w in [*((3600, int(h)) for h in hours), *((86_400, int(d)) for d in days)]:
         picked = rng.choice(data.sids.reshape(-1), min(VERIFY_SERIES, n_series), replace=False)
@@ -468,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         h = {"Authorization": f"Bearer {TOKEN}"}
         communes = [commune_of(i) for i in range(min(args.probes, N_COMMUNES))]
         peer_conn = sqlite3.connect(path)
-        day_lo = -(-START_MS // DAY_MS) * DAY_MS
-        day_hi = MONTH_TO_MS // DAY_MS * DAY_MS
+        day_lo = int(window_start(START_MS + DAY_MS - 1, DAY_MS))  # whole local days
+        day_hi = int(window_start(MONTH_TO_MS, DAY_MS))
         bounds = {"day_lo": day_lo, "day_hi": day_hi, "lo": START_MS, "hi": MONTH_TO_MS}
         metric_list = ",".join(f"'{m}'" for m in COUNTED.values())
 
@@ -521,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"error: compliance sample counts differ from {what}'s: {diff}")
             compared[0] += len(got)
 
-        qos_from = START_MS // DAY_MS * DAY_MS  # the API aligns `from` to whole steps
+        qos_from = int(window_start(START_MS, DAY_MS))  # the API aligns `from` to whole local steps
 
         def qos(commune: str | None) -> dict[str, Any]:
             params = {"metric": "rtt_ms", "stat": "p95", "group_by": "operator", "step": "1d",
@@ -542,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def peer_qos(commune: str | None) -> list[tuple[Any, ...]]:
             sel, extra = qos_sel(commune)
             return peer_conn.execute(
-                TIERED.format(sel=sel) + "SELECT s.operator, r.window_start_ms / 86400000, sum(r.count),"
+                TIERED.format(sel=sel) + "SELECT s.operator, (r.window_start_ms + 25200000) / 86400000,"
+                " sum(r.count),"
                 " sum(r.sum) / sum(r.count) FROM r JOIN s ON s.series_id = r.series_id GROUP BY 1, 2",
                 {**qos_bounds, **extra},
             ).fetchall()
@@ -550,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def peer_1min_qos(commune: str | None) -> list[tuple[Any, ...]]:
             sel, extra = qos_sel(commune)
             return peer_conn.execute(
-                f"WITH s AS ({sel}) SELECT s.operator, r.window_start_ms / 86400000, sum(r.count),"
+                f"WITH s AS ({sel}) SELECT s.operator, (r.window_start_ms + 25200000) / 86400000,"
+                " sum(r.count),"
                 " sum(r.sum) / sum(r.count) FROM rollups r JOIN s ON s.series_id = r.series_id"
                 " WHERE r.resolution_s = 60 AND r.series_id IN (SELECT series_id FROM s)"
                 " AND r.window_start_ms >= :lo AND r.window_start_ms < :hi GROUP BY 1, 2",
@@ -560,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def check_qos(ours: dict[str, Any], peer: list[tuple[Any, ...]], what: str) -> None:
             want = {(op, int(d)): n for op, d, n, _ in peer}
             got = {
-                (s["labels"]["operator"], p["ts_ms"] // DAY_MS): p["count"]
+                (s["labels"]["operator"], (p["ts_ms"] + WINDOW_OFFSET_MS) // DAY_MS): p["count"]
                 for s in ours["series"]
                 for p in s["points"]
                 if p["count"]

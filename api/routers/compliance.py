@@ -12,11 +12,21 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.auth import CurrentPrincipal
-from api.compliance import PERIOD_PATTERN, Profile, Scope, Standards, evaluate, overall, parse_period
+from api.compliance import (
+    PERIOD_PATTERN,
+    Profile,
+    Scope,
+    Standards,
+    evaluate,
+    overall,
+    parse_period,
+)
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
 from api.export import Format, csv_response
 from api.report import REPORT_COLUMNS, render_monthly_html, report_csv_rows
-from api.schemas import ComplianceGroup, ComplianceResponse, ComplianceRow, ProfileRef
+from api.schemas import ComplianceGroup, ComplianceResponse, ComplianceRow, NotJudged, ProfileRef
+from collector.mqtt.schema import TECHNOLOGIES
+from collector.store.store import Store
 from collector.store.units import UnitRepo
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"], responses=AUTH_ERRORS)
@@ -55,7 +65,11 @@ def compliance(
         period = parse_period(period_text)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    if commune is not None:
+        _known_commune(store, commune)
+    probe_techs = _probe_technologies(store, operator, commune)
     pairs: list[tuple[str, Profile]] = []
+    unjudged: list[str] = []
     if profile_id is not None:
         prof = standards.by_id(profile_id, period.start)
         if prof is None:
@@ -70,11 +84,13 @@ def compliance(
             )
         pairs = [(t, prof) for t in techs]
     else:
-        techs = [technology] if technology else standards.technologies()
+        techs = [technology] if technology else sorted({*standards.technologies(), *probe_techs})
         for t in techs:
             prof = standards.regulation_for(t, period.start)
             if prof is None:
-                if technology:
+                if t in probe_techs or t in TECHNOLOGIES:
+                    unjudged.append(t)  # a technology the probes measure: said, not hidden
+                elif technology:
                     raise HTTPException(
                         422,
                         f"no regulation profile covers technology {t!r} in {period.label}; "
@@ -139,6 +155,29 @@ def compliance(
                     insufficient=statuses.count("insufficient_data"),
                 )
             )
+    not_judged: list[NotJudged] = []
+    for tech in unjudged:
+        covered = ", ".join(standards.technologies())
+        reason = (
+            f"no regulation profile in force on {period.start.isoformat()} covers {tech} (the profiles"
+            f" cover {covered}): its measurements are kept (GET /api/v1/qos) but not judged"
+        )
+        places = _probe_places(store, tech, operator, commune)
+        not_judged.append(NotJudged(technology=tech, probes=probe_techs.get(tech, 0), reason=reason))
+        for op, place in places:
+            groups.append(
+                ComplianceGroup(
+                    operator=op,
+                    commune=place,
+                    commune_name=names.get(place, ""),
+                    technology=tech,
+                    status="not_judged",
+                    passed=0,
+                    failed=0,
+                    insufficient=0,
+                    reason=reason,
+                )
+            )
     filters = {
         k: v
         for k, v in (
@@ -160,12 +199,53 @@ def compliance(
         declared_speeds={"version": speeds.version, "source": speeds.source, **speeds.unverified},
         groups=groups,
         rows=rows,
+        not_judged=not_judged,
     )
 
 
 def _flat(row: dict[str, object]) -> dict[str, object]:
     """A CSV cell per field: lists joined by '; '."""
     return {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+
+
+def _known_commune(store: Store, code: str) -> None:
+    """422 naming the code unless it is an imported commune or one probes or series stand in:
+    an unknown (mistyped) code must not answer an empty, good-looking report."""
+    if code in UnitRepo(store).commune_codes():
+        return
+    conn = store.reader()
+    for table in ("probes", "series"):
+        if conn.execute(f"SELECT 1 FROM {table} WHERE commune = ? LIMIT 1", (code,)).fetchone():
+            return
+    raise HTTPException(
+        422,
+        f"commune {code!r} is unknown: not an imported commune, nor one with probes or data"
+        " (GET /api/v1/communes lists them)",
+    )
+
+
+def _probe_technologies(store: Store, operator: str | None, commune: str | None) -> dict[str, int]:
+    """Registered probes per technology, in scope."""
+    where, args = _probe_scope(operator, commune)
+    sql = f"SELECT technology, count(*) FROM probes WHERE {where} GROUP BY technology"
+    return {str(t): int(n) for t, n in store.reader().execute(sql, args) if t}
+
+
+def _probe_places(
+    store: Store, tech: str, operator: str | None, commune: str | None
+) -> list[tuple[str, str]]:
+    where, args = _probe_scope(operator, commune)
+    sql = f"SELECT DISTINCT operator, commune FROM probes WHERE {where} AND technology = ? ORDER BY 1, 2"
+    return [(str(o), str(c)) for o, c in store.reader().execute(sql, [*args, tech]) if c]
+
+
+def _probe_scope(operator: str | None, commune: str | None) -> tuple[str, list[str]]:
+    where, args = ["1 = 1"], []
+    for name, only in (("operator", operator), ("commune", commune)):
+        if only:
+            where.append(f"{name} = ?")
+            args.append(only)
+    return " AND ".join(where), args
 
 
 Technology = Annotated[

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.auth import require_role
+from api.compliance import VN_TZ
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
 from api.export import Format, csv_response
 from api.kpi import Plan, compute, status_of
@@ -78,6 +81,22 @@ def get_kpi(
             for k in out
         )
         return csv_response(rows, [*cols, "source", "formula", "missing", "reports"], f"kpi-{y}.csv")
+    # The inventory (devices, sites, villages) is kept as it is now, not as it was: a past year's
+    # inventory-based KPIs use today's, and the answer says so rather than pass it off as then.
+    now_ms = int(time.time() * 1000)
+    inventory_kpis = sorted(i.number for i in plan.indicators if i.compute.kind != "report_ratio")
+    note = (
+        f"KPIs {', '.join(map(str, inventory_kpis))} read the device inventory and villages as of now"
+        " (the store keeps no history of them)"
+    )
+    if y < datetime.fromtimestamp(now_ms / 1000, tz=VN_TZ).year:
+        note += f": for {y} they are today's inventory, not the inventory of {y}"
     return KpiResponse(
-        plan=plan.id, plan_version=plan.version, reference=plan.reference, year=y, indicators=out
+        plan=plan.id,
+        plan_version=plan.version,
+        reference=plan.reference,
+        year=y,
+        indicators=out,
+        inventory_as_of_ms=now_ms,
+        inventory_note=note,
     )

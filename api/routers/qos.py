@@ -4,7 +4,9 @@
 
 Rollups of every matching series are re-keyed to (group, step) and merged by the numba
 core, so a commune's p95 comes from merged sketches, never from re-reading raw samples.
-The rows come from the coarsest tier (1 min, 1 h, 1 day) whose resolution divides the step.
+Steps are aligned to local time (UTC+7, the department's clock), as the tiers' windows are:
+`step=1d` buckets are Vietnam days, 00:00-24:00 UTC+7 (17:00-17:00 UTC). The rows come from
+the coarsest tier (1 min, 1 h, 1 day) whose resolution divides the step.
 Every group has a point for every step, with the samples behind it and, where the series'
 schedules are known, the samples expected: a step without data says count 0 and
 completeness 0, never a good-looking value.
@@ -28,7 +30,7 @@ from api.schemas import QosPoint, QosResponse, QosSeries
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
-from collector.store.store import TIERS, SeriesSelection
+from collector.store.store import TIERS, SeriesSelection, window_start
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
@@ -54,7 +56,8 @@ def parse_step(step: str) -> int:
 
 
 def tier_for_step(step_s: int) -> int:
-    """The coarsest rollup tier whose windows fit whole in a step (its resolution divides it)."""
+    """The coarsest rollup tier whose windows fit whole in a step (its resolution divides it;
+    steps and windows are both aligned to local time)."""
     return max(t for t in TIERS if step_s % t == 0)
 
 
@@ -146,8 +149,9 @@ def qos(
         raise HTTPException(422, "'from' must be before 'to'")
     step_s = parse_step(step) if step else max(RESOLUTION_S, -(-(to_ms - from_ms) // 120_000 // 60) * 60)
     step_ms = step_s * 1000
-    # Align to whole steps since the epoch so the same query always buckets the same way.
-    from_ms = from_ms // step_ms * step_ms
+    # Align to whole local steps so the same query always buckets the same way (and a day
+    # is a Vietnam day).
+    from_ms = int(window_start(from_ms, step_ms))
     n_steps = -(-(to_ms - from_ms) // step_ms)
     max_points = request.app.state.max_points
     if n_steps > max_points:
@@ -166,12 +170,25 @@ def qos(
         if v is not None
     }
     tier = tier_for_step(step_s)
-    sel = request.app.state.store.select_rollups(metric, tier, from_ms, to_ms, filters)
+    now_ms = int(time.time() * 1000)
+    horizon = None
+    days = {
+        60: request.app.state.settings.rollups.minute_retention_days,
+        3600: request.app.state.settings.rollups.hour_retention_days,
+        86_400: request.app.state.settings.rollups.day_retention_days,
+    }[tier]
+    if days is not None:
+        horizon = int(window_start(now_ms - int(days * 86_400_000), 86_400_000))  # as retention cuts
+    # A step reaching back past the tier's retention is left empty (count 0): the part of it
+    # retention left must not pass for the whole of it.
+    read_from = from_ms
+    if horizon is not None and horizon > from_ms:
+        read_from = min(to_ms, from_ms + -(-(horizon - from_ms) // step_ms) * step_ms)
+    sel = request.app.state.store.select_rollups(metric, tier, read_from, to_ms, filters)
     rs = sel.rollups
     group_of_series, group_labels = group_series(sel, groups)
     n_groups = len(group_labels)
     bounds = from_ms + step_ms * np.arange(n_steps + 1, dtype=np.int64)
-    now_ms = int(time.time() * 1000)
     expected, scheduled = expected_samples(sel, group_of_series, n_groups, bounds, min(to_ms, now_ms))
     # Per (group, step): the merged rollup row, if any, and the samples of series with a schedule.
     row_of = np.full((n_groups, n_steps), -1, dtype=np.int64)
@@ -216,14 +233,6 @@ def qos(
         rows = [{**s.labels, **p.model_dump()} for s in series for p in s.points]
         cols = [*groups, "ts", "ts_ms", "value", "count", "expected_count", "completeness_ratio"]
         return csv_response(rows, cols, f"qos-{metric}-{stat}.csv")
-    horizon = None
-    days = {
-        60: request.app.state.settings.rollups.minute_retention_days,
-        3600: request.app.state.settings.rollups.hour_retention_days,
-        86_400: request.app.state.settings.rollups.day_retention_days,
-    }[tier]
-    if days is not None:
-        horizon = (now_ms - int(days * 86_400_000)) // 86_400_000 * 86_400_000
     return QosResponse(
         metric=metric,
         unit=unit_of(metric),

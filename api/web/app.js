@@ -10,7 +10,9 @@ const STATUS = {
   met: "Đạt / met",
   not_met: "Chưa đạt / not met",
   no_data: "Chưa có số liệu / no data",
+  not_judged: "Không đánh giá / not judged",
 };
+const UNVERIFIED = "Chưa kiểm chứng / unverified";
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -85,7 +87,7 @@ async function loadKpi(year) {
     tbody.append(tr);
   }
   document.getElementById("kpi-table").hidden = false;
-  setStatus("kpi-status", body.reference + " — " + body.year);
+  setStatus("kpi-status", body.reference + " — " + body.year + (body.inventory_note ? " — " + body.inventory_note : ""));
 }
 
 async function loadCommunes() {
@@ -118,9 +120,30 @@ async function loadCompliance(f) {
     tr.append(el("td", r.op + " " + fmt(r.limit) + " " + r.unit, "num"));
     tr.append(el("td", fmt(r.sample_count, 0) + " / " + fmt(r.min_samples, 0), "num"));
     tr.append(el("td", STATUS[r.status] || r.status, "result"));
+    // Our interpretation (or example data) is said on the row itself, with what it rests on.
+    tr.dataset.unverified = r.unverified ? "true" : "false";
+    const note = el("td", null, "note");
+    if (r.unverified) note.append(el("span", UNVERIFIED, "unverified"), el("br"));
+    if (r.note) note.append(el("span", r.note));
+    tr.append(note);
     tbody.append(tr);
   }
   document.getElementById("compliance-table").hidden = rows.length === 0;
+  const caveats = document.getElementById("compliance-caveats");
+  caveats.replaceChildren();
+  for (const [k, why] of Object.entries(body.declared_speeds || {})) {
+    if (k === "version" || k === "source") continue;
+    const li = el("li", null, "declared-unverified");
+    li.append(el("span", UNVERIFIED, "unverified"), el("span", " — " + k + ": " + why));
+    caveats.append(li);
+  }
+  for (const n of body.not_judged || []) {
+    const li = el("li", null, "not-judged");
+    li.dataset.technology = n.technology;
+    li.append(el("span", STATUS.not_judged, "unverified"), el("span", " — " + n.technology + ": " + n.reason));
+    caveats.append(li);
+  }
+  caveats.hidden = caveats.children.length === 0;
   const profiles = body.profiles.map((p) => p.reference).join(", ");
   setStatus("compliance-status", rows.length
     ? body.period + " — " + profiles + " — " + rows.length + " chỉ tiêu / indicators"

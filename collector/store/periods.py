@@ -9,6 +9,10 @@ merge of the same samples as its finer rows, which is what makes reading it exac
 Means, counts and extremes are summed by SQLite itself (one GROUP BY per series chunk);
 the quantile sketches are read and merged by the numba core only when a statistic needs
 them (medians, shares of samples above a threshold).
+
+Periods are in Vietnam's time (UTC+7), and so are the tiers' windows
+(`collector.store.store.WINDOW_OFFSET_MS`): a month, quarter or year is whole 1-day rows, so
+retention of the finer tiers never changes a closed period's totals.
 """
 
 from __future__ import annotations
@@ -20,9 +24,21 @@ import numpy as np
 import orjson
 
 from collector.core import RollupSet, decode_sketches, merge
-from collector.store.store import NOT_PENDING, STANDARD_LABELS, Store, StoreError
+from collector.store.store import (
+    NOT_PENDING,
+    STANDARD_LABELS,
+    Store,
+    StoreError,
+    window_start,
+)
 
 _MAX_TIERS = 16
+DAY_MS = 86_400_000
+
+
+def local_day_start(ts_ms: int) -> int:
+    """The start (UTC ms) of the local (UTC+7) day holding `ts_ms`: 17:00 UTC the day before."""
+    return int(window_start(ts_ms, DAY_MS))
 
 
 def tiers_present(store: Store) -> list[int]:
@@ -48,16 +64,16 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
     if len(tiers_s) == 1:
         return [(res, from_ms, to_ms)]
     step = res * 1000
-    lo = -(-from_ms // step) * step
-    hi = to_ms // step * step
+    # Whole windows as the tiers align them (local time): the first at or after from_ms, the
+    # last ending at or before to_ms.
+    lo = int(window_start(from_ms + step - 1, step))
+    hi = int(window_start(to_ms, step))
     if lo >= hi:
         return cover(from_ms, to_ms, tiers_s[1:])
     return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]
 
 
-def select_series(
-    store: Store, metrics: Sequence[str], filters: dict[str, str]
-) -> dict[int, dict[str, str]]:
+def select_series(store: Store, metrics: Sequence[str], filters: dict[str, str]) -> dict[int, dict[str, str]]:
     """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
     where = [f"metric IN ({','.join('?' * len(metrics))})"]
     args: list[Any] = list(metrics)

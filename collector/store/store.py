@@ -33,6 +33,7 @@ __all__ = [
     "NOT_PENDING",
     "STANDARD_LABELS",
     "TIERS",
+    "WINDOW_OFFSET_MS",
     "ProbeActivity",
     "ProbeInfo",
     "SeriesKey",
@@ -43,6 +44,8 @@ __all__ = [
     "coarser_tier",
     "open_store",
     "rollups_from_rows",
+    "window_index",
+    "window_start",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,26 @@ _ROLLUP_KEY = ("resolution_s", "series_id", "window_start_ms")
 _ROLLUP_WRITE_COLUMNS = ("resolution_s", *_ROLLUP_COLUMNS.split(", "))
 # Rollup tiers (resolution in seconds), finest first: each is computed from the one before.
 TIERS = (60, 3600, 86_400)
+# Every tier's windows are whole multiples of its resolution since 1970-01-01 00:00 in Vietnam's
+# time (UTC+7, no daylight saving): a 1-day row is a Vietnam day (17:00-17:00 UTC), so the
+# department's days, months, quarters and years are whole 1-day rows. Minute and hour windows
+# are the same as in UTC (7 h is a whole number of them).
+WINDOW_OFFSET_MS = 7 * 3_600_000
+
+
+def window_index(ts_ms: Any, res_ms: int) -> Any:
+    """The index of the `res_ms` window holding `ts_ms` (an int or an int64 array); floor."""
+    return (ts_ms + WINDOW_OFFSET_MS) // res_ms
+
+
+def window_start(ts_ms: Any, res_ms: int) -> Any:
+    """The start of the `res_ms` window holding `ts_ms` (an int or an int64 array)."""
+    return window_index(ts_ms, res_ms) * res_ms - WINDOW_OFFSET_MS
+
+
 # A pending mark remembered as one int64: series_id << 32 | (window index - base), where the
-# window index is window_start // tier and base keeps it non-negative for any ms timestamp.
+# window index is window_index(window_start, tier) and base keeps it non-negative for any ms
+# timestamp.
 _MARK_SHIFT = 32
 _MARK_BASE = -(1 << 31)
 _MARK_MASK = (1 << 32) - 1
@@ -530,21 +551,21 @@ class Store:
         now = int(time.time() * 1000)
         sid = rollups.series_id.astype(np.int64)
         for coarse in TIERS[TIERS.index(resolution_s) + 1 :]:
-            index = rollups.window_start_ms // (coarse * 1000)  # floor: windows before 1970 too
+            index = window_index(rollups.window_start_ms, coarse * 1000)  # floor: before 1970 too
             if int(index.min()) < _MARK_BASE or int(index.max()) >= -_MARK_BASE:
                 # Beyond what a mark key holds (hundreds of millennia away): marked, not remembered.
-                keys = np.unique(np.stack([sid, index * (coarse * 1000)]), axis=1)
+                keys = np.unique(np.stack([sid, index * (coarse * 1000) - WINDOW_OFFSET_MS]), axis=1)
                 self._insert_marks(conn, coarse, keys[0], keys[1], now)
                 continue
             packed = np.unique((sid << _MARK_SHIFT) | (index - _MARK_BASE))
             known = self._open_marks.get(coarse)
             if known is not None and len(known):
                 # Only windows open now (the flush may come long after the mark was made).
-                known = known[(known & _MARK_MASK) >= now // (coarse * 1000) - _MARK_BASE]
+                known = known[(known & _MARK_MASK) >= window_index(now, coarse * 1000) - _MARK_BASE]
                 packed = packed[~np.isin(packed, known, assume_unique=True)]
             if len(packed) == 0:
                 continue
-            w_ms = ((packed & _MARK_MASK) + _MARK_BASE) * (coarse * 1000)
+            w_ms = ((packed & _MARK_MASK) + _MARK_BASE) * (coarse * 1000) - WINDOW_OFFSET_MS
             self._insert_marks(conn, coarse, packed >> _MARK_SHIFT, w_ms, now)
             self._after_commit.append(functools.partial(self._remember_marks, coarse, packed))
 
@@ -568,7 +589,7 @@ class Store:
         (a late write to a closed window inserts its mark again: the roller may have used it)."""
         known = self._open_marks.get(coarse)
         both = keys if known is None else np.union1d(known, keys)
-        first_open = int(time.time() * 1000) // (coarse * 1000) - _MARK_BASE  # window index of now
+        first_open = window_index(int(time.time() * 1000), coarse * 1000) - _MARK_BASE  # window of now
         self._open_marks[coarse] = both[(both & _MARK_MASK) >= first_open]
 
     def _note_first_windows(self, conn: Connection, rollups: RollupSet) -> None:
@@ -676,8 +697,8 @@ class Store:
         # Keep the finer rows that fall in a pending window of their own series.
         span = np.int64(1 << 40)  # window index (ms / resolution) stays far below 2**40
         res_ms = np.int64(resolution_s * 1000)
-        wanted = p_sid * span + p_win // res_ms
-        have = finer.series_id.astype(np.int64) * span + finer.window_start_ms // res_ms
+        wanted = p_sid * span + window_index(p_win, int(res_ms))
+        have = finer.series_id.astype(np.int64) * span + window_index(finer.window_start_ms, int(res_ms))
         keep = np.flatnonzero(np.isin(have, wanted))
         return RollupSet.concat([done, _take_rows(finer, keep)])
 

@@ -16,8 +16,10 @@ instead (``Store.tiered_rollups``).
 A pending mark is cleared only once its window has closed and settled (a rebuild of an open
 window keeps it), which lets a writer skip inserting marks it already committed for open windows.
 
-Retention deletes whole UTC days of a tier older than its limit, never a window a coarser
-pending window still needs, in bounded steps.
+Windows are aligned to Vietnam's time (UTC+7, `WINDOW_OFFSET_MS`): a 1-day window is a local
+day, 17:00-17:00 UTC. Retention deletes whole local days of a tier older than its limit, never
+a window a coarser pending window still needs, in bounded steps; a local month, quarter or
+year is whole 1-day rows, so pruning the finer tiers never changes a closed period's totals.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.core import floor_window, merge
+from collector.core import merge
 from collector.store.db import Connection
-from collector.store.store import _ROLLUP_COLUMNS, TIERS, Store, rollups_from_rows
+from collector.store.store import (
+    _ROLLUP_COLUMNS,
+    TIERS,
+    WINDOW_OFFSET_MS,
+    Store,
+    rollups_from_rows,
+    window_start,
+)
 from netqos import memory
 from netqos.aio import wait_stop
 
@@ -101,7 +110,7 @@ def recompute_window(
         (finer_s, window_start_ms, end, *args),
     ).fetchall()
     fine = rollups_from_rows(rows)
-    coarse = merge(fine, fine.series_id, floor_window(fine.window_start_ms, tier_s * 1000))
+    coarse = merge(fine, fine.series_id, window_start(fine.window_start_ms, tier_s * 1000))
     conn.execute(
         f"DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms = ?{cond}",
         (tier_s, window_start_ms, *args),
@@ -168,15 +177,18 @@ class TierRoller:
     # -- retention ------------------------------------------------------------------
 
     def horizon_ms(self, tier_s: int, now_ms: int) -> int | None:
-        """Oldest window start a tier keeps (whole UTC days), None if kept forever."""
+        """Oldest window start a tier keeps (whole local days), None if kept forever."""
         days = self.policy.retention_days.get(tier_s)
         if days is None:
             return None
-        return (now_ms - int(days * DAY_MS)) // DAY_MS * DAY_MS
+        return int(window_start(now_ms - int(days * DAY_MS), DAY_MS))
 
     def enforce_retention(self, now_ms: int | None = None) -> dict[int, int]:
-        """Delete rows older than each tier's retention, a day per transaction, at most
-        `max_days_per_prune` days a tier per call. Returns rows deleted per tier."""
+        """Delete rows older than each tier's retention, a local day per transaction, at most
+        `max_days_per_prune` days a tier per call. Returns rows deleted per tier.
+
+        Local (UTC+7) days are the 1-day tier's windows, so a month, quarter or year is whole
+        1-day rows: pruning the finer tiers never changes a closed period's totals."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         deleted: dict[int, int] = {}
         conn = self.store.reader()
@@ -190,21 +202,25 @@ class TierRoller:
                     "SELECT min(window_start_ms) FROM rollup_pending WHERE resolution_s = ?", (TIERS[i + 1],)
                 ).fetchone()
                 if oldest_pending is not None:
-                    cutoff = min(cutoff, int(oldest_pending) // DAY_MS * DAY_MS)
-            (oldest,) = conn.execute(
-                "SELECT min(window_start_ms) FROM rollups WHERE resolution_s = ?", (tier,)
-            ).fetchone()
+                    cutoff = min(cutoff, int(window_start(int(oldest_pending), DAY_MS)))
+            # The local days holding rows to delete: one pass over the tier (as min() was), then
+            # one bounded delete per day.
+            days = sorted(
+                int(d)
+                for (d,) in conn.execute(
+                    "SELECT DISTINCT window_start_ms - (((window_start_ms + ?) % ?) + ?) % ? FROM rollups"
+                    " WHERE resolution_s = ? AND window_start_ms < ?",
+                    (WINDOW_OFFSET_MS, DAY_MS, DAY_MS, DAY_MS, tier, cutoff),
+                )
+            )
             n = 0
-            day = None if oldest is None else int(oldest) // DAY_MS * DAY_MS
-            for _ in range(self.policy.max_days_per_prune):
-                if day is None or day >= cutoff:
-                    break
+            for day in days[: self.policy.max_days_per_prune]:
                 with self.store.transaction() as wconn:
                     n += wconn.execute(
-                        "DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms < ?",
-                        (tier, day + DAY_MS),
+                        "DELETE FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                        " AND window_start_ms < ?",
+                        (tier, day, day + DAY_MS),
                     ).rowcount
-                day += DAY_MS
             deleted[tier] = n
         return deleted
 
@@ -229,14 +245,14 @@ class TierRoller:
     # -- rebuild --------------------------------------------------------------------
 
     def rebuild(self, from_ms: int, to_ms: int, now_ms: int | None = None) -> RebuildReport:
-        """Recompute every hour, then every day, of [from_ms, to_ms) widened to whole UTC days,
+        """Recompute every hour, then every day, of [from_ms, to_ms) widened to whole local days,
         from the finer stored rows. A window with coarse rows but no finer row (past the finer
         tier's retention) is left as it is and counted in `skipped`; empty windows are no work.
         Windows that have not closed and settled by `now_ms` (default: now) stay pending."""
         if to_ms <= from_ms:
             raise ValueError("the range is empty: 'to' must be after 'from'")
-        start = from_ms // DAY_MS * DAY_MS
-        end = -(-to_ms // DAY_MS) * DAY_MS
+        start = int(window_start(from_ms, DAY_MS))
+        end = int(window_start(to_ms + DAY_MS - 1, DAY_MS))
         now = int(time.time() * 1000) if now_ms is None else now_ms
         settle_ms = int(self.policy.settle_s * 1000)
         report = RebuildReport()
@@ -246,9 +262,9 @@ class TierRoller:
             have = {
                 int(w)
                 for (w,) in self.store.reader().execute(
-                    "SELECT DISTINCT window_start_ms - ((window_start_ms % ?) + ?) % ? FROM rollups"
+                    "SELECT DISTINCT window_start_ms - (((window_start_ms + ?) % ?) + ?) % ? FROM rollups"
                     " WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ?",
-                    (step, step, step, finer, start, end),
+                    (WINDOW_OFFSET_MS, step, step, step, finer, start, end),
                 )
             }
             stored = {

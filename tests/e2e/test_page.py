@@ -81,3 +81,30 @@ def test_page_without_a_key_asks_for_one(base_url: str, tmp_path: Path) -> None:
     r = headless(f"{base_url}/", tmp_path / "profile", "--dump-dom")
     assert r.returncode == 0
     assert "an API key is needed" in r.stdout and 'id="login"' in r.stdout and "data-kpi" not in r.stdout
+
+
+def test_page_marks_unverified_limits_with_their_notes(base_url: str, tmp_path: Path) -> None:
+    """FTTH speed limits rest on the example contract, QCVN 81's radio availability threshold is
+    ours: the rows say so on the page, with the note, and the example contract is named above."""
+    r = headless(f"{base_url}/?period=2025-07#token={VIEWER}", tmp_path / "profile", "--dump-dom")
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    assert 'data-state="ready"' in dom, dom[-3000:]
+
+    def row(key: str) -> str:
+        m = re.search(rf'<tr class="[a-z_]+" data-row="{re.escape(key)}"[^>]*>(.*?)</tr>', dom, re.S)
+        assert m, key
+        return m.group(0)
+
+    for key in (f"vnpt|{A}|FTTH|dl_mean", f"vnpt|{A}|FTTH|ul_mean"):
+        tr = row(key)
+        assert 'data-unverified="true"' in tr and "Chưa kiểm chứng / unverified" in tr, tr
+        assert "example contracted plan (100/100 Mbit/s)" in tr, tr
+    ra = row(f"viettel|{A}|4G|radio_availability")
+    assert 'data-unverified="true"' in ra and "Chưa kiểm chứng / unverified" in ra
+    # The declared-speeds caveat above the table, and every marked row carries the mark's text.
+    assert 'class="declared-unverified"' in dom and "FTTH: example contracted plan" in dom
+    rows = re.findall(
+        r'<tr class="[a-z_]+" data-row="[^"]+" data-unverified="(true|false)">(.*?)</tr>', dom, re.S
+    )
+    assert rows and all(("Chưa kiểm chứng / unverified" in body) == (flag == "true") for flag, body in rows)

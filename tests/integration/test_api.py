@@ -342,8 +342,11 @@ def test_every_point_carries_count_and_completeness(store_settings: StoreSetting
             },
             headers=AUTH,
         ).json()
+        # A day step is a Vietnam day (17:00-17:00 UTC), as 1-day rows are: 2026-11-28 08:00 UTC
+        # is in the local day of the 28th, which began at 17:00 UTC on the 27th.
         assert day["resolution_s"] == 86_400 and day["retained_from_ms"] is None
-        assert day["series"][0]["points"][0]["count"] == 20
+        assert day["from_ms"] == T0 - 15 * 3_600_000
+        assert [p["count"] for p in day["series"][0]["points"]] == [20, 0]
     store.close()
 
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from collector.core import RollupSet, SampleBatch, floor_window, merge, quantiles, rollup
+from collector.core import RollupSet, SampleBatch, merge, quantiles, rollup
 from collector.store.periods import period_totals, tiers_present
-from collector.store.store import SeriesKey, Store, open_store
+from collector.store.store import SeriesKey, Store, open_store, window_index, window_start
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
 from netqos.config import StoreSettings
 
-T0 = 1_795_824_000_000  # 2026-11-28T00:00:00Z
+T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: 2026-11-28 00:00 in Vietnam, where 1-day windows start
 HOUR = 3_600_000
 
 
@@ -34,6 +34,13 @@ def tier_rows(store: Store, resolution_s: int) -> list[tuple[Any, ...]]:
         )
         .fetchall()
     )
+
+
+def local_rollup(batch: SampleBatch, res_ms: int) -> RollupSet:
+    """The rollup of raw samples in windows aligned as the tiers' are (local time, UTC+7):
+    minute rows merged by the core into `res_ms` windows."""
+    minutes = rollup(batch)
+    return merge(minutes, minutes.series_id, window_start(minutes.window_start_ms, res_ms))
 
 
 def make_samples(sids: list[int], rng: np.random.Generator, n: int, days: int) -> SampleBatch:
@@ -90,7 +97,7 @@ def test_incremental_tiers_equal_a_rebuild_bit_for_bit(
 
     # And both are right: a day row equals the rollup of that day's raw samples, exactly for
     # counts, extremes and sketches (sums to rounding).
-    direct = rollup(batch, DAY_MS)
+    direct = local_rollup(batch, DAY_MS)
     stored = store.select_rollups("rtt_ms", 86_400, T0, T0 + 3 * DAY_MS).rollups
     for name in ("series_id", "window_start_ms", "count", "min", "max", "last", "last_ts_ms"):
         assert np.array_equal(getattr(stored, name), getattr(direct, name)), name
@@ -114,8 +121,8 @@ def test_queries_read_finer_rows_where_a_coarse_window_is_pending(
     end = T0 + 3 * DAY_MS
     for tier, res_ms in ((3600, HOUR), (86_400, DAY_MS)):
         got = store.select_rollups("rtt_ms", tier, T0, end).rollups
-        got = merge(got, got.series_id, floor_window(got.window_start_ms, res_ms))
-        want = rollup(batch, res_ms)
+        got = merge(got, got.series_id, window_start(got.window_start_ms, res_ms))
+        want = local_rollup(batch, res_ms)
         assert np.array_equal(got.count, want.count)
         assert np.array_equal(got.sketch_keys, want.sketch_keys)
         assert np.array_equal(got.sketch_counts, want.sketch_counts)
@@ -203,11 +210,13 @@ def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFix
     store = Store(db)
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # The CLI runs on the real clock: two whole days that closed well before now.
-    start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
+    start = window_start(int(time.time() * 1000) - 3 * DAY_MS, DAY_MS)  # a local midnight
     ts = start + np.arange(0, 2 * DAY_MS, 600_000, dtype=np.int64)
     store.write_rollups(rollup(SampleBatch(np.full(ts.shape, sid, np.int32), ts, np.full(ts.shape, 2.0))), 60)
     store.close()
-    day1 = datetime.fromtimestamp(start / 1000, tz=UTC).strftime("%Y-%m-%d")
+    day1 = datetime.fromtimestamp(start / 1000, tz=timezone(timedelta(hours=7))).strftime(
+        "%Y-%m-%dT00:00+07:00"
+    )
     cfg = tmp_path / "netqos.yaml"
     cfg.write_text(f"store:\n  sqlite_path: {db}\n")
     assert main(["--config", str(cfg), "rollup", "roll"]) == 0
@@ -247,7 +256,7 @@ async def test_the_tier_job_rolls_until_stopped(tmp_path: Path) -> None:
     store = Store(tmp_path / "j.db")
     (sid,) = store.series_ids([SeriesKey.of("rtt_ms", "p", {})])
     # Hours of a day that closed well before now (the job runs on the real clock).
-    start = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
+    start = window_start(int(time.time() * 1000) - 3 * DAY_MS, DAY_MS)  # a local midnight
     ts = start + np.arange(0, 3 * HOUR, 60_000, dtype=np.int64)
     store.write_rollups(rollup(SampleBatch(np.full(ts.shape, sid, np.int32), ts, np.ones(ts.shape))), 60)
     roller = TierRoller(store, TierPolicy(settle_s=0))
@@ -294,7 +303,7 @@ def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_setti
         assert pending(3600, hour)
         roller.roll()  # the hour is open: nothing to do, the mark stays
         roller.rebuild(hour, hour + 1)  # computes the open hour now, keeps its mark
-        assert pending(3600, hour) and pending(86_400, now // DAY_MS * DAY_MS)
+        assert pending(3600, hour) and pending(86_400, window_start(now, DAY_MS))
         write([now, now])  # no mark inserted: it is known to be there
         roller.roll(now_ms=hour + HOUR + 121_000)  # closed and settled: computed from every minute row
         got = admin.select_rollups("rtt_ms", 3600, hour, hour + HOUR).rollups
@@ -311,7 +320,8 @@ def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_setti
         assert admin.select_rollups("rtt_ms", 3600, past, past + HOUR).rollups.count.tolist() == [2]
         # A mark remembered while its window was open, used after the window closed (a writer
         # idle for longer than the roller's settle time): inserted again all the same.
-        writer._open_marks[3600] = np.array([sid << 32 | (past // HOUR + (1 << 31))], dtype=np.int64)
+        index = window_index(past, HOUR)
+        writer._open_marks[3600] = np.array([sid << 32 | (index + (1 << 31))], dtype=np.int64)
         write([past + 2])
         assert pending(3600, past)
     finally:

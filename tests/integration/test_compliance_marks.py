@@ -1,0 +1,133 @@
+"""What a signed figure rests on: unverified marks (the FTTH example contract included) in the API,
+the monthly report's HTML and CSV; technologies no regulation covers said as not judged; no
+device-only groups; an unknown commune refused by name; the report's period in local time."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api import create_app
+from collector.core import SampleBatch, rollup
+from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.store import SeriesKey
+from tests.department_data import T0, VIEWER, A, B, auth, seed, settings_with_keys
+
+EXAMPLE = "example contracted plan (100/100 Mbit/s)"  # the declared-speeds file's FTTH mark
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    store = SQLiteStore(tmp_path_factory.mktemp("marks") / "netqos.db")
+    seed(store)
+    # An xDSL line probe in B (no regulation profile covers xDSL).
+    store.register_probes([ProbeInfo("p-b-vnp-xdsl", B, f"{B}-v01", "s-x", "vnpt", "xDSL")])
+    # SNMP utilisation of two routers in A in July: vnpt's (vnpt has an FTTH probe in A) at 0.5
+    # over 300 polls, viettel's (no FTTH probe of viettel anywhere) at 0.95.
+    for entity, operator, value in (("rtr-vnpt", "vnpt", 0.5), ("rtr-vtl", "viettel", 0.95)):
+        (sid,) = store.series_ids(
+            [
+                SeriesKey.of(
+                    "if_in_utilisation_ratio", entity, {"kind": "router", "operator": operator, "commune": A}
+                )
+            ]
+        )
+        ts = T0 + np.arange(300, dtype=np.int64) * 60_000
+        store.write_rollups(rollup(SampleBatch(np.full(300, sid, np.int32), ts, np.full(300, value))), 60)
+    with TestClient(create_app(settings_with_keys(), store)) as c:
+        yield c
+    store.close()
+
+
+def get(client: TestClient, path: str, **params: str) -> Any:
+    r = client.get(path, params=params, headers=auth(VIEWER))
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_ftth_limits_rest_on_the_example_contract_and_say_so(client: TestClient) -> None:
+    body = get(client, "/api/v1/compliance", period="2025-07", technology="FTTH").json()
+    rows = {(r["operator"], r["commune"], r["indicator"]): r for r in body["rows"]}
+    for ind in ("dl_mean", "ul_mean"):  # 0.8 x the contracted Vd / Vu: the contract is an example
+        r = rows["vnpt", A, ind]
+        assert r["unverified"] is True and EXAMPLE in r["note"], r
+    assert body["declared_speeds"]["FTTH"].startswith(EXAMPLE)
+    # Device rows only join groups that probes make: vnpt's router counts for vnpt in A
+    # (mean 0.5 -> 50 % <= 80 %, 300 polls = the minimum), viettel's makes no group of its own.
+    occ = rows["vnpt", A, "link_occupancy"]
+    assert (occ["value"], occ["sample_count"], occ["status"]) == (pytest.approx(50.0), 300, "pass")
+    assert {(g["operator"], g["commune"]) for g in body["groups"]} == {("vnpt", A)}
+    assert not [r for r in body["rows"] if r["operator"] == "viettel"]
+
+
+def test_a_technology_no_regulation_covers_is_said_not_judged(client: TestClient) -> None:
+    body = get(client, "/api/v1/compliance", period="2025-07").json()
+    (nj,) = body["not_judged"]
+    assert (nj["technology"], nj["probes"]) == ("xDSL", 1) and "no regulation profile" in nj["reason"]
+    g = [g for g in body["groups"] if g["technology"] == "xDSL"]
+    assert [(x["operator"], x["commune"], x["status"]) for x in g] == [("vnpt", B, "not_judged")]
+    assert "xDSL" in g[0]["reason"]
+    assert not [r for r in body["rows"] if r["technology"] == "xDSL"]
+    # Asked for by name: the same answer, not an error; a technology no probe can have stays a 422.
+    only = get(client, "/api/v1/compliance", period="2025-07", technology="xDSL").json()
+    assert [n["technology"] for n in only["not_judged"]] == ["xDSL"] and only["rows"] == []
+    r = client.get(
+        "/api/v1/compliance", params={"period": "2025-07", "technology": "6G"}, headers=auth(VIEWER)
+    )
+    assert r.status_code == 422
+
+
+def test_an_unknown_commune_is_refused_by_name(client: TestClient) -> None:
+    for path, params in (
+        ("/api/v1/compliance", {"period": "2025-07", "commune": "99999"}),
+        ("/api/v1/compliance/report", {"month": "2025-07", "commune": "99999"}),
+    ):
+        r = client.get(path, params=params, headers=auth(VIEWER))
+        assert r.status_code == 422 and "commune '99999' is unknown" in r.json()["detail"], r.text
+    # A known commune (imported, with probes) answers.
+    assert get(client, "/api/v1/compliance", period="2025-07", commune=B).json()["filters"] == {"commune": B}
+
+
+def test_the_monthly_report_shows_every_unverified_mark(client: TestClient) -> None:
+    body = get(client, "/api/v1/compliance", period="2025-07").json()
+    marked = [r for r in body["rows"] if r["unverified"]]
+    # At least QCVN 81's radio availability threshold (profile) and the two FTTH speed limits.
+    assert {r["indicator"] for r in marked} >= {"radio_availability", "dl_mean", "ul_mean"}
+
+    page = get(client, "/api/v1/compliance/report", month="2025-07").text
+    assert page.count("data-unverified='true'") == len(marked)
+    assert page.count("data-unverified='false'") == len(body["rows"]) - len(marked)
+    assert "Chưa kiểm chứng / Unverified" in page and EXAMPLE in page
+    # The period in Vietnam's time, as labelled (July 2025 local: 30 June 17:00 UTC to 31 July 17:00 UTC).
+    assert "2025-07-01 00:00 – 2025-08-01 00:00 (giờ Việt Nam / Vietnam time, UTC+07:00)" in page
+    assert "2025-06-30" not in page
+    assert "Không đánh giá / Not judged" in page and "xDSL" in page
+
+    text = get(client, "/api/v1/compliance/report", month="2025-07", format="csv").text.lstrip("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(body["rows"])
+    flag = "Chưa kiểm chứng / Unverified"
+    assert sum(r[flag] == "Chưa kiểm chứng / Unverified" for r in rows) == len(marked)
+    assert {r[flag] for r in rows} == {"Chưa kiểm chứng / Unverified", "Không / No"}
+    speeds = [r for r in rows if "contracted V" in r["Chỉ tiêu (tiếng Anh) / Indicator"]]
+    assert len(speeds) == 2  # vnpt's FTTH download and upload in A
+    assert all(r[flag] == "Chưa kiểm chứng / Unverified" and EXAMPLE in r["Ghi chú / Note"] for r in speeds)
+
+
+def test_kpis_of_a_past_year_say_the_inventory_is_todays(client: TestClient) -> None:
+    before = int(time.time() * 1000)
+    body = get(client, "/api/v1/kpi", year="2025").json()
+    assert before <= body["inventory_as_of_ms"] <= int(time.time() * 1000)
+    assert "keeps no history" in body["inventory_note"]
+    assert "for 2025 they are today's inventory, not the inventory of 2025" in body["inventory_note"]
+    later = get(client, "/api/v1/kpi", year="2100").json()  # not past: nothing to warn of
+    assert (
+        "keeps no history" in later["inventory_note"] and "not the inventory" not in later["inventory_note"]
+    )
