@@ -246,7 +246,9 @@ def ingest(
             f"g{c.commune}-{k}", c.commune, f"{c.commune}-v1", f"site-{c.commune}", c.operator, c.technology
         )
         for c in cases.values()
-        for k in range(c.probes if c.metrics else 0)
+        # A routers-only case still registers its probes (without data): devices count towards
+        # an (operator, commune) group of probes, they make no group of their own.
+        for k in range(c.probes)
     ]
     store.register_probes(probes)
     pipe = IngestPipeline(store, IngestSettings(), share_counters=share_counters(std) if counters else None)
