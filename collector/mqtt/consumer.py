@@ -157,6 +157,9 @@ class MqttConsumer:
         self.connected = False
         self.subscribed = asyncio.Event()
         self.acks: AckQueue | None = None
+        self._conn: Connection | None = None  # the current connection, for late dead letters
+        self._late: set[asyncio.Task[None]] = set()
+        self._on_rejected = self._store_rejected  # bound once: passed with every message
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[Connection]:
@@ -199,6 +202,7 @@ class MqttConsumer:
         while not stop.is_set():
             try:
                 async with self._connect() as conn:
+                    self._conn = conn
                     self.acks = AckQueue(conn.ack)
                     await conn.subscribe(self.mqtt.topic, self.mqtt.qos)
                     self._set_connected(True)
@@ -208,6 +212,7 @@ class MqttConsumer:
             except CONNECTION_ERRORS as exc:
                 log.warning("event=mqtt_disconnected error=%r retry_in_s=%.1f", str(exc), delay)
             finally:
+                self._conn = None
                 self._set_connected(False)
             if stop.is_set():
                 break
@@ -282,9 +287,10 @@ class MqttConsumer:
                 done()  # already accepted: safe once the original is (acks go out in order)
                 return
             if isinstance(got, Scanned):
-                pipeline.commit(got, on_stored=done)  # scanned into the buffer: nothing in between
+                # Scanned into the buffer: nothing in between.
+                pipeline.commit(got, on_stored=done, on_rejected=self._on_rejected)
             else:
-                pipeline.accept(got, on_stored=done)
+                pipeline.accept(got, on_stored=done, on_rejected=self._on_rejected)
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%s", topic[:200])
@@ -305,6 +311,24 @@ class MqttConsumer:
         log.info(
             "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
         )
+        await self._publish_deadletter(conn, why, payload, done)
+
+    def _store_rejected(self, why: Rejection, payload: bytes, done: Callable[[], None]) -> None:
+        """The store refused an accepted batch (counted and logged by the pipeline): dead-letter
+        it, then acknowledge it. Without a connection now, it stays unacknowledged and the
+        broker delivers it again (then a duplicate of a batch whose fate is settled: acked)."""
+        conn = self._conn
+        if conn is None:
+            m.DEADLETTER_FAILED.inc()
+            log.warning("event=deadletter_failed reason=%s error='not connected'", why.reason)
+            return
+        task = asyncio.ensure_future(self._publish_deadletter(conn, why, payload, done))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _publish_deadletter(
+        self, conn: Connection, why: Rejection, payload: bytes, done: Callable[[], None]
+    ) -> None:
         try:
             await conn.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
         except CONNECTION_ERRORS as exc:

@@ -55,9 +55,7 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
     return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]
 
 
-def select_series(
-    store: Store, metrics: Sequence[str], filters: dict[str, str]
-) -> dict[int, dict[str, str]]:
+def select_series(store: Store, metrics: Sequence[str], filters: dict[str, str]) -> dict[int, dict[str, str]]:
     """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
     where = [f"metric IN ({','.join('?' * len(metrics))})"]
     args: list[Any] = list(metrics)

@@ -87,7 +87,10 @@ class SeriesKey:
         return SeriesKey(metric, entity, tuple(sorted(labels.items())))
 
     def labels_json(self) -> str:
-        return orjson.dumps(dict(self.labels), option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            return orjson.dumps(dict(self.labels), option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as exc:  # orjson's encode error: a label with no UTF-8 form (a surrogate)
+            raise ValueError(f"labels of {self.metric} on {self.entity!a} cannot be stored: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

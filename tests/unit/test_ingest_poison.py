@@ -1,0 +1,195 @@
+"""One batch the store refuses must not stop ingestion: on both backends (SQLite, PostgreSQL),
+a flush that the store refuses is split down to the refused batches, which are dead-lettered
+(`store_rejected`), and every other batch of that flush is stored exactly once.
+
+The refused values here come in through `IngestPipeline.accept` with a batch built directly,
+past validation (which refuses them at the door): as a validation gap or a bug would let them
+through. The refusals are the real databases' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from collector.mqtt.schema import METRIC_NAMES, Decoded, Rejection
+from collector.pipeline import IngestPipeline
+from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
+from netqos.config import IngestSettings, StoreSettings
+
+T0 = 1_795_852_800_000  # 2026-11-28 00:00 UTC, a window start
+NAN = float("nan")
+RTT = METRIC_NAMES.index("rtt_ms")
+
+
+def decoded(probe: str, seq: int, target: str, rtts: list[float]) -> Decoded:
+    """A batch as the decoders hand it over, each row's only value its rtt_ms."""
+    values = [tuple(v if i == RTT else NAN for i in range(len(METRIC_NAMES))) for v in rtts]
+    ts = [T0 + 1000 * j for j in range(len(rtts))]
+    return Decoded(probe, seq, [(target, "4G", "vnpt")] * len(rtts), ts, values, max(ts), min(ts))
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("netqos_ingest_messages_rejected_total", {"reason": reason}) or 0.0
+
+
+def refused_samples() -> float:
+    return REGISTRY.get_sample_value("netqos_ingest_samples_refused_total") or 0.0
+
+
+def counts(store: Store) -> dict[tuple[str, str], tuple[int, float]]:
+    """(entity, target) -> (samples, sum of rtt_ms) as stored."""
+    sel = store.select_rollups("rtt_ms", 60, T0 - 60_000, T0 + 60_000)
+    out: dict[tuple[str, str], tuple[int, float]] = {}
+    r = sel.rollups
+    for sid, c, s in zip(r.series_id.tolist(), r.count.tolist(), r.sum.tolist(), strict=True):
+        key = (sel.labels[sid]["entity"], sel.labels[sid].get("target", ""))
+        n0, s0 = out.get(key, (0, 0.0))
+        out[key] = (n0 + c, s0 + s)
+    return out
+
+
+class Outcomes:
+    """What each batch's callbacks were told, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.letters: dict[str, tuple[Rejection, dict[str, object], Callable[[], None]]] = {}
+
+    def stored(self, name: str) -> Callable[[], None]:
+        return lambda: self.events.append(("stored", name))
+
+    def refused(self, name: str) -> Callable[[Rejection, bytes, Callable[[], None]], None]:
+        def on_rejected(why: Rejection, batch: bytes, ack: Callable[[], None]) -> None:
+            # A real receiver dead-letters `batch`, then calls `ack` (the batch's on_stored).
+            self.events.append(("refused", name))
+            self.letters[name] = (why, json.loads(batch), ack)
+
+        return on_rejected
+
+
+def test_batches_the_store_refuses_are_dead_lettered_and_the_rest_stored_once(
+    store_settings: StoreSettings,
+) -> None:
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo(f"p{i}") for i in range(4)])
+    pipe = IngestPipeline(store, IngestSettings())
+    out = Outcomes()
+    before_rejected, before_samples = rejected("store_rejected"), refused_samples()
+
+    def accept(name: str, batch: Decoded) -> None:
+        pipe.accept(batch, on_stored=out.stored(name), on_rejected=out.refused(name))
+
+    accept("p0/0", decoded("p0", 0, "a", [1.0, 2.0, 3.0]))
+    # A lone surrogate has no UTF-8 form: both drivers refuse the series' label.
+    accept("p3/0", decoded("p3", 0, "a\ud800b", [100.0]))
+    accept("p1/0", decoded("p1", 0, "a", [10.0, 20.0]))
+    # 2**64 fits no BIGINT/INTEGER column: both databases refuse the batch's seq.
+    accept("p1/2**64", decoded("p1", 2**64, "a", [1000.0]))
+    accept("p2/0", decoded("p2", 0, "b", [4.0, 5.0, 6.0, 7.0]))
+    accept("p0/1", decoded("p0", 1, "c", [0.5]))
+    # Samples of another source (an SNMP poll): one series fine, one the store refuses.
+    ok = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "ok"}), 30)
+    bad = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "\udfff"}), 30)
+    pipe.accept_samples(np.array([ok, bad]), T0, np.array([42.0, 43.0]))
+
+    stored = asyncio.run(pipe.flush())
+
+    # Hand count: p0/0 3 + p1/0 2 + p2/0 4 + p0/1 1 = 10 probe samples, and the one good SNMP sample.
+    assert stored == 11
+    assert counts(store) == {
+        ("p0", "a"): (3, 6.0),
+        ("p1", "a"): (2, 30.0),
+        ("p2", "b"): (4, 22.0),
+        ("p0", "c"): (1, 0.5),
+        ("dev1", "ok"): (1, 42.0),
+    }
+    assert sorted(out.events) == sorted(
+        [("stored", n) for n in ("p0/0", "p1/0", "p2/0", "p0/1")]
+        + [("refused", "p3/0"), ("refused", "p1/2**64")]
+    )
+    for name, (probe, seq, rtt) in {"p3/0": ("p3", 0, 100.0), "p1/2**64": ("p1", 2**64, 1000.0)}.items():
+        why, letter, _ack = out.letters[name]
+        assert why.reason == "store_rejected" and why.detail
+        assert (letter["probe_id"], letter["seq"]) == (probe, seq)
+        assert letter["measurements"] == [
+            {
+                "ts": T0,
+                "target": "a\ud800b" if probe == "p3" else "a",
+                "technology": "4G",
+                "operator": "vnpt",
+                "metrics": {"rtt_ms": rtt},
+            }
+        ]
+    out.events.clear()
+    out.letters["p3/0"][2]()  # the ack handed over is the batch's own acknowledgement
+    assert out.events == [("stored", "p3/0")]
+    assert rejected("store_rejected") - before_rejected == 2
+    assert refused_samples() - before_samples == 1
+    probes = {p.probe_id: p for p in store.probes()}
+    assert (probes["p0"].messages_total, probes["p0"].measurements_total, probes["p0"].last_seq) == (2, 4, 1)
+    assert (probes["p1"].messages_total, probes["p1"].measurements_total, probes["p1"].last_seq) == (1, 2, 0)
+    assert (probes["p2"].messages_total, probes["p2"].last_seq) == (1, 0)
+    assert (probes["p3"].messages_total, probes["p3"].last_seq) == (0, None)
+    assert pipe.buffered == 0
+
+    # Nothing of it is left to poison the next flush: the refused series stays refused, the
+    # probe's other data is stored.
+    out.events.clear()
+    accept("p3/1", decoded("p3", 1, "a", [8.0, 9.0]))
+    accept("p3/2", decoded("p3", 2, "a\ud800b", [7.0]))
+    assert asyncio.run(pipe.flush()) == 2
+    assert sorted(out.events) == [("refused", "p3/2"), ("stored", "p3/1")]
+    assert counts(store)[("p3", "a")] == (2, 17.0)
+    assert rejected("store_rejected") - before_rejected == 3
+    store.close()
+
+
+def test_a_store_that_fails_as_a_store_keeps_everything_for_the_next_flush(
+    store_settings: StoreSettings,
+) -> None:
+    """A failure that is not the data's (disk, connection) must not be mistaken for a refusal:
+    no batch is dead-lettered, everything is retried."""
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p0"), ProbeInfo("p1")])
+    pipe = IngestPipeline(store, IngestSettings())
+    out = Outcomes()
+    pipe.accept(decoded("p0", 0, "a", [1.0]), on_stored=out.stored("p0"), on_rejected=out.refused("p0"))
+    pipe.accept(decoded("p1", 0, "a", [2.0]), on_stored=out.stored("p1"), on_rejected=out.refused("p1"))
+    real = store.write_rollups
+
+    def failing(*args: object, **kw: object) -> int:
+        raise StoreError("disk I/O error (simulated)")
+
+    store.write_rollups = failing  # type: ignore[method-assign]
+    assert asyncio.run(pipe.flush()) == 0
+    assert out.events == [] and pipe.buffered == 2
+    store.write_rollups = real  # type: ignore[method-assign]
+    assert asyncio.run(pipe.flush()) == 2
+    assert sorted(out.events) == [("stored", "p0"), ("stored", "p1")]
+    store.close()
+
+
+@pytest.mark.parametrize("n_bad", [1, 3])
+def test_a_flush_of_refused_batches_only_ends_and_acknowledges_each(
+    store_settings: StoreSettings, n_bad: int
+) -> None:
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p0")])
+    pipe = IngestPipeline(store, IngestSettings())
+    out = Outcomes()
+    for k in range(n_bad):
+        pipe.accept(
+            decoded("p0", 2**64 + k, "a", [1.0]),
+            on_stored=out.stored(str(k)),
+            on_rejected=out.refused(str(k)),
+        )
+    assert asyncio.run(pipe.flush()) == 0
+    assert sorted(out.events) == [("refused", str(k)) for k in range(n_bad)]
+    assert pipe.buffered == 0 and store.total_count() == 0
+    store.close()
