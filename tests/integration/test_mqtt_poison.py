@@ -1,0 +1,133 @@
+"""Hostile messages against a real mosquitto, on both store backends: none of them stops
+ingestion, each is counted under its reason, and the good batches around it are stored exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import pytest
+from prometheus_client import REGISTRY
+
+from collector.mqtt.consumer import MqttConsumer
+from collector.pipeline import IngestPipeline
+from collector.store.store import ProbeInfo, Store, open_store
+from netqos.config import IngestSettings, MqttSettings, StoreSettings
+from tests.conftest import Broker
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "netqos/v1/probes/{}/measurements"
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("netqos_ingest_messages_rejected_total", {"reason": reason}) or 0.0
+
+
+def batch(probe: str, seq: int, target: str, rtts: list[float], now_ms: int) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "probe_id": probe,
+        "seq": seq,
+        "measurements": [
+            {
+                "ts": now_ms - 10_000 + j,
+                "target": target,
+                "technology": "4G",
+                "operator": "vnpt",
+                "metrics": {"rtt_ms": v},
+            }
+            for j, v in enumerate(rtts)
+        ],
+    }
+
+
+@dataclass
+class Running:
+    store: Store
+    pipeline: IngestPipeline
+    consumer: MqttConsumer
+    mqtt: MqttSettings
+
+
+@pytest.fixture
+async def running(mosquitto: Broker, store_settings: StoreSettings) -> AsyncIterator[Running]:
+    store = open_store(store_settings)
+    store.register_probes(ProbeInfo(f"poison-p{i}", operator="vnpt", technology="4G") for i in range(6))
+    mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{time.monotonic_ns()}")
+    # A long flush interval: the messages below all land in one flush.
+    settings = IngestSettings(flush_interval_s=1.0, flush_linger_s=0.5)
+    pipeline = IngestPipeline(store, settings)
+    consumer = MqttConsumer(mqtt, settings, pipeline)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
+    await asyncio.wait_for(consumer.subscribed.wait(), timeout=15)
+    try:
+        yield Running(store, pipeline, consumer, mqtt)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+        await pipeline.drain()
+        store.close()
+
+
+def stored_by_probe(store: Store, since_ms: int) -> dict[tuple[str, str], tuple[int, float]]:
+    sel = store.select_rollups("rtt_ms", 60, since_ms - 120_000, since_ms + 120_000)
+    out: dict[tuple[str, str], tuple[int, float]] = {}
+    r = sel.rollups
+    for sid, c, s in zip(r.series_id.tolist(), r.count.tolist(), r.sum.tolist(), strict=True):
+        key = (sel.labels[sid]["entity"], sel.labels[sid]["target"])
+        n0, s0 = out.get(key, (0, 0.0))
+        out[key] = (n0 + c, s0 + s)
+    return out
+
+
+async def test_a_nul_in_target_is_deadlettered_and_the_rest_of_its_flush_stored(
+    running: Running, mosquitto: Broker
+) -> None:
+    now_ms = int(time.time() * 1000)
+    good = {
+        "poison-p0": [1.0, 2.0],
+        "poison-p1": [3.0],
+        "poison-p2": [4.0, 5.0, 6.0],
+        "poison-p4": [7.0],
+        "poison-p5": [8.0, 9.0],
+    }
+    # json.dumps writes U+0000 as the escape \u0000: valid JSON, a string PostgreSQL cannot hold.
+    poison = json.dumps(batch("poison-p3", 0, "speedtest\x00.example.vn", [99.0], now_ms)).encode()
+    assert b"\\u0000" in poison
+    before = rejected("invalid_value")
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="poison-watch") as watch:
+        await watch.subscribe(f"{running.mqtt.deadletter_prefix}/#", qos=1)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="poison-pub") as pub:
+            items = list(good.items())
+            for probe, rtts in items[:2]:
+                await pub.publish(TOPIC.format(probe), json.dumps(batch(probe, 0, "a", rtts, now_ms)), qos=1)
+            await pub.publish(TOPIC.format("poison-p3"), poison, qos=1)
+            for probe, rtts in items[2:]:
+                await pub.publish(TOPIC.format(probe), json.dumps(batch(probe, 0, "a", rtts, now_ms)), qos=1)
+
+        async def one() -> tuple[str, bytes]:
+            async for msg in watch.messages:
+                return msg.topic.value, bytes(msg.payload)  # type: ignore[arg-type]
+            raise AssertionError("no dead letter")
+
+        topic, payload = await asyncio.wait_for(one(), timeout=30)
+    assert (topic, payload) == (f"{running.mqtt.deadletter_prefix}/invalid_value", poison)
+    assert rejected("invalid_value") - before == 1
+    want = {(p, "a"): (len(v), sum(v)) for p, v in good.items()}  # 9 samples, hand-summed per probe
+    for _ in range(300):  # up to 30 s
+        if stored_by_probe(running.store, now_ms) == want:
+            break
+        await asyncio.sleep(0.1)
+    assert stored_by_probe(running.store, now_ms) == want
+    assert running.store.total_count() == 9
+    probes = {p.probe_id: p for p in running.store.probes()}
+    assert probes["poison-p3"].messages_total == 0
+    assert all(probes[p].messages_total == 1 for p in good)
+    assert running.consumer.connected
