@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 import time
@@ -75,8 +76,9 @@ class AckQueue:
 class Connection(Protocol):
     """What the consumer needs of an MQTT client: messages in, manual acks, publish out."""
 
-    def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
-        """(topic, payload, mid, qos) in arrival order."""
+    def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
+        """(topic, payload, mid, qos, payload size) in arrival order; a size above len(payload):
+        the payload was over the client's limit and discarded unread."""
         ...
 
     def pending(self) -> int: ...
@@ -96,9 +98,12 @@ class _AiomqttConnection:
         self._paho = client._client
         self._paho.manual_ack_set(True)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
+        # paho reads every message whole (MQTT 3.1.1 cannot ask the broker for a limit): an
+        # oversized one is refused after it was read, by its size, as too_large.
         async for msg in self.client.messages:
-            yield msg.topic.value, _payload_bytes(msg.payload), msg.mid, msg.qos
+            payload = _payload_bytes(msg.payload)
+            yield msg.topic.value, payload, msg.mid, msg.qos, len(payload)
 
     def pending(self) -> int:
         return len(self.client.messages)
@@ -117,9 +122,9 @@ class _LeanConnection:
     def __init__(self, client: LeanClient) -> None:
         self.client = client
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
         async for msg in self.client.messages():
-            yield msg.topic, msg.payload, msg.mid, msg.qos
+            yield msg.topic, msg.payload, msg.mid, msg.qos, msg.oversized or len(msg.payload)
 
     def pending(self) -> int:
         return self.client.pending()
@@ -133,6 +138,10 @@ class _LeanConnection:
     async def publish(self, topic: str, payload: bytes, qos: int) -> None:
         await self.client.publish(topic, payload, qos=qos)
 
+
+# Beyond mqtt.max_payload_bytes, the most a PUBLISH's variable header takes: topic length,
+# a topic of up to 64 KiB, packet id (MQTT 3.1.1, 3.3.2).
+PUBLISH_HEADER_ROOM = 2 + 0xFFFF + 2
 
 # A lost or refused connection, whichever client: the consumer reconnects.
 CONNECTION_ERRORS = (aiomqtt.MqttError, LeanMqttError, OSError)
@@ -177,6 +186,9 @@ class MqttConsumer:
                 password=password,
                 keepalive_s=self.mqtt.keepalive_s,
                 clean_session=False,
+                # Room for the topic and packet id beyond the payload limit; a larger PUBLISH
+                # is read past (never held in memory), counted as too_large and acknowledged.
+                max_packet_size=self.mqtt.max_payload_bytes + PUBLISH_HEADER_ROOM,
             )
             async with lean:
                 yield _LeanConnection(lean)
@@ -233,9 +245,12 @@ class MqttConsumer:
         async def read() -> None:
             acks = self.acks
             assert acks is not None
-            async for topic, payload, mid, qos in conn.messages():
+            async for topic, payload, mid, qos, size in conn.messages():
                 done = acks.add(mid, qos)
-                await self.handle(conn, topic, payload, done)
+                if size > len(payload):
+                    await self._discarded(conn, topic, size, done)
+                else:
+                    await self.handle(conn, topic, payload, done)
                 if len(acks) >= self.ingest.max_unacked_messages or (acks and not conn.pending()):
                     # The broker stops sending once its in-flight window is unacked: store now.
                     self.pipeline.request_flush()
@@ -293,7 +308,7 @@ class MqttConsumer:
                 pipeline.accept(got, on_stored=done, on_rejected=self._on_rejected)
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
-            log.exception("event=accept_failed topic=%s", topic[:200])
+            log.exception("event=accept_failed topic=%r", topic[:200])
             await self._deadletter(conn, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
         if self.pipeline.should_flush():
@@ -309,9 +324,19 @@ class MqttConsumer:
     ) -> None:
         m.MESSAGES_REJECTED.labels(reason=why.reason).inc()
         log.info(
-            "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
+            "event=message_rejected reason=%s topic=%r detail=%r", why.reason, topic[:200], why.detail[:300]
         )
         await self._publish_deadletter(conn, why, payload, done)
+
+    async def _discarded(self, conn: Connection, topic: str, size: int, done: Callable[[], None]) -> None:
+        """A message the client discarded unread for its size: counted and dead-lettered as
+        too_large (its dead letter describes it, the payload being gone), then acknowledged:
+        left unacknowledged, the broker would deliver it again at every reconnect."""
+        m.HOT.received += 1
+        limit = self.mqtt.max_payload_bytes
+        why = Rejection("too_large", f"{size} bytes > limit {limit} (discarded unread)")
+        note = {"topic": topic[:1000], "payload_bytes": size, "detail": why.detail}
+        await self._deadletter(conn, topic, json.dumps(note).encode("ascii"), why, done)
 
     def _store_rejected(self, why: Rejection, payload: bytes, done: Callable[[], None]) -> None:
         """The store refused an accepted batch (counted and logged by the pipeline): dead-letter

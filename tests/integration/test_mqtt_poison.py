@@ -56,10 +56,21 @@ class Running:
 
 
 @pytest.fixture
-async def running(mosquitto: Broker, store_settings: StoreSettings) -> AsyncIterator[Running]:
+def client() -> str:
+    """The consumer's MQTT client (a test parametrized over `client` overrides it)."""
+    return "lean"
+
+
+@pytest.fixture
+async def running(mosquitto: Broker, store_settings: StoreSettings, client: str) -> AsyncIterator[Running]:
     store = open_store(store_settings)
     store.register_probes(ProbeInfo(f"poison-p{i}", operator="vnpt", technology="4G") for i in range(6))
-    mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{time.monotonic_ns()}")
+    mqtt = MqttSettings(
+        host=mosquitto.host,
+        port=mosquitto.port,
+        client_id=f"ingest-{time.monotonic_ns()}",
+        client=client,  # type: ignore[arg-type]
+    )
     # A long flush interval: the messages below all land in one flush.
     settings = IngestSettings(flush_interval_s=1.0, flush_linger_s=0.5)
     pipeline = IngestPipeline(store, settings)
@@ -130,4 +141,45 @@ async def test_a_nul_in_target_is_deadlettered_and_the_rest_of_its_flush_stored(
     probes = {p.probe_id: p for p in running.store.probes()}
     assert probes["poison-p3"].messages_total == 0
     assert all(probes[p].messages_total == 1 for p in good)
+    assert running.consumer.connected
+
+
+@pytest.mark.parametrize("client", ["lean", "aiomqtt"])
+async def test_a_10_mib_message_is_counted_and_ingestion_goes_on(
+    running: Running, mosquitto: Broker, client: str
+) -> None:
+    """The test mosquitto has no message_size_limit: the 10 MiB message reaches the consumer,
+    which must refuse it (limit: mqtt.max_payload_bytes, 256 KiB), count it once, PUBACK it
+    (or it comes again at every reconnect) and store the valid batch sent after it. The lean
+    client reads past it (its dead letter describes it); paho reads every message whole (its
+    dead letter is the message)."""
+    now_ms = int(time.time() * 1000)
+    big = b"x" * (10 * 1024 * 1024)
+    before = rejected("too_large")
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="big-watch") as watch:
+        await watch.subscribe(f"{running.mqtt.deadletter_prefix}/too_large", qos=1)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="big-pub") as pub:
+            await pub.publish(TOPIC.format("poison-p0"), big, qos=1)
+            valid = json.dumps(batch("poison-p1", 0, "a", [1.5, 2.5], now_ms))
+            await pub.publish(TOPIC.format("poison-p1"), valid, qos=1)
+
+        async def one() -> bytes:
+            async for msg in watch.messages:
+                return bytes(msg.payload)  # type: ignore[arg-type]
+            raise AssertionError("no dead letter")
+
+        letter = await asyncio.wait_for(one(), timeout=30)
+    if client == "lean":
+        note = json.loads(letter)
+        assert note["topic"] == TOPIC.format("poison-p0")
+        assert note["payload_bytes"] == 10 * 1024 * 1024
+    else:
+        assert letter == big
+    for _ in range(300):  # up to 30 s
+        if running.store.total_count() == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert stored_by_probe(running.store, now_ms) == {("poison-p1", "a"): (2, 4.0)}
+    await asyncio.sleep(1.0)  # room for a redelivery, had the PUBACK not gone out
+    assert rejected("too_large") - before == 1
     assert running.consumer.connected
