@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -18,7 +19,8 @@ from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
 from collector.store.store import ProbeInfo, Store, open_store
 from netqos.config import IngestSettings, MqttSettings, StoreSettings
-from tests.conftest import Broker
+from netqos.service import start_embedded_broker
+from tests.conftest import LOOPBACK, Broker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +185,41 @@ async def test_a_10_mib_message_is_counted_and_ingestion_goes_on(
     await asyncio.sleep(1.0)  # room for a redelivery, had the PUBACK not gone out
     assert rejected("too_large") - before == 1
     assert running.consumer.connected
+
+
+async def test_a_10_mib_message_through_the_embedded_broker_is_counted_and_the_next_batch_stored(
+    tmp_path: Path,
+) -> None:
+    """The same through the embedded broker (amqtt), the zero set-up default: neither the big
+    message nor the valid batch after it may be lost uncounted."""
+    port = free_port()
+    broker = await start_embedded_broker(LOOPBACK, port)
+    store = Store(tmp_path / "netqos.db")
+    store.register_probes([ProbeInfo("poison-p0"), ProbeInfo("poison-p1")])
+    mqtt = MqttSettings(host=LOOPBACK, port=port, client_id="ingest-embedded")
+    settings = IngestSettings(flush_interval_s=0.2)
+    pipeline = IngestPipeline(store, settings)
+    consumer = MqttConsumer(mqtt, settings, pipeline)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(pipeline.run(stop))]
+    before = rejected("too_large")
+    now_ms = int(time.time() * 1000)
+    try:
+        await asyncio.wait_for(consumer.subscribed.wait(), timeout=15)
+        async with aiomqtt.Client(LOOPBACK, port, identifier="embedded-pub") as pub:
+            await pub.publish(TOPIC.format("poison-p0"), b"x" * (10 * 1024 * 1024), qos=1)
+            valid = json.dumps(batch("poison-p1", 0, "a", [3.0], now_ms))
+            await pub.publish(TOPIC.format("poison-p1"), valid, qos=1)
+        for _ in range(300):  # up to 30 s
+            if store.total_count() == 1 and rejected("too_large") - before == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert store.total_count() == 1
+        assert rejected("too_large") - before == 1
+        assert consumer.connected
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+        await pipeline.drain()
+        store.close()
+        await broker.shutdown()
