@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -192,4 +193,45 @@ def test_a_flush_of_refused_batches_only_ends_and_acknowledges_each(
     assert asyncio.run(pipe.flush()) == 0
     assert sorted(out.events) == [("refused", str(k)) for k in range(n_bad)]
     assert pipe.buffered == 0 and store.total_count() == 0
+    store.close()
+
+
+def test_over_https_a_nul_target_and_a_batch_the_store_refuses_get_422_with_the_reason(
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.routers.ingest import token_sha256
+    from netqos.config import Settings
+
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p-https")])
+    assert store.set_probe_token_sha256("p-https", token_sha256("probe-secret-1"))
+    pipeline = IngestPipeline(store, IngestSettings())
+    app = create_app(Settings(), store, pipeline=pipeline)
+    now_ms = int(time.time() * 1000)
+
+    def body(seq: int, target: str) -> dict[str, object]:
+        m = {"ts": now_ms - 1000, "target": target, "technology": "4G", "operator": "vnpt"}
+        rows = [{**m, "metrics": {"rtt_ms": 5.0}}]
+        return {"v": 1, "probe_id": "p-https", "seq": seq, "measurements": rows}
+
+    auth = {"Authorization": "Bearer probe-secret-1"}
+    with TestClient(app) as c:
+        r = c.post("/api/v1/ingest", json=body(1, "t\x00t"), headers=auth)
+        assert r.status_code == 422 and r.json()["detail"].startswith("invalid_value: measurements.0.target")
+        # The wiring of a store refusal to the answer (the refusals themselves are real above).
+        real = store.write_rollups
+
+        def refusing(*args: object, **kw: object) -> int:
+            raise ValueError("value out of range (simulated refusal)")
+
+        monkeypatch.setattr(store, "write_rollups", refusing)
+        r = c.post("/api/v1/ingest", json=body(2, "t"), headers=auth)
+        assert r.status_code == 422 and r.json()["detail"].startswith("store_rejected: ")
+        monkeypatch.setattr(store, "write_rollups", real)
+        r = c.post("/api/v1/ingest", json=body(3, "t"), headers=auth)
+        assert r.status_code == 200, r.text
+    assert store.total_count() == 1
     store.close()
