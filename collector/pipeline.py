@@ -181,6 +181,14 @@ def _noop() -> None:
     return None
 
 
+class BatchRefused(Exception):
+    """The pipeline refuses a valid batch (a limit of the probe's): dead-letter it with `why`."""
+
+    def __init__(self, why: Rejection) -> None:
+        super().__init__(f"{why.reason}: {why.detail}")
+        self.why = why
+
+
 def _describe(key: SeriesKey) -> str:
     """A series key for a log line: printable, bounded (its labels may be what was refused)."""
     return ascii((key.metric, key.entity, dict(key.labels)))[:300]
@@ -271,6 +279,11 @@ class IngestPipeline:
         self._background: asyncio.Future[int] | None = None  # see make_room
         # probe -> (lowest seq covered, seqs accepted): recent batches, for de-duplication.
         self._seen: dict[str, SeqWindow] = {}
+        # probe -> [clock hour, new label sets started in it] (see _stream_ids).
+        self._label_sets_spent: dict[str, list[int]] = {}
+        # probe -> (batches refused for too many new label sets, when the last was, ms) not
+        # yet counted on the probe in the store.
+        self._series_refused: dict[str, tuple[int, int]] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
         # Compiled (or loaded from numba's cache) now, not in the first flush.
@@ -406,10 +419,16 @@ class IngestPipeline:
         return n
 
     def _stream_ids(self, probe_id: str, keys: list[tuple[str, str, str]]) -> list[int]:
-        """Stream numbers of a probe's (target, technology, operator) keys, new ones created."""
+        """Stream numbers of a probe's (target, technology, operator) keys, new ones created.
+
+        Raises BatchRefused (too_many_series), changing nothing, when the new ones would take
+        the probe beyond `max_new_label_sets_per_probe_hour` this clock hour."""
         streams = self._stream_of.get(probe_id)
         if streams is None:
             streams = self._stream_of[probe_id] = {}
+        new = sum(1 for key in keys if key not in streams)
+        if new:
+            self._spend_label_sets(probe_id, new)
         ids: list[int] = []
         for key in keys:
             sid = streams.get(key)
@@ -418,6 +437,26 @@ class IngestPipeline:
                 self._streams.append((probe_id, *key))
             ids.append(sid)
         return ids
+
+    def _spend_label_sets(self, probe_id: str, new: int) -> None:
+        limit = self.settings.max_new_label_sets_per_probe_hour
+        hour = int(time.time() // 3600)
+        spent = self._label_sets_spent.get(probe_id)
+        if spent is None or spent[0] != hour:
+            spent = self._label_sets_spent[probe_id] = [hour, 0]
+        if spent[1] + new > limit:
+            now_ms = int(time.time() * 1000)
+            n, _ = self._series_refused.get(probe_id, (0, 0))
+            self._series_refused[probe_id] = (n + 1, now_ms)  # written to the probe by the flush
+            raise BatchRefused(
+                Rejection(
+                    "too_many_series",
+                    f"{new} new label sets (target, technology, operator) would make"
+                    f" {spent[1] + new} this hour for probe {probe_id!r}, limit {limit}"
+                    " (ingest.max_new_label_sets_per_probe_hour)",
+                )
+            )
+        spent[1] += new
 
     def _note_batch(
         self,
@@ -456,15 +495,22 @@ class IngestPipeline:
     def _new_key(self, stream: tuple[str, str, str, str], metric: str) -> int:
         probe_id, target, technology, operator = stream
         probe = self._probes.get(probe_id) or ProbeInfo(probe_id)
+        # The registration says whose and which network the probe measures; what its radio
+        # reports is kept beside it when it differs (roaming, a fallback to 3G), never instead:
+        # a probe cannot file its data under another operator.
         labels = {
             "kind": "probe",
-            "operator": operator,
-            "technology": technology,
+            "operator": probe.operator or operator,
+            "technology": probe.technology or technology,
             "target": target,
             "commune": probe.commune,
             "village": probe.village,
             "site": probe.site,
         }
+        if probe.operator and operator != probe.operator:
+            labels["radio_operator"] = operator
+        if probe.technology and technology != probe.technology:
+            labels["radio_technology"] = technology
         # A metric's own schedule if configured (hourly downloads...), else the probe's batch interval.
         interval = self.settings.metric_interval_s.get(metric, probe.expected_interval_s)
         with self._keys_lock:
@@ -508,6 +554,8 @@ class IngestPipeline:
     async def flush(self) -> int:
         """Store everything buffered so far; returns the samples stored (0 if nothing)."""
         async with self._flush_lock:
+            if self._series_refused:
+                await self._count_series_refused()
             buf = self._buf
             if buf.empty():
                 return 0
@@ -555,6 +603,16 @@ class IngestPipeline:
             buf.reset()
             self._spare = buf
             return stored
+
+    async def _count_series_refused(self) -> None:
+        refused, self._series_refused = self._series_refused, {}
+        try:
+            await asyncio.to_thread(self.store.add_series_refused, refused)
+        except Exception:  # kept for the next flush
+            log.exception("event=series_refused_count_failed probes=%d", len(refused))
+            for pid, (n, last) in refused.items():
+                n2, last2 = self._series_refused.get(pid, (0, 0))
+                self._series_refused[pid] = (n + n2, max(last, last2))
 
     async def make_room(self) -> None:
         """Backpressure that overlaps storing with intake: a full buffer goes to a flush in

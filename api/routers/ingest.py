@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from api.errors import ERR
 from collector import metrics as m
 from collector.mqtt.schema import Rejection, decode
-from collector.pipeline import IngestPipeline
+from collector.pipeline import BatchRefused, IngestPipeline
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 _bearer = HTTPBearer(auto_error=False, description="the probe's own token (netqos probe-token PROBE_ID)")
@@ -110,7 +110,11 @@ async def ingest(
         if not stored.done():
             stored.set_exception(HTTPException(422, f"{why.reason}: {why.detail}"))
 
-    pipeline.accept(result, on_stored=done, on_rejected=refused)
+    try:
+        pipeline.accept(result, on_stored=done, on_rejected=refused)
+    except BatchRefused as exc:
+        m.MESSAGES_REJECTED.labels(reason=exc.why.reason).inc()
+        raise HTTPException(422, f"{exc.why.reason}: {exc.why.detail}") from None
     # Store now rather than wait for the flusher: the probe is waiting for the answer.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(pipeline.flush()), timeout=STORE_TIMEOUT_S)

@@ -28,7 +28,7 @@ from collector import metrics as m
 from collector.mqtt.lean import LeanClient, LeanMqttError
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, Rejection, decode, probe_id_of_topic
-from collector.pipeline import IngestPipeline
+from collector.pipeline import BatchRefused, IngestPipeline
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings, MqttSettings
 
@@ -306,6 +306,9 @@ class MqttConsumer:
                 pipeline.commit(got, on_stored=done, on_rejected=self._on_rejected)
             else:
                 pipeline.accept(got, on_stored=done, on_rejected=self._on_rejected)
+        except BatchRefused as refused:  # a limit of the probe's: nothing of it was taken
+            await self._deadletter(conn, topic, payload, refused.why, done)
+            return
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%r", topic[:200])

@@ -43,6 +43,7 @@ REJECT_REASONS: Final = (
     "bad_topic",
     "internal_error",
     "store_rejected",
+    "too_many_series",
 )
 
 _MS_MAX: Final = 2**53  # beyond any plausible epoch-ms, and exact in a float64

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from collector.mqtt.schema import METRIC_NAMES, Decoded, Rejection
-from collector.pipeline import IngestPipeline
+from collector.pipeline import BatchRefused, IngestPipeline
 from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
 from netqos.config import IngestSettings, StoreSettings
 
@@ -234,4 +234,78 @@ def test_over_https_a_nul_target_and_a_batch_the_store_refuses_get_422_with_the_
         r = c.post("/api/v1/ingest", json=body(3, "t"), headers=auth)
         assert r.status_code == 200, r.text
     assert store.total_count() == 1
+    store.close()
+
+
+def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows_on_the_probe(
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limit 3 new (target, technology, operator) label sets per probe and clock hour: 3 pass,
+    the 4th is refused with nothing of its batch taken, label sets already started stay free,
+    another probe has its own budget, the next hour a new one."""
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p0"), ProbeInfo("p1")])
+    pipe = IngestPipeline(store, IngestSettings(max_new_label_sets_per_probe_hour=3))
+    hour = 1_795_852_800  # a clock hour's first second (s)
+    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 10.0)
+
+    def targets(probe: str, seq: int, names: list[str]) -> Decoded:
+        b = decoded(probe, seq, names[0], [1.0] * len(names))
+        b.keys = [(t, "4G", "vnpt") for t in names]
+        return b
+
+    assert pipe.accept(targets("p0", 0, ["a", "b", "c"])) == 3  # 3 new: on the limit
+    with pytest.raises(BatchRefused) as refused:
+        pipe.accept(targets("p0", 1, ["a", "d"]))  # 1 new: just above
+    assert refused.value.why.reason == "too_many_series"
+    assert "limit 3" in refused.value.why.detail
+    assert pipe.accept(targets("p0", 2, ["c", "b", "a", "a"])) == 4  # nothing new: free
+    assert pipe.accept(targets("p1", 0, ["x", "y", "z"])) == 3  # its own budget
+    assert asyncio.run(pipe.flush()) == 10
+    assert {k[1] for k in counts(store)} == {"a", "b", "c", "x", "y", "z"}  # no "d"
+    p0, p1 = store.probes()
+    assert (p0.series_refused_total, p0.series_refused_last_ms) == (1, (hour + 10) * 1000)
+    assert (p1.series_refused_total, p1.series_refused_last_ms) == (0, None)
+    assert (p0.messages_total, p0.last_seq) == (2, 2)  # the refused batch 1 is not counted
+
+    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 3600.0)  # the next hour
+    assert pipe.accept(targets("p0", 3, ["d", "e", "f"])) == 3
+    with pytest.raises(BatchRefused):
+        pipe.accept(targets("p0", 4, ["g"]))
+    asyncio.run(pipe.flush())
+    assert store.probes("p0")[0].series_refused_total == 2
+    store.close()
+
+
+def test_registration_decides_operator_and_technology_and_the_radio_s_differing_ones_are_kept_beside(
+    store_settings: StoreSettings,
+) -> None:
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("reg", operator="vnpt", technology="4G"), ProbeInfo("free")])
+    pipe = IngestPipeline(store, IngestSettings())
+    b = decoded("reg", 0, "t", [1.0, 2.0, 3.0, 4.0])
+    b.keys = [("t", "4G", "vnpt"), ("t", "4G", "viettel"), ("t", "3G", "vnpt"), ("t", "5G", "mobifone")]
+    pipe.accept(b)
+    f = decoded("free", 0, "t", [5.0])
+    f.keys = [("t", "3G", "viettel")]
+    pipe.accept(f)
+    assert asyncio.run(pipe.flush()) == 5
+    sel = store.select_rollups("rtt_ms", 60, T0 - 60_000, T0 + 60_000)
+    got = sorted(
+        (
+            lab["entity"],
+            lab["operator"],
+            lab["technology"],
+            lab.get("radio_operator", ""),
+            lab.get("radio_technology", ""),
+        )
+        for lab in sel.labels.values()
+    )
+    assert got == [
+        ("free", "viettel", "3G", "", ""),  # no registration to check against: as reported
+        ("reg", "vnpt", "4G", "", ""),
+        ("reg", "vnpt", "4G", "", "3G"),
+        ("reg", "vnpt", "4G", "mobifone", "5G"),
+        ("reg", "vnpt", "4G", "viettel", ""),
+    ]
     store.close()
