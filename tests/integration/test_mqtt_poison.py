@@ -64,7 +64,15 @@ def client() -> str:
 
 
 @pytest.fixture
-async def running(mosquitto: Broker, store_settings: StoreSettings, client: str) -> AsyncIterator[Running]:
+def label_sets_per_hour() -> int:
+    """ingest.max_new_label_sets_per_probe_hour (a test parametrized over it overrides it)."""
+    return 500
+
+
+@pytest.fixture
+async def running(
+    mosquitto: Broker, store_settings: StoreSettings, client: str, label_sets_per_hour: int
+) -> AsyncIterator[Running]:
     store = open_store(store_settings)
     store.register_probes(ProbeInfo(f"poison-p{i}", operator="vnpt", technology="4G") for i in range(6))
     mqtt = MqttSettings(
@@ -74,7 +82,9 @@ async def running(mosquitto: Broker, store_settings: StoreSettings, client: str)
         client=client,  # type: ignore[arg-type]
     )
     # A long flush interval: the messages below all land in one flush.
-    settings = IngestSettings(flush_interval_s=1.0, flush_linger_s=0.5)
+    settings = IngestSettings(
+        flush_interval_s=1.0, flush_linger_s=0.5, max_new_label_sets_per_probe_hour=label_sets_per_hour
+    )
     pipeline = IngestPipeline(store, settings)
     consumer = MqttConsumer(mqtt, settings, pipeline)
     stop = asyncio.Event()
@@ -223,3 +233,36 @@ async def test_a_10_mib_message_through_the_embedded_broker_is_counted_and_the_n
         await pipeline.drain()
         store.close()
         await broker.shutdown()
+
+
+@pytest.mark.parametrize("label_sets_per_hour", [2])
+async def test_a_batch_starting_too_many_label_sets_is_deadlettered_over_mqtt(
+    running: Running, mosquitto: Broker
+) -> None:
+    now_ms = int(time.time() * 1000)
+    wide = batch("poison-p0", 0, "a", [1.0, 2.0, 3.0], now_ms)
+    for j, m in enumerate(wide["measurements"]):
+        m["target"] = f"t{j}"  # 3 new label sets, limit 2
+    wide_raw = json.dumps(wide).encode()
+    narrow = json.dumps(batch("poison-p0", 1, "t0", [4.0, 5.0], now_ms)).encode()  # 1 new: fits
+    before = rejected("too_many_series")
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="wide-watch") as watch:
+        await watch.subscribe(f"{running.mqtt.deadletter_prefix}/#", qos=1)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="wide-pub") as pub:
+            await pub.publish(TOPIC.format("poison-p0"), wide_raw, qos=1)
+            await pub.publish(TOPIC.format("poison-p0"), narrow, qos=1)
+
+        async def one() -> tuple[str, bytes]:
+            async for msg in watch.messages:
+                return msg.topic.value, bytes(msg.payload)  # type: ignore[arg-type]
+            raise AssertionError("no dead letter")
+
+        letter = await asyncio.wait_for(one(), timeout=30)
+    assert letter == (f"{running.mqtt.deadletter_prefix}/too_many_series", wide_raw)
+    assert rejected("too_many_series") - before == 1
+    for _ in range(300):  # up to 30 s
+        if running.store.total_count() == 2 and running.store.probes("poison-p0")[0].series_refused_total:
+            break
+        await asyncio.sleep(0.1)
+    assert stored_by_probe(running.store, now_ms) == {("poison-p0", "t0"): (2, 9.0)}
+    assert running.store.probes("poison-p0")[0].series_refused_total == 1
