@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -266,3 +267,27 @@ async def test_a_batch_starting_too_many_label_sets_is_deadlettered_over_mqtt(
         await asyncio.sleep(0.1)
     assert stored_by_probe(running.store, now_ms) == {("poison-p0", "t0"): (2, 9.0)}
     assert running.store.probes("poison-p0")[0].series_refused_total == 1
+
+
+async def test_a_topic_with_unprintable_characters_is_logged_escaped(
+    running: Running, mosquitto: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic level may hold a line separator or a bidi override (mosquitto refuses only the
+    C0/C1 controls): written raw, they would forge log lines or disguise what an operator
+    reads."""
+    forged = "p\u2028event=forged level=critical \u202e" + "z" * 500
+    topic = TOPIC.format(forged)
+    before = rejected("bad_topic")
+    caplog.set_level(logging.INFO, logger="collector.mqtt.consumer")
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="forge-pub") as pub:
+        await pub.publish(topic, b"{}", qos=1)
+    for _ in range(300):  # up to 30 s
+        if rejected("bad_topic") - before == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert rejected("bad_topic") - before == 1
+    lines = [r.getMessage() for r in caplog.records if "reason=bad_topic" in r.getMessage()]
+    assert len(lines) == 1
+    assert "\u2028" not in lines[0] and "\u202e" not in lines[0]
+    assert "p\\u2028event=forged" in lines[0] and "\\u202e" in lines[0]
+    assert len(lines[0]) < 1000  # the topic is cut at 200 characters
