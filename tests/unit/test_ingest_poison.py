@@ -268,6 +268,23 @@ def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows
     assert (p1.series_refused_total, p1.series_refused_last_ms) == (0, None)
     assert (p0.messages_total, p0.last_seq) == (2, 2)  # the refused batch 1 is not counted
 
+    # Shown on the probe by the API (list and detail).
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from api.app import create_app
+    from netqos.config import Settings
+
+    settings = Settings()
+    settings.api.tokens = [SecretStr("test-token-0123456789")]
+    with TestClient(create_app(settings, store, pipeline=pipe)) as c:
+        auth = {"Authorization": "Bearer test-token-0123456789"}
+        listed = {p["probe_id"]: p for p in c.get("/api/v1/probes", headers=auth).json()["probes"]}
+        assert listed["p0"]["series_refused_total"] == 1
+        assert listed["p0"]["series_refused_last_ms"] == (hour + 10) * 1000
+        assert listed["p1"]["series_refused_total"] == 0
+        assert c.get("/api/v1/probes/p0", headers=auth).json()["series_refused_total"] == 1
+
     monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 3600.0)  # the next hour
     assert pipe.accept(targets("p0", 3, ["d", "e", "f"])) == 3
     with pytest.raises(BatchRefused):
