@@ -326,3 +326,32 @@ def test_registration_decides_operator_and_technology_and_the_radio_s_differing_
         ("reg", "vnpt", "4G", "viettel", ""),
     ]
     store.close()
+
+
+def test_the_nul_poison_pill_past_validation_is_isolated_by_the_store_refusal(
+    store_settings: StoreSettings,
+) -> None:
+    """The issue's own poison, had validation missed it: PostgreSQL refuses U+0000 in text and
+    that one batch is dead-lettered while the rest of its flush is stored; SQLite holds U+0000
+    (its text is length-counted), so there the batch is simply stored."""
+    postgres = store_settings.url is not None
+    store = open_store(store_settings)
+    store.register_probes([ProbeInfo("p0"), ProbeInfo("p1")])
+    pipe = IngestPipeline(store, IngestSettings())
+    out = Outcomes()
+    for name, b in {
+        "p0/0": decoded("p0", 0, "a", [1.0, 2.0]),
+        "p1/0": decoded("p1", 0, "speedtest\x00.example.vn", [50.0]),
+        "p0/1": decoded("p0", 1, "a", [3.0]),
+    }.items():
+        pipe.accept(b, on_stored=out.stored(name), on_rejected=out.refused(name))
+    assert asyncio.run(pipe.flush()) == (3 if postgres else 4)
+    want = {("p0", "a"): (3, 6.0)}
+    if postgres:
+        assert sorted(out.events) == [("refused", "p1/0"), ("stored", "p0/0"), ("stored", "p0/1")]
+        assert out.letters["p1/0"][0].reason == "store_rejected"
+    else:
+        assert sorted(out.events) == [("stored", "p0/0"), ("stored", "p0/1"), ("stored", "p1/0")]
+        want[("p1", "speedtest\x00.example.vn")] = (1, 50.0)
+    assert counts(store) == want
+    store.close()
