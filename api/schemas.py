@@ -63,6 +63,12 @@ class ProbeOut(BaseModel):
     status_since_ms: int | None
     clock_offset_ms: float | None = Field(description="the probe's last reported clock offset")
     clock_synced: bool | None = Field(description="whether the probe reported a synchronised clock")
+    series_refused_total: int = Field(
+        0,
+        description="batches refused (too_many_series): they would have started more new label sets"
+        " in an hour than ingest.max_new_label_sets_per_probe_hour",
+    )
+    series_refused_last_ms: int | None = Field(None, description="when the last such batch came")
 
 
 class ProbeWindow(BaseModel):

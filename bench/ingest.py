@@ -77,7 +77,7 @@ from collector.core import warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
-from collector.pipeline import IngestPipeline
+from collector.pipeline import IngestPipeline, OnRejected
 from collector.store.store import ProbeInfo, Store
 from netqos.aio import freeze_startup_heap
 from netqos.config import IngestSettings, MqttSettings
@@ -375,14 +375,21 @@ class TimedPipeline(IngestPipeline):
         self.accepted = 0
         self.last_accept = 0.0  # perf_counter() of the latest accepted batch
 
-    def accept(self, batch: Decoded | MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
-        added = super().accept(batch, on_stored)
+    def accept(
+        self,
+        batch: Decoded | MeasurementBatch,
+        on_stored: Callable[[], None] | None = None,
+        on_rejected: OnRejected | None = None,
+    ) -> int:
+        added = super().accept(batch, on_stored, on_rejected)
         self.accepted += 1
         self.last_accept = time.perf_counter()
         return added
 
-    def commit(self, got: Scanned, on_stored: Callable[[], None] | None = None) -> int:
-        added = super().commit(got, on_stored)
+    def commit(
+        self, got: Scanned, on_stored: Callable[[], None] | None = None, on_rejected: OnRejected | None = None
+    ) -> int:
+        added = super().commit(got, on_stored, on_rejected)
         self.accepted += 1
         self.last_accept = time.perf_counter()
         return added

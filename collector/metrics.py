@@ -93,6 +93,10 @@ FLUSH_SECONDS = Histogram(
     "time to roll up and store one flush",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SAMPLES_REFUSED = Counter(
+    "netqos_ingest_samples_refused_total",
+    "samples of non-probe sources (SNMP) left out because the store refused their series or values",
+)
 FLUSH_FAILURES = Counter(
     "netqos_ingest_flush_failures_total", "store flushes that failed and will be retried"
 )

@@ -3,13 +3,17 @@
 Accepted measurement batches are appended to a columnar buffer; a flush turns the
 buffer into a SampleBatch, rolls it up with the numba core and merges the rollups into
 the store in one transaction, off the event loop. A flush that fails keeps its samples
-for the next one: data once accepted is never dropped.
+for the next one: data once accepted is never dropped. Unless the store refuses the data
+itself (a value it cannot hold): then the flush is split until the refused batches are
+found; they are dead-lettered (`store_rejected`) and the rest is stored, so one bad batch
+never stops ingestion for everyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -25,7 +29,8 @@ from collector.core import RollupSet, SampleBatch, rollup
 from collector.core._jit import kernel
 from collector.core.shares import ShareCounters, counter_metric, with_counters
 from collector.mqtt.scan import Scanned, Scanner
-from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, to_decoded
+from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, Rejection, to_decoded
+from collector.store.db import refuses_data
 from collector.store.store import ProbeActivity, ProbeInfo, SeriesKey, Store
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings
@@ -37,6 +42,10 @@ RESOLUTION_S = 60
 # (a probe sending every minute: ~68 hours). Older replays ask the store. Bounded on purpose:
 # a set of every seq grew by ~20 MB an hour for 5,000 probes and never shrank.
 SEEN_WINDOW = 4096
+
+# Told that the store refused a batch: (why, the batch as JSON, the batch's on_stored). It
+# should dead-letter the batch, then call on_stored (acknowledge: the batch's fate is final).
+OnRejected = Callable[[Rejection, bytes, Callable[[], None]], None]
 
 
 class _Buffer:
@@ -85,8 +94,9 @@ class _Buffer:
         # with the rollups, so a redelivered batch is known for a duplicate even after a
         # restart, or when another worker stored it.
         self.batches: list[tuple[str, int, int, int, int, int]] = []
-        # Called once the flush holding these samples has committed (acks, HTTP answers).
-        self.on_stored: list[Callable[[], None]] = []
+        # (batch index, on_stored, on_rejected): on_stored is called once the flush holding
+        # the batch has committed (acks, HTTP answers), on_rejected if the store refused it.
+        self.on_stored: list[tuple[int, Callable[[], None], OnRejected | None]] = []
 
     def __len__(self) -> int:
         """Rows waiting: measurements (each one sample or more) plus other samples."""
@@ -120,11 +130,12 @@ class _Buffer:
         self.ts_ms[:0] = other.ts_ms
         self.value[:0] = other.value
         self.newest_ts_ms[:0] = other.newest_ts_ms
+        n_other = len(other.batches)
         self.batches[:] = [
             *other.batches,
             *((p, q, n, t, a + shift, b + shift) for p, q, n, t, a, b in self.batches),
         ]
-        self.on_stored[:0] = other.on_stored
+        self.on_stored[:] = [*other.on_stored, *((i + n_other, s, r) for i, s, r in self.on_stored)]
         for pid, a in other.activity.items():
             mine_act = self.activity.get(pid)
             if mine_act is None:
@@ -165,6 +176,43 @@ class FlushOutput(Protocol):
     """Called in the flush thread after each committed flush; must not raise, should be quick."""
 
     def stored(self, flush: StoredFlush) -> None: ...
+
+
+def _noop() -> None:
+    return None
+
+
+class BatchRefused(Exception):
+    """The pipeline refuses a valid batch (a limit of the probe's): dead-letter it with `why`."""
+
+    def __init__(self, why: Rejection) -> None:
+        super().__init__(f"{why.reason}: {why.detail}")
+        self.why = why
+
+
+def _describe(key: SeriesKey) -> str:
+    """A series key for a log line: printable, bounded (its labels may be what was refused)."""
+    return ascii((key.metric, key.entity, dict(key.labels)))[:300]
+
+
+def _activity_of(
+    batches: Sequence[tuple[str, int, int, int, int, int]], whole: dict[str, ProbeActivity]
+) -> dict[str, ProbeActivity]:
+    """Probe activity of some of a buffer's batches (clock fields: the buffer's latest)."""
+    out: dict[str, ProbeActivity] = {}
+    for pid, seq, n, newest, _, _ in batches:
+        a = out.get(pid)
+        if a is None:
+            w = whole.get(pid)
+            out[pid] = ProbeActivity(
+                newest, seq, 1, n, w.clock_offset_ms if w else None, w.clock_synced if w else None
+            )
+        else:
+            a.last_seen_ms = max(a.last_seen_ms, newest)
+            a.last_seq = max(a.last_seq, seq)
+            a.messages += 1
+            a.measurements += n
+    return out
 
 
 def _copy(a: ProbeActivity) -> ProbeActivity:
@@ -236,7 +284,8 @@ class IngestPipeline:
         self._keys: list[SeriesKey] = []
         self._keys_lock = threading.Lock()
         self._intervals: list[float | None] = []  # expected seconds between samples, per local index
-        self._series_of_local = np.zeros(0, dtype=np.int32)
+        self._series_of_local = np.zeros(0, dtype=np.int32)  # -1: a series the store refused
+        self._refused_keys: dict[int, str] = {}  # local index -> why the store refused it
         self._scanner = Scanner()
         self._per_row = 1.0  # samples per measurement in the last flush (1 until one is seen)
         self._flush_lock = asyncio.Lock()
@@ -244,6 +293,11 @@ class IngestPipeline:
         self._background: asyncio.Future[int] | None = None  # see make_room
         # probe -> (lowest seq covered, seqs accepted): recent batches, for de-duplication.
         self._seen: dict[str, SeqWindow] = {}
+        # probe -> [clock hour, new label sets started in it] (see _stream_ids).
+        self._label_sets_spent: dict[str, list[int]] = {}
+        # probe -> (batches refused for too many new label sets, when the last was, ms) not
+        # yet counted on the probe in the store.
+        self._series_refused: dict[str, tuple[int, int]] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
         # Compiled (or loaded from numba's cache) now, not in the first flush.
@@ -316,7 +370,12 @@ class IngestPipeline:
             return None
         return got
 
-    def commit(self, got: Scanned, on_stored: Callable[[], None] | None = None) -> int:
+    def commit(
+        self,
+        got: Scanned,
+        on_stored: Callable[[], None] | None = None,
+        on_rejected: OnRejected | None = None,
+    ) -> int:
         """Accept what `scan` just put in the free rows (no await may come in between)."""
         buf = self._buf
         if got.pos != buf.rows or got.key_base != len(buf.key_ids):
@@ -332,12 +391,20 @@ class IngestPipeline:
             got.clock_offset_ms,
             got.clock_synced,
             on_stored,
+            on_rejected,
         )
         return got.rows
 
-    def accept(self, batch: Decoded | MeasurementBatch, on_stored: Callable[[], None] | None = None) -> int:
+    def accept(
+        self,
+        batch: Decoded | MeasurementBatch,
+        on_stored: Callable[[], None] | None = None,
+        on_rejected: OnRejected | None = None,
+    ) -> int:
         """Append a validated, not-duplicate batch to the buffer; returns its measurement count.
-        `on_stored` is called once its samples are committed to the store."""
+        `on_stored` is called once its samples are committed to the store; `on_rejected`
+        instead if the store refuses them (without it, such a batch is logged, counted and
+        on_stored called: its fate is final either way)."""
         if isinstance(batch, dict):
             batch = to_decoded(batch)
         buf = self._buf
@@ -361,14 +428,21 @@ class IngestPipeline:
             batch.clock_offset_ms,
             batch.clock_synced,
             on_stored,
+            on_rejected,
         )
         return n
 
     def _stream_ids(self, probe_id: str, keys: list[tuple[str, str, str]]) -> list[int]:
-        """Stream numbers of a probe's (target, technology, operator) keys, new ones created."""
+        """Stream numbers of a probe's (target, technology, operator) keys, new ones created.
+
+        Raises BatchRefused (too_many_series), changing nothing, when the new ones would take
+        the probe beyond `max_new_label_sets_per_probe_hour` this clock hour."""
         streams = self._stream_of.get(probe_id)
         if streams is None:
             streams = self._stream_of[probe_id] = {}
+        new = sum(1 for key in keys if key not in streams)
+        if new:
+            self._spend_label_sets(probe_id, new)
         ids: list[int] = []
         for key in keys:
             sid = streams.get(key)
@@ -377,6 +451,26 @@ class IngestPipeline:
                 self._streams.append((probe_id, *key))
             ids.append(sid)
         return ids
+
+    def _spend_label_sets(self, probe_id: str, new: int) -> None:
+        limit = self.settings.max_new_label_sets_per_probe_hour
+        hour = int(time.time() // 3600)
+        spent = self._label_sets_spent.get(probe_id)
+        if spent is None or spent[0] != hour:
+            spent = self._label_sets_spent[probe_id] = [hour, 0]
+        if spent[1] + new > limit:
+            now_ms = int(time.time() * 1000)
+            n, _ = self._series_refused.get(probe_id, (0, 0))
+            self._series_refused[probe_id] = (n + 1, now_ms)  # written to the probe by the flush
+            raise BatchRefused(
+                Rejection(
+                    "too_many_series",
+                    f"{new} new label sets (target, technology, operator) would make"
+                    f" {spent[1] + new} this hour for probe {probe_id!r}, limit {limit}"
+                    " (ingest.max_new_label_sets_per_probe_hour)",
+                )
+            )
+        spent[1] += new
 
     def _note_batch(
         self,
@@ -388,13 +482,14 @@ class IngestPipeline:
         clock_offset_ms: float | None,
         clock_synced: bool | None,
         on_stored: Callable[[], None] | None,
+        on_rejected: OnRejected | None = None,
     ) -> None:
         """Book-keeping of an accepted batch: de-duplication, acks, probe activity, metrics."""
         buf = self._buf
         self._remember(probe_id, seq)
+        if on_stored is not None or on_rejected is not None:
+            buf.on_stored.append((len(buf.batches), on_stored or _noop, on_rejected))
         buf.batches.append((probe_id, seq, n, newest, start, start + n))
-        if on_stored is not None:
-            buf.on_stored.append(on_stored)
         act = buf.activity.get(probe_id)
         if act is None:
             buf.activity[probe_id] = ProbeActivity(newest, seq, 1, n, clock_offset_ms, clock_synced)
@@ -414,15 +509,22 @@ class IngestPipeline:
     def _new_key(self, stream: tuple[str, str, str, str], metric: str) -> int:
         probe_id, target, technology, operator = stream
         probe = self._probes.get(probe_id) or ProbeInfo(probe_id)
+        # The registration says whose and which network the probe measures; what its radio
+        # reports is kept beside it when it differs (roaming, a fallback to 3G), never instead:
+        # a probe cannot file its data under another operator.
         labels = {
             "kind": "probe",
-            "operator": operator,
-            "technology": technology,
+            "operator": probe.operator or operator,
+            "technology": probe.technology or technology,
             "target": target,
             "commune": probe.commune,
             "village": probe.village,
             "site": probe.site,
         }
+        if probe.operator and operator != probe.operator:
+            labels["radio_operator"] = operator
+        if probe.technology and technology != probe.technology:
+            labels["radio_technology"] = technology
         # A metric's own schedule if configured (hourly downloads...), else the probe's batch interval.
         interval = self.settings.metric_interval_s.get(metric, probe.expected_interval_s)
         with self._keys_lock:
@@ -466,6 +568,8 @@ class IngestPipeline:
     async def flush(self) -> int:
         """Store everything buffered so far; returns the samples stored (0 if nothing)."""
         async with self._flush_lock:
+            if self._series_refused:
+                await self._count_series_refused()
             buf = self._buf
             if buf.empty():
                 return 0
@@ -473,7 +577,7 @@ class IngestPipeline:
             self._buf = spare if spare is not None else _Buffer(len(buf.meas_ts))  # no regrowing
             started = time.perf_counter()
             try:
-                stored = await asyncio.to_thread(self._store_buffer, buf)
+                stored, refused = await asyncio.to_thread(self._store_buffer, buf)
             except Exception:
                 # Keep the samples: the next flush tries again with them in front.
                 m.FLUSH_FAILURES.inc()
@@ -488,15 +592,41 @@ class IngestPipeline:
             for ts in buf.newest_ts_ms:
                 m.INGEST_LAG.observe(max(0.0, (done_ms - ts) / 1000))
             m.HOT.buffered = self.buffered
-            for callback in buf.on_stored:
+            for index, rejection in refused.items():
+                probe_id, seq = buf.batches[index][:2]
+                m.MESSAGES_REJECTED.labels(reason=rejection.reason).inc()
+                log.warning(
+                    "event=message_rejected reason=%s probe=%s seq=%d detail=%r",
+                    rejection.reason,
+                    probe_id,
+                    seq,
+                    rejection.detail[:300],
+                )
+            for index, callback, on_rejected in buf.on_stored:
                 try:
-                    callback()
+                    why = refused.get(index)
+                    if why is None:
+                        callback()
+                    elif on_rejected is not None:
+                        on_rejected(why, self._batch_json(buf, index), callback)
+                    else:
+                        callback()
                 except Exception:  # one failing acknowledgement must not stop the others
                     log.exception("event=on_stored_failed")
             # Stored: nothing refers to its columns any more (the flush made its own arrays).
             buf.reset()
             self._spare = buf
             return stored
+
+    async def _count_series_refused(self) -> None:
+        refused, self._series_refused = self._series_refused, {}
+        try:
+            await asyncio.to_thread(self.store.add_series_refused, refused)
+        except Exception:  # kept for the next flush
+            log.exception("event=series_refused_count_failed probes=%d", len(refused))
+            for pid, (n, last) in refused.items():
+                n2, last2 = self._series_refused.get(pid, (0, 0))
+                self._series_refused[pid] = (n + n2, max(last, last2))
 
     async def make_room(self) -> None:
         """Backpressure that overlaps storing with intake: a full buffer goes to a flush in
@@ -542,7 +672,7 @@ class IngestPipeline:
             n_keys = len(self._keys)
         have = len(self._series_of_local)
         if n_keys > have:
-            ids = self.store.series_ids(self._keys[have:n_keys], self._intervals[have:n_keys])
+            ids = self._resolve_series(have, n_keys)
             self._series_of_local = np.concatenate([self._series_of_local, np.asarray(ids, dtype=np.int32)])
         if self.share_counters and n_keys > self._counted_locals:
             self._add_counters(self._counted_locals, n_keys)
@@ -566,6 +696,8 @@ class IngestPipeline:
         keys: list[SeriesKey] = []
         intervals: list[float | None] = []
         for local in range(lo, hi):
+            if self._series_of_local[local] < 0:
+                continue  # a series the store refused (see _resolve_series): no counter either
             key = self._keys[local]
             for t in self.share_counters.thresholds(key.metric, dict(key.labels)):
                 src.append(int(self._series_of_local[local]))
@@ -585,40 +717,149 @@ class IngestPipeline:
         """The batch plus its share counter samples (the same transaction stores both)."""
         return with_counters(batch, self._count_src, self._count_thr, self._count_dst)
 
-    def _store_buffer(self, buf: _Buffer) -> int:
-        """Runs in a worker thread: resolve series ids, roll up, merge into the store."""
+    def _resolve_series(self, have: int, n_keys: int) -> list[int]:
+        """Store ids of the local series have..n_keys, created where new. A key the store
+        refuses (a label value it cannot hold, which validation should have kept out) gets
+        -1: its samples are left out and their batches dead-lettered, now and later; the
+        others are stored. Without this a refused key would fail every flush for ever."""
+        keys, intervals = self._keys[have:n_keys], self._intervals[have:n_keys]
+        try:
+            return self.store.series_ids(keys, intervals)
+        except Exception as exc:
+            if not refuses_data(exc):
+                raise
+            if n_keys - have == 1:
+                self._refused_keys[have] = f"the store refused series {_describe(keys[0])}: {exc!r}"[:500]
+                log.error("event=series_refused local=%d detail=%r", have, self._refused_keys[have])
+                return [-1]
+        mid = (have + n_keys) // 2
+        return self._resolve_series(have, mid) + self._resolve_series(mid, n_keys)
+
+    def _store_buffer(self, buf: _Buffer) -> tuple[int, dict[int, Rejection]]:
+        """Runs in a worker thread: resolve series ids, roll up, merge into the store.
+
+        Returns the samples stored and the batches refused (by index in `buf.batches`). When
+        the store refuses the data (`refuses_data`), the batches are stored in halves, each
+        in its own transaction, down to the single batches it refuses; every other failure
+        raises, nothing being stored, and the caller keeps the buffer for the next flush.
+        """
         batch, per_row, local, n_keys = self._expand(buf)
-        rollups = rollup(self._counted(batch), RESOLUTION_S * 1000)
-        stored = len(batch)
+        refused: dict[int, Rejection] = {}
+        everything: list[int] | None = None  # None: every batch, the common case
+        if self._refused_keys and len(batch) and int(batch.series_id.min()) < 0:
+            refused = self._refused_by_series(buf, batch, per_row, local)
+            everything = [i for i in range(len(buf.batches)) if i not in refused]
+        try:
+            return self._write_part(buf, batch, per_row, local, n_keys, everything, True), refused
+        except Exception as exc:
+            if not buf.batches or not refuses_data(exc):
+                raise
+            log.warning("event=flush_refused batches=%d error=%r action=bisect", len(buf.batches), exc)
+        stored = 0
+
+        def settle(part: list[int]) -> None:
+            nonlocal stored
+            try:
+                stored += self._write_part(buf, batch, per_row, local, n_keys, part, False)
+                return
+            except Exception as exc:
+                if not refuses_data(exc):
+                    raise  # the store itself failed: stored parts are found as duplicates later
+                if len(part) == 1:
+                    refused[part[0]] = Rejection("store_rejected", f"the store refused the batch: {exc!r}")
+                    return
+            settle(part[: len(part) // 2])
+            settle(part[len(part) // 2 :])
+
+        parts = everything if everything is not None else list(range(len(buf.batches)))
+        if parts:
+            settle(parts)
+        # Samples of other sources last (a failure after them would store them twice).
+        if len(buf.value):
+            try:
+                stored += self._write_part(buf, batch, per_row, local, n_keys, [], True)
+            except Exception as exc:
+                if not refuses_data(exc):
+                    raise
+                m.SAMPLES_REFUSED.inc(len(buf.value))
+                log.error("event=samples_refused samples=%d error=%r", len(buf.value), exc)
+        return stored, refused
+
+    def _refused_by_series(
+        self, buf: _Buffer, batch: SampleBatch, per_row: npt.NDArray[np.int64], local: npt.NDArray[np.int64]
+    ) -> dict[int, Rejection]:
+        """The batches holding a sample of a series the store refused (see _resolve_series)."""
+        n_probe = int(per_row.sum())
+        bad = np.flatnonzero(batch.series_id[:n_probe] < 0)
+        rows = np.repeat(np.arange(len(per_row)), per_row)[bad]
+        first_bad = dict(zip(rows.tolist(), local[bad].tolist(), strict=True))  # row -> a refused local
+        refused: dict[int, Rejection] = {}
+        for i, (_, _, _, _, a, b) in enumerate(buf.batches):
+            for r in range(a, b):
+                if r in first_bad:
+                    refused[i] = Rejection("store_rejected", self._refused_keys[first_bad[r]])
+                    break
+        n_other = int((batch.series_id[n_probe:] < 0).sum())
+        if n_other:
+            m.SAMPLES_REFUSED.inc(n_other)
+            log.error("event=samples_refused samples=%d reason=series_refused", n_other)
+        return refused
+
+    def _write_part(
+        self,
+        buf: _Buffer,
+        batch: SampleBatch,
+        per_row: npt.NDArray[np.int64],
+        local: npt.NDArray[np.int64],
+        n_keys: int,
+        part: list[int] | None,
+        with_other: bool,
+    ) -> int:
+        """Store the batches `part` (indexes in buf.batches; None: all) and, if `with_other`,
+        the samples of other sources, in one transaction; returns the samples stored."""
         keep: npt.NDArray[np.bool_] | None = None
-        activity_kept = buf.activity
+        keep_row: npt.NDArray[np.bool_] | None = None
+        if part is None:
+            batches = buf.batches
+            activity = buf.activity
+            part_batch = batch
+        else:
+            batches = [buf.batches[i] for i in part]
+            activity = _activity_of(batches, buf.activity)
+            keep_row = np.zeros(len(per_row), dtype=bool)
+            for *_, a, b in batches:
+                keep_row[a:b] = True
+            keep = self._sample_mask(batch, per_row, keep_row, with_other)
+            part_batch = SampleBatch(batch.series_id[keep], batch.ts_ms[keep], batch.value[keep])
+        rollups = rollup(self._counted(part_batch), RESOLUTION_S * 1000)
+        stored = len(part_batch)
+        activity_kept = activity
 
         def without(dups: set[tuple[str, int]]) -> tuple[RollupSet, dict[str, ProbeActivity]]:
             # Another worker (or this one before a restart) stored these batches already:
             # roll up everything else, in the same transaction that found them.
             nonlocal stored, keep, activity_kept
-            keep_row = np.ones(len(per_row), dtype=bool)
-            activity = {k: _copy(v) for k, v in buf.activity.items()}
-            for pid, seq, n_meas, _, a, b in buf.batches:
+            rows = np.ones(len(per_row), dtype=bool) if keep_row is None else keep_row.copy()
+            kept_activity = {k: _copy(v) for k, v in activity.items()}
+            for pid, seq, n_meas, _, a, b in batches:
                 if (pid, seq) in dups:
-                    keep_row[a:b] = False
-                    act = activity[pid]
+                    rows[a:b] = False
+                    act = kept_activity[pid]
                     act.messages -= 1
                     act.measurements -= n_meas
             m.MESSAGES_DUPLICATE.inc(len(dups))
-            n_other = len(batch) - int(per_row.sum())
-            keep = np.concatenate([np.repeat(keep_row, per_row), np.ones(n_other, dtype=bool)])
+            keep = self._sample_mask(batch, per_row, rows, with_other)
             stored = int(keep.sum())
-            activity_kept = activity
+            activity_kept = kept_activity
             sub_batch = SampleBatch(batch.series_id[keep], batch.ts_ms[keep], batch.value[keep])
-            return rollup(self._counted(sub_batch), RESOLUTION_S * 1000), activity
+            return rollup(self._counted(sub_batch), RESOLUTION_S * 1000), kept_activity
 
         merged: list[RollupSet] | None = [] if self.outputs else None
         self.store.write_rollups(
             rollups,
             RESOLUTION_S,
-            buf.activity,
-            [b[:4] for b in buf.batches],
+            activity,
+            [b[:4] for b in batches],
             without_duplicates=without,
             merged_out=merged,
         )
@@ -626,6 +867,37 @@ class IngestPipeline:
             # Committed: from here on nothing may raise, or the flush would be stored twice.
             self._tell_outputs(batch, local, keep, merged, activity_kept, n_keys)
         return stored
+
+    @staticmethod
+    def _sample_mask(
+        batch: SampleBatch, per_row: npt.NDArray[np.int64], keep_row: npt.NDArray[np.bool_], with_other: bool
+    ) -> npt.NDArray[np.bool_]:
+        """Samples of the kept rows (and of other sources if `with_other`), never a refused series'."""
+        n_other = len(batch) - int(per_row.sum())
+        keep = np.concatenate([np.repeat(keep_row, per_row), np.full(n_other, with_other, dtype=bool)])
+        keep &= batch.series_id >= 0
+        return keep
+
+    def _batch_json(self, buf: _Buffer, index: int) -> bytes:
+        """A buffered batch as schema-v1 JSON again, for its dead letter (the original
+        message is not kept: holding every payload until its flush would double the
+        buffer's memory). Escapes everything beyond ASCII, so any string can be written."""
+        probe_id, seq, _, _, a, b = buf.batches[index]
+        rows = []
+        for r in range(a, b):
+            _, target, technology, operator = self._streams[buf.key_ids[int(buf.meas_key[r])]]
+            values = buf.meas_values[r].tolist()
+            rows.append(
+                {
+                    "ts": int(buf.meas_ts[r]),
+                    "target": target,
+                    "technology": technology,
+                    "operator": operator,
+                    "metrics": {n: v for n, v in zip(METRIC_NAMES, values, strict=True) if v == v},
+                }
+            )
+        body = {"v": 1, "probe_id": probe_id, "seq": seq, "measurements": rows}
+        return json.dumps(body, ensure_ascii=True, allow_nan=False).encode("ascii")
 
     def _tell_outputs(
         self,

@@ -119,6 +119,14 @@ class IngestSettings(_Section):
     probe_check_interval_s: float = Field(
         5.0, gt=0, le=3600, description="how often probes are checked for missed intervals (probe_offline)"
     )
+    max_new_label_sets_per_probe_hour: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="new (target, technology, operator) label sets one probe may start per clock hour"
+        " (each is up to 11 series, one per metric); a batch that would exceed it is refused as"
+        " too_many_series. Counted since the process started",
+    )
     max_unacked_messages: int = Field(
         1000, ge=1, le=1_000_000, description="flush once this many received messages wait for their ack"
     )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from api.errors import ERR
 from collector import metrics as m
 from collector.mqtt.schema import Rejection, decode
-from collector.pipeline import IngestPipeline
+from collector.pipeline import BatchRefused, IngestPipeline
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 _bearer = HTTPBearer(auto_error=False, description="the probe's own token (netqos probe-token PROBE_ID)")
@@ -61,7 +62,11 @@ def _probe_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> s
         403: {**ERR, "description": "the batch's probe_id is not the token's probe"},
         409: {**ERR, "description": "this (probe_id, seq) is stored already"},
         413: {**ERR, "description": "larger than mqtt.max_payload_bytes"},
-        422: {**ERR, "description": "refused: the body says why (same reasons as the dead-letter topics)"},
+        422: {
+            **ERR,
+            "description": "refused: the body says why (same reasons as the dead-letter topics,"
+            " store_rejected included)",
+        },
         429: {**ERR, "description": "the probe sends faster than api.ingest_rate_per_s; see Retry-After"},
         503: {**ERR, "description": "not stored in time; retry with the same seq"},
     },
@@ -100,10 +105,20 @@ async def ingest(
         if not stored.done():  # the client may have gone (timeout) before the commit
             stored.set_result(None)
 
-    pipeline.accept(result, on_stored=done)
+    def refused(why: Rejection, _batch: bytes, _ack: Callable[[], None]) -> None:
+        # Counted and logged by the pipeline; the answer says why (a retry would fail alike).
+        if not stored.done():
+            stored.set_exception(HTTPException(422, f"{why.reason}: {why.detail}"))
+
+    try:
+        pipeline.accept(result, on_stored=done, on_rejected=refused)
+    except BatchRefused as exc:
+        m.MESSAGES_REJECTED.labels(reason=exc.why.reason).inc()
+        raise HTTPException(422, f"{exc.why.reason}: {exc.why.detail}") from None
     # Store now rather than wait for the flusher: the probe is waiting for the answer.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(pipeline.flush()), timeout=STORE_TIMEOUT_S)
     if not stored.done():
         raise HTTPException(503, "accepted but not stored yet; retry with the same seq")
+    stored.result()  # raises the 422 of a batch the store refused
     return IngestResult(status="stored", probe_id=probe_id, seq=seq, measurements=n)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 import time
@@ -27,7 +28,7 @@ from collector import metrics as m
 from collector.mqtt.lean import LeanClient, LeanMqttError
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, Rejection, decode, probe_id_of_topic
-from collector.pipeline import IngestPipeline
+from collector.pipeline import BatchRefused, IngestPipeline
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings, MqttSettings
 
@@ -75,8 +76,9 @@ class AckQueue:
 class Connection(Protocol):
     """What the consumer needs of an MQTT client: messages in, manual acks, publish out."""
 
-    def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
-        """(topic, payload, mid, qos) in arrival order."""
+    def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
+        """(topic, payload, mid, qos, payload size) in arrival order; a size above len(payload):
+        the payload was over the client's limit and discarded unread."""
         ...
 
     def pending(self) -> int: ...
@@ -96,9 +98,12 @@ class _AiomqttConnection:
         self._paho = client._client
         self._paho.manual_ack_set(True)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
+        # paho reads every message whole (MQTT 3.1.1 cannot ask the broker for a limit): an
+        # oversized one is refused after it was read, by its size, as too_large.
         async for msg in self.client.messages:
-            yield msg.topic.value, _payload_bytes(msg.payload), msg.mid, msg.qos
+            payload = _payload_bytes(msg.payload)
+            yield msg.topic.value, payload, msg.mid, msg.qos, len(payload)
 
     def pending(self) -> int:
         return len(self.client.messages)
@@ -117,9 +122,9 @@ class _LeanConnection:
     def __init__(self, client: LeanClient) -> None:
         self.client = client
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int]]:
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, int, int, int]]:
         async for msg in self.client.messages():
-            yield msg.topic, msg.payload, msg.mid, msg.qos
+            yield msg.topic, msg.payload, msg.mid, msg.qos, msg.oversized or len(msg.payload)
 
     def pending(self) -> int:
         return self.client.pending()
@@ -133,6 +138,10 @@ class _LeanConnection:
     async def publish(self, topic: str, payload: bytes, qos: int) -> None:
         await self.client.publish(topic, payload, qos=qos)
 
+
+# Beyond mqtt.max_payload_bytes, the most a PUBLISH's variable header takes: topic length,
+# a topic of up to 64 KiB, packet id (MQTT 3.1.1, 3.3.2).
+PUBLISH_HEADER_ROOM = 2 + 0xFFFF + 2
 
 # A lost or refused connection, whichever client: the consumer reconnects.
 CONNECTION_ERRORS = (aiomqtt.MqttError, LeanMqttError, OSError)
@@ -157,6 +166,9 @@ class MqttConsumer:
         self.connected = False
         self.subscribed = asyncio.Event()
         self.acks: AckQueue | None = None
+        self._conn: Connection | None = None  # the current connection, for late dead letters
+        self._late: set[asyncio.Task[None]] = set()
+        self._on_rejected = self._store_rejected  # bound once: passed with every message
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[Connection]:
@@ -174,6 +186,9 @@ class MqttConsumer:
                 password=password,
                 keepalive_s=self.mqtt.keepalive_s,
                 clean_session=False,
+                # Room for the topic and packet id beyond the payload limit; a larger PUBLISH
+                # is read past (never held in memory), counted as too_large and acknowledged.
+                max_packet_size=self.mqtt.max_payload_bytes + PUBLISH_HEADER_ROOM,
             )
             async with lean:
                 yield _LeanConnection(lean)
@@ -199,6 +214,7 @@ class MqttConsumer:
         while not stop.is_set():
             try:
                 async with self._connect() as conn:
+                    self._conn = conn
                     self.acks = AckQueue(conn.ack)
                     await conn.subscribe(self.mqtt.topic, self.mqtt.qos)
                     self._set_connected(True)
@@ -208,6 +224,7 @@ class MqttConsumer:
             except CONNECTION_ERRORS as exc:
                 log.warning("event=mqtt_disconnected error=%r retry_in_s=%.1f", str(exc), delay)
             finally:
+                self._conn = None
                 self._set_connected(False)
             if stop.is_set():
                 break
@@ -228,9 +245,12 @@ class MqttConsumer:
         async def read() -> None:
             acks = self.acks
             assert acks is not None
-            async for topic, payload, mid, qos in conn.messages():
+            async for topic, payload, mid, qos, size in conn.messages():
                 done = acks.add(mid, qos)
-                await self.handle(conn, topic, payload, done)
+                if size > len(payload):
+                    await self._discarded(conn, topic, size, done)
+                else:
+                    await self.handle(conn, topic, payload, done)
                 if len(acks) >= self.ingest.max_unacked_messages or (acks and not conn.pending()):
                     # The broker stops sending once its in-flight window is unacked: store now.
                     self.pipeline.request_flush()
@@ -282,12 +302,16 @@ class MqttConsumer:
                 done()  # already accepted: safe once the original is (acks go out in order)
                 return
             if isinstance(got, Scanned):
-                pipeline.commit(got, on_stored=done)  # scanned into the buffer: nothing in between
+                # Scanned into the buffer: nothing in between.
+                pipeline.commit(got, on_stored=done, on_rejected=self._on_rejected)
             else:
-                pipeline.accept(got, on_stored=done)
+                pipeline.accept(got, on_stored=done, on_rejected=self._on_rejected)
+        except BatchRefused as refused:  # a limit of the probe's: nothing of it was taken
+            await self._deadletter(conn, topic, payload, refused.why, done)
+            return
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
-            log.exception("event=accept_failed topic=%s", topic[:200])
+            log.exception("event=accept_failed topic=%r", topic[:200])
             await self._deadletter(conn, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
         if self.pipeline.should_flush():
@@ -303,8 +327,36 @@ class MqttConsumer:
     ) -> None:
         m.MESSAGES_REJECTED.labels(reason=why.reason).inc()
         log.info(
-            "event=message_rejected reason=%s topic=%s detail=%r", why.reason, topic[:200], why.detail[:300]
+            "event=message_rejected reason=%s topic=%r detail=%r", why.reason, topic[:200], why.detail[:300]
         )
+        await self._publish_deadletter(conn, why, payload, done)
+
+    async def _discarded(self, conn: Connection, topic: str, size: int, done: Callable[[], None]) -> None:
+        """A message the client discarded unread for its size: counted and dead-lettered as
+        too_large (its dead letter describes it, the payload being gone), then acknowledged:
+        left unacknowledged, the broker would deliver it again at every reconnect."""
+        m.HOT.received += 1
+        limit = self.mqtt.max_payload_bytes
+        why = Rejection("too_large", f"{size} bytes > limit {limit} (discarded unread)")
+        note = {"topic": topic[:1000], "payload_bytes": size, "detail": why.detail}
+        await self._deadletter(conn, topic, json.dumps(note).encode("ascii"), why, done)
+
+    def _store_rejected(self, why: Rejection, payload: bytes, done: Callable[[], None]) -> None:
+        """The store refused an accepted batch (counted and logged by the pipeline): dead-letter
+        it, then acknowledge it. Without a connection now, it stays unacknowledged and the
+        broker delivers it again (then a duplicate of a batch whose fate is settled: acked)."""
+        conn = self._conn
+        if conn is None:
+            m.DEADLETTER_FAILED.inc()
+            log.warning("event=deadletter_failed reason=%s error='not connected'", why.reason)
+            return
+        task = asyncio.ensure_future(self._publish_deadletter(conn, why, payload, done))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _publish_deadletter(
+        self, conn: Connection, why: Rejection, payload: bytes, done: Callable[[], None]
+    ) -> None:
         try:
             await conn.publish(f"{self.mqtt.deadletter_prefix}/{why.reason}", payload, qos=1)
         except CONNECTION_ERRORS as exc:

@@ -11,10 +11,14 @@ messages go to a deque that ``messages()`` drains without awaiting while it is n
 empty. Outgoing packets written in the same event-loop iteration (typically a run of
 PUBACKs) are coalesced into one ``transport.write``.
 
-Safety: a remaining length above ``max_packet_size`` or a varint longer than 4 bytes,
-any malformed or unexpected packet, closes the connection with a ``LeanMqttError``
-that names the problem; the iterator and pending calls then raise it. Nothing in the
-input can make the client raise anything else, grow without bound, or hang.
+Safety: a PUBLISH whose remaining length is above ``max_packet_size`` is read past and
+discarded as it arrives (never buffered): it comes out as a message with an empty payload
+and ``oversized`` set to the payload's size, so the caller can count it and acknowledge it
+(closing the connection instead would only get it delivered again at every reconnect). Any
+other packet above the limit, a varint longer than 4 bytes, any malformed or unexpected
+packet, closes the connection with a ``LeanMqttError`` that names the problem; the
+iterator and pending calls then raise it. Nothing in the input can make the client raise
+anything else, grow without bound, or hang.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class LeanMessage:
     mid: int  # packet identifier; 0 for QoS 0
     dup: bool
     retain: bool
+    oversized: int = 0  # > 0: the payload had this many bytes, over the limit, and was discarded
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -165,13 +170,14 @@ class PacketParser:
     by feed() as (first byte, body) after their fixed header and length were checked.
     The first malformed packet raises LeanMqttError, and so does every later feed()."""
 
-    __slots__ = ("_buf", "_error", "max_packet_size", "messages")
+    __slots__ = ("_buf", "_error", "_skip", "max_packet_size", "messages")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.max_packet_size = max_packet_size
         self.messages: deque[LeanMessage] = deque()
         self._buf = bytearray()
         self._error: str | None = None
+        self._skip = 0  # bytes of an oversized PUBLISH still to come, dropped as they arrive
 
     def buffered(self) -> int:
         return len(self._buf)
@@ -179,6 +185,12 @@ class PacketParser:
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
         if self._error is not None:
             raise LeanMqttError(self._error)
+        if self._skip:
+            k = min(self._skip, len(data))
+            self._skip -= k
+            if k == len(data):
+                return []
+            data = memoryview(data)[k:]
         buf = self._buf
         buf += data
         control: list[tuple[int, bytes]] = []
@@ -211,9 +223,27 @@ class PacketParser:
                     if got is None:
                         break
                     rl, start = got
-                if rl > max_size:
-                    raise LeanMqttError(f"packet too large: remaining length {rl} > maximum {max_size} bytes")
                 end = start + rl
+                if rl > max_size:
+                    if b0 >> 4 != 3:
+                        raise LeanMqttError(
+                            f"packet too large: remaining length {rl} > maximum {max_size} bytes"
+                        )
+                    # Its header (topic, packet id: at most 65,539 bytes) is read; the payload
+                    # is dropped as it comes, so memory stays bounded whatever its size.
+                    if n - start < 2:
+                        break
+                    header = 2 + (buf[start] << 8 | buf[start + 1]) + (2 if (b0 >> 1) & 3 else 0)
+                    if header > rl:
+                        raise LeanMqttError("malformed PUBLISH: topic longer than the packet")
+                    if n - start < header:
+                        break
+                    self._oversized(b0, buf, view, start, start + header, rl - header)
+                    if end > n:
+                        self._skip = end - n
+                        return n
+                    pos = end
+                    continue
                 if end > n:
                     break
                 if b0 >> 4 == 3:
@@ -248,6 +278,21 @@ class PacketParser:
         finally:
             view.release()
         return pos
+
+    def _oversized(self, b0: int, buf: bytearray, view: memoryview, start: int, end: int, size: int) -> None:
+        """The message of an oversized PUBLISH whose header is buf[start:end]: no payload."""
+        qos = (b0 >> 1) & 3
+        if qos > 1:
+            raise LeanMqttError("malformed PUBLISH: QoS 3" if qos == 3 else "QoS 2 PUBLISH is not supported")
+        p = end - 2 if qos else end
+        try:
+            topic = str(view[start + 2 : p], "utf-8")
+        except UnicodeDecodeError:
+            raise LeanMqttError("malformed PUBLISH: topic is not UTF-8") from None
+        mid = buf[p] << 8 | buf[p + 1] if qos else 0
+        if qos and mid == 0:
+            raise LeanMqttError("malformed PUBLISH: packet id 0")
+        self.messages.append(LeanMessage(topic, b"", qos, mid, bool(b0 & 0x08), bool(b0 & 1), max(size, 1)))
 
 
 _CONTROL_LENGTHS = {CONNACK: "2", PUBACK: "2", UNSUBACK: "2", PINGRESP: "0", SUBACK: "3+"}

@@ -11,7 +11,7 @@ says "not mine" (FALLBACK) for everything else, which then takes the reference p
 refusals are always classified and explained by the reference, and the scanner needs no
 error messages. The subset, chosen to be the common case and easy to get exactly right:
 
-- ASCII only, no string escapes, no control characters (anything else: FALLBACK);
+- printable ASCII only (32..126), no string escapes (anything else: FALLBACK);
 - the schema's keys only, each at most once (an unknown or repeated key: FALLBACK);
 - integers (ts, seq, sent_ts, v) as plain JSON integer tokens within the schema's range;
 - other numbers only where they convert exactly with one IEEE operation (Clinger's fast
@@ -114,7 +114,7 @@ def _string(buf: npt.NDArray[np.uint8], i: int) -> tuple[int, int]:
         c = buf[j]
         if c == 34:
             return i + 1, j
-        if c < 32 or c == 92 or c >= 128:
+        if c < 32 or c == 92 or c >= 127:  # 127 (DEL) is a control character too
             return -1, -1
         j += 1
     return -1, -1

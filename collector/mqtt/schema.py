@@ -42,6 +42,8 @@ REJECT_REASONS: Final = (
     "unknown_probe",
     "bad_topic",
     "internal_error",
+    "store_rejected",
+    "too_many_series",
 )
 
 _MS_MAX: Final = 2**53  # beyond any plausible epoch-ms, and exact in a float64
@@ -237,6 +239,9 @@ def check_batch(
             newest = ts
         if ts < oldest:
             oldest = ts
+    why = _unprintable_targets(measurements)
+    if why is not None:
+        return why
     if max_late_ms is not None and oldest < now_ms - max_late_ms:
         # Whole message: a batch is accepted or refused as one (its dead letter keeps it all).
         return Rejection(
@@ -248,6 +253,32 @@ def check_batch(
             "future_ts",
             f"measurement ts {newest} is {(newest - now_ms) / 1000:.0f} s ahead of the server clock",
         )
+    return None
+
+
+def unprintable_at(text: str) -> int:
+    """Index of the first character of `text` that is not printable text, or -1.
+
+    Printable as Python's `str.isprintable` says: no Unicode control (U+0000..U+001F,
+    U+007F..U+009F), format (bidi overrides, ...), surrogate, private-use, unassigned or
+    separator character other than the ASCII space. Why: such labels end up in the store
+    (PostgreSQL refuses U+0000 in text, every driver refuses lone surrogates), in CSV
+    exports, logs and the page, where they break, hide or disguise what is shown.
+    """
+    if text.isprintable():
+        return -1
+    return next(i for i, c in enumerate(text) if not c.isprintable())
+
+
+def _unprintable_targets(measurements: list[Measurement]) -> Rejection | None:
+    for i, m in enumerate(measurements):
+        target = m["target"]
+        at = unprintable_at(target)
+        if at >= 0:
+            return Rejection(
+                "invalid_value",
+                f"measurements.{i}.target: must be printable text; U+{ord(target[at]):04X} at character {at}",
+            )
     return None
 
 
@@ -433,6 +464,9 @@ def _fast_checked(
     if probe_id != topic_probe or len(ms) > max_measurements or probe_id not in known_probes:
         return None
     keys = list(map(_keys_of, ms))
+    for target in {k[0] for k in keys}:
+        if not target.isprintable():
+            return None
     for op in {k[2] for k in keys}:
         if op not in _good_operators:
             if not _OPERATOR_RE.fullmatch(op):

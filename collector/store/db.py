@@ -21,6 +21,24 @@ class StoreError(Exception):
     """The store cannot do what was asked (bad migration, unreadable file, bad backup, ...)."""
 
 
+def refuses_data(exc: BaseException) -> bool:
+    """Whether `exc` says the store refused the data itself (a value it cannot hold, a broken
+    constraint), not that the store failed (connection, disk, lock, timeout).
+
+    The first is one batch's fault and is isolated (the ingest dead-letters that batch); the
+    second is everyone's, and everything is kept and retried. Client-side refusals count as
+    data: a string the driver cannot encode (lone surrogate: UnicodeEncodeError; U+0000 on
+    PostgreSQL), an integer beyond 64 bits (OverflowError).
+    """
+    import sqlite3
+    import sys
+
+    if isinstance(exc, ValueError | OverflowError | sqlite3.DataError | sqlite3.IntegrityError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+
+
 class Cursor(Protocol):
     """What the store reads from a cursor (sqlite3's and psycopg's both have it)."""
 

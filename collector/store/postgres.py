@@ -47,8 +47,7 @@ def to_pg(sql: str) -> str:
     if _NOT_PORTABLE.search(sql):
         raise StoreError(
             "INSERT OR REPLACE/IGNORE is SQLite only: write INSERT ... ON CONFLICT (...) DO UPDATE"
-            " SET ... / DO NOTHING (collector/store/README.md, 'Writing SQL for both backends'): "
-            + sql[:120]
+            " SET ... / DO NOTHING (collector/store/README.md, 'Writing SQL for both backends'): " + sql[:120]
         )
     out: list[str] = []
     quote = ""

@@ -108,7 +108,10 @@ class SeriesKey:
         return SeriesKey(metric, entity, tuple(sorted(labels.items())))
 
     def labels_json(self) -> str:
-        return orjson.dumps(dict(self.labels), option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            return orjson.dumps(dict(self.labels), option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as exc:  # orjson's encode error: a label with no UTF-8 form (a surrogate)
+            raise ValueError(f"labels of {self.metric} on {self.entity!a} cannot be stored: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class ProbeInfo:
     status_since_ms: int | None = None
     clock_offset_ms: float | None = None
     clock_synced: bool | None = None
+    series_refused_total: int = 0  # batches refused as too_many_series
+    series_refused_last_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -336,7 +341,8 @@ class Store:
         cur = self._reader().execute(
             "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
             " last_seen_ms, last_seq, messages_total, measurements_total, expected_interval_s, status,"
-            f" status_since_ms, clock_offset_ms, clock_synced FROM probes {where} ORDER BY probe_id",
+            " status_since_ms, clock_offset_ms, clock_synced, series_refused_total, series_refused_last_ms"
+            f" FROM probes {where} ORDER BY probe_id",
             args,
         )
         names = [d[0] for d in cur.description]
@@ -347,6 +353,17 @@ class Store:
                 fields["clock_synced"] = bool(fields["clock_synced"])
             out.append(ProbeInfo(**fields))
         return out
+
+    def add_series_refused(self, refused: dict[str, tuple[int, int]]) -> None:
+        """Count batches refused as too_many_series on their probes: probe -> (batches, when
+        the last was, ms)."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE probes SET series_refused_total = series_refused_total + ?,"
+                " series_refused_last_ms = greatest(coalesce(series_refused_last_ms, 0), ?)"
+                " WHERE probe_id = ?",
+                [(n, last, pid) for pid, (n, last) in refused.items()],
+            )
 
     def probe_by_token_sha256(self, digest: str) -> str | None:
         """The probe whose HTTPS token hashes to `digest` (tokens themselves are never stored)."""

@@ -221,11 +221,11 @@ async def test_a_failure_inside_accept_parks_the_message_and_ingestion_goes_on(
 
     def failing_once(real: Any) -> Any:
         # Both ways into the buffer: the scanner's (commit) and the reference decoder's.
-        def call(batch: Any, on_stored: Any = None) -> int:
+        def call(batch: Any, on_stored: Any = None, on_rejected: Any = None) -> int:
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("simulated bug")
-            return int(real(batch, on_stored=on_stored))
+            return int(real(batch, on_stored=on_stored, on_rejected=on_rejected))
 
         return call
 

@@ -135,8 +135,11 @@ def test_byte_by_byte() -> None:
 MALFORMED = [
     (b"\x30\xff\xff\xff\xff\x01", "longer than 4 bytes"),
     (b"\x30\x80\x80\x80\x80", "longer than 4 bytes"),
-    (b"\x30" + encode_remaining_length((1 << 20) + 4097), "too large"),
-    (b"\x30\xff\xff\xff\x7f", "too large"),
+    (b"\x90" + encode_remaining_length((1 << 20) + 4097), "too large"),  # only a PUBLISH is read past
+    (b"\x40\xff\xff\xff\x7f", "too large"),
+    (b"\x30\xff\xff\xff\x7f\x00\x02\xff\xfe", "not UTF-8"),  # oversized, its topic still checked
+    (b"\x32\xff\xff\xff\x7f\x00\x01a\x00\x00", "packet id 0"),
+    (b"\x34\xff\xff\xff\x7f\x00\x01a\x00\x01", "QoS 2"),
     (b"\x30\x01\x00", "truncated topic length"),
     (b"\x30\x00", "truncated topic length"),
     (b"\x30\x04\x00\x05ab", "topic longer than the packet"),
@@ -174,7 +177,33 @@ def test_small_max_packet_size_bounds_buffer() -> None:
     p = PacketParser(max_packet_size=100)
     p.feed(encode_publish("t", b"x" * 90, 0))
     with pytest.raises(LeanMqttError, match="too large"):
-        p.feed(encode_publish("t", b"x" * 200, 0)[:4])
+        p.feed(b"\x90" + encode_remaining_length(101))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 101, 4096, 1 << 20])
+def test_an_oversized_publish_is_read_past_without_buffering_it(chunk: int) -> None:
+    """Limit 100 bytes of remaining length: 100 passes whole, 101 and 10,000 are discarded as they
+    come (the buffer never holds more than one packet's limit) and come out as empty messages
+    with their payload size; the messages around them are untouched."""
+    p = PacketParser(max_packet_size=100)
+    at_limit = encode_publish("t/a", b"y" * 93, 1, 1)  # remaining length 2 + 3 + 2 + 93 = 100
+    just_over = encode_publish("t/b", b"z" * 94, 1, 2)  # 101
+    huge = encode_publish("t/c", b"x" * 10_000, 1, 3)
+    qos0 = encode_publish("t/d", b"w" * 5000, 0)
+    after = encode_publish("t/e", b"ok", 1, 4)
+    stream = at_limit + just_over + huge + qos0 + after
+    most = 0
+    for i in range(0, len(stream), chunk):
+        p.feed(stream[i : i + chunk])
+        most = max(most, p.buffered())
+    assert most <= 100 + 2  # one packet's remaining length + its fixed header at most
+    assert list(p.messages) == [
+        LeanMessage("t/a", b"y" * 93, 1, 1, False, False),
+        LeanMessage("t/b", b"", 1, 2, False, False, oversized=94),
+        LeanMessage("t/c", b"", 1, 3, False, False, oversized=10_000),
+        LeanMessage("t/d", b"", 0, 0, False, False, oversized=5000),
+        LeanMessage("t/e", b"ok", 1, 4, False, False),
+    ]
 
 
 @settings(max_examples=300, deadline=None)

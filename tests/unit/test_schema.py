@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from collector.mqtt.scan import Scanner
 from collector.mqtt.schema import (
     REJECT_REASONS,
     MeasurementBatch,
     Rejection,
+    decode,
     parse,
     probe_id_of_topic,
     validate_batch,
@@ -103,6 +106,7 @@ CASES: list[tuple[str, bytes | dict[str, Any], str]] = [
     ("out_of_range", body(seq=-1), TOPIC),
     ("invalid_value", body(measurements=meas(technology="6G")), TOPIC),
     ("invalid_value", body(measurements=meas(operator="Viettel Telecom")), TOPIC),
+    ("invalid_value", body(measurements=meas(target="speedtest\u0000.example.vn")), TOPIC),
     ("future_ts", body(measurements=meas(ts=NOW + 301_000)), TOPIC),
     ("too_late", body(measurements=[*meas(ts=NOW - 3_601_000), *meas()]), TOPIC),
     ("topic_mismatch", body(probe_id="p2"), TOPIC),
@@ -121,8 +125,10 @@ def test_each_bad_message_gets_its_reason(reason: str, payload: bytes | dict[str
 
 
 def test_every_reason_is_exercised_and_documented() -> None:
-    # internal_error is not a property of the payload; the consumer test covers it.
-    assert {c[0] for c in CASES} == set(REJECT_REASONS) - {"internal_error"}
+    # internal_error, store_rejected and too_many_series are not properties of the payload
+    # alone: the consumer and the pipeline tests cover them.
+    others = {"internal_error", "store_rejected", "too_many_series"}
+    assert {c[0] for c in CASES} == set(REJECT_REASONS) - others
     doc = (Path(__file__).parents[2] / "docs" / "payload-v1.md").read_text(encoding="utf-8")
     assert all(f"| `{r}` |" in doc for r in REJECT_REASONS)
 
@@ -140,3 +146,80 @@ def test_topic_probe_extraction_handles_shared_subscriptions() -> None:
 def test_validate_batch_takes_decoded_json() -> None:
     b = validate_batch(body())
     assert b["probe_id"] == "p1" and b["measurements"][0]["technology"] == "4G"
+
+
+# Characters on each side of "printable" (Unicode categories per the standard's data:
+# Cc control, Cf format, Cs surrogate, Co private use, Zs/Zl/Zp separators).
+UNPRINTABLE = [
+    ("\u0000", 0x0000),  # NUL: PostgreSQL refuses it in text (the poison pill)
+    ("\u001f", 0x001F),  # last C0 control
+    ("\u007f", 0x007F),  # DEL
+    ("\u0085", 0x0085),  # NEL, a C1 control
+    ("\u009f", 0x009F),  # last C1 control
+    ("\u00a0", 0x00A0),  # no-break space (Zs): looks like a space, is not one
+    ("\u200b", 0x200B),  # zero-width space (Cf)
+    ("\u202e", 0x202E),  # right-to-left override (Cf): disguises what follows
+    ("\u2028", 0x2028),  # line separator (Zl): a new line in a text log
+    ("\ue000", 0xE000),  # private use (Co)
+]
+
+
+def test_a_target_with_a_lone_surrogate_is_refused_as_not_json() -> None:
+    # "\ud800" alone encodes no character (RFC 8259, 8.2): the JSON decoder refuses it first.
+    raw = json.dumps(body(measurements=meas(target="T"))).replace('"T"', '"a\\ud800b"')
+    r = run(raw.encode())
+    assert isinstance(r, Rejection) and r.reason == "not_json", r
+
+
+@pytest.mark.parametrize(("char", "code"), UNPRINTABLE)
+def test_a_target_with_a_character_that_is_not_printable_is_refused(char: str, code: int) -> None:
+    # json.dumps escapes it (\u0000, \ud800, ...): the JSON itself is valid.
+    raw = json.dumps(body(measurements=meas(target="T"))).replace('"T"', json.dumps(f"a{char}b"))
+    r = run(raw.encode())
+    assert isinstance(r, Rejection), r
+    assert r.reason == "invalid_value"
+    assert r.detail == f"measurements.0.target: must be printable text; U+{code:04X} at character 1"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        " ",  # U+0020, the one separator allowed
+        "~",  # U+007E, the last printable ASCII before DEL
+        "\u00a1",  # U+00A1, the first printable after the C1 controls and NBSP
+        "đo-tốc-độ.vn",  # Vietnamese letters are printable
+        "x" * 255,  # the length limit itself
+    ],
+)
+def test_printable_targets_up_to_255_characters_are_accepted(target: str) -> None:
+    raw = json.dumps(body(measurements=meas(target="T"))).replace('"T"', json.dumps(target))
+    r = run(raw.encode())
+    assert not isinstance(r, Rejection), r
+    assert r["measurements"][0]["target"] == json.loads(json.dumps(target))
+
+
+def test_a_target_of_256_characters_is_refused() -> None:
+    r = run(body(measurements=meas(target="x" * 256)))
+    assert isinstance(r, Rejection) and r.reason == "out_of_range"
+
+
+@pytest.mark.parametrize("raw_target", [b"a\x7fb", "a\u202eb".encode(), "a\u00a0b".encode()])
+def test_unescaped_unprintable_targets_are_refused_by_the_fast_decoders_too(raw_target: bytes) -> None:
+    """Not escaped in the JSON (valid there: only U+0000..U+001F must be escaped), so the fast
+    paths (msgspec, the numba scanner) see them first; they must hand them to the reference."""
+    raw = json.dumps(body(measurements=meas(target="T"))).encode().replace(b'"T"', b'"' + raw_target + b'"')
+    got = decode(
+        TOPIC,
+        raw,
+        topic_filter=FILTER,
+        now_ms=NOW,
+        max_payload_bytes=256 * 1024,
+        max_future_ms=300_000,
+        max_measurements=5000,
+        known_probes={"p1"},
+        max_late_ms=3_600_000,
+    )
+    assert isinstance(got, Rejection) and got.reason == "invalid_value", got
+    n = 8
+    cols = (np.zeros(n, np.int64), np.zeros((n, 11), np.float64), np.zeros(n, np.int32))
+    assert Scanner().scan(raw, n, *cols, 0) is None
