@@ -20,6 +20,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**ERR, "description": "no, unknown or unconfigured bearer token"},
     403: {**ERR, "description": "the key's role (or operator) may not do this"},
     422: {**ERR, "description": "a parameter is missing or wrong; the detail says which and why"},
+    429: {**ERR, "description": "too many wrong tokens from this client (api.auth_failures_per_min)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**ERR, "description": "no such resource"}}
 BAD_BODY: dict[int | str, dict[str, Any]] = {
@@ -65,7 +66,15 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=exc.body.model_dump(exclude_none=True))
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number a parameter let through but the store or the calendar cannot hold (a 40-digit
+    # offset, year 0): the client's value is wrong, so a 422, never a 500.
+    return JSONResponse(status_code=422, content={"detail": f"a number or date out of range: {exc}"})
+
+
 def install(app: FastAPI) -> None:
-    """Make request-validation errors ErrorOut-shaped; answer ApiError with its body."""
+    """Make request-validation errors ErrorOut-shaped; answer ApiError with its body; a value
+    out of range (OverflowError) is the client's 422."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(OverflowError, _out_of_range)

@@ -22,6 +22,7 @@ import uvicorn
 import yaml
 
 from api import create_app
+from api.server import SPARE_FDS, quiet_asyncio, raise_nofile, server_config
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
@@ -301,9 +302,18 @@ async def run_service(
     # Workers (no api role) answer only the probes of their container or unit, if asked to.
     http_port = settings.api.port if "api" in roles else settings.api.health_port
     app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.api.host, port=http_port or 0, log_config=None, lifespan="off")
-    )
+    # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
+    server = uvicorn.Server(server_config(app, settings.api, http_port or 0))
+    quiet_asyncio()
+    soft, hard = raise_nofile(settings.api.max_connections + SPARE_FDS)
+    if soft < settings.api.max_connections + SPARE_FDS:
+        log.warning(
+            "event=open_files_limit_low soft=%d hard=%d wanted=%d hint='raise LimitNOFILE (systemd) "
+            "or ulimit -n, or lower api.max_connections'",
+            soft,
+            hard,
+            settings.api.max_connections + SPARE_FDS,
+        )
 
     ctx = ServiceContext(settings, stop, store, consumer, poller, [])
 

@@ -80,7 +80,7 @@ def list_incidents(
     kind: Annotated[str | None, Query(description="rule name, e.g. device_down")] = None,
     entity: Annotated[str | None, Query(description="root-cause entity id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> IncidentList:
     found, total = _repo(request).find(state=state, kind=kind, entity=entity, limit=limit, offset=offset)
     now = int(time.time() * 1000)

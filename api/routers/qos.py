@@ -8,6 +8,10 @@ The rows come from the coarsest tier (1 min, 1 h, 1 day) whose resolution divide
 Every group has a point for every step, with the samples behind it and, where the series'
 schedules are known, the samples expected: a step without data says count 0 and
 completeness 0, never a good-looking value.
+
+One query's work is bounded before it reads a row (api.max_qos_points: groups x steps;
+api.max_rows_read: series x windows), and at most api.max_queries run at once
+(api.max_queries_per_key of one key), each in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
-from api.errors import AUTH_ERRORS, CSV_OR_JSON
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR
 from api.export import Format, csv_response
 from api.schemas import QosPoint, QosResponse, QosSeries
 from collector.core import merge
@@ -33,7 +37,7 @@ from collector.store.store import TIERS, SeriesSelection
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
 RESOLUTION_S = TIERS[0]
-_STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
+_STEP_RE = re.compile(r"^(\d{1,12})([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -95,6 +99,24 @@ def expected_samples(
     return np.maximum(np.diff(f, axis=1), 0.0), known
 
 
+# Times a query may name: from the Unix epoch to 2100 (older or later ones hold no data, and
+# year 1 or 9999 would overflow the arithmetic below).
+EARLIEST_MS, LATEST_MS = 0, 4_102_444_800_000
+
+
+def instant_ms(t: datetime | None, name: str) -> int | None:
+    """A query's time in ms since the epoch; 422 outside 1970-01-01 .. 2100-01-01."""
+    if t is None:
+        return None
+    try:
+        ms = int(t.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        ms = -1
+    if not EARLIEST_MS <= ms <= LATEST_MS:
+        raise HTTPException(422, f"{name} {t.isoformat()}: must be between 1970-01-01 and 2100-01-01")
+    return ms
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -102,7 +124,11 @@ def _iso(ms: int) -> str:
 @router.get(
     "/qos",
     response_model=QosResponse,
-    responses=CSV_OR_JSON,
+    responses={
+        **CSV_OR_JSON,
+        413: {**ERR, "description": "over api.max_qos_points or api.max_rows_read; the detail says which"},
+        429: {**ERR, "description": "over api.max_queries or api.max_queries_per_key; see Retry-After"},
+    },
     summary="a QoS statistic over time, grouped by labels",
 )
 def qos(
@@ -140,8 +166,9 @@ def qos(
     if bad:
         raise HTTPException(422, f"group_by {', '.join(bad)}: not a label; use {', '.join(GROUP_LABELS)}")
 
-    to_ms = int((to.timestamp() if to else time.time()) * 1000)
-    from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 3600_000
+    given_to, given_from = instant_ms(to, "to"), instant_ms(from_, "from")
+    to_ms = int(time.time() * 1000) if given_to is None else given_to
+    from_ms = max(EARLIEST_MS, to_ms - 3600_000) if given_from is None else given_from
     if from_ms >= to_ms:
         raise HTTPException(422, "'from' must be before 'to'")
     step_s = parse_step(step) if step else max(RESOLUTION_S, -(-(to_ms - from_ms) // 120_000 // 60) * 60)
@@ -151,7 +178,9 @@ def qos(
     n_steps = -(-(to_ms - from_ms) // step_ms)
     max_points = request.app.state.max_points
     if n_steps > max_points:
-        raise HTTPException(422, f"{n_steps} steps exceed the limit of {max_points}; use a larger step")
+        raise HTTPException(
+            422, f"{n_steps} steps exceed the limit api.max_points ({max_points}); use a larger step"
+        )
 
     filters = {
         k: v
@@ -166,7 +195,50 @@ def qos(
         if v is not None
     }
     tier = tier_for_step(step_s)
-    sel = request.app.state.store.select_rollups(metric, tier, from_ms, to_ms, filters)
+    store = request.app.state.store
+    limits = request.app.state.settings.api
+    with request.app.state.query_gate.hold(principal.name):
+        # The work is bounded before any rollup row is read: the series (an empty range reads
+        # none of their rows) tell the groups and the most rows the range can hold.
+        found = store.select_rollups(metric, tier, from_ms, from_ms, filters)
+        n_groups = len(group_series(found, groups)[1])
+        if n_groups * n_steps > limits.max_qos_points:
+            raise HTTPException(
+                413,
+                f"{n_groups} groups x {n_steps} steps = {n_groups * n_steps} points exceed the limit "
+                f"api.max_qos_points ({limits.max_qos_points}); use a larger step, fewer group_by "
+                "labels or a filter",
+            )
+        windows = -(-(to_ms - from_ms) // (tier * 1000))
+        if len(found.labels) * windows > limits.max_rows_read:
+            raise HTTPException(
+                413,
+                f"{len(found.labels)} series x {windows} windows of {tier} s may be "
+                f"{len(found.labels) * windows} rows, over the limit api.max_rows_read "
+                f"({limits.max_rows_read}); use a shorter range, a step of 1h or 1d, or a filter",
+            )
+        sel = store.select_rollups(metric, tier, from_ms, to_ms, filters)
+        return _answer(
+            request, sel, metric, stat, groups, filters, from_ms, to_ms, step_s, n_steps, tier, format
+        )
+
+
+def _answer(
+    request: Request,
+    sel: SeriesSelection,
+    metric: str,
+    stat: str,
+    groups: list[str],
+    filters: dict[str, str],
+    from_ms: int,
+    to_ms: int,
+    step_s: int,
+    n_steps: int,
+    tier: int,
+    format: Format,
+) -> QosResponse | Response:
+    """The points of every (group, step) from the selected rollups."""
+    step_ms = step_s * 1000
     rs = sel.rollups
     group_of_series, group_labels = group_series(sel, groups)
     n_groups = len(group_labels)

@@ -12,8 +12,9 @@ from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
 from api.export import Format, csv_response
 from api.kpi import Plan, validate_report
+from api.limits import check_list_rows
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
-from api.uploads import UPLOAD_BODY, format_of, parse, read_upload, sha256_hex, table_error
+from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, TableError
 from collector.store.reports import ReportRepo
 from collector.store.units import UnitRepo
@@ -62,30 +63,38 @@ async def upload_report(
             owner = operator
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
-    table = parse(body, fmt, f"{kind} report")
-    errors = Errors()
-    values = validate_report(spec, table, UnitRepo(request.app.state.store).commune_codes(), errors)
-    try:
-        errors.raise_if_any()
-    except TableError as exc:
-        raise table_error(exc, f"{kind} report") from None
-    repo = ReportRepo(request.app.state.store)
-    meta = repo.add(
-        kind=kind,
-        year=year,
-        operator=owner,
-        fmt=fmt,
-        sha256=sha256_hex(body),
-        rows=len(table.rows),
-        note=note,
-        values=values,
-        actor=principal.actor(request),
-    )
-    return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in values])
+    max_rows = request.app.state.settings.api.max_upload_rows
+
+    def store() -> ReportDetail:
+        table = parse(body, fmt, f"{kind} report", max_rows)
+        errors = Errors()
+        values = validate_report(spec, table, UnitRepo(request.app.state.store).commune_codes(), errors)
+        try:
+            errors.raise_if_any()
+        except TableError as exc:
+            raise table_error(exc, f"{kind} report") from None
+        repo = ReportRepo(request.app.state.store)
+        meta = repo.add(
+            kind=kind,
+            year=year,
+            operator=owner,
+            fmt=fmt,
+            sha256=sha256_hex(body),
+            rows=len(table.rows),
+            note=note,
+            values=values,
+            actor=principal.actor(request),
+        )
+        return ReportDetail(**meta, values=[ReportValueOut(**asdict(v)) for v in values])
+
+    return await off_loop(store)
 
 
 @router.get(
-    "/reports", response_model=ReportList, responses=CSV_OR_JSON, summary="uploaded reports, newest first"
+    "/reports",
+    response_model=ReportList,
+    responses={**CSV_OR_JSON, 413: {**ERR, "description": "more rows than api.max_list_rows"}},
+    summary="uploaded reports, newest first",
 )
 def list_reports(
     request: Request,
@@ -98,6 +107,7 @@ def list_reports(
     rows = ReportRepo(request.app.state.store).find(
         kind=kind, year=year, operator=principal.operator_scope(operator)
     )
+    check_list_rows(len(rows), request.app.state.settings.api.max_list_rows, "reports")
     out = [ReportOut(**r) for r in rows]
     if format == "csv":
         return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
