@@ -49,6 +49,8 @@ def create_app(
     # /docs and /redoc from files shipped in the package (fastapi-offline), never from a CDN:
     # the documentation works on a network without internet, and loads no third-party script.
     app = FastAPIOffline(
+        # No call to the public validator service from the reader's browser either.
+        swagger_ui_parameters={"validatorUrl": None},
         title="netqos",
         version="0.1.0",
         summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
