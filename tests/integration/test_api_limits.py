@@ -276,10 +276,9 @@ def test_qos_work_limits_and_healthz_stays_fast(service: Service) -> None:
     load = subprocess.Popen(
         [sys.executable, "-c", QOS_LOAD, service.url, ADMIN, str(T0 // 1000)],
         stdout=subprocess.PIPE,
-        text=True,
     )
     try:
-        assert load.stdout is not None and load.stdout.readline().strip() == "sent"
+        assert load.stdout is not None and load.stdout.readline().strip() == b"sent"
         latencies = []
         with httpx.Client(base_url=service.url, timeout=10) as http:
             for _ in range(20):
@@ -289,7 +288,7 @@ def test_qos_work_limits_and_healthz_stays_fast(service: Service) -> None:
                 time.sleep(0.05)
         statuses = json.loads(load.stdout.readline())
     finally:
-        terminate(load, timeout_s=60)  # type: ignore[arg-type]
+        terminate(load, timeout_s=60)
     # Over the limit: 413, or 429 while the key's two query slots are taken; never a 200.
     assert set(statuses[:6]) <= {413, 429} and 413 in statuses[:6], statuses
     assert set(statuses[6:]) <= {200, 429} and 200 in statuses[6:], statuses
@@ -457,7 +456,7 @@ def test_20000_idle_connections_leave_healthz_and_ingest_working(service: Servic
         for h in holders:
             if h.stdin:
                 h.stdin.close()
-            terminate(h, timeout_s=10)  # type: ignore[arg-type]
+            terminate(h, timeout_s=10)
     assert service.proc.poll() is None
     grown = service.log.stat().st_size - log_before
     assert grown < 64 * 1024, service.log.read_text(errors="replace")[-3000:]
