@@ -99,19 +99,33 @@ def bounded_protocol(max_connections: int, header_timeout_s: float) -> type[asyn
     return BoundedH11
 
 
-def server_config(app: FastAPI, api: ApiSettings, port: int) -> uvicorn.Config:
-    """uvicorn's configuration for the service, every bound set from `api`."""
+def connections_within(max_connections: int, open_files: int) -> int:
+    """The connection limit that fits in `open_files` descriptors beside the service's own
+    (SPARE_FDS; half of them when there are fewer than twice that), at least 16."""
+    spare = SPARE_FDS if open_files >= 2 * SPARE_FDS else open_files // 2
+    return max(16, min(max_connections, open_files - spare))
+
+
+def server_config(
+    app: FastAPI, api: ApiSettings, port: int, max_connections: int | None = None
+) -> uvicorn.Config:
+    """uvicorn's configuration for the service, every bound set from `api`
+    (`max_connections`: a lower connection limit than api.max_connections, if given)."""
     trusted = list(api.trusted_proxies)
+    limit = api.max_connections if max_connections is None else max_connections
     return uvicorn.Config(
         app,
         host=api.host,
         port=port,
         log_config=None,
         lifespan="off",
-        http=bounded_protocol(api.max_connections, api.header_timeout_s),
+        http=bounded_protocol(limit, api.header_timeout_s),
         # Requests in flight; connections are bounded by the protocol above (closing idle
         # ones), which uvicorn's own check (503 at the limit, idle ones counted) would not do.
-        limit_concurrency=api.max_connections + 1,
+        limit_concurrency=limit + 1,
+        # asyncio accepts up to `backlog` connections at once, before any is counted above:
+        # kept well under the limit so one burst cannot take every descriptor.
+        backlog=min(2048, max(16, limit // 8)),
         timeout_keep_alive=api.keep_alive_s,
         timeout_graceful_shutdown=10,
         # uvicorn's default believes X-Forwarded-For from 127.0.0.1: anything local could
@@ -130,7 +144,10 @@ def raise_nofile(wanted: int) -> tuple[int, int]:
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
-    return soft, hard
+    unlimited = 1 << 30  # RLIM_INFINITY (-1) as a number that compares as "plenty"
+    return (unlimited if soft == resource.RLIM_INFINITY else soft), (
+        unlimited if hard == resource.RLIM_INFINITY else hard
+    )
 
 
 class RepeatFilter(logging.Filter):

@@ -22,7 +22,7 @@ import uvicorn
 import yaml
 
 from api import create_app
-from api.server import SPARE_FDS, quiet_asyncio, raise_nofile, server_config
+from api.server import SPARE_FDS, connections_within, quiet_asyncio, raise_nofile, server_config
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
@@ -303,17 +303,23 @@ async def run_service(
     http_port = settings.api.port if "api" in roles else settings.api.health_port
     app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
     # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
-    server = uvicorn.Server(server_config(app, settings.api, http_port or 0))
     quiet_asyncio()
-    soft, hard = raise_nofile(settings.api.max_connections + SPARE_FDS)
-    if soft < settings.api.max_connections + SPARE_FDS:
+    wanted = settings.api.max_connections + SPARE_FDS
+    soft, hard = raise_nofile(wanted)
+    # Connections beyond what the descriptors allow would fail at accept() for everyone;
+    # bounded below that, the idle ones are closed first and real requests still get in.
+    max_connections = connections_within(settings.api.max_connections, soft)
+    if max_connections < settings.api.max_connections:
         log.warning(
-            "event=open_files_limit_low soft=%d hard=%d wanted=%d hint='raise LimitNOFILE (systemd) "
-            "or ulimit -n, or lower api.max_connections'",
+            "event=open_files_limit_low soft=%d hard=%d wanted=%d max_connections=%d "
+            "hint='raise LimitNOFILE (systemd) or ulimit -n, or lower api.max_connections'",
             soft,
             hard,
-            settings.api.max_connections + SPARE_FDS,
+            wanted,
+            max_connections,
         )
+    # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
+    server = uvicorn.Server(server_config(app, settings.api, http_port or 0, max_connections))
 
     ctx = ServiceContext(settings, stop, store, consumer, poller, [])
 

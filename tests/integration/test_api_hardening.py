@@ -21,7 +21,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api import create_app
-from api.server import RepeatFilter, server_config
+from api.server import RepeatFilter, connections_within, server_config
 from collector.inventory.units import CommuneUnit
 from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
@@ -252,3 +252,14 @@ def test_connection_limit_closes_the_longest_idle_and_silent_ones_time_out(store
             s.close()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_connection_limit_fits_the_open_files_limit() -> None:
+    # 1,024 descriptors are kept for the store, the broker and the logs (half of a small limit).
+    assert connections_within(10_000, 20_000) == 10_000
+    assert connections_within(10_000, 11_024) == 10_000
+    assert connections_within(10_000, 11_023) == 9_999
+    assert connections_within(10_000, 2_048) == 1_024
+    assert connections_within(10_000, 2_047) == 2_047 - 1_023
+    assert connections_within(10_000, 256) == 128
+    assert connections_within(10_000, 20) == 16
