@@ -15,11 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from fastapi import HTTPException
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.schemas import ErrorOut
 from netqos.config import Settings
 
 REQUESTS_REFUSED = Counter(
@@ -161,6 +163,12 @@ class QueryGate:
                     self._running[key] = left
                 else:
                     del self._running[key]
+
+
+# The OpenAPI entry of a list endpoint's 413.
+LIST_TOO_LONG: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "more rows than api.max_list_rows; narrow with filters"}
+}
 
 
 def check_list_rows(n: int, limit: int, what: str) -> None:

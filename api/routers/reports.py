@@ -12,7 +12,7 @@ from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
 from api.export import Format, csv_response
 from api.kpi import Plan, validate_report
-from api.limits import check_list_rows
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
 from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, TableError
@@ -93,7 +93,7 @@ async def upload_report(
 @router.get(
     "/reports",
     response_model=ReportList,
-    responses={**CSV_OR_JSON, 413: {**ERR, "description": "more rows than api.max_list_rows"}},
+    responses={**CSV_OR_JSON, **LIST_TOO_LONG},
     summary="uploaded reports, newest first",
 )
 def list_reports(

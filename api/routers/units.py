@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, TOO_MANY
 from api.export import Format, csv_response
-from api.limits import check_list_rows
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import CommuneList, CommuneOut, ImportResult, VillageList, VillageOut
 from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, TableError
@@ -25,7 +25,7 @@ UploadFormat = Annotated[
 _UPLOAD_ERRORS = {**TOO_MANY, 413: {**ERR, "description": "larger than api.max_upload_bytes"}}
 
 
-_LIST_ERRORS = {**CSV_OR_JSON, 413: {**ERR, "description": "more rows than api.max_list_rows"}}
+_LIST_ERRORS = {**CSV_OR_JSON, **LIST_TOO_LONG}
 
 
 @router.get("/communes", response_model=CommuneList, responses=_LIST_ERRORS, summary="communes and wards")
