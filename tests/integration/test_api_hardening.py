@@ -112,6 +112,14 @@ def test_values_out_of_range_are_4xx_not_500(client: TestClient) -> None:
     assert client.get("/api/v1/qos", params=edge, headers=h).status_code == 200
     edge = {"metric": "rtt_ms", "from": "2099-12-31T23:00:00Z", "to": "2100-01-01T00:00:00Z"}
     assert client.get("/api/v1/qos", params=edge, headers=h).status_code == 200
+    # Naive year-1 times (local time, shifted to UTC, fall before year 1): 422 wherever they go.
+    year_1 = {"from": "0001-01-01T00:00:00", "to": "0001-01-01T00:00:00"}
+    for path in ("/api/v1/availability", "/api/v1/devices/bts-1/outages"):
+        r = client.get(path, params=year_1, headers=h)
+        assert r.status_code == 422 and "out of range" in r.json()["detail"], (path, r.text)
+    body = {"matchers": ['entity="x"'], "creator": "me", "ends_at": "0001-01-02T00:00:00"}
+    r = client.post("/api/v1/silences", json={**body, "starts_at": "0001-01-01T00:00:00"}, headers=h)
+    assert r.status_code == 422 and "out of range" in r.json()["detail"], r.text
     for offset in ("1" * 40, str(2**63), str(2**63 - 1)):
         r = client.get("/api/v1/incidents", params={"offset": offset}, headers=h)
         assert r.status_code == (200 if offset == str(2**63 - 1) else 422), (offset, r.text)
