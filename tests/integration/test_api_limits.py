@@ -215,6 +215,7 @@ def test_huge_unauthenticated_bodies_refused_with_memory_flat(service: Service) 
             # Nothing near 100 MB was taken: at most the limit and the socket buffers.
             assert taken < 20 * MiB, (path, chunked, taken)
     after = service.memory_kb()
+    print(f"service peak memory (VmHWM) grew by {(after['VmHWM'] - before['VmHWM']) / 1024:.1f} MiB")
     assert after["VmHWM"] - before["VmHWM"] < 50 * 1024, (before, after)
 
 
