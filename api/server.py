@@ -11,9 +11,9 @@ made the API unreachable. Here:
   locks out a real request;
 - X-Forwarded-For is believed only from `api.trusted_proxies` (none by default: the
   audit's client is the peer address);
-- the process may open enough file descriptors for that (`raise_nofile`), and asyncio's
-  repeated complaints about a resource are logged once a minute with a count, not once
-  each time (`quiet_asyncio`).
+- the process may open enough file descriptors for that (`raise_nofile`), and the lines
+  asyncio and uvicorn write per bad connection or request are logged once a minute with a
+  count, not once each time (`quiet_repeats`).
 """
 
 from __future__ import annotations
@@ -175,11 +175,17 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def quiet_asyncio(every_s: float = 60.0) -> None:
-    """Install RepeatFilter on asyncio's logger (once per process)."""
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, RepeatFilter) for f in logger.filters):
-        logger.addFilter(RepeatFilter(every_s))
+# Loggers that write a line per bad connection or request: asyncio (failed accept(), writes
+# to lost connections) and uvicorn ("Invalid HTTP request received." for each piece of junk).
+NOISY_LOGGERS = ("asyncio", "uvicorn.error")
+
+
+def quiet_repeats(every_s: float = 60.0) -> None:
+    """Install RepeatFilter on the NOISY_LOGGERS (once per process)."""
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+            logger.addFilter(RepeatFilter(every_s))
 
 
 def connection_counts(config: uvicorn.Config) -> dict[str, Any]:

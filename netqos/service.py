@@ -22,7 +22,7 @@ import uvicorn
 import yaml
 
 from api import create_app
-from api.server import SPARE_FDS, connections_within, quiet_asyncio, raise_nofile, server_config
+from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofile, server_config
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
@@ -303,7 +303,7 @@ async def run_service(
     http_port = settings.api.port if "api" in roles else settings.api.health_port
     app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
     # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
-    quiet_asyncio()
+    quiet_repeats()
     wanted = settings.api.max_connections + SPARE_FDS
     soft, hard = raise_nofile(wanted)
     # Connections beyond what the descriptors allow would fail at accept() for everyone;
