@@ -193,7 +193,7 @@ class AvailabilityOut(BaseModel):
 
 class MaintenanceOut(BaseModel):
     id: int
-    matchers: list[str] = Field(description="label matchers selecting the entities (none: every entity)")
+    matchers: list[str] = Field(description='label matchers selecting the entities (none: every entity)')
     entity_kind: str = Field(description='the kind an `entity_kind="..."` matcher names; empty: none does')
     entity: str = Field(description='the entity an `entity="..."` matcher names; empty: none does')
     start_ms: int

@@ -75,8 +75,8 @@ def _line_of(text: str, pos: int) -> int:
 
 class _Lines:
     """Line numbers of increasing positions in one text, each newline counted once: linear in
-    the text, where counting from the start for every row was quadratic (a 100k-row upload
-    took seconds of CPU)."""
+    the text, where counting from the start for every row was quadratic (a 100k-row report
+    took minutes of CPU on the event loop)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
