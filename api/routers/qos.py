@@ -16,6 +16,7 @@ api.max_rows_read: series x windows), and at most api.max_queries run at once
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -237,8 +238,8 @@ def _answer(
     n_steps: int,
     tier: int,
     format: Format,
-) -> QosResponse | Response:
-    """The points of every (group, step) from the selected rollups."""
+) -> Response:
+    """The points of every (group, step) from the selected rollups, encoded (JSON or CSV)."""
     step_ms = step_s * 1000
     rs = sel.rollups
     group_of_series, group_labels = group_series(sel, groups)
@@ -275,7 +276,7 @@ def _answer(
         at = np.maximum(rows, 0)
         counts = np.where(present, merged.count[at], 0).tolist() if any_rows else [0] * n_steps
         vals = np.where(present, values[at], np.nan) if any_rows else np.full(n_steps, np.nan)
-        value = [v if np.isfinite(v) else None for v in vals.tolist()]
+        value = [v if math.isfinite(v) else None for v in vals.tolist()]
         if scheduled[gi]:
             exp = expected[gi].tolist()
             got = received_known[gi].tolist()
