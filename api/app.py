@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors, web
 from api.auth import KeyRing
 from api.compliance import Standards
 from api.kpi import Plan
+from api.limits import BodyLimit, QueryGate, body_limit_for
 from api.ratelimit import RateLimiter
 from api.routers import (
     audit,
@@ -44,7 +46,11 @@ def create_app(
     """Build the API over an open store. `readiness_checks` name -> () -> (ok, detail);
     `pipeline` (the running ingest pipeline) enables POST /api/v1/ingest. `health_only`:
     /healthz, /readyz and /metrics alone (a worker's probe endpoints, no data served)."""
-    app = FastAPI(
+    # /docs and /redoc from files shipped in the package (fastapi-offline), never from a CDN:
+    # the documentation works on a network without internet, and loads no third-party script.
+    app = FastAPIOffline(
+        # No call to the public validator service from the reader's browser either.
+        swagger_ui_parameters={"validatorUrl": None},
         title="netqos",
         version="0.1.0",
         summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
@@ -57,6 +63,9 @@ def create_app(
         ),
     )
     errors.install(app)
+    # Outermost of our own layers: a body over its limit is refused before routing,
+    # authentication or parsing read any of it.
+    app.add_middleware(BodyLimit, limit_of=body_limit_for(settings))
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
@@ -72,6 +81,10 @@ def create_app(
     app.state.upload_limiter = RateLimiter(
         settings.api.upload_rate_per_min / 60.0, settings.api.upload_burst, "uploads"
     )
+    app.state.auth_failure_limiter = RateLimiter(
+        settings.api.auth_failures_per_min / 60.0, settings.api.auth_failure_burst, "wrong tokens"
+    )
+    app.state.query_gate = QueryGate(settings.api.max_queries, settings.api.max_queries_per_key)
 
     def store_check() -> tuple[bool, str]:
         store.ping()

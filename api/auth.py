@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.ratelimit import RateLimiter
 from collector.store.audit import Actor
 from netqos.config import Settings
 
@@ -99,6 +100,20 @@ def _sha256(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _find_unless_guessing(request: Request, ring: KeyRing, token: str) -> Principal | None:
+    """The token's key; wrong tokens cost the client address (api.auth_failures_per_min): once
+    over, it gets 429 and its tokens are not even compared, so a lucky guess tells nothing."""
+    limiter: RateLimiter = request.app.state.auth_failure_limiter
+    client = "client " + (request.client.host if request.client else "?")
+    wait = limiter.blocked_s(client)
+    if wait > 0:
+        raise limiter.refuse(client, wait)
+    principal = ring.find(token)
+    if principal is None:
+        limiter.wait_s(client)  # counts this wrong token
+    return principal
+
+
 def require_token(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -118,7 +133,7 @@ def require_token(
             "missing 'Authorization: Bearer <token>' header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = ring.find(creds.credentials)
+    principal = _find_unless_guessing(request, ring, creds.credentials)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"}

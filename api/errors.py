@@ -6,6 +6,7 @@ so every 4xx a client sees, and every one documented in the OpenAPI, is an Error
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**ERR, "description": "no, unknown or unconfigured bearer token"},
     403: {**ERR, "description": "the key's role (or operator) may not do this"},
     422: {**ERR, "description": "a parameter is missing or wrong; the detail says which and why"},
+    429: {**ERR, "description": "too many wrong tokens from this client (api.auth_failures_per_min)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**ERR, "description": "no such resource"}}
 BAD_BODY: dict[int | str, dict[str, Any]] = {
@@ -65,7 +67,23 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=exc.body.model_dump(exclude_none=True))
 
 
+# What the datetime module says when arithmetic on a client's date leaves years 1..9999
+# (a naive 0001-01-01 shifted to UTC, 9999-12-31 plus a day).
+_YEAR_OUT_OF_RANGE = re.compile(r"^year -?\d+ is out of range")
+
+
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number a parameter let through but the store or the calendar cannot hold (a 40-digit
+    # offset, year 0): the client's value is wrong, so a 422, never a 500.
+    if isinstance(exc, ValueError) and not _YEAR_OUT_OF_RANGE.match(str(exc)):
+        raise exc  # any other ValueError is a fault of ours: a 500, logged
+    return JSONResponse(status_code=422, content={"detail": f"a number or date out of range: {exc}"})
+
+
 def install(app: FastAPI) -> None:
-    """Make request-validation errors ErrorOut-shaped; answer ApiError with its body."""
+    """Make request-validation errors ErrorOut-shaped; answer ApiError with its body; a number
+    or a date out of range (OverflowError, a year outside 1..9999) is the client's 422."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(ValueError, _out_of_range)

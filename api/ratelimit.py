@@ -1,4 +1,5 @@
-"""Token-bucket rate limits per caller (a probe on HTTPS ingest, a key on uploads).
+"""Token-bucket rate limits per caller (a probe on HTTPS ingest, a key on uploads, a client
+address on wrong tokens).
 
 In memory, per process: with several API replicas each allows the configured rate, which
 is what a limit against a runaway client needs. The table of buckets is bounded: the
@@ -44,13 +45,25 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
+    def blocked_s(self, key: str, now: float | None = None) -> float:
+        """Seconds until `key` may take a token again (0: it may now); takes none."""
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, t))
+        tokens = min(self.burst, tokens + (t - at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def refuse(self, key: str, wait: float) -> HTTPException:
+        """The 429 for `key`, told to retry in `wait` seconds."""
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many {self.what} from {key!r}: at most {self.rate:g}/s with bursts of "
+            f"{self.burst:g}; retry in {wait:.1f} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
     def check(self, key: str) -> None:
         """Raise 429 with Retry-After when `key` is over its rate."""
         wait = self.wait_s(key)
         if wait > 0:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"too many {self.what} from {key!r}: at most {self.rate:g}/s with bursts of "
-                f"{self.burst:g}; retry in {wait:.1f} s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            raise self.refuse(key, wait)

@@ -1,9 +1,16 @@
-"""Uploaded files (reports, unit lists): size-limited, rate-limited, parsed with line numbers."""
+"""Uploaded files (reports, unit lists): size-limited, rate-limited, parsed with line numbers.
+
+The body is read on the event loop (counted against api.max_upload_bytes as it arrives);
+parsing, validating and storing run in a worker thread (`off_loop`), so a 100k-row file
+delays nobody else's request or a probe's batch.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
 
@@ -37,13 +44,21 @@ async def read_upload(request: Request, principal: Principal) -> bytes:
     limit: int = request.app.state.settings.api.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"larger than {limit} bytes")
+        raise HTTPException(413, f"larger than {limit} bytes (the limit api.max_upload_bytes)")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, f"larger than {limit} bytes")
+            raise HTTPException(413, f"larger than {limit} bytes (the limit api.max_upload_bytes)")
     return bytes(body)
+
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[[], T]) -> T:
+    """Run `fn` (parse, validate, store) in a worker thread: the event loop stays free."""
+    return await asyncio.to_thread(fn)
 
 
 def sha256_hex(body: bytes) -> str:
@@ -62,8 +77,9 @@ def table_error(exc: TableError, what: str) -> ApiError:
     )
 
 
-def parse(body: bytes, fmt: TableFormat, what: str) -> Table:
+def parse(body: bytes, fmt: TableFormat, what: str, max_rows: int) -> Table:
+    """The uploaded table, at most `max_rows` rows (api.max_upload_rows); 422 line by line."""
     try:
-        return read_table(body, fmt)
+        return read_table(body, fmt, max_rows)
     except TableError as exc:
         raise table_error(exc, what) from None

@@ -260,6 +260,19 @@ class RollupSettings(_Section):
 
 Role = Literal["viewer", "operator", "admin"]
 OPERATOR_PATTERN = r"^[a-z0-9_-]{1,32}$"
+# A bearer token is the whole credential: short or repetitive ones are guessed (issue: 1-character
+# tokens were accepted). 16 characters of varied text; `netqos demo` makes 24 random ones.
+MIN_TOKEN_CHARS = 16
+MIN_TOKEN_DISTINCT_CHARS = 6
+
+
+def token_weakness(token: str) -> str | None:
+    """Why `token` is too weak to be an API key, or None when it is strong enough."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"token must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 16`)"
+    if len(set(token)) < MIN_TOKEN_DISTINCT_CHARS:
+        return f"token must have at least {MIN_TOKEN_DISTINCT_CHARS} different characters"
+    return None
 
 
 class ApiKey(_Section):
@@ -281,8 +294,10 @@ class ApiKey(_Section):
     def _consistent(self) -> ApiKey:
         if (self.token is None) == (self.token_sha256 is None):
             raise ValueError("give exactly one of token and token_sha256")
-        if self.token is not None and len(self.token.get_secret_value()) < 16:
-            raise ValueError("token must be at least 16 characters")
+        if self.token is not None:
+            weak = token_weakness(self.token.get_secret_value())
+            if weak:
+                raise ValueError(weak)
         if self.role == "operator" and self.operator is None:
             raise ValueError("an operator key needs `operator` (the operator whose data it may see)")
         if self.role != "operator" and self.operator is not None:
@@ -313,6 +328,57 @@ class ApiSettings(_Section):
     )
     upload_burst: int = Field(10, ge=1, le=10_000, description="uploads one key may burst")
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # Limits and hardening (docs/operations.md, "Limits and hardening").
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest request body outside uploads and ingest; refused (413) before authentication",
+    )
+    max_upload_rows: int = Field(100_000, ge=1, le=1_000_000, description="rows in one report or unit upload")
+    max_qos_points: int = Field(
+        100_000, ge=10, le=10_000_000, description="groups x steps in one /api/v1/qos answer"
+    )
+    max_rows_read: int = Field(
+        2_000_000,
+        ge=1000,
+        le=100_000_000,
+        description="rollup rows one /api/v1/qos may read (series x windows of the range)",
+    )
+    max_list_rows: int = Field(
+        100_000, ge=100, le=10_000_000, description="rows in one answer of a list endpoint"
+    )
+    max_queries: int = Field(4, ge=1, le=1000, description="heavy queries (/qos) running at once")
+    max_queries_per_key: int = Field(2, ge=1, le=1000, description="heavy queries one key may run at once")
+    auth_failures_per_min: float = Field(
+        10.0, gt=0, le=100_000, description="wrong tokens one client address may send per minute (sustained)"
+    )
+    auth_failure_burst: int = Field(20, ge=1, le=100_000, description="wrong tokens one client may burst")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For/-Proto are believed (the audit's client); none: no proxy",
+    )
+    max_connections: int = Field(
+        10_000,
+        ge=16,
+        le=1_000_000,
+        description="open HTTP connections; beyond it the oldest idle one is closed to make room",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a connection that has not sent a request's headers by then is closed"
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=600, description="an idle keep-alive connection is closed after this"
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _strong_tokens(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        for i, t in enumerate(tokens):
+            weak = token_weakness(t.get_secret_value())
+            if weak:
+                raise ValueError(f"token #{i + 1}: {weak}")
+        return tokens
 
 
 class ComplianceSettings(_Section):

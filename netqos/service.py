@@ -23,6 +23,7 @@ import yaml
 
 from api import create_app
 from api.compliance import Standards, share_counters
+from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofile, server_config
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
@@ -318,9 +319,24 @@ async def run_service(
     # Workers (no api role) answer only the probes of their container or unit, if asked to.
     http_port = settings.api.port if "api" in roles else settings.api.health_port
     app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.api.host, port=http_port or 0, log_config=None, lifespan="off")
-    )
+    # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
+    quiet_repeats()
+    wanted = settings.api.max_connections + SPARE_FDS
+    soft, hard = raise_nofile(wanted)
+    # Connections beyond what the descriptors allow would fail at accept() for everyone;
+    # bounded below that, the idle ones are closed first and real requests still get in.
+    max_connections = connections_within(settings.api.max_connections, soft)
+    if max_connections < settings.api.max_connections:
+        log.warning(
+            "event=open_files_limit_low soft=%d hard=%d wanted=%d max_connections=%d "
+            "hint='raise LimitNOFILE (systemd) or ulimit -n, or lower api.max_connections'",
+            soft,
+            hard,
+            wanted,
+            max_connections,
+        )
+    # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
+    server = uvicorn.Server(server_config(app, settings.api, http_port or 0, max_connections))
 
     ctx = ServiceContext(settings, stop, store, consumer, poller, [])
 

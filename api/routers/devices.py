@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from api.auth import CurrentPrincipal, Principal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, csv_response
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import DeviceDetail, DeviceList, DeviceOut, OutageList, OutageOut, StateChangeOut
 from collector.store.availability import AvailabilityRepo
 from collector.store.devices import DeviceRepo
@@ -59,7 +60,10 @@ def _device_out(row: dict[str, Any]) -> DeviceOut:
 
 
 @router.get(
-    "/devices", response_model=DeviceList, responses=CSV_OR_JSON, summary="network elements and their status"
+    "/devices",
+    response_model=DeviceList,
+    responses={**CSV_OR_JSON, **LIST_TOO_LONG},
+    summary="network elements and their status",
 )
 def list_devices(
     request: Request,
@@ -72,6 +76,7 @@ def list_devices(
     operator = principal.operator_scope(operator)
     rows = _repo(request).devices(commune=commune, operator=operator)
     out = [_device_out(r) for r in rows if status is None or r["status"] == status]
+    check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "devices")
     if format == "csv":
         return csv_response((d.model_dump() for d in out), list(DeviceOut.model_fields), "devices.csv")
     return DeviceList(devices=out, total=len(out))

@@ -11,7 +11,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="the process is alive")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    # On the event loop itself, not in the worker threads: it answers while they are busy.
     return {"status": "ok"}
 
 

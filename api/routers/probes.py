@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from api.auth import CurrentPrincipal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, csv_response
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ProbeDetail, ProbeList, ProbeOut, ProbeWindow
 from collector.store.probes import ProbeRepo
 
@@ -19,7 +20,10 @@ router = APIRouter(prefix="/api/v1", tags=["probes"], responses=AUTH_ERRORS)
 
 
 @router.get(
-    "/probes", response_model=ProbeList, responses=CSV_OR_JSON, summary="registered probes, last seen, counts"
+    "/probes",
+    response_model=ProbeList,
+    responses={**CSV_OR_JSON, **LIST_TOO_LONG},
+    summary="registered probes, last seen, counts",
 )
 def list_probes(
     request: Request,
@@ -35,6 +39,7 @@ def list_probes(
         for p in probes
         if (commune is None or p.commune == commune) and (operator is None or p.operator == operator)
     ]
+    check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "probes")
     if format == "csv":
         return csv_response((p.model_dump() for p in out), list(ProbeOut.model_fields), "probes.csv")
     return ProbeList(probes=out, total=len(out))

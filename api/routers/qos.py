@@ -10,23 +10,29 @@ the coarsest tier (1 min, 1 h, 1 day) whose resolution divides the step.
 Every group has a point for every step, with the samples behind it and, where the series'
 schedules are known, the samples expected: a step without data says count 0 and
 completeness 0, never a good-looking value.
+
+One query's work is bounded before it reads a row (api.max_qos_points: groups x steps;
+api.max_rows_read: series x windows), and at most api.max_queries run at once
+(api.max_queries_per_key of one key), each in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
-from api.errors import AUTH_ERRORS, CSV_OR_JSON
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR
 from api.export import Format, csv_response
-from api.schemas import QosPoint, QosResponse, QosSeries
+from api.schemas import QosPoint, QosResponse
 from collector.core import merge
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
@@ -35,7 +41,7 @@ from collector.store.store import TIERS, SeriesSelection, window_start
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
 RESOLUTION_S = TIERS[0]
-_STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
+_STEP_RE = re.compile(r"^(\d{1,12})([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -98,6 +104,24 @@ def expected_samples(
     return np.maximum(np.diff(f, axis=1), 0.0), known
 
 
+# Times a query may name: from the Unix epoch to 2100 (older or later ones hold no data, and
+# year 1 or 9999 would overflow the arithmetic below).
+EARLIEST_MS, LATEST_MS = 0, 4_102_444_800_000
+
+
+def instant_ms(t: datetime | None, name: str) -> int | None:
+    """A query's time in ms since the epoch; 422 outside 1970-01-01 .. 2100-01-01."""
+    if t is None:
+        return None
+    try:
+        ms = int(t.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        ms = -1
+    if not EARLIEST_MS <= ms <= LATEST_MS:
+        raise HTTPException(422, f"{name} {t.isoformat()}: must be between 1970-01-01 and 2100-01-01")
+    return ms
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -105,7 +129,11 @@ def _iso(ms: int) -> str:
 @router.get(
     "/qos",
     response_model=QosResponse,
-    responses=CSV_OR_JSON,
+    responses={
+        **CSV_OR_JSON,
+        413: {**ERR, "description": "over api.max_qos_points or api.max_rows_read; the detail says which"},
+        429: {**ERR, "description": "over api.max_queries or api.max_queries_per_key; see Retry-After"},
+    },
     summary="a QoS statistic over time, grouped by labels",
 )
 def qos(
@@ -143,8 +171,9 @@ def qos(
     if bad:
         raise HTTPException(422, f"group_by {', '.join(bad)}: not a label; use {', '.join(GROUP_LABELS)}")
 
-    to_ms = int((to.timestamp() if to else time.time()) * 1000)
-    from_ms = int(from_.timestamp() * 1000) if from_ else to_ms - 3600_000
+    given_to, given_from = instant_ms(to, "to"), instant_ms(from_, "from")
+    to_ms = int(time.time() * 1000) if given_to is None else given_to
+    from_ms = max(EARLIEST_MS, to_ms - 3600_000) if given_from is None else given_from
     if from_ms >= to_ms:
         raise HTTPException(422, "'from' must be before 'to'")
     step_s = parse_step(step) if step else max(RESOLUTION_S, -(-(to_ms - from_ms) // 120_000 // 60) * 60)
@@ -155,7 +184,9 @@ def qos(
     n_steps = -(-(to_ms - from_ms) // step_ms)
     max_points = request.app.state.max_points
     if n_steps > max_points:
-        raise HTTPException(422, f"{n_steps} steps exceed the limit of {max_points}; use a larger step")
+        raise HTTPException(
+            422, f"{n_steps} steps exceed the limit api.max_points ({max_points}); use a larger step"
+        )
 
     filters = {
         k: v
@@ -184,11 +215,68 @@ def qos(
     read_from = from_ms
     if horizon is not None and horizon > from_ms:
         read_from = min(to_ms, from_ms + -(-(horizon - from_ms) // step_ms) * step_ms)
-    sel = request.app.state.store.select_rollups(metric, tier, read_from, to_ms, filters)
+    store = request.app.state.store
+    limits = request.app.state.settings.api
+    with request.app.state.query_gate.hold(principal.name):
+        # The work is bounded before any rollup row is read: the series (an empty range reads
+        # none of their rows) tell the groups and the most rows the range can hold.
+        found = store.select_rollups(metric, tier, from_ms, from_ms, filters)
+        n_groups = len(group_series(found, groups)[1])
+        if n_groups * n_steps > limits.max_qos_points:
+            raise HTTPException(
+                413,
+                f"{n_groups} groups x {n_steps} steps = {n_groups * n_steps} points exceed the limit "
+                f"api.max_qos_points ({limits.max_qos_points}); use a larger step, fewer group_by "
+                "labels or a filter",
+            )
+        windows = -(-(to_ms - from_ms) // (tier * 1000))
+        if len(found.labels) * windows > limits.max_rows_read:
+            raise HTTPException(
+                413,
+                f"{len(found.labels)} series x {windows} windows of {tier} s may be "
+                f"{len(found.labels) * windows} rows, over the limit api.max_rows_read "
+                f"({limits.max_rows_read}); use a shorter range, a step of 1h or 1d, or a filter",
+            )
+        sel = store.select_rollups(metric, tier, read_from, to_ms, filters)
+        return _answer(
+            request,
+            sel,
+            metric,
+            stat,
+            groups,
+            filters,
+            from_ms,
+            to_ms,
+            step_s,
+            n_steps,
+            tier,
+            horizon,
+            format,
+        )
+
+
+def _answer(
+    request: Request,
+    sel: SeriesSelection,
+    metric: str,
+    stat: str,
+    groups: list[str],
+    filters: dict[str, str],
+    from_ms: int,
+    to_ms: int,
+    step_s: int,
+    n_steps: int,
+    tier: int,
+    horizon: int | None,
+    format: Format,
+) -> Response:
+    """The points of every (group, step) from the selected rollups, encoded (JSON or CSV)."""
+    step_ms = step_s * 1000
     rs = sel.rollups
     group_of_series, group_labels = group_series(sel, groups)
     n_groups = len(group_labels)
     bounds = from_ms + step_ms * np.arange(n_steps + 1, dtype=np.int64)
+    now_ms = int(time.time() * 1000)
     expected, scheduled = expected_samples(sel, group_of_series, n_groups, bounds, min(to_ms, now_ms))
     # Per (group, step): the merged rollup row, if any, and the samples of series with a schedule.
     row_of = np.full((n_groups, n_steps), -1, dtype=np.int64)
@@ -207,42 +295,59 @@ def qos(
         has_schedule = np.array([bool(sel.interval_s.get(int(s))) for s in sids[order]])
         counted = has_schedule[np.searchsorted(sids[order], rs.series_id)]
         np.add.at(received_known, (gid[counted], step_of_row[counted]), rs.count[counted])
-    series: list[QosSeries] = []
+    # Plain dicts from whole columns (.tolist()): up to api.max_qos_points of them, built
+    # and encoded in this worker thread with as little Python per point as it takes.
+    ts_ms = bounds[:-1].tolist()
+    ts = [_iso(t) for t in ts_ms]
+    any_rows = len(merged) > 0
+    series: list[dict[str, Any]] = []
     for gi, labels in enumerate(group_labels):
-        pts = []
-        for j in range(n_steps):
-            r = int(row_of[gi, j])
-            exp = float(expected[gi, j]) if scheduled[gi] else None
-            count = int(merged.count[r]) if r >= 0 else 0
-            value = float(values[r]) if r >= 0 and np.isfinite(values[r]) else None
-            pts.append(
-                QosPoint(
-                    ts=_iso(int(bounds[j])),
-                    ts_ms=int(bounds[j]),
-                    value=value,
-                    count=count,
-                    expected_count=None if exp is None else round(exp, 3),
-                    completeness_ratio=None
-                    if exp is None or exp <= 0
-                    else min(1.0, float(received_known[gi, j]) / exp),
-                )
-            )
-        series.append(QosSeries(labels=labels, points=pts))
-    series.sort(key=lambda s: tuple(s.labels.values()))
+        rows = row_of[gi]
+        present = rows >= 0
+        at = np.maximum(rows, 0)
+        counts = np.where(present, merged.count[at], 0).tolist() if any_rows else [0] * n_steps
+        vals = np.where(present, values[at], np.nan) if any_rows else np.full(n_steps, np.nan)
+        value = [v if math.isfinite(v) else None for v in vals.tolist()]
+        if scheduled[gi]:
+            exp = expected[gi].tolist()
+            got = received_known[gi].tolist()
+            exp_out: list[float | None] = [round(e, 3) for e in exp]
+            ratio: list[float | None] = [
+                None if e <= 0 else min(1.0, g / e) for e, g in zip(exp, got, strict=True)
+            ]
+        else:
+            exp_out = ratio = [None] * n_steps
+        points = [
+            {
+                "ts": ts[j],
+                "ts_ms": ts_ms[j],
+                "value": value[j],
+                "count": counts[j],
+                "expected_count": exp_out[j],
+                "completeness_ratio": ratio[j],
+            }
+            for j in range(n_steps)
+        ]
+        series.append({"labels": labels, "points": points})
+    series.sort(key=lambda s: tuple(s["labels"].values()))
     if format == "csv":
-        rows = [{**s.labels, **p.model_dump()} for s in series for p in s.points]
-        cols = [*groups, "ts", "ts_ms", "value", "count", "expected_count", "completeness_ratio"]
-        return csv_response(rows, cols, f"qos-{metric}-{stat}.csv")
-    return QosResponse(
-        metric=metric,
-        unit=unit_of(metric),
-        stat=stat,
-        group_by=groups,
-        filters=filters,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        step_s=step_s,
-        resolution_s=tier,
-        retained_from_ms=horizon,
-        series=series,
-    )
+        table = [{**s["labels"], **p} for s in series for p in s["points"]]
+        cols = [*groups, *QosPoint.model_fields]
+        return csv_response(table, cols, f"qos-{metric}-{stat}.csv")
+    answer = {
+        "metric": metric,
+        "unit": unit_of(metric),
+        "stat": stat,
+        "group_by": groups,
+        "filters": filters,
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "step_s": step_s,
+        "resolution_s": tier,
+        "retained_from_ms": horizon,
+        "series": series,
+    }
+    # Encoded here, in the worker thread: returned as a model, FastAPI would validate and
+    # encode every point on the event loop, stalling every other request meanwhile. The
+    # shape is QosResponse's (response_model: the OpenAPI, and the tests, hold it to that).
+    return Response(orjson.dumps(answer), media_type="application/json")

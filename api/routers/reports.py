@@ -12,8 +12,9 @@ from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
 from api.export import Format, csv_response
 from api.kpi import Plan, validate_report
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
-from api.uploads import UPLOAD_BODY, format_of, parse, read_upload, sha256_hex, table_error
+from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, NumberFormat, TableError
 from collector.store.reports import ReportRepo
 from collector.store.units import UnitRepo
@@ -77,30 +78,35 @@ async def upload_report(
             )
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
-    table = parse(body, fmt, f"{kind} report")
-    errors = Errors()
-    units = UnitRepo(request.app.state.store)
-    villages = {v["code"]: v["commune"] for v in units.villages()} if spec.rows == "village" else None
-    values = validate_report(
-        spec, table, units.commune_codes(), errors, villages=villages, number_format=number_format
-    )
-    try:
-        errors.raise_if_any()
-    except TableError as exc:
-        raise table_error(exc, f"{kind} report") from None
-    repo = ReportRepo(request.app.state.store)
-    meta = repo.add(
-        kind=kind,
-        year=year,
-        operator=owner,
-        fmt=fmt,
-        sha256=sha256_hex(body),
-        rows=len(table.rows),
-        note=note,
-        values=values,
-        actor=principal.actor(request),
-    )
-    return ReportDetail(**_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in values])
+    max_rows = request.app.state.settings.api.max_upload_rows
+
+    def store() -> ReportDetail:
+        table = parse(body, fmt, f"{kind} report", max_rows)
+        errors = Errors()
+        units = UnitRepo(request.app.state.store)
+        villages = {v["code"]: v["commune"] for v in units.villages()} if spec.rows == "village" else None
+        values = validate_report(
+            spec, table, units.commune_codes(), errors, villages=villages, number_format=number_format
+        )
+        try:
+            errors.raise_if_any()
+        except TableError as exc:
+            raise table_error(exc, f"{kind} report") from None
+        repo = ReportRepo(request.app.state.store)
+        meta = repo.add(
+            kind=kind,
+            year=year,
+            operator=owner,
+            fmt=fmt,
+            sha256=sha256_hex(body),
+            rows=len(table.rows),
+            note=note,
+            values=values,
+            actor=principal.actor(request),
+        )
+        return ReportDetail(**_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in values])
+
+    return await off_loop(store)
 
 
 def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dict[str, Any]:
@@ -131,7 +137,10 @@ def withdraw_report(
 
 
 @router.get(
-    "/reports", response_model=ReportList, responses=CSV_OR_JSON, summary="uploaded reports, newest first"
+    "/reports",
+    response_model=ReportList,
+    responses={**CSV_OR_JSON, **LIST_TOO_LONG},
+    summary="uploaded reports, newest first",
 )
 def list_reports(
     request: Request,
@@ -144,6 +153,7 @@ def list_reports(
     rows = ReportRepo(request.app.state.store).find(
         kind=kind, year=year, operator=principal.operator_scope(operator)
     )
+    check_list_rows(len(rows), request.app.state.settings.api.max_list_rows, "reports")
     states = ReportRepo(request.app.state.store).states()
     out = [ReportOut(**_out(r, states)) for r in rows]
     if format == "csv":

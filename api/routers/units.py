@@ -10,8 +10,9 @@ from fastapi.responses import Response
 from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, TOO_MANY
 from api.export import Format, csv_response
+from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import CommuneList, CommuneOut, ImportResult, VillageList, VillageOut
-from api.uploads import UPLOAD_BODY, format_of, parse, read_upload, sha256_hex, table_error
+from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, TableError
 from collector.inventory.units import parse_communes, parse_villages
 from collector.store import audit
@@ -24,24 +25,31 @@ UploadFormat = Annotated[
 _UPLOAD_ERRORS = {**TOO_MANY, 413: {**ERR, "description": "larger than api.max_upload_bytes"}}
 
 
-@router.get("/communes", response_model=CommuneList, responses=CSV_OR_JSON, summary="communes and wards")
+_LIST_ERRORS = {**CSV_OR_JSON, **LIST_TOO_LONG}
+
+
+@router.get("/communes", response_model=CommuneList, responses=_LIST_ERRORS, summary="communes and wards")
 def list_communes(
     request: Request, principal: CurrentPrincipal, format: Format = "json"
 ) -> CommuneList | Response:
-    out = [CommuneOut(**c) for c in UnitRepo(request.app.state.store).communes()]
+    found = UnitRepo(request.app.state.store).communes()
+    check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "communes")
+    out = [CommuneOut(**c) for c in found]
     if format == "csv":
         return csv_response((c.model_dump() for c in out), list(CommuneOut.model_fields), "communes.csv")
     return CommuneList(communes=out, total=len(out))
 
 
-@router.get("/villages", response_model=VillageList, responses=CSV_OR_JSON, summary="villages, by commune")
+@router.get("/villages", response_model=VillageList, responses=_LIST_ERRORS, summary="villages, by commune")
 def list_villages(
     request: Request,
     principal: CurrentPrincipal,
     commune: Annotated[str | None, Query(max_length=32, description="only this commune's")] = None,
     format: Format = "json",
 ) -> VillageList | Response:
-    out = [VillageOut(**v) for v in UnitRepo(request.app.state.store).villages(commune)]
+    found = UnitRepo(request.app.state.store).villages(commune)
+    check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "villages")
+    out = [VillageOut(**v) for v in found]
     if format == "csv":
         return csv_response((v.model_dump() for v in out), list(VillageOut.model_fields), "villages.csv")
     return VillageList(villages=out, total=len(out))
@@ -59,24 +67,30 @@ async def import_communes(
     request: Request, principal: CurrentPrincipal, format: UploadFormat = None
 ) -> ImportResult:
     body = await read_upload(request, principal)
-    table = parse(body, format_of(request, format), "communes")
-    errors = Errors()
-    communes = parse_communes(table, errors)
-    try:
-        errors.raise_if_any()
-    except TableError as exc:
-        raise table_error(exc, "communes") from None
-    store = request.app.state.store
-    with store.transaction() as conn:
-        n = UnitRepo.upsert_communes(conn, communes)
-        aid = audit.record(
-            conn,
-            principal.actor(request),
-            "units.communes",
-            "communes",
-            {"rows": n, "sha256": sha256_hex(body)},
-        )
-    return ImportResult(imported=n, audit_id=aid)
+    fmt = format_of(request, format)
+    max_rows = request.app.state.settings.api.max_upload_rows
+
+    def store_communes() -> ImportResult:
+        table = parse(body, fmt, "communes", max_rows)
+        errors = Errors()
+        communes = parse_communes(table, errors)
+        try:
+            errors.raise_if_any()
+        except TableError as exc:
+            raise table_error(exc, "communes") from None
+        store = request.app.state.store
+        with store.transaction() as conn:
+            n = UnitRepo.upsert_communes(conn, communes)
+            aid = audit.record(
+                conn,
+                principal.actor(request),
+                "units.communes",
+                "communes",
+                {"rows": n, "sha256": sha256_hex(body)},
+            )
+        return ImportResult(imported=n, audit_id=aid)
+
+    return await off_loop(store_communes)
 
 
 @router.post(
@@ -91,21 +105,27 @@ async def import_villages(
     request: Request, principal: CurrentPrincipal, format: UploadFormat = None
 ) -> ImportResult:
     body = await read_upload(request, principal)
-    table = parse(body, format_of(request, format), "villages")
-    store = request.app.state.store
-    errors = Errors()
-    villages = parse_villages(table, UnitRepo(store).commune_codes(), errors)
-    try:
-        errors.raise_if_any()
-    except TableError as exc:
-        raise table_error(exc, "villages") from None
-    with store.transaction() as conn:
-        n = UnitRepo.upsert_villages(conn, villages)
-        aid = audit.record(
-            conn,
-            principal.actor(request),
-            "units.villages",
-            "villages",
-            {"rows": n, "sha256": sha256_hex(body)},
-        )
-    return ImportResult(imported=n, audit_id=aid)
+    fmt = format_of(request, format)
+    max_rows = request.app.state.settings.api.max_upload_rows
+
+    def store_villages() -> ImportResult:
+        table = parse(body, fmt, "villages", max_rows)
+        store = request.app.state.store
+        errors = Errors()
+        villages = parse_villages(table, UnitRepo(store).commune_codes(), errors)
+        try:
+            errors.raise_if_any()
+        except TableError as exc:
+            raise table_error(exc, "villages") from None
+        with store.transaction() as conn:
+            n = UnitRepo.upsert_villages(conn, villages)
+            aid = audit.record(
+                conn,
+                principal.actor(request),
+                "units.villages",
+                "villages",
+                {"rows": n, "sha256": sha256_hex(body)},
+            )
+        return ImportResult(imported=n, audit_id=aid)
+
+    return await off_loop(store_villages)

@@ -37,12 +37,12 @@ def test_yaml_then_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_check_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write(
         tmp_path,
-        "mqtt:\n  password: hunter2-very-secret\napi:\n  tokens: [tok-abcdef-123]\n"
+        "mqtt:\n  password: hunter2-very-secret\napi:\n  tokens: [tok-abcdef-123456]\n"
         "tsdb:\n  url: http://127.0.0.1:8428\n  token: influx-tok-987\n",
     )
     assert main(["check-config", str(p)]) == 0
     out = capsys.readouterr().out
-    assert "hunter2-very-secret" not in out and "tok-abcdef-123" not in out
+    assert "hunter2-very-secret" not in out and "tok-abcdef-123456" not in out
     assert "influx-tok-987" not in out and "token: '********'" in out
     assert "password: '********'" in out
     assert "- '********'" in out

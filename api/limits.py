@@ -1,0 +1,180 @@
+"""Bounds on what one request may cost: its body, its work, and how many run at once.
+
+- `BodyLimit`: an ASGI middleware refusing a request body over its limit (413, the setting
+  named) before authentication and parsing: from Content-Length when declared, else by
+  counting the chunks as they are read, so a body is never held beyond its limit.
+- `QueryGate`: heavy queries (/api/v1/qos) run in worker threads, at most `max_queries` at once
+  and `max_queries_per_key` per key; one more is answered 429, never queued without bound.
+- `check_list_rows`: a list answer over `api.max_list_rows` is refused (413) with the limit named.
+
+docs/operations.md ("Limits and hardening") lists every limit, its default and its setting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import HTTPException
+from prometheus_client import Counter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.schemas import ErrorOut
+from netqos.config import Settings
+
+REQUESTS_REFUSED = Counter(
+    "netqos_api_requests_refused_total",
+    "API requests refused by a limit before they did their work, by reason",
+    ["reason"],
+)
+
+# The paths whose bodies have their own, larger limit; every other body gets api.max_body_bytes.
+UPLOAD_PATHS = ("/api/v1/reports", "/api/v1/units/")
+INGEST_PATH = "/api/v1/ingest"
+
+
+def body_limit_for(settings: Settings) -> Callable[[str], tuple[int, str]]:
+    """path -> (largest body in bytes, the setting that says so)."""
+
+    def limit(path: str) -> tuple[int, str]:
+        if path == INGEST_PATH:
+            return settings.mqtt.max_payload_bytes, "mqtt.max_payload_bytes"
+        if path.startswith(UPLOAD_PATHS):
+            return settings.api.max_upload_bytes, "api.max_upload_bytes"
+        return settings.api.max_body_bytes, "api.max_body_bytes"
+
+    return limit
+
+
+def too_large(limit: int, setting: str) -> HTTPException:
+    return HTTPException(413, f"request body larger than {limit} bytes (the limit {setting})")
+
+
+class BodyLimit:
+    """Refuse HTTP request bodies over `limit_of(path)` (413), before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limit_of: Callable[[str], tuple[int, str]]) -> None:
+        self.app = app
+        self.limit_of = limit_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self.limit_of(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            # Answered without reading a byte of the body; the server then closes the
+            # connection (the unread body makes keep-alive impossible).
+            REQUESTS_REFUSED.labels(reason="body_too_large").inc()
+            await _answer_413(send, too_large(limit, setting).detail)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # A chunked (or lying) body: stop at the limit. FastAPI passes an
+                    # HTTPException from here through to the 413 answer.
+                    REQUESTS_REFUSED.labels(reason="body_too_large").inc()
+                    raise too_large(limit, setting)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except HTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await _answer_413(send, str(exc.detail))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            # An absurd length (40 digits) is as over the limit as any other.
+            return int(text) if text.isdigit() else None
+    return None
+
+
+async def _answer_413(send: Send, detail: str) -> None:
+    body = ('{"detail": "' + detail.replace('"', "'") + '"}').encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class QueryGate:
+    """At most `total` heavy queries at once, and `per_key` of one key; the next gets 429."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total = total
+        self.per_key = per_key
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._lock:
+            mine = self._running.get(key, 0)
+            if mine >= self.per_key:
+                REQUESTS_REFUSED.labels(reason="queries_per_key").inc()
+                raise HTTPException(
+                    429,
+                    f"key {key!r} has {mine} queries running (the limit api.max_queries_per_key); "
+                    "retry when one has answered",
+                    headers={"Retry-After": "1"},
+                )
+            if sum(self._running.values()) >= self.total:
+                REQUESTS_REFUSED.labels(reason="queries").inc()
+                raise HTTPException(
+                    429,
+                    f"{self.total} queries are running (the limit api.max_queries); retry in a moment",
+                    headers={"Retry-After": "1"},
+                )
+            self._running[key] = mine + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._running[key] - 1
+                if left:
+                    self._running[key] = left
+                else:
+                    del self._running[key]
+
+
+# The OpenAPI entry of a list endpoint's 413.
+LIST_TOO_LONG: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "more rows than api.max_list_rows; narrow with filters"}
+}
+
+
+def check_list_rows(n: int, limit: int, what: str) -> None:
+    """Refuse (413) a list answer of `n` rows over `limit` (api.max_list_rows)."""
+    if n > limit:
+        REQUESTS_REFUSED.labels(reason="list_rows").inc()
+        raise HTTPException(
+            413, f"{n} {what} exceed the limit api.max_list_rows ({limit}); narrow the query with filters"
+        )
