@@ -142,7 +142,7 @@ th { background: #eee; } td.num { text-align: right; white-space: nowrap; }
 .pass { background: #e3f6e3; } .fail { background: #fbe0e0; } .insufficient_data { background: #fff5d6; }
 .unverified { font-weight: bold; color: #8a4b00; white-space: nowrap; }
 .approx { color: #8a4b00; font-size: 0.9em; white-space: nowrap; }
-.not-checked { color: #555; }
+.not-checked { color: #555; min-width: 14em; } .not-checked ul { margin: 0; padding-left: 1em; }
 .meta td { border: none; padding: 1px 8px 1px 0; }
 @media print { body { margin: 0.5cm; } tr { page-break-inside: avoid; } }
 """

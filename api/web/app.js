@@ -124,7 +124,10 @@ async function loadKpi(year) {
     if (k.missing && k.missing.length) {
       const ul = el("ul", null, "kpi-missing");
       for (const m of k.missing) ul.append(el("li", m));
-      src.append(el("div", "Thiếu hoặc chưa khớp / missing or mismatched:", "kpi-missing-title"), ul);
+      // With a value (met / not met) these are caveats; without one, why it is held back.
+      const title = k.status === "met" || k.status === "not_met"
+        ? "Lưu ý / notes:" : "Thiếu hoặc chưa khớp / missing or mismatched:";
+      src.append(el("div", title, "kpi-missing-title"), ul);
     }
     tr.append(src);
     tbody.append(tr);
