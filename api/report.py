@@ -2,7 +2,9 @@
 
 Every row whose limit, minimum or method is our interpretation (or rests on example data, as
 the FTTH contracted speed does) is marked "unverified" with its note, in both forms: a
-figure the department signs must say what it rests on. Times are printed in Vietnam's time.
+figure the department signs must say what it rests on. So is a value that is not exact
+("≈ xấp xỉ / approximate": read from the quantile sketch) and every method condition
+of the regulation the data cannot show ("not checked"). Times are printed in Vietnam's time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,36 @@ UNVERIFIED_MEANING = (
     "the limit, minimum sample count or method is our interpretation where the regulation leaves it open,"
     " or rests on example data; see the note",
 )
+APPROXIMATE_LABEL = ("Xấp xỉ", "Approximate")
+APPROXIMATE_MARK = "≈"
+APPROXIMATE_MEANING = (
+    "giá trị không chính xác tuyệt đối: tỷ lệ tính từ bản phác phân vị, mẫu trong khoảng quanh ngưỡng"
+    " tính là không đạt (cận dưới), hoặc trung vị ước lượng (sai số khoảng 1 %)",
+    "the value is not exact: a share read from the quantile sketch with the samples of the threshold's"
+    " bucket counted as failing (a lower bound), or a median estimated from it (within about 1 %)",
+)
+NOT_CHECKED_LABEL = ("Chưa kiểm tra", "Not checked")
+NOT_CHECKED_MEANING = (
+    "điều kiện phương pháp đo của quy chuẩn mà số liệu không thể hiện được; kết quả không xác nhận"
+    " các điều kiện này",
+    "method conditions of the regulation the data cannot show; the verdict does not vouch for them",
+)
+# The Vietnamese of every method condition a profile (api/standards/profiles/*.yaml) or the
+# evaluation lists as not checked; api/web/app.js keeps the same table for the page. A
+# condition missing here is printed in English alone (a test checks that none is missing).
+NOT_CHECKED_VI = {
+    "measured to the regulation's test server": "đo tới máy chủ đo kiểm theo quy chuẩn",
+    "samples taken outdoors while moving (the regulation's drive test)": (
+        "mẫu đo ngoài trời khi di chuyển (đo kiểm lưu động theo quy chuẩn)"
+    ),
+    "samples spread over all hours of the day": "mẫu phân bố trên mọi giờ trong ngày",
+    "the 1,500 samples split 500 indoor, 500 outdoor fixed, 500 moving": (
+        "1.500 mẫu chia 500 trong nhà, 500 ngoài trời cố định, 500 di động"
+    ),
+    "samples spread over the hours of the day (the hour-level rollups of this period are no longer kept)": (
+        "mẫu phân bố trên các giờ trong ngày (số liệu tổng hợp theo giờ của kỳ này không còn được lưu)"
+    ),
+}
 # (field of ComplianceRow, Vietnamese label, English label)
 _COLUMNS = (
     ("operator", "Doanh nghiệp", "Operator"),
@@ -41,6 +73,7 @@ _COLUMNS = (
     ("name_vi", "Chỉ tiêu", "Indicator (vi)"),
     ("name_en", "Chỉ tiêu (tiếng Anh)", "Indicator"),
     ("value", "Giá trị đo", "Measured"),
+    ("approximate", *APPROXIMATE_LABEL),
     ("op", "So sánh", "Comparison"),
     ("limit", "Ngưỡng", "Limit"),
     ("unit", "Đơn vị", "Unit"),
@@ -48,8 +81,12 @@ _COLUMNS = (
     ("min_samples", "Số mẫu tối thiểu", "Minimum samples"),
     ("status", "Kết quả", "Result"),
     ("unverified", *UNVERIFIED_LABEL),
+    ("not_checked", "Điều kiện chưa kiểm tra", "Conditions not checked"),
     ("note", "Ghi chú", "Note"),
 )
+# Shown within another column of the HTML table (the English name under the Vietnamese, the
+# approximate mark beside the value), their own column in the CSV.
+_BESIDE = ("name_en", "approximate")
 REPORT_COLUMNS = [f"{vi} / {en}" for _, vi, en in _COLUMNS]
 
 
@@ -70,6 +107,16 @@ def _unverified(r: ComplianceRow) -> str:
     return "Chưa kiểm chứng / Unverified" if r.unverified else "Không / No"
 
 
+def _approximate(r: ComplianceRow) -> str:
+    return " / ".join(APPROXIMATE_LABEL) if r.approximate else "Không / No"
+
+
+def not_checked_text(condition: str) -> str:
+    """A not-checked condition in Vietnamese first, English beside (English alone if untranslated)."""
+    vi = NOT_CHECKED_VI.get(condition)
+    return f"{vi} / {condition}" if vi else condition
+
+
 def local_time(ms: int) -> str:
     """A time in Vietnam's time, as printed in the report ('2025-07-01 00:00')."""
     return datetime.fromtimestamp(ms / 1000, tz=VN_TZ).strftime("%Y-%m-%d %H:%M")
@@ -80,6 +127,8 @@ def report_csv_rows(out: ComplianceResponse) -> Iterator[dict[str, Any]]:
         d = r.model_dump()
         d["status"] = _status(r.status)
         d["unverified"] = _unverified(r)
+        d["approximate"] = _approximate(r)
+        d["not_checked"] = "; ".join(not_checked_text(c) for c in r.not_checked)
         yield {label: d[f] for (f, _, _), label in zip(_COLUMNS, REPORT_COLUMNS, strict=True)}
 
 
@@ -92,6 +141,8 @@ th, td { border: 1px solid #999; padding: 3px 5px; text-align: left; vertical-al
 th { background: #eee; } td.num { text-align: right; white-space: nowrap; }
 .pass { background: #e3f6e3; } .fail { background: #fbe0e0; } .insufficient_data { background: #fff5d6; }
 .unverified { font-weight: bold; color: #8a4b00; white-space: nowrap; }
+.approx { color: #8a4b00; font-size: 0.9em; white-space: nowrap; }
+.not-checked { color: #555; min-width: 14em; } .not-checked ul { margin: 0; padding-left: 1em; }
 .meta td { border: none; padding: 1px 8px 1px 0; }
 @media print { body { margin: 0.5cm; } tr { page-break-inside: avoid; } }
 """
@@ -124,6 +175,12 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
         f"<tr><td><span class='unverified'>{e(' / '.join(UNVERIFIED_LABEL))}</span></td>"
         f"<td>{e(UNVERIFIED_MEANING[0])}<br><span class='en'>{e(UNVERIFIED_MEANING[1])}</span>"
         f" — {sum(r.unverified for r in out.rows)} / {len(out.rows)}</td></tr>",
+        f"<tr><td><span class='approx'>{APPROXIMATE_MARK} {e(' / '.join(APPROXIMATE_LABEL))}</span></td>"
+        f"<td>{e(APPROXIMATE_MEANING[0])}<br><span class='en'>{e(APPROXIMATE_MEANING[1])}</span>"
+        f" — {sum(r.approximate for r in out.rows)} / {len(out.rows)}</td></tr>",
+        f"<tr><td><span class='not-checked'>{e(' / '.join(NOT_CHECKED_LABEL))}</span></td>"
+        f"<td>{e(NOT_CHECKED_MEANING[0])}<br><span class='en'>{e(NOT_CHECKED_MEANING[1])}</span>"
+        f" — {sum(bool(r.not_checked) for r in out.rows)} / {len(out.rows)}</td></tr>",
         f"<tr><td>Bộ lọc / Filters</td><td>{e(filters) or '—'}</td></tr>",
         f"<tr><td>Lập lúc / Generated</td><td>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}"
         f" — {e(requested_by)}</td></tr>",
@@ -153,14 +210,14 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
         parts.append("</ul>")
     parts.append("<h2>Chi tiết chỉ tiêu <span class='en'>/ Indicators</span></h2><table><tr>")
     parts += [
-        f"<th>{e(vi)}<br><span class='en'>{e(en)}</span></th>" for f, vi, en in _COLUMNS if f != "name_en"
+        f"<th>{e(vi)}<br><span class='en'>{e(en)}</span></th>" for f, vi, en in _COLUMNS if f not in _BESIDE
     ]
     parts.append("</tr>")
     for r in out.rows:
         d = r.model_dump()
         cells = []
         for f, _, _ in _COLUMNS:
-            if f == "name_en":
+            if f in _BESIDE:
                 continue
             if f == "name_vi":
                 cells.append(f"<td>{e(r.name_vi)}<br><span class='en'>{e(r.name_en)}</span></td>")
@@ -173,7 +230,23 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
                     else "—"
                 )
                 cells.append(f"<td data-unverified='{str(r.unverified).lower()}'>{mark}</td>")
-            elif f in ("value", "limit", "sample_count", "min_samples"):
+            elif f == "value":
+                # An estimate says so beside the figure; the legend above says what it means.
+                approx = (
+                    f"{APPROXIMATE_MARK} {e(_fmt(r.value))}<br><span class='approx'>"
+                    f"{e(' / '.join(x.lower() for x in APPROXIMATE_LABEL))}</span>"
+                    if r.approximate
+                    else e(_fmt(r.value))
+                )
+                cells.append(f"<td class='num' data-approximate='{str(r.approximate).lower()}'>{approx}</td>")
+            elif f == "not_checked":
+                items = "".join(f"<li>{e(not_checked_text(c))}</li>" for c in r.not_checked)
+                cells.append(
+                    f"<td class='not-checked' data-not-checked='{len(r.not_checked)}'>"
+                    + (f"<ul>{items}</ul>" if items else "—")
+                    + "</td>"
+                )
+            elif f in ("limit", "sample_count", "min_samples"):
                 cells.append(f"<td class='num'>{e(_fmt(d[f]))}</td>")
             else:
                 cells.append(f"<td>{e(_fmt(d[f]))}</td>")

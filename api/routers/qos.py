@@ -34,6 +34,7 @@ from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR
 from api.export import Format, csv_response
 from api.schemas import QosPoint, QosResponse
 from collector.core import merge
+from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
 from collector.store.store import TIERS, SeriesSelection, window_start
@@ -159,8 +160,10 @@ def qos(
 ) -> QosResponse | Response:
     operator = principal.operator_scope(operator)
     if metric not in METRIC_NAMES:
-        # Besides the probe metrics, whatever the SNMP profiles produce (if_in_bps, ...).
-        known = sorted(set(METRIC_NAMES) | request.app.state.store.metrics())
+        # Besides the probe metrics, whatever the SNMP profiles produce (if_in_bps, ...); not the
+        # share counters ingest derives (`dl_bps>=5000000.0`): 0/1 flags, not measurements.
+        stored = {m for m in request.app.state.store.metrics() if not is_counter_metric(m)}
+        known = sorted(set(METRIC_NAMES) | stored)
         if metric not in known:
             raise HTTPException(422, f"metric {metric!r} is unknown; known: {', '.join(known)}")
     why = stat_error(stat)

@@ -11,8 +11,32 @@ const STATUS = {
   not_met: "Chưa đạt / not met",
   no_data: "Chưa có số liệu / no data",
   not_judged: "Không đánh giá / not judged",
+  incomplete: "Chưa đủ báo cáo / incomplete",
+  inconsistent: "Số liệu mâu thuẫn / inconsistent",
 };
 const UNVERIFIED = "Chưa kiểm chứng / unverified";
+const APPROXIMATE = "xấp xỉ / approximate";
+const APPROXIMATE_MEANING = "≈ Xấp xỉ / approximate — giá trị không chính xác tuyệt đối (tỷ lệ từ bản phác phân vị,"
+  + " mẫu quanh ngưỡng tính là không đạt: cận dưới; hoặc trung vị ước lượng, sai số khoảng 1 %) / the value is not"
+  + " exact (a share from the quantile sketch with the threshold's bucket counted as failing: a lower bound;"
+  + " or a median estimated from it, within about 1 %)";
+const NOT_CHECKED = "Chưa kiểm tra / not checked";
+// The Vietnamese of the method conditions listed as not checked: the same table as
+// api/report.py's NOT_CHECKED_VI (a test keeps them equal); untranslated ones show in English.
+const NOT_CHECKED_VI = {
+  "measured to the regulation's test server": "đo tới máy chủ đo kiểm theo quy chuẩn",
+  "samples taken outdoors while moving (the regulation's drive test)":
+    "mẫu đo ngoài trời khi di chuyển (đo kiểm lưu động theo quy chuẩn)",
+  "samples spread over all hours of the day": "mẫu phân bố trên mọi giờ trong ngày",
+  "the 1,500 samples split 500 indoor, 500 outdoor fixed, 500 moving":
+    "1.500 mẫu chia 500 trong nhà, 500 ngoài trời cố định, 500 di động",
+  "samples spread over the hours of the day (the hour-level rollups of this period are no longer kept)":
+    "mẫu phân bố trên các giờ trong ngày (số liệu tổng hợp theo giờ của kỳ này không còn được lưu)",
+};
+
+function notChecked(c) {
+  return NOT_CHECKED_VI[c] ? NOT_CHECKED_VI[c] + " / " + c : c;
+}
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -72,7 +96,14 @@ async function loadKpi(year) {
     const name = el("td", k.name_vi);
     name.append(el("br"), el("span", k.name_en, "en"));
     tr.append(name, el("td", fmt(k.target) + " " + k.unit, "num"));
-    tr.append(el("td", k.value === null ? STATUS.no_data : fmt(k.value) + " " + k.unit, "num"));
+    // A value held back says why in words (incomplete / inconsistent), never a bare "no data".
+    const value = el("td", null, "num");
+    value.append(el("span", k.value === null ? "—" : fmt(k.value) + " " + k.unit));
+    if (k.value === null || k.status === "incomplete" || k.status === "inconsistent") {
+      value.append(el("br"), el("span", STATUS[k.status] || k.status, "kpi-status"));
+    }
+    tr.dataset.status = k.status;
+    tr.append(value);
     const prog = el("td");
     const ratio = k.progress_ratio === null ? 0 : Math.max(0, Math.min(1, k.progress_ratio));
     const bar = el("span", null, "bar " + (ratio >= 1 ? "" : ratio >= 0.7 ? "mid" : "low"));
@@ -82,7 +113,22 @@ async function loadKpi(year) {
     prog.append(bar, el("span", " " + (k.progress_ratio === null ? "—" : fmt(100 * k.progress_ratio, 0) + " %")));
     tr.append(prog);
     const src = el("td", k.source);
-    src.title = k.formula + (k.missing.length ? "\n" + k.missing.join("\n") : "");
+    src.title = k.formula;
+    if (k.reports && k.reports.length) {
+      // Which report versions the value used, so a signed figure can be traced to its uploads.
+      const used = el("div", "Báo cáo đã dùng / reports used: ", "kpi-reports");
+      used.append(el("span", k.reports.map((r) => r.kind + (r.operator ? " " + r.operator : "")
+        + " v" + r.version + " (#" + r.report_id + ")").filter((x, i, a) => a.indexOf(x) === i).join(", ")));
+      src.append(used);
+    }
+    if (k.missing && k.missing.length) {
+      const ul = el("ul", null, "kpi-missing");
+      for (const m of k.missing) ul.append(el("li", m));
+      // With a value (met / not met) these are caveats; without one, why it is held back.
+      const title = k.status === "met" || k.status === "not_met"
+        ? "Lưu ý / notes:" : "Thiếu hoặc chưa khớp / missing or mismatched:";
+      src.append(el("div", title, "kpi-missing-title"), ul);
+    }
     tr.append(src);
     tbody.append(tr);
   }
@@ -116,7 +162,10 @@ async function loadCompliance(f) {
     name.append(el("br"), el("span", r.name_en, "en"));
     name.title = r.note;
     tr.append(name);
-    tr.append(el("td", fmt(r.value) + " " + r.unit, "num"));
+    const value = el("td", (r.approximate ? "≈ " : "") + fmt(r.value) + " " + r.unit, "num");
+    value.dataset.approximate = r.approximate ? "true" : "false";
+    if (r.approximate) value.append(el("br"), el("span", APPROXIMATE, "approx"));
+    tr.append(value);
     tr.append(el("td", r.op + " " + fmt(r.limit) + " " + r.unit, "num"));
     tr.append(el("td", fmt(r.sample_count, 0) + " / " + fmt(r.min_samples, 0), "num"));
     tr.append(el("td", STATUS[r.status] || r.status, "result"));
@@ -125,6 +174,12 @@ async function loadCompliance(f) {
     const note = el("td", null, "note");
     if (r.unverified) note.append(el("span", UNVERIFIED, "unverified"), el("br"));
     if (r.note) note.append(el("span", r.note));
+    if (r.not_checked && r.not_checked.length) {
+      // The regulation's method conditions this verdict does not vouch for.
+      const ul = el("ul", null, "not-checked");
+      for (const c of r.not_checked) ul.append(el("li", notChecked(c)));
+      note.append(el("br"), el("span", NOT_CHECKED + ":", "not-checked-title"), ul);
+    }
     tr.append(note);
     tbody.append(tr);
   }
@@ -136,6 +191,11 @@ async function loadCompliance(f) {
     const li = el("li", null, "declared-unverified");
     li.append(el("span", UNVERIFIED, "unverified"), el("span", " — " + k + ": " + why));
     caveats.append(li);
+  }
+  if (rows.some((r) => r.approximate)) caveats.append(el("li", APPROXIMATE_MEANING, "approximate-legend"));
+  if (rows.some((r) => r.not_checked && r.not_checked.length)) {
+    caveats.append(el("li", NOT_CHECKED + " — điều kiện phương pháp đo của quy chuẩn mà số liệu không thể hiện"
+      + " được / method conditions of the regulation the data cannot show", "not-checked-legend"));
   }
   for (const n of body.not_judged || []) {
     const li = el("li", null, "not-judged");

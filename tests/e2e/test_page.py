@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from api import create_app
 from collector.store.sqlite import SQLiteStore
-from tests.department_data import VIEWER, A, seed, settings_with_keys
+from tests.department_data import ADMIN, VIEWER, A, B, auth, seed, settings_with_keys
 from tests.live_api import serve
+from tests.marks_data import VIETTEL_SUBSCRIBERS, VNPT_MISSING, seed_approximate_share
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +53,17 @@ def headless(url: str, profile: Path, *extra: str) -> subprocess.CompletedProces
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = SQLiteStore(tmp_path_factory.mktemp("page") / "netqos.db")
     seed(store)
+    seed_approximate_share(store)  # viettel's 4G share >= Vdmin in B: approximate
     with serve(create_app(settings_with_keys(), store)) as url:
+        # viettel's subscriber report for 2025, none from vnpt: KPIs 1, 2 and 6 are incomplete.
+        req = urllib.request.Request(
+            f"{url}/api/v1/reports?year=2025&kind=operator_subscribers&operator=viettel",
+            data=VIETTEL_SUBSCRIBERS.encode(),
+            headers={**auth(ADMIN), "Content-Type": "text/csv"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 201
         yield url
     store.close()
 
@@ -108,3 +120,41 @@ def test_page_marks_unverified_limits_with_their_notes(base_url: str, tmp_path: 
         r'<tr class="[a-z_]+" data-row="[^"]+" data-unverified="(true|false)">(.*?)</tr>', dom, re.S
     )
     assert rows and all(("Chưa kiểm chứng / unverified" in body) == (flag == "true") for flag, body in rows)
+
+
+def test_page_marks_approximate_values_conditions_not_checked_and_incomplete_kpis(
+    base_url: str, tmp_path: Path
+) -> None:
+    r = headless(f"{base_url}/?period=2025-07&year=2025#token={VIEWER}", tmp_path / "profile", "--dump-dom")
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    assert 'data-state="ready"' in dom, dom[-3000:]
+    # viettel's 4G share >= Vdmin in B: 287 of 300 counted from the sketch (95.667 %), marked
+    # beside the value, with the mark's meaning above the table; no other value is marked.
+    m = re.search(rf'<tr class="pass" data-row="viettel\|{B}\|4G\|dl_share_min"[^>]*>(.*?)</tr>', dom, re.S)
+    assert m, dom[-3000:]
+    assert (
+        '<td class="num" data-approximate="true">≈ 95,67 %<br><span class="approx">xấp xỉ / approximate'
+        in m.group(1)
+    )
+    assert dom.count('data-approximate="true"') == 1
+    assert 'class="approximate-legend"' in dom and "a lower bound" in dom
+    # QCVN 81's access rows list the split the data cannot show, in Vietnamese and English.
+    m = re.search(rf'data-row="viettel\|{A}\|4G\|access_failure"[^>]*>(.*?)</tr>', dom, re.S)
+    assert m and "Chưa kiểm tra / not checked" in m.group(1)
+    assert (
+        "1.500 mẫu chia 500 trong nhà, 500 ngoài trời cố định, 500 di động / the 1,500 samples split 500"
+        " indoor, 500 outdoor fixed, 500 moving"
+    ) in m.group(1)
+    # KPI 2 (smartphone share): vnpt filed nothing, so the value is held back and the page says
+    # why in words, with the report version it did use.
+    m = re.search(
+        r'<tr class="incomplete" data-kpi="smartphone_subscription_share"[^>]*>(.*?)</tr>', dom, re.S
+    )
+    assert m, dom[-3000:]
+    kpi = m.group(1)
+    assert "Chưa đủ báo cáo / incomplete" in kpi and "no data" not in kpi
+    assert VNPT_MISSING in kpi and "operator_subscribers viettel v1 (#1)" in kpi
+    # Only a KPI without any input says "no data".
+    m = re.search(r'data-kpi="enterprises_on_platforms"[^>]*>(.*?)</tr>', dom, re.S)
+    assert m and "Chưa có số liệu / no data" in m.group(1)

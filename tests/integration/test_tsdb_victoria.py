@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from collector.core import quantiles
+from collector.core.shares import ShareCounters
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.feed import TsdbFeed
@@ -134,8 +135,11 @@ def test_pipeline_writes_raw_points_rollups_and_probe_activity_once(
     feed = TsdbFeed(sink, sink.settings)
     # Two workers on one store: the second stores a batch the first stored already, and must
     # not send its samples again.
-    first = IngestPipeline(store, IngestSettings(), outputs=[feed])
-    second = IngestPipeline(store, IngestSettings(), outputs=[feed])
+    # Both count rtt_ms >= 50 ms exactly (share counter series, collector/core/shares.py): those
+    # are the store's own bookkeeping, not measurements, and must not reach the sink.
+    counters = ShareCounters({("rtt_ms", "", ""): [50.0]})
+    first = IngestPipeline(store, IngestSettings(), outputs=[feed], share_counters=counters)
+    second = IngestPipeline(store, IngestSettings(), outputs=[feed], share_counters=counters)
     rng = np.random.default_rng(3)
     t0 = (NOW_MS - 30 * 60_000) // 60_000 * 60_000
     sent: dict[tuple[str, int], float] = {}
@@ -149,7 +153,8 @@ def test_pipeline_writes_raw_points_rollups_and_probe_activity_once(
                 second.accept(b)  # type: ignore[arg-type]
     assert asyncio.run(first.flush()) == 4 * 5 * 12 * 2
     assert asyncio.run(second.flush()) == 0  # all duplicates
-    assert feed.close() == 4 * 5 * 2  # windows: probes x minutes x metrics
+    assert "rtt_ms>=50.0" in store.metrics()  # the counters were kept in the store
+    assert feed.close() == 4 * 5 * 2  # windows: probes x minutes x metrics (no counter windows)
     assert sink.flush(30)
     sink.close()
 
@@ -194,6 +199,13 @@ def test_pipeline_writes_raw_points_rollups_and_probe_activity_once(
     assert {s.labels["entity"] for s in batches} == {p.probe_id for p in probes}
     offsets = vm.export("pipe_probe_clock_offset_ms")
     assert offsets and all(v == 2.5 for s in offsets for v in s.values)
+    # Nothing else reached VictoriaMetrics: no share counter series under any name.
+    rollup_fields = ("count", "sum", "min", "max", "mean", "p50", "p95", "p99", "last")
+    allowed = {"pipe_rtt_ms", "pipe_loss_ratio"} | {
+        f"pipe_1m_{m}_{f}" for m in ("rtt_ms", "loss_ratio") for f in rollup_fields
+    }
+    names = {s.labels["__name__"] for s in vm.export('{__name__=~"pipe.*"}')}
+    assert {n for n in names if not n.startswith("pipe_probe_")} == allowed
     store.close()
 
 
