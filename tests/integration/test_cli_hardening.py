@@ -168,10 +168,10 @@ def test_no_api_token_warning_only_without_tokens_and_keys(caplog: pytest.LogCap
     roles = frozenset({"api", "ingest"})
     with caplog.at_level(logging.WARNING, logger="netqos"):
         keyed = Settings.model_validate(
-            {"api": {"keys": [{"name": "noc", "role": "admin", "token": "k" * 32}]}}
+            {"api": {"keys": [{"name": "noc", "role": "admin", "token": "noc-key-0123456789abcdef"}]}}
         )
         assert warn_without_api_tokens(keyed, roles) is False
-        plain = Settings.model_validate({"api": {"tokens": ["t" * 32]}})
+        plain = Settings.model_validate({"api": {"tokens": ["plain-token-0123456789abcdef"]}})
         assert warn_without_api_tokens(plain, roles) is False
         assert caplog.records == []
         assert warn_without_api_tokens(Settings(), roles) is True
