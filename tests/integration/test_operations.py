@@ -172,4 +172,3 @@ async def test_sighup_reloads_probes_and_inventory_json_logs_worker_health(
     msgs = [r["msg"] for r in records]
     assert any(m.startswith("event=service_started roles=ingest,poller") for m in msgs)
     assert msgs[-1] == "event=service_stopped"
-

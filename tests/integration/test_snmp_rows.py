@@ -479,9 +479,10 @@ def test_composite_rows_no_longer_seen_are_forgotten_once_they_outnumber_the_see
 
 
 # ONUs for the gone-row cases: P0.1 goes offline, then is deleted while offline.
-GONE_1 = {(P0, 0): ("A", 1, -2150), (P0, 1): ("B", 1, -2310), (P1, 0): ("C", 1, -1899)}
-GONE_2 = {**GONE_1, (P0, 1): ("B", 2, None)}
-GONE_3 = {(P0, 0): ("A", 1, -2150), (P1, 0): ("C", 1, -1899)}
+OnuRows = dict[tuple[int, int], tuple[str, int, int | None]]
+GONE_1: OnuRows = {(P0, 0): ("A", 1, -2150), (P0, 1): ("B", 1, -2310), (P1, 0): ("C", 1, -1899)}
+GONE_2: OnuRows = {**GONE_1, (P0, 1): ("B", 2, None)}
+GONE_3: OnuRows = {(P0, 0): ("A", 1, -2150), (P1, 0): ("C", 1, -1899)}
 
 
 async def test_a_row_deleted_while_down_closes_its_outage_and_leaves_the_current_rows(
@@ -554,3 +555,62 @@ async def test_a_row_deleted_while_netqos_was_stopped_closes_the_outage_left_ope
     t1 = (await rig.poll()).ts_ms
     assert changes_at(rig, t1) == [("olt-1/B", "gone", "row no longer in the table")]
     assert outages(rig) == {("olt-1/B", 1_000, t1), ("olt-1/C", 2_000, None)}
+
+
+UPTIME = "1.3.6.1.2.1.1.3"  # sysUpTime, served from the recording (pass_persist) to set it at will
+TWO_TABLES_PROFILE = """
+name: twotables
+scalars:
+  - {name: sysUpTime, oid: 1.3.6.1.2.1.1.3.0, type: timeticks}
+tables:
+  - name: ports
+    columns:
+      - {name: hcIn, oid: 1.3.6.1.4.1.32473.16.3.1.6, type: counter64, metric: port_in_bps, scale: 8}
+  - name: uplinks
+    columns:
+      - {name: upIn, oid: 1.3.6.1.4.1.32473.16.4.1.6, type: counter64, metric: uplink_in_bps, scale: 8}
+"""
+
+
+def uptime_recording(uptime_cs: int, octets: int) -> str:
+    return (
+        f".{UPTIME}.0 = Timeticks: {uptime_cs}\n"
+        f".{ONU}.3.1.6.1 = Counter64: {octets}\n"
+        f".{ONU}.4.1.6.1 = Counter64: {octets}\n"
+    )
+
+
+async def test_sysuptime_wrap_is_no_restart_and_a_restart_counts_once_per_device(tmp_path: Path) -> None:
+    """sysUpTime (TimeTicks) at 2**32 - 3 cs, then 2 cs one poll later: the wrap of 497 days
+    (the wall time elapsed matches), so the rates go on. Then it goes back from 2 to 1: a
+    restart, counted once for the device although two tables reset their baselines."""
+    from collector.snmp import metrics as m
+
+    path = tmp_path / "device.walk"
+    path.write_text(uptime_recording(2**32 - 3, 1000))
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "twotables.yaml").write_text(TWO_TABLES_PROFILE)
+    # Priority 1 (snmpd.conf(5) `pass -p`) puts the recording before the agent's own sysUpTime.
+    wrapper = path.with_suffix(".pass.sh")
+    with recording_agent(path, [ONU], extra_config=[f"pass_persist -p 1 .{UPTIME} {wrapper}"]) as agent:
+        rig = Rig(tmp_path, agent, "2c", "twotables")
+        try:
+            restarts = m.COUNTER_RESETS._value.get()
+            first = await rig.poll()
+            assert first.sys_uptime_cs == 2**32 - 3
+            path.write_text(uptime_recording(2, 2000))
+            await asyncio.sleep(0.05)
+            second = await rig.poll()
+            assert second.sys_uptime_cs == 2
+            dt_s = (second.ts_ms - first.ts_ms) / 1000
+            for table, metric in (("ports", "port_in_bps"), ("uplinks", "uplink_in_bps")):
+                assert rows_of(second, table)["1"][1][metric] == pytest.approx(1000 * 8 / dt_s)
+            assert m.COUNTER_RESETS._value.get() == restarts
+            path.write_text(uptime_recording(1, 3000))
+            await asyncio.sleep(0.05)
+            third = await rig.poll()
+            assert "port_in_bps" not in rows_of(third, "ports")["1"][1]
+            assert "uplink_in_bps" not in rows_of(third, "uplinks")["1"][1]
+            assert m.COUNTER_RESETS._value.get() == restarts + 1
+        finally:
+            await rig.close()
