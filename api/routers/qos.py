@@ -37,6 +37,7 @@ router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 RESOLUTION_S = TIERS[0]
 _STEP_RE = re.compile(r"^(\d+)([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def unit_of(metric: str) -> str:
@@ -117,7 +118,13 @@ def qos(
     stat: Annotated[
         str, Query(description="p50, p95, p99, pNN (any percentile), mean, min, max, ...")
     ] = "p95",
-    group_by: Annotated[str, Query(description=f"comma-separated labels: {', '.join(GROUP_LABELS)}")] = "",
+    group_by: Annotated[
+        str,
+        Query(
+            description=f"comma-separated labels: {', '.join(GROUP_LABELS)}, or a label of the SNMP"
+            " series (interface, sensor, onu, ...)"
+        ),
+    ] = "",
     from_: Annotated[datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds")] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
     step: Annotated[str | None, Query(description="e.g. 60, 5m, 1h; default fits ~120 points")] = None,
@@ -127,6 +134,7 @@ def qos(
     village: str | None = None,
     site: str | None = None,
     target: str | None = None,
+    interface: Annotated[str | None, Query(description="only this interface's series (its label)")] = None,
     format: Format = "json",
 ) -> QosResponse | Response:
     operator = principal.operator_scope(operator)
@@ -139,7 +147,8 @@ def qos(
     if why is not None:
         raise HTTPException(422, why)
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
-    bad = [g for g in groups if g not in GROUP_LABELS]
+    # Any label a series carries may group, as in the alert rules (interface, sensor, ...).
+    bad = [g for g in groups if g not in GROUP_LABELS and not _LABEL_RE.match(g)]
     if bad:
         raise HTTPException(422, f"group_by {', '.join(bad)}: not a label; use {', '.join(GROUP_LABELS)}")
 
@@ -184,7 +193,23 @@ def qos(
     read_from = from_ms
     if horizon is not None and horizon > from_ms:
         read_from = min(to_ms, from_ms + -(-(horizon - from_ms) // step_ms) * step_ms)
-    sel = request.app.state.store.select_rollups(metric, tier, read_from, to_ms, filters)
+    store = request.app.state.store
+    if interface is None:
+        sel = store.select_rollups(metric, tier, read_from, to_ms, filters)
+    else:  # a label of the series' JSON, not a column: pick the series, then read their rollups
+        sel = store.select_rollups(metric, tier, read_from, read_from, filters)
+        keep = [sid for sid, lb in sel.labels.items() if lb.get("interface") == interface]
+        sel.labels = {sid: sel.labels[sid] for sid in keep}
+        if keep:
+            sel.rollups = store.tiered_rollups(keep, tier, read_from, to_ms)
+        filters["interface"] = interface
+    unknown = [g for g in groups if g not in GROUP_LABELS and not any(g in lb for lb in sel.labels.values())]
+    if unknown and sel.labels:
+        raise HTTPException(
+            422,
+            f"group_by {', '.join(unknown)}: not a label of any {metric} series;"
+            f" use {', '.join(GROUP_LABELS)} or a label the series carry",
+        )
     rs = sel.rollups
     group_of_series, group_labels = group_series(sel, groups)
     n_groups = len(group_labels)
