@@ -13,7 +13,11 @@ from collector.inventory import Device
 from collector.store.db import Connection
 from collector.store.store import Store
 
-__all__ = ["DOWN_STATES", "DeviceRepo", "Outage", "PollRecord"]
+__all__ = ["DOWN_STATES", "GONE_ROWS_KEEP_MS", "DeviceRepo", "Outage", "PollRecord"]
+
+# A gone row is kept this long with its last values (an ONU moved, a card swapped back),
+# then deleted: a table whose index churns (LLDP's timeMark) must not grow for ever.
+GONE_ROWS_KEEP_MS = 30 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -133,6 +137,10 @@ class DeviceRepo:
                         "UPDATE device_rows SET gone_ms=? WHERE device_id=? AND tbl=?"
                         " AND updated_ms < ? AND gone_ms IS NULL",
                         (p.ts_ms, p.device_id, tbl, p.ts_ms),
+                    )
+                    conn.execute(
+                        "DELETE FROM device_rows WHERE device_id=? AND tbl=? AND gone_ms < ?",
+                        (p.device_id, tbl, p.ts_ms - GONE_ROWS_KEEP_MS),
                     )
             for c in changes:
                 self.record_change(conn, c)

@@ -40,6 +40,17 @@ def test_rows_missing_from_an_answered_table_are_gone_and_come_back(store_settin
         # 7.2 back (current, new values); 7.3 gone since 4 000, not re-dated at 5 000.
         assert got == {"7.1": (None, 5_000), "7.2": (None, 5_000), "7.3": (4_000, 2_000)}
 
+        # Kept 30 days (2 592 000 000 ms) after it went: 7.3 (gone at 4 000) is kept at
+        # 2 592 004 000 exactly, deleted 1 ms later; 7.2, gone at 2 592 004 000, stays.
+        repo.write([poll(2_592_004_000, ["7.1"])], [])
+        assert {r["index"]: r["gone_ms"] for r in repo.rows("olt-1")} == {
+            "7.1": None,
+            "7.2": 2_592_004_000,
+            "7.3": 4_000,
+        }
+        repo.write([poll(2_592_004_001, ["7.1"])], [])
+        assert {r["index"]: r["gone_ms"] for r in repo.rows("olt-1")} == {"7.1": None, "7.2": 2_592_004_000}
+
         repo.write([], [StateChange("onus", "olt-1/x", "offline", 10_000, "poll", "onuRunState=2", "olt-1")])
         repo.write(
             [],
