@@ -38,7 +38,7 @@ from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
-from collector.snmp.state import Reachability
+from collector.snmp.state import Reachability, uptime_verdict
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
@@ -52,6 +52,8 @@ TAG_EXCEPTIONS = 0x80
 FIRST_SIGHT_QUIET = frozenset({"up", "online", "ok", "disabled"})
 # `RowIds` may hold this many more composite ids than the last poll saw before it is pruned.
 ROW_IDS_SLACK = 1024
+# The detail of a `gone` state change (and so the end reason of the outage it closes).
+GONE_DETAIL = "row no longer in the table"
 
 
 @dataclass(slots=True)
@@ -78,6 +80,10 @@ class DeviceRuntime:
     series: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
     row_names: dict[tuple[str, int], str] = field(default_factory=dict)
     row_ids: RowIds = field(default_factory=RowIds)
+    # Row ids each table answered with at its last poll (rows gone since are told from them).
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    # The last sysUpTime reading and when it was taken (ms): a restart is told from the wrap.
+    uptime: tuple[int, int] | None = None
     task: asyncio.Task[None] | None = None
     polls: int = 0
 
@@ -382,12 +388,19 @@ class Poller:
         up = rt.reach.success(ts_ms)
         if up is not None:
             changes.append(up)
+        # Once per device, not per table: a restart resets every table's baselines.
+        prev_cs, prev_ms = rt.uptime if rt.uptime is not None else (None, None)
+        verdict = uptime_verdict(prev_cs, prev_ms, uptime_cs, ts_ms)
+        restarted = verdict == "restart"
+        if restarted:
+            m.COUNTER_RESETS.inc()
+            log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
+        elif verdict == "wrap":
+            log.info("event=sysuptime_wrapped device=%s uptime_cs=%s", d.id, uptime_cs)
+        if uptime_cs is not None:
+            rt.uptime = (uptime_cs, ts_ms)
         for t in profile.tables:
             tracker = rt.counters.setdefault(t.name, CounterTracker())
-            restarted = tracker.restarted(uptime_cs)
-            if restarted:
-                m.COUNTER_RESETS.inc()
-                log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
             self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
             tracker.commit(ts_ms, uptime_cs)
         if len(rt.row_ids) > ROW_IDS_SLACK:
@@ -437,7 +450,11 @@ class Poller:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         for metric, series in metrics.items():
             self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
+        changes.extend(self._gone_rows(rt, t, rows, ts_ms))
         changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms, (names, index_names)))
+        if t.name not in rt.present:
+            changes.extend(self._gone_since_restart(rt, t, labels, ts_ms))
+        rt.present[t.name] = rows
         for r, label in zip(rows.tolist(), labels, strict=True):
             rt.row_names[(t.name, r)] = label
         strings = {
@@ -627,6 +644,51 @@ class Poller:
                 out.append(StateChange(kind, entity, state, ts_ms, "poll", f"{c.name}={v_now}", dev))
         self._open_outages -= carried
         return out
+
+    def _gone_rows(self, rt: DeviceRuntime, t: Table, rows: np.ndarray, ts_ms: int) -> list[StateChange]:
+        """Rows of the last poll missing from this one are gone: a row with a state gets the
+        state `gone` (which closes an outage it had open: an ONU deleted while offline), and
+        its states, label and series are forgotten, so a row back under the same index is a
+        first sight. Only called for a table that answered with rows: a table answering with
+        none (every column ended at once) is taken for the agent's fault, not as every row
+        deleted."""
+        before = rt.present.get(t.name)
+        if before is None:
+            return []
+        vanished = np.setdiff1d(before, rows, assume_unique=True).tolist()
+        if not vanished:
+            return []
+        out: list[StateChange] = []
+        kind = "interface" if t.name == "interfaces" else t.name
+        tracked = [c.name for c in t.columns if c.type == "enum" and c.state_changes]
+        enum_cols = [c.name for c in t.columns if c.type == "enum"]
+        gone = set(vanished)
+        for r in vanished:
+            label = rt.row_names.pop((t.name, r), None)
+            had_state = [rt.enums.pop((t.name, r, c), None) for c in enum_cols]
+            known = any(v is not None for c, v in zip(enum_cols, had_state, strict=True) if c in tracked)
+            if label is not None and known:
+                entity = f"{rt.device.id}/{label}"
+                out.append(StateChange(kind, entity, "gone", ts_ms, "poll", GONE_DETAIL, rt.device.id))
+        rt.series = {k: v for k, v in rt.series.items() if k[1] != t.name or k[2] not in gone}
+        return out
+
+    def _gone_since_restart(
+        self, rt: DeviceRuntime, t: Table, labels: list[str], ts_ms: int
+    ) -> list[StateChange]:
+        """At a table's first poll since the start: outages left open by the run before for
+        rows of this table that are no longer in it (deleted while netqos was stopped) are
+        closed as gone. Called after `_enum_changes`, which has already taken the outages a
+        row carries on (renamed, or still down)."""
+        kind = "interface" if t.name == "interfaces" else t.name
+        prefix = f"{rt.device.id}/"
+        current = {prefix + lb for lb in labels}
+        stale = sorted(
+            e for k, e in self._open_outages if k == kind and e.startswith(prefix) and e not in current
+        )
+        for e in stale:
+            self._open_outages.discard((kind, e))
+        return [StateChange(kind, e, "gone", ts_ms, "poll", GONE_DETAIL, rt.device.id) for e in stale]
 
     def _emit(
         self,
