@@ -1,4 +1,8 @@
-"""The `netqos` command."""
+"""The `netqos` command.
+
+Each subcommand imports what it needs when it runs: `netqos probe` (the field agent) and
+`--help` must not load the store, numba or the web stack (hundreds of MB on a probe box).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import SecretStr, ValidationError
-
-from collector.store import audit
-from collector.store.db import StoreError
 from netqos import __version__
-from netqos.config import ApiKey, ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
 
 if TYPE_CHECKING:
+    from collector.store import audit
     from collector.store.store import Store
+    from netqos.config import Settings
 
 log = logging.getLogger("netqos")
 
@@ -30,10 +30,16 @@ EXIT_CONFIG = 2
 
 
 def _settings(path: Path | None) -> Settings:
+    from netqos.config import load_settings
+
     return load_settings(path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from netqos.config import masked_dict
+
     settings = _settings(args.file or args.config)
     print(f"# effective configuration ({args.file or args.config or 'defaults'} + NETQOS_* environment)")
     print(
@@ -73,6 +79,8 @@ def warn_without_api_tokens(settings: Settings, roles: frozenset[str]) -> bool:
 def _cli_actor() -> audit.Actor:
     """Who runs a state-changing command: the operating-system user, with the admin role
     (whoever can run netqos here can read its configuration and store), from this host."""
+    from collector.store import audit
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, no LOGNAME: still audited
@@ -82,11 +90,16 @@ def _cli_actor() -> audit.Actor:
 
 def _audit(store: Store, action: str, target: str, detail: dict[str, Any]) -> None:
     """An audit row for a CLI command, as the API writes one for the same change."""
+    from collector.store import audit
+
     with store.transaction() as conn:
         audit.record(conn, _cli_actor(), action, target, detail)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from netqos.config import ConfigError, SnmpSettings
     from netqos.service import ALL_ROLES, parse_roles, run_service
 
     roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
@@ -329,6 +342,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from netqos.config import ApiKey
     from netqos.demo import prepare_demo, run_demo
 
     settings = _settings(args.config)
@@ -480,16 +496,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: Any = args.func(args)
-    except ConfigError as exc:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        return known
+    return int(code)
+
+
+def _known_error(exc: Exception) -> int | None:
+    """Print a configuration or store error and return its exit code; None for anything else.
+
+    Looked up in sys.modules rather than imported: a subcommand that never loaded the
+    configuration or the store cannot have raised their errors, and importing them here
+    would load what the lazy imports above avoid.
+    """
+    config = sys.modules.get("netqos.config")
+    if config is not None and isinstance(exc, config.ConfigError):
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
-    except StoreError as exc:
+    db = sys.modules.get("collector.store.db")
+    if db is not None and isinstance(exc, db.StoreError):
         # The database cannot be opened or used (unreachable server, newer schema, ...).
         print(f"netqos: store error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    return int(code)
+    return None
 
 
 if __name__ == "__main__":

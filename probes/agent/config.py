@@ -12,7 +12,7 @@ import logging
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,22 +26,26 @@ from pydantic import (
     model_validator,
 )
 
-from netqos.config import ConfigError
+from probes.agent.payload import DEFAULT_TOPIC_PREFIX, OPERATOR_PATTERN, PROBE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-PROBE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-OPERATOR_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
-DEFAULT_TOPIC_PREFIX: Final = "netqos/v1/probes"
 Technology = Literal["2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable"]
 TEST_KINDS: Final = ("icmp", "tcp", "dns", "http_download", "http_upload", "service_access")
 
 
-class ProbeConfigError(ConfigError):
+class ProbeConfigError(Exception):
     """Bad probe configuration: the file (and line), the key and the reason, ready to print.
 
-    A ConfigError, so `netqos` prints it and exits with code 2 like any configuration error.
+    Shaped as the server's ConfigError (source, key, reason) but independent of it, so the
+    slim agent distribution needs nothing from the server; the command prints it and exits 2.
     """
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{source}: {key}: {reason}")
 
 
 class _Section(BaseModel):
@@ -251,8 +255,9 @@ class ServiceAccessSpec(_HttpSpec):
     kind: Literal["service_access"]
 
 
+# Union[...], not `A | B`: this alias is evaluated at import, and `|` on classes is 3.10+.
 MeasurementSpec = Annotated[
-    IcmpSpec | TcpSpec | DnsSpec | HttpDownloadSpec | HttpUploadSpec | ServiceAccessSpec,
+    Union[IcmpSpec, TcpSpec, DnsSpec, HttpDownloadSpec, HttpUploadSpec, ServiceAccessSpec],
     Field(discriminator="kind"),
 ]
 
