@@ -6,6 +6,8 @@
   platform and Python version (this interpreter's by default; ``--pip-target`` passes e.g.
   ``--platform manylinux2014_aarch64 --python-version 3.11`` to pip for a Raspberry Pi).
   Run with ``python3 netqos-probe.pyz --config probe.yaml`` (see pyz_main.py).
+* ``wheelhouse/``: the wheel and every dependency's wheel for that same platform, for an
+  installation without network access: ``pip install --no-index --find-links wheelhouse netqos-probe``.
 
 Standard library only, with pip; not part of either distribution (this directory has no
 ``__init__.py``).
@@ -30,11 +32,13 @@ def _pip(*args: str) -> None:
 
 
 def build(out: Path, *, pip_target: list[str], quiet: bool = True) -> tuple[Path, Path]:
-    """Build the wheel and the zipapp into `out`; returns their paths."""
+    """Build the wheel, the wheelhouse and the zipapp into `out`; returns the wheel and zipapp."""
     out.mkdir(parents=True, exist_ok=True)
     q = ["--quiet"] if quiet else []
     for old in [*out.glob("netqos_probe-*.whl"), out / "netqos-probe.pyz"]:
         old.unlink(missing_ok=True)
+    house = out / "wheelhouse"
+    shutil.rmtree(house, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="netqos-probe-build-") as tmp_s:
         tmp = Path(tmp_s)
         # Built from a copy: an in-place build leaves build/ and *.egg-info in the package.
@@ -44,8 +48,12 @@ def build(out: Path, *, pip_target: list[str], quiet: bool = True) -> tuple[Path
             shutil.copy2(f, src / f.name)
         _pip("wheel", *q, "--no-deps", "-w", str(out), str(src))
         (wheel,) = out.glob("netqos_probe-*.whl")
+        # Dependencies resolved and fetched once, into the wheelhouse (for the target platform);
+        # the zipapp's tree is installed from there without the index.
+        _pip("download", *q, "--only-binary=:all:", *pip_target, "-d", str(house), str(wheel))
         tree = tmp / "pyz"
-        _pip("install", *q, "--target", str(tree), "--only-binary=:all:", *pip_target, str(wheel))
+        offline = ["--no-index", "--find-links", str(house), "--only-binary=:all:", *pip_target]
+        _pip("install", *q, *offline, "--target", str(tree), str(wheel))
         shutil.copy2(Path(__file__).with_name("pyz_main.py"), tree / "__main__.py")
         shutil.rmtree(tree / "bin", ignore_errors=True)
         for cache in list(tree.rglob("__pycache__")):
