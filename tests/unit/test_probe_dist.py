@@ -19,7 +19,8 @@ from probes.agent import compat, payload
 from probes.agent.config import Technology
 
 AGENT = Path(__file__).resolve().parents[2] / "probes" / "agent"
-MODULES = sorted(AGENT.glob("*.py"))
+# The package, and the zipapp's start-up file (it runs on the probe's Python too).
+MODULES = [*sorted(AGENT.glob("*.py")), AGENT / "packaging" / "pyz_main.py"]
 SERVER_PACKAGES = ("collector", "netqos", "api", "alerts", "probes.simulate")
 
 
