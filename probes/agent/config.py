@@ -12,7 +12,7 @@ import logging
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Union
+from typing import Annotated, Any, Final, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -48,6 +48,8 @@ class ProbeConfigError(Exception):
         super().__init__(f"{source}: {key}: {reason}")
 
 
+# Model fields say Optional[X], not `X | None`: pydantic evaluates them at import, and on
+# Python 3.9 (probe boxes) `|` between types fails (tests/unit/test_probe_dist.py checks it).
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,11 +77,11 @@ class BrokerConfig(_Section):
     """The MQTT broker the probe publishes to, with this probe's own credentials."""
 
     host: str = Field(min_length=1)
-    port: int | None = Field(None, ge=1, le=65535, description="default 8883 with tls, else 1883")
-    username: str | None = None
-    password: SecretStr | None = None
+    port: Optional[int] = Field(None, ge=1, le=65535, description="default 8883 with tls, else 1883")
+    username: Optional[str] = None
+    password: Optional[SecretStr] = None
     tls: bool = False
-    ca_file: Path | None = Field(None, description="CA bundle for tls; default: the system's")
+    ca_file: Optional[Path] = Field(None, description="CA bundle for tls; default: the system's")
     keepalive_s: int = Field(60, ge=5, le=3600)
     timeout_s: float = Field(20.0, gt=0, le=300, description="wait for CONNACK / PUBACK")
     reconnect_min_s: float = Field(1.0, gt=0, le=600)
@@ -103,8 +105,8 @@ class HttpsFallbackConfig(_Section):
     """POST batches to the server's HTTPS ingest when MQTT has been down for a while."""
 
     enabled: bool = False
-    url: str | None = Field(None, description="server base URL; batches go to <url>/api/v1/ingest")
-    token: SecretStr | None = Field(None, description="this probe's bearer token")
+    url: Optional[str] = Field(None, description="server base URL; batches go to <url>/api/v1/ingest")
+    token: Optional[SecretStr] = Field(None, description="this probe's bearer token")
     after_s: float = Field(300.0, ge=0, le=86_400, description="MQTT down this long before falling back")
     timeout_s: float = Field(30.0, gt=0, le=600)
     verify_tls: bool = True
@@ -206,7 +208,7 @@ class DnsSpec(_SpecBase):
 
     kind: Literal["dns"]
     target: _Target
-    resolver: str | None = Field(
+    resolver: Optional[str] = Field(
         None, description="'host' or 'host:port' to query over UDP; unset: the system resolver"
     )
     count: int = Field(1, ge=1, le=100)
@@ -225,7 +227,7 @@ class DnsSpec(_SpecBase):
 
 class _HttpSpec(_SpecBase):
     url: str
-    target: _Target | None = Field(None, description="default: the url")
+    target: Optional[_Target] = Field(None, description="default: the url")
     timeout_s: float = Field(30.0, gt=0, le=600)
     verify_tls: bool = True
 
@@ -239,7 +241,7 @@ class HttpDownloadSpec(_HttpSpec):
     """GET `url`; dl_bps. `bytes` caps the transfer (metered SIM cards)."""
 
     kind: Literal["http_download"]
-    bytes: int | None = Field(None, ge=1, le=10**10)
+    bytes: Optional[int] = Field(None, ge=1, le=10**10)
 
 
 class HttpUploadSpec(_HttpSpec):
@@ -255,7 +257,8 @@ class ServiceAccessSpec(_HttpSpec):
     kind: Literal["service_access"]
 
 
-# Union[...], not `A | B`: this alias is evaluated at import, and `|` on classes is 3.10+.
+# Union[...], not `A | B`: this alias is evaluated at import, and `|` on classes is 3.10+
+# (so are the Optional[...] of the models: pydantic evaluates their annotations).
 MeasurementSpec = Annotated[
     Union[IcmpSpec, TcpSpec, DnsSpec, HttpDownloadSpec, HttpUploadSpec, ServiceAccessSpec],
     Field(discriminator="kind"),
@@ -283,7 +286,7 @@ class ProbeConfig(_Section):
     https_fallback: HttpsFallbackConfig = HttpsFallbackConfig()
     queue: QueueConfig = QueueConfig()
     batch: BatchConfig = BatchConfig()
-    radio: RadioConfig | None = None
+    radio: Optional[RadioConfig] = None
     schedule_jitter_ratio: float = Field(
         0.1, ge=0, le=0.5, description="random spread of every test's start, +-ratio of its interval"
     )
