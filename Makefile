@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench clean
+.PHONY: demo test lint typecheck unit system-deps bench clean probe-dist
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,5 +35,13 @@ unit: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/ingest.py --quick
 
+## make probe-dist: the slim field-probe agent (docs/probe-agent.md, "Packaging"):
+## dist/netqos_probe-*.whl (pure Python, any platform) and dist/netqos-probe.pyz, one file holding
+## the agent and its dependencies for one platform and Python version: by default this machine's;
+## for a Raspberry Pi e.g. PROBE_PIP_TARGET='--platform manylinux2014_aarch64 --python-version 3.11'.
+PROBE_PIP_TARGET ?=
+probe-dist: $(STAMP)
+	$(BIN)/python probes/agent/packaging/build.py --out dist --pip-target "$(PROBE_PIP_TARGET)"
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
