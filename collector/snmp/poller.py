@@ -37,8 +37,9 @@ from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
-from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
+from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles, unknown_profiles
 from collector.snmp.state import Reachability
+from collector.snmp.transform import Dropped, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
@@ -179,7 +180,9 @@ class Poller:
         if self.settings.inventory_file is None:
             return Inventory(())
         try:
-            return load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            inv = load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            unknown_profiles(inv, self.profiles, self.settings.inventory_file)
+            return inv
         except InventoryError as exc:
             m.INVENTORY_ERRORS.inc()
             log.error(
@@ -188,11 +191,14 @@ class Poller:
             return None
 
     def profile_for(self, d: Device) -> Profile:
-        name = d.profile or d.kind
-        p = self.profiles.get(name) or self.profiles.get("generic")
-        if p is None:
-            raise ProfileError(f"no profile {name!r} and no generic profile")
-        return p
+        """The device's `profile:`, else the profile named like its `kind`, else `generic`.
+        A `profile:` that names no profile is an error (see `unknown_profiles`), never generic."""
+        if d.profile is not None:
+            p = self.profiles.get(d.profile)
+            if p is None:
+                raise ProfileError(f"device {d.id}", f"no profile {d.profile!r}", None, "profile")
+            return p
+        return self.profiles.get(d.kind) or self.profiles["generic"]
 
     def apply(self, inv: Inventory) -> None:
         """Start, update or stop device tasks to match the inventory (this shard's part)."""
@@ -426,15 +432,20 @@ class Poller:
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
+        dropped = Dropped()
+        drop_sentinels(t, cells, dropped)  # "no reading" values (2147483647) are no values
         for c in t.columns:
             if c.type == "gauge" and c.fallback is not None:
                 self._gauge_fallback(rt, t, c, rows, cells)
         metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
         for c in t.columns:
             if c.type == "gauge" and c.metric is not None and c.name in cells:
-                metrics[c.metric] = cells[c.name] * c.scale
+                metrics[c.metric] = gauge_values(c, cells, dropped)
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
+        for reason, n in (("sentinel", dropped.sentinel), ("unscaled", dropped.unscaled)):
+            if n:
+                m.VALUES_DROPPED.labels(device=rt.device.id, reason=reason).inc(n)
         for metric, series in metrics.items():
             self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
         changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms, (names, index_names)))
