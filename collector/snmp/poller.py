@@ -39,7 +39,7 @@ from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_s
 from collector.snmp.counters import CounterTracker
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles, unknown_profiles
 from collector.snmp.state import Reachability
-from collector.snmp.transform import Dropped, drop_sentinels, gauge_values
+from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
@@ -443,6 +443,7 @@ class Poller:
                 metrics[c.metric] = gauge_values(c, cells, dropped)
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
+        add_ratios(t, metrics)
         for reason, n in (("sentinel", dropped.sentinel), ("unscaled", dropped.unscaled)):
             if n:
                 m.VALUES_DROPPED.labels(device=rt.device.id, reason=reason).inc(n)

@@ -22,7 +22,7 @@ named by `row_name_column`, else `row_name_fallback` (ifName, else ifDescr), els
 Values (see `collector.snmp.transform`): `sentinels` (gauge, enum) are readings that mean "no
 reading" (Huawei's 2147483647): no value, counted. A gauge's value is
 reading x `scale` x (the row's `scale_from` factor) / 10^(the row's `precision_from` column,
-where above 0) + `offset`.
+where above 0) + `offset`. A table's `ratios` are metrics of one gauge's value over another's.
 
 A table of a profile that `extends` another with `merge: true` changes the inherited table of
 the same name: its fields replace the inherited ones, each column is merged key by key onto
@@ -138,6 +138,15 @@ class Scalar(_HasOid):
     type: ScalarType
 
 
+class Ratio(_M):
+    """A metric that is one gauge column's value divided by another's, row by row (after
+    each one's scale): storage used / size. No value where the denominator is 0 or missing."""
+
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    numerator: str
+    denominator: str
+
+
 class Table(_M):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     row_label: str = Field("row", pattern=r"^[a-z][a-z0-9_]*$")
@@ -145,6 +154,7 @@ class Table(_M):
     row_name_fallback: str | None = None
     index: tuple[str, ...] = ()
     columns: tuple[Column, ...] = Field(min_length=1)
+    ratios: tuple[Ratio, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> Table:
@@ -195,6 +205,19 @@ class Table(_M):
             ):
                 if ref is not None and (ref not in by_name or by_name[ref].type not in ("gauge", "enum")):
                     raise ValueError(f"column {c.name}: {key} {ref!r} is not a gauge or enum column")
+        metrics = [c.metric for c in self.columns if c.metric] + [
+            c.utilisation.metric for c in self.columns if c.utilisation
+        ]
+        for r in self.ratios:
+            for key in ("numerator", "denominator"):
+                ref = by_name.get(getattr(r, key))
+                if ref is None or ref.type != "gauge" or ref.metric is None:
+                    raise ValueError(
+                        f"ratio {r.metric}: {key} {getattr(r, key)!r} is not a gauge column with a metric"
+                    )
+            metrics.append(r.metric)
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"table {self.name}: two columns or ratios give the same metric")
         # A gauge read only to scale another (entPhySensorPrecision) needs no metric of its own.
         helpers = {c.precision_from for c in self.columns} | {
             c.scale_from.column for c in self.columns if c.scale_from
@@ -250,6 +273,7 @@ class TablePatch(_M):
     index: tuple[str, ...] | None = None
     columns: tuple[ColumnPatch, ...] = ()
     drop_columns: tuple[str, ...] = ()
+    ratios: tuple[Ratio, ...] | None = None
 
 
 def _table_kind(v: Any) -> str:
@@ -328,7 +352,7 @@ def _merge_table(base: Table, patch: TablePatch, src: _Source, i: int) -> Table:
     """The inherited table changed by a `merge: true` patch (validated as a whole table)."""
     data = base.model_dump(exclude_unset=True)
     data.pop("columns")
-    for key in ("row_label", "row_name_column", "row_name_fallback", "index"):
+    for key in ("row_label", "row_name_column", "row_name_fallback", "index", "ratios"):
         if key in patch.model_fields_set:
             data[key] = getattr(patch, key)
     columns = {c.name: c.model_dump(exclude_unset=True) for c in base.columns}

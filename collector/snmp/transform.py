@@ -79,3 +79,17 @@ def _factors(c: Column, cells: dict[str, np.ndarray], n: int) -> np.ndarray:
     for code, factor in c.scale_from.factors.items():
         out[src == code] = factor
     return out
+
+
+def add_ratios(t: Table, metrics: dict[str, np.ndarray]) -> None:
+    """The table's `ratios`, from its gauges' values (already scaled): no value where the
+    denominator is 0 or either side has none (an empty CD-ROM drive has size 0)."""
+    for r in t.ratios:
+        num = metrics.get(t.column(r.numerator).metric or "")
+        den = metrics.get(t.column(r.denominator).metric or "")
+        if num is None or den is None:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = num / den
+        out[~np.isfinite(out) | (den == 0)] = np.nan
+        metrics[r.metric] = out

@@ -93,6 +93,10 @@ HOST = f"""
 .{HR}.2.3.1.3.1 = STRING: "Physical memory"
 .{HR}.2.3.1.3.31 = STRING: "/"
 .{HR}.2.3.1.3.36 = STRING: "/broken"
+.{HR}.2.3.1.3.40 = STRING: "/media/cdrom"
+.{HR}.2.3.1.4.40 = INTEGER: 2048
+.{HR}.2.3.1.5.40 = INTEGER: 0
+.{HR}.2.3.1.6.40 = INTEGER: 0
 .{HR}.2.3.1.4.1 = INTEGER: 1024
 .{HR}.2.3.1.4.31 = INTEGER: 4096
 .{HR}.2.3.1.4.36 = INTEGER: 0
@@ -274,5 +278,15 @@ async def test_host_resources_cpu_and_storage_in_bytes(
         10483736576.0,
         5056786432.0,
     )
+    # Used / size, both in bytes: the units cancel out.
+    assert storage["Physical memory"]["storage_used_ratio"] == pytest.approx(3021444 / 8049572)
+    assert storage["/"]["storage_used_ratio"] == pytest.approx(1234567 / 2559506)
     # hrStorageAllocationUnits 0 is outside the MIB's 1..2147483647: no size rather than 0 bytes.
-    assert "storage_size_bytes" not in storage["/broken"] and "storage_used_bytes" not in storage["/broken"]
+    assert set(storage["/broken"]) == {"hrStorageDescr"}
+    # An empty drive has size 0: 0 bytes, and no ratio (not a division by zero).
+    cd = storage["/media/cdrom"]
+    assert (cd["storage_size_bytes"], cd["storage_used_bytes"], "storage_used_ratio" in cd) == (
+        0.0,
+        0.0,
+        False,
+    )

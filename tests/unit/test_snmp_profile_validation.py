@@ -223,3 +223,16 @@ async def test_doctor_names_file_line_and_key(tmp_path: Path) -> None:
     f = await check_profiles(settings, 5.0)
     assert f.ok is True and "2 devices" in f.detail
     assert (await check_profiles(Settings.model_validate({}), 5.0)).ok is None  # nothing to poll: skipped
+
+
+def test_ratios_name_gauges_with_metrics_and_a_new_metric(tmp_path: Path) -> None:
+    two = GOOD + "      - {name: tx, oid: 1.3.6.1.4.1.32473.1.5, type: gauge, metric: onu_tx_dbm}\n"
+    ok = two + "    ratios:\n      - {metric: rx_over_tx, numerator: rx, denominator: tx}\n"
+    table = load_profiles(profiles_dir(tmp_path, ok))["onu"].tables[-1]
+    assert [(r.metric, r.numerator, r.denominator) for r in table.ratios] == [("rx_over_tx", "rx", "tx")]
+    for ratio, why in (
+        ("{metric: r, numerator: rx, denominator: nope}", "denominator 'nope' is not a gauge column"),
+        ("{metric: onu_rx_dbm, numerator: rx, denominator: tx}", "the same metric"),
+    ):
+        with pytest.raises(ProfileError, match=why):
+            load_profiles(profiles_dir(tmp_path, two + f"    ratios:\n      - {ratio}\n"))
