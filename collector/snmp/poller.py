@@ -37,6 +37,7 @@ from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
+from collector.snmp.naming import compose_names
 from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles, unknown_profiles
 from collector.snmp.state import Reachability
 from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
@@ -422,8 +423,12 @@ class Poller:
         names, unnamed = _row_names(t, cols, rows, index_names)
         if t.row_name_fallback:
             rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
-        labels = row_labels(names, index_names)
         parts = _index_parts(t, rt.row_ids, rows)
+        if t.row_name_format is not None:  # "{interfaces[ifIndex]}:{ontId}": see naming.py
+            names = compose_names(
+                t.row_name_format, rows, cols, parts, index_names, lambda tb, r: rt.row_names.get((tb, r))
+            )
+        labels = row_labels(names, index_names)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
         # Gauge and enum columns as read (float per row, NaN where the row has none), each
         # value signed or unsigned by its own ASN.1 type.

@@ -51,6 +51,7 @@ from pydantic import (
 )
 
 from collector.snmp.ber import parse_oid
+from collector.snmp.naming import check_format, format_fields
 
 OID = tuple[int, ...]
 
@@ -153,6 +154,7 @@ class Table(_M):
     row_name_column: str | None = None
     row_name_fallback: str | None = None
     index: tuple[str, ...] = ()
+    row_name_format: str | None = None
     columns: tuple[Column, ...] = Field(min_length=1)
     ratios: tuple[Ratio, ...] = ()
 
@@ -169,6 +171,18 @@ class Table(_M):
                 raise ValueError(f"table {self.name}: index part {part!r} clashes with a column or label")
         if len(set(self.index)) != len(self.index):
             raise ValueError(f"table {self.name}: two index parts share a name")
+        if self.row_name_format is not None:
+            check_format(self.row_name_format)
+            for field, joined_by in format_fields(self.row_name_format):
+                if joined_by is not None and joined_by not in self.index:
+                    raise ValueError(
+                        f"table {self.name}: row_name_format: {joined_by!r} is not an index part"
+                    )
+                col = by_name.get(field)
+                if joined_by is None and field not in self.index and (col is None or col.type != "string"):
+                    raise ValueError(
+                        f"table {self.name}: row_name_format: {field!r} is no index part or string column"
+                    )
         for key in ("row_name_column", "row_name_fallback"):
             ref = getattr(self, key)
             if ref and (ref not in by_name or by_name[ref].type != "string"):
@@ -271,6 +285,7 @@ class TablePatch(_M):
     row_name_column: str | None = None
     row_name_fallback: str | None = None
     index: tuple[str, ...] | None = None
+    row_name_format: str | None = None
     columns: tuple[ColumnPatch, ...] = ()
     drop_columns: tuple[str, ...] = ()
     ratios: tuple[Ratio, ...] | None = None
@@ -352,7 +367,7 @@ def _merge_table(base: Table, patch: TablePatch, src: _Source, i: int) -> Table:
     """The inherited table changed by a `merge: true` patch (validated as a whole table)."""
     data = base.model_dump(exclude_unset=True)
     data.pop("columns")
-    for key in ("row_label", "row_name_column", "row_name_fallback", "index", "ratios"):
+    for key in ("row_label", "row_name_column", "row_name_fallback", "index", "row_name_format", "ratios"):
         if key in patch.model_fields_set:
             data[key] = getattr(patch, key)
     columns = {c.name: c.model_dump(exclude_unset=True) for c in base.columns}
@@ -393,6 +408,7 @@ def _merge(base: Profile, child: RawProfile, src: _Source) -> Profile:
             tables[t.name] = _merge_table(inherited, t, src, i)
         else:
             tables[t.name] = t
+    _check_joins(list(tables.values()), child, src)
     return Profile(
         name=child.name,
         description=child.description or base.description,
@@ -400,6 +416,21 @@ def _merge(base: Profile, child: RawProfile, src: _Source) -> Profile:
         scalars=tuple(scalars.values()),
         tables=tuple(tables.values()),
     )
+
+
+def _check_joins(tables: list[Table], child: RawProfile, src: _Source) -> None:
+    """A `{table[part]}` of a row_name_format names a table polled before this one."""
+    for n, t in enumerate(tables):
+        for name, part in format_fields(t.row_name_format or ""):
+            if part is None or name in {u.name for u in tables[:n]}:
+                continue
+            i = next((i for i, c in enumerate(child.tables) if c.name == t.name), None)
+            raise ProfileError(
+                src.path,
+                f"table {t.name}: row_name_format joins {name!r}, which is no table polled before it",
+                src.table_line(i) if i is not None else None,
+                f"tables.{i}.row_name_format" if i is not None else "row_name_format",
+            )
 
 
 def _load_file(path: Path | resources.abc.Traversable) -> tuple[RawProfile, _Source]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -29,6 +30,7 @@ VERSIONS = ["2c", "3"]
 HW = "1.3.6.1.4.1.2011.6.128.1.1.2"  # HUAWEI-XPON-MIB hwGponDeviceObjects
 SENSOR = "1.3.6.1.2.1.99.1.1.1"  # ENTITY-SENSOR-MIB entPhySensorEntry
 HR = "1.3.6.1.2.1.25"  # HOST-RESOURCES-MIB
+IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"  # IF-MIB ifName
 P0, P1 = 4194304256, 4194304512  # ifIndex of GPON 0/1/0 and 0/1/1 on a Huawei OLT (> 2^31)
 
 
@@ -42,6 +44,11 @@ def hw_onus() -> str:
         (P0, 2): ("cust-C", 1, 1, 0, 2147483646, -1, 10000),
         (P1, 5): ("cust-C", 1, 8, 20000, -2801, 250, 7000),
     }
+    # The PON ports' ifName (IF-MIB ifXTable), which names each ONU "GPON 0/1/0:3".
+    lines = [
+        f'.{IF_NAME}.{P0} = STRING: "GPON 0/1/0"',
+        f'.{IF_NAME}.{P1} = STRING: "GPON 0/1/1"',
+    ]
     cols = {
         ".43.1.9": 0,
         ".46.1.15": 1,
@@ -51,13 +58,15 @@ def hw_onus() -> str:
         ".51.1.3": 5,
         ".51.1.6": 6,
     }
-    lines = []
     for col, pick in cols.items():
         for (port, ont), vals in sorted(rows.items()):
             v = vals[pick]
             value = f'STRING: "{v}"' if isinstance(v, str) else f"INTEGER: {v}"
             lines.append(f".{HW}{col}.{port}.{ont} = {value}")
-    return "\n".join(lines) + "\n"
+    return (
+        "\n".join(sorted(lines, key=lambda x: tuple(int(p) for p in x.split(" ")[0].strip(".").split("."))))
+        + "\n"
+    )
 
 
 # entPhySensorType, Scale, Precision, Value per entPhysicalIndex (RFC 3433 codes:
@@ -117,7 +126,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[Path, SnmpdAgent]]:
     # specific subtree and priority 1 (snmpd serves the most specific registration).
     with recording_agent(
         path,
-        [HW, "1.3.6.1.2.1.99", *(f"{HR}.2.3.1.{c}" for c in (3, 4, 5, 6)), f"{HR}.3.3.1.2"],
+        [HW, IF_NAME, "1.3.6.1.2.1.99", *(f"{HR}.2.3.1.{c}" for c in (3, 4, 5, 6)), f"{HR}.3.3.1.2"],
         priority=1,
         auth_protocol="SHA-256",
         priv_protocol="AES",
@@ -188,7 +197,7 @@ async def test_huawei_gpon_onu_table(
     onus = table(rec, "onus")
     # Optics in 0.01 dBm; OLT Rx is (value - 10000) / 100 dBm.
     assert onus[f"{P0}.0"] == (
-        "Nguyễn Văn An",
+        "GPON 0/1/0:0",
         {
             "ifIndex": P0,
             "ontId": 0,
@@ -217,13 +226,26 @@ async def test_huawei_gpon_onu_table(
     other = onus[f"{P1}.5"][1]
     assert (other["onu_rx_power_dbm"], other["onu_olt_rx_power_dbm"]) == (pytest.approx(-28.01), -30.0)
     assert other["hwGponDeviceOntControlLastDownCause"] == "deactive"
-    # Two ONUs share "cust-C": two rows, labelled by their index.
-    assert {onus[f"{P0}.2"][0], onus[f"{P1}.5"][0]} == {"cust-C"}
+    # Named by PON port and ONU id, so the two ONUs described "cust-C" have names of their own.
+    assert sorted(name for name, _ in onus.values()) == [
+        "GPON 0/1/0:0",
+        "GPON 0/1/0:1",
+        "GPON 0/1/0:2",
+        "GPON 0/1/1:5",
+    ]
+    assert (
+        onus[f"{P1}.5"][1]["hwGponDeviceOntDespt"] == onus[f"{P0}.2"][1]["hwGponDeviceOntDespt"] == "cust-C"
+    )
     await rig.pipeline.flush()
     series = {
         r[0] for r in rig.store.reader().execute("SELECT labels FROM series WHERE metric='onu_rx_power_dbm'")
     }
-    assert len(series) == 3  # P0.1 has no reading, so no series
+    # P0.1 has no reading, so no series; the others are labelled by name and index parts.
+    assert sorted((lb["onu"], lb["ifIndex"], lb["ontId"]) for lb in map(orjson.loads, series)) == [
+        ("GPON 0/1/0:0", str(P0), "0"),
+        ("GPON 0/1/0:2", str(P0), "2"),
+        ("GPON 0/1/1:5", str(P1), "5"),
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -236,3 +236,58 @@ def test_ratios_name_gauges_with_metrics_and_a_new_metric(tmp_path: Path) -> Non
     ):
         with pytest.raises(ProfileError, match=why):
             load_profiles(profiles_dir(tmp_path, two + f"    ratios:\n      - {ratio}\n"))
+
+
+ONUS = """\
+name: onu
+extends: olt
+tables:
+  - name: onus
+    index: [ifIndex, ontId]
+    row_name_format: "{fmt}"
+    columns:
+      - {{name: desc, oid: 1.3.6.1.4.1.32473.1.2, type: string}}
+      - {{name: rx, oid: 1.3.6.1.4.1.32473.1.4, type: gauge, metric: onu_rx_dbm}}
+"""
+
+
+def test_row_name_format_fields_are_checked(tmp_path: Path) -> None:
+    ok = "{interfaces[ifIndex]}:{ontId} {desc}"
+    assert load_profiles(profiles_dir(tmp_path, ONUS.format(fmt=ok)))["onu"].tables[-1].row_name_format == ok
+    for fmt, why, line in (
+        ("{interfaces[slot]}:{ontId}", "'slot' is not an index part", 4),
+        ("{ifIndex}:{rx}", "'rx' is no index part or string column", 4),
+        ("{ontId", "fields are {column}", 4),
+        ("{sensorz[ifIndex]}:{ontId}", "joins 'sensorz', which is no table polled before it", 4),
+    ):
+        with pytest.raises(ProfileError, match=why) as err:
+            load_profiles(profiles_dir(tmp_path, ONUS.format(fmt=fmt)))
+        assert err.value.line == line
+
+
+def test_composed_names_join_another_tables_labels() -> None:
+    import numpy as np
+
+    from collector.snmp.client import ColumnData
+    from collector.snmp.naming import compose_names
+
+    rows = np.array([-3, -2, -1])
+    desc = ColumnData(
+        np.array([-3, -1]),
+        np.array([4, 4], np.uint8),
+        np.zeros(2, np.int64),
+        np.zeros(2, np.uint64),
+        [b" cust-A ", b"cust-C"],
+    )
+    parts = [{"ifIndex": 4194304256, "ontId": 0}, {"ifIndex": 4194304512, "ontId": 5}, {}]
+    labels = {("interfaces", 4194304256): "GPON 0/1/0"}
+    got = compose_names(
+        "{interfaces[ifIndex]}:{ontId} {desc}",
+        rows,
+        {"desc": desc},
+        parts,
+        ["a.0", "b.5", "c.1"],
+        lambda t, r: labels.get((t, r)),
+    )
+    # Joined label; a port not seen reads as its number; missing parts read as empty.
+    assert got == ["GPON 0/1/0:0 cust-A", "4194304512:5", ": cust-C"]
