@@ -34,8 +34,9 @@ IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"  # IF-MIB ifName
 P0, P1 = 4194304256, 4194304512  # ifIndex of GPON 0/1/0 and 0/1/1 on a Huawei OLT (> 2^31)
 
 
-def hw_onus() -> str:
-    """(port, ontId): description, run status, last down cause, ranging (m), Rx, Tx, OLT Rx."""
+def hw_onus(p0_0_down: bool = False) -> str:
+    """(port, ontId): description, run status, last down cause, ranging (m), Rx, Tx, OLT Rx;
+    `p0_0_down`: P0.0 then loses power (dying gasp) and its optics."""
     rows = {
         (P0, 0): ("Nguyễn Văn An", 1, -1, 1234, -2150, 215, 7890),
         # Offline: every reading is the "no reading" sentinel (2147483647, distance -1).
@@ -44,6 +45,8 @@ def hw_onus() -> str:
         (P0, 2): ("cust-C", 1, 1, 0, 2147483646, -1, 10000),
         (P1, 5): ("cust-C", 1, 8, 20000, -2801, 250, 7000),
     }
+    if p0_0_down:
+        rows[(P0, 0)] = ("Nguyễn Văn An", 2, 13, -1, 2147483647, 2147483647, 2147483647)
     # The PON ports' ifName (IF-MIB ifXTable), which names each ONU "GPON 0/1/0:3".
     lines = [
         f'.{IF_NAME}.{P0} = STRING: "GPON 0/1/0"',
@@ -240,6 +243,17 @@ async def test_huawei_gpon_onu_table(
     series = {
         r[0] for r in rig.store.reader().execute("SELECT labels FROM series WHERE metric='onu_rx_power_dbm'")
     }
+    # The ONU first seen offline is no incident; one going offline is an outage of its own
+    # entity, and its last down cause says why.
+    await rig.sink.flush()
+    assert rig.sink.repo.outages("dev-1", 0, 2**62) == []
+    path.write_text(hw_onus(p0_0_down=True))
+    await asyncio.sleep(0.01)
+    rec = await rig.poll()
+    await rig.sink.flush()
+    assert table(rec, "onus")[f"{P0}.0"][1]["hwGponDeviceOntControlLastDownCause"] == "dyingGasp"
+    got = [(o.entity_kind, o.entity, o.start_ms, o.end_ms) for o in rig.sink.repo.outages("dev-1", 0, 2**62)]
+    assert got == [("onus", "dev-1/GPON 0/1/0:0", rec.ts_ms, None)]
     # P0.1 has no reading, so no series; the others are labelled by name and index parts.
     assert sorted((lb["onu"], lb["ifIndex"], lb["ontId"]) for lb in map(orjson.loads, series)) == [
         ("GPON 0/1/0:0", str(P0), "0"),
