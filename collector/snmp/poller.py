@@ -38,7 +38,7 @@ from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
 from collector.snmp.naming import compose_names
-from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles, unknown_profiles
+from collector.snmp.profile import Column, Profile, ProfileError, ProfileSource, Table, unknown_profiles
 from collector.snmp.state import Reachability
 from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
@@ -147,7 +147,8 @@ class Poller:
         self.pipeline = pipeline
         self.sink = sink
         self.shard = parse_shard(settings.shard)
-        self.profiles = load_profiles(settings.profiles_dir)
+        self._profile_source = ProfileSource(settings.profiles_dir)
+        self.profiles = self._profile_source.profiles
         self._static_inventory = inventory
         self._session_factory = session_factory or (
             lambda d, c: open_session(d, c, timeout_s=settings.timeout_s, retries=settings.retries)
@@ -175,7 +176,9 @@ class Poller:
         return mt(self.settings.inventory_file), mt(self.settings.credentials_file)
 
     def load(self) -> Inventory | None:
-        """Read the inventory; on a bad file keep polling the old one and say why."""
+        """Read the inventory (and the profiles, if their files changed); on a bad file keep
+        polling the old one and say why."""
+        self._reload_profiles()
         if self._static_inventory is not None:
             return self._static_inventory
         if self.settings.inventory_file is None:
@@ -190,6 +193,23 @@ class Poller:
                 "event=inventory_rejected source=%s where=%r reason=%r", exc.source, exc.where, exc.reason
             )
             return None
+
+    def _reload_profiles(self) -> None:
+        """New profiles when `snmp.profiles_dir` changed (applied to the devices by `apply`);
+        a broken edit is logged with its file, line and key, and the old profiles stay."""
+        try:
+            if self._profile_source.refresh():
+                self.profiles = self._profile_source.profiles
+                log.info("event=profiles_reloaded profiles=%d", len(self.profiles))
+        except ProfileError as exc:
+            m.INVENTORY_ERRORS.inc()
+            log.error(
+                "event=profiles_rejected source=%s line=%s key=%s reason=%r action=keep_previous",
+                exc.source,
+                exc.line,
+                exc.key,
+                exc.reason,
+            )
 
     def profile_for(self, d: Device) -> Profile:
         """The device's `profile:`, else the profile named like its `kind`, else `generic`.
@@ -278,7 +298,8 @@ class Poller:
             if stop.is_set():
                 break
             self._reload.clear()
-            if self._static_inventory is None and (forced or self._file_mtimes() != self._mtimes):
+            files_changed = forced or self._file_mtimes() != self._mtimes
+            if (self._static_inventory is None and files_changed) or self._profile_source.changed():
                 self._mtimes = self._file_mtimes()
                 inv = await asyncio.to_thread(self.load)
                 if inv is not None:

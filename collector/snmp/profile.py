@@ -573,3 +573,39 @@ def unknown_profiles(inv: Any, profiles: dict[str, Profile], source: Path | None
         p = problems[0]
         where = f"line {p.line}: profile" if p.line is not None else "profile"
         raise InventoryError(p.source, where, p.reason)
+
+
+class ProfileSource:
+    """The profiles in use and a signature of `snmp.profiles_dir`'s files (name, size, mtime),
+    so a changed, added or removed profile file is read again without a restart."""
+
+    def __init__(self, extra_dir: Path | None) -> None:
+        self.extra_dir = extra_dir
+        self.signature = self._signature()
+        self.profiles = load_profiles(extra_dir)
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        if self.extra_dir is None:
+            return ()
+        out = []
+        try:
+            for path in sorted(self.extra_dir.glob("*.y*ml")):
+                st = path.stat()
+                out.append((path.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            return (("?", -1, -1),)
+        return tuple(out)
+
+    def changed(self) -> bool:
+        return self._signature() != self.signature
+
+    def refresh(self) -> bool:
+        """Read the profiles again if their files changed; True when new ones are in use.
+        A broken edit raises ProfileError once (until the files change again) and the
+        profiles in use stay."""
+        sig = self._signature()
+        if sig == self.signature:
+            return False
+        self.signature = sig
+        self.profiles = load_profiles(self.extra_dir)
+        return True

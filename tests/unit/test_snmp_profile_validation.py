@@ -16,7 +16,7 @@ from collector.snmp.profile import ProfileError, load_profiles, unknown_profiles
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from netqos.cli import main
-from netqos.config import IngestSettings, Settings
+from netqos.config import IngestSettings, Settings, SnmpSettings
 from netqos.doctor import check_profiles
 
 GOOD = """\
@@ -291,3 +291,61 @@ def test_composed_names_join_another_tables_labels() -> None:
     )
     # Joined label; a port not seen reads as its number; missing parts read as empty.
     assert got == ["GPON 0/1/0:0 cust-A", "4194304512:5", ": cust-C"]
+
+
+LAB = """\
+name: lab
+extends: generic
+tables:
+  - name: sensors
+    columns:
+      - {name: temp, oid: 1.3.6.1.4.1.32473.1.9, type: gauge, metric: temp_celsius, scale: SCALE}
+"""
+
+
+async def test_a_changed_profile_is_read_again_and_a_broken_edit_keeps_the_old_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "lab.yaml").write_text(LAB.replace("SCALE", "1"))
+    (tmp_path / "inv.yaml").write_text("- {id: lab-1, host: 127.0.0.1, credentials: c, profile: lab}\n")
+    (tmp_path / "creds.yaml").write_text("credentials:\n  c: {version: 2c, community: test-community}\n")
+    settings = SnmpSettings(
+        inventory_file=tmp_path / "inv.yaml", credentials_file=tmp_path / "creds.yaml", profiles_dir=d
+    )
+    store = Store(tmp_path / "s.db")
+    stop = asyncio.Event()
+    stop.set()  # device tasks end at once: only the profiles are looked at
+    try:
+        poller = Poller(settings, IngestPipeline(store, IngestSettings()), PollSink(DeviceRepo(store)))
+        poller._stop = stop
+
+        def scale() -> float:
+            return poller.runtimes["lab-1"].profile.tables[-1].column("temp").scale
+
+        def reload() -> None:
+            inv = poller.load()
+            assert inv is not None
+            poller.apply(inv)
+
+        reload()
+        assert scale() == 1
+        assert not poller._profile_source.changed()
+        (d / "lab.yaml").write_text(LAB.replace("SCALE", "0.01"))
+        assert poller._profile_source.changed()  # what the poller's loop checks
+        reload()
+        assert scale() == 0.01
+        (d / "lab.yaml").write_text(LAB.replace("metric:", "metrc:"))
+        reload()
+        assert scale() == 0.01  # the broken edit is refused, said with file, line and key
+        assert "event=profiles_rejected" in caplog.text and f"source={d / 'lab.yaml'} line=6" in caplog.text
+        (d / "lab.yaml").write_text(LAB.replace("SCALE", "100"))
+        reload()
+        assert scale() == 100
+        await asyncio.sleep(0)
+    finally:
+        for rt in poller.runtimes.values():
+            if rt.task is not None:
+                await asyncio.gather(rt.task, return_exceptions=True)
+        store.close()
