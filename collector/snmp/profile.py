@@ -17,7 +17,8 @@ table indexed by ifIndex.ontId): each row then carries them as values and its se
 labels. Rows are identified by their whole index whether or not it is named.
 
 A column marked `fallback_only` is walked only while some row needs it. A table's rows are
-named by `row_name_column`, else `row_name_fallback` (ifName, else ifDescr), else their index.
+named by `row_name_format` (composed, with joins: `collector.snmp.naming`), else by
+`row_name_column`, else `row_name_fallback` (ifName, else ifDescr), else their index.
 
 Values (see `collector.snmp.transform`): `sentinels` (gauge, enum) are readings that mean "no
 reading" (Huawei's 2147483647): no value, counted. A gauge's value is
@@ -27,6 +28,9 @@ where above 0) + `offset`. A table's `ratios` are metrics of one gauge's value o
 A table of a profile that `extends` another with `merge: true` changes the inherited table of
 the same name: its fields replace the inherited ones, each column is merged key by key onto
 the inherited column of that name (or added), and `drop_columns` removes columns.
+
+Every problem is a ProfileError naming the file, the line and the dotted key.
+`ProfileSource` re-reads `snmp.profiles_dir` when its files change.
 """
 
 from __future__ import annotations
