@@ -470,7 +470,11 @@ class Poller:
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
         add_ratios(t, metrics)
-        for reason, n in (("sentinel", dropped.sentinel), ("unscaled", dropped.unscaled)):
+        for reason, n in (
+            ("sentinel", dropped.sentinel),
+            ("unscaled", dropped.unscaled),
+            ("invalid", dropped.invalid),
+        ):
             if n:
                 m.VALUES_DROPPED.labels(device=rt.device.id, reason=reason).inc(n)
         for metric, series in metrics.items():

@@ -116,6 +116,14 @@ class ScaleFrom(_M):
     factors: dict[int, float] | None = None
 
 
+class ValidWhen(_M):
+    """A gauge's reading counts only on rows whose `column` holds one of `values`
+    (ENTITY-SENSOR: entPhySensorOperStatus ok(1)); rows without that column keep it."""
+
+    column: str
+    values: tuple[int, ...] = Field(min_length=1)
+
+
 class Column(_HasOid):
     type: ColumnType
     metric: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
@@ -129,6 +137,7 @@ class Column(_HasOid):
     sentinels: tuple[int, ...] = ()
     scale_from: ScaleFrom | None = None
     precision_from: str | None = None
+    valid_when: ValidWhen | None = None
 
     @property
     def is_counter(self) -> bool:
@@ -213,13 +222,14 @@ class Table(_M):
                     )
             if c.sentinels and c.type not in ("gauge", "enum"):
                 raise ValueError(f"column {c.name}: only gauge and enum columns take `sentinels`")
-            if c.type != "gauge" and (c.scale_from or c.precision_from or c.offset):
+            if c.type != "gauge" and (c.scale_from or c.precision_from or c.offset or c.valid_when):
                 raise ValueError(
-                    f"column {c.name}: only gauge columns take scale_from, precision_from, offset"
+                    f"column {c.name}: only gauge columns take scale_from, precision_from, offset, valid_when"
                 )
             for key, ref in (
                 ("scale_from", c.scale_from.column if c.scale_from else None),
                 ("precision_from", c.precision_from),
+                ("valid_when", c.valid_when.column if c.valid_when else None),
             ):
                 if ref is not None and (ref not in by_name or by_name[ref].type not in ("gauge", "enum")):
                     raise ValueError(f"column {c.name}: {key} {ref!r} is not a gauge or enum column")
@@ -271,6 +281,7 @@ class ColumnPatch(_M):
     sentinels: tuple[int, ...] | None = None
     scale_from: ScaleFrom | None = None
     precision_from: str | None = None
+    valid_when: ValidWhen | None = None
 
     @field_validator("oid")
     @classmethod

@@ -5,6 +5,9 @@ All of it is declared in the profile (see `collector.snmp.profile`), none of it 
 
 - `sentinels`: readings that mean "no reading" (Huawei's 2147483647 on an ONU's optical power,
   -1 on its distance). The row gets no value for that column, and the reading is counted.
+- `valid_when`: a gauge's reading counts only on rows whose status column holds one of the
+  given values (RFC 3433: an ENTITY-SENSOR reading whose entPhySensorOperStatus is not ok(1)
+  cannot be obtained or comes from a broken sensor); others are dropped and counted.
 - a gauge's value is ``reading x scale x factor / 10^precision + offset`` where `factor` is
   read from the row's `scale_from` column (mapped through its `factors` if given) and
   `precision` from its `precision_from` column (only above 0 divides: RFC 3433 gives
@@ -28,6 +31,7 @@ class Dropped:
 
     sentinel: int = 0
     unscaled: int = 0
+    invalid: int = 0
 
 
 def drop_sentinels(t: Table, cells: dict[str, np.ndarray], dropped: Dropped) -> None:
@@ -47,6 +51,12 @@ def drop_sentinels(t: Table, cells: dict[str, np.ndarray], dropped: Dropped) -> 
 def gauge_values(c: Column, cells: dict[str, np.ndarray], dropped: Dropped) -> np.ndarray:
     """The values of gauge column `c` per row (NaN: none), from its readings in `cells`."""
     raw = cells[c.name]
+    if c.valid_when is not None and c.valid_when.column in cells:
+        status = cells[c.valid_when.column]
+        bad = np.isfinite(raw) & np.isfinite(status) & ~np.isin(status, c.valid_when.values)
+        if bad.any():
+            dropped.invalid += int(bad.sum())
+            raw = np.where(bad, np.nan, raw)
     values = raw * c.scale
     if c.scale_from is not None:
         values = values * _factors(c, cells, raw.shape[0])

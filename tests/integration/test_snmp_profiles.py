@@ -84,7 +84,10 @@ SENSORS = {
     7: (8, 9, 9, -1000000000),  # both at their limits: -10^9 / 10^9 = -1.0
     8: (8, 18, 0, 5),  # scale 18 is no EntitySensorDataScale: no value (counted)
     9: (8, 9, None, 40),  # no precision reading: no value (counted)
+    10: (8, 9, 0, 40),  # entPhySensorOperStatus unavailable(2): no value (counted)
+    11: (8, 9, 0, 41),  # nonoperational(3): no value (counted)
 }
+STATUS = {10: 2, 11: 3}  # the others ok(1)
 
 
 def sensors() -> str:
@@ -93,7 +96,7 @@ def sensors() -> str:
         for i, vals in sorted(SENSORS.items()):
             if vals[col] is not None:
                 lines.append(f".{SENSOR}.{col + 1}.{i} = INTEGER: {vals[col]}")
-    lines += [f".{SENSOR}.5.{i} = INTEGER: 1" for i in sorted(SENSORS)]
+    lines += [f".{SENSOR}.5.{i} = INTEGER: {STATUS.get(i, 1)}" for i in sorted(SENSORS)]
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +273,7 @@ async def test_entity_sensor_scale_and_precision(
     path.write_text(sensors())
     rig = Rig(tmp_path, a, version, "olt")
     rigs.append(rig)
-    before = dropped("unscaled")
+    before = dropped("unscaled"), dropped("invalid")
     rec = await rig.poll()
     got = {idx: vals.get("sensor_value") for idx, (_, vals) in table(rec, "sensors").items()}
     assert got == {
@@ -283,8 +286,10 @@ async def test_entity_sensor_scale_and_precision(
         "7": pytest.approx(-1.0),
         "8": None,
         "9": None,
+        "10": None,
+        "11": None,
     }
-    assert dropped("unscaled") - before == 2
+    assert (dropped("unscaled") - before[0], dropped("invalid") - before[1]) == (2, 2)
     rows = table(rec, "sensors")
     assert rows["5"][1]["entPhySensorScale"] == "exa" and rows["2"][1]["entPhySensorType"] == "watts"
 

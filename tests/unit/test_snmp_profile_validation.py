@@ -119,6 +119,12 @@ def test_sentinel_and_row_scale_rules(tmp_path: Path) -> None:
             "         scale_from: {column: s}}\n",
             "scale_from 's' is not a gauge or enum column",
         ),
+        "valid_when a string": (
+            "      - {name: s, oid: 1.3.6.1.4.1.32473.1.6, type: string}\n"
+            "      - {name: g, oid: 1.3.6.1.4.1.32473.1.7, type: gauge, metric: g,\n"
+            "         valid_when: {column: s, values: [1]}}\n",
+            "valid_when 's' is not a gauge or enum column",
+        ),
         "precision_from nothing": (
             "      - {name: g, oid: 1.3.6.1.4.1.32473.1.7, type: gauge, metric: g, precision_from: p}\n",
             "precision_from 'p' is not a gauge or enum column",
