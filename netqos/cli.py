@@ -46,7 +46,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"# secrets are masked\n{yaml.safe_dump(masked_dict(settings), sort_keys=False, allow_unicode=True)}",
         end="",
     )
-    return 0
+    return EXIT_CONFIG if not _profiles_ok(settings) else 0
+
+
+def _profiles_ok(settings: Settings) -> bool:
+    """Check the SNMP profiles and the inventory's `profile:` names; print each problem
+    (file:line: key: reason) on stderr."""
+    from collector.snmp.profile_check import check_profiles
+
+    report = check_profiles(settings.snmp)
+    for problem in report.problems:
+        print(f"netqos: profile error: {problem}", file=sys.stderr)
+    if report.note:
+        print(f"netqos: {report.note}", file=sys.stderr)
+    return report.ok
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -99,6 +112,7 @@ def _audit(store: Store, action: str, target: str, detail: dict[str, Any]) -> No
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from collector.snmp.profile import ProfileError
     from netqos.config import ConfigError, SnmpSettings
     from netqos.service import ALL_ROLES, parse_roles, run_service
 
@@ -109,9 +123,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.snmp.shard = SnmpSettings.model_validate({"shard": args.shard}).shard
         except ValidationError as exc:
             raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
+    if settings.snmp.inventory_file is not None and "poller" in roles and not _profiles_ok(settings):
+        return EXIT_CONFIG  # a broken or unknown profile: said above, no traceback
     setup_logging(settings.log.level, settings.log.format)
     warn_without_api_tokens(settings, roles)
-    asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+    try:
+        asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+    except ProfileError as exc:  # a profile file changed between the check and the start
+        print(f"netqos: profile error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -37,8 +37,17 @@ from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
-from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
+from collector.snmp.naming import compose_names
+from collector.snmp.profile import (
+    Column,
+    Profile,
+    ProfileError,
+    ProfileSource,
+    Table,
+    unknown_profiles,
+)
 from collector.snmp.state import Reachability, uptime_verdict
+from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
@@ -151,7 +160,8 @@ class Poller:
         self.pipeline = pipeline
         self.sink = sink
         self.shard = parse_shard(settings.shard)
-        self.profiles = load_profiles(settings.profiles_dir)
+        self._profile_source = ProfileSource(settings.profiles_dir)
+        self.profiles = self._profile_source.profiles
         self._static_inventory = inventory
         self._session_factory = session_factory or (
             lambda d, c: open_session(d, c, timeout_s=settings.timeout_s, retries=settings.retries)
@@ -179,13 +189,17 @@ class Poller:
         return mt(self.settings.inventory_file), mt(self.settings.credentials_file)
 
     def load(self) -> Inventory | None:
-        """Read the inventory; on a bad file keep polling the old one and say why."""
+        """Read the inventory (and the profiles, if their files changed); on a bad file keep
+        polling the old one and say why."""
+        self._reload_profiles()
         if self._static_inventory is not None:
             return self._static_inventory
         if self.settings.inventory_file is None:
             return Inventory(())
         try:
-            return load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            inv = load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            unknown_profiles(inv, self.profiles, self.settings.inventory_file)
+            return inv
         except InventoryError as exc:
             m.INVENTORY_ERRORS.inc()
             log.error(
@@ -193,12 +207,32 @@ class Poller:
             )
             return None
 
+    def _reload_profiles(self) -> None:
+        """New profiles when `snmp.profiles_dir` changed (applied to the devices by `apply`);
+        a broken edit is logged with its file, line and key, and the old profiles stay."""
+        try:
+            if self._profile_source.refresh():
+                self.profiles = self._profile_source.profiles
+                log.info("event=profiles_reloaded profiles=%d", len(self.profiles))
+        except ProfileError as exc:
+            m.INVENTORY_ERRORS.inc()
+            log.error(
+                "event=profiles_rejected source=%s line=%s key=%s reason=%r action=keep_previous",
+                exc.source,
+                exc.line,
+                exc.key,
+                exc.reason,
+            )
+
     def profile_for(self, d: Device) -> Profile:
-        name = d.profile or d.kind
-        p = self.profiles.get(name) or self.profiles.get("generic")
-        if p is None:
-            raise ProfileError(f"no profile {name!r} and no generic profile")
-        return p
+        """The device's `profile:`, else the profile named like its `kind`, else `generic`.
+        A `profile:` that names no profile is an error (see `unknown_profiles`), never generic."""
+        if d.profile is not None:
+            p = self.profiles.get(d.profile)
+            if p is None:
+                raise ProfileError(f"device {d.id}", f"no profile {d.profile!r}", None, "profile")
+            return p
+        return self.profiles.get(d.kind) or self.profiles["generic"]
 
     def apply(self, inv: Inventory) -> None:
         """Start, update or stop device tasks to match the inventory (this shard's part)."""
@@ -277,7 +311,8 @@ class Poller:
             if stop.is_set():
                 break
             self._reload.clear()
-            if self._static_inventory is None and (forced or self._file_mtimes() != self._mtimes):
+            files_changed = forced or self._file_mtimes() != self._mtimes
+            if (self._static_inventory is None and files_changed) or self._profile_source.changed():
                 self._mtimes = self._file_mtimes()
                 inv = await asyncio.to_thread(self.load)
                 if inv is not None:
@@ -429,8 +464,12 @@ class Poller:
         names, unnamed = _row_names(t, cols, rows, index_names)
         if t.row_name_fallback:
             rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
-        labels = row_labels(names, index_names)
         parts = _index_parts(t, rt.row_ids, rows)
+        if t.row_name_format is not None:  # "{interfaces[ifIndex]}:{ontId}": see naming.py
+            names = compose_names(
+                t.row_name_format, rows, cols, parts, index_names, lambda tb, r: rt.row_names.get((tb, r))
+            )
+        labels = row_labels(names, index_names)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
         # Gauge and enum columns as read (float per row, NaN where the row has none), each
         # value signed or unsigned by its own ASN.1 type.
@@ -439,15 +478,25 @@ class Poller:
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
+        dropped = Dropped()
+        drop_sentinels(t, cells, dropped)  # "no reading" values (2147483647) are no values
         for c in t.columns:
             if c.type == "gauge" and c.fallback is not None:
                 self._gauge_fallback(rt, t, c, rows, cells)
         metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
         for c in t.columns:
             if c.type == "gauge" and c.metric is not None and c.name in cells:
-                metrics[c.metric] = cells[c.name] * c.scale
+                metrics[c.metric] = gauge_values(c, cells, dropped)
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
+        add_ratios(t, metrics)
+        for reason, n in (
+            ("sentinel", dropped.sentinel),
+            ("unscaled", dropped.unscaled),
+            ("invalid", dropped.invalid),
+        ):
+            if n:
+                m.VALUES_DROPPED.labels(device=rt.device.id, reason=reason).inc(n)
         for metric, series in metrics.items():
             self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
         changes.extend(self._gone_rows(rt, t, rows, ts_ms))

@@ -112,7 +112,16 @@ POLL_2 = {
 POLL_3 = {**POLL_2, (P1, 5): ("D-moved", 2, None), (P0, 1): ("B", 1, -2777)}
 
 SENSORS = """
-# entPhySensorType (8 celsius, 14 dBm), entPhySensorValue, entPhySensorOperStatus
+# entPhySensorType (8 celsius, 14 dBm), entPhySensorScale (9 units), entPhySensorPrecision (0),
+# entPhySensorValue, entPhySensorOperStatus
+.1.3.6.1.2.1.99.1.1.1.2.1 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.2 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.3 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.4 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.3.1 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.2 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.3 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.4 = INTEGER: 0
 .1.3.6.1.2.1.99.1.1.1.1.1 = INTEGER: 8
 .1.3.6.1.2.1.99.1.1.1.1.2 = INTEGER: 14
 .1.3.6.1.2.1.99.1.1.1.1.3 = INTEGER: 14
