@@ -191,15 +191,18 @@ def write_sheet(
     """One table on a write-only sheet: header row frozen and filtered, columns sized."""
     fmts = formats or {}
     values = [[_xlsx_value(r.get(c)) for c in columns] for r in rows]
+    # The stubs lack these two attributes the write-only sheet has (openpyxl 3.1 lends them
+    # from Worksheet); the tests read the widths and the filter back.
+    dims = ws.column_dimensions  # type: ignore[attr-defined]
     for i, h in enumerate(headers):
         # Sized to the header's longest half and the first rows' contents, within bounds a
         # laptop screen shows.
         longest = max((_width(row[i]) for row in values[:500]), default=0)
         head = max(len(part) for part in h.split(" / "))
-        ws.column_dimensions[get_column_letter(i + 1)].width = min(60, max(8, head, longest) + 2)
+        dims[get_column_letter(i + 1)].width = min(60, max(8, head, longest) + 2)
     ws.freeze_panes = "A2"
     if columns:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(values) + 1}"
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(values) + 1}"  # type: ignore[attr-defined]
     head_cells = []
     for h in headers:
         c = WriteOnlyCell(ws, value=_xlsx_value(h))
