@@ -24,12 +24,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query
 from fastapi.responses import Response
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from xlsxwriter import Workbook
+from xlsxwriter.format import Format as CellFormat
 
 from api.errors import XLSX_MEDIA_TYPE
 
@@ -108,9 +104,9 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "action": ("Thao tác", "Action"),
     "detail": ("Chi tiết", "Detail"),
 }
-_HEADER_FONT = Font(bold=True)
-_HEADER_FILL = PatternFill("solid", fgColor="DDDDDD")
-_HEADER_ALIGN = Alignment(wrap_text=True, vertical="top")
+# What XML 1.0 cannot carry (control characters but tab, LF and CR).
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -161,16 +157,8 @@ def _xlsx_value(v: Any) -> Any:
         return None  # an empty cell, as Excel has it
     if isinstance(v, str):
         # XML 1.0 cannot carry control characters: shown as U+FFFD rather than refused.
-        v = ILLEGAL_CHARACTERS_RE.sub("\ufffd", v)[:_MAX_CELL_CHARS]
+        v = _ILLEGAL.sub("\ufffd", v)[:_MAX_CELL_CHARS]
     return v
-
-
-def _number_format(field: str, v: Any, formats: Mapping[str, str]) -> str | None:
-    if field in formats:
-        return formats[field]
-    if isinstance(v, float):
-        return PERCENT if field.endswith("_ratio") else DECIMAL
-    return None
 
 
 def _width(v: Any) -> int:
@@ -181,58 +169,80 @@ def _width(v: Any) -> int:
     return len(str(v))
 
 
-def write_sheet(
-    ws: WriteOnlyWorksheet,
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    headers: Sequence[str],
-    formats: Mapping[str, str] | None = None,
-) -> None:
-    """One table on a write-only sheet: header row frozen and filtered, columns sized."""
-    fmts = formats or {}
-    values = [[_xlsx_value(r.get(c)) for c in columns] for r in rows]
-    # The stubs lack these two attributes the write-only sheet has (openpyxl 3.1 lends them
-    # from Worksheet); the tests read the widths and the filter back.
-    dims = ws.column_dimensions  # type: ignore[attr-defined]
-    for i, h in enumerate(headers):
-        # Sized to the header's longest half and the first rows' contents, within bounds a
-        # laptop screen shows.
-        longest = max((_width(row[i]) for row in values[:500]), default=0)
-        head = max(len(part) for part in h.split(" / "))
-        dims[get_column_letter(i + 1)].width = min(60, max(8, head, longest) + 2)
-    ws.freeze_panes = "A2"
-    if columns:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(values) + 1}"  # type: ignore[attr-defined]
-    head_cells = []
-    for h in headers:
-        c = WriteOnlyCell(ws, value=_xlsx_value(h))
-        c.data_type = "s"
-        c.font, c.fill, c.alignment = _HEADER_FONT, _HEADER_FILL, _HEADER_ALIGN
-        head_cells.append(c)
-    ws.append(head_cells)
-    for row in values:
-        cells = []
-        for field, v in zip(columns, row, strict=True):
-            c = WriteOnlyCell(ws, value=v)
-            if isinstance(v, str):
-                c.data_type = "s"  # text stays text: never parsed as a formula, date or number
-                if v[:1] in _FORMULA_START:
-                    c.quotePrefix = True
-            else:
-                fmt = _number_format(field, v, fmts)
-                if fmt is not None and not isinstance(v, bool):
-                    c.number_format = fmt
-            cells.append(c)
-        ws.append(cells)
+class Book:
+    """An Excel workbook built in memory, with the cell formats its sheets share (XlsxWriter
+    wants each made once per workbook)."""
 
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        # Every text is written as text (write_string): no option may turn one into a
+        # formula, a number or a link behind our back.
+        self.wb = Workbook(
+            self._buf,
+            {
+                "in_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_numbers": False,
+                "strings_to_urls": False,
+            },
+        )
+        self.header = self.wb.add_format(
+            {"bold": True, "bg_color": "#DDDDDD", "text_wrap": True, "valign": "top"}
+        )
+        # Excel's own apostrophe: the text shows as it is and stays text when edited.
+        self.quoted = self.wb.add_format({"quote_prefix": True})
+        self._formats: dict[str, CellFormat] = {}
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+    def number(self, fmt: str) -> CellFormat:
+        if fmt not in self._formats:
+            self._formats[fmt] = self.wb.add_format({"num_format": fmt})
+        return self._formats[fmt]
 
+    def sheet(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str],
+        headers: Sequence[str],
+        formats: Mapping[str, str] | None = None,
+    ) -> None:
+        """One table on a new sheet: header row frozen and filtered, columns sized."""
+        ws = self.wb.add_worksheet(re.sub(r"[][:*?/\\]", "_", name)[:31])
+        fmts = formats or {}
+        values = [[_xlsx_value(r.get(c)) for c in columns] for r in rows]
+        for i, h in enumerate(headers):
+            # Sized to the header's longest half and the first rows' contents, within bounds
+            # a laptop screen shows.
+            longest = max((_width(row[i]) for row in values[:500]), default=0)
+            head = max(len(part) for part in h.split(" / "))
+            ws.set_column(i, i, min(60, max(8, head, longest) + 2))
+            ws.write_string(0, i, h, self.header)
+        ws.freeze_panes(1, 0)
+        if columns:
+            ws.autofilter(0, 0, len(values), len(columns) - 1)
+        # A float column's format: the field's own, else percent for ratios, else decimals.
+        float_fmt = [
+            self.number(fmts.get(c) or (PERCENT if c.endswith("_ratio") else DECIMAL)) for c in columns
+        ]
+        int_fmt = [self.number(fmts[c]) if c in fmts else None for c in columns]
+        for r, row in enumerate(values, start=1):
+            for c, v in enumerate(row):
+                if v is None:
+                    continue
+                if isinstance(v, str):
+                    ws.write_string(r, c, v, self.quoted if v[:1] in _FORMULA_START else None)
+                elif isinstance(v, bool):
+                    ws.write_boolean(r, c, v)
+                elif isinstance(v, float):
+                    ws.write_number(r, c, v, float_fmt[c])
+                elif isinstance(v, int):
+                    ws.write_number(r, c, v, int_fmt[c])
+                else:
+                    ws.write_string(r, c, str(v))
 
-def xlsx_bytes(wb: Workbook) -> bytes:
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    def close(self) -> bytes:
+        self.wb.close()
+        return self._buf.getvalue()
 
 
 def xlsx_download(body: bytes, filename: str) -> Response:
@@ -250,10 +260,9 @@ def xlsx_response(
     formats: Mapping[str, str] | None = None,
 ) -> Response:
     """An Excel workbook of one sheet: the table CSV would give, typed and labelled."""
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(re.sub(r"[][:*?/\\]", "_", filename.rsplit(".", 1)[0])[:31])
-    write_sheet(ws, list(rows), columns, [header_label(c) for c in columns], formats)
-    return xlsx_download(xlsx_bytes(wb), filename)
+    book = Book()
+    book.sheet(filename.rsplit(".", 1)[0], list(rows), columns, [header_label(c) for c in columns], formats)
+    return xlsx_download(book.close(), filename)
 
 
 def table_response(

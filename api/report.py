@@ -16,10 +16,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from openpyxl import Workbook
-
 from api.compliance import VN_TZ
-from api.export import COUNT, DECIMAL, write_sheet, xlsx_bytes
+from api.export import COUNT, DECIMAL, Book
 from api.schemas import ComplianceResponse, ComplianceRow
 
 STATUS_LABELS = {
@@ -264,7 +262,7 @@ def render_monthly_xlsx(out: ComplianceResponse, requested_by: str) -> bytes:
 
     The rows sheet has the CSV's columns and marks (the same texts), with the measured value,
     limit and sample counts as numbers; built in the request's worker thread."""
-    wb = Workbook(write_only=True)
+    book = Book()
     profiles = "; ".join(f"{p.reference} (v{p.version})" for p in out.profiles)
     filters = ", ".join(f"{k}={v}" for k, v in out.filters.items())
     counts = {s: sum(1 for g in out.groups if g.status == s) for s in STATUS_LABELS}
@@ -319,8 +317,8 @@ def render_monthly_xlsx(out: ComplianceResponse, requested_by: str) -> bytes:
     for a in about:
         if "n" in a:
             a["of"] = n
-    write_sheet(
-        wb.create_sheet("Báo cáo - Report"),
+    book.sheet(
+        "Báo cáo - Report",
         about,
         ["k", "v", "n", "of"],
         ["Mục / Item", "Nội dung / Content", "Số dòng / Rows", "Trên tổng / Of"],
@@ -340,21 +338,21 @@ def render_monthly_xlsx(out: ComplianceResponse, requested_by: str) -> bytes:
         }
         for g in out.groups
     ]
-    write_sheet(
-        wb.create_sheet("Tổng hợp - Summary"),
+    book.sheet(
+        "Tổng hợp - Summary",
         groups,
         list(_GROUP_COLUMNS),
         [f"{vi} / {en}" for vi, en in _GROUP_COLUMNS.values()],
         {"passed": COUNT, "failed": COUNT, "insufficient": COUNT},
     )
-    write_sheet(
-        wb.create_sheet("Chi tiết - Indicators"),
+    book.sheet(
+        "Chi tiết - Indicators",
         list(report_csv_rows(out)),
         REPORT_COLUMNS,
         REPORT_COLUMNS,
         {_LABEL_OF[f]: fmt for f, fmt in _ROW_FORMATS.items()},
     )
-    return xlsx_bytes(wb)
+    return book.close()
 
 
 _GROUP_COLUMNS = {
