@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -149,8 +150,8 @@ def _xlsx_value(v: Any) -> Any:
     """The JSON value as a cell holds it: lists joined as in CSV, text Excel can store."""
     if isinstance(v, list | tuple):
         v = "; ".join(map(str, v))
-    elif isinstance(v, dict):
-        v = "; ".join(f"{k}={x}" for k, x in v.items())
+    elif isinstance(v, dict):  # the audit's detail: as JSON, readable and parseable
+        v = json.dumps(v, ensure_ascii=False, default=str)
     if isinstance(v, float) and not math.isfinite(v):
         return None  # JSON says null for these too; Excel has no NaN
     if v == "":

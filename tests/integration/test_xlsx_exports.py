@@ -265,3 +265,22 @@ def test_csv_stays_and_a_viewer_gets_xlsx(client: TestClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == XLSX
     bad = client.get("/api/v1/probes", params={"format": "xls"}, headers=auth(VIEWER))
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "field", "header"),
+    [
+        ("/api/v1/probes", "probes", "probe_id", "Mã đầu đo / Probe ID"),
+        ("/api/v1/devices", "devices", "id", "Mã / ID"),
+        ("/api/v1/communes", "communes", "code", "code"),  # a field without a label: its JSON name
+        ("/api/v1/audit", "entries", "actor", "Người thực hiện / Actor"),
+    ],
+)
+def test_every_other_list_exports_xlsx(
+    client: TestClient, path: str, key: str, field: str, header: str
+) -> None:
+    items = get(client, path).json()[key]
+    head, rows = header_and_rows(workbook(client, path).active)
+    assert len(rows) == len(items) > 0
+    col = head.index(header)
+    assert [r[col].value for r in rows] == [i[field] for i in items]
