@@ -1,7 +1,7 @@
 """QoS compliance per operator, commune and technology against the regulation profiles.
 
 `GET /api/v1/compliance?period=2025-Q3&technology=4G&operator=&commune=&profile=`
-`GET /api/v1/compliance/report?month=2025-07&format=html|csv` (the monthly report)
+`GET /api/v1/compliance/report?month=2025-07&format=html|csv|xlsx` (the monthly report)
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from api.compliance import (
     overall,
     parse_period,
 )
-from api.errors import AUTH_ERRORS, CSV_OR_JSON
-from api.export import Format, csv_response
-from api.report import REPORT_COLUMNS, render_monthly_html, report_csv_rows
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, XLSX_CONTENT
+from api.export import Format, table_response, xlsx_download
+from api.report import REPORT_COLUMNS, render_monthly_html, render_monthly_xlsx, report_csv_rows
 from api.schemas import ComplianceGroup, ComplianceResponse, ComplianceRow, NotJudged, ProfileRef
 from collector.mqtt.schema import TECHNOLOGIES
 from collector.store.store import Store
@@ -276,8 +276,9 @@ def get_compliance(
 ) -> ComplianceResponse | Response:
     operator = principal.operator_scope(operator)
     out = compliance(request, period, technology, operator, commune, profile)
-    if format == "csv":
-        return csv_response(
+    if format != "json":
+        return table_response(
+            format,
             (_flat(r.model_dump()) for r in out.rows),
             list(ComplianceRow.model_fields),
             f"compliance-{period}.csv",
@@ -287,9 +288,11 @@ def get_compliance(
 
 @router.get(
     "/compliance/report",
-    responses={200: {"content": {"text/html": {}, "text/csv": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/html": {}, "text/csv": {"schema": {"type": "string"}}, **XLSX_CONTENT}}
+    },
     response_class=Response,
-    summary="the monthly compliance report, printable HTML or CSV, Vietnamese and English labels",
+    summary="the monthly compliance report, printable HTML, CSV or XLSX, Vietnamese and English labels",
 )
 def monthly_report(
     request: Request,
@@ -298,10 +301,14 @@ def monthly_report(
     technology: Technology = None,
     operator: Operator = None,
     commune: Commune = None,
-    format: Annotated[Literal["html", "csv"], Query(description="html (printable) or csv")] = "html",
+    format: Annotated[
+        Literal["html", "csv", "xlsx"], Query(description="html (printable), csv or xlsx (an Excel workbook)")
+    ] = "html",
 ) -> Response:
     operator = principal.operator_scope(operator)
     out = compliance(request, month, technology, operator, commune, None)
     if format == "csv":
-        return csv_response(report_csv_rows(out), REPORT_COLUMNS, f"compliance-report-{month}.csv")
+        return table_response(format, report_csv_rows(out), REPORT_COLUMNS, f"compliance-report-{month}")
+    if format == "xlsx":
+        return xlsx_download(render_monthly_xlsx(out, principal.name), f"compliance-report-{month}.xlsx")
     return HTMLResponse(render_monthly_html(out, principal.name))

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, Principal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import DeviceDetail, DeviceList, DeviceOut, OutageList, OutageOut, StateChangeOut
 from collector.store.availability import AvailabilityRepo
@@ -77,8 +77,8 @@ def list_devices(
     rows = _repo(request).devices(commune=commune, operator=operator)
     out = [_device_out(r) for r in rows if status is None or r["status"] == status]
     check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "devices")
-    if format == "csv":
-        return csv_response((d.model_dump() for d in out), list(DeviceOut.model_fields), "devices.csv")
+    if format != "json":
+        return table_response(format, (d.model_dump() for d in out), list(DeviceOut.model_fields), "devices")
     return DeviceList(devices=out, total=len(out))
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from api.auth import require_role
 from api.compliance import VN_TZ
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.kpi import Plan, compute, status_of
 from api.schemas import KpiOut, KpiResponse
 
@@ -68,7 +68,7 @@ def get_kpi(
                 reports=v.reports,
             )
         )
-    if format == "csv":
+    if format != "json":
         cols = ["number", "id", "name_vi", "name_en", "target", "unit", "value", "progress_ratio", "status"]
         rows = (
             {
@@ -80,7 +80,7 @@ def get_kpi(
             }
             for k in out
         )
-        return csv_response(rows, [*cols, "source", "formula", "missing", "reports"], f"kpi-{y}.csv")
+        return table_response(format, rows, [*cols, "source", "formula", "missing", "reports"], f"kpi-{y}")
     # The inventory (devices, sites, villages) is kept as it is now, not as it was: a past year's
     # inventory-based KPIs use today's, and the answer says so rather than pass it off as then.
     now_ms = int(time.time() * 1000)

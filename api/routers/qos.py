@@ -31,7 +31,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.schemas import QosPoint, QosResponse
 from collector.core import merge
 from collector.core.shares import is_counter_metric
@@ -366,10 +366,10 @@ def _answer(
         ]
         series.append({"labels": labels, "points": points})
     series.sort(key=lambda s: tuple(s["labels"].values()))
-    if format == "csv":
+    if format != "json":
         table = [{**s["labels"], **p} for s in series for p in s["points"]]
         cols = [*groups, *QosPoint.model_fields]
-        return csv_response(table, cols, f"qos-{metric}-{stat}.csv")
+        return table_response(format, table, cols, f"qos-{metric}-{stat}")
     answer = {
         "metric": metric,
         "unit": unit_of(metric),

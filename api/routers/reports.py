@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.kpi import Plan, validate_report
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
@@ -156,8 +156,8 @@ def list_reports(
     check_list_rows(len(rows), request.app.state.settings.api.max_list_rows, "reports")
     states = ReportRepo(request.app.state.store).states()
     out = [ReportOut(**_out(r, states)) for r in rows]
-    if format == "csv":
-        return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
+    if format != "json":
+        return table_response(format, (r.model_dump() for r in out), list(ReportOut.model_fields), "reports")
     return ReportList(reports=out, total=len(out))
 
 
