@@ -101,7 +101,7 @@ def list_incidents(
     operator: Annotated[
         str | None, Query(description="only this operator's (its `operator` label); an operator key: its own")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="a page: at most 1,000 (more: 422)")] = 100,
     offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> IncidentList:
     found, total = _repo(request).find(
