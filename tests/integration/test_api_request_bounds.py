@@ -6,7 +6,7 @@ uvicorn server where the connection is the point):
   answered 429 naming the setting, another key's runs, the first completes, /healthz answers;
 - silences, maintenance windows and reports are capped at api.max_list_rows (read with SQL
   LIMIT cap + 1): the cap answers 200, one more 413 naming the setting; incidents and audit
-  entries take a `limit` with a maximum (422 beyond it);
+  entries take a `limit` with a maximum (422 beyond it); on SQLite and PostgreSQL;
 - every state-changing endpoint takes from the key's write bucket (api.write_rate_per_min,
   api.write_burst): beyond it 429 with Retry-After, before the request does anything;
 - a request body sent a byte a second is answered 408 naming api.body_timeout_s and the
@@ -35,7 +35,8 @@ from api.server import server_config
 from collector.store import audit
 from collector.store.reports import ReportRepo
 from collector.store.sqlite import SQLiteStore
-from netqos.config import Settings
+from collector.store.store import Store, open_store
+from netqos.config import Settings, StoreSettings
 from tests.conftest import LOOPBACK, free_port, wait_port
 from tests.department_data import ADMIN, VIETTEL, VIEWER, auth, seed, settings_with_keys
 
@@ -144,8 +145,9 @@ def test_heavy_queries_are_gated_per_key(paused: tuple[PausingStore, str], path:
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> Iterator[tuple[SQLiteStore, TestClient]]:
-    store = SQLiteStore(tmp_path / "netqos.db")
+def small(store_settings: StoreSettings) -> Iterator[tuple[Store, TestClient]]:
+    """An empty store on each backend (the lists' SQL LIMIT runs on both), max_list_rows = 100."""
+    store = open_store(store_settings)
     settings = settings_with_keys()
     settings.api.max_list_rows = 100  # the smallest the setting allows
     with TestClient(create_app(settings, store), raise_server_exceptions=False) as c:
@@ -153,14 +155,14 @@ def small(tmp_path: Path) -> Iterator[tuple[SQLiteStore, TestClient]]:
     store.close()
 
 
-def _silences(store: SQLiteStore, kind: str, n: int, ends_ms: int) -> None:
+def _silences(store: Store, kind: str, n: int, ends_ms: int) -> None:
     repo = SilenceRepo(store)
     for i in range(n):
         repo.create(kind, [f'entity="e{i}"', 'operator="viettel"'], 1_000, ends_ms, "t", "", 1_000)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["silence", "maintenance"])
-def test_silence_and_maintenance_lists_are_capped(small: tuple[SQLiteStore, TestClient], kind: str) -> None:
+def test_silence_and_maintenance_lists_are_capped(small: tuple[Store, TestClient], kind: str) -> None:
     """api.max_list_rows = 100: 100 rows answer 200, 101 answer 413 naming the setting; expired
     ones count only with include_expired (the history, which grows without bound)."""
     store, c = small
@@ -183,7 +185,7 @@ def test_silence_and_maintenance_lists_are_capped(small: tuple[SQLiteStore, Test
     assert c.get(path, params={"include_expired": "true"}, headers=auth(VIETTEL)).status_code == 413
 
 
-def test_report_list_is_capped(small: tuple[SQLiteStore, TestClient]) -> None:
+def test_report_list_is_capped(small: tuple[Store, TestClient]) -> None:
     store, c = small
     repo = ReportRepo(store)
     actor = audit.Actor("t", "admin")
@@ -214,7 +216,7 @@ def test_report_list_is_capped(small: tuple[SQLiteStore, TestClient]) -> None:
 
 @pytest.mark.parametrize(("path", "most"), [("/api/v1/incidents", 1000), ("/api/v1/audit", 10_000)])
 def test_incident_and_audit_pages_have_a_largest_limit(
-    small: tuple[SQLiteStore, TestClient], path: str, most: int
+    small: tuple[Store, TestClient], path: str, most: int
 ) -> None:
     _, c = small
     assert c.get(path, params={"limit": most}, headers=auth(ADMIN)).status_code == 200
