@@ -310,7 +310,7 @@ def _send_slowly(port: int, body: bytes, pause_s: float, limit_s: float) -> tupl
 
 def test_a_body_sent_a_byte_a_second_is_cut_off(tmp_path: Path) -> None:
     """api.body_timeout_s = 2: 60 bytes at one a second get 408 naming the setting within 2 s
-    plus a generous 2 s, and the connection is closed; a 4-byte body sent over 0.8 s (whole in
+    plus a generous 3 s, and the connection is closed; a 4-byte body sent over 0.8 s (whole in
     time) is read and answered (401: no token); other requests are answered meanwhile."""
     store = SQLiteStore(tmp_path / "netqos.db")
     settings = settings_with_keys()
@@ -331,7 +331,7 @@ def test_a_body_sent_a_byte_a_second_is_cut_off(tmp_path: Path) -> None:
         answer, took, closed = result[0]
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"request body not received within 2 s (the limit api.body_timeout_s)" in answer
-        assert 2.0 <= took < 4.0, took
+        assert 2.0 <= took < 5.0, took
         assert closed
         # Whole in time: read, then answered as usual (no token: 401).
         answer, took, _ = _send_slowly(port, b"{  }", 0.2, 10.0)
