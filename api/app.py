@@ -65,7 +65,7 @@ def create_app(
     errors.install(app)
     # Outermost of our own layers: a body over its limit is refused before routing,
     # authentication or parsing read any of it.
-    app.add_middleware(BodyLimit, limit_of=body_limit_for(settings))
+    app.add_middleware(BodyLimit, limit_of=body_limit_for(settings), timeout_s=settings.api.body_timeout_s)
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
@@ -80,6 +80,9 @@ def create_app(
     )
     app.state.upload_limiter = RateLimiter(
         settings.api.upload_rate_per_min / 60.0, settings.api.upload_burst, "uploads"
+    )
+    app.state.write_limiter = RateLimiter(
+        settings.api.write_rate_per_min / 60.0, settings.api.write_burst, "writes"
     )
     app.state.auth_failure_limiter = RateLimiter(
         settings.api.auth_failures_per_min / 60.0, settings.api.auth_failure_burst, "wrong tokens"

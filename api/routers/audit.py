@@ -30,7 +30,7 @@ def get_audit(
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds")] = None,
     actor: Annotated[str | None, Query(max_length=64, description="a key's name")] = None,
     action: Annotated[str | None, Query(max_length=64, description="e.g. report.upload")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="at most 10,000 (more: 422)")] = 1000,
     format: Format = "json",
 ) -> AuditList | Response:
     rows = audit.entries(
