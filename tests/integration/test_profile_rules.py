@@ -1,0 +1,80 @@
+"""Alert rules that target a profile table's rows: the Huawei GPON ONU table polled from its
+recording by a real snmpd (tests/integration/test_snmp_profiles.py), an ONU going offline,
+and the incident a state rule on that table opens for exactly that ONU."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from alerts.engine import AlertEngine
+from alerts.incidents import IncidentRepo
+from alerts.rules import RulesError, builtin_kinds, parse_rules
+from tests.alerting import alert_settings
+from tests.integration.test_snmp_profiles import P0, Rig, agent, hw_onus, rigs
+from tests.snmpd import SnmpdAgent
+
+pytestmark = pytest.mark.integration
+__all__ = ["agent", "rigs"]  # fixtures used by name
+
+RULES = """
+rules:
+  - {name: onu_offline, kind: state, entity_kind: onu, states: [offline], severity: major}
+  - {name: onus_invalid, kind: state, entity_kind: onus, states: [invalid]}
+  - {name: device_down, kind: state, entity_kind: device, states: [down], severity: critical}
+"""
+
+
+async def test_onu_going_offline_opens_an_incident_through_a_rule_on_the_onu_table(
+    agent: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path
+) -> None:
+    path, a = agent
+    path.write_text(hw_onus())  # P0.1 is offline from the start: recorded, no incident
+    rig = Rig(tmp_path, a, "2c", "huawei_gpon")
+    rigs.append(rig)
+    await rig.poll()
+    path.write_text(hw_onus(p0_0_down=True))  # P0.0 loses power (hwGponDeviceOntControlRunStatus 2)
+    await asyncio.sleep(0.01)
+    rec = await rig.poll()
+    await rig.sink.flush()
+    engine = AlertEngine(rig.store, alert_settings(), rules=parse_rules(RULES))
+    # Past the topology's settle time (60 s): an ONU is no node of the topology, its verdict is its own.
+    for k in range(3):
+        engine.tick(rec.ts_ms + 61_000 + k * 1000)
+    incidents, total = IncidentRepo(rig.store).find()
+    assert total == 1
+    inc = incidents[0]
+    assert (inc.kind, inc.entity_kind, inc.entity) == ("onu_offline", "onus", "dev-1/GPON 0/1/0:0")
+    assert inc.severity == "major"
+    firing = {t.labels["entity"]: t.labels for t in engine.alerts.values() if t.state == "firing"}
+    assert list(firing) == ["dev-1/GPON 0/1/0:0"]
+    assert firing["dev-1/GPON 0/1/0:0"]["device"] == "dev-1"
+    assert f"{P0}" not in firing  # (the index is the row's id, its name the entity)
+
+
+def test_entity_kinds_of_the_shipped_profiles() -> None:
+    kinds = builtin_kinds()
+    # huawei_gpon's table `onus` (row label `onu`); interfaces stay `interface`.
+    assert kinds["onus"] == frozenset({"onus"}) and "onus" in kinds["onu"]
+    assert kinds["interface"] == frozenset({"interface"})
+    assert "interfaces" not in kinds
+
+
+def test_unknown_entity_kind_is_refused_with_its_line() -> None:
+    text = """rules:
+  - {name: ok, kind: state, entity_kind: onu, states: [offline]}
+  - name: typo
+    kind: state
+    entity_kind: onuss
+    states: [offline]
+"""
+    with pytest.raises(RulesError) as exc:
+        parse_rules(text, "r.yaml")
+    (problem,) = exc.value.problems
+    assert problem.startswith("r.yaml:5: rules[1] (typo): entity_kind: 'onuss' is no kind of entity; known: ")
+    assert "onus" in problem and "device" in problem
+    # A table of a profile the operator added is known once its kinds are given.
+    rules = parse_rules(text, "r.yaml", {**builtin_kinds(), "onuss": frozenset({"onuss"})})
+    assert [r.name for r in rules] == ["ok", "typo"]
