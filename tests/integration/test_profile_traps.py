@@ -9,6 +9,8 @@ from the varbind's instance: hwGponDeviceOntControlRunStatus.<ifIndex>.<ontId>."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from collector.traps.receiver import TrapReceiver
 from netqos.config import IngestSettings, SnmpSettings, TrapSettings
 from tests.integration.test_snmp_profiles import HW, P0, P1, agent, hw_onus
 from tests.integration.test_snmp_rows import credential
-from tests.integration.test_traps import send
+from tests.integration.test_traps import outcome, snmp_env
 from tests.snmpd import SnmpdAgent, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -97,6 +99,26 @@ class TrapRig:
 
     def open_outages(self) -> list[str]:
         return [o.entity for o in self.repo.outages("olt", 0, 2**62) if o.end_ms is None]
+
+
+async def send(rig: TrapRig, tmp: Path, head: list[str], trap_oid: str, *vbs: str, expect: str) -> None:
+    """Run snmptrap and wait (bounded) until the receiver counted one more trap as `expect`."""
+    before = outcome(expect)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["snmptrap", *head, f"127.0.0.1:{rig.port}", "", trap_oid, *vbs],
+        check=True,
+        timeout=10,
+        capture_output=True,
+        env=snmp_env(tmp),
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if outcome(expect) > before:
+            break
+        await asyncio.sleep(0.02)
+    assert outcome(expect) == before + 1, f"no trap counted as {expect}"
+    await rig.sink.flush()
 
 
 async def test_profile_traps_set_the_onu_row_and_the_poll_closes_it(
