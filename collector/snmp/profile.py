@@ -29,6 +29,9 @@ A table of a profile that `extends` another with `merge: true` changes the inher
 the same name: its fields replace the inherited ones, each column is merged key by key onto
 the inherited column of that name (or added), and `drop_columns` removes columns.
 
+`traps:` names vendor notifications that set a table row's state (`Trap`; the trap
+receiver applies them).
+
 Every problem is a ProfileError naming the file, the line and the dotted key.
 `ProfileSource` re-reads `snmp.profiles_dir` when its files change.
 """
