@@ -11,9 +11,9 @@ import pytest
 
 from alerts.engine import AlertEngine
 from alerts.incidents import IncidentRepo
-from alerts.rules import RulesError, builtin_kinds, parse_rules
+from alerts.rules import RulesError, ThresholdRule, builtin_kinds, evaluate_threshold, load_rules, parse_rules
 from tests.alerting import alert_settings
-from tests.integration.test_snmp_profiles import P0, Rig, agent, hw_onus, rigs
+from tests.integration.test_snmp_profiles import HW, P0, P1, Rig, agent, hw_onus, rigs
 from tests.snmpd import SnmpdAgent
 
 pytestmark = pytest.mark.integration
@@ -52,6 +52,36 @@ async def test_onu_going_offline_opens_an_incident_through_a_rule_on_the_onu_tab
     assert list(firing) == ["dev-1/GPON 0/1/0:0"]
     assert firing["dev-1/GPON 0/1/0:0"]["device"] == "dev-1"
     assert f"{P0}" not in firing  # (the index is the row's id, its name the entity)
+
+
+async def test_default_onu_rx_power_rule_on_and_around_minus_27_dbm(
+    agent: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path
+) -> None:
+    path, a = agent
+    rx = f"{HW}.51.1.4"  # hwGponOntOpticalDdmRxPower, 0.01 dBm
+    text = hw_onus()
+    for old, new in (
+        (f"{rx}.{P0}.0 = INTEGER: -2150", f"{rx}.{P0}.0 = INTEGER: -2700"),  # -27.00 dBm: on the limit
+        (f"{rx}.{P0}.2 = INTEGER: 2147483646", f"{rx}.{P0}.2 = INTEGER: -2699"),  # -26.99: just above
+        (f"{rx}.{P1}.5 = INTEGER: -2801", f"{rx}.{P1}.5 = INTEGER: -2701"),  # -27.01: just below
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    rig = Rig(tmp_path, a, "2c", "huawei_gpon")
+    rigs.append(rig)
+    rec = await rig.poll()
+    await rig.pipeline.drain()
+    (rule,) = [r for r in load_rules(None) if r.name == "onu_rx_power_low"]
+    assert isinstance(rule, ThresholdRule)
+    # Two minutes on, the poll's minute is a whole rollup window inside the rule's 5 minutes.
+    got = {s.labels["onu"]: s for s in evaluate_threshold(rig.store, rule, rec.ts_ms + 120_000)}
+    assert {k: (round(s.value, 2), s.active) for k, s in got.items()} == {
+        "GPON 0/1/0:0": (-27.0, False),
+        "GPON 0/1/0:2": (-26.99, False),
+        "GPON 0/1/1:5": (-27.01, True),
+    }
+    assert {s.labels["entity"] for s in got.values()} == {"dev-1"}
 
 
 def test_entity_kinds_of_the_shipped_profiles() -> None:
