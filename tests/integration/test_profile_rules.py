@@ -108,3 +108,23 @@ def test_unknown_entity_kind_is_refused_with_its_line() -> None:
     # A table of a profile the operator added is known once its kinds are given.
     rules = parse_rules(text, "r.yaml", {**builtin_kinds(), "onuss": frozenset({"onuss"})})
     assert [r.name for r in rules] == ["ok", "typo"]
+
+
+def test_rules_check_knows_the_tables_of_the_configured_profiles(tmp_path: Path) -> None:
+    from netqos.cli import main
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "zte.yaml").write_text(
+        "name: zte_example\nextends: olt\ntables:\n  - name: zte_onus\n    row_label: zte_onu\n"
+        "    columns:\n      - {name: phase, oid: 1.3.6.1.4.1.32473.2.1.1, type: enum, state_changes: true,"
+        " states: {1: working, 2: offline}}\n"
+    )
+    config = tmp_path / "netqos.yaml"
+    config.write_text(f"snmp:\n  profiles_dir: {profiles}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - {name: zte_onu_offline, kind: state, entity_kind: zte_onu, states: [offline]}\n"
+    )
+    assert main(["rules", "check", str(rules)]) == 2  # the built-in profiles have no zte_onus
+    assert main(["--config", str(config), "rules", "check", str(rules)]) == 0
