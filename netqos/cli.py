@@ -63,10 +63,15 @@ def _profiles_ok(settings: Settings) -> bool:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from alerts.rules import RulesError, load_rules
+    from alerts.rules import RulesError, entity_kinds, load_rules
 
     try:
-        rules = load_rules(args.file)
+        # State rules may target the tables of the configured profiles (snmp.profiles_dir).
+        profiles_dir = _settings(args.config).snmp.profiles_dir
+    except Exception:  # a bad configuration is check-config's to report: built-in profiles
+        profiles_dir = None
+    try:
+        rules = load_rules(args.file, entity_kinds(profiles_dir))
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

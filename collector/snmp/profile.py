@@ -29,6 +29,9 @@ A table of a profile that `extends` another with `merge: true` changes the inher
 the same name: its fields replace the inherited ones, each column is merged key by key onto
 the inherited column of that name (or added), and `drop_columns` removes columns.
 
+`traps:` names vendor notifications that set a table row's state (`Trap`; the trap
+receiver applies them).
+
 Every problem is a ProfileError naming the file, the line and the dotted key.
 `ProfileSource` re-reads `snmp.profiles_dir` when its files change.
 """
@@ -315,6 +318,27 @@ AnyTable = Annotated[
 ]
 
 
+class Trap(_HasOid):
+    """A vendor notification that sets one row's state (`traps:` of a profile).
+
+    `oid` is the notification's snmpTrapOID value. The row is the instance (OID suffix) of
+    the first varbind under `index_from` (a column OID; unset: any column of `table`), read
+    as the row's whole index (ifIndex.ontId). The row gets `state` (a state name of the
+    table's `state_changes` column) with `cause` as the change's detail."""
+
+    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    state: str = Field(min_length=1)
+    index_from: str | None = None
+    cause: str = Field("", max_length=200)
+
+    @field_validator("index_from")
+    @classmethod
+    def _index_oid(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_oid(v)
+        return v
+
+
 class RawProfile(_M):
     """A profile file as written: its tables may be patches of inherited ones."""
 
@@ -323,6 +347,7 @@ class RawProfile(_M):
     extends: str | None = None
     scalars: tuple[Scalar, ...] = ()
     tables: tuple[AnyTable, ...] = ()
+    traps: tuple[Trap, ...] = ()
 
 
 class Profile(_M):
@@ -331,6 +356,11 @@ class Profile(_M):
     extends: str | None = None
     scalars: tuple[Scalar, ...] = ()
     tables: tuple[Table, ...] = ()
+    traps: tuple[Trap, ...] = ()
+
+    def trap(self, oid: OID) -> Trap | None:
+        """The profile's trap whose snmpTrapOID is `oid`."""
+        return next((t for t in self.traps if t.oid_tuple == oid), None)
 
     @property
     def uptime_scalar(self) -> Scalar | None:
@@ -424,13 +454,35 @@ def _merge(base: Profile, child: RawProfile, src: _Source) -> Profile:
         else:
             tables[t.name] = t
     _check_joins(list(tables.values()), child, src)
+    # A trap of the same name replaces the inherited one.
+    traps = {t.name: t for t in base.traps} | {t.name: t for t in child.traps}
+    _check_traps(tables, child, src)
     return Profile(
         name=child.name,
         description=child.description or base.description,
         extends=None,
         scalars=tuple(scalars.values()),
         tables=tuple(tables.values()),
+        traps=tuple(traps.values()),
     )
+
+
+def _check_traps(tables: dict[str, Table], child: RawProfile, src: _Source) -> None:
+    """A trap names a table of the profile, with a `state_changes` column that has its state."""
+    for i, trap in enumerate(child.traps):
+        t = tables.get(trap.table)
+        key, reason = "", ""
+        if t is None:
+            key, reason = "table", f"trap {trap.name}: no table {trap.table!r} in the profile"
+        else:
+            col = next((c for c in t.columns if c.state_changes), None)
+            if col is None:
+                key, reason = "table", f"trap {trap.name}: table {t.name} has no `state_changes` column"
+            elif trap.state not in col.states.values():
+                known = ", ".join(dict.fromkeys(col.states.values()))
+                key, reason = "state", f"trap {trap.name}: {trap.state!r} is no state of {col.name} ({known})"
+        if reason:
+            raise ProfileError(src.path, reason, _line_of(src.node, ("traps", i, key)), f"traps.{i}.{key}")
 
 
 def _check_joins(tables: list[Table], child: RawProfile, src: _Source) -> None:
