@@ -6,12 +6,13 @@ openconfirm(5) established(6)), .3 bgpPeerAdminStatus (stop(1) start(2)), .9 bgp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_snmp_profiles import VERSIONS, Rig, rigs, table  # noqa: F401  (fixture)
+from tests.integration.test_snmp_profiles import VERSIONS, Rig, table
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
@@ -43,12 +44,16 @@ def agent(tmp_path: Path) -> Iterator[tuple[Path, SnmpdAgent]]:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-async def test_bgp_peers(
-    agent: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path, version: str
-) -> None:
+async def test_bgp_peers(agent: tuple[Path, SnmpdAgent], tmp_path: Path, version: str) -> None:
     path, a = agent
     rig = Rig(tmp_path, a, version, "bgp")
-    rigs.append(rig)
+    try:
+        await check_peers(rig, path)
+    finally:
+        await rig.close()
+
+
+async def check_peers(rig: Rig, path: Path) -> None:
     peers = table(await rig.poll(), "bgp_peers")
     assert peers["10.0.0.2"] == (
         "10.0.0.2",
@@ -76,7 +81,8 @@ async def test_bgp_peers(
     # 10.0.0.2 drops to idle: an outage of the peer; openconfirm(5), one short of
     # established, is still down; established(6) closes it.
     for state, open_ in ((1, True), (5, True), (6, False)):
-        path.write_text(walk({**PEERS, (10, 0, 0, 2): (state, 2, 65001, 0 if state != 6 else 30)}))
+        text = walk({**PEERS, (10, 0, 0, 2): (state, 2, 65001, 0 if state != 6 else 30)})
+        await asyncio.to_thread(path.write_text, text)
         await rig.poll()
         await rig.sink.flush()
         outages = repo.outages("dev-1", 0, 2**62)
