@@ -296,5 +296,24 @@ async def test_topology_from_polled_lldp(
             r = c.get("/api/v1/topology", params={"operator": "vnpt"}, headers=auth("vt-noc"))
             assert r.status_code == 403 and "vt-noc" in r.json()["detail"]
             assert c.get("/api/v1/topology").status_code == 401
+
+            # A second device at bts-3's management address: the chassis id matches both, so
+            # neither; bts-3's parent is then not seen (agg-1's table holds neighbours).
+            more = [*devices, d("bts-3b", "127.0.0.3", port=10)]
+            DeviceRepo(store).sync_inventory(more, {x.id: "switch" for x in more}, {x.id: 60.0 for x in more})
+            body = c.get("/api/v1/topology", headers=auth("dept")).json()
+            by = {x["id"]: x for x in body["devices"]}
+            last = by["agg-1"]["neighbours"][-1]
+            assert (last["chassis_id"], last["device"], last["matched_by"]) == (
+                "127.0.0.3",
+                None,
+                "ambiguous",
+            )
+            assert by["bts-3"]["discovered_parent"] is None and by["bts-3b"]["neighbours"] == []
+            assert [(x["device"], x["kind"]) for x in body["conflicts"]] == [
+                ("bts-3", "parent_not_seen"),
+                ("bts-4", "parent_not_seen"),
+                ("sw-2", "parent_differs"),
+            ]
     finally:
         store.close()
