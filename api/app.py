@@ -26,6 +26,7 @@ from api.routers import (
     qos,
     reports,
     silences,
+    topology,
     units,
 )
 from collector.pipeline import IngestPipeline
@@ -100,6 +101,7 @@ def create_app(
     app.include_router(qos.router)
     app.include_router(probes.router)
     app.include_router(devices.router)
+    app.include_router(topology.router)
     app.include_router(availability.router)
     app.include_router(incidents.router)
     app.include_router(silences.router)

@@ -218,6 +218,19 @@ class DeviceRepo:
         out.sort(key=lambda r: (r["table"], _index_sort_key(r["index"])))
         return out
 
+    def table_rows(self, table: str) -> dict[str, list[dict[str, Any]]]:
+        """device_id -> the current (not gone) rows of `table` on every device, in index order."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        cur = self.store.reader().execute(
+            "SELECT device_id, row_index, name, values_json FROM device_rows WHERE tbl=? AND gone_ms IS NULL",
+            (table,),
+        )
+        for dev, idx, name, vals in cur:
+            out.setdefault(dev, []).append({"index": idx, "name": name, "values": orjson.loads(vals)})
+        for rows in out.values():
+            rows.sort(key=lambda r: _index_sort_key(r["index"]))
+        return out
+
     def outages(self, device_id: str, from_ms: int, to_ms: int) -> list[Outage]:
         """Outages of the device and its interfaces overlapping [from_ms, to_ms)."""
         cur = self.store.reader().execute(
