@@ -371,7 +371,8 @@ def onu_poll(agent: OnuAgent, max_repetitions: int) -> dict[str, float]:
         return asyncio.run(run(Path(d)))
 
 
-def bench_onus(walks: int, max_repetitions: int) -> int:
+def bench_onus(walks: int, max_repetitions: int) -> tuple[float, str]:
+    """The ONU walk, ours and snmpbulkwalk's; returns the ONU ratio and its RESULT fields."""
     cards, ports, per_port = ONU_SHAPE
     print(
         f"ONU walk: {cards} cards x {ports} ports x {per_port} ONUs = {cards * ports * per_port:,} rows,"
@@ -406,14 +407,13 @@ def bench_onus(walks: int, max_repetitions: int) -> int:
         f" rows written in {poll['write1_s']:.2f} s / {poll['write2_s']:.2f} s"
     )
     print(f"  ONU ratio (per CPU-second, ours / snmpbulkwalk): {ratio:.2f}")
-    print(
-        f"RESULT onu_rows={int(poll['poll2_rows'])} onu_varbinds={ours.varbinds}"
+    return ratio, (
+        f"onu_rows={int(poll['poll2_rows'])} onu_varbinds={ours.varbinds}"
         f" onu_walk_s={ours.wall_s / walks:.3f} onu_varbinds_per_cpu_s={ours.per_cpu_s:.0f}"
         f" snmpbulkwalk_walk_s={peer.wall_s / walks:.3f} snmpbulkwalk_varbinds_per_cpu_s={peer.per_cpu_s:.0f}"
         f" onu_ratio={ratio:.3f} onu_poll_s={slowest:.3f}"
         f" deadline_s={poll['deadline_s']:g} within_deadline={int(slowest < poll['deadline_s'])}"
     )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -434,10 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("onu-walks 0..100")
     if args.onus_only:
         try:
-            return bench_onus(max(1, args.onu_walks), args.max_repetitions)
+            onu_ratio, onu_fields = bench_onus(max(1, args.onu_walks), args.max_repetitions)
         except PeerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        print(f"RESULT ratio={onu_ratio:.3f} {onu_fields}", flush=True)
+        return 0
     if not (1 <= args.agents <= 16 and 1 <= args.walks <= 1000 and 1 <= args.repeat <= 20):
         ap.error("agents 1..16, walks 1..1000, repeat 1..20")
     interfaces = 2 * args.netns_pairs + 1 if args.netns_pairs else "host"
@@ -498,19 +500,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"peer  prometheus-snmp-exporter {p_cpu:>12,.0f} varbinds per CPU-second  {p_wall:>12,.0f} varbinds/s"
     )
     print(f"ratio (per CPU-second): {ours_cpu / p_cpu:.2f}; wall {time.perf_counter() - started:.1f} s")
-    print(
-        f"RESULT ours_varbinds_per_cpu_s={ours_cpu:.0f} peer_varbinds_per_cpu_s={p_cpu:.0f}"
+    fields = (
+        f"ours_varbinds_per_cpu_s={ours_cpu:.0f} peer_varbinds_per_cpu_s={p_cpu:.0f}"
         f" ratio={ours_cpu / p_cpu:.3f} "
         f"ours_varbinds_per_s={ours_wall:.0f} peer_varbinds_per_s={p_wall:.0f} interfaces={interfaces} "
-        f"agents={args.agents} walks={args.walks} repeats={args.repeat}",
-        flush=True,
+        f"agents={args.agents} walks={args.walks} repeats={args.repeat}"
     )
     if args.onu_walks:
         try:
-            return bench_onus(args.onu_walks, args.max_repetitions)
+            fields += " " + bench_onus(args.onu_walks, args.max_repetitions)[1]
         except PeerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+    # One RESULT line, last: the IF-MIB walk's ratio (the bench's headline) and the ONU walk's.
+    print(f"RESULT {fields}", flush=True)
     return 0
 
 
