@@ -124,9 +124,10 @@ async function nocRtt() {
   const hour = new Map(whole.series.map((s) => [s.labels.operator, s.points]));
   const rows = series.map((s) => {
     const last = [...s.points].reverse().find((p) => p.value !== null);
+    // The current clock hour's p95 from its own merged sketches (p95s of 5-minute steps cannot be averaged).
     const h = hour.get(s.labels.operator) || [];
-    // The whole hour's p95 from the 60-minute step that holds most of it (merged sketches, not an average of p95s).
-    const best = h.reduce((a, p) => (p.count > (a ? a.count : -1) ? p : a), null);
+    const best = h.length ? h[h.length - 1] : null;
+    if (best) document.getElementById("noc-hour").textContent = when(best.ts_ms).slice(11, 16);
     const tr = el("tr");
     tr.dataset.operator = s.labels.operator;
     tr.append(el("td", s.labels.operator), el("td", last ? fmt(last.value, 1) + " ms" : "—", "num"),
@@ -150,7 +151,8 @@ async function nocRtt() {
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Asia/Ho_Chi_Minh"),
     series: [{}, ...series.map((s, i) => ({ label: s.labels.operator, stroke: PALETTE[i % PALETTE.length], width: 2,
       points: { show: true, size: 5 }, value: (u, v) => (v === null ? "—" : fmt(v, 1) + " ms") }))],
-    axes: [{ font: "11px sans-serif" }, { size: 48, font: "11px sans-serif", label: "ms" }],
+    axes: [{ font: "11px sans-serif", values: [[60, "{HH}:{mm}", "\n{D}/{M}/{YYYY}", null, "\n{D}/{M}", null, null, null, 1]] },
+      { size: 48, font: "11px sans-serif", label: "ms" }],
     hooks: { draw: [(u) => { box.dataset.ink = String(inkOf(u.ctx.canvas)); }] },
   }, data, box);
 }

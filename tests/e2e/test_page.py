@@ -283,13 +283,9 @@ def test_page_draws_the_map_matrix_and_trends_with_data(base_url: str, tmp_path:
     assert any(u for _, u in cells)
     # The trends: February to July 2025, daily, viettel and vnpt in the province; 150 days of
     # samples each for RTT, download and loss (July adds downloads only: 2 x 150 + July's days).
-    charts = dict(
-        (m[0], (int(m[1]), int(m[2]), int(m[3])))
-        for m in re.findall(
-            r'<figure class="chart" id="(chart-[a-z]+)" data-series="(\d+)" data-points="(\d+)" data-ink="(\d+)"',
-            dom,
-        )
-    )
+    figure = r'<figure class="chart" id="(chart-[a-z]+)" data-series="(\d+)" data-points="(\d+)"'
+    figure += r' data-ink="(\d+)"'
+    charts = {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in re.findall(figure, dom)}
     assert set(charts) == {"chart-rtt", "chart-dl", "chart-loss"}, charts
     assert charts["chart-rtt"][:2] == (2, 300) and charts["chart-loss"][:2] == (2, 300), charts
     assert charts["chart-dl"][0] == 2 and charts["chart-dl"][1] > 300, charts
