@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,16 @@ def test_noc_without_a_key_asks_for_one(noc_url: str, tmp_path: Path) -> None:
     r = headless(f"{noc_url}/noc", tmp_path / "profile", "--dump-dom")
     assert r.returncode == 0
     assert "an API key is needed" in r.stdout and 'data-refreshes="' not in r.stdout
+
+
+def test_vendored_chart_library_is_served_from_the_package(noc_url: str) -> None:
+    """uPlot comes from the package (no internet), under the page's CSP; only listed names."""
+    with urllib.request.urlopen(f"{noc_url}/ui/vendor/uPlot.iife.min.js", timeout=30) as r:
+        body = r.read()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert body.startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+    for name in ("uPlot-LICENSE", "uPlot.esm.js", "..%2Fapp.js"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{noc_url}/ui/vendor/{name}", timeout=30)
+        assert e.value.code == 404
