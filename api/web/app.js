@@ -414,10 +414,11 @@ function drawMap(byCommune, inds) {
   const placed = []; // label boxes already drawn: a label that would overlap one is moved or left to the hover
   const place = (c) => {
     const w = c.name.length * 6.3, x = px(c), y = py(c);
-    const right = x + 12 + w < W - 2;
-    for (const dy of [4, 17, -9, 30, -22]) {
+    // Beside the dot first (right, then left), then a line lower or higher.
+    for (const [right, dy] of [[true, 4], [false, 4], [true, 17], [false, 17], [true, -9], [false, -9],
+      [true, 30], [false, 30], [true, -22], [false, -22]]) {
       const box = right ? [x + 12, y + dy - 10, x + 12 + w, y + dy + 2] : [x - 12 - w, y + dy - 10, x - 12, y + dy + 2];
-      if (box[0] < 0 || box[1] < 0 || box[3] > H) continue;
+      if (box[0] < 0 || box[2] > W || box[1] < 0 || box[3] > H) continue;
       if (placed.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
       placed.push(box);
       return svg("text", { x: (right ? box[0] : box[2]).toFixed(1), y: (y + dy).toFixed(1),
