@@ -47,6 +47,9 @@ SEEN_WINDOW = 4096
 # first: tells an exact redelivery from a seq conflict while the first is still buffered or
 # being stored (the store answers for older ones). Bounded: ~150 bytes an entry.
 RECENT_DIGESTS = 65_536
+# Instance windows kept per probe: a new agent queue makes a new instance; an old one's late
+# redeliveries are rare, and beyond this many the store answers for them.
+INSTANCES_KEPT = 4
 
 # Told that the store refused a batch: (why, the batch as JSON, the batch's on_stored). It
 # should dead-letter the batch, then call on_stored (acknowledge: the batch's fate is final).
@@ -301,10 +304,11 @@ class IngestPipeline:
         self._flush_lock = asyncio.Lock()
         self._flush_soon = asyncio.Event()
         self._background: asyncio.Future[int] | None = None  # see make_room
-        # (probe, instance or '') -> recent seqs accepted, for de-duplication; the instance
-        # each probe sent last (an older instance's window is let go: the store answers).
+        # (probe, instance or '') -> recent seqs accepted, for de-duplication; per probe its
+        # instances, newest last (beyond INSTANCES_KEPT the oldest window is let go: its
+        # batches are stored long since, and the store answers for them).
         self._seen: dict[tuple[str, str], SeqWindow] = {}
-        self._instance_of: dict[str, str] = {}
+        self._instances_of: dict[str, list[str]] = {}
         self._recent_digests: dict[tuple[str, int, str], None] = {}
         # probe -> (batches stored as seq conflicts, when the last was, ms) not yet counted
         # on the probe in the store.
@@ -348,10 +352,10 @@ class IngestPipeline:
         if window is None:
             # First batch of this probe's instance since start: load its recent stored seqs once.
             if instance:
-                old = self._instance_of.get(probe_id)
-                if old is not None and old != instance:
-                    self._seen.pop((probe_id, old), None)
-                self._instance_of[probe_id] = instance
+                kept = self._instances_of.setdefault(probe_id, [])
+                kept.append(instance)
+                if len(kept) > INSTANCES_KEPT:
+                    self._seen.pop((probe_id, kept.pop(0)), None)
             low, seqs = self.store.seen_seqs(probe_id, instance, SEEN_WINDOW)
             window = self._seen[probe_id, instance] = SeqWindow(low, SEEN_WINDOW)
             for seq in seqs:
