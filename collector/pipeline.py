@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -309,7 +310,7 @@ class IngestPipeline:
         # batches are stored long since, and the store answers for them).
         self._seen: dict[tuple[str, str], SeqWindow] = {}
         self._instances_of: dict[str, list[str]] = {}
-        self._recent_digests: dict[tuple[str, int, str], None] = {}
+        self._recent_digests: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         # probe -> (batches stored as seq conflicts, when the last was, ms) not yet counted
         # on the probe in the store.
         self._seq_conflicts: dict[str, tuple[int, int]] = {}
@@ -414,7 +415,7 @@ class IngestPipeline:
         recent = self._recent_digests
         recent[probe_id, seq, digest] = None
         if len(recent) > RECENT_DIGESTS:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
         if conflict:
             m.SEQ_CONFLICTS.inc()
             now_ms = int(time.time() * 1000)
