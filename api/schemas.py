@@ -69,6 +69,12 @@ class ProbeOut(BaseModel):
         " in an hour than ingest.max_new_label_sets_per_probe_hour",
     )
     series_refused_last_ms: int | None = Field(None, description="when the last such batch came")
+    seq_conflicts_total: int = Field(
+        0,
+        description="batches without an instance id that repeated a seq already stored for the"
+        " probe with other content (the probe restarted its seq): stored, not dropped",
+    )
+    seq_conflict_last_ms: int | None = Field(None, description="when the last seq conflict came")
 
 
 class ProbeWindow(BaseModel):

@@ -18,6 +18,9 @@ OPERATOR_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
 TECHNOLOGIES: Final = ("2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable")
 DEFAULT_TOPIC_PREFIX: Final = "netqos/v1/probes"
 TARGET_MAX_CHARS: Final = 255
+# The agent's queue instance id (sent as "instance" with every batch): letters, digits,
+# '_' and '-', 1 to 64 characters.
+INSTANCE_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
 # Every metric the server accepts, with its inclusive range (docs/payload-v1.md).
 METRIC_RANGES: Final[dict[str, tuple[float, float]]] = {

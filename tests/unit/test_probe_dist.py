@@ -153,6 +153,7 @@ def test_payload_constants_equal_the_server_schema() -> None:
     assert payload.METRIC_NAMES == schema.METRIC_NAMES
     assert {k: (float(a), float(b)) for k, (a, b) in payload.METRIC_RANGES.items()} == _server_ranges()
     assert payload.PROBE_ID_PATTERN == schema.PROBE_ID_PATTERN
+    assert payload.INSTANCE_PATTERN == schema.INSTANCE_PATTERN
     assert payload.TECHNOLOGIES == schema.TECHNOLOGIES == get_args(Technology)
 
 

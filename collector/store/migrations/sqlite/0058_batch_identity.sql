@@ -1,0 +1,20 @@
+-- 0058: batch identity. A batch is known by (probe_id, instance, seq, digest): `instance` is
+-- the agent's queue instance id ('' when the batch carried none), `digest` the content digest
+-- of a batch without an instance id ('' otherwise). A probe that restarts its seq without an
+-- instance id (reflashed, replaced, a third-party publisher) no longer has its new batches
+-- taken for duplicates of old ones; rows from before this migration keep '' for both.
+CREATE TABLE probe_batches_new (
+    probe_id      TEXT NOT NULL,
+    instance      TEXT NOT NULL DEFAULT '',
+    seq           INTEGER NOT NULL,
+    digest        TEXT NOT NULL DEFAULT '',
+    stored_ms     INTEGER NOT NULL,
+    measurements  INTEGER NOT NULL,
+    newest_ts_ms  INTEGER NOT NULL,
+    PRIMARY KEY (probe_id, instance, seq, digest)
+) WITHOUT ROWID;
+INSERT INTO probe_batches_new (probe_id, seq, stored_ms, measurements, newest_ts_ms)
+    SELECT probe_id, seq, stored_ms, measurements, newest_ts_ms FROM probe_batches;
+DROP TABLE probe_batches;
+ALTER TABLE probe_batches_new RENAME TO probe_batches;
+CREATE INDEX probe_batches_stored ON probe_batches (stored_ms);
