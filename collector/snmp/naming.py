@@ -45,7 +45,7 @@ def compose_names(
 ) -> list[str]:
     """Each row's name from `fmt` (see the module docstring)."""
     fields = format_fields(fmt)
-    strings = {name: _strings(cols[name]) for name, table in fields if table is None and name in cols}
+    strings = {name: strings_by_row(cols[name]) for name, table in fields if table is None and name in cols}
     out = []
     for i, r in enumerate(rows.tolist()):
         row_parts = parts[i] if parts else {}
@@ -66,7 +66,8 @@ def compose_names(
     return out
 
 
-def _strings(cd: ColumnData) -> dict[int, str]:
+def strings_by_row(cd: ColumnData) -> dict[int, str]:
+    """A string column's values by row id (UTF-8, undecodable bytes replaced; no exception rows)."""
     if cd.strings is None:
         return {}
     ok = (cd.tag < TAG_EXCEPTIONS).tolist()

@@ -37,7 +37,7 @@ from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
-from collector.snmp.naming import compose_names
+from collector.snmp.naming import compose_names, strings_by_row
 from collector.snmp.profile import (
     Column,
     Profile,
@@ -507,7 +507,7 @@ class Poller:
         for r, label in zip(rows.tolist(), labels, strict=True):
             rt.row_names[(t.name, r)] = label
         strings = {
-            c.name: _strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
+            c.name: strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
         }
         # Per row in Python lists: numpy scalars one at a time cost more than the whole table.
         enums = [(c, cells[c.name].tolist()) for c in t.columns if c.type == "enum" and c.name in cells]
@@ -849,8 +849,8 @@ def _row_names(
 ) -> tuple[list[str], bool]:
     """Each row's name from the table's `row_name_column`, else its `row_name_fallback`, else
     its dotted index; and whether some row had no name from `row_name_column`."""
-    first = _strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
-    second = _strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
+    first = strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
+    second = strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
     names, unnamed = [], False
     for r, x in zip(rows.tolist(), index_names, strict=True):
         name = first.get(r, "").strip()
@@ -867,14 +867,3 @@ def _aligned(rows: np.ndarray, cd: ColumnData) -> np.ndarray:
     ok = cd.tag < TAG_EXCEPTIONS
     out[np.searchsorted(rows, cd.index[ok])] = cd.numbers()[ok]
     return out
-
-
-def _strings_by_row(cd: ColumnData) -> dict[int, str]:
-    if cd.strings is None:
-        return {}
-    ok = (cd.tag < TAG_EXCEPTIONS).tolist()
-    return {
-        r: b.decode("utf-8", errors="replace")
-        for r, b, good in zip(cd.index.tolist(), cd.strings, ok, strict=True)
-        if good
-    }
