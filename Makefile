@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench clean probe-dist
+.PHONY: demo test lint typecheck unit system-deps bench clean warm probe-dist
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make demo: embedded broker, SQLite, simulated probes; API on http://127.0.0.1:8080
-demo: $(STAMP)
+demo: $(STAMP) warm
 	$(BIN)/netqos demo
 
+## make warm: compile every numba kernel into its cache (__pycache__) once, so neither the first
+## start of the service nor the first test that starts one spends tens of seconds compiling
+warm: $(STAMP)
+	$(BIN)/python -c "from collector.core import warm_up; from collector.snmp.ber import warm_up as ber; from collector.mqtt.scan import warm_up as scan; warm_up(); ber(); scan()"
+
 ## make test: installs what the tests need (Debian services included), then lint, types, the whole suite
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps lint typecheck warm
 	$(BIN)/pytest
 
 system-deps:

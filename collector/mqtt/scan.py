@@ -554,3 +554,18 @@ class Scanned:
     instance: str | None = None
     digest: str = ""  # content digest, set by the pipeline for a batch without an instance id
     seq_conflict: bool = False  # set by the pipeline: a seen seq with other content
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the scanner's kernel now: its first call would
+    otherwise compile on the consumer's thread, stalling the first message for seconds when
+    the cache is cold. Any payload does (the kernel's types do not depend on it)."""
+    cap = 1
+    Scanner().scan(
+        b'{"v":1}',
+        cap,
+        np.zeros(cap, dtype=np.int64),
+        np.zeros((cap, N_METRICS), dtype=np.float64),
+        np.zeros(cap, dtype=np.int32),
+        0,
+    )
