@@ -88,7 +88,9 @@ def create_app(
     app.state.auth_failure_limiter = RateLimiter(
         settings.api.auth_failures_per_min / 60.0, settings.api.auth_failure_burst, "wrong tokens"
     )
-    app.state.query_gate = QueryGate(settings.api.max_queries, settings.api.max_queries_per_key)
+    app.state.query_gate = QueryGate(
+        settings.api.max_queries, settings.api.max_queries_per_key, settings.api.query_wait_s
+    )
 
     def store_check() -> tuple[bool, str]:
         store.ping()

@@ -156,43 +156,58 @@ async def _answer(send: Send, status: int, detail: str) -> None:
 
 
 class QueryGate:
-    """At most `total` heavy queries at once, and `per_key` of one key; the next gets 429."""
+    """At most `total` heavy queries at once, and `per_key` of one key. One more waits up to
+    `wait_s` for a slot (a page loads several at once: they queue a moment rather than fail),
+    then gets 429. Callers run in worker threads, so the wait blocks no event loop."""
 
-    def __init__(self, total: int, per_key: int) -> None:
+    def __init__(self, total: int, per_key: int, wait_s: float = 0.0) -> None:
         self.total = total
         self.per_key = per_key
+        self.wait_s = wait_s
         self._running: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._freed = threading.Condition()
+
+    def _refusal(self, key: str) -> HTTPException | None:
+        mine = self._running.get(key, 0)
+        if mine >= self.per_key:
+            REQUESTS_REFUSED.labels(reason="queries_per_key").inc()
+            return HTTPException(
+                429,
+                f"key {key!r} has {mine} queries running (the limit api.max_queries_per_key); "
+                "retry when one has answered",
+                headers={"Retry-After": "1"},
+            )
+        if sum(self._running.values()) >= self.total:
+            REQUESTS_REFUSED.labels(reason="queries").inc()
+            return HTTPException(
+                429,
+                f"{self.total} queries are running (the limit api.max_queries); retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        return None
+
+    def _full(self, key: str) -> bool:
+        return self._running.get(key, 0) >= self.per_key or sum(self._running.values()) >= self.total
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        with self._lock:
-            mine = self._running.get(key, 0)
-            if mine >= self.per_key:
-                REQUESTS_REFUSED.labels(reason="queries_per_key").inc()
-                raise HTTPException(
-                    429,
-                    f"key {key!r} has {mine} queries running (the limit api.max_queries_per_key); "
-                    "retry when one has answered",
-                    headers={"Retry-After": "1"},
-                )
-            if sum(self._running.values()) >= self.total:
-                REQUESTS_REFUSED.labels(reason="queries").inc()
-                raise HTTPException(
-                    429,
-                    f"{self.total} queries are running (the limit api.max_queries); retry in a moment",
-                    headers={"Retry-After": "1"},
-                )
-            self._running[key] = mine + 1
+        with self._freed:
+            if self._full(key) and self.wait_s > 0:
+                self._freed.wait_for(lambda: not self._full(key), timeout=self.wait_s)
+            refusal = self._refusal(key)
+            if refusal is not None:
+                raise refusal
+            self._running[key] = self._running.get(key, 0) + 1
         try:
             yield
         finally:
-            with self._lock:
+            with self._freed:
                 left = self._running[key] - 1
                 if left:
                     self._running[key] = left
                 else:
                     del self._running[key]
+                self._freed.notify_all()
 
 
 # The OpenAPI entry of a list endpoint's 413.

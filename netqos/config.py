@@ -366,6 +366,12 @@ class ApiSettings(_Section):
         4, ge=1, le=1000, description="heavy queries (qos, compliance, availability, KPIs) running at once"
     )
     max_queries_per_key: int = Field(2, ge=1, le=1000, description="heavy queries one key may run at once")
+    query_wait_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="seconds a heavy query waits for a free slot before its 429 (a page's loads queue)",
+    )
     auth_failures_per_min: float = Field(
         10.0, gt=0, le=100_000, description="wrong tokens one client address may send per minute (sustained)"
     )
