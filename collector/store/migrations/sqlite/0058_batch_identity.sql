@@ -3,14 +3,15 @@
 -- of a batch without an instance id ('' otherwise). A probe that restarts its seq without an
 -- instance id (reflashed, replaced, a third-party publisher) no longer has its new batches
 -- taken for duplicates of old ones; rows from before this migration keep '' for both.
+-- Columns in the order PostgreSQL's ALTER TABLE ADD COLUMN leaves them (the backends are twins).
 CREATE TABLE probe_batches_new (
     probe_id      TEXT NOT NULL,
-    instance      TEXT NOT NULL DEFAULT '',
     seq           INTEGER NOT NULL,
-    digest        TEXT NOT NULL DEFAULT '',
     stored_ms     INTEGER NOT NULL,
     measurements  INTEGER NOT NULL,
     newest_ts_ms  INTEGER NOT NULL,
+    instance      TEXT NOT NULL DEFAULT '',
+    digest        TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (probe_id, instance, seq, digest)
 ) WITHOUT ROWID;
 INSERT INTO probe_batches_new (probe_id, seq, stored_ms, measurements, newest_ts_ms)
