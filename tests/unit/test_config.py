@@ -157,9 +157,8 @@ def test_the_query_gate_queues_a_moment_then_refuses() -> None:
     t.start()
     assert held.wait(5)
     started = time.monotonic()
-    with pytest.raises(HTTPException) as refused:  # nothing frees within 0.5 s
-        with gate.hold("k"):
-            pass
+    with pytest.raises(HTTPException) as refused, gate.hold("k"):  # nothing frees within 0.5 s
+        pass
     assert refused.value.status_code == 429 and "api.max_queries_per_key" in str(refused.value.detail)
     assert 0.4 <= time.monotonic() - started < 3
     with gate.hold("other"):  # another key is not held back
