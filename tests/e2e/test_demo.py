@@ -79,10 +79,15 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
                 time.sleep(1.0)
         elapsed = time.monotonic() - started
         devices_ok = False
-        with httpx.Client(timeout=5.0, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        with httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
             # Simulated SNMP agents polled every 2 s: rates exist from the second poll on.
             while time.monotonic() - started < 90 and not devices_ok:
-                body = http.get(f"{base}/api/v1/devices").json()
+                try:
+                    body = http.get(f"{base}/api/v1/devices").json()
+                except httpx.TimeoutException:
+                    # The demo runs 60 probes and 60 SNMP agents in one process: on a loaded
+                    # 2-core machine one answer took over 5 s (healthz ~1 s); the bound is the loop's.
+                    continue
                 polled = [d for d in body["devices"] if d["polls_total"] >= 2 and d["status"] == "up"]
                 if body["total"] > 50 and len(polled) > 50:
                     one = http.get(f"{base}/api/v1/devices/{polled[0]['id']}").json()
