@@ -483,7 +483,14 @@ class ScheduleService:
                 except ScheduleError as exc:
                     log.error("event=schedules_reload_refused error=%r", str(exc))
                 self._changed.clear()
-                await self.publish_all(client)
+                try:
+                    await self.publish_all(client)
+                except aiomqtt.MqttError:
+                    raise
+                except Exception:
+                    # The store being unreachable for a moment must not stop the service: the next
+                    # check (check_interval_s) tries again.
+                    log.exception("event=schedules_publish_failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_changed_or_stop(stop), self.check_interval_s)
 
