@@ -116,6 +116,12 @@ class ScheduleDoc(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> ScheduleDoc:
+        try:
+            # What cannot be UTF-8 (a lone surrogate from JSON's \\ud800) could be neither sent
+            # to a probe nor written to the file: refused here, with the reason.
+            orjson.dumps(self.model_dump(mode="json"))
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"not valid Unicode text: {exc}") from None
         names: set[str] = set()
         keys: dict[tuple[str | None, ...], str] = {}
         for s in self.schedules:

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentPrincipal, require_role
-from api.errors import AUTH_ERRORS, ERR
+from api.errors import AUTH_ERRORS, BAD_BODY, ERR
 from api.ratelimit import check_write
 from api.routers.ingest import _bearer, _probe_of
 from collector.probe_schedules import (
@@ -95,6 +95,7 @@ def get_schedules(request: Request) -> ScheduleDocOut:
     responses={
         **AUTH_ERRORS,
         **_NOT_CONFIGURED,
+        **BAD_BODY,
         409: {**ERR, "description": "expected_version is not the running version"},
     },
     dependencies=[require_role("admin")],
