@@ -36,8 +36,10 @@ from probes.agent.agent import ProbeAgent
 from probes.agent.config import config_from_dict
 from probes.agent.schedule import parse_schedule, schedule_digest
 from tests.conftest import LOOPBACK, Broker, free_port
+from tests.integration.test_mosquitto_acl import V5, Conn
 from tests.integration.test_probe_agent_mqtt import fixed_clock, running, subscriber, unique_id
 from tests.integration.test_probe_agent_support import local_http
+from tests.integration.test_probe_enroll import NOT_AUTHORIZED
 from tests.mqtt_broker import MosquittoBroker
 
 pytestmark = pytest.mark.integration
@@ -313,6 +315,16 @@ async def test_schedule_change_reaches_the_agent_bad_one_refused_and_reported(
                         async for msg in spy.messages:
                             got_other.append(str(msg.topic))
             assert got_other == []
+            # ... and no probe may write a schedule, not even its own (MQTT 5: PUBACK 0x87).
+            forger = Conn(
+                LOOPBACK, broker.probe_port, OTHER, broker.password(OTHER), protocol=V5, client_id=OTHER
+            )
+            assert not forger.connect().is_failure
+            try:
+                for pid in (PID, OTHER):
+                    assert forger.publish(f"netqos/v1/probes/{pid}/schedule", b"{}") == NOT_AUTHORIZED
+            finally:
+                forger.close()
 
             # HTTPS fallback: the probe's own token fetches its schedule and sends its status.
             token = secrets.token_urlsafe(32)
