@@ -25,6 +25,7 @@ from api.routers import (
     probes,
     qos,
     reports,
+    schedules,
     silences,
     topology,
     units,
@@ -70,6 +71,7 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
+    app.state.schedules = None  # the ScheduleService, set by the service when probes.schedules_file is
     app.state.key_ring = KeyRing.from_settings(settings)
     app.state.max_points = settings.api.max_points
     app.state.standards = Standards.load(
@@ -111,6 +113,7 @@ def create_app(
     app.include_router(kpi.router)
     app.include_router(reports.router)
     app.include_router(units.router)
+    app.include_router(schedules.router)
     app.include_router(audit.router)
     app.include_router(web.router)
     if pipeline is not None:

@@ -432,6 +432,14 @@ class UnitsSettings(_Section):
 
 class ProbeRegistrySettings(_Section):
     file: Path | None = Field(None, description="YAML or CSV list of probes registered at start")
+    schedules_file: Path | None = Field(
+        None,
+        description="measurement schedules per probe group (YAML; PUT /api/v1/schedules writes it);"
+        " unset: probes run their own tests",
+    )
+    schedules_check_s: float = Field(
+        5.0, gt=0, le=3600, description="how often the schedules file is checked for edits"
+    )
 
 
 class SnmpSettings(_Section):

@@ -184,12 +184,15 @@ def remove_mqtt_account(passwd: Path, username: str) -> bool:
 
 
 def acl_block(probe_id: str) -> str:
-    """The probe's ACL entry: write its own measurements and status topics, nothing else."""
+    """The probe's ACL entry: write its own measurements, status and agent report; read its own
+    schedule; nothing else."""
     return (
         f"{_ACL_HEAD.format(probe_id)}\n"
         f"user {probe_id}\n"
         f"topic write {TOPIC_PREFIX}/{probe_id}/measurements\n"
         f"topic write {TOPIC_PREFIX}/{probe_id}/status\n"
+        f"topic write {TOPIC_PREFIX}/{probe_id}/agent\n"
+        f"topic read {TOPIC_PREFIX}/{probe_id}/schedule\n"
     )
 
 

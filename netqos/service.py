@@ -31,6 +31,7 @@ from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import warm_up as scan_warm_up
 from collector.pipeline import IngestPipeline
 from collector.probe_health import ProbeHealthMonitor
+from collector.probe_schedules import ScheduleError, ScheduleService
 from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller, PollSink
 from collector.store import audit
@@ -180,6 +181,27 @@ async def start_embedded_broker(host: str, port: int) -> Any:
     return broker
 
 
+def schedule_service(settings: Settings, store: Store) -> ScheduleService:
+    """The schedules of probes.schedules_file, published through the configured broker."""
+    path = settings.probes.schedules_file
+    assert path is not None
+    m = settings.mqtt
+    host, port = (m.host, m.port) if m.host else (m.embedded.host, m.embedded.port)
+    try:
+        return ScheduleService(
+            path,
+            store.probes,
+            broker=(host, port),
+            username=m.username,
+            password=m.password.get_secret_value() if m.password else None,
+            client_id=f"{m.client_id}-schedules",
+            check_interval_s=settings.probes.schedules_check_s,
+            reconnect_max_s=m.reconnect_max_s,
+        )
+    except ScheduleError as exc:
+        raise ConfigError(str(path), "probes.schedules_file", str(exc)) from None
+
+
 def tier_policy(r: RollupSettings) -> TierPolicy:
     """The store's tier policy from the `rollups` settings."""
     return TierPolicy(
@@ -321,6 +343,10 @@ async def run_service(
     # Workers (no api role) answer only the probes of their container or unit, if asked to.
     http_port = settings.api.port if "api" in roles else settings.api.health_port
     app = create_app(settings, store, checks, pipeline, health_only="api" not in roles)
+    schedules = None
+    if settings.probes.schedules_file is not None and "api" in roles:
+        schedules = schedule_service(settings, store)
+        app.state.schedules = schedules
     # The server's bounds (connections, timeouts, keep-alive, trusted proxies): api/server.py.
     quiet_repeats()
     wanted = settings.api.max_connections + SPARE_FDS
@@ -360,6 +386,14 @@ async def run_service(
         return "alert rules requested"
 
     ctx.reloaders.append(reload_probes)
+    if schedules is not None:
+        service_of_schedules = schedules
+
+        async def reload_schedules() -> str:
+            changed = await asyncio.to_thread(service_of_schedules.reload)
+            return f"schedules version={service_of_schedules.doc.version} changed={changed}"
+
+        ctx.reloaders.append(reload_schedules)
     if poller is not None:
         ctx.reloaders.append(reload_inventory)
     if alerting is not None:
@@ -431,6 +465,8 @@ async def run_service(
         )
     if alerting is not None:
         tasks.append(asyncio.create_task(alerting.run(stop), name="alerting"))
+    if schedules is not None:
+        tasks.append(asyncio.create_task(schedules.run(stop), name="schedules"))
     for make in extra_tasks or []:
         tasks.append(asyncio.create_task(_awaited(make(ctx))))
     if freeze_heap:

@@ -7,6 +7,13 @@ first; a batch leaves the queue only after its PUBACK (aiomqtt's QoS 1 publish r
 then). A batch whose PUBACK was lost with the connection is sent again with its seq
 after the reconnect: delivery is at least once, the server de-duplicates on seq.
 
+Schedules and status: on every connect the publisher subscribes to the probe's retained
+``<prefix>/<id>/schedule`` (QoS 1) and hands each message to ``on_schedule``; the agent's
+status report (``report``) is published retained on ``<prefix>/<id>/agent`` before the
+next batch. While the HTTPS fallback is in use, the schedule is fetched from
+``<url>/api/v1/probe/schedule`` every ``schedule.https_poll_s`` and the status POSTed to
+``<url>/api/v1/probe/status``.
+
 HTTPS fallback: when MQTT has failed for ``https_fallback.after_s`` seconds, batches are
 POSTed, still one at a time in seq order, to ``<url>/api/v1/ingest`` with the probe's
 bearer token, until MQTT is back. 200/201/202/204 = stored, 409 = already stored (a
@@ -24,6 +31,7 @@ import math
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 INGEST_PATH = "/api/v1/ingest"
+SCHEDULE_PATH = "/api/v1/probe/schedule"
+STATUS_PATH = "/api/v1/probe/status"
 _STORED = frozenset({200, 201, 202, 204})
 _DUPLICATE = 409
 _REFUSED = frozenset({400, 413, 422})
@@ -83,6 +93,8 @@ class PublisherStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    status_published: int = 0
+    schedules_received: int = 0
     last_error: str | None = None
 
 
@@ -142,6 +154,24 @@ class Publisher:
         self._send_lock = asyncio.Lock()  # one sender at a time: seq order across MQTT and HTTPS
         self._down_since: float | None = time.monotonic()  # MQTT has not worked yet
         self._drain_deadline: float | None = None
+        #: Called with (message body, "mqtt" | "https") for each schedule from the server.
+        self.on_schedule: Callable[[bytes, str], None] | None = None
+        self._status: bytes | None = None  # the latest status report
+        self._status_sent: bytes | None = None  # the last one the broker acknowledged
+
+    def report(self, status: bytes) -> None:
+        """Publish this status report (retained) as soon as the connection allows; newer replaces older."""
+        self._status = status
+        self._signal.fire()
+
+    def _schedule_in(self, raw: bytes, via: str) -> None:
+        self.stats.schedules_received += 1
+        if self.on_schedule is not None:
+            try:
+                self.on_schedule(raw, via)
+            except Exception:
+                # A bug in handling one schedule must not take the connection down.
+                log.exception("event=probe_schedule_crashed via=%s", via)
 
     def notify(self) -> None:
         """Tell the senders a batch was queued (or that it is time to stop)."""
@@ -157,6 +187,8 @@ class Publisher:
         loops = [self._mqtt_loop(stop)]
         if self.config.https_fallback.enabled:
             loops.append(self._https_loop(stop))
+            if self.on_schedule is not None:
+                loops.append(self._https_schedule_loop(stop))
         await compat.run_together(*loops)
 
     # -- shared --------------------------------------------------------------------------
@@ -208,6 +240,10 @@ class Publisher:
                     backoff = b.reconnect_min_s
                     log.info("event=probe_mqtt_connected host=%s port=%d", b.host, b.effective_port)
                     await client.publish(self.config.status_topic, b"online", qos=QOS, retain=True)
+                    if self.on_schedule is not None:
+                        # The retained schedule comes right after the SUBACK, then every change.
+                        await client.subscribe(self.config.schedule_topic, qos=QOS, timeout=b.timeout_s)
+                    self._status_sent = None  # report again on every connection
                     self.online.set()
                     await self._serve(client, stop)
                     # A clean stop: say so (the broker drops the will on a clean DISCONNECT).
@@ -242,8 +278,11 @@ class Publisher:
         async def watch() -> None:
             # aiomqtt only notices a dead connection inside a call; iterating the (empty)
             # message stream turns a disconnect into an MqttError right away.
-            async for _ in client.messages:
-                pass
+            async for message in client.messages:
+                if str(message.topic) == self.config.schedule_topic:
+                    payload = message.payload
+                    raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                    self._schedule_in(raw, "mqtt")
 
         watcher = asyncio.create_task(watch())
         drainer = asyncio.create_task(self._drain_mqtt(client, stop))
@@ -260,6 +299,13 @@ class Publisher:
         topic = self.config.measurements_topic
         while not self._finished(stop):
             gen = self._signal.gen
+            status = self._status
+            if status is not None and status is not self._status_sent:
+                timeout = self.config.broker.timeout_s
+                await client.publish(self.config.agent_topic, status, qos=QOS, retain=True, timeout=timeout)
+                self._status_sent = status
+                self.stats.status_published += 1
+                continue
             async with self._send_lock:
                 head = await self._head()
                 if head is not None:
@@ -304,6 +350,36 @@ class Publisher:
                     await _sleep_or_stop(stop, wait * random.uniform(0.8, 1.2))
                     continue
                 await self._signal.wait(gen, self.poll_s)
+
+    async def _https_schedule_loop(self, stop: asyncio.Event) -> None:
+        """While the fallback is in use: fetch the schedule and send the status, every https_poll_s."""
+        fb = self.config.https_fallback
+        assert fb.url is not None and fb.token is not None
+        base = fb.url.rstrip("/")
+        headers = {"Authorization": f"Bearer {fb.token.get_secret_value()}", "User-Agent": "netqos-probe/1"}
+        async with httpx.AsyncClient(timeout=fb.timeout_s, verify=fb.verify_tls) as http:
+            while not stop.is_set():
+                if not self._fallback_due():
+                    await _sleep_or_stop(stop, self.poll_s)
+                    continue
+                try:
+                    resp = await http.get(base + SCHEDULE_PATH, headers=headers)
+                    if resp.status_code == 200:
+                        self._schedule_in(resp.content, "https")
+                    elif resp.status_code != 404:  # 404: no schedule for this probe
+                        code, detail = resp.status_code, _detail(resp)
+                        log.warning("event=probe_schedule_fetch_failed status=%d detail=%r", code, detail)
+                    if self._status is not None:
+                        resp = await http.post(
+                            base + STATUS_PATH,
+                            content=self._status,
+                            headers={**headers, "Content-Type": "application/json"},
+                        )
+                        if resp.status_code in _STORED:
+                            self.stats.status_published += 1
+                except httpx.HTTPError as exc:
+                    log.warning("event=probe_schedule_fetch_failed error=%r", f"{type(exc).__name__}: {exc}")
+                await _sleep_or_stop(stop, self.config.schedule.https_poll_s)
 
     async def _post_head(
         self, http: httpx.AsyncClient, url: str, headers: dict[str, str]

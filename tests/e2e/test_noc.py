@@ -98,6 +98,13 @@ def test_noc_shows_what_is_down_and_the_last_hour(noc_url: str, tmp_path: Path) 
     assert "<strong>olt-1</strong>" in inc and "device_down · device" in inc
     assert "<li>link_down: olt-1/pon-0/1</li>" in inc and "<li>probe_offline: p-b-vtl-4g</li>" in inc
     assert 'data-link="olt-1/pon-0/1"' in dom and 'data-probe="p-b-vtl-4g"' in dom
+    # The fleet table: every probe with its state; no agent report here, so no version.
+    fleet = re.search(r'id="noc-fleet-table">.*?</table>', dom, re.S)
+    assert fleet, dom[-3000:]
+    assert re.search(
+        r'<tr data-probe="p-b-vtl-4g"><td>p-b-vtl-4g</td><td>[^<]* · viettel</td><td>offline</td><td>—</td>',
+        fleet.group(0),
+    )
     # The last hour per operator: the p95s by hand (within 1 %), and a chart with points and ink.
     for op, v in (("viettel", 42.0), ("vnpt", 9.0)):
         row = re.search(rf'<tr data-operator="{op}"><td>{op}</td><td class="num">([\d,]+) ms</td>', dom)
