@@ -6,10 +6,11 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
+from api.deps import SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
@@ -26,20 +27,21 @@ router = APIRouter(prefix="/api/v1", tags=["probes"], responses=AUTH_ERRORS)
     summary="registered probes, last seen, counts",
 )
 def list_probes(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
     commune: Annotated[str | None, Query(description="only probes in this commune (code)")] = None,
     operator: Annotated[str | None, Query(description="only probes of this operator")] = None,
     format: Format = "json",
 ) -> ProbeList | Response:
     operator = principal.operator_scope(operator)
-    probes = request.app.state.store.probes()
+    probes = store.probes()
     out = [
         ProbeOut(**asdict(p))
         for p in probes
         if (commune is None or p.commune == commune) and (operator is None or p.operator == operator)
     ]
-    check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "probes")
+    check_list_rows(len(out), settings.api.max_list_rows, "probes")
     if format != "json":
         return table_response(format, (p.model_dump() for p in out), list(ProbeOut.model_fields), "probes")
     return ProbeList(probes=out, total=len(out))
@@ -51,8 +53,7 @@ def list_probes(
     responses=NOT_FOUND,
     summary="one probe: status, last seen, hourly completeness, clock quality, state changes",
 )
-def get_probe(request: Request, principal: CurrentPrincipal, probe_id: str) -> ProbeDetail:
-    store = request.app.state.store
+def get_probe(principal: CurrentPrincipal, store: StoreDep, probe_id: str) -> ProbeDetail:
     found = store.probes(probe_id)
     if not found or not principal.may_see(found[0].operator):
         raise HTTPException(404, f"no probe {probe_id!r}" + (" of yours" if found else ""))
