@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from collector.inventory.tabular import Errors, NumberFormat, Table, number_format_of, number_of, text_of
 from collector.store.reports import ReportValue
-from compliance.profiles import _read_yaml, _validated
+from compliance.profiles import read_yaml, validated
 
 _CHECK_RE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=)\s*([a-z0-9_]+)\s*$")
 
@@ -125,7 +125,7 @@ class Plan(_Model):
     @staticmethod
     def load(path: Path | None = None) -> Plan:
         src: Any = path or resources.files("compliance") / "standards" / "plan-225-2023.yaml"
-        plan: Plan = _validated(Plan, _read_yaml(src, "plan"), str(src))
+        plan: Plan = validated(Plan, read_yaml(src, "plan"), str(src))
         return plan
 
 

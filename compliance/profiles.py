@@ -165,14 +165,16 @@ class DeclaredSpeeds(_Model):
         return self.speeds.get(technology, {}).get(operator, {}).get(zone, {}).get(key)
 
 
-def _read_yaml(path: Path | Any, what: str) -> Any:
+def read_yaml(path: Path | Any, what: str) -> Any:
+    """A standards file (profile, declared speeds, plan) as data; ConfigError naming it."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), what, f"cannot read: {exc}") from exc
 
 
-def _validated(model: type[BaseModel], data: Any, source: str) -> Any:
+def validated(model: type[BaseModel], data: Any, source: str) -> Any:
+    """`data` as `model`; ConfigError naming the file, the field and what is wrong."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -199,12 +201,12 @@ class Standards:
                 raise ConfigError(str(profiles_dir), "compliance.profiles_dir", "not a directory")
             sources += sorted(profiles_dir.glob("*.yaml"))
         for src in sources:
-            prof = _validated(Profile, _read_yaml(src, "profile"), str(src))
+            prof = validated(Profile, read_yaml(src, "profile"), str(src))
             found[(prof.id, prof.version)] = prof
         speeds_src: Any = (
             declared_speeds_file or resources.files("compliance") / "standards" / "declared-speeds.yaml"
         )
-        speeds = _validated(DeclaredSpeeds, _read_yaml(speeds_src, "declared speeds"), str(speeds_src))
+        speeds = validated(DeclaredSpeeds, read_yaml(speeds_src, "declared speeds"), str(speeds_src))
         return Standards(tuple(sorted(found.values(), key=lambda p: (p.id, p.version))), speeds)
 
     def regulation_for(self, technology: str, on: date) -> Profile | None:
