@@ -9,8 +9,6 @@ from fastapi_offline import FastAPIOffline
 
 from api import errors, web
 from api.auth import KeyRing
-from api.compliance import Standards
-from api.kpi import Plan
 from api.limits import BodyLimit, QueryGate, body_limit_for
 from api.ratelimit import RateLimiter
 from api.routers import (
@@ -32,6 +30,8 @@ from api.routers import (
 )
 from collector.pipeline import IngestPipeline
 from collector.store.store import Store
+from compliance.plan import Plan
+from compliance.profiles import Standards
 from netqos.config import Settings
 
 ReadinessCheck = Callable[[], tuple[bool, str]]

@@ -22,7 +22,6 @@ import uvicorn
 import yaml
 
 from api import create_app
-from api.compliance import Standards, share_counters
 from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofile, server_config
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
@@ -43,6 +42,7 @@ from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
+from compliance.profiles import Standards, share_counters
 from netqos import memory
 from netqos.aio import freeze_startup_heap
 from netqos.config import ConfigError, RollupSettings, Settings, is_loopback

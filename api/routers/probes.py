@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
+from api.deps import SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
@@ -77,6 +78,8 @@ def schedule_state_of(expected: ProbeSchedule | None, report: AgentReport | None
 def list_probes(
     request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
     commune: Annotated[str | None, Query(description="only probes in this commune (code)")] = None,
     operator: Annotated[str | None, Query(description="only probes of this operator")] = None,
     state: Annotated[
@@ -89,7 +92,7 @@ def list_probes(
     format: Format = "json",
 ) -> ProbeList | Response:
     operator = principal.operator_scope(operator)
-    probes = request.app.state.store.probes()
+    probes = store.probes()
     out = [
         fleet_row(request, p)
         for p in probes
@@ -99,7 +102,7 @@ def list_probes(
     ]
     if schedule_state is not None:
         out = [p for p in out if p.schedule_state == schedule_state]
-    check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "probes")
+    check_list_rows(len(out), settings.api.max_list_rows, "probes")
     if format != "json":
         return table_response(format, (p.model_dump() for p in out), list(ProbeOut.model_fields), "probes")
     return ProbeList(probes=out, total=len(out))
@@ -111,8 +114,7 @@ def list_probes(
     responses=NOT_FOUND,
     summary="one probe: status, last seen, hourly completeness, clock quality, state changes",
 )
-def get_probe(request: Request, principal: CurrentPrincipal, probe_id: str) -> ProbeDetail:
-    store = request.app.state.store
+def get_probe(request: Request, principal: CurrentPrincipal, store: StoreDep, probe_id: str) -> ProbeDetail:
     found = store.probes(probe_id)
     if not found or not principal.may_see(found[0].operator):
         raise HTTPException(404, f"no probe {probe_id!r}" + (" of yours" if found else ""))

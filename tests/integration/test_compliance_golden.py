@@ -2,7 +2,7 @@
 just over its limit, and at its minimum sample count -1 and +1.
 
 Every expected value below is worked out by hand from the regulation's text
-(api/standards/profiles/*.yaml restate it; docs/api.md "Methods" says how shares, medians
+(compliance/standards/profiles/*.yaml restate it; docs/api.md "Methods" says how shares, medians
 and minimums are counted) and written as a literal or as the arithmetic a person would do
 on paper; nothing is computed with the project's functions. The samples go through the real
 ingest pipeline (probe batches in the columnar form both MQTT decoders produce, SNMP-style
@@ -28,13 +28,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from api.compliance import Standards, share_counters
 from collector.core import keys_of
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
+from compliance.profiles import Standards, share_counters
 from netqos.config import IngestSettings
 from tests.department_data import VIEWER, auth, settings_with_keys
 
@@ -579,7 +579,8 @@ def test_csv_lists_the_marks(client: TestClient) -> None:
 
 
 def _answer(store: Store, technology: str) -> dict[str, tuple[Any, ...]]:
-    from api.compliance import Scope, evaluate, parse_period
+    from compliance.evaluate import Scope, evaluate
+    from compliance.profiles import parse_period
 
     std = Standards.load()
     prof = std.regulation_for(technology, parse_period("2025-07").start)

@@ -367,7 +367,7 @@ def test_every_list_exports_csv(client: TestClient, path: str, params: dict[str,
 
 
 def test_csv_neutralises_formulas() -> None:
-    from api.export import csv_text
+    from compliance.tables import csv_text
 
     text = csv_text([{"a": "=HYPERLINK(1)", "b": "-95.5", "c": "@x"}], ["a", "b", "c"])
     assert text.splitlines()[1] == "'=HYPERLINK(1),-95.5,'@x"

@@ -362,7 +362,7 @@ def test_a_refused_series_with_a_share_threshold_gets_no_counter_and_poisons_not
 ) -> None:
     """The share counters (exact QCVN shares) are series too: a series the store refuses must
     not have its counter series created either, or that creation would fail every flush."""
-    from api.compliance import Standards, share_counters
+    from compliance.profiles import Standards, share_counters
 
     store = open_store(store_settings)
     store.register_probes([ProbeInfo("q0", technology="4G", operator="vnpt"), ProbeInfo("q1")])
