@@ -37,7 +37,8 @@ from collector.core import merge
 from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
-from collector.store.store import TIERS, SeriesSelection, Store, window_start
+from collector.store.rollups import TIERS, SeriesSelection, window_start
+from collector.store.store import Store
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
