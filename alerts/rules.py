@@ -37,7 +37,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from collector.store.aggregate import GROUP_LABELS, group_rollups, stat_error, stat_values
-from collector.store.store import STANDARD_LABELS, Store
+from collector.store.series import STANDARD_LABELS
+from collector.store.store import Store
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

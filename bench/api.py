@@ -73,7 +73,9 @@ import numpy as np
 from pydantic import SecretStr
 
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up
-from collector.store.store import WINDOW_OFFSET_MS, ProbeInfo, SeriesKey, Store, _rows_of, window_start
+from collector.model import ProbeInfo, SeriesKey
+from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start
+from collector.store.store import Store
 from collector.store.tiers import recompute_window
 from netqos.config import ApiKey, Settings
 
@@ -303,7 +305,7 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
         days_done = _keep(days, days.window_start_ms != last_day)
         conn.execute("BEGIN")
         for res, rs in ((3600, hours_done), (86_400, days_done)):
-            conn.executemany(sql, _rows_of(rs, res))
+            conn.executemany(sql, rows_of(rs, res))
             data.rows[res] += len(rs)
         sids = np.unique(fine.series_id).tolist()
         conn.executemany(

@@ -74,11 +74,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.core import warm_up
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
 from collector.pipeline import IngestPipeline, OnRejected
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.aio import freeze_startup_heap
 from netqos.config import IngestSettings, MqttSettings
 

@@ -30,10 +30,11 @@ from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
 from collector.core._jit import kernel
 from collector.core.shares import ShareCounters, counter_metric, with_counters
+from collector.model import BatchKey, ProbeActivity, ProbeInfo, SeriesKey
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, Rejection, to_decoded
 from collector.store.db import refuses_data
-from collector.store.store import BatchKey, ProbeActivity, ProbeInfo, SeriesKey, Store
+from collector.store.store import Store
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings
 

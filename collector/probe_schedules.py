@@ -44,7 +44,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collector.store.store import ProbeInfo
+from collector.model import ProbeInfo
 from probes.agent.payload import DEFAULT_TOPIC_PREFIX
 from probes.agent.schedule import (
     MAX_SCHEDULE_BYTES,

@@ -21,7 +21,7 @@ import numpy as np
 
 from collector.core import merge
 from collector.store.aggregate import group_series, stat_values
-from collector.store.store import TIERS, SeriesSelection
+from collector.store.rollups import TIERS, SeriesSelection
 
 RESOLUTION_S = TIERS[0]
 _STEP_RE = re.compile(r"^(\d{1,12})([smhd]?)$")

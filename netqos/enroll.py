@@ -319,7 +319,7 @@ def yaml_path(files: Files, probe_id: str) -> Path:
 def enroll_one(store: Store, req: ProbeRequest, broker: Broker, files: Files, *, force: bool = False) -> Path:
     """Enrol one probe (see the module docstring); returns its probe.yaml. All or nothing."""
     from api.routers.ingest import token_sha256
-    from collector.store.store import ProbeInfo
+    from collector.model import ProbeInfo
 
     req.check()
     out = yaml_path(files, req.probe_id)

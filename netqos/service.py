@@ -26,6 +26,7 @@ from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofil
 from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import warm_up as scan_warm_up
 from collector.pipeline import IngestPipeline
@@ -38,7 +39,7 @@ from collector.store.devices import DeviceRepo
 from collector.store.feed import TsdbFeed
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
-from collector.store.store import ProbeInfo, Store, open_store
+from collector.store.store import Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver

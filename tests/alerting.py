@@ -30,8 +30,9 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from collector.events import StateChange
 from collector.inventory import Device
+from collector.model import ProbeInfo
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.config import AlertSettings
 from tests.conftest import LOOPBACK, free_port, terminate
 

@@ -15,10 +15,11 @@ from pydantic import SecretStr
 
 from collector.inventory import Device
 from collector.inventory.units import CommuneUnit, VillageUnit
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
 from netqos.config import ApiKey, IngestSettings, Settings
 

@@ -15,9 +15,9 @@ from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ProbeDetail, ProbeList, ProbeOut, ProbeWindow
+from collector.model import ProbeInfo
 from collector.probe_schedules import AgentReport, ProbeSchedule, ScheduleService
 from collector.store.probes import ProbeRepo
-from collector.store.store import ProbeInfo
 
 router = APIRouter(prefix="/api/v1", tags=["probes"], responses=AUTH_ERRORS)
 

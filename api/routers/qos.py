@@ -35,7 +35,7 @@ from api.schemas import QosPoint, QosResponse
 from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error
-from collector.store.store import SeriesSelection, window_start
+from collector.store.rollups import SeriesSelection, window_start
 from compliance.qos import RESOLUTION_S, parse_step, series_points, tier_for_step, unit_of
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)

@@ -33,6 +33,7 @@ from collector.inventory import (
     load_inventory,
     parse_shard,
 )
+from collector.model import SeriesKey
 from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
@@ -49,7 +50,6 @@ from collector.snmp.profile import (
 from collector.snmp.state import Reachability, uptime_verdict
 from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
 from netqos.config import SnmpSettings
 

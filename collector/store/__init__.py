@@ -1,5 +1,5 @@
 """Storage rooms: the store (SQLite by default, PostgreSQL for several processes)."""
 
-from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
+from collector.store.store import Store, StoreError, open_store
 
-__all__ = ["ProbeInfo", "SeriesKey", "Store", "StoreError", "open_store"]
+__all__ = ["Store", "StoreError", "open_store"]

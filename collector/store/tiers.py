@@ -32,14 +32,8 @@ from typing import Any
 
 from collector.core import merge
 from collector.store.db import Connection
-from collector.store.store import (
-    _ROLLUP_COLUMNS,
-    TIERS,
-    WINDOW_OFFSET_MS,
-    Store,
-    rollups_from_rows,
-    window_start,
-)
+from collector.store.rollups import ROLLUP_COLUMNS, TIERS, WINDOW_OFFSET_MS, rollups_from_rows, window_start
+from collector.store.store import Store
 from netqos import memory
 from netqos.aio import wait_stop
 
@@ -105,7 +99,7 @@ def recompute_window(
         among, args = store.backend.in_list("series_id", series)
         cond = f" AND {among}"
     rows = conn.execute(
-        f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+        f"SELECT {ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
         f" AND window_start_ms < ?{cond} ORDER BY series_id, window_start_ms",
         (finer_s, window_start_ms, end, *args),
     ).fetchall()

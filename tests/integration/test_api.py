@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api import create_app
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store, open_store
+from collector.store.store import Store, open_store
 from netqos.config import IngestSettings, Settings, StoreSettings
 
 TOKEN = "test-token-0123456789"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from collector.model import ProbeInfo
 from collector.mqtt.lean import encode_connect
 from collector.store import audit
-from collector.store.store import ProbeInfo, Store, open_store
+from collector.store.store import Store, open_store
 from netqos.cli import main, warn_without_api_tokens
 from netqos.config import ConfigError, Settings, StoreSettings, load_settings
 from netqos.service import port_is_free, start_embedded_broker

@@ -29,10 +29,11 @@ from fastapi.testclient import TestClient
 
 from api import create_app
 from collector.core import keys_of
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
-from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
+from collector.store.store import Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from compliance.profiles import Standards, share_counters
 from netqos.config import IngestSettings

@@ -431,8 +431,8 @@ def test_https_ingest_is_rate_limited_per_probe(tmp_path: Path) -> None:
     import time as _time
 
     from api.routers.ingest import token_sha256
+    from collector.model import ProbeInfo
     from collector.pipeline import IngestPipeline
-    from collector.store.sqlite import ProbeInfo
     from netqos.config import IngestSettings
 
     store = SQLiteStore(tmp_path / "ingest.db")

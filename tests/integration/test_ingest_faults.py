@@ -17,7 +17,8 @@ import aiomqtt
 import pytest
 import yaml
 
-from collector.store.store import ProbeInfo, open_store
+from collector.model import ProbeInfo
+from collector.store.store import open_store
 from netqos.config import StoreSettings
 from tests.conftest import Broker, store_yaml
 

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from api import create_app
 from collector.inventory import Device
 from collector.inventory.units import CommuneUnit, VillageUnit
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo
 from collector.store.store import Store, open_store
 from collector.store.units import UnitRepo
 from netqos.config import IngestSettings, StoreSettings

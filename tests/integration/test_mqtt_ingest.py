@@ -15,9 +15,10 @@ import aiomqtt
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.config import IngestSettings, MqttSettings
 from tests.conftest import Broker
 

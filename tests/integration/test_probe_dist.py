@@ -17,7 +17,8 @@ import orjson
 import pytest
 import yaml
 
-from collector.store.store import ProbeInfo, open_store
+from collector.model import ProbeInfo
+from collector.store.store import open_store
 from netqos.config import StoreSettings
 from tests.conftest import LOOPBACK, Broker
 from tests.integration.test_ingest_faults import Worker

@@ -10,7 +10,8 @@ from pydantic import SecretStr
 
 from api import create_app
 from collector.core import SampleBatch, rollup
-from collector.store.store import SeriesKey, Store
+from collector.model import SeriesKey
+from collector.store.store import Store
 from netqos.config import Settings
 
 TOKEN = "test-token-interface-0123"

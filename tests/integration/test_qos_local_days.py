@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from api import create_app
 from collector.core import SampleBatch, rollup
-from collector.store.store import SeriesKey, Store
+from collector.model import SeriesKey
+from collector.store.store import Store
 from collector.store.tiers import TierPolicy, TierRoller
 from netqos.config import Settings
 

@@ -9,9 +9,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api import create_app
+from collector.model import ProbeInfo
 from collector.mqtt.schema import to_decoded, validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.config import IngestSettings, Settings
 
 TOKEN = "seq-conflict-token-1234567890"

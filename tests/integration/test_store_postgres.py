@@ -17,10 +17,11 @@ import pytest
 from pydantic import SecretStr
 
 from collector.core import SampleBatch, quantiles, rollup
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.db import Backend
-from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
+from collector.store.store import Store, StoreError, open_store
 from netqos.cli import main
 from netqos.config import ConfigError, IngestSettings, StoreSettings, load_settings
 from tests.postgres import PostgresServer

@@ -21,9 +21,10 @@ from alerts.rules import (
     parse_duration,
     parse_rules,
 )
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.cli import main
 from netqos.config import IngestSettings
 from tests.alerting import alert_settings

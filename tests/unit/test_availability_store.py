@@ -12,10 +12,11 @@ from pydantic import SecretStr
 
 from api import create_app
 from collector.events import StateChange
+from collector.model import ProbeInfo
 from collector.store.availability import AvailabilityRepo
 from collector.store.db import split_sql
 from collector.store.devices import DeviceRepo
-from collector.store.store import ProbeInfo, Store, backend_of, open_store
+from collector.store.store import Store, backend_of, open_store
 from netqos.cli import main
 from netqos.config import ApiKey, Settings, StoreSettings
 from tests.conftest import store_yaml

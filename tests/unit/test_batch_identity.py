@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
+from collector.model import ProbeInfo
 from collector.mqtt.schema import Decoded, decode, to_decoded, validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, open_store
+from collector.store.store import open_store
 from netqos.config import IngestSettings, StoreSettings
 from probes.agent.queue import BatchQueue
 

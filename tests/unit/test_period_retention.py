@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from collector.core import SampleBatch, rollup
+from collector.model import SeriesKey
 from collector.store.periods import local_day_start, period_totals, tiers_present
-from collector.store.store import SeriesKey, open_store
+from collector.store.store import open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from netqos.config import StoreSettings
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import probes.agent
+from collector.model import ProbeInfo
 from collector.probe_schedules import ScheduleError, ScheduleService, parse_doc, probe_schedule, read_doc
-from collector.store.store import ProbeInfo
 from probes.agent.schedule import DataBudget, ScheduleRefused, parse_schedule, schedule_digest
 
 PID = "th-16021-p001"
