@@ -34,8 +34,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## make unit: the unit tests that need no service; a test that starts one anyway fails (it
+## belongs in tests/integration or needs the `services` marker)
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	NETQOS_TEST_NO_SERVICES=1 $(BIN)/pytest tests/unit -m "not services"
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/ingest.py --quick

@@ -411,3 +411,20 @@ def evaluate_absence(store: Store, rule: AbsenceRule, now_ms: int) -> list[Sampl
             Sample(dict(zip(rule.group_by, key, strict=True)), silent_s, silent_s >= rule.absent_for_s)
         )
     return out
+
+
+_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+
+
+def render(template: str, labels: dict[str, str], value: float | None) -> str:
+    """Fill `{label}` and `{value:.1f}`-style fields; no attribute access (rules are data, not code)."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, spec = m.group(1), m.group(2) or ""
+        v: Any = value if name == "value" else labels.get(name, m.group(0))
+        try:
+            return format(v, spec) if v is not None else ""
+        except (ValueError, TypeError):
+            return str(v)
+
+    return _FIELD_RE.sub(repl, template)

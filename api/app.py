@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -54,7 +55,7 @@ def create_app(
         # No call to the public validator service from the reader's browser either.
         swagger_ui_parameters={"validatorUrl": None},
         title="netqos",
-        version="0.1.0",
+        version=version("netqos"),  # pyproject.toml, the one source
         summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
         description=(
             "Every /api/v1 endpoint needs `Authorization: Bearer <token>` with a key from the "

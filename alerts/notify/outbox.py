@@ -243,3 +243,8 @@ class Dispatcher:
         )
         await asyncio.to_thread(self.outbox.failed, p, now_ms, now_ms + int(delay * 1000), error)
         return False
+
+
+def prune_in(conn: Connection, before_ms: int) -> None:
+    """Forget notifications no longer pending (delivered or given up) created before `before_ms`."""
+    conn.execute("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (before_ms,))

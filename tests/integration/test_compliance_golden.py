@@ -321,7 +321,7 @@ def roll_and_prune(store: Store) -> None:
     scope="module",
     params=[
         pytest.param("sqlite", id="sqlite-minutes"),
-        pytest.param("postgresql", id="postgresql-days", marks=pytest.mark.integration),
+        pytest.param("postgresql", id="postgresql-days", marks=pytest.mark.services),
     ],
 )
 def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alerts.engine import AlertEngine, render
+from alerts.engine import AlertEngine
 from alerts.rules import (
     AbsenceRule,
     RulesError,
@@ -20,6 +20,7 @@ from alerts.rules import (
     load_rules,
     parse_duration,
     parse_rules,
+    render,
 )
 from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
