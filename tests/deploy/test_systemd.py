@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from netqos.cli import build_parser
-from netqos.service import parse_roles
+from netqos.roles import parse_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
