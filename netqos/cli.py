@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--roles",
         metavar="LIST",
-        help="comma list of the parts this process runs: api, ingest, poller, alerts (default: all). "
+        help="comma list of the parts this process runs: api, ingest, poller, alerts, tiers (default: all). "
         "Without api, /healthz, /readyz and /metrics are served on api.health_port if set",
     )
     s.set_defaults(func=cmd_serve)

@@ -61,7 +61,7 @@ def test_netqos_roles_run_from_one_image_with_health_checks(compose: dict[str, A
     }
     assert (ROOT / "deploy/docker/Dockerfile").is_file()
     parser = build_parser()
-    assert parser.parse_args(svc["api"]["command"]).roles == "api,alerts"  # one alert engine per store
+    assert parser.parse_args(svc["api"]["command"]).roles == "api,alerts,tiers"  # leases: one of each
     poller = parser.parse_args(svc["poller"]["command"])
     assert (poller.roles, poller.shard) == ("poller", "0/1")
     assert svc["ingest"]["entrypoint"][-1].endswith("exec netqos ingest")

@@ -59,7 +59,7 @@ def test_exec_start_commands_parse_with_the_cli() -> None:
         seen[name] = args
         assert str(args.config) == "/etc/netqos/netqos.yaml"
     assert seen["netqos-api.service"].command == "serve"
-    assert parse_roles(seen["netqos-api.service"].roles) == {"api", "alerts"}
+    assert parse_roles(seen["netqos-api.service"].roles) == {"api", "alerts", "tiers"}
     assert seen["netqos-ingest@.service"].command == "ingest"
     poller = seen["netqos-poller@.service"]
     assert parse_roles(poller.roles) == {"poller"} and poller.shard == "1/3"
