@@ -19,10 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from collector.core import warm_up
+from collector.core.kernels import registered, warm_up
 from collector.mqtt.consumer import MqttConsumer
-from collector.mqtt.scan import warm_up as scan_warm_up
-from collector.snmp.ber import warm_up as ber_warm_up
 from collector.snmp.poller import Poller
 from collector.store.store import Store
 from netqos import memory
@@ -98,13 +96,12 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
-    # Compile (or load from numba's cache) every registered kernel now, off the loop: the
-    # first poll or message must not stall everything for seconds.
+    # Compile (or load from numba's cache) every registered kernel now, off the loop (the
+    # registry: collector/core/kernels.py): the first poll, message or query must not stall
+    # everything for seconds.
     started = time.perf_counter()
     await asyncio.to_thread(warm_up)
-    await asyncio.to_thread(ber_warm_up)
-    await asyncio.to_thread(scan_warm_up)
-    log.info("event=kernels_warm seconds=%.2f", time.perf_counter() - started)
+    log.info("event=kernels_warm kernels=%d seconds=%.2f", len(registered()), time.perf_counter() - started)
 
     broker = await ingest.start_broker(settings, roles)
     shared: Shared | None = None
