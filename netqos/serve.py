@@ -95,6 +95,7 @@ async def serve(
     (`freeze_startup_heap`).
     """
     stop = stop or asyncio.Event()
+    log.info("event=service_starting roles=%s", ",".join(sorted(roles)))
     memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
     # Compile (or load from numba's cache) every registered kernel now, off the loop (the
     # registry: collector/core/kernels.py): the first poll, message or query must not stall
