@@ -56,3 +56,30 @@ async def test_api_only_runs_without_any_broker(tmp_path: Path) -> None:
         60,
     )
     assert seen == [True]
+
+
+@pytest.mark.parametrize(
+    ("roles", "present", "absent"),
+    [
+        # API replicas do not roll tiers (any number may run); the roller is its own role.
+        ({"api"}, {"api", "flusher"}, {"tiers", "alerting", "mqtt-consumer", "snmp-poller"}),
+        ({"tiers", "alerts"}, {"tiers", "alerting", "flusher"}, {"mqtt-consumer", "probe-health"}),
+        # `netqos serve`: every role in one process, the roller included.
+        (set(ALL_ROLES), {"api", "tiers", "alerting", "mqtt-consumer", "probe-health"}, set()),
+    ],
+)
+async def test_each_role_runs_its_own_tasks(
+    tmp_path: Path, roles: set[str], present: set[str], absent: set[str]
+) -> None:
+    settings = _settings(tmp_path, mqtt={"embedded": {"port": free_port()}})
+    names: set[str] = set()
+
+    async def look_then_stop(ctx: ServiceContext) -> None:
+        await asyncio.sleep(0.2)
+        names.update(t.get_name() for t in asyncio.all_tasks())
+        ctx.stop.set()
+
+    await asyncio.wait_for(
+        serve(settings, roles=frozenset(roles), install_signals=False, extra_tasks=[look_then_stop]), 60
+    )
+    assert present <= names and not absent & names, names
