@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) warm
 	$(BIN)/netqos demo
 
-## make warm: compile every numba kernel into its cache (__pycache__) once, so neither the first
-## start of the service nor the first test that starts one spends tens of seconds compiling
+## make warm: compile every registered numba kernel (collector/core/kernels.py) into its cache
+## (__pycache__) once, so neither the first start of the service nor the first test that starts
+## one spends tens of seconds compiling
 warm: $(STAMP)
-	$(BIN)/python -c "from collector.core import warm_up; from collector.snmp.ber import warm_up as ber; from collector.mqtt.scan import warm_up as scan; warm_up(); ber(); scan()"
+	$(BIN)/python -m collector.core.kernels
 
 ## make test: installs what the tests need (Debian services included), then lint, types, the whole suite
 test: $(STAMP) system-deps lint typecheck warm

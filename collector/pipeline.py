@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
-from collector.core._jit import kernel
+from collector.core._jit import kernel, sample, zeros
 from collector.core.shares import ShareCounters, counter_metric, with_counters
 from collector.model import BatchKey, ProbeActivity, ProbeInfo, SeriesKey
 from collector.mqtt.scan import Scanned, Scanner
@@ -322,12 +322,6 @@ class IngestPipeline:
         self._series_refused: dict[str, tuple[int, int]] = {}
         self._probes: dict[str, ProbeInfo] = {}
         self.reload_probes()
-        # Compiled (or loaded from numba's cache) now, not in the first flush.
-        none = np.empty((0, len(METRIC_NAMES)), dtype=np.float64)
-        i64 = np.empty(0, dtype=np.int64)
-        _count_samples(none, i64, self._stream_series, i64)
-        _missing_series(none, i64, self._stream_series, np.zeros((0, len(METRIC_NAMES)), dtype=np.bool_))
-        _fill_samples(none, i64, self._stream_series, i64, i64, i64, np.empty(0, dtype=np.float64))
 
     # -- probe registry ----------------------------------------------------------
 
@@ -1068,6 +1062,12 @@ class IngestPipeline:
 # first-touch page faults) than the rollup itself.
 
 
+def _no_rows(dtype: type[np.generic] = np.float64) -> npt.NDArray[np.generic]:
+    """An empty (rows, metrics) table: the kernels' samples in the registry."""
+    return zeros(dtype, 0, len(METRIC_NAMES))
+
+
+@sample(lambda: (_no_rows(), zeros(np.int64), _no_rows(np.int64), zeros(np.int64)))
 @kernel
 def _count_samples(
     values: npt.NDArray[np.float64],
@@ -1092,6 +1092,7 @@ def _count_samples(
     return -1 if missing else total
 
 
+@sample(lambda: (_no_rows(), zeros(np.int64), _no_rows(np.int64), _no_rows(np.bool_)))
 @kernel
 def _missing_series(
     values: npt.NDArray[np.float64],
@@ -1107,6 +1108,7 @@ def _missing_series(
                 missing[s, c] = True
 
 
+@sample(lambda: (_no_rows(), zeros(np.int64), _no_rows(np.int64), *(zeros(np.int64),) * 3, zeros(np.float64)))
 @kernel
 def _fill_samples(
     values: npt.NDArray[np.float64],

@@ -119,7 +119,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from collector.snmp.profile import ProfileError
     from netqos.config import ConfigError, SnmpSettings
-    from netqos.service import ALL_ROLES, parse_roles, run_service
+    from netqos.roles import ALL_ROLES, parse_roles
+    from netqos.serve import serve
 
     roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
     settings = _settings(args.config)
@@ -133,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level, settings.log.format)
     warn_without_api_tokens(settings, roles)
     try:
-        asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+        asyncio.run(serve(settings, roles=roles, freeze_heap=True))
     except ProfileError as exc:  # a profile file changed between the check and the start
         print(f"netqos: profile error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -141,11 +142,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from netqos.service import run_service
+    from netqos.serve import serve
 
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
-    asyncio.run(run_service(settings, roles=frozenset({"ingest"}), freeze_heap=True))
+    asyncio.run(serve(settings, roles=frozenset({"ingest"}), freeze_heap=True))
     return 0
 
 
@@ -200,7 +201,7 @@ def _when_ms(text: str) -> int:
 def cmd_rollup(args: argparse.Namespace) -> int:
     from collector.store.store import open_store
     from collector.store.tiers import TierRoller
-    from netqos.service import tier_policy
+    from netqos.roles.tiers import tier_policy
 
     settings = _settings(args.config)
     store = open_store(settings.store)
@@ -558,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--roles",
         metavar="LIST",
-        help="comma list of the parts this process runs: api, ingest, poller, alerts (default: all). "
+        help="comma list of the parts this process runs: api, ingest, poller, alerts, tiers (default: all). "
         "Without api, /healthz, /readyz and /metrics are served on api.health_port if set",
     )
     s.set_defaults(func=cmd_serve)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,11 +288,22 @@ class TierRoller:
 
     # -- background job -----------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, roll_interval_s: float, retention_interval_s: float) -> None:
-        """Roll every `roll_interval_s` and prune every `retention_interval_s` until `stop`."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        roll_interval_s: float,
+        retention_interval_s: float,
+        turn: Callable[[], bool] | None = None,
+    ) -> None:
+        """Roll every `roll_interval_s` and prune every `retention_interval_s` until `stop`.
+
+        `turn` (blocking, run off the loop before every round) says whether this process may
+        work now: the `tiers` role passes its lease, so of several rollers one works."""
         last_prune = -float("inf")
         while not await wait_stop(stop, roll_interval_s):
             try:
+                if turn is not None and not await asyncio.to_thread(turn):
+                    continue
                 done = await asyncio.to_thread(self.roll)
                 if any(done.values()):
                     log.info("event=tiers_rolled %s", " ".join(f"windows_{t}s={n}" for t, n in done.items()))

@@ -31,7 +31,7 @@ from api.routers.ingest import token_sha256
 from collector.probe_schedules import parse_doc, probe_schedule
 from collector.store.store import ProbeInfo, open_store
 from netqos.config import Settings, StoreSettings
-from netqos.service import run_service
+from netqos.serve import serve
 from probes.agent.agent import ProbeAgent
 from probes.agent.config import config_from_dict
 from probes.agent.schedule import parse_schedule, schedule_digest
@@ -142,7 +142,7 @@ async def service(
         }
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(run_service(settings, stop=stop, install_signals=False))
+    task = asyncio.create_task(serve(settings, stop=stop, install_signals=False))
     try:
         async with httpx.AsyncClient(
             base_url=f"http://{LOOPBACK}:{api_port}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5
