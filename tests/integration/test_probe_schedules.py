@@ -28,8 +28,9 @@ import yaml
 
 import probes.agent
 from api.routers.ingest import token_sha256
+from collector.model import ProbeInfo
 from collector.probe_schedules import parse_doc, probe_schedule
-from collector.store.store import ProbeInfo, open_store
+from collector.store.store import open_store
 from netqos.config import Settings, StoreSettings
 from netqos.serve import serve
 from probes.agent.agent import ProbeAgent

@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from collector.core import SampleBatch, rollup
+from collector.model import SeriesKey
 from collector.store import leases
-from collector.store.store import SeriesKey, Store, open_store, window_start
+from collector.store.rollups import window_start
+from collector.store.store import Store, open_store
 from collector.store.tiers import DAY_MS
 from netqos.config import StoreSettings
 from netqos.roles.tiers import LEASE, RollerLease
