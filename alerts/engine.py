@@ -55,12 +55,12 @@ from alerts.rules import (
     evaluate_threshold,
     load_rules,
 )
+from alerts.settings import AlertSettings
 from alerts.silences import SilenceRepo
 from alerts.topology import Node, Topology
 from collector.store.db import Connection
 from collector.store.store import Store
-from netqos.aio import wait_stop
-from netqos.config import AlertSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

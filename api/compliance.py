@@ -36,7 +36,7 @@ from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
 from collector.core.shares import ShareCounters, counter_metric
 from collector.store.periods import period_totals, select_series, tiers_present
 from collector.store.store import Store
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 
 VN_TZ = timezone(timedelta(hours=7))
 PERIOD_PATTERN = r"^(20\d\d|2100)(?:-Q([1-4])|-(0[1-9]|1[0-2]))?$"

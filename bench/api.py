@@ -72,10 +72,11 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
+from api.settings import ApiKey
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up
 from collector.store.store import WINDOW_OFFSET_MS, ProbeInfo, SeriesKey, Store, _rows_of, window_start
 from collector.store.tiers import recompute_window
-from netqos.config import ApiKey, Settings
+from netqos.config import Settings
 
 METRICS = ("dl_bps", "ul_bps", "access_time_ms", "access_failed", "rsrp_dbm", "rtt_ms")
 # (low, high) of the per-day values drawn for each metric
@@ -449,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # would hide the `api` package.
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    from api import create_app
+    from api.app import create_app
 
     def log(msg: str) -> None:
         print(msg, flush=True)

@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from collector.core import RollupSet, SampleBatch, rollup, warm_up  # noqa: E402
+from collector.store.settings import StoreSettings  # noqa: E402
 from collector.store.store import SeriesKey, Store, _rows_of, open_store  # noqa: E402
-from netqos.config import StoreSettings  # noqa: E402
 from tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 T0 = 1_795_852_800_000

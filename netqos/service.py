@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 import yaml
 
-from api import create_app
+from api.app import create_app
 from api.compliance import Standards, share_counters
 from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofile, server_config
 from collector.core import warm_up
@@ -36,15 +36,18 @@ from collector.snmp.poller import Poller, PollSink
 from collector.store import audit
 from collector.store.devices import DeviceRepo
 from collector.store.feed import TsdbFeed
+from collector.store.settings import RollupSettings
 from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
 from collector.store.store import ProbeInfo, Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from collector.store.units import UnitRepo
 from collector.traps.receiver import TrapReceiver
-from netqos import memory
-from netqos.aio import freeze_startup_heap
-from netqos.config import ConfigError, RollupSettings, Settings, is_loopback
+from ground import memory
+from ground.aio import freeze_startup_heap
+from ground.errors import ConfigError
+from ground.net import is_loopback
+from netqos.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +235,7 @@ async def run_service(
     service's own (the command line), so its start-up objects are frozen (`freeze_startup_heap`).
     """
     stop = stop or asyncio.Event()
-    memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
+    memory.limit_arenas()  # before the threads below exist (see ground/memory.py)
     # Compile (or load from numba's cache) every kernel now, off the loop: the first poll or
     # message must not stall everything for seconds.
     started = time.perf_counter()
@@ -375,7 +378,7 @@ async def run_service(
         in_background(ctx.reload(), "reload")
 
     def on_sigusr1() -> None:
-        # Where the memory is, in the log (see netqos.memory.report); off the event loop.
+        # Where the memory is, in the log (see ground.memory.report); off the event loop.
         async def run() -> None:
             for line in await asyncio.to_thread(memory.report):
                 log.info("event=memory_report %s", line)

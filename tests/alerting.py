@@ -28,11 +28,11 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from alerts.settings import AlertSettings
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import ProbeInfo, Store
-from netqos.config import AlertSettings
 from tests.conftest import LOOPBACK, free_port, terminate
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from netqos.config import StoreSettings
+from collector.store.settings import StoreSettings
 
 if TYPE_CHECKING:
     from tests.postgres import PostgresServer

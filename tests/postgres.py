@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 
-from netqos.config import StoreSettings
+from collector.store.settings import StoreSettings
 from tests.conftest import LOOPBACK, free_port, terminate, wait_port
 
 SUPERUSER = "netqos"

@@ -27,9 +27,9 @@ import orjson
 
 from alerts.incidents import timeline_in
 from alerts.notify import metrics as m
+from alerts.settings import AlertSettings
 from collector.store.db import Connection
 from collector.store.store import Store
-from netqos.config import AlertSettings
 
 log = logging.getLogger(__name__)
 

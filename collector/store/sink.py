@@ -48,8 +48,8 @@ from influxdb_client.service.write_service import WriteService
 
 from collector.store import metrics as m
 from collector.store.lineproto import join_lines
+from collector.store.settings import TsdbSettings
 from collector.store.spool import Segment, Spool, SpoolError
-from netqos.config import TsdbSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import orjson
 
 from collector.core import RollupSet, decode_sketches, encode_sketches, merge_into
 from collector.store.db import Backend, Connection, StoreError, split_sql
+from collector.store.settings import StoreSettings
 from collector.store.sqlite import SQLiteBackend
-from netqos.config import StoreSettings
 
 __all__ = [
     "NOT_PENDING",

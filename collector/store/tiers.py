@@ -40,8 +40,8 @@ from collector.store.store import (
     rollups_from_rows,
     window_start,
 )
-from netqos import memory
-from netqos.aio import wait_stop
+from ground import memory
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

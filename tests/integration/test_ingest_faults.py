@@ -17,8 +17,8 @@ import aiomqtt
 import pytest
 import yaml
 
+from collector.store.settings import StoreSettings
 from collector.store.store import ProbeInfo, open_store
-from netqos.config import StoreSettings
 from tests.conftest import Broker, store_yaml
 
 pytestmark = pytest.mark.integration

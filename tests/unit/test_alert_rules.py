@@ -21,11 +21,11 @@ from alerts.rules import (
     parse_duration,
     parse_rules,
 )
+from collector.ingest_settings import IngestSettings
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.store import ProbeInfo, Store
 from netqos.cli import main
-from netqos.config import IngestSettings
 from tests.alerting import alert_settings
 
 T0 = 1_795_852_800_000  # a whole minute

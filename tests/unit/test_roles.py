@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import ConfigError
 from netqos.cli import main
-from netqos.config import ConfigError, Settings
+from netqos.config import Settings
 from netqos.service import ALL_ROLES, ServiceContext, free_port, parse_roles, port_is_free, run_service
 
 

@@ -6,6 +6,14 @@ import json
 import logging
 import sys
 import time
+from typing import Literal
+
+from ground.settings import Section
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "text"
 
 
 class JsonFormatter(logging.Formatter):
