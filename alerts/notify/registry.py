@@ -34,9 +34,9 @@ class ReceiverSettings(Section):
     """What every receiver has; a receiver's settings class adds `type: Literal["its-name"]`
     and its own keys (a typo in one is an error, as everywhere in the configuration)."""
 
-    type: str
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     send_resolved: bool = True
+    type: str  # after the common keys, where check-config has always printed it
 
 
 @dataclass(frozen=True)
