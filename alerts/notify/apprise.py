@@ -12,8 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 
 from alerts.notify import text
-from alerts.notify.outbox import DeliveryError
-from alerts.notify.registry import ReceiverSettings, register
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
 
 logging.getLogger("apprise").setLevel(logging.WARNING)
 

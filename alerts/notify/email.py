@@ -14,8 +14,7 @@ import aiosmtplib
 from pydantic import Field, SecretStr
 
 from alerts.notify import text
-from alerts.notify.outbox import DeliveryError
-from alerts.notify.registry import ReceiverSettings, register
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
 
 
 class EmailReceiverSettings(ReceiverSettings):

@@ -6,7 +6,9 @@ notifier (built from those settings; `name`, `timeout_s`, `async send(payload, d
 configuration (alerts/settings.py) validates each entry of `alerts.receivers` with the class
 registered for its `type`; make_receivers (alerts/notify/__init__.py) builds the notifiers
 with the same entry. The built-in receivers are imported on the first look-up, so reading a
-configuration without receivers imports none of them (apprise, SMTP, HTTP clients).
+configuration without receivers imports none of them (apprise, SMTP, HTTP clients), and a
+receiver's file needs nothing heavier than this module (DeliveryError is here, not in the
+outbox, so validating a configuration does not load the store).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ BUILTIN_MODULES = (
     "alerts.notify.alertmanager",
     "alerts.notify.apprise",
 )
+
+
+class DeliveryError(Exception):
+    """A receiver did not take a notification (the outbox retries it). The message never holds
+    a secret or a URL."""
 
 
 class ReceiverSettings(Section):

@@ -13,8 +13,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from alerts.notify.outbox import DeliveryError
-from alerts.notify.registry import ReceiverSettings, register
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
 
 # httpx logs every request's URL at INFO; a webhook URL may hold a token in its path or query.
 logging.getLogger("httpx").setLevel(logging.WARNING)

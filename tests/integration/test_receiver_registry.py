@@ -14,8 +14,8 @@ from pydantic import Field, SecretStr
 
 from alerts.engine import AlertEngine
 from alerts.notify import make_receivers
-from alerts.notify.outbox import DeliveryError, Dispatcher, Outbox, Receiver
-from alerts.notify.registry import ReceiverSettings, kinds, register
+from alerts.notify.outbox import Dispatcher, Outbox, Receiver
+from alerts.notify.registry import DeliveryError, ReceiverSettings, kinds, register
 from alerts.rules import parse_rules
 from ground.errors import ConfigError
 from netqos.config import load_settings, masked_dict
