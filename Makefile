@@ -29,8 +29,10 @@ test: $(STAMP) system-deps lint typecheck warm
 system-deps:
 	bash deploy/ci/install-system-deps.sh
 
+## make lint: ruff, and the import contracts between the layers ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -60,6 +60,7 @@ from alerts.rules import (
     load_rules,
     render,
 )
+from alerts.settings import AlertSettings
 from alerts.silences import SilenceRepo
 from alerts.states import (
     OK_STATES,
@@ -75,8 +76,7 @@ from alerts.states import (
 from alerts.topology import Node, Topology
 from collector.store.db import Connection
 from collector.store.store import Store
-from netqos.aio import wait_stop
-from netqos.config import AlertSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

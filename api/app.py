@@ -29,17 +29,17 @@ from api.routers import (
     topology,
     units,
 )
+from api.settings import ApiConfig
 from collector.pipeline import IngestPipeline
 from collector.store.store import Store
 from compliance.plan import Plan
 from compliance.profiles import Standards
-from netqos.config import Settings
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
 def create_app(
-    settings: Settings,
+    settings: ApiConfig,
     store: Store,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     pipeline: IngestPipeline | None = None,

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.limits import QueryGate
+from api.settings import ApiConfig
 from collector.store.store import Store
 from compliance.plan import Plan
 from compliance.profiles import Standards
-from netqos.config import Settings
 
 
 async def _store(request: Request) -> Store:
@@ -25,8 +25,8 @@ async def _store(request: Request) -> Store:
     return store
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+async def _settings(request: Request) -> ApiConfig:
+    settings: ApiConfig = request.app.state.settings
     return settings
 
 
@@ -46,7 +46,7 @@ async def _query_gate(request: Request) -> QueryGate:
 
 
 StoreDep = Annotated[Store, Depends(_store)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
+SettingsDep = Annotated[ApiConfig, Depends(_settings)]
 StandardsDep = Annotated[Standards, Depends(_standards)]
 PlanDep = Annotated[Plan, Depends(_plan)]
 QueryGateDep = Annotated[QueryGate, Depends(_query_gate)]

@@ -325,12 +325,13 @@ def onu_poll(agent: OnuAgent, max_repetitions: int) -> dict[str, float]:
     durations, rows and varbinds, and the time to write each poll's rows to SQLite."""
     from pydantic import SecretStr
 
+    from collector.ingest_settings import IngestSettings
     from collector.inventory import Credential, Device, Inventory
     from collector.pipeline import IngestPipeline
     from collector.snmp.poller import Poller, PollSink
+    from collector.snmp.settings import SnmpSettings
     from collector.store.devices import DeviceRepo
     from collector.store.store import Store
-    from netqos.config import IngestSettings, SnmpSettings
 
     async def run(tmp: Path) -> dict[str, float]:
         (tmp / "profiles").mkdir()

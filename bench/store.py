@@ -50,8 +50,8 @@ sys.path[:0] = [str(ROOT)]
 from collector.core import RollupSet, SampleBatch, rollup, warm_up  # noqa: E402
 from collector.model import SeriesKey  # noqa: E402
 from collector.store.rollups import rows_of  # noqa: E402
+from collector.store.settings import StoreSettings  # noqa: E402
 from collector.store.store import Store, open_store  # noqa: E402
-from netqos.config import StoreSettings  # noqa: E402
 from tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 T0 = 1_795_852_800_000

@@ -30,13 +30,13 @@ from collector import metrics as m
 from collector.core import RollupSet, SampleBatch, rollup
 from collector.core._jit import kernel, sample, zeros
 from collector.core.shares import ShareCounters, counter_metric, with_counters
+from collector.ingest_settings import IngestSettings
 from collector.model import BatchKey, ProbeActivity, ProbeInfo, SeriesKey
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, Rejection, to_decoded
 from collector.store.db import refuses_data
 from collector.store.store import Store
-from netqos.aio import wait_stop
-from netqos.config import IngestSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from collector.core.shares import ShareCounters
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 
 VN_TZ = timezone(timedelta(hours=7))
 PERIOD_PATTERN = r"^(20\d\d|2100)(?:-Q([1-4])|-(0[1-9]|1[0-2]))?$"

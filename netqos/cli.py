@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ground.logs import setup_logging
 from netqos import __version__
-from netqos.logs import setup_logging
 
 if TYPE_CHECKING:
     from collector.store import audit
@@ -118,7 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from collector.snmp.profile import ProfileError
-    from netqos.config import ConfigError, SnmpSettings
+    from collector.snmp.settings import SnmpSettings
+    from ground.errors import ConfigError
     from netqos.roles import ALL_ROLES, parse_roles
     from netqos.serve import serve
 
@@ -473,7 +474,7 @@ def cmd_probes_revoke(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
-    from netqos.config import ApiKey
+    from api.settings import ApiKey
     from netqos.demo import prepare_demo, run_demo
 
     settings = _settings(args.config)
@@ -726,8 +727,8 @@ def _known_error(exc: Exception) -> int | None:
     configuration or the store cannot have raised their errors, and importing them here
     would load what the lazy imports above avoid.
     """
-    config = sys.modules.get("netqos.config")
-    if config is not None and isinstance(exc, config.ConfigError):
+    errors = sys.modules.get("ground.errors")
+    if errors is not None and isinstance(exc, errors.ConfigError):
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
     db = sys.modules.get("collector.store.db")

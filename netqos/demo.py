@@ -20,9 +20,11 @@ from pathlib import Path
 import yaml
 
 from collector.store import audit
+from collector.store.settings import StoreSettings
 from collector.store.store import backend_of, open_store
-from netqos.aio import wait_stop
-from netqos.config import ConfigError, Settings, StoreSettings
+from ground.aio import wait_stop
+from ground.errors import ConfigError
+from netqos.config import Settings
 from netqos.serve import ServiceContext, serve
 from netqos.service import free_port, import_unit_files, port_is_free
 from probes.simulate import SimProbe, build_fleet, run_fleet

@@ -23,8 +23,8 @@ from collector.core.kernels import registered, warm_up
 from collector.mqtt.consumer import MqttConsumer
 from collector.snmp.poller import Poller
 from collector.store.store import Store
-from netqos import memory
-from netqos.aio import freeze_startup_heap
+from ground import memory
+from ground.aio import freeze_startup_heap
 from netqos.config import Settings
 from netqos.roles import ALL_ROLES, Check, Role, alerts, api, ingest, poller, tiers
 from netqos.roles.shared import Shared, open_shared
@@ -96,7 +96,7 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     log.info("event=service_starting roles=%s", ",".join(sorted(roles)))
-    memory.limit_arenas()  # before the threads below exist (see netqos/memory.py)
+    memory.limit_arenas()  # before the threads below exist (see ground/memory.py)
     # Compile (or load from numba's cache) every registered kernel now, off the loop (the
     # registry: collector/core/kernels.py): the first poll, message or query must not stall
     # everything for seconds.
@@ -171,7 +171,7 @@ def _install_signals(
         in_background(ctx.reload(), "reload")
 
     def on_sigusr1() -> None:
-        # Where the memory is, in the log (see netqos.memory.report); off the event loop.
+        # Where the memory is, in the log (see ground.memory.report); off the event loop.
         async def run() -> None:
             for line in await asyncio.to_thread(memory.report):
                 log.info("event=memory_report %s", line)

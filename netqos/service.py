@@ -21,7 +21,8 @@ from collector.model import ProbeInfo
 from collector.store import audit
 from collector.store.store import Store
 from collector.store.units import UnitRepo
-from netqos.config import ConfigError, is_loopback
+from ground.errors import ConfigError
+from ground.net import is_loopback
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,14 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from alerts.settings import AlertSettings
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.model import ProbeInfo
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
-from netqos.config import AlertSettings
-from tests.services import LOOPBACK, ManagedProcess, binary, free_port
+from tests.conftest import LOOPBACK, free_port
+from tests.services import ManagedProcess, binary
 
 
 @dataclass

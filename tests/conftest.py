@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from netqos.config import StoreSettings
+from collector.store.settings import StoreSettings
 from tests.services import LOOPBACK, ManagedProcess, accepts, binary, free_port, terminate, wait_port
 
 if TYPE_CHECKING:

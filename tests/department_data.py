@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
+from api.settings import ApiKey
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device
 from collector.inventory.units import CommuneUnit, VillageUnit
 from collector.model import ProbeInfo
@@ -21,7 +23,7 @@ from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
 from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
-from netqos.config import ApiKey, IngestSettings, Settings
+from netqos.config import Settings
 
 A, B = "16021", "15301"
 ADMIN, VIEWER, VIETTEL, VNPT = (

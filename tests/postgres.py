@@ -34,8 +34,9 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 
-from netqos.config import StoreSettings
-from tests.services import LOOPBACK, ManagedProcess, free_port
+from collector.store.settings import StoreSettings
+from tests.conftest import LOOPBACK, free_port
+from tests.services import ManagedProcess
 
 SUPERUSER = "netqos"
 INSTALL_HINT = "run `make test` or `bash deploy/ci/install-system-deps.sh` (apt-get install postgresql)"

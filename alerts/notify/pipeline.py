@@ -32,10 +32,10 @@ import orjson
 
 from alerts.incidents import Incident, timeline_in
 from alerts.notify import metrics as m
+from alerts.settings import AlertSettings, InhibitRuleSettings, RouteSettings
 from alerts.silences import Silence
-from collector.matchers import Matcher, all_match, parse_matchers
 from collector.store.db import Connection
-from netqos.config import AlertSettings, InhibitRuleSettings, RouteSettings
+from ground.matchers import Matcher, all_match, parse_matchers
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,13 @@ from typing import Protocol
 import aiomqtt
 
 from collector import metrics as m
+from collector.ingest_settings import IngestSettings
 from collector.mqtt.lean import LeanClient, LeanMqttError
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, Rejection, decode, probe_id_of_topic
+from collector.mqtt.settings import MqttSettings
 from collector.pipeline import BatchRefused, IngestPipeline
-from netqos.aio import wait_stop
-from netqos.config import IngestSettings, MqttSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

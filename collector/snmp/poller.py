@@ -47,11 +47,11 @@ from collector.snmp.profile import (
     Table,
     unknown_profiles,
 )
+from collector.snmp.settings import SnmpSettings
 from collector.snmp.state import Reachability, uptime_verdict
 from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
-from netqos.aio import wait_stop
-from netqos.config import SnmpSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

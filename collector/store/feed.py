@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from collector.core import RollupSet, quantiles
 from collector.store.lineproto import escape_key, render_fields, render_samples, series_prefix
+from collector.store.settings import TsdbSettings
 from collector.store.sink import TsdbSink
-from netqos.aio import wait_stop
-from netqos.config import TsdbSettings
+from ground.aio import wait_stop
 
 if TYPE_CHECKING:  # the pipeline calls this module, never the other way round
     from collector.pipeline import StoredFlush

@@ -20,7 +20,7 @@ from influxdb_client import InfluxDBClient  # type: ignore[attr-defined]
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
-from netqos.config import TsdbSettings
+from collector.store.settings import TsdbSettings
 
 __all__ = [
     "GZIP_LEVEL",

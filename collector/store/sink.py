@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from collector.store import metrics as m
 from collector.store.influx import InfluxWriter, WriteError, Writer, gunzip_body, gzip_body, redacted_url
 from collector.store.lineproto import join_lines
+from collector.store.settings import TsdbSettings
 from collector.store.spool import Segment, Spool, SpoolError
-from netqos.config import TsdbSettings
 
 log = logging.getLogger(__name__)
 

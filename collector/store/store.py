@@ -22,8 +22,8 @@ from collector.store.db import Backend, Connection, StoreError
 from collector.store.probes import BatchLog, ProbeRepo
 from collector.store.rollups import TIERS, RollupRepo, SeriesSelection
 from collector.store.series import SeriesRepo
+from collector.store.settings import StoreSettings
 from collector.store.sqlite import SQLiteBackend
-from netqos.config import StoreSettings
 
 __all__ = ["Store", "StoreError", "backend_of", "open_store"]
 

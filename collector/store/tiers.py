@@ -35,8 +35,8 @@ from collector.core import merge
 from collector.store.db import Connection
 from collector.store.rollups import ROLLUP_COLUMNS, TIERS, WINDOW_OFFSET_MS, rollups_from_rows, window_start
 from collector.store.store import Store
-from netqos import memory
-from netqos.aio import wait_stop
+from ground import memory
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

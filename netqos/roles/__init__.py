@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 
 ALL_ROLES = frozenset({"ingest", "poller", "api", "alerts", "tiers"})
 

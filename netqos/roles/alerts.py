@@ -6,7 +6,7 @@ evaluates and delivers while the others stand by.
 
 from __future__ import annotations
 
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 from netqos.roles import Role
 from netqos.roles.shared import Shared
 

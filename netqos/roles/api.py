@@ -13,11 +13,12 @@ import logging
 
 import uvicorn
 
-from api import create_app
+from api.app import create_app
 from api.server import SPARE_FDS, connections_within, quiet_repeats, raise_nofile, server_config
 from collector.probe_schedules import ScheduleError, ScheduleService
 from collector.store.store import Store
-from netqos.config import ConfigError, Settings
+from ground.errors import ConfigError
+from netqos.config import Settings
 from netqos.roles import Check, Reloader, Role, Task
 from netqos.roles.shared import Shared
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from collector.mqtt.consumer import MqttConsumer
 from collector.probe_health import ProbeHealthMonitor
-from netqos.config import ConfigError, Settings
+from ground.errors import ConfigError
+from netqos.config import Settings
 from netqos.roles import ALL_ROLES, Role
 from netqos.roles.shared import Shared
 from netqos.service import port_is_free, start_embedded_broker

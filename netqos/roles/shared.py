@@ -18,7 +18,8 @@ from collector.store.sink import TsdbSink
 from collector.store.spool import SpoolError
 from collector.store.store import Store, open_store
 from compliance.profiles import Standards, share_counters
-from netqos.config import ConfigError, Settings
+from ground.errors import ConfigError
+from netqos.config import Settings
 from netqos.roles import Role
 from netqos.service import import_unit_files, load_probe_file
 

@@ -14,9 +14,9 @@ import logging
 import time
 
 from collector.store import leases
+from collector.store.settings import RollupSettings
 from collector.store.store import Store
 from collector.store.tiers import TierPolicy, TierRoller
-from netqos.config import RollupSettings
 from netqos.roles import Role
 from netqos.roles.shared import Shared
 

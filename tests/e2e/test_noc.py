@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from alerts.incidents import add_symptom_in, open_in
-from api import create_app
+from api.app import create_app
 from collector.events import StateChange
+from collector.ingest_settings import IngestSettings
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.sqlite import SQLiteStore
-from netqos.config import IngestSettings
 from tests.department_data import VIEWER, seed, settings_with_keys
 from tests.e2e.test_page import _measure, headless
 from tests.live_api import serve

@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
 from collector.core import keys_of
+from collector.ingest_settings import IngestSettings
 from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import IngestPipeline
@@ -36,7 +37,6 @@ from collector.store.sqlite import SQLiteStore
 from collector.store.store import Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
 from compliance.profiles import Standards, share_counters
-from netqos.config import IngestSettings
 from tests.department_data import VIEWER, auth, settings_with_keys
 
 T0 = int(datetime(2025, 7, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)

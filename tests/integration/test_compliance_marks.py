@@ -20,15 +20,15 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
 from collector.core import SampleBatch, rollup
 from collector.core.shares import ShareCounters
+from collector.ingest_settings import IngestSettings
 from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from compliance.report import NOT_CHECKED_VI
-from netqos.config import IngestSettings
 from tests.department_data import T0, VIEWER, A, B, auth, seed, settings_with_keys
 from tests.marks_data import APPROX_SHARE, seed_approximate_share
 

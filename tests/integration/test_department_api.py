@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
 from tests.department_data import ADMIN, VIETTEL, VIEWER, VNPT, A, B, auth, seed, settings_with_keys
 
@@ -431,9 +431,9 @@ def test_https_ingest_is_rate_limited_per_probe(tmp_path: Path) -> None:
     import time as _time
 
     from api.routers.ingest import token_sha256
+    from collector.ingest_settings import IngestSettings
     from collector.model import ProbeInfo
     from collector.pipeline import IngestPipeline
-    from netqos.config import IngestSettings
 
     store = SQLiteStore(tmp_path / "ingest.db")
     store.register_probes([ProbeInfo("p-1", commune=A), ProbeInfo("p-2", commune=A)])

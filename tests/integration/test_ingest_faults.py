@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from collector.model import ProbeInfo
+from collector.store.settings import StoreSettings
 from collector.store.store import open_store
-from netqos.config import StoreSettings
 from tests.conftest import Broker, store_yaml
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from api import create_app
+from api.app import create_app
 from collector.probe_schedules import ScheduleService
 from collector.store.sqlite import SQLiteStore
 from tests.department_data import ADMIN, seed, settings_with_keys

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
 from collector.core import SampleBatch, rollup
 from collector.model import SeriesKey
 from collector.store.store import Store

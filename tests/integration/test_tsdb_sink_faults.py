@@ -22,9 +22,9 @@ import pytest
 from pydantic import SecretStr
 
 from collector.store.influx import parse_retry_after
+from collector.store.settings import TsdbSettings
 from collector.store.sink import TsdbSink
 from collector.store.spool import Spool
-from netqos.config import TsdbSettings
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from openpyxl.cell.cell import Cell
 from openpyxl.worksheet.worksheet import Worksheet
 
-from api import create_app
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
 from compliance.report import NOT_CHECKED_VI
 from tests.department_data import ADMIN, VIEWER, auth, seed, settings_with_keys

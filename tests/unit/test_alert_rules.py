@@ -22,12 +22,12 @@ from alerts.rules import (
     parse_rules,
     render,
 )
+from collector.ingest_settings import IngestSettings
 from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.store import Store
 from netqos.cli import main
-from netqos.config import IngestSettings
 from tests.alerting import alert_settings
 
 T0 = 1_795_852_800_000  # a whole minute

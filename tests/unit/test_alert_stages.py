@@ -37,13 +37,14 @@ from alerts.notify.pipeline import (
     Route,
 )
 from alerts.rules import builtin_kinds, parse_rules
+from alerts.settings import InhibitRuleSettings
 from alerts.silences import Silence
 from alerts.states import EntityState, Tracked, Verdict, load_in, persist_in, track, verdicts_of
 from alerts.topology import Node, Topology
-from collector.matchers import parse_matchers
 from collector.store.db import Connection
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, open_store
-from netqos.config import InhibitRuleSettings, StoreSettings
+from ground.matchers import parse_matchers
 
 RULES = parse_rules(
     """

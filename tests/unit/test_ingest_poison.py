@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.ingest_settings import IngestSettings
 from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import METRIC_NAMES, Decoded, Rejection
 from collector.pipeline import BatchRefused, IngestPipeline
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, StoreError, open_store
-from netqos.config import IngestSettings, StoreSettings
 
 T0 = 1_795_852_800_000  # 2026-11-28 00:00 UTC, a window start
 NAN = float("nan")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from compliance.plan import Plan
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 
 
 def test_the_coverage_kpis_state_their_method_and_mark_the_floors_ours() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import ConfigError
 from netqos.cli import main
-from netqos.config import ConfigError, Settings
+from netqos.config import Settings
 from netqos.roles import ALL_ROLES, parse_roles
 from netqos.serve import ServiceContext, serve
 from netqos.service import free_port, port_is_free

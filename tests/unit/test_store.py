@@ -12,13 +12,15 @@ import orjson
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
+from collector.ingest_settings import IngestSettings
 from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import MeasurementBatch, to_decoded, validate_batch
 from collector.pipeline import IngestPipeline, SeqWindow
 from collector.store.devices import DeviceRepo
 from collector.store.postgres import to_pg
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, StoreError, open_store
-from netqos.config import ConfigError, IngestSettings, StoreSettings
+from ground.errors import ConfigError
 from netqos.service import load_probe_file
 
 

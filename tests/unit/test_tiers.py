@@ -16,10 +16,10 @@ from collector.core import RollupSet, SampleBatch, merge, quantiles, rollup
 from collector.model import SeriesKey
 from collector.store.periods import period_totals, tiers_present
 from collector.store.rollups import window_index, window_start
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
-from netqos.config import StoreSettings
 
 T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: 2026-11-28 00:00 in Vietnam, where 1-day windows start
 HOUR = 3_600_000
