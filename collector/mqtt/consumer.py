@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
