@@ -143,23 +143,23 @@ class SeriesRegistry:
     # -- probe streams --------------------------------------------------------------------
 
     def streams_of(self, probe_id: str, keys: list[tuple[str, str, str]]) -> list[int]:
-        """Stream numbers of a probe's (target, technology, operator) keys, new ones created.
+        """Stream numbers of a probe's distinct (target, technology, operator) keys, new ones
+        created.
 
         Raises BatchRefused (too_many_series), changing nothing, when the new ones would take
         the probe beyond `max_new_label_sets_per_probe_hour` this clock hour."""
         streams = self._stream_of.get(probe_id)
         if streams is None:
             streams = self._stream_of[probe_id] = {}
-        new = sum(1 for key in keys if key not in streams)
-        if new:
-            self._spend_label_sets(probe_id, new)
-        ids: list[int] = []
-        for key in keys:
-            sid = streams.get(key)
-            if sid is None:
-                sid = streams[key] = len(self._streams)
+        # Every message comes here: the common case (all its streams known) is one lookup each.
+        ids = [streams.get(key, -1) for key in keys]
+        if -1 not in ids:
+            return ids
+        self._spend_label_sets(probe_id, ids.count(-1))  # `keys` are distinct
+        for i, key in enumerate(keys):
+            if ids[i] < 0:
+                ids[i] = streams[key] = len(self._streams)
                 self._streams.append((probe_id, *key))
-            ids.append(sid)
         return ids
 
     def _spend_label_sets(self, probe_id: str, new: int) -> None:

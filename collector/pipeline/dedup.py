@@ -74,13 +74,20 @@ class SeqWindow:
 def digest(got: Scanned | Decoded, buf: Buffer) -> str:
     """The content digest of a batch: its rows' timestamps, values and keys, as the buffer
     holds them (so the scanner's and the decoder's form of a batch give the same). A
-    scanned batch is read from the buffer's free rows it was scanned into."""
+    scanned batch is read from the buffer's free rows it was scanned into.
+
+    Hashed are: ts as int64, values as float64 (rows x metrics), each row's key as the
+    int32 index of its key among the batch's distinct keys in order of first appearance,
+    then the repr of that list of keys. Every batch without an instance id is digested on
+    intake, so the columns are handed to the hash as they are (no copies) and the repr of
+    a key list is remembered (a probe sends the same few keys again and again)."""
     h = hashlib.blake2b(digest_size=16)
     if isinstance(got, Scanned):
         a, b = got.pos, got.pos + got.rows
-        h.update(buf.meas_ts[a:b].tobytes())
-        h.update(buf.meas_values[a:b].tobytes())
-        h.update((buf.meas_key[a:b] - got.key_base).astype(np.int32).tobytes())
+        h.update(buf.meas_ts[a:b].data)  # `.data`: the slice's memory, not a copy of it
+        h.update(buf.meas_values[a:b].data)
+        rel = buf.meas_key[a:b]
+        h.update((np.subtract(rel, got.key_base, dtype=np.int32) if got.key_base else rel).data)
         keys = got.keys
     else:
         h.update(np.asarray(got.ts, dtype=np.int64).tobytes())
@@ -88,8 +95,22 @@ def digest(got: Scanned | Decoded, buf: Buffer) -> str:
         index = {k: i for i, k in enumerate(dict.fromkeys(got.keys))}
         h.update(np.asarray([index[k] for k in got.keys], dtype=np.int32).tobytes())
         keys = list(index)
-    h.update(repr(keys).encode())
+    h.update(_keys_repr(keys))
     return h.hexdigest()
+
+
+_KEYS_REPR: dict[tuple[tuple[str, str, str], ...], bytes] = {}
+_KEYS_REPR_MAX = 65_536  # bounded: keys are whatever probes send
+
+
+def _keys_repr(keys: list[tuple[str, str, str]]) -> bytes:
+    t = tuple(keys)
+    r = _KEYS_REPR.get(t)
+    if r is None:
+        if len(_KEYS_REPR) >= _KEYS_REPR_MAX:
+            _KEYS_REPR.clear()
+        r = _KEYS_REPR[t] = repr(keys).encode()
+    return r
 
 
 class DedupWindow:

@@ -95,6 +95,7 @@ class IngestPipeline:
         self._buf = Buffer(min(settings.flush_max_samples + settings.max_measurements_per_message, 1 << 20))
         self._spare: Buffer | None = None  # a flushed buffer, emptied, to be the next one
         self._scanner = Scanner()
+        self._per_row = 1.0  # samples per probe row in the last flush (the flusher's figure)
         self._flush_lock = asyncio.Lock()
         self._flush_soon = asyncio.Event()
         self._background: asyncio.Future[int] | None = None  # see make_room
@@ -120,7 +121,7 @@ class IngestPipeline:
         """Samples waiting for the next flush (probe rows counted at the last flush's
         samples per row: exact counting would cost a pass over every row on intake)."""
         buf = self._buf
-        return round(buf.rows * self._flusher.per_row) + len(buf.value)
+        return round(buf.rows * self._per_row) + len(buf.value)
 
     def offer(
         self,
@@ -156,7 +157,7 @@ class IngestPipeline:
             if isinstance(result, Rejection):
                 return result
             got = result
-        if self.is_duplicate(got):
+        if self.dedup.is_duplicate(got, self._buf):
             m.MESSAGES_DUPLICATE.inc()
             return Duplicate(got.probe_id, got.seq)
         try:
@@ -338,12 +339,14 @@ class IngestPipeline:
             try:
                 stored, refused = await asyncio.to_thread(self._flusher.store_buffer, buf, self._probes)
             except Exception:
+                self._per_row = self._flusher.per_row
                 # Keep the samples: the next flush tries again with them in front.
                 m.FLUSH_FAILURES.inc()
                 log.exception("event=flush_failed rows=%d action=retry_next_flush", len(buf))
                 self._buf.extend(buf)
                 m.HOT.buffered = self.buffered
                 return 0
+            self._per_row = self._flusher.per_row
             done_ms = time.time() * 1000
             m.FLUSH_SECONDS.observe(time.perf_counter() - started)
             m.FLUSH_SAMPLES.observe(stored)
