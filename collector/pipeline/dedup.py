@@ -86,8 +86,11 @@ def digest(got: Scanned | Decoded, buf: Buffer) -> str:
         a, b = got.pos, got.pos + got.rows
         h.update(buf.meas_ts[a:b].data)  # `.data`: the slice's memory, not a copy of it
         h.update(buf.meas_values[a:b].data)
-        rel = buf.meas_key[a:b]
-        h.update((np.subtract(rel, got.key_base, dtype=np.int32) if got.key_base else rel).data)
+        if got.rows == 1:  # its key is the batch's first: index 0 (the common single message)
+            h.update(_ZERO_I32)
+        else:
+            rel = buf.meas_key[a:b]
+            h.update((np.subtract(rel, got.key_base, dtype=np.int32) if got.key_base else rel).data)
         keys = got.keys
     else:
         h.update(np.asarray(got.ts, dtype=np.int64).tobytes())
@@ -99,6 +102,7 @@ def digest(got: Scanned | Decoded, buf: Buffer) -> str:
     return h.hexdigest()
 
 
+_ZERO_I32 = np.zeros(1, dtype=np.int32).tobytes()
 _KEYS_REPR: dict[tuple[tuple[str, str, str], ...], bytes] = {}
 _KEYS_REPR_MAX = 65_536  # bounded: keys are whatever probes send
 
