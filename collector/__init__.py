@@ -1,1 +1,1 @@
-"""Collection rooms: mqtt/ (probe batches), core/ (numba rollups), store/ (SQLite), pipeline/ (ingest), series.py."""
+"""Collection rooms: mqtt/ (probe batches), core/ (numba rollups), store/, pipeline/ (ingest), series.py."""
