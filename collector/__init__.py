@@ -6,7 +6,8 @@
   row states); ``traps/``: the trap receiver (v2c, SNMPv3 USM);
 * ``inventory/``: devices, named credentials and sharding; administrative units;
 * ``core/``: the numba kernels (sketches, rollups, signals, availability, share counters);
-* ``pipeline.py``: the ingest buffer, batch de-duplication and flushes into the store;
+* ``pipeline/``: the ingest front door (``offer``), its buffer, batch de-duplication and flushes
+  into the store; ``series.py``: the series registry shared by the pipeline, poller and sink feed;
 * ``store/``: the store on SQLite or PostgreSQL (migrations, series, rollups and their
   tiers, devices, probes, reports, audit, backups) and the time-series sink;
 * ``events.py``: StateChange, the contract for up/down transitions between rooms;

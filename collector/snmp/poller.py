@@ -764,7 +764,7 @@ class Poller:
                 labels = rt.device.labels() | {t.row_label: names[i]}
                 if parts:
                     labels |= {k: str(v) for k, v in parts[i].items()}
-                li = rt.series[key] = self.pipeline.series_index(
+                li = rt.series[key] = self.pipeline.series.index(
                     SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
                 )
             idx[j] = li
@@ -779,7 +779,7 @@ class Poller:
         li = rt.series.get(key)
         if li is None:
             sk = SeriesKey.of("device_up", rt.device.id, rt.device.labels())
-            li = rt.series[key] = self.pipeline.series_index(sk)
+            li = rt.series[key] = self.pipeline.series.index(sk)
         value = 1.0 if rt.reach.state == "up" else 0.0
         self.pipeline.accept_samples(np.array([li], dtype=np.int64), ts_ms, np.array([value]))
 

@@ -295,7 +295,7 @@ def ingest(
                     "site": f"s{case.commune}",
                 },
             )
-            local = np.array([pipe.series_index(key, 60.0)], dtype=np.int64)
+            local = np.array([pipe.series.index(key, 60.0)], dtype=np.int64)
             for i, v in enumerate(_expand(runs)):
                 pipe.accept_samples(local, t0 + i * 1000, np.array([v]))
     asyncio.run(pipe.flush())

@@ -97,8 +97,8 @@ def test_batches_the_store_refuses_are_dead_lettered_and_the_rest_stored_once(
     accept("p2/0", decoded("p2", 0, "b", [4.0, 5.0, 6.0, 7.0]))
     accept("p0/1", decoded("p0", 1, "c", [0.5]))
     # Samples of another source (an SNMP poll): one series fine, one the store refuses.
-    ok = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "ok"}), 30)
-    bad = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "\udfff"}), 30)
+    ok = pipe.series.index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "ok"}), 30)
+    bad = pipe.series.index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "\udfff"}), 30)
     pipe.accept_samples(np.array([ok, bad]), T0, np.array([42.0, 43.0]))
 
     stored = asyncio.run(pipe.flush())
@@ -249,7 +249,7 @@ def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows
     store.register_probes([ProbeInfo("p0"), ProbeInfo("p1")])
     pipe = IngestPipeline(store, IngestSettings(max_new_label_sets_per_probe_hour=3))
     hour = 1_795_852_800  # a clock hour's first second (s)
-    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 10.0)
+    monkeypatch.setattr("collector.series.time.time", lambda: hour + 10.0)
 
     def targets(probe: str, seq: int, names: list[str]) -> Decoded:
         b = decoded(probe, seq, names[0], [1.0] * len(names))
@@ -287,7 +287,7 @@ def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows
         assert listed["p1"]["series_refused_total"] == 0
         assert c.get("/api/v1/probes/p0", headers=auth).json()["series_refused_total"] == 1
 
-    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 3600.0)  # the next hour
+    monkeypatch.setattr("collector.series.time.time", lambda: hour + 3600.0)  # the next hour
     assert pipe.accept(targets("p0", 3, ["d", "e", "f"])) == 3
     with pytest.raises(BatchRefused):
         pipe.accept(targets("p0", 4, ["g"]))
