@@ -72,7 +72,7 @@ from collector.core import (SampleBatch, availability, counter_rates, decode_ske
 from collector.core.shares import with_counters
 from collector.events import StateChange
 from collector.mqtt.scan import N_METRICS, Scanner
-from collector.pipeline import _count_samples, _fill_samples, _missing_series
+from collector.pipeline.expand import _count_samples, _fill_samples, _missing_series
 from collector.snmp.ber import Columns, TimeTicks, decode_response_columnar, encode_response
 
 batch = SampleBatch(np.array([1, 1, 2], dtype=np.int32), np.array([0, 1, -1], dtype=np.int64),
