@@ -200,6 +200,8 @@ def test_a_hand_edit_must_raise_the_version(tmp_path: Path) -> None:
 
 
 def test_agent_version_is_the_distribution_version() -> None:
-    text = (Path(probes.agent.__file__).parent / "pyproject.toml").read_text()
+    # One version source: the repository's pyproject.toml (the agent's wheel takes it from the
+    # VERSION file its build writes); the agent's own constant must say the same.
+    text = (Path(probes.agent.__file__).parents[2] / "pyproject.toml").read_text()
     (version,) = re.findall(r'^version = "([^"]+)"', text, flags=re.M)
     assert probes.agent.__version__ == version
