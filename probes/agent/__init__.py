@@ -21,4 +21,5 @@ Packaged alone as ``netqos-probe`` (pyproject.toml in this directory; docs/probe
 See docs/probe-agent.md.
 """
 
-__version__ = "0.1.0"  # keep equal to the repository's pyproject.toml (tests/unit/test_probe_schedule.py checks it)
+# Keep equal to the repository's pyproject.toml (tests/unit/test_probe_schedule.py checks it).
+__version__ = "0.1.0"
