@@ -75,6 +75,11 @@ class ProbeOut(BaseModel):
         " probe with other content (the probe restarted its seq): stored, not dropped",
     )
     seq_conflict_last_ms: int | None = Field(None, description="when the last seq conflict came")
+    revoked_ms: int | None = Field(
+        None,
+        description="when `netqos probes revoke` took its credentials (its schedule and agent report"
+        " are then cleared); null: not revoked",
+    )
     # -- the agent's own report (retained <prefix>/<id>/agent, or POST /api/v1/probe/status) --
     agent_version: str | None = Field(None, description="netqos-probe version the agent reported")
     agent_report_ms: int | None = Field(None, description="when the server got the agent's last report")

@@ -63,6 +63,7 @@ class ProbeInfo:
     series_refused_last_ms: int | None = None
     seq_conflicts_total: int = 0  # batches stored although their seq repeated (no instance id)
     seq_conflict_last_ms: int | None = None
+    revoked_ms: int | None = None  # when `netqos probes revoke` took its credentials (None: not revoked)
 
 
 @dataclass(slots=True)

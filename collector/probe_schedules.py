@@ -21,8 +21,14 @@ retained on ``<prefix>/<probe_id>/schedule`` and served over HTTPS to the probe'
 
 Agents report, retained on ``<prefix>/<probe_id>/agent`` (or over HTTPS), the version they
 run, the one they refused and why, their data use and queue depth: ``AgentReports`` keeps
-the latest of each probe for the fleet view. The reports are retained, so a restarted server
-has them back as soon as it subscribes.
+the latest of each probe for the fleet view. The MQTT reports are retained, so a restarted
+server has them back as soon as it subscribes; the HTTPS ones are kept in the store
+(``probe_agent_reports``) and loaded at start. A retained report older (by the agent's own
+``ts``) than the one loaded does not replace it: the probe reported over HTTPS since.
+
+A revoked probe (``probes.revoked_ms``, set by ``netqos probes revoke``) gets no schedule:
+the service clears its retained schedule and agent topics (empty retained payloads, with the
+netqos-ingest account, which the production ACL lets write both) and forgets its report.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiomqtt
 import orjson
@@ -53,6 +59,9 @@ from probes.agent.schedule import (
     schedule_digest,
     validate_tests,
 )
+
+if TYPE_CHECKING:
+    from collector.store.probes import ProbeRepo
 
 log = logging.getLogger(__name__)
 
@@ -321,18 +330,40 @@ class AgentReports:
     latest: dict[str, AgentReport] = field(default_factory=dict)
     bad: int = 0
 
-    def take(self, probe_id: str, payload: bytes, *, via: str) -> AgentReport | None:
-        """Keep a report (logging refusals, which are the department's to act on); None if unusable."""
+    def take(
+        self,
+        probe_id: str,
+        payload: bytes,
+        *,
+        via: str,
+        retained: bool = False,
+        received_ms: int | None = None,
+    ) -> AgentReport | None:
+        """Keep a report (logging refusals, which are the department's to act on); None if unusable.
+
+        `retained`: a message the broker kept (delivered on subscribe), not a live one: it does
+        not replace a report the agent stamped later (one loaded from the store, sent over HTTPS).
+        `received_ms`: when it came (default now; the stored time for a loaded report).
+        """
         if not payload:
             self.latest.pop(probe_id, None)  # the retained report was cleared (probe revoked)
             return None
+        now_ms = int(time.time() * 1000) if received_ms is None else received_ms
         try:
-            report = parse_report(payload, probe_id, via=via, now_ms=int(time.time() * 1000))
+            report = parse_report(payload, probe_id, via=via, now_ms=now_ms)
         except ValueError as exc:
             self.bad += 1
             log.warning("event=probe_report_bad probe_id=%s via=%s error=%r", probe_id, via, str(exc))
             return None
         old = self.latest.get(probe_id)
+        if (
+            retained
+            and old is not None
+            and old.ts_ms is not None
+            and report.ts_ms is not None
+            and report.ts_ms < old.ts_ms
+        ):
+            return report  # valid but older than what is kept
         if report.refused_version is not None and (
             old is None
             or (old.refused_version, old.refused_reason) != (report.refused_version, report.refused_reason)
@@ -370,7 +401,9 @@ class ScheduleService:
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         check_interval_s: float = 5.0,
         reconnect_max_s: float = 30.0,
+        repo: ProbeRepo | None = None,
     ) -> None:
+        """`repo`: where the HTTPS reports are kept across restarts (None: in memory only)."""
         self.path = path
         self.probes = probes
         self.broker = broker
@@ -384,6 +417,12 @@ class ScheduleService:
         self.doc = read_doc(path)  # a bad file at start is a configuration error: raised
         self._mtime = self._file_mtime()
         self._published: dict[str, tuple[int, str] | None] = {}  # probe -> (version, digest) on the broker
+        self._cleared: set[str] = set()  # revoked probes whose topics were cleared on this connection
+        self.cleared_total = 0
+        self.repo = repo
+        if repo is not None:
+            for probe_id, received_ms, via, payload in repo.agent_reports():
+                self.reports.take(probe_id, payload, via=via, received_ms=received_ms)
         self._changed = asyncio.Event()
         self.connected = False
         self.published_total = 0
@@ -436,8 +475,19 @@ class ScheduleService:
         return doc
 
     def for_probe(self, probe: ProbeInfo) -> ProbeSchedule | None:
-        """The probe's effective schedule now."""
+        """The probe's effective schedule now (none for a revoked probe)."""
+        if probe.revoked_ms is not None:
+            return None
         return probe_schedule(self.doc, probe, now_ms=int(time.time() * 1000))
+
+    def take_https_report(self, probe_id: str, payload: bytes) -> AgentReport | None:
+        """A report POSTed by the probe: kept, and saved in the store (blocking: call it in a
+        thread) so that a restart does not lose it; None when it is not a usable report."""
+        received_ms = int(time.time() * 1000)
+        report = self.reports.take(probe_id, payload, via="https", received_ms=received_ms)
+        if report is not None and self.repo is not None:
+            self.repo.save_agent_report(probe_id, received_ms, "https", payload)
+        return report
 
     def topic(self, probe_id: str, leaf: str) -> str:
         return f"{self.prefix}/{probe_id}/{leaf}"
@@ -463,6 +513,7 @@ class ScheduleService:
                     self.connected = True
                     delay = 0.5
                     self._published.clear()  # the broker may have lost them: publish all again
+                    self._cleared.clear()
                     log.info("event=schedules_connected host=%s port=%d", *self.broker)
                     await self._serve(client, stop)
                     return
@@ -480,7 +531,7 @@ class ScheduleService:
                 parts = str(message.topic).split("/")
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 if len(parts) >= 2 and parts[-1] == "agent":
-                    self.reports.take(parts[-2], payload, via="mqtt")
+                    self.reports.take(parts[-2], payload, via="mqtt", retained=bool(message.retain))
 
         async def publish() -> None:
             while not stop.is_set():
@@ -525,6 +576,10 @@ class ScheduleService:
         n = 0
         probes = await asyncio.to_thread(lambda: list(self.probes()))
         for probe in probes:
+            if probe.revoked_ms is not None:
+                await self._clear(client, probe.probe_id)
+                continue
+            self._cleared.discard(probe.probe_id)
             ps = self.for_probe(probe)
             want = None if ps is None else (ps.version, ps.digest)
             if probe.probe_id in self._published and self._published[probe.probe_id] == want:
@@ -538,6 +593,23 @@ class ScheduleService:
         if n:
             log.info("event=schedules_published probes=%d version=%d", n, self.doc.version)
         return n
+
+    async def _clear(self, client: aiomqtt.Client, probe_id: str) -> bool:
+        """A revoked probe: clear its retained schedule and agent report (once per connection:
+        cheap to repeat after a restart, and it catches a revocation made while the broker was
+        down); whether it was done now."""
+        if probe_id in self._cleared:
+            return False
+        for leaf in ("schedule", "agent"):
+            await client.publish(self.topic(probe_id, leaf), b"", qos=1, retain=True)
+        self._published.pop(probe_id, None)
+        self.reports.latest.pop(probe_id, None)
+        if self.repo is not None:
+            await asyncio.to_thread(self.repo.delete_agent_report, probe_id)
+        self._cleared.add(probe_id)
+        self.cleared_total += 1
+        log.info("event=probe_topics_cleared probe_id=%s reason=revoked", probe_id)
+        return True
 
 
 class ScheduleConflict(Exception):

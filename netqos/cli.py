@@ -462,7 +462,9 @@ def cmd_probes_revoke(args: argparse.Namespace) -> int:
         )
         if yes
     ]
-    print(f"{args.probe_id}: revoked ({', '.join(removed)})")
+    print(f"{args.probe_id}: revoked ({', '.join(removed) or 'no credential left'})")
+    if result.marked:
+        print(f"{args.probe_id}: no schedule any more; the server clears its schedule and agent topics")
     try:
         reload_broker(args.reload_pid_file)
     except EnrollError as exc:

@@ -198,6 +198,7 @@ async def my_status(
     probe_id = _probe_of(request, creds)
     service = _service(request)
     body = await request.body()
-    if not body or service.reports.take(probe_id, body, via="https") is None:
+    # Kept in the store too (a thread: it writes), so a restart of the server does not lose it.
+    if not body or await asyncio.to_thread(service.take_https_report, probe_id, body) is None:
         raise HTTPException(422, "not a v1 status report of this probe (see docs/probe-agent.md)")
     return Response(status_code=204)

@@ -83,7 +83,7 @@ class ProbeRepo:
             "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
             " last_seen_ms, last_seq, messages_total, measurements_total, expected_interval_s, status,"
             " status_since_ms, clock_offset_ms, clock_synced, series_refused_total, series_refused_last_ms,"
-            " seq_conflicts_total, seq_conflict_last_ms"
+            " seq_conflicts_total, seq_conflict_last_ms, revoked_ms"
             f" FROM probes {where} ORDER BY probe_id",
             args,
         )
@@ -143,6 +143,37 @@ class ProbeRepo:
         """Set (or clear) a probe's HTTPS token hash; False if there is no such probe."""
         with self.store.transaction() as conn:
             cur = conn.execute("UPDATE probes SET token_sha256=? WHERE probe_id=?", (digest, probe_id))
+            return cur.rowcount == 1
+
+    def set_revoked(self, probe_id: str, revoked_ms: int | None) -> bool:
+        """Mark a probe revoked at `revoked_ms` (None: enrolled again); False if there is no such probe."""
+        with self.store.transaction() as conn:
+            cur = conn.execute("UPDATE probes SET revoked_ms=? WHERE probe_id=?", (revoked_ms, probe_id))
+            return cur.rowcount == 1
+
+    # -- agent reports (the HTTPS ones; MQTT's are retained by the broker) ---------
+
+    def save_agent_report(self, probe_id: str, received_ms: int, via: str, payload: bytes) -> None:
+        """Keep this report as the probe's latest (replacing the one before)."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO probe_agent_reports (probe_id, received_ms, via, payload) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (probe_id) DO UPDATE SET received_ms=excluded.received_ms,"
+                " via=excluded.via, payload=excluded.payload",
+                (probe_id, received_ms, via, payload.decode("utf-8")),
+            )
+
+    def agent_reports(self) -> list[tuple[str, int, str, bytes]]:
+        """(probe_id, received_ms, via, payload) of every kept report."""
+        cur = self.store.reader().execute(
+            "SELECT probe_id, received_ms, via, payload FROM probe_agent_reports ORDER BY probe_id"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]), str(r[3]).encode("utf-8")) for r in cur]
+
+    def delete_agent_report(self, probe_id: str) -> bool:
+        """Forget the probe's kept report; whether there was one."""
+        with self.store.transaction() as conn:
+            cur = conn.execute("DELETE FROM probe_agent_reports WHERE probe_id=?", (probe_id,))
             return cur.rowcount == 1
 
     # -- health ------------------------------------------------------------------

@@ -41,6 +41,7 @@ def schedule_service(settings: Settings, store: Store) -> ScheduleService:
             client_id=f"{m.client_id}-schedules",
             check_interval_s=settings.probes.schedules_check_s,
             reconnect_max_s=m.reconnect_max_s,
+            repo=store.probe_repo,
         )
     except ScheduleError as exc:
         raise ConfigError(str(path), "probes.schedules_file", str(exc)) from None

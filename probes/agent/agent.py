@@ -401,7 +401,7 @@ class ProbeAgent:
                     exc.reason,
                     running,
                 )
-                self.report()
+                self.report(urgent=True)  # on the HTTPS fallback too: the department must hear of it
             return
         if self.schedule is not None and (schedule.version, schedule.digest) == (
             self.schedule.version,
@@ -426,7 +426,7 @@ class ProbeAgent:
             schedule.budget_bytes_month,
             via,
         )
-        self.report()
+        self.report(urgent=True)
 
     def status_message(self) -> bytes:
         """The agent's status report (retained on `<prefix>/<id>/agent`; docs/probe-agent.md)."""
@@ -465,9 +465,10 @@ class ProbeAgent:
             }
         )
 
-    def report(self) -> None:
-        """Hand the publisher a fresh status report (sent at once when connected)."""
-        self.publisher.report(self.status_message())
+    def report(self, *, urgent: bool = False) -> None:
+        """Hand the publisher a fresh status report (sent at once when connected; `urgent`:
+        over the HTTPS fallback too, without waiting for its next poll)."""
+        self.publisher.report(self.status_message(), urgent=urgent)
 
     async def read_radio_once(self) -> RadioReading | None:
         """Take a radio reading now and record its metrics (rsrp_dbm, rsrq_db, sinr_db)."""

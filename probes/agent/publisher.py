@@ -12,7 +12,9 @@ Schedules and status: on every connect the publisher subscribes to the probe's r
 status report (``report``) is published retained on ``<prefix>/<id>/agent`` before the
 next batch. While the HTTPS fallback is in use, the schedule is fetched from
 ``<url>/api/v1/probe/schedule`` every ``schedule.https_poll_s`` and the status POSTed to
-``<url>/api/v1/probe/status``.
+``<url>/api/v1/probe/status``; an urgent report (``report(..., urgent=True)``: a schedule
+applied or refused) is POSTed within ``poll_s`` instead, and retried with the reconnect
+backoff until the server has it, so a refusal reaches the server promptly.
 
 HTTPS fallback: when MQTT has failed for ``https_fallback.after_s`` seconds, batches are
 POSTed, still one at a time in seq order, to ``<url>/api/v1/ingest`` with the probe's
@@ -158,10 +160,16 @@ class Publisher:
         self.on_schedule: Callable[[bytes, str], None] | None = None
         self._status: bytes | None = None  # the latest status report
         self._status_sent: bytes | None = None  # the last one the broker acknowledged
+        self._status_urgent = False  # an urgent report waits for the HTTPS fallback
 
-    def report(self, status: bytes) -> None:
-        """Publish this status report (retained) as soon as the connection allows; newer replaces older."""
+    def report(self, status: bytes, *, urgent: bool = False) -> None:
+        """Publish this status report (retained) as soon as the connection allows; newer replaces older.
+
+        `urgent`: on the HTTPS fallback too, send it now rather than at the next poll.
+        """
         self._status = status
+        if urgent:
+            self._status_urgent = True
         self._signal.fire()
 
     def _schedule_in(self, raw: bytes, via: str) -> None:
@@ -352,34 +360,68 @@ class Publisher:
                 await self._signal.wait(gen, self.poll_s)
 
     async def _https_schedule_loop(self, stop: asyncio.Event) -> None:
-        """While the fallback is in use: fetch the schedule and send the status, every https_poll_s."""
+        """While the fallback is in use: fetch the schedule and send the status every
+        https_poll_s, and an urgent status (a schedule applied or refused) at once."""
         fb = self.config.https_fallback
         assert fb.url is not None and fb.token is not None
         base = fb.url.rstrip("/")
         headers = {"Authorization": f"Bearer {fb.token.get_secret_value()}", "User-Agent": "netqos-probe/1"}
+        next_fetch = 0.0  # monotonic: the first time the fallback is due, fetch at once
+        retry_at = 0.0  # monotonic: not before then, an urgent status that failed is sent again
+        backoff = self.config.broker.reconnect_min_s
         async with httpx.AsyncClient(timeout=fb.timeout_s, verify=fb.verify_tls) as http:
             while not stop.is_set():
                 if not self._fallback_due():
                     await _sleep_or_stop(stop, self.poll_s)
                     continue
-                try:
-                    resp = await http.get(base + SCHEDULE_PATH, headers=headers)
-                    if resp.status_code == 200:
-                        self._schedule_in(resp.content, "https")
-                    elif resp.status_code != 404:  # 404: no schedule for this probe
-                        code, detail = resp.status_code, _detail(resp)
-                        log.warning("event=probe_schedule_fetch_failed status=%d detail=%r", code, detail)
-                    if self._status is not None:
-                        resp = await http.post(
-                            base + STATUS_PATH,
-                            content=self._status,
-                            headers={**headers, "Content-Type": "application/json"},
-                        )
-                        if resp.status_code in _STORED:
-                            self.stats.status_published += 1
-                except httpx.HTTPError as exc:
-                    log.warning("event=probe_schedule_fetch_failed error=%r", f"{type(exc).__name__}: {exc}")
-                await _sleep_or_stop(stop, self.config.schedule.https_poll_s)
+                post = False
+                if time.monotonic() >= next_fetch:
+                    next_fetch = time.monotonic() + self.config.schedule.https_poll_s
+                    await self._fetch_schedule(http, base + SCHEDULE_PATH, headers)
+                    post = True  # the periodic status (it also carries what the fetch changed)
+                elif self._status_urgent and time.monotonic() >= retry_at:
+                    post = True
+                if post and self._status is not None:
+                    urgent, self._status_urgent = self._status_urgent, False
+                    if await self._post_status(http, base + STATUS_PATH, headers):
+                        backoff = self.config.broker.reconnect_min_s
+                    elif urgent or self._status_urgent:
+                        # Not delivered: a refusal must still reach the server, before the next poll.
+                        self._status_urgent = True
+                        retry_at = time.monotonic() + backoff * random.uniform(0.8, 1.2)
+                        backoff = min(backoff * 2, self.config.broker.reconnect_max_s)
+                # poll_s bounds the wait: an urgent report is noticed that soon, and so is MQTT's return.
+                await _sleep_or_stop(stop, min(self.poll_s, max(0.0, next_fetch - time.monotonic())))
+
+    async def _fetch_schedule(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
+        try:
+            resp = await http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("event=probe_schedule_fetch_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return
+        if resp.status_code == 200:
+            self._schedule_in(resp.content, "https")
+        elif resp.status_code != 404:  # 404: no schedule for this probe
+            code, detail = resp.status_code, _detail(resp)
+            log.warning("event=probe_schedule_fetch_failed status=%d detail=%r", code, detail)
+
+    async def _post_status(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool:
+        """POST the latest status; False when it should be sent again (no answer, 429, 5xx)."""
+        assert self._status is not None
+        try:
+            resp = await http.post(
+                url, content=self._status, headers={**headers, "Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("event=probe_status_post_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return False
+        if resp.status_code in _STORED:
+            self.stats.status_published += 1
+            return True
+        code, detail = resp.status_code, _detail(resp)
+        log.warning("event=probe_status_post_failed status=%d detail=%r", code, detail)
+        # A refusal (401, 422, ...) would be refused again: wait for the next poll.
+        return not (code == 429 or code >= 500)
 
     async def _post_head(
         self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
