@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory
 from collector.pipeline import IngestPipeline
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.poller import Poller, PollSink
+from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
