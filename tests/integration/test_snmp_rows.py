@@ -21,11 +21,12 @@ from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.ber import parse_oid
-from collector.snmp.client import TAG_INTEGER, RowIds, V2cSession, V3Session
+from collector.snmp.client import TAG_INTEGER, RowIds, V2cSession
 from collector.snmp.poller import Poller, PollSink
 from collector.snmp.rows import row_labels
 from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
+from collector.snmp.v3 import V3Session
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
 from tests.snmp_recording import recording_agent
