@@ -27,8 +27,6 @@ from netqos.config import Settings, load_settings
 from netqos.service import port_is_free, start_embedded_broker
 from tests.conftest import free_port, store_yaml
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def umask_022() -> Iterator[None]:

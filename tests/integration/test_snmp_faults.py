@@ -22,8 +22,6 @@ from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from probes.simulate.snmp_agent import SimDevice, SimInterface, SnmpAgentServer
 
-pytestmark = pytest.mark.integration
-
 SPEED_MBPS = 1000
 LEGACY_PROFILE = """
 # A device kind whose agent has no ifXTable: 32-bit octet counters only.

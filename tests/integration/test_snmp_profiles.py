@@ -26,8 +26,6 @@ from tests.integration.test_snmp_rows import credential
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
-pytestmark = pytest.mark.integration
-
 VERSIONS = ["2c", "3"]
 HW = "1.3.6.1.4.1.2011.6.128.1.1.2"  # HUAWEI-XPON-MIB hwGponDeviceObjects
 SENSOR = "1.3.6.1.2.1.99.1.1.1"  # ENTITY-SENSOR-MIB entPhySensorEntry

@@ -32,8 +32,6 @@ from collector.store.store import Store
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
-pytestmark = pytest.mark.integration
-
 VERSIONS = ["2c", "3"]
 P0, P1 = 4194304256, 4194304512  # GPON port ifIndexes as Huawei numbers them (0/1/0, 0/1/1): > 2**31
 ONU = "1.3.6.1.4.1.32473.16"  # RFC 5612 documentation enterprise: a vendor-style ONU table

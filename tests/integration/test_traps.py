@@ -35,8 +35,6 @@ from collector.traps.receiver import TrapReceiver
 from collector.traps.settings import TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
 
-pytestmark = pytest.mark.integration
-
 BIG = 4194304256  # 0xFA000100
 BIG_AS_INTEGER32 = BIG - 2**32  # -100663040: what the ifIndex varbind's value reads as
 LINK_DOWN, LINK_UP, COLD_START = "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.6.3.1.1.5.4", "1.3.6.1.6.3.1.1.5.1"
