@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -74,6 +71,7 @@ from alerts.states import (
     verdicts_of,
 )
 from alerts.topology import Node, Topology
+from collector.store import leases
 from collector.store.db import Connection
 from collector.store.store import Store
 from ground.aio import wait_stop
@@ -84,6 +82,8 @@ _GRACE_MS = 5_000  # beyond a detection period: poll durations, flush intervals
 _CHANGES_PER_READ = 10_000
 OUTBOX_KEEP_MS = 30 * 86_400_000
 LEASE_MIN_S = 10.0
+# The engine's row in the `leases` table: one active engine per store.
+LEASE = "alert-engine"
 
 RULES_LOADED = Gauge("netqos_alert_rules_loaded", "alert rules in force")
 RULE_RELOADS = Counter("netqos_alert_rules_reloads_total", "rule file reloads, by outcome", ["outcome"])
@@ -119,7 +119,7 @@ class AlertEngine:
         RULES_LOADED.set(len(self.rules))
         self._reload_requested = False
         self._pruned_ms = 0
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = leases.holder_id()
         self.leader = False
         self.states: dict[tuple[str, str], EntityState] = {}
         self.abnormal: set[tuple[str, str]] = set()
@@ -179,18 +179,7 @@ class AlertEngine:
     def _hold_lease(self, now: int) -> bool:
         """Take or renew the engine lease; False while another process holds it."""
         lease_ms = int(max(LEASE_MIN_S, 5 * self.settings.eval_interval_s) * 1000)
-        with self.store.transaction() as conn:
-            row = conn.execute("SELECT holder, expires_ms FROM leases WHERE name='alert-engine'").fetchone()
-            if row is not None and row[0] != self.holder and row[1] > now:
-                mine = False
-            else:
-                conn.execute(
-                    "INSERT INTO leases (name, holder, expires_ms) VALUES ('alert-engine', ?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-                    " expires_ms = excluded.expires_ms",
-                    (self.holder, now + lease_ms),
-                )
-                mine = True
+        mine = leases.hold(self.store, LEASE, self.holder, now, lease_ms)
         if mine and not self.leader:
             # Taking over (or starting): what another engine decided meanwhile is in the store.
             self.alerts.clear()
@@ -486,3 +475,10 @@ class AlertEngine:
             except Exception:
                 TICK_FAILURES.inc()
                 log.exception("event=alert_engine_step_failed")
+        if self.leader:
+            # A clean stop gives the lease back: a standby engine takes over at its next tick.
+            try:
+                await asyncio.to_thread(leases.release, self.store, LEASE, self.holder)
+                self.leader = False
+            except Exception:  # the store is gone: the lease then expires on its own
+                log.exception("event=alert_engine_lease_release_failed")

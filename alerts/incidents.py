@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from collector.store import audit
 from collector.store.db import Connection
 from collector.store.store import Store
 
@@ -378,38 +379,53 @@ class IncidentRepo:
         return [{"ts_ms": t, "event": e, "actor": a, "detail": d} for t, e, a, d in cur]
 
     def acknowledge(self, incident_id: int, by: str, comment: str, now_ms: int) -> Incident:
-        with self.store.transaction() as conn:
-            inc = get_in(conn, incident_id)
-            if inc is None:
-                raise KeyError(incident_id)
-            if inc.state == "resolved":
-                raise IncidentError(f"incident {incident_id} is resolved; it cannot be acknowledged")
-            if inc.state == "open":
-                conn.execute(
-                    "UPDATE incidents SET state='acknowledged', acknowledged_ms=?, acknowledged_by=?"
-                    " WHERE id=?",
-                    (now_ms, by, incident_id),
-                )
-            timeline_in(conn, incident_id, now_ms, "acknowledged", by, comment)
-        return self._must(incident_id)
+        return self.act(incident_id, "acknowledge", by, comment, now_ms)
 
     def resolve(self, incident_id: int, by: str, comment: str, now_ms: int) -> Incident:
         """Resolve by hand. Its alerts stay attached to it: a condition still true opens no new
         incident until it has cleared and come back."""
+        return self.act(incident_id, "resolve", by, comment, now_ms)
+
+    def comment(self, incident_id: int, by: str, text: str, now_ms: int) -> Incident:
+        return self.act(incident_id, "comment", by, text, now_ms)
+
+    def act(
+        self,
+        incident_id: int,
+        action: Literal["acknowledge", "resolve", "comment"],
+        by: str,
+        text: str,
+        now_ms: int,
+        *,
+        audited: tuple[audit.Actor, dict[str, Any]] | None = None,
+    ) -> Incident:
+        """Acknowledge, resolve or comment on an incident by hand; with `audited` (who, detail)
+        its audit row `incident.<action>` is written in the same transaction.
+
+        KeyError when there is no such incident; IncidentError when the action does not apply
+        to its state (a resolved incident is neither acknowledged nor resolved again)."""
         with self.store.transaction() as conn:
             inc = get_in(conn, incident_id)
             if inc is None:
                 raise KeyError(incident_id)
-            if inc.state == "resolved":
-                raise IncidentError(f"incident {incident_id} is resolved already")
-            resolve_in(conn, incident_id, now_ms, by, comment or "resolved by hand")
-        return self._must(incident_id)
-
-    def comment(self, incident_id: int, by: str, text: str, now_ms: int) -> Incident:
-        with self.store.transaction() as conn:
-            if get_in(conn, incident_id) is None:
-                raise KeyError(incident_id)
-            timeline_in(conn, incident_id, now_ms, "comment", by, text)
+            if action == "acknowledge":
+                if inc.state == "resolved":
+                    raise IncidentError(f"incident {incident_id} is resolved; it cannot be acknowledged")
+                if inc.state == "open":
+                    conn.execute(
+                        "UPDATE incidents SET state='acknowledged', acknowledged_ms=?, acknowledged_by=?"
+                        " WHERE id=?",
+                        (now_ms, by, incident_id),
+                    )
+                timeline_in(conn, incident_id, now_ms, "acknowledged", by, text)
+            elif action == "resolve":
+                if inc.state == "resolved":
+                    raise IncidentError(f"incident {incident_id} is resolved already")
+                resolve_in(conn, incident_id, now_ms, by, text or "resolved by hand")
+            else:
+                timeline_in(conn, incident_id, now_ms, "comment", by, text)
+            if audited is not None:
+                audit.record(conn, audited[0], f"incident.{action}", str(incident_id), audited[1])
         return self._must(incident_id)
 
     def _must(self, incident_id: int) -> Incident:

@@ -29,6 +29,10 @@ server has them back as soon as it subscribes; the HTTPS ones are kept in the st
 A revoked probe (``probes.revoked_ms``, set by ``netqos probes revoke``) gets no schedule:
 the service clears its retained schedule and agent topics (empty retained payloads, with the
 netqos-ingest account, which the production ACL lets write both) and forgets its report.
+
+Why one module of over 500 lines: the schedule document, its matching, the agents' reports and
+the service that publishes the one and keeps the other share one wire format (the version, the
+digest, the report fields); one file keeps what the server sends beside what it hears back.
 """
 
 from __future__ import annotations

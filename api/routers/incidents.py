@@ -8,7 +8,7 @@ resolved or commented is the key's name; a name typed in the body is kept only a
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
@@ -23,10 +23,10 @@ from api.alert_schemas import (
     TimelineEntry,
 )
 from api.auth import CurrentPrincipal, Principal, require_role, require_token
+from api.deps import StoreDep
 from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX, TOO_MANY
 from api.ratelimit import check_write
 from api.schemas import ErrorOut
-from collector.store import audit
 
 # Acknowledging, resolving and commenting change the record: operators and admins, audited.
 Writer = Annotated[Principal, require_role("operator", "admin")]
@@ -37,8 +37,11 @@ router = APIRouter(
 IncidentId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="the incident's id")]
 
 
-def _repo(request: Request) -> IncidentRepo:
-    return IncidentRepo(request.app.state.store)
+async def _repo(store: StoreDep) -> IncidentRepo:
+    return IncidentRepo(store)
+
+
+Repo = Annotated[IncidentRepo, Depends(_repo)]
 
 
 def _out(inc: Incident, now_ms: int) -> IncidentOut:
@@ -93,7 +96,7 @@ def _detail(repo: IncidentRepo, incident_id: IncidentId, principal: Principal) -
 
 @router.get("/incidents", response_model=IncidentList, summary="incidents, newest first (history kept)")
 def list_incidents(
-    request: Request,
+    repo: Repo,
     principal: CurrentPrincipal,
     state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved|active)$")] = None,
     kind: Annotated[str | None, Query(description="rule name, e.g. device_down")] = None,
@@ -104,7 +107,7 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=1000, description="a page: at most 1,000 (more: 422)")] = 100,
     offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> IncidentList:
-    found, total = _repo(request).find(
+    found, total = repo.find(
         state=state,
         kind=kind,
         entity=entity,
@@ -122,15 +125,20 @@ def list_incidents(
     responses={**NOT_FOUND, **BAD_BODY},
     summary="one incident: root cause, symptoms, timeline",
 )
-def get_incident(request: Request, principal: CurrentPrincipal, incident_id: IncidentId) -> IncidentDetail:
-    return _detail(_repo(request), incident_id, principal)
+def get_incident(repo: Repo, principal: CurrentPrincipal, incident_id: IncidentId) -> IncidentDetail:
+    return _detail(repo, incident_id, principal)
 
 
 def _act(
-    request: Request, principal: Principal, incident_id: IncidentId, action: str, note: str, text: str
+    request: Request,
+    repo: IncidentRepo,
+    principal: Principal,
+    incident_id: IncidentId,
+    action: Literal["acknowledge", "resolve", "comment"],
+    note: str,
+    text: str,
 ) -> IncidentDetail:
     check_write(request, principal.name)
-    repo = _repo(request)
     inc = repo.get(incident_id)
     if inc is None:
         raise HTTPException(404, f"no incident {incident_id}")
@@ -141,24 +149,18 @@ def _act(
     if note and note != by:
         text = f"{text} (note: signed {note!r})".lstrip()
     try:
-        if action == "acknowledge":
-            repo.acknowledge(incident_id, by, text, now)
-        elif action == "resolve":
-            repo.resolve(incident_id, by, text, now)
-        else:
-            repo.comment(incident_id, by, text, now)
+        repo.act(
+            incident_id,
+            action,
+            by,
+            text,
+            now,
+            audited=(principal.actor(request), {"note": note, "text": text}),
+        )
     except KeyError:
         raise HTTPException(404, f"no incident {incident_id}") from None
     except IncidentError as exc:
         raise HTTPException(409, str(exc)) from None
-    with request.app.state.store.transaction() as conn:
-        audit.record(
-            conn,
-            principal.actor(request),
-            f"incident.{action}",
-            str(incident_id),
-            {"note": note, "text": text},
-        )
     return _detail(repo, incident_id, principal)
 
 
@@ -177,9 +179,9 @@ _ACTION_RESPONSES: dict[int | str, dict[str, object]] = {
     summary="acknowledge: someone is on it (no notification; noted in the timeline, by the key's name)",
 )
 def acknowledge(
-    request: Request, principal: Writer, incident_id: IncidentId, body: IncidentAction
+    request: Request, repo: Repo, principal: Writer, incident_id: IncidentId, body: IncidentAction
 ) -> IncidentDetail:
-    return _act(request, principal, incident_id, "acknowledge", body.by, body.comment)
+    return _act(request, repo, principal, incident_id, "acknowledge", body.by, body.comment)
 
 
 @router.post(
@@ -189,9 +191,9 @@ def acknowledge(
     summary="resolve by hand; receivers that were told get the resolved notice",
 )
 def resolve(
-    request: Request, principal: Writer, incident_id: IncidentId, body: IncidentAction
+    request: Request, repo: Repo, principal: Writer, incident_id: IncidentId, body: IncidentAction
 ) -> IncidentDetail:
-    return _act(request, principal, incident_id, "resolve", body.by, body.comment)
+    return _act(request, repo, principal, incident_id, "resolve", body.by, body.comment)
 
 
 @router.post(
@@ -200,5 +202,7 @@ def resolve(
     responses={**NOT_FOUND, **BAD_BODY, **TOO_MANY},
     summary="add a comment to the timeline",
 )
-def comment(request: Request, principal: Writer, incident_id: IncidentId, body: CommentIn) -> IncidentDetail:
-    return _act(request, principal, incident_id, "comment", body.by, body.text)
+def comment(
+    request: Request, repo: Repo, principal: Writer, incident_id: IncidentId, body: CommentIn
+) -> IncidentDetail:
+    return _act(request, repo, principal, incident_id, "comment", body.by, body.text)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from alerts.silences import Silence, SilenceRepo
 from api.alert_schemas import MatcherOut, SilenceIn, SilenceList, SilenceOut
 from api.auth import CurrentPrincipal, Principal, require_role, require_token
+from api.deps import SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX, TOO_MANY
 from api.limits import LIST_TOO_LONG, check_capped
 from api.ratelimit import check_write
@@ -64,7 +65,8 @@ def _register(kind: Kind) -> None:
     word = "silences" if kind == "silence" else "maintenance windows"
 
     def listing(
-        request: Request,
+        store: StoreDep,
+        settings: SettingsDep,
         principal: CurrentPrincipal,
         include_expired: Annotated[bool, Query(description="also those that ended (history)")] = False,
         operator: Annotated[
@@ -72,9 +74,9 @@ def _register(kind: Kind) -> None:
         ] = None,
     ) -> SilenceList:
         now = int(time.time() * 1000)
-        cap: int = request.app.state.settings.api.max_list_rows
+        cap = settings.api.max_list_rows
         # One row over the cap is read (SQL LIMIT), never the whole history.
-        found = SilenceRepo(request.app.state.store).find(
+        found = SilenceRepo(store).find(
             kind,
             since_ms=0 if include_expired else now,
             limit=cap + 1,
@@ -83,14 +85,14 @@ def _register(kind: Kind) -> None:
         check_capped(len(found), cap, word)
         return SilenceList(silences=[_out(s, now) for s in found], total=len(found))
 
-    def get_one(request: Request, principal: CurrentPrincipal, silence_id: SilenceId) -> SilenceOut:
-        found = SilenceRepo(request.app.state.store).get(silence_id)
+    def get_one(store: StoreDep, principal: CurrentPrincipal, silence_id: SilenceId) -> SilenceOut:
+        found = SilenceRepo(store).get(silence_id)
         if found is None or found.kind != kind:
             raise HTTPException(404, f"no {kind} {silence_id}")
         _own(principal, found, word)
         return _out(found, int(time.time() * 1000))
 
-    def create(request: Request, principal: Writer, body: SilenceIn) -> SilenceOut:
+    def create(request: Request, store: StoreDep, principal: Writer, body: SilenceIn) -> SilenceOut:
         check_write(request, principal.name)
         now = int(time.time() * 1000)
         try:
@@ -114,7 +116,7 @@ def _register(kind: Kind) -> None:
         if body.creator and body.creator != principal.name:
             comment = f"{comment} (note: signed {body.creator!r})".lstrip()
         try:
-            s = SilenceRepo(request.app.state.store).create(
+            s = SilenceRepo(store).create(
                 kind,
                 [str(m) for m in parsed],
                 starts,
@@ -125,15 +127,15 @@ def _register(kind: Kind) -> None:
             )
         except (MatcherError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
-        with request.app.state.store.transaction() as conn:
+        with store.transaction() as conn:
             audit.record(
                 conn, principal.actor(request), f"{kind}.create", str(s.id), body.model_dump(mode="json")
             )
         return _out(s, now)
 
-    def expire(request: Request, principal: Writer, silence_id: SilenceId) -> SilenceOut:
+    def expire(request: Request, store: StoreDep, principal: Writer, silence_id: SilenceId) -> SilenceOut:
         check_write(request, principal.name)
-        repo = SilenceRepo(request.app.state.store)
+        repo = SilenceRepo(store)
         found = repo.get(silence_id)
         if found is None or found.kind != kind:
             raise HTTPException(404, f"no {kind} {silence_id}")
@@ -141,7 +143,7 @@ def _register(kind: Kind) -> None:
         _own(principal, found, word)
         expired = repo.expire(silence_id, now)
         assert expired is not None
-        with request.app.state.store.transaction() as conn:
+        with store.transaction() as conn:
             audit.record(conn, principal.actor(request), f"{kind}.expire", str(silence_id), {})
         return _out(expired, now)
 

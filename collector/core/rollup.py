@@ -4,6 +4,11 @@
 window again, coarser windows, or groups of series); ``quantiles`` and ``mean`` read results.
 All per-sample and per-bucket work happens in numba kernels; Python only does O(1) work per
 call plus numpy sorts.
+
+Why one module of ~860 lines: the numba kernels here (group bounds, stats, sketches, merge,
+quantiles) share one row layout and one sketch encoding, and each public function is a thin
+Python wrapper over them. Split, a change of the sketch would have to be made in several files
+at once.
 """
 
 from __future__ import annotations

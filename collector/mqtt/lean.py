@@ -19,6 +19,10 @@ other packet above the limit, a varint longer than 4 bytes, any malformed or une
 packet, closes the connection with a ``LeanMqttError`` that names the problem; the
 iterator and pending calls then raise it. Nothing in the input can make the client raise
 anything else, grow without bound, or hang.
+
+Why one module of ~670 lines: it is one protocol client: the parser, the packet encoders and
+the connection state (pending acknowledgements, keepalive, the coalesced writes) are one state
+machine, read and tested together.
 """
 
 from __future__ import annotations

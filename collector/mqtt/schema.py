@@ -3,6 +3,10 @@
 Parsing and type checks run in one pass inside pydantic-core (Rust); every rejection is
 classified into one reason from a closed set, so /metrics and the dead-letter topics
 say *why* a message was refused.
+
+Why one module of ~520 lines: it is payload schema v1 in one place: the types, the reference
+parser, the fast msgspec decoder built from the same types and the one closed set of
+rejection reasons both report; a change of the schema is made once.
 """
 
 from __future__ import annotations

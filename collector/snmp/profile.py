@@ -34,6 +34,10 @@ receiver applies them).
 
 Every problem is a ProfileError naming the file, the line and the dotted key.
 `ProfileSource` re-reads `snmp.profiles_dir` when its files change.
+
+Why one module of ~680 lines: it is the profile schema (the pydantic models above), its
+loader (`extends`, `merge`) and the checks that tie columns together (fallbacks, ratios,
+formats); a rule of the YAML is declared, inherited and checked in one place.
 """
 
 from __future__ import annotations

@@ -45,8 +45,9 @@ from collector.snmp.ber import (
     message_version,
     parse_oid,
 )
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.poller import Poller, PollSink
 from collector.snmp.profile import Trap
+from collector.snmp.runtime import DeviceRuntime
 from collector.traps.settings import TrapSettings
 from collector.traps.usm import Timeliness, UsmError, UsmUser, authenticate, decrypt
 

@@ -13,6 +13,11 @@ reboot or a power cut loses nothing that was queued (up to ``queue.max_batches``
 A schedule from the server (``probes.agent.schedule``) replaces the tests without a restart:
 each test loop is keyed by its whole definition, so an unchanged test keeps its rhythm, a new
 or changed one starts within its interval and a removed one stops before its next run.
+
+Why one module of ~700 lines: `ProbeAgent` is one object whose loops (tests, radio, flush,
+status) and its schedule handling share its state and its stop; the parts that stand alone
+are already their own modules (queue, publisher, schedule, measure, radio, config). The agent
+needs Python >= 3.9 only and imports nothing of the server.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ pre-encoded names and static varbinds. The BER encoding here is a small fast pat
 exactly the Response-PDU shape; the tests check it byte for byte against
 :func:`collector.snmp.ber.encode_response`, and requests and traps go through
 :mod:`collector.snmp.ber` itself.
+
+Why one module of ~1,100 lines: it is one simulated network element, read as a unit: the MIB
+model (`SimDevice`: OID index, traffic, faults) and the responder that serves it share the
+pre-encoded names and the Response fast path above, and the tests drive both through one
+object. It is test and demo equipment: `netqos demo` runs it, `netqos serve` never imports it.
 """
 
 from __future__ import annotations

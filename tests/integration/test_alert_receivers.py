@@ -21,8 +21,6 @@ from alerts.rules import parse_rules
 from tests.alerting import Net, SmtpSink, WebhookSink, alert_settings, start_alertmanager
 from tests.conftest import terminate
 
-pytestmark = pytest.mark.integration
-
 RULES = (
     "rules:\n  - {name: device_down, kind: state, entity_kind: device, states: [down], severity: critical}\n"
 )

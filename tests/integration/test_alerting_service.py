@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
 from alerts.incidents import IncidentRepo
@@ -24,8 +23,6 @@ from probes.simulate.snmp_agent import SimDevice, serve_devices
 from tests.alerting import WebhookSink
 from tests.conftest import free_port
 from tests.snmpd import SnmpdAgent
-
-pytestmark = pytest.mark.integration
 
 TOKEN = "alerting-e2e-token-123"
 POLL_S = 2.0

@@ -13,6 +13,7 @@ from alerts.engine import AlertEngine
 from alerts.rules import parse_rules
 from api.app import create_app
 from api.settings import ApiKey
+from collector.store import audit
 from netqos.config import Settings
 from tests.alerting import T0, Net, alert_settings
 
@@ -82,6 +83,17 @@ def test_incidents_list_get_acknowledge_comment_resolve(rig: tuple[TestClient, N
     )
     assert c.get("/api/v1/incidents", params={"state": "resolved"}, headers=AUTH).json()["total"] == 1
     assert c.get("/api/v1/incidents", params={"state": "bogus"}, headers=AUTH).status_code == 422
+    # One audit row per change made, by the key; the refused ones (409, 404, 422) wrote none.
+    rows = [
+        (e["action"], e["target"], e["actor"], e["detail"])
+        for e in reversed(audit.entries(net.store))
+        if e["action"].startswith("incident.")
+    ]
+    assert rows == [
+        ("incident.acknowledge", str(iid), "noc", {"note": "", "text": "on it"}),
+        ("incident.comment", str(iid), "noc", {"note": "binh", "text": "truck sent (note: signed 'binh')"}),
+        ("incident.resolve", str(iid), "noc", {"note": "an", "text": "power back (note: signed 'an')"}),
+    ]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/silences", "/api/v1/maintenance"])

@@ -30,8 +30,6 @@ from netqos.config import Settings, load_settings
 from tests.conftest import LOOPBACK, free_port, wait_port
 from tests.department_data import ADMIN, auth, seed, settings_with_keys
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:

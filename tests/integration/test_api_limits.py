@@ -39,8 +39,6 @@ from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
 from tests.conftest import LOOPBACK, free_port, terminate, wait_port
 
-pytestmark = pytest.mark.integration
-
 NETQOS = str(Path(sys.executable).with_name("netqos"))
 ADMIN = "limits-admin-0123456789abcdef"
 VIETTEL = "limits-viettel-0123456789abcdef"

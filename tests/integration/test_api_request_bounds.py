@@ -41,8 +41,6 @@ from netqos.config import Settings
 from tests.conftest import LOOPBACK, free_port, wait_port
 from tests.department_data import ADMIN, VIETTEL, VIEWER, auth, seed, settings_with_keys
 
-pytestmark = pytest.mark.integration
-
 DAY_MS = 86_400_000
 
 

@@ -21,12 +21,11 @@ from collector.store import audit
 from collector.store.settings import StoreSettings
 from collector.store.store import Store, open_store
 from ground.errors import ConfigError
-from netqos.cli import main, warn_without_api_tokens
+from netqos.cli import main
+from netqos.commands.service import warn_without_api_tokens
 from netqos.config import Settings, load_settings
 from netqos.service import port_is_free, start_embedded_broker
 from tests.conftest import free_port, store_yaml
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

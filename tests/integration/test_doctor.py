@@ -21,7 +21,6 @@ from tests.mqtt_broker import MosquittoBroker
 from tests.victoria import VictoriaMetrics
 
 NETQOS = str(Path(sys.executable).with_name("netqos"))
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.settings import StoreSettings
 from collector.store.store import open_store
-
-pytestmark = pytest.mark.integration
 
 
 def poll(ts_ms: int, rows: list[str] | None) -> PollRecord:

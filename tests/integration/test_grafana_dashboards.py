@@ -29,8 +29,6 @@ import yaml
 from tests.conftest import free_port
 from tests.victoria import VictoriaMetrics
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 # Grafana's global variables as a 1-hour dashboard range would set them; every template

@@ -22,8 +22,6 @@ from collector.store.settings import StoreSettings
 from collector.store.store import open_store
 from tests.conftest import Broker, store_yaml
 
-pytestmark = pytest.mark.integration
-
 N_PROBES = 50
 TOPIC = "netqos/v1/probes/{}/measurements"
 NETQOS = str(Path(sys.executable).with_name("netqos"))

@@ -26,8 +26,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.mqtt_broker import MosquittoBroker
 
-pytestmark = pytest.mark.integration
-
 V311 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
 WAIT_S = 5.0

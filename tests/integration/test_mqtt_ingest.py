@@ -23,8 +23,6 @@ from collector.pipeline import IngestPipeline
 from collector.store.store import Store
 from tests.conftest import Broker
 
-pytestmark = pytest.mark.integration
-
 N_PROBES = 20
 TOPIC = "netqos/v1/probes/{}/measurements"
 

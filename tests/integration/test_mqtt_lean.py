@@ -13,8 +13,6 @@ import pytest
 from collector.mqtt.lean import LeanClient, LeanMessage, LeanMqttError
 from tests.conftest import LOOPBACK, Broker, free_port, start_mosquitto, terminate
 
-pytestmark = pytest.mark.integration
-
 MOSQUITTO_PUB = "/usr/bin/mosquitto_pub"
 MOSQUITTO_SUB = "/usr/bin/mosquitto_sub"
 

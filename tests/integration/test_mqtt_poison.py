@@ -26,8 +26,6 @@ from collector.store.store import Store, open_store
 from netqos.service import start_embedded_broker
 from tests.conftest import LOOPBACK, Broker, free_port
 
-pytestmark = pytest.mark.integration
-
 TOPIC = "netqos/v1/probes/{}/measurements"
 
 

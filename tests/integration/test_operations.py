@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from collector.store.settings import StoreSettings
@@ -23,7 +22,6 @@ from probes.simulate.snmp_agent import serve_devices
 from tests.conftest import Broker, free_port
 from tests.integration.test_ingest_faults import NETQOS, Worker, db, publish, stored, wait_until
 
-pytestmark = pytest.mark.integration
 __all__ = ["db"]  # the fixture, imported for the tests below
 
 

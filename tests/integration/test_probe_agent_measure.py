@@ -17,8 +17,6 @@ from probes.agent.config import IcmpSpec
 from tests.conftest import LOOPBACK, free_port
 from tests.integration.test_probe_agent_support import local_http, start_dns, start_tcp_listener
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 
 

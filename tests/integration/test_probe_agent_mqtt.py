@@ -31,8 +31,6 @@ from tests.integration.test_probe_agent_support import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 FILTER = "netqos/v1/probes/+/measurements"
 

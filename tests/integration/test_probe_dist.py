@@ -30,8 +30,6 @@ from tests.integration.test_probe_agent_support import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 MAX_INSTALLED_BYTES = 25 * 1024 * 1024  # the limit, dependencies included
 

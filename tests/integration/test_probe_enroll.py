@@ -21,8 +21,6 @@ from probes.agent.config import load_config
 from tests.integration.test_mosquitto_acl import INGEST, V5, Conn, meas, status
 from tests.mqtt_broker import DEPLOY_ACL, MosquittoBroker
 
-pytestmark = pytest.mark.integration
-
 NOT_AUTHORIZED = 0x87
 
 

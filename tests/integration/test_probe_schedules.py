@@ -43,8 +43,6 @@ from tests.integration.test_probe_agent_support import local_http
 from tests.integration.test_probe_enroll import NOT_AUTHORIZED
 from tests.mqtt_broker import MosquittoBroker
 
-pytestmark = pytest.mark.integration
-
 PID = "th-16021-sched"
 OTHER = "th-16021-other"
 INGEST = "netqos-ingest"

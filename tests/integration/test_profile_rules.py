@@ -16,7 +16,6 @@ from tests.alerting import alert_settings
 from tests.integration.test_snmp_profiles import HW, P0, P1, Rig, agent, hw_onus, rigs
 from tests.snmpd import SnmpdAgent
 
-pytestmark = pytest.mark.integration
 __all__ = ["agent", "rigs"]  # fixtures used by name
 
 RULES = """

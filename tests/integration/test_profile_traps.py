@@ -30,7 +30,6 @@ from tests.integration.test_snmp_rows import credential
 from tests.integration.test_traps import outcome, snmp_env
 from tests.snmpd import SnmpdAgent, free_udp_port
 
-pytestmark = pytest.mark.integration
 __all__ = ["agent"]  # fixture used by name
 
 EXAMPLE = "1.3.6.1.4.1.32473.1.0"  # RFC 5612's documentation enterprise

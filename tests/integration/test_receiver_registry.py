@@ -21,8 +21,6 @@ from ground.errors import ConfigError
 from netqos.config import load_settings, masked_dict
 from tests.alerting import Net
 
-pytestmark = pytest.mark.integration
-
 RULES = (
     "rules:\n  - {name: device_down, kind: state, entity_kind: device, states: [down], severity: critical}\n"
 )

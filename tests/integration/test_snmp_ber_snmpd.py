@@ -50,8 +50,6 @@ from collector.snmp.ber import (
 from tests.conftest import terminate
 from tests.unit.test_snmp_ber import assert_three_decoders_agree
 
-pytestmark = pytest.mark.integration
-
 LOOPBACK = "127.0.0.1"
 COMMUNITY = b"public"
 SNMPD = "/usr/sbin/snmpd"

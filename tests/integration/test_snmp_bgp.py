@@ -16,8 +16,6 @@ from tests.integration.test_snmp_profiles import VERSIONS, Rig, table
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
-pytestmark = pytest.mark.integration
-
 PEER = "1.3.6.1.2.1.15.3.1"
 # remote address -> state, admin status, remote AS, seconds established
 PEERS = {

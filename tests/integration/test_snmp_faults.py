@@ -15,13 +15,12 @@ from pydantic import SecretStr
 from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.poller import Poller, PollSink
+from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from probes.simulate.snmp_agent import SimDevice, SimInterface, SnmpAgentServer
-
-pytestmark = pytest.mark.integration
 
 SPEED_MBPS = 1000
 LEGACY_PROFILE = """

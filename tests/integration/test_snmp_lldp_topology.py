@@ -35,8 +35,6 @@ from tests.integration.test_snmp_rows import credential
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
-pytestmark = pytest.mark.integration
-
 LOC = "1.0.8802.1.1.2.1.3.7.1"
 REM = "1.0.8802.1.1.2.1.4.1.1"
 TOP = 4294967295  # lldpRemTimeMark is a TimeFilter (TimeTicks): its largest value

@@ -24,8 +24,6 @@ from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from probes.simulate.snmp_agent import SimDevice, serve_devices
 
-pytestmark = pytest.mark.integration
-
 PROFILE = """
 name: gpon_scale
 scalars:

@@ -27,8 +27,6 @@ from collector.traps.receiver import TrapReceiver
 from collector.traps.settings import TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def agents() -> Iterator[list[SnmpdAgent]]:

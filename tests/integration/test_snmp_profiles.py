@@ -17,15 +17,14 @@ from prometheus_client import REGISTRY
 from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory
 from collector.pipeline import IngestPipeline
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.poller import Poller, PollSink
+from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
 from tests.integration.test_snmp_rows import credential
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
-
-pytestmark = pytest.mark.integration
 
 VERSIONS = ["2c", "3"]
 HW = "1.3.6.1.4.1.2011.6.128.1.1.2"  # HUAWEI-XPON-MIB hwGponDeviceObjects

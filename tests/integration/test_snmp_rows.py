@@ -21,15 +21,16 @@ from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.ber import parse_oid
-from collector.snmp.client import TAG_INTEGER, RowIds, V2cSession, V3Session
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink, row_labels
+from collector.snmp.client import TAG_INTEGER, RowIds, V2cSession
+from collector.snmp.poller import Poller, PollSink
+from collector.snmp.rows import row_labels
+from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
+from collector.snmp.v3 import V3Session
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
-
-pytestmark = pytest.mark.integration
 
 VERSIONS = ["2c", "3"]
 P0, P1 = 4194304256, 4194304512  # GPON port ifIndexes as Huawei numbers them (0/1/0, 0/1/1): > 2**31
@@ -459,8 +460,8 @@ def test_row_ids_are_stable_and_never_reused() -> None:
 
 def test_composite_rows_no_longer_seen_are_forgotten_once_they_outnumber_the_seen() -> None:
     from collector.snmp.client import ColumnData
-    from collector.snmp.poller import ROW_IDS_SLACK, _prune_rows
     from collector.snmp.profile import load_profiles
+    from collector.snmp.runtime import ROW_IDS_SLACK, prune_rows
     from collector.snmp.state import Reachability
 
     rt = DeviceRuntime(
@@ -478,7 +479,7 @@ def test_composite_rows_no_longer_seen_are_forgotten_once_they_outnumber_the_see
     rt.enums[("interfaces", 7, "ifOperStatus")] = 1  # a one-sub-identifier row: never pruned
     live = np.asarray(ids[-2:], np.int64)
     seen = ColumnData(live, np.full(2, 2, np.uint8), np.zeros(2, np.int64), np.zeros(2, np.uint64))
-    _prune_rows(rt, [seen, ColumnData.empty()])
+    prune_rows(rt, [seen, ColumnData.empty()])
     assert len(rt.row_ids) == 2
     assert set(rt.enums) == {
         ("lldp", ids[-2], "state"),

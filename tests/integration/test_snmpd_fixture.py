@@ -22,8 +22,6 @@ from tests.snmpd import (
     snmp_v2c_answers,
 )
 
-pytestmark = pytest.mark.integration
-
 ENGINE_ID_OID = "1.3.6.1.6.3.10.2.1.1.0"
 ENGINE_BOOTS_OID = "1.3.6.1.6.3.10.2.1.2.0"
 IF_NAME_OID = "1.3.6.1.2.1.31.1.1.1.1"

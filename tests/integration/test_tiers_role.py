@@ -28,8 +28,6 @@ from netqos.roles.tiers import LEASE, RollerLease
 from tests.conftest import free_port, store_yaml, terminate
 from tests.integration.test_ingest_faults import NETQOS
 
-pytestmark = pytest.mark.integration
-
 HOUR = 3_600_000
 SERIES = 3
 PENDING = "SELECT count(*) FROM rollup_pending"

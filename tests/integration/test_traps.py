@@ -26,15 +26,14 @@ from pydantic import SecretStr
 from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
-from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.poller import Poller, PollSink
+from collector.snmp.runtime import DeviceRuntime
 from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from collector.traps.receiver import TrapReceiver
 from collector.traps.settings import TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
-
-pytestmark = pytest.mark.integration
 
 BIG = 4194304256  # 0xFA000100
 BIG_AS_INTEGER32 = BIG - 2**32  # -100663040: what the ifIndex varbind's value reads as

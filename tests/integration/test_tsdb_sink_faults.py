@@ -26,8 +26,6 @@ from collector.store.settings import TsdbSettings
 from collector.store.sink import TsdbSink
 from collector.store.spool import Spool
 
-pytestmark = pytest.mark.integration
-
 # (request number, lines in it) -> (status, headers)
 Script = Callable[[int, list[str]], tuple[int, dict[str, str]]]
 

@@ -25,8 +25,6 @@ from collector.store.sink import TsdbSink
 from collector.store.store import Store
 from tests.victoria import VictoriaMetrics
 
-pytestmark = pytest.mark.integration
-
 NOW_MS = int(time.time() * 1000)
 
 

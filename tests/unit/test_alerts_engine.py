@@ -293,3 +293,17 @@ def test_two_engines_on_one_store_one_active_the_other_takes_over(net: Net) -> N
     assert b.leader
     assert [p["status"] for p in sent(net)] == ["firing", "resolved"]
     assert IncidentRepo(net.store).find()[1] == 1
+
+
+def test_a_clean_stop_gives_the_lease_back_and_a_standby_takes_over_at_once(net: Net) -> None:
+    a, b = engine(net), engine(net)
+    a.tick(T0)
+    b.tick(T0 + 1)
+    assert a.leader and not b.leader  # a's lease runs until T0 + 10 s at least (LEASE_MIN_S)
+    stop = asyncio.Event()
+    stop.set()
+    # `stop` is set already: `run` ticks no more and gives the lease back on its way out.
+    asyncio.run(a.run(stop))
+    assert not a.leader
+    b.tick(T0 + 2)  # 2 ms later, long before a's lease would have run out
+    assert b.leader
