@@ -62,8 +62,8 @@ class Buffer:
         """Byte views of the ts and values columns, for the batch digest: slicing a memoryview
         costs a fraction of slicing the array (it is done for every message without an
         instance id). Renewed whenever a column is replaced."""
-        self.ts_bytes = memoryview(self.meas_ts).cast("B")
-        self.values_bytes = memoryview(self.meas_values).cast("B")
+        self.ts_bytes = self.meas_ts.data.cast("B")
+        self.values_bytes = self.meas_values.data.cast("B")
 
     def reset(self) -> None:
         """Empty, keeping the columns (their memory is already mapped in: reusing a flushed
