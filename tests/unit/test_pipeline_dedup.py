@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from collector.mqtt.schema import METRIC_NAMES, Decoded
+from collector.pipeline import dedup
 from collector.pipeline.buffer import Buffer
 from collector.pipeline.dedup import DedupWindow, SeqWindow, digest
 from collector.store.store import Store
@@ -99,3 +100,28 @@ def test_seq_conflict_counts_given_back_add_up(store: Store) -> None:
     w.give_back_seq_conflicts(taken)  # the write failed: kept for the next flush
     ((n, _),) = w.take_seq_conflicts().values()
     assert n == 2
+
+
+def test_the_recent_digests_keep_the_newest_limit_and_let_the_oldest_go(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A limit of 3 instead of 65,536, the same code: at the limit every digest is known; one
+    # more lets the oldest go, and a repeat of it is then asked of the store (empty here: the
+    # batch never reached it, so the same content reads as a seq conflict).
+    monkeypatch.setattr(dedup, "RECENT_DIGESTS", 3)
+    w = DedupWindow(store)
+    buf = Buffer(4)
+    firsts = [decoded(seq, 10.0) for seq in (1, 2, 3)]
+    for d in firsts:
+        assert not w.is_duplicate(d, buf)
+        w.remember("p1", "", d.seq, d.digest, False)
+    w.remember("p1", "", 1, firsts[0].digest, False)  # kept already: keeps its place (oldest)
+    assert all(w.is_duplicate(decoded(seq, 10.0), buf) for seq in (1, 2, 3))  # at the limit
+    fourth = decoded(4, 10.0)
+    assert not w.is_duplicate(fourth, buf)
+    w.remember("p1", "", 4, fourth.digest, False)  # one over: seq 1, the oldest, is let go
+    assert all(w.is_duplicate(decoded(seq, 10.0), buf) for seq in (2, 3, 4))
+    again = decoded(1, 10.0)
+    assert not w.is_duplicate(again, buf) and again.seq_conflict
+    w.remember("p1", "", 5, decoded(5, 10.0).digest, False)  # and the ring goes on: 2 goes
+    assert not w.is_duplicate(decoded(2, 10.0), buf) and w.is_duplicate(decoded(3, 10.0), buf)
