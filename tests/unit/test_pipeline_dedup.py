@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from collector.mqtt.scan import Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import dedup
 from collector.pipeline.buffer import Buffer
@@ -125,3 +127,43 @@ def test_the_recent_digests_keep_the_newest_limit_and_let_the_oldest_go(
     assert not w.is_duplicate(again, buf) and again.seq_conflict
     w.remember("p1", "", 5, decoded(5, 10.0).digest, False)  # and the ring goes on: 2 goes
     assert not w.is_duplicate(decoded(2, 10.0), buf) and w.is_duplicate(decoded(3, 10.0), buf)
+
+
+def test_a_scanned_batch_has_the_formula_s_digest_also_after_the_buffer_grew() -> None:
+    # The scanner's path reads the rows through the buffer's byte views of its columns: they
+    # must follow the columns when growing replaces them. A buffer of one row grows under
+    # batches of 1 to 3 rows (keys not starting at 0: key indexes are relative to the batch).
+    buf = Buffer(1)
+    scanner = Scanner()
+    for seq in range(12):
+        rows = 1 + seq % 3
+        targets = ["t", "u", "t"][:rows]
+        body = orjson.dumps(
+            {
+                "v": 1,
+                "probe_id": "p1",
+                "seq": seq,
+                "measurements": [
+                    {
+                        "ts": T0 + r,
+                        "target": t,
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": seq + 0.5},
+                    }
+                    for r, t in enumerate(targets)
+                ],
+            }
+        )
+        buf.room(8)
+        got = scanner.scan(body, 8, buf.meas_ts, buf.meas_values, buf.meas_key, buf.rows, len(buf.key_ids))
+        assert got is not None and got.rows == rows
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.array([T0 + r for r in range(rows)], dtype=np.int64).tobytes())
+        h.update(np.array([[seq + 0.5] + [NAN] * (len(METRIC_NAMES) - 1)] * rows, dtype=np.float64).tobytes())
+        h.update(np.array([0, 1, 0][:rows], dtype=np.int32).tobytes())
+        h.update(repr([(t, "4G", "vnpt") for t in dict.fromkeys(targets)]).encode())
+        assert digest(got, buf) == h.hexdigest(), seq
+        buf.key_ids += [0] * len(got.keys)  # as a commit does: the batch's keys, then its rows
+        buf.rows += got.rows
+    assert len(buf.meas_ts) > 1  # it grew
