@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -79,30 +78,41 @@ def digest(got: Scanned | Decoded, buf: Buffer) -> str:
     Hashed are: ts as int64, values as float64 (rows x metrics), each row's key as the
     int32 index of its key among the batch's distinct keys in order of first appearance,
     then the repr of that list of keys. Every batch without an instance id is digested on
-    intake, so the columns are handed to the hash as they are (no copies) and the repr of
-    a key list is remembered (a probe sends the same few keys again and again)."""
-    h = hashlib.blake2b(digest_size=16)
+    intake, so a scanned batch's rows are read through the buffer's byte views of its
+    columns (no array slices) and the repr of a key list is remembered (a probe sends the
+    same few keys again and again)."""
     if isinstance(got, Scanned):
         a, b = got.pos, got.pos + got.rows
-        h.update(buf.meas_ts[a:b].data)  # `.data`: the slice's memory, not a copy of it
-        h.update(buf.meas_values[a:b].data)
         if got.rows == 1:  # its key is the batch's first: index 0 (the common single message)
-            h.update(_ZERO_I32)
+            rel = _ZERO_I32
         else:
-            rel = buf.meas_key[a:b]
-            h.update((np.subtract(rel, got.key_base, dtype=np.int32) if got.key_base else rel).data)
-        keys = got.keys
-    else:
-        h.update(np.asarray(got.ts, dtype=np.int64).tobytes())
-        h.update(np.asarray(got.values, dtype=np.float64).reshape(len(got), len(METRIC_NAMES)).tobytes())
-        index = {k: i for i, k in enumerate(dict.fromkeys(got.keys))}
-        h.update(np.asarray([index[k] for k in got.keys], dtype=np.int32).tobytes())
-        keys = list(index)
-    h.update(_keys_repr(keys))
+            k = buf.meas_key[a:b]
+            rel = (np.subtract(k, got.key_base, dtype=np.int32) if got.key_base else k).tobytes()
+        # One hash over the joined parts (the same bytes as hashing them in turn): slices of
+        # the columns' byte views, no array slices (they cost more than the hash itself).
+        per_row = _VALUE_BYTES
+        return hashlib.blake2b(
+            b"".join(
+                (
+                    buf.ts_bytes[8 * a : 8 * b],
+                    buf.values_bytes[per_row * a : per_row * b],
+                    rel,
+                    _keys_repr(got.keys),
+                )
+            ),
+            digest_size=16,
+        ).hexdigest()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(got.ts, dtype=np.int64).tobytes())
+    h.update(np.asarray(got.values, dtype=np.float64).reshape(len(got), len(METRIC_NAMES)).tobytes())
+    index = {k: i for i, k in enumerate(dict.fromkeys(got.keys))}
+    h.update(np.asarray([index[k] for k in got.keys], dtype=np.int32).tobytes())
+    h.update(_keys_repr(list(index)))
     return h.hexdigest()
 
 
 _ZERO_I32 = np.zeros(1, dtype=np.int32).tobytes()
+_VALUE_BYTES = 8 * len(METRIC_NAMES)  # a row of values: one float64 per metric
 _KEYS_REPR: dict[tuple[tuple[str, str, str], ...], bytes] = {}
 _KEYS_REPR_MAX = 65_536  # bounded: keys are whatever probes send
 
@@ -127,7 +137,12 @@ class DedupWindow:
         # since, and the store answers for them).
         self._seen: dict[tuple[str, str], SeqWindow] = {}
         self._instances_of: dict[str, list[str]] = {}
-        self._recent_digests: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        # The recent digests as a set, and their order as a ring of RECENT_DIGESTS slots: the
+        # oldest is let go when its slot is taken. A set add and discard cost a third of an
+        # ordered dict's insert and popitem, on every batch without an instance id.
+        self._recent_digests: set[tuple[str, int, str]] = set()
+        self._recent_ring: list[tuple[str, int, str] | None] = [None] * RECENT_DIGESTS
+        self._recent_next = 0  # the ring's slot the next digest takes (its oldest)
         # probe -> (batches stored as seq conflicts, when the last was, ms) not yet written to
         # the store (`take_seq_conflicts`).
         self._seq_conflicts: dict[str, tuple[int, int]] = {}
@@ -173,10 +188,17 @@ class DedupWindow:
         self._entry(probe_id, instance).add(seq)
         if instance:
             return
+        key = (probe_id, seq, digest)
         recent = self._recent_digests
-        recent[probe_id, seq, digest] = None
-        if len(recent) > RECENT_DIGESTS:
-            recent.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
+        if key not in recent:  # (one already kept keeps its place, as in an insertion order)
+            i = self._recent_next
+            ring = self._recent_ring
+            old = ring[i]
+            if old is not None:
+                recent.discard(old)
+            ring[i] = key
+            recent.add(key)
+            self._recent_next = i + 1 if i + 1 < RECENT_DIGESTS else 0
         if conflict:
             m.SEQ_CONFLICTS.inc()
             now_ms = int(time.time() * 1000)

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from collector.mqtt.scan import Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded
+from collector.pipeline import dedup
 from collector.pipeline.buffer import Buffer
 from collector.pipeline.dedup import DedupWindow, SeqWindow, digest
 from collector.store.store import Store
@@ -99,3 +102,68 @@ def test_seq_conflict_counts_given_back_add_up(store: Store) -> None:
     w.give_back_seq_conflicts(taken)  # the write failed: kept for the next flush
     ((n, _),) = w.take_seq_conflicts().values()
     assert n == 2
+
+
+def test_the_recent_digests_keep_the_newest_limit_and_let_the_oldest_go(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A limit of 3 instead of 65,536, the same code: at the limit every digest is known; one
+    # more lets the oldest go, and a repeat of it is then asked of the store (empty here: the
+    # batch never reached it, so the same content reads as a seq conflict).
+    monkeypatch.setattr(dedup, "RECENT_DIGESTS", 3)
+    w = DedupWindow(store)
+    buf = Buffer(4)
+    firsts = [decoded(seq, 10.0) for seq in (1, 2, 3)]
+    for d in firsts:
+        assert not w.is_duplicate(d, buf)
+        w.remember("p1", "", d.seq, d.digest, False)
+    w.remember("p1", "", 1, firsts[0].digest, False)  # kept already: keeps its place (oldest)
+    assert all(w.is_duplicate(decoded(seq, 10.0), buf) for seq in (1, 2, 3))  # at the limit
+    fourth = decoded(4, 10.0)
+    assert not w.is_duplicate(fourth, buf)
+    w.remember("p1", "", 4, fourth.digest, False)  # one over: seq 1, the oldest, is let go
+    assert all(w.is_duplicate(decoded(seq, 10.0), buf) for seq in (2, 3, 4))
+    again = decoded(1, 10.0)
+    assert not w.is_duplicate(again, buf) and again.seq_conflict
+    w.remember("p1", "", 5, decoded(5, 10.0).digest, False)  # and the ring goes on: 2 goes
+    assert not w.is_duplicate(decoded(2, 10.0), buf) and w.is_duplicate(decoded(3, 10.0), buf)
+
+
+def test_a_scanned_batch_has_the_formula_s_digest_also_after_the_buffer_grew() -> None:
+    # The scanner's path reads the rows through the buffer's byte views of its columns: they
+    # must follow the columns when growing replaces them. A buffer of one row grows under
+    # batches of 1 to 3 rows (keys not starting at 0: key indexes are relative to the batch).
+    buf = Buffer(1)
+    scanner = Scanner()
+    for seq in range(12):
+        rows = 1 + seq % 3
+        targets = ["t", "u", "t"][:rows]
+        body = orjson.dumps(
+            {
+                "v": 1,
+                "probe_id": "p1",
+                "seq": seq,
+                "measurements": [
+                    {
+                        "ts": T0 + r,
+                        "target": t,
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": seq + 0.5},
+                    }
+                    for r, t in enumerate(targets)
+                ],
+            }
+        )
+        buf.room(8)
+        got = scanner.scan(body, 8, buf.meas_ts, buf.meas_values, buf.meas_key, buf.rows, len(buf.key_ids))
+        assert got is not None and got.rows == rows
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.array([T0 + r for r in range(rows)], dtype=np.int64).tobytes())
+        h.update(np.array([[seq + 0.5] + [NAN] * (len(METRIC_NAMES) - 1)] * rows, dtype=np.float64).tobytes())
+        h.update(np.array([0, 1, 0][:rows], dtype=np.int32).tobytes())
+        h.update(repr([(t, "4G", "vnpt") for t in dict.fromkeys(targets)]).encode())
+        assert digest(got, buf) == h.hexdigest(), seq
+        buf.key_ids += [0] * len(got.keys)  # as a commit does: the batch's keys, then its rows
+        buf.rows += got.rows
+    assert len(buf.meas_ts) > 1  # it grew
