@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 
 import uvicorn
 
@@ -38,7 +39,9 @@ def schedule_service(settings: Settings, store: Store) -> ScheduleService:
             broker=(host, port),
             username=m.username,
             password=m.password.get_secret_value() if m.password else None,
-            client_id=f"{m.client_id}-schedules",
+            # Unique per process: API replicas share one config, and two clients with one id
+            # would take the connection from each other in turn (a clean session: nothing lost).
+            client_id=f"{m.client_id}-schedules-{secrets.token_hex(3)}",
             check_interval_s=settings.probes.schedules_check_s,
             reconnect_max_s=m.reconnect_max_s,
             repo=store.probe_repo,
