@@ -57,13 +57,19 @@ function fmt(v, digits) {
   return FORMATTERS[d].format(v);
 }
 
+let TOKEN = null;
+
+// Read once per page load: every request asks, and sessionStorage is not free on a busy laptop.
 function token() {
-  const m = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
-  if (m) {
-    sessionStorage.setItem("netqos-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
+  if (TOKEN === null) {
+    const m = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
+    if (m) {
+      sessionStorage.setItem("netqos-token", decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    TOKEN = sessionStorage.getItem("netqos-token") || "";
   }
-  return sessionStorage.getItem("netqos-token");
+  return TOKEN;
 }
 
 async function api(path) {
