@@ -527,7 +527,8 @@ function inkOf(canvas) {
   } catch (e) { return -1; }
 }
 
-function drawChart(id, resp, scale, limit, limitText, suffix) {
+// width: the plot box's, read for the three charts at once before any is drawn (plotWidths).
+function drawChart(id, resp, scale, limit, limitText, suffix, width) {
   const fig = document.getElementById(id);
   const box = fig.querySelector(".plot");
   box.replaceChildren();
@@ -556,9 +557,8 @@ function drawChart(id, resp, scale, limit, limitText, suffix) {
     fig.dataset.ink = "0";
     return;
   }
-  const width = Math.max(260, Math.floor(box.clientWidth || fig.clientWidth || 400));
   const plot = new uPlot({
-    width,
+    width: Math.max(260, width),
     height: 210,
     tzDate: vnDate,
     series: opts,
@@ -573,6 +573,17 @@ function drawChart(id, resp, scale, limit, limitText, suffix) {
     hooks: { draw: [(u) => { setTimeout(() => { fig.dataset.ink = String(inkOf(u.ctx.canvas)); }, 0); }] },
   }, data, box);
   CHARTS[id] = plot;
+}
+
+// The three plot boxes' widths, read together before any chart is drawn: read one by one
+// between drawings, each read made the browser lay the page out again.
+function plotWidths() {
+  const out = {};
+  for (const id of ["chart-rtt", "chart-dl", "chart-loss"]) {
+    const fig = document.getElementById(id);
+    out[id] = Math.floor(fig.querySelector(".plot").clientWidth || fig.clientWidth || 400);
+  }
+  return out;
 }
 
 async function loadTrends(f, complianceDone) {
@@ -603,13 +614,15 @@ async function loadTrends(f, complianceDone) {
   await complianceDone;
   const latency = ((LAST_COMPLIANCE && LAST_COMPLIANCE.rows) || []).find((r) => r.indicator === "latency_mean"
     && r.technology === tech && r.limit !== null);
+  const w = plotWidths();
   drawChart("chart-rtt", rtt, 1, latency ? latency.limit : null, latency
     ? "Ngưỡng " + ((LAST_COMPLIANCE.profiles.find((p) => p.id === latency.profile) || {}).reference || latency.profile) + ": RTT trung bình " + latency.op + " " + fmt(latency.limit) + " ms (quy chuẩn giới hạn giá trị trung bình; p95 vẽ để so sánh) / limit: mean RTT (the regulation limits the mean; the p95 is drawn against it)"
-    : "Không có ngưỡng QCVN cho " + tech + " / no QCVN latency limit for " + tech, " ms");
+    : "Không có ngưỡng QCVN cho " + tech + " / no QCVN latency limit for " + tech, " ms", w["chart-rtt"]);
   drawChart("chart-dl", dl, 1e-6, target ? target.limit : null, target
     ? "Chỉ tiêu Quyết định 1110: trung vị " + target.op + " " + fmt(target.limit) + " Mbit/s / national median target"
-    : "Không có chỉ tiêu trung vị cho " + tech + " / no median target for " + tech, " Mbit/s");
-  drawChart("chart-loss", loss, 100, null, "QCVN không quy định tỷ lệ mất gói / no QCVN limit on packet loss", " %");
+    : "Không có chỉ tiêu trung vị cho " + tech + " / no median target for " + tech, " Mbit/s", w["chart-dl"]);
+  drawChart("chart-loss", loss, 100, null, "QCVN không quy định tỷ lệ mất gói / no QCVN limit on packet loss", " %",
+    w["chart-loss"]);
   setStatus("trends-status", "");
 }
 
