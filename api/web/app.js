@@ -57,17 +57,31 @@ function fmt(v, digits) {
   return FORMATTERS[d].format(v);
 }
 
+let TOKEN = null;
+
+// Read once per page load: every request asks, and sessionStorage is not free on a busy laptop.
 function token() {
-  const m = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
-  if (m) {
-    sessionStorage.setItem("netqos-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
+  if (TOKEN === null) {
+    const m = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
+    if (m) {
+      sessionStorage.setItem("netqos-token", decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    TOKEN = sessionStorage.getItem("netqos-token") || "";
   }
-  return sessionStorage.getItem("netqos-token");
+  return TOKEN;
 }
 
 async function api(path) {
-  const r = await fetch(path, { headers: { Authorization: "Bearer " + token() } });
+  let r = await fetch(path, { headers: { Authorization: "Bearer " + token() } });
+  // A heavy query over the key's share (api.max_queries_per_key) waits on the server for a free
+  // slot, up to api.query_wait_s, then gets 429 with Retry-After: try again a few times, a
+  // bounded wait, rather than show the page's first load as an error.
+  for (let retry = 0; r.status === 429 && retry < 3; retry++) {
+    const wait = Math.min(5, Math.max(0.2, Number(r.headers.get("Retry-After")) || 1));
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+    r = await fetch(path, { headers: { Authorization: "Bearer " + token() } });
+  }
   let body = null;
   try { body = await r.json(); } catch (e) { body = null; }
   if (!r.ok) {
@@ -175,6 +189,11 @@ async function loadCompliance(f) {
   });
   // Time from navigation to a painted province view (map and matrix), read by bench/page.py.
   if (!document.body.dataset.overviewMs) document.body.dataset.overviewMs = String(Math.round(performance.now()));
+  return body;
+}
+
+// The long table below the province view, built once the trend charts are drawn (see loadView).
+function drawComplianceTable(body, f) {
   const tbody = document.querySelector("#compliance-table tbody");
   tbody.replaceChildren();
   const rows = body.rows.filter((r) => !f.status || r.status === f.status);
@@ -449,20 +468,39 @@ function drawMap(byCommune, inds) {
 
 const PALETTE = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037", "#455a64"];
 const CHARTS = {};
-let QOS_RUNNING = 0;
-const QOS_WAITING = [];
 
-// At most two /qos queries at once: the API allows a key two (api.max_queries_per_key).
+// Every /qos query is sent at once: over the key's share (api.max_queries_per_key) the server
+// queues it until a slot frees (api.query_wait_s), which costs no round trip; holding the third
+// back here until one had answered made it the last link of a chain.
 async function qos(params) {
-  if (QOS_RUNNING >= 2) await new Promise((resolve) => QOS_WAITING.push(resolve));
-  QOS_RUNNING++;
-  try {
-    return await api("/api/v1/qos?" + new URLSearchParams(params).toString());
-  } finally {
-    QOS_RUNNING--;
-    const next = QOS_WAITING.shift();
-    if (next) next();
+  return api("/api/v1/qos?" + new URLSearchParams(params).toString());
+}
+
+// The chart library is fetched with the page (a preload in its head) but run only once the
+// page's requests are on their way: evaluating its 50 kB takes tens of milliseconds, and as a
+// deferred script ahead of this file it held back every request by that much.
+let UPLOT = null;
+
+function loadUPlot() {
+  if (!UPLOT) {
+    UPLOT = typeof uPlot !== "undefined" ? Promise.resolve() : new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = "/ui/vendor/uPlot.iife.min.js";
+      s.onload = () => resolve();
+      s.onerror = () => { UPLOT = null; reject(new Error("uPlot did not load")); };
+      document.head.append(s);
+    });
   }
+  return UPLOT;
+}
+
+// Vietnam keeps UTC+7 all year (no daylight saving since 1975): the wall-clock date uPlot wants
+// (a Date whose local fields read Vietnam time, as uPlot.tzDate gives) from a fixed shift,
+// without tzDate's Intl formatting on every tick, which took a third of the charts' time.
+function vnDate(ts) {
+  const d = new Date(ts * 1000 + 7 * 3600 * 1000);
+  return new Date(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(),
+    d.getUTCSeconds(), d.getUTCMilliseconds());
 }
 
 // The six Vietnam months ending with the period's last month (never past the current month).
@@ -489,7 +527,8 @@ function inkOf(canvas) {
   } catch (e) { return -1; }
 }
 
-function drawChart(id, resp, scale, limit, limitText, suffix) {
+// width: the plot box's, read for the three charts at once before any is drawn (plotWidths).
+function drawChart(id, resp, scale, limit, limitText, suffix, width) {
   const fig = document.getElementById(id);
   const box = fig.querySelector(".plot");
   box.replaceChildren();
@@ -518,11 +557,10 @@ function drawChart(id, resp, scale, limit, limitText, suffix) {
     fig.dataset.ink = "0";
     return;
   }
-  const width = Math.max(260, Math.floor(box.clientWidth || fig.clientWidth || 400));
   const plot = new uPlot({
-    width,
+    width: Math.max(260, width),
     height: 210,
-    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Asia/Ho_Chi_Minh"),
+    tzDate: vnDate,
     series: opts,
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(0, lo), Math.max(hi, limit || 0) * 1.1 || 1] } },
     axes: [
@@ -531,9 +569,21 @@ function drawChart(id, resp, scale, limit, limitText, suffix) {
       { size: 48, font: "11px sans-serif" },
     ],
     legend: { live: true },
-    hooks: { draw: [(u) => { fig.dataset.ink = String(inkOf(u.ctx.canvas)); }] },
+    // Counting the ink reads the canvas back (a few ms a chart): done after the drawing, not in it.
+    hooks: { draw: [(u) => { setTimeout(() => { fig.dataset.ink = String(inkOf(u.ctx.canvas)); }, 0); }] },
   }, data, box);
   CHARTS[id] = plot;
+}
+
+// The three plot boxes' widths, read together before any chart is drawn: read one by one
+// between drawings, each read made the browser lay the page out again.
+function plotWidths() {
+  const out = {};
+  for (const id of ["chart-rtt", "chart-dl", "chart-loss"]) {
+    const fig = document.getElementById(id);
+    out[id] = Math.floor(fig.querySelector(".plot").clientWidth || fig.clientWidth || 400);
+  }
+  return out;
 }
 
 async function loadTrends(f, complianceDone) {
@@ -559,18 +609,35 @@ async function loadTrends(f, complianceDone) {
     + (f.operator ? " — " + f.operator : "") + " — theo ngày, 6 tháng / daily, six months";
   setStatus("trends-status", "Đang tải… / Loading…");
   const [rtt, dl, loss, d] = await answers;
+  await loadUPlot();
   const target = d ? d.rows.find((r) => r.indicator === "dl_median" && r.limit !== null) || null : null;
   await complianceDone;
   const latency = ((LAST_COMPLIANCE && LAST_COMPLIANCE.rows) || []).find((r) => r.indicator === "latency_mean"
     && r.technology === tech && r.limit !== null);
+  const w = plotWidths();
   drawChart("chart-rtt", rtt, 1, latency ? latency.limit : null, latency
     ? "Ngưỡng " + ((LAST_COMPLIANCE.profiles.find((p) => p.id === latency.profile) || {}).reference || latency.profile) + ": RTT trung bình " + latency.op + " " + fmt(latency.limit) + " ms (quy chuẩn giới hạn giá trị trung bình; p95 vẽ để so sánh) / limit: mean RTT (the regulation limits the mean; the p95 is drawn against it)"
-    : "Không có ngưỡng QCVN cho " + tech + " / no QCVN latency limit for " + tech, " ms");
+    : "Không có ngưỡng QCVN cho " + tech + " / no QCVN latency limit for " + tech, " ms", w["chart-rtt"]);
   drawChart("chart-dl", dl, 1e-6, target ? target.limit : null, target
     ? "Chỉ tiêu Quyết định 1110: trung vị " + target.op + " " + fmt(target.limit) + " Mbit/s / national median target"
-    : "Không có chỉ tiêu trung vị cho " + tech + " / no median target for " + tech, " Mbit/s");
-  drawChart("chart-loss", loss, 100, null, "QCVN không quy định tỷ lệ mất gói / no QCVN limit on packet loss", " %");
+    : "Không có chỉ tiêu trung vị cho " + tech + " / no median target for " + tech, " Mbit/s", w["chart-dl"]);
+  drawChart("chart-loss", loss, 100, null, "QCVN không quy định tỷ lệ mất gói / no QCVN limit on packet loss", " %",
+    w["chart-loss"]);
   setStatus("trends-status", "");
+}
+
+// The province view in the order it is seen: the map and matrix as soon as compliance answers,
+// then the trend charts, then the long compliance table below them. Built before the charts, the
+// table had to be laid out first (uPlot reads its box's width), a tenth of a second on a laptop.
+function loadView(f, trendFilters) {
+  const answer = loadCompliance(f);
+  const overview = settle("compliance-status", answer);
+  const trends = settle("trends-status", loadTrends(trendFilters, overview));
+  const table = settle("compliance-status", answer.then(async (body) => {
+    await trends;
+    drawComplianceTable(body, f);
+  }));
+  return [overview, trends, table];
 }
 
 async function main() {
@@ -593,22 +660,20 @@ async function main() {
   COMMUNES_READY = settle("compliance-status", loadCommunes().then(() => {
     document.querySelector("#filters select[name=commune]").value = f.commune;
   }));
-  const compliance = settle("compliance-status", loadCompliance(f));
   await Promise.all([
     COMMUNES_READY,
-    compliance,
+    ...loadView(f, f),
     settle("kpi-status", loadKpi(f.year)),
     settle("incidents-status", loadIncidents()),
-    settle("trends-status", loadTrends(f, compliance)),
+    // After the requests above are sent: see loadUPlot.
+    settle("trends-status", loadUPlot()),
   ]);
   document.body.dataset.drawnMs = String(Math.round(performance.now()));
   document.getElementById("filters").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const data = Object.fromEntries(new FormData(ev.target).entries());
     history.replaceState(null, "", "?" + new URLSearchParams(Object.entries(data).filter(([, v]) => v)).toString());
-    const compliance = settle("compliance-status", loadCompliance(data));
-    await Promise.all([compliance,
-      settle("trends-status", loadTrends({ ...data, period: data.period || defaultPeriod() }, compliance))]);
+    await Promise.all(loadView(data, { ...data, period: data.period || defaultPeriod() }));
   });
   document.body.dataset.state = "ready";
 }

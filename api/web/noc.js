@@ -180,7 +180,7 @@ async function nocRtt() {
   NOC_CHART = new uPlot({
     width: Math.max(300, box.clientWidth || 800),
     height: 220,
-    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Asia/Ho_Chi_Minh"),
+    tzDate: vnDate, // app.js: Vietnam's wall-clock time from a fixed UTC+7 shift
     series: [{}, ...series.map((s, i) => ({ label: s.labels.operator, stroke: PALETTE[i % PALETTE.length], width: 2,
       points: { show: true, size: 5 }, value: (u, v) => (v === null ? "—" : fmt(v, 1) + " ms") }))],
     axes: [{ font: "11px sans-serif", values: [[60, "{HH}:{mm}", "\n{D}/{M}/{YYYY}", null, "\n{D}/{M}", null, null, null, 1]] },

@@ -4,6 +4,7 @@ root cause and symptoms, probes offline and the province's last-hour p95 RTT per
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import time
 import urllib.error
@@ -143,3 +144,29 @@ def test_vendored_chart_library_is_served_from_the_package(noc_url: str) -> None
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{noc_url}/ui/vendor/{name}", timeout=30)
         assert e.value.code == 404
+
+
+WEB = Path(__file__).resolve().parents[2] / "api" / "web"
+
+
+@pytest.mark.parametrize(
+    ("accept", "compressed"),
+    [("gzip, deflate, br", True), ("br;q=1.0, gzip;q=0.5", True), ("gzip;q=0", False), ("identity", False)],
+)
+def test_page_files_are_sent_gzipped_to_a_browser_that_accepts_it(
+    noc_url: str, accept: str, compressed: bool
+) -> None:
+    """The page's files as in the package, gzip-compressed when Accept-Encoding allows it."""
+    for url, name in (("/ui/vendor/uPlot.iife.min.js", "vendor/uPlot.iife.min.js"), ("/", "index.html")):
+        req = urllib.request.Request(f"{noc_url}{url}", headers={"Accept-Encoding": accept})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+            encoding = r.headers.get("Content-Encoding")
+            assert r.headers["Vary"] == "Accept-Encoding"
+            assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        expected = (WEB / name).read_bytes()
+        if compressed:
+            assert encoding == "gzip" and len(body) < len(expected) / 2, (url, len(body))
+            assert gzip.decompress(body) == expected
+        else:
+            assert encoding is None and body == expected

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from collector.ingest_settings import IngestSettings
@@ -299,3 +300,34 @@ def test_page_draws_the_map_matrix_and_trends_with_data(base_url: str, tmp_path:
         r = headless(url, tmp_path / f"profile-{name}", f"--window-size={size}", f"--screenshot={shot}")
         assert r.returncode == 0 and shot.exists() and shot.stat().st_size > 30_000, r.stderr[-2000:]
         print(f"screenshot: {shot}")
+
+
+def test_page_retries_queries_the_server_refuses_over_the_keys_share(tmp_path: Path) -> None:
+    """The page sends its six heavy queries at once. With one slot per key and no wait
+    (api.max_queries_per_key 1, api.query_wait_s 0) the server refuses the ones over it (429,
+    Retry-After: 1); the page tries them again and still draws every chart, with no error."""
+    store = SQLiteStore(tmp_path / "netqos.db")
+    seed(store)
+    seed_province(store)
+    settings = settings_with_keys()
+    settings.api.max_queries_per_key = 1
+    settings.api.query_wait_s = 0.0
+    refused = {"reason": "queries_per_key"}
+    try:
+        with serve(create_app(settings, store)) as url:
+            before = REGISTRY.get_sample_value("netqos_api_requests_refused_total", refused) or 0.0
+            r = headless(
+                f"{url}/?period=2025-07&technology=4G#token={VIEWER}", tmp_path / "profile", "--dump-dom"
+            )
+            after = REGISTRY.get_sample_value("netqos_api_requests_refused_total", refused) or 0.0
+    finally:
+        store.close()
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    assert 'data-state="ready"' in dom, dom[-3000:]
+    assert after - before >= 1  # the limit was met: some first tries were refused
+    assert "Lỗi / error" not in dom, re.findall(r"Lỗi / error[^<]*", dom)
+    figure = r'<figure class="chart" id="(chart-[a-z]+)" data-series="(\d+)" data-points="(\d+)"'
+    charts = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(figure, dom)}
+    assert charts["chart-rtt"] == (2, 300) and charts["chart-loss"] == (2, 300), charts
+    assert len(re.findall(r'data-kpi="', dom)) == 10 and 'data-row="viettel|' in dom
