@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core import merge
+from collector.store import groups
 from collector.store.db import Connection
 from collector.store.store import (
     _ROLLUP_COLUMNS,
@@ -116,6 +117,10 @@ def recompute_window(
         (tier_s, window_start_ms, *args),
     )
     store.put_rollups(conn, coarse, tier_s)
+    if series is not None:
+        # The groups of these series are stale now: the roller recomputes them (a rebuild,
+        # which passes no series, recomputes every group of the window itself).
+        groups.mark_groups(store, conn, tier_s, window_start_ms, series)
     if clear_pending:
         store.forget_marks(tier_s)  # this process's writers mark again (its clock may be simulated)
         conn.execute(
@@ -165,6 +170,8 @@ class TierRoller:
                     with self.store.transaction() as conn:
                         recompute_window(self.store, conn, tier, w, series[i : i + step])
             done[tier] = len(by_window)
+        # The groups of the windows just computed (hours before days, as the series).
+        groups.roll_groups(self.store, self.policy.max_pending_per_round)
         return done
 
     def pending(self) -> dict[int, int]:
@@ -221,6 +228,12 @@ class TierRoller:
                         " AND window_start_ms < ?",
                         (tier, day, day + DAY_MS),
                     ).rowcount
+                    # The group tier goes with the series tier it is merged from.
+                    wconn.execute(
+                        "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                        " AND window_start_ms < ?",
+                        (tier, day, day + DAY_MS),
+                    )
             deleted[tier] = n
         return deleted
 
@@ -286,9 +299,11 @@ class TierRoller:
                 settled = w + step + settle_ms <= now
                 with self.store.transaction() as conn:
                     rows += recompute_window(self.store, conn, tier, w, clear_pending=settled)
+                    groups.recompute_groups(self.store, conn, tier, w)
                 windows += 1
             report.windows[tier], report.rows[tier] = windows, rows
             report.skipped[tier] = skipped
+        groups.note_built(self.store, start, end)
         return report
 
     # -- background job -----------------------------------------------------------------

@@ -1,0 +1,436 @@
+"""Group tiers: rollups pre-merged per (metric, kind, commune, operator, technology) — the
+'commune' scope — and per (metric, kind, operator, technology) — the 'province' scope — at
+every tier (1 minute, 1 hour, 1 local day).
+
+A group row of tier T and window w is the merge, by the core's ``merge``, of its member
+series' tier-T rows of w read in (series, window) order: the same bytes as merging the series
+rows at query time, counts, sums and sketches alike.
+
+Maintenance rides on the series tiers: when the roller (or a rebuild) recomputes a series'
+hour or day window, it marks the window's groups in ``group_pending`` (an hour mark covers the
+group's hour row *and* its minute rows: the series' minute rows of that hour are final once its
+hour is computed). The roller then recomputes the marked group windows from the series rows.
+
+A group window may be read only when it is current: no ``group_pending`` mark and no member
+series with a ``rollup_pending`` mark for it (for a minute row: for its hour). Any other window
+is read from the finer group tier, and below the minute tier from the member series' rows, so
+an answer never lags the 1-minute tier. Windows before ``group_tiers.built_from_ms`` (data a
+store held before it had group tiers) are read from the series rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from collector.core import RollupSet, merge
+from collector.store.db import Connection
+from collector.store.store import (
+    _ROLLUP_COLUMNS,
+    TIERS,
+    Store,
+    _take_rows,
+    rollups_from_rows,
+    window_index,
+    window_start,
+)
+
+# Labels a group is keyed by: a query grouping by and filtering on these only can read groups.
+GROUP_KEY_LABELS = ("kind", "commune", "operator", "technology")
+_GROUP_COLUMNS = _ROLLUP_COLUMNS.replace("series_id", "group_id")
+_GROUP_WRITE_COLUMNS = ("resolution_s", *_GROUP_COLUMNS.split(", "))
+_GROUP_KEY = ("resolution_s", "group_id", "window_start_ms")
+HOUR_MS = 3_600_000
+
+# (scope, metric, kind, commune, operator, technology)
+GroupKey = tuple[str, str, str, str, str, str]
+
+
+def group_keys(metric: str, labels: dict[str, str]) -> tuple[GroupKey, GroupKey]:
+    """The commune group and the province group a series of `metric` with `labels` belongs to."""
+    kind, commune = labels.get("kind", ""), labels.get("commune", "")
+    op, tech = labels.get("operator", ""), labels.get("technology", "")
+    return ("commune", metric, kind, commune, op, tech), ("province", metric, kind, "", op, tech)
+
+
+def _series_groups(store: Store, conn: Connection, series: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """series -> (commune group, province group), creating the groups that do not exist yet."""
+    keys: dict[int, tuple[GroupKey, GroupKey]] = {}
+    step = store.backend.in_list_max
+    for i in range(0, len(series), step):
+        among, values = store.backend.in_list("series_id", list(series[i : i + step]))
+        for sid, metric, kind, commune, op, tech in conn.execute(
+            f"SELECT series_id, metric, kind, commune, operator, technology FROM series WHERE {among}",
+            values,
+        ):
+            keys[int(sid)] = group_keys(
+                metric, {"kind": kind, "commune": commune, "operator": op, "technology": tech}
+            )
+    ids = _group_ids(conn, {k for pair in keys.values() for k in pair}, create=True)
+    return {sid: (ids[c], ids[p]) for sid, (c, p) in keys.items()}
+
+
+def _group_ids(conn: Connection, keys: set[GroupKey], create: bool) -> dict[GroupKey, int]:
+    """Ids of the groups `keys` (created first when `create`; else those missing are left out)."""
+    if create and keys:
+        conn.executemany(
+            "INSERT INTO rollup_groups (scope, metric, kind, commune, operator, technology)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            sorted(keys),
+        )
+    out: dict[GroupKey, int] = {}
+    for key in keys:
+        row = conn.execute(
+            "SELECT group_id FROM rollup_groups WHERE scope = ? AND metric = ? AND kind = ? AND commune = ?"
+            " AND operator = ? AND technology = ?",
+            key,
+        ).fetchone()
+        if row is not None:
+            out[key] = int(row[0])
+    return out
+
+
+def _members(conn: Connection, group_ids: Sequence[int]) -> dict[int, list[int]]:
+    """group -> its member series (every series whose labels are the group's key)."""
+    out: dict[int, list[int]] = {}
+    for gid in group_ids:
+        row = conn.execute(
+            "SELECT scope, metric, kind, commune, operator, technology FROM rollup_groups WHERE group_id = ?",
+            (gid,),
+        ).fetchone()
+        if row is None:
+            continue
+        scope, metric, kind, commune, op, tech = row
+        sql = "SELECT series_id FROM series WHERE metric = ? AND kind = ? AND operator = ? AND technology = ?"
+        args: tuple[Any, ...] = (metric, kind, op, tech)
+        if scope == "commune":
+            sql += " AND commune = ?"
+            args += (commune,)
+        out[gid] = sorted(int(s) for (s,) in conn.execute(sql, args))
+    return out
+
+
+def mark_groups(
+    store: Store, conn: Connection, tier_s: int, window_start_ms: int, series: Sequence[int]
+) -> None:
+    """Mark the groups of `series` pending for (tier_s, window): their series' tier rows of the
+    window were just recomputed (inside the caller's transaction)."""
+    if not series:
+        return
+    groups = sorted({g for pair in _series_groups(store, conn, series).values() for g in pair})
+    conn.executemany(
+        "INSERT INTO group_pending (resolution_s, group_id, window_start_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        [(tier_s, g, window_start_ms) for g in groups],
+    )
+
+
+def recompute_groups(
+    store: Store, conn: Connection, tier_s: int, window_start_ms: int, group_ids: Sequence[int] | None = None
+) -> int:
+    """Replace the group rows of one hour (its hour row and minute rows) or one day (its day
+    row) by the merge of the member series' rows, for `group_ids` (None: every group, from the
+    series with rows in the window), and clear their marks; inside the caller's transaction.
+    Returns the group rows written."""
+    spans = [(tier_s, window_start_ms, window_start_ms + tier_s * 1000)]
+    if tier_s == TIERS[1]:
+        spans.append((TIERS[0], window_start_ms, window_start_ms + tier_s * 1000))
+    if group_ids is None:
+        sids = sorted(
+            {
+                int(s)
+                for res, a, b in spans
+                for (s,) in conn.execute(
+                    "SELECT DISTINCT series_id FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                    " AND window_start_ms < ?",
+                    (res, a, b),
+                )
+            }
+        )
+        of_series = _series_groups(store, conn, sids)
+        members: dict[int, list[int]] = {}
+        for sid in sids:
+            for g in of_series[sid]:
+                members.setdefault(g, []).append(sid)
+        for res, a, b in spans:
+            conn.execute(
+                "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                " AND window_start_ms < ?",
+                (res, a, b),
+            )
+        conn.execute(
+            "DELETE FROM group_pending WHERE resolution_s = ? AND window_start_ms = ?",
+            (tier_s, window_start_ms),
+        )
+    else:
+        members = _members(conn, group_ids)
+        step = store.backend.in_list_max
+        for i in range(0, len(group_ids), step):
+            among, values = store.backend.in_list("group_id", list(group_ids[i : i + step]))
+            for res, a, b in spans:
+                conn.execute(
+                    f"DELETE FROM group_rollups WHERE resolution_s = ? AND {among} AND window_start_ms >= ?"
+                    " AND window_start_ms < ?",
+                    (res, *values, a, b),
+                )
+            conn.execute(
+                f"DELETE FROM group_pending WHERE resolution_s = ? AND {among} AND window_start_ms = ?",
+                (tier_s, *values, window_start_ms),
+            )
+    written = 0
+    for res, a, b in spans:
+        merged = merged_group_rows(store, conn, members, res, a, b)
+        store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
+        written += len(merged)
+    return written
+
+
+def merged_group_rows(
+    store: Store, conn: Connection, members: dict[int, list[int]], res: int, a: int, b: int
+) -> RollupSet:
+    """The rows of every group of `members` at `res` with window_start in [a, b): the merge of
+    its members' rows read in (series, window) order (series_id holds the group id)."""
+    parts: list[RollupSet] = []
+    everyone = sorted({s for ms in members.values() for s in ms})
+    rows = store._rollup_rows(conn, everyone, "window_start_ms >= ? AND window_start_ms < ?", (res,), (a, b))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    rs = rollups_from_rows(rows)
+    if not len(rs):
+        return RollupSet.empty()
+    sid = rs.series_id.astype(np.int64)
+    for gid, ms in sorted(members.items()):
+        take = np.flatnonzero(np.isin(sid, np.asarray(ms, dtype=np.int64)))
+        if len(take):
+            part = _take_rows(rs, take)
+            parts.append(merge(part, np.full(len(part), gid, dtype=np.int32), part.window_start_ms))
+    return RollupSet.concat(parts) if parts else RollupSet.empty()
+
+
+def _rows(r: RollupSet, res: int) -> list[tuple[Any, ...]]:
+    from collector.store.store import _rows_of
+
+    return list(_rows_of(r, res))
+
+
+def roll_groups(store: Store, max_marks: int = 100_000) -> int:
+    """Recompute the marked group windows (hours before days). Returns windows done."""
+    done = 0
+    for tier in TIERS[1:]:
+        marks = (
+            store.reader()
+            .execute(
+                "SELECT window_start_ms, group_id FROM group_pending WHERE resolution_s = ?"
+                " ORDER BY window_start_ms, group_id LIMIT ?",
+                (tier, max_marks),
+            )
+            .fetchall()
+        )
+        by_window: dict[int, list[int]] = {}
+        for w, g in marks:
+            by_window.setdefault(int(w), []).append(int(g))
+        for w, gids in by_window.items():
+            with store.transaction() as conn:
+                recompute_groups(store, conn, tier, w, gids)
+            done += 1
+    return done
+
+
+def built_from_ms(store: Store) -> int:
+    """Group rows exist for windows starting at or after this (see the module docstring)."""
+    row = store.reader().execute("SELECT built_from_ms FROM group_tiers WHERE id = 1").fetchone()
+    return int(row[0]) if row is not None else 1 << 62
+
+
+def note_built(store: Store, from_ms: int, to_ms: int) -> None:
+    """A rebuild computed the group rows of [from_ms, to_ms): if that reaches the built range,
+    group rows exist from `from_ms` on."""
+    with store.transaction() as conn:
+        conn.execute(
+            "UPDATE group_tiers SET built_from_ms = ? WHERE id = 1 AND built_from_ms <= ?"
+            " AND built_from_ms > ?",
+            (from_ms, to_ms, from_ms),
+        )
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """How a query over the selected series reads groups: each group's representative series
+    (the smallest selected member id: group rows come back keyed by it, so code that maps a
+    series to its labels needs no change) and the groups' members."""
+
+    scope: str
+    rep_of_group: dict[int, int]
+    members: dict[int, list[int]]  # group -> selected member series
+    missing: list[int]  # selected series of groups not created yet: read as series
+
+
+def plan(
+    store: Store,
+    labels: dict[int, dict[str, str]],
+    metric_of: dict[int, str],
+    grouping: Sequence[str],
+    filters: dict[str, str],
+) -> GroupPlan | None:
+    """A plan when the query groups by and filters on group key labels only (None: it cannot
+    read groups). The province scope when neither groups by nor filters on the commune."""
+    if not labels or any(k not in GROUP_KEY_LABELS for k in (*grouping, *filters)):
+        return None
+    scope = "commune" if "commune" in grouping or "commune" in filters else "province"
+    by_key: dict[GroupKey, list[int]] = {}
+    for sid in sorted(labels):
+        pair = group_keys(metric_of[sid], labels[sid])
+        by_key.setdefault(pair[0] if scope == "commune" else pair[1], []).append(sid)
+    ids = _group_ids(store.reader(), set(by_key), create=False)
+    members: dict[int, list[int]] = {}
+    missing: list[int] = []
+    for key, sids in by_key.items():
+        if key in ids:
+            members[ids[key]] = sids
+        else:
+            missing += sids
+    return GroupPlan(scope, {g: ms[0] for g, ms in members.items()}, members, missing)
+
+
+def grouped_rollups(
+    store: Store, p: GroupPlan, tiers: Sequence[int], from_ms: int, to_ms: int, *, whole: bool
+) -> RollupSet:
+    """Rows covering [from_ms, to_ms) keyed by the groups' representative series. With `whole`
+    (a period's totals) the range is covered by the coarsest whole windows of `tiers` (finest
+    last); without, rows of tiers[0] with window_start in the range (pending windows from finer
+    tiers, as Store.tiered_rollups)."""
+    parts: list[RollupSet] = []
+    tiers = sorted(tiers, reverse=True)
+    if p.missing:
+        parts.append(_series_rows(store, p.missing, tiers, from_ms, to_ms, whole, None))
+    built = built_from_ms(store)
+    everyone = sorted({s for ms in p.members.values() for s in ms})
+    rep = _rep_map(p)
+    if from_ms < min(built, to_ms) and everyone:
+        parts.append(_series_rows(store, everyone, tiers, from_ms, min(built, to_ms), whole, rep))
+    lo = max(from_ms, built)
+    if lo < to_ms and p.members:
+        segs = _cover(lo, to_ms, tiers) if whole else [(tiers[0], lo, to_ms)]
+        for res, a, b in segs:
+            _segment(store, p, rep, sorted(p.members), res, a, b, [t for t in tiers if t < res], parts)
+    parts = [x for x in parts if len(x)]
+    return RollupSet.concat(parts) if parts else RollupSet.empty()
+
+
+def _rep_map(p: GroupPlan) -> dict[int, int]:
+    return {s: p.rep_of_group[g] for g, ms in p.members.items() for s in ms}
+
+
+def _cover(a: int, b: int, tiers: Sequence[int]) -> list[tuple[int, int, int]]:
+    from collector.store.periods import cover
+
+    return cover(a, b, tiers)
+
+
+def _series_rows(
+    store: Store, sids: list[int], tiers: list[int], a: int, b: int, whole: bool, rep: dict[int, int] | None
+) -> RollupSet:
+    """Member series' rows (re-keyed to their representative when `rep` is given)."""
+    if whole:
+        from collector.store.periods import period_totals
+
+        rs = period_totals(store, sids, a, b, sketches=True, tiers_s=tiers)
+    else:
+        rs = store.tiered_rollups(sids, tiers[0], a, b)
+    if rep is not None and len(rs):
+        keys = np.asarray([rep[int(s)] for s in rs.series_id.tolist()], dtype=np.int32)
+        rs = RollupSet(keys, *[getattr(rs, f) for f in _FIELDS[1:]])
+    return rs
+
+
+_FIELDS = (
+    "series_id",
+    "window_start_ms",
+    "count",
+    "sum",
+    "sumsq",
+    "min",
+    "max",
+    "last",
+    "last_ts_ms",
+    "sketch_offsets",
+    "sketch_keys",
+    "sketch_counts",
+)
+
+
+def _segment(
+    store: Store,
+    p: GroupPlan,
+    rep: dict[int, int],
+    gids: list[int],
+    res: int,
+    a: int,
+    b: int,
+    finer: list[int],
+    parts: list[RollupSet],
+) -> None:
+    """Group rows of `gids` at `res` in [a, b) that are current; the stale windows from the
+    finer group tiers (or, below the minute tier, the member series' rows)."""
+    conn = store.reader()
+    unit = res if res != TIERS[0] else TIERS[1]  # minute rows go stale by the hour
+    unit_ms = unit * 1000
+    ua = int(window_start(a, unit_ms))
+    stale: set[tuple[int, int]] = set()
+    among_g, gvals = store.backend.in_list("group_id", gids)
+    for g, w in conn.execute(
+        f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
+        " AND window_start_ms >= ? AND window_start_ms < ?",
+        (unit, *gvals, ua, b),
+    ):
+        stale.add((int(g), int(w)))
+    group_of = {s: g for g, ms in p.members.items() for s in ms}
+    for s, w in conn.execute(
+        "SELECT series_id, window_start_ms FROM rollup_pending WHERE resolution_s = ?"
+        " AND window_start_ms >= ? AND window_start_ms < ?",
+        (unit, ua, b),
+    ):
+        g = group_of.get(int(s))
+        if g is not None and g in gids:
+            stale.add((g, int(w)))
+    rows = conn.execute(
+        f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE resolution_s = ? AND {among_g}"
+        " AND window_start_ms >= ? AND window_start_ms < ?",
+        (res, *gvals, a, b),
+    ).fetchall()
+    if stale:
+        rows = [r for r in rows if (int(r[0]), int(window_start(int(r[1]), unit_ms))) not in stale]
+    if rows:
+        rs = rollups_from_rows(rows)
+        keys = np.asarray([p.rep_of_group[int(g)] for g in rs.series_id.tolist()], dtype=np.int32)
+        parts.append(RollupSet(keys, *[getattr(rs, f) for f in _FIELDS[1:]]))
+    for g, w in sorted(stale):
+        lo, hi = max(a, w), min(b, w + unit_ms)
+        if lo >= hi:
+            continue
+        if finer and res != TIERS[0]:
+            _segment(store, p, rep, [g], finer[0], lo, hi, finer[1:], parts)
+        else:
+            ms = p.members[g]
+            parts.append(_series_rows(store, ms, [TIERS[0]], lo, hi, False, rep))
+
+
+__all__ = [
+    "GROUP_KEY_LABELS",
+    "GroupPlan",
+    "built_from_ms",
+    "group_keys",
+    "grouped_rollups",
+    "mark_groups",
+    "merged_group_rows",
+    "note_built",
+    "plan",
+    "recompute_groups",
+    "roll_groups",
+    "window_index",
+]

@@ -1,0 +1,240 @@
+"""Group tiers (SQLite and PostgreSQL): every group row equals the merge of its member series'
+rows bit for bit, through late data, pending windows and rebuild; queries read them exactly."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector.core import SampleBatch, merge, rollup
+from collector.store import groups
+from collector.store.periods import period_totals
+from collector.store.store import TIERS, SeriesKey, Store, _rows_of, open_store, rollups_from_rows
+from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
+from netqos.config import StoreSettings
+
+T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: a Vietnam day starts
+HOUR = 3_600_000
+# (commune, operator): two communes, two operators; a share counter series rides along.
+PLACES = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "x"), ("b", "y")]
+METRICS = ["rtt_ms", "dl_bps>=5000000.0"]
+
+
+def make_series(store: Store) -> list[int]:
+    keys = [
+        SeriesKey.of(m, f"p{i}", {"commune": c, "operator": o, "technology": "4G", "kind": "probe"})
+        for m in METRICS
+        for i, (c, o) in enumerate(PLACES)
+    ]
+    return store.series_ids(keys, [60.0] * len(keys))
+
+
+def ingest(store: Store, roller: TierRoller, batch: SampleBatch, late_ms: np.ndarray, flush_ms: int) -> None:
+    """Flushes in arrival order (sample time + its lateness), the roller after each at that 'now'."""
+    flush_of = (batch.ts_ms + late_ms) // flush_ms
+    for f in np.unique(flush_of):
+        part = np.flatnonzero(flush_of == f)
+        store.write_rollups(
+            rollup(SampleBatch(batch.series_id[part], batch.ts_ms[part], batch.value[part])), 60
+        )
+        roller.roll(now_ms=int(f + 1) * flush_ms)
+
+
+def group_rows(store: Store, res: int) -> list[tuple[Any, ...]]:
+    return (
+        store.reader()
+        .execute(
+            "SELECT group_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+            " FROM group_rollups WHERE resolution_s = ? ORDER BY group_id, window_start_ms",
+            (res,),
+        )
+        .fetchall()
+    )
+
+
+def expected_group_rows(store: Store, res: int) -> list[tuple[Any, ...]]:
+    """What every group's rows must be, from the series table and rows alone: per group (its
+    members chosen by label here, not by the code under test), the member rows of the tier in
+    (series, window) order merged per window."""
+    conn = store.reader()
+    out: list[tuple[Any, ...]] = []
+    for gid, scope, metric, commune, op in conn.execute(
+        "SELECT group_id, scope, metric, commune, operator FROM rollup_groups ORDER BY group_id"
+    ).fetchall():
+        members = [
+            int(s)
+            for (s, c) in conn.execute(
+                "SELECT series_id, commune FROM series WHERE metric = ? AND operator = ?", (metric, op)
+            )
+            if scope == "province" or c == commune
+        ]
+        if not members:
+            continue
+        rows = conn.execute(
+            "SELECT series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+            " FROM rollups"
+            f" WHERE resolution_s = ? AND series_id IN ({','.join(map(str, members))})"
+            " ORDER BY series_id, window_start_ms",
+            (res,),
+        ).fetchall()
+        rs = rollups_from_rows(rows)
+        if not len(rs):
+            continue
+        m = merge(rs, np.full(len(rs), gid, dtype=np.int32), rs.window_start_ms)
+        # The counts of each window, summed by hand from the member rows.
+        by_window: dict[int, int] = {}
+        for r in rows:
+            by_window[int(r[1])] = by_window.get(int(r[1]), 0) + int(r[2])
+        assert m.count.tolist() == [by_window[w] for w in sorted(by_window)]
+        out += [tuple(t) for t in _rows_of(m, res)]
+    return [tuple(r[1:]) for r in out]
+
+
+def assert_groups_exact(store: Store) -> None:
+    for res in TIERS:
+        got = [tuple(r) for r in group_rows(store, res)]
+        assert got == expected_group_rows(store, res), res
+
+
+def province_totals(
+    store: Store, sids: list[int], lo: int, hi: int, grouping: list[str]
+) -> dict[tuple[str, ...], int]:
+    """Counts per grouping through the group tiers."""
+    labels = {}
+    metric_of = {}
+    for sid, metric, commune, op in store.reader().execute(
+        "SELECT series_id, metric, commune, operator FROM series"
+    ):
+        if metric == "rtt_ms":
+            labels[int(sid)] = {"commune": commune, "operator": op, "technology": "4G", "kind": "probe"}
+            metric_of[int(sid)] = metric
+    p = groups.plan(store, labels, metric_of, grouping, {"technology": "4G"})
+    assert p is not None
+    rs = groups.grouped_rollups(store, p, TIERS, lo, hi, whole=True)
+    out: dict[tuple[str, ...], int] = {}
+    for sid, c in zip(rs.series_id.tolist(), rs.count.tolist(), strict=True):
+        key = tuple(labels[sid][g] for g in grouping)
+        out[key] = out.get(key, 0) + int(c)
+    return out
+
+
+def series_totals(store: Store, lo: int, hi: int, grouping: list[str]) -> dict[tuple[str, ...], int]:
+    """Counts per grouping from the series rows (the path without groups)."""
+    labels = {}
+    for sid, metric, commune, op in store.reader().execute(
+        "SELECT series_id, metric, commune, operator FROM series"
+    ):
+        if metric == "rtt_ms":
+            labels[int(sid)] = {"commune": commune, "operator": op}
+    rs = period_totals(store, sorted(labels), lo, hi, sketches=False)
+    out: dict[tuple[str, ...], int] = {}
+    for sid, c in zip(rs.series_id.tolist(), rs.count.tolist(), strict=True):
+        key = tuple(labels[sid][g] for g in grouping)
+        out[key] = out.get(key, 0) + int(c)
+    return out
+
+
+samples = st.lists(
+    st.tuples(
+        st.integers(0, len(PLACES) * len(METRICS) - 1),
+        st.integers(0, 2 * DAY_MS - 1),
+        st.floats(0.5, 5000.0, allow_nan=False).map(lambda v: round(v, 3)),
+        st.sampled_from([0, 0, 0, 5 * 60_000, 2 * HOUR, 30 * HOUR]),  # lateness
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(samples, st.sampled_from([20 * 60_000, 3 * HOUR]))
+def test_group_rows_are_the_merge_of_their_series_rows_bit_for_bit(
+    drawn: list[tuple[int, int, float, int]], flush_ms: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(StoreSettings(sqlite_path=Path(tmp) / "netqos.db"))
+        try:
+            sids = make_series(store)
+            batch = SampleBatch(
+                np.asarray([sids[d[0]] for d in drawn], dtype=np.int32),
+                np.asarray([T0 + d[1] for d in drawn], dtype=np.int64),
+                np.asarray([d[2] for d in drawn], dtype=np.float64),
+            )
+            late = np.asarray([d[3] for d in drawn], dtype=np.int64)
+            roller = TierRoller(store, TierPolicy(settle_s=120))
+            ingest(store, roller, batch, late, flush_ms)
+            # Pending windows (the last ones, late data): queries through groups count every sample.
+            end = T0 + 3 * DAY_MS
+            for grouping in (["operator"], ["commune", "operator"]):
+                assert province_totals(store, sids, T0, end, grouping) == series_totals(
+                    store, T0, end, grouping
+                )
+            roller.roll(now_ms=T0 + 10 * DAY_MS)
+            assert roller.pending() == {}
+            assert_groups_exact(store)
+            before = {res: group_rows(store, res) for res in TIERS}
+            roller.rebuild(T0, end, now_ms=T0 + 10 * DAY_MS)
+            assert {res: group_rows(store, res) for res in TIERS} == before
+            assert_groups_exact(store)
+        finally:
+            store.close()
+
+
+def test_group_tiers_on_both_backends(store_settings: StoreSettings) -> None:
+    """A fixed day of data with late arrivals: group rows exact while windows are pending (read
+    path), after the roller and after a rebuild; hour and minute rows dropped by retention."""
+    store = open_store(store_settings)
+    try:
+        sids = make_series(store)
+        rng = np.random.default_rng(3)
+        n = 1500
+        batch = SampleBatch(
+            np.asarray(sids, dtype=np.int32)[rng.integers(0, len(sids), n)],
+            T0 + rng.integers(0, 2 * DAY_MS, n),
+            np.round(rng.lognormal(3, 1, n), 3),
+        )
+        late = np.where(rng.random(n) < 0.05, rng.integers(0, 3 * HOUR, n), 0)
+        roller = TierRoller(store, TierPolicy(settle_s=120))
+        ingest(store, roller, batch, late, 2 * HOUR)
+        lo, hi = T0 + 5 * HOUR + 17 * 60_000, T0 + 2 * DAY_MS
+        for grouping in (["operator"], ["commune", "operator"]):
+            want = series_totals(store, lo, hi, grouping)
+            assert sum(want.values()) == int(
+                ((batch.ts_ms >= lo) & (batch.ts_ms < hi) & np.isin(batch.series_id, sids[:5])).sum()
+            )
+            assert province_totals(store, sids, lo, hi, grouping) == want
+        roller.roll(now_ms=T0 + 10 * DAY_MS)
+        assert_groups_exact(store)
+        assert len(group_rows(store, 86_400)) == 2 * 2 * (
+            4 + 2
+        )  # days x metrics x (4 commune + 2 province groups)
+        before = {res: group_rows(store, res) for res in TIERS}
+        roller.rebuild(T0, T0 + 2 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
+        assert {res: group_rows(store, res) for res in TIERS} == before
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "grouping, filters, ok",
+    [
+        (["operator"], {"technology": "4G"}, True),
+        (["site"], {}, False),
+        (["operator"], {"village": "v"}, False),
+    ],
+)
+def test_only_queries_on_group_labels_read_groups(
+    tmp_path: Path, grouping: list[str], filters: dict[str, str], ok: bool
+) -> None:
+    store = open_store(StoreSettings(sqlite_path=tmp_path / "netqos.db"))
+    try:
+        labels = {1: {"operator": "x", "commune": "a", "technology": "4G", "kind": "probe"}}
+        assert (groups.plan(store, labels, {1: "rtt_ms"}, grouping, filters) is not None) is ok
+    finally:
+        store.close()
