@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
 from collector.core.shares import ShareCounters, counter_metric
-from collector.store.periods import period_totals, select_series, tiers_present
+from collector.store.periods import grouped_period_totals, period_totals, select_series, tiers_present
 from collector.store.store import Store
 from netqos.config import ConfigError
 
@@ -448,9 +448,22 @@ def evaluate(
         labels = select_series(store, metrics, filters)
         if ind.source == "devices":
             labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
-        totals = period_totals(
-            store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
-        )
+        if ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
+            # Totals per (operator, commune): the group tiers hold them pre-merged.
+            totals = grouped_period_totals(
+                store,
+                labels,
+                ["operator", "commune"],
+                filters,
+                period.from_ms,
+                period.to_ms,
+                sketches=sketches,
+                tiers_s=tiers,
+            )
+        else:
+            totals = period_totals(
+                store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
+            )
         gid = np.empty(len(totals), dtype=np.int32)
         for r, sid in enumerate(totals.series_id.tolist()):
             lab = labels[sid]

@@ -196,3 +196,31 @@ def _rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:
         sketch_keys=keys,
         sketch_counts=counts,
     )
+
+
+def grouped_period_totals(
+    store: Store,
+    labels: dict[int, dict[str, str]],
+    grouping: Sequence[str],
+    filters: dict[str, str],
+    from_ms: int,
+    to_ms: int,
+    *,
+    sketches: bool,
+    tiers_s: Sequence[int] | None = None,
+) -> RollupSet:
+    """As `period_totals` for the series of `labels` (select_series' answer, "metric" included),
+    for a caller that only needs totals per `grouping`: when the grouping and `filters` are
+    group key labels (collector.store.groups), read from the group tiers, one row per group
+    keyed by one of its series (the smallest id); else one row per series, as period_totals."""
+    from collector.store import groups  # groups imports this module's cover()
+
+    tiers = list(tiers_s) if tiers_s is not None else tiers_present(store)
+    metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
+    p = groups.plan(store, labels, metric_of, grouping, filters)
+    if p is None or not tiers:
+        return period_totals(store, list(labels), from_ms, to_ms, sketches=sketches, tiers_s=tiers)
+    rs = groups.grouped_rollups(store, p, tiers, from_ms, to_ms, whole=True)
+    if not len(rs):
+        return RollupSet.empty()
+    return merge(rs, rs.series_id, np.zeros(len(rs), dtype=np.int64))
