@@ -37,6 +37,7 @@ from collector.core import merge
 from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
+from collector.store.groups import grouped_selection
 from collector.store.store import TIERS, SeriesSelection, window_start
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
@@ -240,7 +241,10 @@ def qos(
                 f"{len(found.labels) * windows} rows, over the limit api.max_rows_read "
                 f"({limits.max_rows_read}); use a shorter range, a step of 1h or 1d, or a filter",
             )
-        sel = store.select_rollups(metric, tier, read_from, to_ms, filters)
+        # Grouped by and filtered on group labels only: the pre-merged group tiers.
+        sel = grouped_selection(store, found, metric, groups, filters, tier, read_from, to_ms)
+        if sel is None:
+            sel = store.select_rollups(metric, tier, read_from, to_ms, filters)
         return _answer(
             request,
             sel,

@@ -31,6 +31,7 @@ from collector.store.db import Connection
 from collector.store.store import (
     _ROLLUP_COLUMNS,
     TIERS,
+    SeriesSelection,
     Store,
     _take_rows,
     rollups_from_rows,
@@ -322,6 +323,30 @@ def grouped_rollups(
     return RollupSet.concat(parts) if parts else RollupSet.empty()
 
 
+def grouped_selection(
+    store: Store,
+    found: SeriesSelection,
+    metric: str,
+    grouping: Sequence[str],
+    filters: dict[str, str],
+    resolution_s: int,
+    from_ms: int,
+    to_ms: int,
+) -> SeriesSelection | None:
+    """`found` (the series of a query, rows not read) with the rows of `resolution_s` in
+    [from_ms, to_ms) read from the group tiers, keyed by each group's representative series;
+    None when the query cannot read groups (then read the series rows). Every series must have
+    a schedule: completeness counts only the samples of series with one, per series."""
+    if not all(found.interval_s.get(s) for s in found.labels):
+        return None
+    p = plan(store, found.labels, dict.fromkeys(found.labels, metric), grouping, filters)
+    if p is None:
+        return None
+    tiers = [t for t in TIERS if t <= resolution_s]
+    rows = grouped_rollups(store, p, tiers, from_ms, to_ms, whole=False)
+    return SeriesSelection(rows, found.labels, found.interval_s, found.first_ms)
+
+
 def _rep_map(p: GroupPlan) -> dict[int, int]:
     return {s: p.rep_of_group[g] for g, ms in p.members.items() for s in ms}
 
@@ -426,6 +451,7 @@ __all__ = [
     "built_from_ms",
     "group_keys",
     "grouped_rollups",
+    "grouped_selection",
     "mark_groups",
     "merged_group_rows",
     "note_built",

@@ -12,10 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.core import SampleBatch, merge, rollup
+from collector.core import SampleBatch, merge, quantiles, rollup
 from collector.store import groups
+from collector.store.aggregate import group_rollups
 from collector.store.periods import period_totals
-from collector.store.store import TIERS, SeriesKey, Store, _rows_of, open_store, rollups_from_rows
+from collector.store.store import (
+    TIERS,
+    SeriesKey,
+    SeriesSelection,
+    Store,
+    _rows_of,
+    open_store,
+    rollups_from_rows,
+)
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.config import StoreSettings
 
@@ -236,5 +245,55 @@ def test_only_queries_on_group_labels_read_groups(
     try:
         labels = {1: {"operator": "x", "commune": "a", "technology": "4G", "kind": "probe"}}
         assert (groups.plan(store, labels, {1: "rtt_ms"}, grouping, filters) is not None) is ok
+    finally:
+        store.close()
+
+
+def per_group(
+    sel: SeriesSelection, grouping: list[str], step_ms: int
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """(group labels, step) -> (count, min, max, p50, p95) of the selection merged per group and step."""
+    g = group_rollups(sel, grouping, step_ms)
+    q = quantiles(g.merged, np.array([0.5, 0.95]))
+    out = {}
+    for r in range(len(g.merged)):
+        labels = tuple(g.group_labels[int(g.merged.series_id[r])].values())
+        m = g.merged
+        out[(labels, int(m.window_start_ms[r]))] = (int(m.count[r]), m.min[r], m.max[r], *q[r].tolist())
+    return out
+
+
+def test_qos_queries_read_groups_exactly(store_settings: StoreSettings) -> None:
+    """The QoS read path: grouped by operator (province groups) or commune and operator, at the
+    minute, hour and day tiers, while windows are pending and after the roller: the same counts,
+    extremes and percentiles as merging the series rows, and as many samples as were sent."""
+    store = open_store(store_settings)
+    try:
+        sids = make_series(store)
+        rng = np.random.default_rng(4)
+        n = 1200
+        batch = SampleBatch(
+            np.asarray(sids[:5], dtype=np.int32)[rng.integers(0, 5, n)],
+            T0 + rng.integers(0, DAY_MS + 3 * HOUR, n),
+            np.round(rng.lognormal(3, 1, n), 3),
+        )
+        late = np.where(rng.random(n) < 0.05, rng.integers(0, 3 * HOUR, n), 0)
+        roller = TierRoller(store, TierPolicy(settle_s=120))
+        ingest(store, roller, batch, late, 2 * HOUR)
+        lo, hi = T0 + DAY_MS, T0 + DAY_MS + 4 * HOUR
+        for rolled in (False, True):
+            if rolled:
+                roller.roll(now_ms=T0 + 10 * DAY_MS)
+            for grouping, filters in ((["operator"], {}), (["commune", "operator"], {"technology": "4G"})):
+                for tier, a, b in ((60, lo, hi), (3600, lo, hi), (86_400, T0, T0 + 2 * DAY_MS)):
+                    found = store.select_rollups("rtt_ms", tier, a, a, filters)
+                    sel = groups.grouped_selection(store, found, "rtt_ms", grouping, filters, tier, a, b)
+                    assert sel is not None
+                    want = per_group(
+                        store.select_rollups("rtt_ms", tier, a, b, filters), grouping, tier * 1000
+                    )
+                    assert per_group(sel, grouping, tier * 1000) == want
+                    sent = int(((batch.ts_ms >= a) & (batch.ts_ms < b)).sum())
+                    assert sum(v[0] for v in want.values()) == sent
     finally:
         store.close()
