@@ -269,6 +269,7 @@ class GroupPlan:
     rep_of_group: dict[int, int]
     members: dict[int, list[int]]  # group -> selected member series
     missing: list[int]  # selected series of groups not created yet: read as series
+    metrics: frozenset[str]  # the selected series' metrics
 
 
 def plan(
@@ -295,7 +296,8 @@ def plan(
             members[ids[key]] = sids
         else:
             missing += sids
-    return GroupPlan(scope, {g: ms[0] for g, ms in members.items()}, members, missing)
+    metrics = frozenset(metric_of[s] for s in labels)
+    return GroupPlan(scope, {g: ms[0] for g, ms in members.items()}, members, missing, metrics)
 
 
 def grouped_rollups(
@@ -401,48 +403,60 @@ def _segment(
     parts: list[RollupSet],
 ) -> None:
     """Group rows of `gids` at `res` in [a, b) that are current; the stale windows from the
-    finer group tiers (or, below the minute tier, the member series' rows)."""
+    finer group tiers (or, below the minute tier, the member series' rows), all the groups
+    stale in one window in one read."""
     conn = store.reader()
     unit = res if res != TIERS[0] else TIERS[1]  # minute rows go stale by the hour
     unit_ms = unit * 1000
     ua = int(window_start(a, unit_ms))
+    wanted = set(gids)
     stale: set[tuple[int, int]] = set()
-    among_g, gvals = store.backend.in_list("group_id", gids)
-    for g, w in conn.execute(
-        f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
-        " AND window_start_ms >= ? AND window_start_ms < ?",
-        (unit, *gvals, ua, b),
-    ):
-        stale.add((int(g), int(w)))
+    rows: list[tuple[Any, ...]] = []
+    step = store.backend.in_list_max
+    for i in range(0, len(gids), step):
+        among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
+        for g, w in conn.execute(
+            f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
+            " AND window_start_ms >= ? AND window_start_ms < ?",
+            (unit, *gvals, ua, b),
+        ):
+            stale.add((int(g), int(w)))
+        rows += conn.execute(
+            f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE resolution_s = ? AND {among_g}"
+            " AND window_start_ms >= ? AND window_start_ms < ?",
+            (res, *gvals, a, b),
+        ).fetchall()
     group_of = {s: g for g, ms in p.members.items() for s in ms}
+    # Members' pending marks: only the plan's metrics (the current hour and day hold a mark for
+    # nearly every series of the store).
+    among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
     for s, w in conn.execute(
-        "SELECT series_id, window_start_ms FROM rollup_pending WHERE resolution_s = ?"
-        " AND window_start_ms >= ? AND window_start_ms < ?",
-        (unit, ua, b),
+        "SELECT p.series_id, p.window_start_ms FROM rollup_pending p"
+        " JOIN series s ON s.series_id = p.series_id"
+        f" WHERE p.resolution_s = ? AND p.window_start_ms >= ? AND p.window_start_ms < ? AND {among_m}",
+        (unit, ua, b, *mvals),
     ):
         g = group_of.get(int(s))
-        if g is not None and g in gids:
+        if g is not None and g in wanted:
             stale.add((g, int(w)))
-    rows = conn.execute(
-        f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE resolution_s = ? AND {among_g}"
-        " AND window_start_ms >= ? AND window_start_ms < ?",
-        (res, *gvals, a, b),
-    ).fetchall()
     if stale:
         rows = [r for r in rows if (int(r[0]), int(window_start(int(r[1]), unit_ms))) not in stale]
     if rows:
         rs = rollups_from_rows(rows)
         keys = np.asarray([p.rep_of_group[int(g)] for g in rs.series_id.tolist()], dtype=np.int32)
         parts.append(RollupSet(keys, *[getattr(rs, f) for f in _FIELDS[1:]]))
+    by_window: dict[int, list[int]] = {}
     for g, w in sorted(stale):
+        by_window.setdefault(w, []).append(g)
+    for w, stale_gids in sorted(by_window.items()):
         lo, hi = max(a, w), min(b, w + unit_ms)
         if lo >= hi:
             continue
         if finer and res != TIERS[0]:
-            _segment(store, p, rep, [g], finer[0], lo, hi, finer[1:], parts)
+            _segment(store, p, rep, stale_gids, finer[0], lo, hi, finer[1:], parts)
         else:
-            ms = p.members[g]
-            parts.append(_series_rows(store, ms, [TIERS[0]], lo, hi, False, rep))
+            members = sorted(s for g in stale_gids for s in p.members[g])
+            parts.append(_series_rows(store, members, [TIERS[0]], lo, hi, False, rep))
 
 
 __all__ = [
