@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
 from collector.core.shares import ShareCounters, counter_metric
+from collector.store import groups as group_tiers
 from collector.store.periods import grouped_period_totals, period_totals, select_series, tiers_present
 from collector.store.store import Store
 from netqos.config import ConfigError
@@ -508,7 +509,17 @@ def evaluate(
             return hours_cache[key]
         filters = {**base, "kind": "probe"}
         labels = select_series(store, ind.metrics, filters)
-        rows = store.tiered_rollups(sorted(labels), 3600, period.from_ms, period.to_ms) if labels else None
+        rows = None
+        if labels and scope.place == "commune":
+            # Hours per (operator, commune): the group tiers' hour rows hold them pre-merged.
+            metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
+            p = group_tiers.plan(store, labels, metric_of, ["operator", "commune"], filters)
+            if p is not None:
+                rows = group_tiers.grouped_rollups(
+                    store, p, [3600, 60], period.from_ms, period.to_ms, whole=False
+                )
+        if labels and rows is None:
+            rows = store.tiered_rollups(sorted(labels), 3600, period.from_ms, period.to_ms)
         out: dict[int, tuple[set[int], int]] = {}
         if rows is not None:
             hour_ms, vn_ms = 3_600_000, 7 * 3_600_000

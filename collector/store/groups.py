@@ -194,20 +194,41 @@ def merged_group_rows(
 ) -> RollupSet:
     """The rows of every group of `members` at `res` with window_start in [a, b): the merge of
     its members' rows read in (series, window) order (series_id holds the group id)."""
-    parts: list[RollupSet] = []
     everyone = sorted({s for ms in members.values() for s in ms})
     rows = store._rollup_rows(conn, everyone, "window_start_ms >= ? AND window_start_ms < ?", (res,), (a, b))
     rows.sort(key=lambda r: (r[0], r[1]))
     rs = rollups_from_rows(rows)
     if not len(rs):
         return RollupSet.empty()
-    sid = rs.series_id.astype(np.int64)
+    # A series is in a commune group and a province group: layers of whole groups, in each of
+    # which a series has at most one group, so each layer is one merge of the rows (stable: a
+    # group's rows keep their (series, window) order, the same as merging the group alone).
+    layers: list[dict[int, int]] = []
     for gid, ms in sorted(members.items()):
-        take = np.flatnonzero(np.isin(sid, np.asarray(ms, dtype=np.int64)))
+        # A group goes whole into the first layer none of its series is in yet.
+        for layer in layers:
+            if not any(s in layer for s in ms):
+                layer.update(dict.fromkeys(ms, gid))
+                break
+        else:
+            layers.append(dict.fromkeys(ms, gid))
+    row_sid = rs.series_id.astype(np.int64)
+    parts: list[RollupSet] = []
+    for layer in layers:
+        keys = np.fromiter(layer.keys(), dtype=np.int64, count=len(layer))
+        vals = np.fromiter(layer.values(), dtype=np.int64, count=len(layer))
+        order = np.argsort(keys)
+        keys, vals = keys[order], vals[order]
+        pos = np.minimum(np.searchsorted(keys, row_sid), len(keys) - 1)
+        take = np.flatnonzero(keys[pos] == row_sid)
         if len(take):
             part = _take_rows(rs, take)
-            parts.append(merge(part, np.full(len(part), gid, dtype=np.int32), part.window_start_ms))
-    return RollupSet.concat(parts) if parts else RollupSet.empty()
+            parts.append(merge(part, vals[pos[take]].astype(np.int32), part.window_start_ms))
+    if not parts:
+        return RollupSet.empty()
+    both = RollupSet.concat(parts)
+    # Sorted by (group, window), as the group table's key.
+    return _take_rows(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
 
 
 def _rows(r: RollupSet, res: int) -> list[tuple[Any, ...]]:
