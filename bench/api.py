@@ -328,11 +328,11 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None]) -> Non
     last_day = int(window_start(data.end_ms - 1, DAY_MS))
     t0 = time.perf_counter()
     n = 0
-    for tier, step in ((3600, HOUR_MS), (86_400, DAY_MS)):
-        first = int(window_start(START_MS, step * 1))
+    for tier, step, pending in ((3600, HOUR_MS, last_hour), (86_400, DAY_MS, last_day)):
+        first = int(window_start(START_MS, step))
         for w in range(first, data.end_ms, step):
-            if w in (last_hour, last_day):
-                continue  # pending: read from the series rows
+            if w == pending:
+                continue  # pending (this tier's only): read from the series rows
             with store.transaction() as conn:
                 n += recompute_groups(store, conn, tier, w)
     log(f"  group tiers: {n:,} rows in {time.perf_counter() - t0:.1f} s")
