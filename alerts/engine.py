@@ -45,10 +45,12 @@ from alerts.incidents import (
 from alerts.notify.pipeline import Grouper, Muter, NotifyAlert, Router, build_pipeline, flush_group
 from alerts.rules import (
     AbsenceRule,
+    EntityKinds,
     RulesError,
     Sample,
     StateRule,
     ThresholdRule,
+    builtin_kinds,
     evaluate_absence,
     evaluate_threshold,
     load_rules,
@@ -138,13 +140,18 @@ class AlertEngine:
         down_after_misses: int = 3,
         rules: list[AnyRule] | None = None,
         on_enqueue: Callable[[], None] | None = None,
+        kinds: EntityKinds | None = None,
     ) -> None:
         self.store = store
+        # What a state rule's entity_kind matches (`onu` -> the `onus` rows of every profile).
+        self.kinds = kinds if kinds is not None else builtin_kinds()
         self.settings = settings
         self.down_after_misses = down_after_misses
         self.on_enqueue = on_enqueue
         self._rules_mtime = self._mtime()
-        self.rules: list[AnyRule] = rules if rules is not None else load_rules(settings.rules_file)
+        self.rules: list[AnyRule] = (
+            rules if rules is not None else load_rules(settings.rules_file, self.kinds)
+        )
         RULES_LOADED.set(len(self.rules))
         self._reload_requested = False
         self._pruned_ms = 0
@@ -198,7 +205,7 @@ class AlertEngine:
         """Load the rules file again; on any problem keep the rules in force and say why."""
         self._rules_mtime = self._mtime()
         try:
-            rules = load_rules(self.settings.rules_file)
+            rules = load_rules(self.settings.rules_file, self.kinds)
         except RulesError as exc:
             RULE_RELOADS.labels(outcome="rejected").inc()
             for problem in exc.problems[:20]:
@@ -334,7 +341,8 @@ class AlertEngine:
                 continue
             base = {"alertname": rule.name, "severity": rule.severity}
             if isinstance(rule, StateRule):
-                keys = {k for k in self.abnormal if k[0] == rule.entity_kind}
+                match = self.kinds.get(rule.entity_kind, frozenset((rule.entity_kind,)))
+                keys = {k for k in self.abnormal if k[0] in match}
                 keys |= {
                     (t.labels.get("entity_kind", ""), t.labels.get("entity", ""))
                     for t in tracked_by_rule.get(rule.name, [])
@@ -351,7 +359,7 @@ class AlertEngine:
                         "entity": entity,
                         "entity_kind": kind,
                     }
-                    if kind == "interface":
+                    if kind not in ("device", "probe"):  # an interface or a profile table's row
                         labels["device"] = st.device_id
                     key = f"{rule.name}|{kind}:{entity}"
                     out[key] = Verdict(rule, labels, None, st.state in rule.states, st.since_ms)

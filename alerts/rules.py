@@ -165,8 +165,48 @@ class AbsenceRule(_Rule):
 
 class StateRule(_Rule):
     kind: Literal["state"]
-    entity_kind: Literal["device", "interface", "probe"]
+    # device, interface, probe, or a profile table's rows: its name (`onus`) or its row label
+    # (`onu`); checked against the profiles in `parse_rules`, since only they know the tables.
+    entity_kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     states: list[str] = Field(min_length=1, description="e.g. [down] or [offline]")
+
+
+BASE_KINDS = ("device", "interface", "probe")
+EntityKinds = dict[str, frozenset[str]]
+
+
+def entity_kinds(profiles_dir: Path | None = None) -> EntityKinds:
+    """What a state rule's `entity_kind` may say -> the kinds of state change it matches.
+
+    device, interface and probe; and every profile table other than `interfaces` (whose rows
+    are interfaces) by its name, which is the kind the poller gives its rows' state changes,
+    and by its `row_label` (`onu`), which may name the tables of several profiles at once.
+    Profiles that do not load (`check-config` says why) leave the built-in ones."""
+    from collector.snmp.profile import ProfileError, load_profiles
+
+    try:
+        profiles = load_profiles(profiles_dir)
+    except ProfileError:
+        profiles = load_profiles(None)
+    out: dict[str, set[str]] = {k: {k} for k in BASE_KINDS}
+    for p in profiles.values():
+        for t in p.tables:
+            if t.name == "interfaces":
+                continue
+            out.setdefault(t.name, set()).add(t.name)
+            if t.row_label != "row" and t.row_label not in BASE_KINDS:
+                out.setdefault(t.row_label, set()).add(t.name)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+_BUILTIN_KINDS: list[EntityKinds] = []
+
+
+def builtin_kinds() -> EntityKinds:
+    """`entity_kinds()` of the built-in profiles, read once."""
+    if not _BUILTIN_KINDS:
+        _BUILTIN_KINDS.append(entity_kinds(None))
+    return _BUILTIN_KINDS[0]
 
 
 Rule = Annotated[ThresholdRule | AbsenceRule | StateRule, Field(discriminator="kind")]
@@ -212,8 +252,13 @@ def _line(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
 _KIND_TAGS = ("threshold", "absence", "state")
 
 
-def parse_rules(text: str, source: str = "<rules>") -> list[ThresholdRule | AbsenceRule | StateRule]:
-    """Rules from YAML text; raises RulesError listing every problem as `source:line: where: reason`."""
+def parse_rules(
+    text: str, source: str = "<rules>", kinds: EntityKinds | None = None
+) -> list[ThresholdRule | AbsenceRule | StateRule]:
+    """Rules from YAML text; raises RulesError listing every problem as `source:line: where: reason`.
+
+    `kinds`: the entity kinds a state rule may target (`entity_kinds`); None: the built-in ones."""
+    known = builtin_kinds() if kinds is None else kinds
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -253,6 +298,13 @@ def parse_rules(text: str, source: str = "<rules>") -> list[ThresholdRule | Abse
                     msg = "`kind` must be one of threshold, absence, state"
                 problems.append(f"{source}:{_line(node, loc)}: {where}: {field}: {msg}")
             continue
+        if isinstance(rule, StateRule) and rule.entity_kind not in known:
+            problems.append(
+                f"{source}:{_line(node, ('entity_kind',))}: {where}: entity_kind: {rule.entity_kind!r}"
+                f" is no kind of entity; known: {', '.join(sorted(known))}"
+                " (device, interface, probe, or a profile table's name or row label)"
+            )
+            continue
         if rule.name in seen:
             problems.append(
                 f"{source}:{_line(node, ('name',))}: {where}: name: {rule.name!r} is already used"
@@ -273,15 +325,19 @@ def default_rules_text() -> str:
     return (resources.files("alerts") / DEFAULT_RULES).read_text(encoding="utf-8")
 
 
-def load_rules(path: Path | None) -> list[ThresholdRule | AbsenceRule | StateRule]:
-    """Rules from `path` (None: the built-in defaults); RulesError on any problem."""
+def load_rules(
+    path: Path | None, kinds: EntityKinds | None = None
+) -> list[ThresholdRule | AbsenceRule | StateRule]:
+    """Rules from `path` (None: the built-in defaults); RulesError on any problem.
+
+    `kinds`: as for `parse_rules`."""
     if path is None:
-        return parse_rules(default_rules_text(), "(built-in rules)")
+        return parse_rules(default_rules_text(), "(built-in rules)", kinds)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError(str(path), [f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    return parse_rules(text, str(path))
+    return parse_rules(text, str(path), kinds)
 
 
 # -- evaluation of rollup rules ------------------------------------------------------------------

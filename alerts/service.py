@@ -8,6 +8,7 @@ import logging
 from alerts.engine import AlertEngine
 from alerts.notify import make_receivers
 from alerts.notify.outbox import Dispatcher, Outbox, Receiver
+from alerts.rules import entity_kinds
 from collector.store.store import Store
 from netqos.config import Settings
 
@@ -23,7 +24,11 @@ class Alerting:
         self.receivers: list[Receiver] = make_receivers(settings.alerts)  # type: ignore[assignment]
         self._wakes = [asyncio.Event() for _ in self.receivers]
         self.engine = AlertEngine(
-            store, settings.alerts, down_after_misses=settings.snmp.down_after_misses, on_enqueue=self._wake
+            store,
+            settings.alerts,
+            down_after_misses=settings.snmp.down_after_misses,
+            on_enqueue=self._wake,
+            kinds=entity_kinds(settings.snmp.profiles_dir),  # rules may target its profiles' tables
         )
         outbox = Outbox(store)
         self.dispatchers = [

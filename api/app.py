@@ -26,6 +26,7 @@ from api.routers import (
     qos,
     reports,
     silences,
+    topology,
     units,
 )
 from collector.pipeline import IngestPipeline
@@ -65,7 +66,7 @@ def create_app(
     errors.install(app)
     # Outermost of our own layers: a body over its limit is refused before routing,
     # authentication or parsing read any of it.
-    app.add_middleware(BodyLimit, limit_of=body_limit_for(settings))
+    app.add_middleware(BodyLimit, limit_of=body_limit_for(settings), timeout_s=settings.api.body_timeout_s)
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
@@ -81,10 +82,15 @@ def create_app(
     app.state.upload_limiter = RateLimiter(
         settings.api.upload_rate_per_min / 60.0, settings.api.upload_burst, "uploads"
     )
+    app.state.write_limiter = RateLimiter(
+        settings.api.write_rate_per_min / 60.0, settings.api.write_burst, "writes"
+    )
     app.state.auth_failure_limiter = RateLimiter(
         settings.api.auth_failures_per_min / 60.0, settings.api.auth_failure_burst, "wrong tokens"
     )
-    app.state.query_gate = QueryGate(settings.api.max_queries, settings.api.max_queries_per_key)
+    app.state.query_gate = QueryGate(
+        settings.api.max_queries, settings.api.max_queries_per_key, settings.api.query_wait_s
+    )
 
     def store_check() -> tuple[bool, str]:
         store.ping()
@@ -97,6 +103,7 @@ def create_app(
     app.include_router(qos.router)
     app.include_router(probes.router)
     app.include_router(devices.router)
+    app.include_router(topology.router)
     app.include_router(availability.router)
     app.include_router(incidents.router)
     app.include_router(silences.router)

@@ -32,10 +32,12 @@ ROW_ID_MAX = 2**63 - 1
 TOO_MANY: dict[int | str, dict[str, Any]] = {
     429: {**ERR, "description": "over the rate limit; see Retry-After"}
 }
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSX_CONTENT: dict[str, Any] = {XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
 CSV_OR_JSON: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"text/csv": {"schema": {"type": "string"}}},
-        "description": "JSON, or CSV with format=csv",
+        "content": {"text/csv": {"schema": {"type": "string"}}, **XLSX_CONTENT},
+        "description": "JSON, CSV with format=csv, or an Excel workbook with format=xlsx",
     }
 }
 

@@ -1,5 +1,5 @@
-"""Token-bucket rate limits per caller (a probe on HTTPS ingest, a key on uploads, a client
-address on wrong tokens).
+"""Token-bucket rate limits per caller (a probe on HTTPS ingest, a key on uploads and on every
+other write, a client address on wrong tokens).
 
 In memory, per process: with several API replicas each allows the configured rate, which
 is what a limit against a runaway client needs. The table of buckets is bounded: the
@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
 
 
 class RateLimiter:
@@ -67,3 +67,10 @@ class RateLimiter:
         wait = self.wait_s(key)
         if wait > 0:
             raise self.refuse(key, wait)
+
+
+def check_write(request: Request, key: str) -> None:
+    """429 with Retry-After when key `key` is over api.write_rate_per_min / api.write_burst: every
+    state-changing endpoint but the uploads (which have their own, slower rate) calls it first."""
+    limiter: RateLimiter = request.app.state.write_limiter
+    limiter.check(key)

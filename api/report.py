@@ -1,4 +1,5 @@
-"""The monthly compliance report: a printable HTML page and a CSV, labelled in Vietnamese and English.
+"""The monthly compliance report: a printable HTML page, a CSV and an Excel workbook, labelled in
+Vietnamese and English.
 
 Every row whose limit, minimum or method is our interpretation (or rests on example data, as
 the FTTH contracted speed does) is marked "unverified" with its note, in both forms: a
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from api.compliance import VN_TZ
+from api.export import COUNT, DECIMAL, Book
 from api.schemas import ComplianceResponse, ComplianceRow
 
 STATUS_LABELS = {
@@ -253,3 +255,116 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
         parts.append(f"<tr class='{e(r.status)}'>{''.join(cells)}</tr>")
     parts.append("</table></body></html>")
     return "".join(parts)
+
+
+def render_monthly_xlsx(out: ComplianceResponse, requested_by: str) -> bytes:
+    """The report as a workbook: the heading and legend, the summary by group, then every row.
+
+    The rows sheet has the CSV's columns and marks (the same texts), with the measured value,
+    limit and sample counts as numbers; built in the request's worker thread."""
+    book = Book()
+    profiles = "; ".join(f"{p.reference} (v{p.version})" for p in out.profiles)
+    filters = ", ".join(f"{k}={v}" for k, v in out.filters.items())
+    counts = {s: sum(1 for g in out.groups if g.status == s) for s in STATUS_LABELS}
+    n = len(out.rows)
+    about: list[dict[str, Any]] = [
+        {
+            "k": "Báo cáo / Report",
+            "v": f"Báo cáo tuân thủ quy chuẩn chất lượng dịch vụ — tháng {out.period}"
+            f" / QoS compliance report — {out.period}",
+        },
+        {
+            "k": "Kỳ báo cáo / Period",
+            "v": f"{local_time(out.from_ms)} – {local_time(out.to_ms)}"
+            " (giờ Việt Nam / Vietnam time, UTC+07:00)",
+        },
+        {"k": "Quy chuẩn / Regulations", "v": profiles or "—"},
+        {
+            "k": "Tốc độ công bố / Declared speeds",
+            "v": f"{out.declared_speeds.get('source', '')} ({out.declared_speeds.get('version', '')})",
+        },
+        *(
+            {"k": f"Tốc độ {t} / {t} speeds", "v": f"{' / '.join(UNVERIFIED_LABEL)}: {why}"}
+            for t, why in out.declared_speeds.items()
+            if t not in ("version", "source")
+        ),
+        {
+            "k": " / ".join(UNVERIFIED_LABEL),
+            "v": f"{UNVERIFIED_MEANING[0]} / {UNVERIFIED_MEANING[1]}",
+            "n": sum(r.unverified for r in out.rows),
+        },
+        {
+            "k": f"{APPROXIMATE_MARK} {' / '.join(APPROXIMATE_LABEL)}",
+            "v": f"{APPROXIMATE_MEANING[0]} / {APPROXIMATE_MEANING[1]}",
+            "n": sum(r.approximate for r in out.rows),
+        },
+        {
+            "k": " / ".join(NOT_CHECKED_LABEL),
+            "v": f"{NOT_CHECKED_MEANING[0]} / {NOT_CHECKED_MEANING[1]}",
+            "n": sum(bool(r.not_checked) for r in out.rows),
+        },
+        {"k": "Bộ lọc / Filters", "v": filters or "—"},
+        {
+            "k": "Lập lúc / Generated",
+            "v": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — {requested_by}",
+        },
+        {"k": "Tổng hợp / Summary", "v": ", ".join(f"{_status(s)}: {c}" for s, c in counts.items() if c)},
+        *(
+            {"k": "Không đánh giá / Not judged", "v": f"{nj.technology} ({nj.probes} probes): {nj.reason}"}
+            for nj in out.not_judged
+        ),
+    ]
+    for a in about:
+        if "n" in a:
+            a["of"] = n
+    book.sheet(
+        "Báo cáo - Report",
+        about,
+        ["k", "v", "n", "of"],
+        ["Mục / Item", "Nội dung / Content", "Số dòng / Rows", "Trên tổng / Of"],
+        {"n": COUNT, "of": COUNT},
+    )
+    groups = [
+        {
+            "operator": g.operator,
+            "commune": g.commune,
+            "commune_name": g.commune_name or g.commune,
+            "technology": g.technology,
+            "status": _status(g.status),
+            "passed": g.passed,
+            "failed": g.failed,
+            "insufficient": g.insufficient,
+            "reason": g.reason or "",
+        }
+        for g in out.groups
+    ]
+    book.sheet(
+        "Tổng hợp - Summary",
+        groups,
+        list(_GROUP_COLUMNS),
+        [f"{vi} / {en}" for vi, en in _GROUP_COLUMNS.values()],
+        {"passed": COUNT, "failed": COUNT, "insufficient": COUNT},
+    )
+    book.sheet(
+        "Chi tiết - Indicators",
+        list(report_csv_rows(out)),
+        REPORT_COLUMNS,
+        REPORT_COLUMNS,
+        {_LABEL_OF[f]: fmt for f, fmt in _ROW_FORMATS.items()},
+    )
+    return book.close()
+
+
+_GROUP_COLUMNS = {
+    "operator": ("Doanh nghiệp", "Operator"),
+    "commune": ("Mã xã/phường", "Commune code"),
+    "commune_name": ("Xã/phường", "Commune"),
+    "technology": ("Công nghệ", "Technology"),
+    "status": ("Kết quả", "Result"),
+    "passed": ("Đạt", "Passed"),
+    "failed": ("Không đạt", "Failed"),
+    "insufficient": ("Chưa đủ mẫu", "Insufficient"),
+    "reason": ("Lý do", "Reason"),
+}
+_LABEL_OF = {f: label for (f, _, _), label in zip(_COLUMNS, REPORT_COLUMNS, strict=True)}
+_ROW_FORMATS = {"value": DECIMAL, "limit": DECIMAL, "sample_count": COUNT, "min_samples": COUNT}

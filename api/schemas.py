@@ -69,6 +69,12 @@ class ProbeOut(BaseModel):
         " in an hour than ingest.max_new_label_sets_per_probe_hour",
     )
     series_refused_last_ms: int | None = Field(None, description="when the last such batch came")
+    seq_conflicts_total: int = Field(
+        0,
+        description="batches without an instance id that repeated a seq already stored for the"
+        " probe with other content (the probe restarted its seq): stored, not dropped",
+    )
+    seq_conflict_last_ms: int | None = Field(None, description="when the last seq conflict came")
 
 
 class ProbeWindow(BaseModel):
@@ -158,6 +164,11 @@ class DeviceDetail(DeviceOut):
         description="latest reading per interface: index, name, values (rates in bit/s, utilisation, status)"
     )
     tables: dict[str, list[dict[str, Any]]] = Field(description="latest rows of the profile's other tables")
+    gone_rows: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="rows of any table no longer in the device's walk (gone_ms: since when),"
+        " with their last values; not current",
+    )
     state_changes: list[StateChangeOut]
 
 
@@ -168,6 +179,9 @@ class OutageOut(BaseModel):
     end_ms: int | None = Field(description="null while the outage goes on")
     duration_s: float
     cause: str
+    end_reason: str = Field(
+        "", description="why it ended, e.g. 'ifOperStatus=1' or 'row no longer in the table'"
+    )
 
 
 class OutageList(BaseModel):

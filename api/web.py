@@ -1,4 +1,6 @@
-"""The department's page at `/`: static HTML and JavaScript that read only the public API.
+"""The department's page at `/` and the NOC view at `/noc`: static HTML and JavaScript that
+read only the public API, with the chart library (uPlot, MIT) vendored under `web/vendor/`
+so they work with no internet.
 
 The page holds no data of its own and no secret: it asks for a key (kept in the tab's
 sessionStorage, or given in the URL fragment, which browsers never send to a server).
@@ -13,7 +15,15 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 router = APIRouter(include_in_schema=False)
-_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+_FILES = {
+    "index.html": "text/html",
+    "noc.html": "text/html",
+    "app.js": "text/javascript",
+    "noc.js": "text/javascript",
+    "app.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
 # The page loads only its own files and talks only to this origin.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -23,7 +33,10 @@ _CSP = (
 
 @cache
 def _read(name: str) -> bytes:
-    return (resources.files("api") / "web" / name).read_bytes()
+    path = resources.files("api") / "web"
+    for part in name.split("/"):
+        path = path / part
+    return path.read_bytes()
 
 
 def _serve(name: str) -> Response:
@@ -45,6 +58,17 @@ def index() -> Response:
     return _serve("index.html")
 
 
+@router.get("/noc")
+def noc() -> Response:
+    return _serve("noc.html")
+
+
 @router.get("/ui/{name}")
 def asset(name: str) -> Response:
     return _serve(name)
+
+
+@router.get("/ui/vendor/{name}")
+def vendor_asset(name: str) -> Response:
+    # Only the names listed in _FILES: no path from the request reaches the file system.
+    return _serve("vendor/" + name)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 # States that make an outage: a device or interface `down`, a probe `offline`.
 DOWN_STATES = frozenset({"down", "offline"})
-# A state that says nothing about the entity (never polled, or its observer was down):
-# counted neither as up nor as down in availability.
-UNKNOWN_STATES = frozenset({"unknown"})
+# A state that says nothing about the entity (never polled, or its observer was down; `gone`:
+# its row left the device's table): counted neither as up nor as down in availability.
+UNKNOWN_STATES = frozenset({"unknown", "gone"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,13 @@ MESSAGES_REJECTED = Counter(
 )
 MESSAGES_DUPLICATE = Counter(
     "netqos_ingest_messages_duplicate_total",
-    "redelivered batches already stored (same probe_id and seq): acknowledged, not counted again",
+    "redelivered batches already stored (same probe_id, instance and seq; without an instance"
+    " id, same content too): acknowledged, not counted again",
+)
+SEQ_CONFLICTS = Counter(
+    "netqos_ingest_seq_conflicts_total",
+    "batches without an instance id that repeated a stored seq of their probe with other"
+    " content (a probe that restarted its seq): stored, not dropped",
 )
 DEADLETTER_FAILED = Counter(
     "netqos_ingest_deadletter_publish_failures_total",

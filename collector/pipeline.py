@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,7 +33,7 @@ from collector.core.shares import ShareCounters, counter_metric, with_counters
 from collector.mqtt.scan import Scanned, Scanner
 from collector.mqtt.schema import METRIC_NAMES, Decoded, MeasurementBatch, Rejection, to_decoded
 from collector.store.db import refuses_data
-from collector.store.store import ProbeActivity, ProbeInfo, SeriesKey, Store
+from collector.store.store import BatchKey, ProbeActivity, ProbeInfo, SeriesKey, Store
 from netqos.aio import wait_stop
 from netqos.config import IngestSettings
 
@@ -42,6 +44,13 @@ RESOLUTION_S = 60
 # (a probe sending every minute: ~68 hours). Older replays ask the store. Bounded on purpose:
 # a set of every seq grew by ~20 MB an hour for 5,000 probes and never shrank.
 SEEN_WINDOW = 4096
+# Digests of recently accepted batches without an instance id, (probe, seq, digest), oldest
+# first: tells an exact redelivery from a seq conflict while the first is still buffered or
+# being stored (the store answers for older ones). Bounded: ~150 bytes an entry.
+RECENT_DIGESTS = 65_536
+# Instance windows kept per probe: a new agent queue makes a new instance; an old one's late
+# redeliveries are rare, and beyond this many the store answers for them.
+INSTANCES_KEPT = 4
 
 # Told that the store refused a batch: (why, the batch as JSON, the batch's on_stored). It
 # should dead-letter the batch, then call on_stored (acknowledge: the batch's fate is final).
@@ -90,10 +99,10 @@ class _Buffer:
         self.value: list[float] = []
         self.activity: dict[str, ProbeActivity] = {}
         self.newest_ts_ms: list[int] = []  # one per message, for the lag metric
-        # (probe_id, seq, measurements, newest ts, first row, end row) of each batch: written
-        # with the rollups, so a redelivered batch is known for a duplicate even after a
-        # restart, or when another worker stored it.
-        self.batches: list[tuple[str, int, int, int, int, int]] = []
+        # (probe_id, instance, seq, digest, measurements, newest ts, first row, end row) of
+        # each batch (BatchKey + the rest): written with the rollups, so a redelivered batch
+        # is known for a duplicate even after a restart, or when another worker stored it.
+        self.batches: list[_BufferedBatch] = []
         # (batch index, on_stored, on_rejected): on_stored is called once the flush holding
         # the batch has committed (acks, HTTP answers), on_rejected if the store refused it.
         self.on_stored: list[tuple[int, Callable[[], None], OnRejected | None]] = []
@@ -133,7 +142,7 @@ class _Buffer:
         n_other = len(other.batches)
         self.batches[:] = [
             *other.batches,
-            *((p, q, n, t, a + shift, b + shift) for p, q, n, t, a, b in self.batches),
+            *((p, i, q, d, n, t, a + shift, b + shift) for p, i, q, d, n, t, a, b in self.batches),
         ]
         self.on_stored[:] = [*other.on_stored, *((i + n_other, s, r) for i, s, r in self.on_stored)]
         for pid, a in other.activity.items():
@@ -196,11 +205,11 @@ def _describe(key: SeriesKey) -> str:
 
 
 def _activity_of(
-    batches: Sequence[tuple[str, int, int, int, int, int]], whole: dict[str, ProbeActivity]
+    batches: Sequence[_BufferedBatch], whole: dict[str, ProbeActivity]
 ) -> dict[str, ProbeActivity]:
     """Probe activity of some of a buffer's batches (clock fields: the buffer's latest)."""
     out: dict[str, ProbeActivity] = {}
-    for pid, seq, n, newest, _, _ in batches:
+    for pid, _, seq, _, n, newest, _, _ in batches:
         a = out.get(pid)
         if a is None:
             w = whole.get(pid)
@@ -219,6 +228,11 @@ def _copy(a: ProbeActivity) -> ProbeActivity:
     return ProbeActivity(
         a.last_seen_ms, a.last_seq, a.messages, a.measurements, a.clock_offset_ms, a.clock_synced
     )
+
+
+# A buffered batch: BatchKey (probe_id, instance, seq, digest), measurements, newest ts,
+# first row, end row.
+_BufferedBatch = tuple[str, str, int, str, int, int, int, int]
 
 
 class SeqWindow:
@@ -291,8 +305,15 @@ class IngestPipeline:
         self._flush_lock = asyncio.Lock()
         self._flush_soon = asyncio.Event()
         self._background: asyncio.Future[int] | None = None  # see make_room
-        # probe -> (lowest seq covered, seqs accepted): recent batches, for de-duplication.
-        self._seen: dict[str, SeqWindow] = {}
+        # (probe, instance or '') -> recent seqs accepted, for de-duplication; per probe its
+        # instances, newest last (beyond INSTANCES_KEPT the oldest window is let go: its
+        # batches are stored long since, and the store answers for them).
+        self._seen: dict[tuple[str, str], SeqWindow] = {}
+        self._instances_of: dict[str, list[str]] = {}
+        self._recent_digests: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        # probe -> (batches stored as seq conflicts, when the last was, ms) not yet counted
+        # on the probe in the store.
+        self._seq_conflicts: dict[str, tuple[int, int]] = {}
         # probe -> [clock hour, new label sets started in it] (see _stream_ids).
         self._label_sets_spent: dict[str, list[int]] = {}
         # probe -> (batches refused for too many new label sets, when the last was, ms) not
@@ -327,27 +348,85 @@ class IngestPipeline:
         buf = self._buf
         return round(buf.rows * self._per_row) + len(buf.value)
 
-    def _seen_entry(self, probe_id: str) -> SeqWindow:
-        window = self._seen.get(probe_id)
+    def _seen_entry(self, probe_id: str, instance: str) -> SeqWindow:
+        window = self._seen.get((probe_id, instance))
         if window is None:
-            # First batch of this probe since start: load its recent stored seqs once.
-            last = self._probes[probe_id].last_seq if probe_id in self._probes else None
-            low = max(0, (last or 0) - SEEN_WINDOW + 1)
-            window = self._seen[probe_id] = SeqWindow(low, SEEN_WINDOW)
-            for seq in self.store.seen_seqs(probe_id, low):
+            # First batch of this probe's instance since start: load its recent stored seqs once.
+            if instance:
+                kept = self._instances_of.setdefault(probe_id, [])
+                kept.append(instance)
+                if len(kept) > INSTANCES_KEPT:
+                    self._seen.pop((probe_id, kept.pop(0)), None)
+            low, seqs = self.store.seen_seqs(probe_id, instance, SEEN_WINDOW)
+            window = self._seen[probe_id, instance] = SeqWindow(low, SEEN_WINDOW)
+            for seq in seqs:
                 window.add(seq)
         return window
 
-    def is_duplicate(self, probe_id: str, seq: int) -> bool:
-        """Whether this probe's batch `seq` was accepted before (buffered or stored)."""
-        window = self._seen_entry(probe_id)
-        if seq >= window.low:
-            return seq in window
-        # Older than the window kept in memory: ask the store (rare: a very late replay).
-        return self.store.has_batch(probe_id, seq)
+    def is_duplicate(self, got: Scanned | Decoded) -> bool:
+        """Whether this batch was accepted before (buffered or stored).
 
-    def _remember(self, probe_id: str, seq: int) -> None:
-        self._seen_entry(probe_id).add(seq)
+        With an instance id, (probe, instance, seq) identifies it. Without one, a seq seen
+        before is a duplicate only with the same content (its digest, set on `got` here):
+        other content under it is a probe that restarted its seq, marked as a seq conflict
+        on `got`, and accepted — never dropped."""
+        probe_id, seq, instance = got.probe_id, got.seq, got.instance or ""
+        window = self._seen_entry(probe_id, instance)
+        if instance:
+            if seq >= window.low:
+                return seq in window
+            # Older than the window kept in memory: ask the store (rare: a very late replay).
+            return bool(self.store.batch_digests(probe_id, instance, seq))
+        got.digest = digest = self._digest(got)
+        if seq >= window.low and seq not in window:
+            return False
+        if (probe_id, seq, digest) in self._recent_digests:
+            return True
+        stored = self.store.batch_digests(probe_id, "", seq)
+        if digest in stored or "" in stored:  # '': logged before digests, cannot compare
+            return True
+        got.seq_conflict = bool(stored) or seq >= window.low
+        return False
+
+    def _digest(self, got: Scanned | Decoded) -> str:
+        """The content digest of a batch: its rows' timestamps, values and keys, as the buffer
+        holds them (so the scanner's and the decoder's form of a batch give the same)."""
+        h = hashlib.blake2b(digest_size=16)
+        if isinstance(got, Scanned):
+            buf = self._buf
+            a, b = got.pos, got.pos + got.rows
+            h.update(buf.meas_ts[a:b].tobytes())
+            h.update(buf.meas_values[a:b].tobytes())
+            h.update((buf.meas_key[a:b] - got.key_base).astype(np.int32).tobytes())
+            keys = got.keys
+        else:
+            h.update(np.asarray(got.ts, dtype=np.int64).tobytes())
+            h.update(np.asarray(got.values, dtype=np.float64).reshape(len(got), len(METRIC_NAMES)).tobytes())
+            index = {k: i for i, k in enumerate(dict.fromkeys(got.keys))}
+            h.update(np.asarray([index[k] for k in got.keys], dtype=np.int32).tobytes())
+            keys = list(index)
+        h.update(repr(keys).encode())
+        return h.hexdigest()
+
+    def _remember(self, probe_id: str, instance: str, seq: int, digest: str, conflict: bool) -> None:
+        self._seen_entry(probe_id, instance).add(seq)
+        if instance:
+            return
+        recent = self._recent_digests
+        recent[probe_id, seq, digest] = None
+        if len(recent) > RECENT_DIGESTS:
+            recent.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
+        if conflict:
+            m.SEQ_CONFLICTS.inc()
+            now_ms = int(time.time() * 1000)
+            n, _ = self._seq_conflicts.get(probe_id, (0, 0))
+            self._seq_conflicts[probe_id] = (n + 1, now_ms)  # written to the probe by the flush
+            log.warning(
+                "event=seq_conflict probe=%s seq=%d action=stored detail=%r",
+                probe_id,
+                seq,
+                "seq seen before with other content and no instance id: the probe restarted its seq",
+            )
 
     def scan(self, probe_id: str, payload: bytes, now_ms: int) -> Scanned | None:
         """The fast path: scan a message straight into the buffer's free rows (not yet
@@ -381,10 +460,15 @@ class IngestPipeline:
         if got.pos != buf.rows or got.key_base != len(buf.key_ids):
             raise RuntimeError("the buffer changed between scan and commit")
         buf.key_ids += self._stream_ids(got.probe_id, got.keys)
+        if not got.instance and not got.digest:
+            got.digest = self._digest(got)
         buf.rows = got.pos + got.rows
         self._note_batch(
             got.probe_id,
+            got.instance or "",
             got.seq,
+            got.digest,
+            got.seq_conflict,
             got.rows,
             got.newest_ts,
             got.pos,
@@ -407,6 +491,8 @@ class IngestPipeline:
         on_stored called: its fate is final either way)."""
         if isinstance(batch, dict):
             batch = to_decoded(batch)
+        if not batch.instance and not batch.digest:
+            batch.digest = self._digest(batch)
         buf = self._buf
         n = len(batch)
         buf.room(n)
@@ -421,7 +507,10 @@ class IngestPipeline:
         buf.rows = end
         self._note_batch(
             batch.probe_id,
+            batch.instance or "",
             batch.seq,
+            batch.digest,
+            batch.seq_conflict,
             n,
             batch.newest_ts,
             start,
@@ -475,7 +564,10 @@ class IngestPipeline:
     def _note_batch(
         self,
         probe_id: str,
+        instance: str,
         seq: int,
+        digest: str,
+        conflict: bool,
         n: int,
         newest: int,
         start: int,
@@ -486,10 +578,10 @@ class IngestPipeline:
     ) -> None:
         """Book-keeping of an accepted batch: de-duplication, acks, probe activity, metrics."""
         buf = self._buf
-        self._remember(probe_id, seq)
+        self._remember(probe_id, instance, seq, digest, conflict)
         if on_stored is not None or on_rejected is not None:
             buf.on_stored.append((len(buf.batches), on_stored or _noop, on_rejected))
-        buf.batches.append((probe_id, seq, n, newest, start, start + n))
+        buf.batches.append((probe_id, instance, seq, digest, n, newest, start, start + n))
         act = buf.activity.get(probe_id)
         if act is None:
             buf.activity[probe_id] = ProbeActivity(newest, seq, 1, n, clock_offset_ms, clock_synced)
@@ -570,6 +662,8 @@ class IngestPipeline:
         async with self._flush_lock:
             if self._series_refused:
                 await self._count_series_refused()
+            if self._seq_conflicts:
+                await self._count_seq_conflicts()
             buf = self._buf
             if buf.empty():
                 return 0
@@ -593,7 +687,7 @@ class IngestPipeline:
                 m.INGEST_LAG.observe(max(0.0, (done_ms - ts) / 1000))
             m.HOT.buffered = self.buffered
             for index, rejection in refused.items():
-                probe_id, seq = buf.batches[index][:2]
+                probe_id, _, seq = buf.batches[index][:3]
                 m.MESSAGES_REJECTED.labels(reason=rejection.reason).inc()
                 log.warning(
                     "event=message_rejected reason=%s probe=%s seq=%d detail=%r",
@@ -627,6 +721,16 @@ class IngestPipeline:
             for pid, (n, last) in refused.items():
                 n2, last2 = self._series_refused.get(pid, (0, 0))
                 self._series_refused[pid] = (n + n2, max(last, last2))
+
+    async def _count_seq_conflicts(self) -> None:
+        conflicts, self._seq_conflicts = self._seq_conflicts, {}
+        try:
+            await asyncio.to_thread(self.store.add_seq_conflicts, conflicts)
+        except Exception:  # kept for the next flush
+            log.exception("event=seq_conflict_count_failed probes=%d", len(conflicts))
+            for pid, (n, last) in conflicts.items():
+                n2, last2 = self._seq_conflicts.get(pid, (0, 0))
+                self._seq_conflicts[pid] = (n + n2, max(last, last2))
 
     async def make_room(self) -> None:
         """Backpressure that overlaps storing with intake: a full buffer goes to a flush in
@@ -794,7 +898,7 @@ class IngestPipeline:
         rows = np.repeat(np.arange(len(per_row)), per_row)[bad]
         first_bad = dict(zip(rows.tolist(), local[bad].tolist(), strict=True))  # row -> a refused local
         refused: dict[int, Rejection] = {}
-        for i, (_, _, _, _, a, b) in enumerate(buf.batches):
+        for i, (*_, a, b) in enumerate(buf.batches):
             for r in range(a, b):
                 if r in first_bad:
                     refused[i] = Rejection("store_rejected", self._refused_keys[first_bad[r]])
@@ -835,14 +939,14 @@ class IngestPipeline:
         stored = len(part_batch)
         activity_kept = activity
 
-        def without(dups: set[tuple[str, int]]) -> tuple[RollupSet, dict[str, ProbeActivity]]:
+        def without(dups: set[BatchKey]) -> tuple[RollupSet, dict[str, ProbeActivity]]:
             # Another worker (or this one before a restart) stored these batches already:
             # roll up everything else, in the same transaction that found them.
             nonlocal stored, keep, activity_kept
             rows = np.ones(len(per_row), dtype=bool) if keep_row is None else keep_row.copy()
             kept_activity = {k: _copy(v) for k, v in activity.items()}
-            for pid, seq, n_meas, _, a, b in batches:
-                if (pid, seq) in dups:
+            for pid, inst, seq, digest, n_meas, _, a, b in batches:
+                if (pid, inst, seq, digest) in dups:
                     rows[a:b] = False
                     act = kept_activity[pid]
                     act.messages -= 1
@@ -859,7 +963,7 @@ class IngestPipeline:
             rollups,
             RESOLUTION_S,
             activity,
-            [b[:4] for b in batches],
+            [b[:6] for b in batches],
             without_duplicates=without,
             merged_out=merged,
         )
@@ -882,7 +986,7 @@ class IngestPipeline:
         """A buffered batch as schema-v1 JSON again, for its dead letter (the original
         message is not kept: holding every payload until its flush would double the
         buffer's memory). Escapes everything beyond ASCII, so any string can be written."""
-        probe_id, seq, _, _, a, b = buf.batches[index]
+        probe_id, instance, seq, _, _, _, a, b = buf.batches[index]
         rows = []
         for r in range(a, b):
             _, target, technology, operator = self._streams[buf.key_ids[int(buf.meas_key[r])]]
@@ -896,7 +1000,9 @@ class IngestPipeline:
                     "metrics": {n: v for n, v in zip(METRIC_NAMES, values, strict=True) if v == v},
                 }
             )
-        body = {"v": 1, "probe_id": probe_id, "seq": seq, "measurements": rows}
+        body: dict[str, object] = {"v": 1, "probe_id": probe_id, "seq": seq, "measurements": rows}
+        if instance:
+            body["instance"] = instance
         return json.dumps(body, ensure_ascii=True, allow_nan=False).encode("ascii")
 
     def _tell_outputs(

@@ -1,4 +1,8 @@
-"""The `netqos` command."""
+"""The `netqos` command.
+
+Each subcommand imports what it needs when it runs: `netqos probe` (the field agent) and
+`--help` must not load the store, numba or the web stack (hundreds of MB on a probe box).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import SecretStr, ValidationError
-
-from collector.store import audit
-from collector.store.db import StoreError
 from netqos import __version__
-from netqos.config import ApiKey, ConfigError, Settings, SnmpSettings, load_settings, masked_dict
 from netqos.logs import setup_logging
 
 if TYPE_CHECKING:
+    from collector.store import audit
     from collector.store.store import Store
+    from netqos.config import Settings
 
 log = logging.getLogger("netqos")
 
@@ -30,24 +30,48 @@ EXIT_CONFIG = 2
 
 
 def _settings(path: Path | None) -> Settings:
+    from netqos.config import load_settings
+
     return load_settings(path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from netqos.config import masked_dict
+
     settings = _settings(args.file or args.config)
     print(f"# effective configuration ({args.file or args.config or 'defaults'} + NETQOS_* environment)")
     print(
         f"# secrets are masked\n{yaml.safe_dump(masked_dict(settings), sort_keys=False, allow_unicode=True)}",
         end="",
     )
-    return 0
+    return EXIT_CONFIG if not _profiles_ok(settings) else 0
+
+
+def _profiles_ok(settings: Settings) -> bool:
+    """Check the SNMP profiles and the inventory's `profile:` names; print each problem
+    (file:line: key: reason) on stderr."""
+    from collector.snmp.profile_check import check_profiles
+
+    report = check_profiles(settings.snmp)
+    for problem in report.problems:
+        print(f"netqos: profile error: {problem}", file=sys.stderr)
+    if report.note:
+        print(f"netqos: {report.note}", file=sys.stderr)
+    return report.ok
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from alerts.rules import RulesError, load_rules
+    from alerts.rules import RulesError, entity_kinds, load_rules
 
     try:
-        rules = load_rules(args.file)
+        # State rules may target the tables of the configured profiles (snmp.profiles_dir).
+        profiles_dir = _settings(args.config).snmp.profiles_dir
+    except Exception:  # a bad configuration is check-config's to report: built-in profiles
+        profiles_dir = None
+    try:
+        rules = load_rules(args.file, entity_kinds(profiles_dir))
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -73,6 +97,8 @@ def warn_without_api_tokens(settings: Settings, roles: frozenset[str]) -> bool:
 def _cli_actor() -> audit.Actor:
     """Who runs a state-changing command: the operating-system user, with the admin role
     (whoever can run netqos here can read its configuration and store), from this host."""
+    from collector.store import audit
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, no LOGNAME: still audited
@@ -82,11 +108,17 @@ def _cli_actor() -> audit.Actor:
 
 def _audit(store: Store, action: str, target: str, detail: dict[str, Any]) -> None:
     """An audit row for a CLI command, as the API writes one for the same change."""
+    from collector.store import audit
+
     with store.transaction() as conn:
         audit.record(conn, _cli_actor(), action, target, detail)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from collector.snmp.profile import ProfileError
+    from netqos.config import ConfigError, SnmpSettings
     from netqos.service import ALL_ROLES, parse_roles, run_service
 
     roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
@@ -96,9 +128,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.snmp.shard = SnmpSettings.model_validate({"shard": args.shard}).shard
         except ValidationError as exc:
             raise ConfigError("--shard", args.shard, exc.errors()[0]["msg"]) from None
+    if settings.snmp.inventory_file is not None and "poller" in roles and not _profiles_ok(settings):
+        return EXIT_CONFIG  # a broken or unknown profile: said above, no traceback
     setup_logging(settings.log.level, settings.log.format)
     warn_without_api_tokens(settings, roles)
-    asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+    try:
+        asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+    except ProfileError as exc:  # a profile file changed between the check and the start
+        print(f"netqos: profile error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -328,7 +366,113 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return cli(argv)
 
 
+def _enroll_files(args: argparse.Namespace) -> Any:
+    import yaml
+
+    from netqos.enroll import EnrollError, Files
+
+    template: dict[str, Any] = {}
+    if getattr(args, "template", None) is not None:
+        try:
+            loaded = yaml.safe_load(args.template.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise EnrollError(f"{args.template}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise EnrollError(f"{args.template}: a mapping of probe.yaml keys (tests, radio, ...)")
+        template = loaded
+    return Files(passwd=args.passwd_file, acl=args.acl_file, out_dir=args.out, template=template)
+
+
+def cmd_probes_enroll(args: argparse.Namespace) -> int:
+    from collector.store.store import open_store
+    from netqos.enroll import Broker, EnrollError, ProbeRequest, enroll_one, read_csv, reload_broker
+
+    try:
+        files = _enroll_files(args)
+        if args.csv is not None:
+            requests = read_csv(args.csv)
+        elif args.id is not None:
+            requests = [
+                ProbeRequest(
+                    args.id, args.commune or "", args.village, args.operator or "", args.technology or ""
+                )
+            ]
+        else:
+            print("netqos: give --id ... or --csv FILE", file=sys.stderr)
+            return EXIT_CONFIG
+    except EnrollError as exc:
+        print(f"netqos: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    broker = Broker(args.broker_host, args.broker_port, not args.no_tls, args.ca_file, args.https_url)
+    settings = _settings(args.config)
+    store = open_store(settings.store)
+    failed: list[tuple[str, str]] = []
+    done = 0
+    try:
+        for i, req in enumerate(requests, 1):
+            try:
+                path = enroll_one(store, req, broker, files, force=args.force)
+            except EnrollError as exc:
+                failed.append((req.probe_id, str(exc)))
+                print(f"[{i}/{len(requests)}] {req.probe_id or '(no id)'}: FAILED: {exc}", file=sys.stderr)
+                continue
+            done += 1
+            detail = {"commune": req.commune, "village": req.village, "operator": req.operator}
+            _audit(store, "probe.enroll", req.probe_id, {**detail, "technology": req.technology})
+            print(f"[{i}/{len(requests)}] {req.probe_id}: enrolled -> {path}", file=sys.stderr)
+    finally:
+        store.close()
+    print(f"enrolled {done} of {len(requests)} probe(s); {len(failed)} failed")
+    for probe_id, reason in failed:
+        print(f"  {probe_id or '(no id)'}: {reason}")
+    if done:
+        try:
+            reload_broker(args.reload_pid_file)
+        except EnrollError as exc:
+            print(f"netqos: {exc}", file=sys.stderr)
+            return 1
+    return 1 if failed else 0
+
+
+def cmd_probes_revoke(args: argparse.Namespace) -> int:
+    from collector.store.store import open_store
+    from netqos.enroll import EnrollError, reload_broker, revoke
+
+    files = _enroll_files(args)
+    settings = _settings(args.config)
+    store = open_store(settings.store)
+    try:
+        result = revoke(store, args.probe_id, files)
+        if result.anything:
+            _audit(store, "probe.revoke", args.probe_id, {})
+    finally:
+        store.close()
+    if not result.anything:
+        print(f"netqos: {args.probe_id}: no credential found to revoke", file=sys.stderr)
+        return 1
+    removed = [
+        name
+        for name, yes in (
+            ("MQTT account", result.mqtt_account),
+            ("ACL entry", result.acl_entry),
+            ("HTTPS token", result.https_token),
+            ("probe.yaml", result.probe_yaml),
+        )
+        if yes
+    ]
+    print(f"{args.probe_id}: revoked ({', '.join(removed)})")
+    try:
+        reload_broker(args.reload_pid_file)
+    except EnrollError as exc:
+        print(f"netqos: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from netqos.config import ApiKey
     from netqos.demo import prepare_demo, run_demo
 
     settings = _settings(args.config)
@@ -428,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=cmd_probe)
 
+    _add_probes_parser(sub)
+
     r = sub.add_parser("rollup", help="rollup tiers: rebuild hours and days from finer rows, roll, prune")
     rsub = r.add_subparsers(dest="action", required=True)
     rb = rsub.add_parser(
@@ -470,6 +616,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_probes_parser(sub: Any) -> None:
+    from netqos.enroll import DEFAULT_ACL, DEFAULT_PASSWD
+
+    ps = sub.add_parser("probes", help="field probes: enrol (credentials + probe.yaml) and revoke")
+    psub = ps.add_subparsers(dest="probes_command", required=True)
+
+    def broker_files(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--passwd-file", type=Path, default=DEFAULT_PASSWD, help="mosquitto password file")
+        p.add_argument("--acl-file", type=Path, default=DEFAULT_ACL, help="mosquitto ACL file")
+        p.add_argument(
+            "--out", type=Path, default=Path("enrolled-probes"), help="where OUT/<id>/probe.yaml files go"
+        )
+        p.add_argument("--reload-pid-file", type=Path, help="SIGHUP this mosquitto afterwards")
+
+    e = psub.add_parser(
+        "enroll",
+        help="register a probe, create its MQTT account, ACL entry and HTTPS token, write its probe.yaml",
+    )
+    e.add_argument("--id", help="probe id (also its MQTT username)")
+    e.add_argument("--commune", help="commune code")
+    e.add_argument("--village", default="", help="village code")
+    e.add_argument("--operator", help="operator slug (viettel, vnpt, mobifone, ...)")
+    e.add_argument("--technology", help="2G, 3G, 4G, 5G, FTTH, xDSL or cable")
+    e.add_argument("--csv", type=Path, help="enrol a batch: id,commune,village,operator,technology[,site]")
+    e.add_argument("--broker-host", required=True, help="the broker as the probes reach it")
+    e.add_argument("--broker-port", type=int, default=8883, help="default 8883 (TLS)")
+    e.add_argument("--no-tls", action="store_true", help="plain MQTT (a test broker on loopback only)")
+    e.add_argument("--ca-file", help="CA certificate path on the probe, for a private CA")
+    e.add_argument("--https-url", help="server base URL for the HTTPS fallback (https://...)")
+    e.add_argument("--template", type=Path, help="YAML of extra probe.yaml keys (tests, radio, batch, ...)")
+    e.add_argument("--force", action="store_true", help="enrol again: new password and token")
+    broker_files(e)
+    e.set_defaults(func=cmd_probes_enroll)
+
+    rv = psub.add_parser("revoke", help="remove every credential of a probe (its data stays)")
+    rv.add_argument("probe_id")
+    broker_files(rv)
+    rv.set_defaults(func=cmd_probes_revoke)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `netqos probe ...` hands its options (even --help) to the agent's own parser.
@@ -480,16 +666,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: Any = args.func(args)
-    except ConfigError as exc:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        return known
+    return int(code)
+
+
+def _known_error(exc: Exception) -> int | None:
+    """Print a configuration or store error and return its exit code; None for anything else.
+
+    Looked up in sys.modules rather than imported: a subcommand that never loaded the
+    configuration or the store cannot have raised their errors, and importing them here
+    would load what the lazy imports above avoid.
+    """
+    config = sys.modules.get("netqos.config")
+    if config is not None and isinstance(exc, config.ConfigError):
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
-    except StoreError as exc:
+    db = sys.modules.get("collector.store.db")
+    if db is not None and isinstance(exc, db.StoreError):
         # The database cannot be opened or used (unreachable server, newer schema, ...).
         print(f"netqos: store error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    return int(code)
+    return None
 
 
 if __name__ == "__main__":

@@ -327,6 +327,14 @@ class ApiSettings(_Section):
         6.0, gt=0, le=10_000, description="report and unit uploads per minute one key may send (sustained)"
     )
     upload_burst: int = Field(10, ge=1, le=10_000, description="uploads one key may burst")
+    write_rate_per_min: float = Field(
+        60.0,
+        gt=0,
+        le=100_000,
+        description="other writes (silences, maintenance, incident actions, withdrawals) per minute one key"
+        " may send (sustained)",
+    )
+    write_burst: int = Field(30, ge=1, le=100_000, description="other writes one key may burst")
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     # Limits and hardening (docs/operations.md, "Limits and hardening").
     max_body_bytes: int = Field(
@@ -334,6 +342,12 @@ class ApiSettings(_Section):
         ge=1024,
         le=256 * 1024 * 1024,
         description="largest request body outside uploads and ingest; refused (413) before authentication",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a request body not whole this long after its headers: 408, the connection closed",
     )
     max_upload_rows: int = Field(100_000, ge=1, le=1_000_000, description="rows in one report or unit upload")
     max_qos_points: int = Field(
@@ -348,8 +362,16 @@ class ApiSettings(_Section):
     max_list_rows: int = Field(
         100_000, ge=100, le=10_000_000, description="rows in one answer of a list endpoint"
     )
-    max_queries: int = Field(4, ge=1, le=1000, description="heavy queries (/qos) running at once")
+    max_queries: int = Field(
+        4, ge=1, le=1000, description="heavy queries (qos, compliance, availability, KPIs) running at once"
+    )
     max_queries_per_key: int = Field(2, ge=1, le=1000, description="heavy queries one key may run at once")
+    query_wait_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="seconds a heavy query waits for a free slot before its 429 (a page's loads queue)",
+    )
     auth_failures_per_min: float = Field(
         10.0, gt=0, le=100_000, description="wrong tokens one client address may send per minute (sustained)"
     )

@@ -92,8 +92,8 @@ def prepare_demo(
     try:
         stored = store.reader().execute("SELECT count(*) FROM probe_batches").fetchone()[0]
         if fresh and stored:
-            # A database we did not create is never wiped; the simulated probes start at seq 0
-            # again, so their batches would all be taken for duplicates of the last run's.
+            # A database we did not create is never wiped (--keep-data continues it: each run's
+            # simulated probes send a fresh instance id, so their seqs from 0 are new batches).
             raise ConfigError(
                 "store.url",
                 store.backend.describe(),

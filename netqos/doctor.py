@@ -350,7 +350,26 @@ async def _alertmanager(r: Any, timeout_s: float) -> Finding:
     return Finding("alertmanager", True, f"{shown} is healthy (Alertmanager {version})")
 
 
-CHECKS: list[Check] = [check_broker, check_store, check_tsdb, check_smtp, check_alertmanager]
+async def check_profiles(settings: Settings, timeout_s: float) -> Finding:
+    """Every SNMP profile loads, and every inventory device's `profile:` names one."""
+    from collector.snmp.profile_check import check_profiles as check
+
+    if settings.snmp.inventory_file is None and settings.snmp.profiles_dir is None:
+        return Finding("profiles", None, "snmp.inventory_file unset: no device is polled")
+    report = await asyncio.to_thread(check, settings.snmp)
+    if report.problems:
+        return Finding(
+            "profiles",
+            False,
+            "; ".join(report.problems),
+            "correct the profile at that file, line and key (docs/snmp.md, Profiles), or the"
+            " device's `profile:` to one of the names listed; `netqos check-config` checks again",
+        )
+    detail = f"{report.profiles} profiles load; {report.devices} devices name known profiles"
+    return Finding("profiles", True, detail + (f" ({report.note})" if report.note else ""))
+
+
+CHECKS: list[Check] = [check_broker, check_store, check_tsdb, check_smtp, check_alertmanager, check_profiles]
 
 
 async def run_checks(

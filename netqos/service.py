@@ -28,6 +28,7 @@ from collector.core import warm_up
 from collector.inventory.tabular import Errors, TableError, read_table
 from collector.inventory.units import parse_communes, parse_villages
 from collector.mqtt.consumer import MqttConsumer
+from collector.mqtt.scan import warm_up as scan_warm_up
 from collector.pipeline import IngestPipeline
 from collector.probe_health import ProbeHealthMonitor
 from collector.snmp.ber import warm_up as ber_warm_up
@@ -237,6 +238,7 @@ async def run_service(
     started = time.perf_counter()
     await asyncio.to_thread(warm_up)
     await asyncio.to_thread(ber_warm_up)
+    await asyncio.to_thread(scan_warm_up)
     log.info("event=kernels_warm seconds=%.2f", time.perf_counter() - started)
 
     # Ingest counts the profiles' share thresholds exactly (a bad profile fails here, at start).

@@ -109,8 +109,12 @@ def _serve(path: Path) -> None:  # pragma: no cover - runs inside snmpd
         out.flush()
 
 
-def recording_agent(recording: Path, subtrees: list[str], **agent_kwargs: Any) -> Any:
-    """An SnmpdAgent (not started) serving `subtrees` (dotted OIDs) from `recording`."""
+def recording_agent(
+    recording: Path, subtrees: list[str], priority: int | None = None, **agent_kwargs: Any
+) -> Any:
+    """An SnmpdAgent (not started) serving `subtrees` (dotted OIDs) from `recording`; with
+    `priority` (lower wins, snmpd.conf(5) `pass_persist -p`) over what snmpd serves itself
+    there (HOST-RESOURCES-MIB of the test machine)."""
     from tests.snmpd import SnmpdAgent
 
     wrapper = recording.with_suffix(".pass.sh")
@@ -119,7 +123,8 @@ def recording_agent(recording: Path, subtrees: list[str], **agent_kwargs: Any) -
         encoding="utf-8",
     )
     os.chmod(wrapper, 0o700)
-    lines = [f"pass_persist .{s.strip('.')} {wrapper}" for s in subtrees]
+    opt = f"-p {priority} " if priority is not None else ""
+    lines = [f"pass_persist {opt}.{s.strip('.')} {wrapper}" for s in subtrees]
     return SnmpdAgent(extra_config=[*lines, *agent_kwargs.pop("extra_config", ())], **agent_kwargs)
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from api.auth import require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.schemas import AuditList, AuditOut
 from collector.store import audit
 
@@ -30,7 +30,7 @@ def get_audit(
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds")] = None,
     actor: Annotated[str | None, Query(max_length=64, description="a key's name")] = None,
     action: Annotated[str | None, Query(max_length=64, description="e.g. report.upload")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="at most 10,000 (more: 422)")] = 1000,
     format: Format = "json",
 ) -> AuditList | Response:
     rows = audit.entries(
@@ -42,8 +42,8 @@ def get_audit(
         limit=limit,
     )
     out = [AuditOut(**r) for r in rows]
-    if format == "csv":
-        return csv_response((r.model_dump() for r in out), list(AuditOut.model_fields), "audit.csv")
+    if format != "json":
+        return table_response(format, (r.model_dump() for r in out), list(AuditOut.model_fields), "audit")
     return AuditList(entries=out, total=len(out))
 
 

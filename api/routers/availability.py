@@ -6,6 +6,9 @@ alerting) are excluded: planned work is neither up nor down.
 
 An operator key gets its own operator's entities only (asking for another's: 403), and of the
 maintenance windows only those that apply to one of them.
+
+A heavy query: run in a worker thread (a plain `def` endpoint), under the query gate
+(api.max_queries, api.max_queries_per_key: one more is answered 429).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api.auth import CurrentPrincipal, require_token
-from api.errors import AUTH_ERRORS
+from api.auth import CurrentPrincipal, Principal, require_token
+from api.errors import AUTH_ERRORS, TOO_MANY
 from api.schemas import AvailabilityList, AvailabilityOut, ErrorOut, MaintenanceOut
 from collector.store.availability import AvailabilityRepo, MaintenanceWindow
 
@@ -64,7 +67,7 @@ def _entities(
 @router.get(
     "/availability",
     response_model=AvailabilityList,
-    responses={422: {"model": ErrorOut}},
+    responses={422: {"model": ErrorOut}, **TOO_MANY},
     summary="availability, outages and outage minutes per entity, maintenance windows excluded",
 )
 def get_availability(
@@ -85,6 +88,20 @@ def get_availability(
     if from_ms >= to_ms:
         raise HTTPException(422, "'from' must be before 'to'")
     until = max(from_ms, min(to_ms, now_ms))
+    with request.app.state.query_gate.hold(principal.name):
+        return _availability(request, principal, kind, from_ms, to_ms, until, commune, operator)
+
+
+def _availability(
+    request: Request,
+    principal: Principal,
+    kind: str,
+    from_ms: int,
+    to_ms: int,
+    until: int,
+    commune: str | None,
+    operator: str | None,
+) -> AvailabilityList:
     repo = AvailabilityRepo(request.app.state.store)
     labelled = _entities(request, kind, commune, operator)
     names = list(labelled)

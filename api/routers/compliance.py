@@ -1,7 +1,10 @@
 """QoS compliance per operator, commune and technology against the regulation profiles.
 
 `GET /api/v1/compliance?period=2025-Q3&technology=4G&operator=&commune=&profile=`
-`GET /api/v1/compliance/report?month=2025-07&format=html|csv` (the monthly report)
+`GET /api/v1/compliance/report?month=2025-07&format=html|csv|xlsx` (the monthly report)
+
+Both are heavy queries: run in a worker thread (plain `def` endpoints), under the query gate
+(api.max_queries, api.max_queries_per_key: one more is answered 429).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from api.compliance import (
     overall,
     parse_period,
 )
-from api.errors import AUTH_ERRORS, CSV_OR_JSON
-from api.export import Format, csv_response
-from api.report import REPORT_COLUMNS, render_monthly_html, report_csv_rows
+from api.errors import AUTH_ERRORS, CSV_OR_JSON, TOO_MANY, XLSX_CONTENT
+from api.export import Format, table_response, xlsx_download
+from api.report import REPORT_COLUMNS, render_monthly_html, render_monthly_xlsx, report_csv_rows
 from api.schemas import ComplianceGroup, ComplianceResponse, ComplianceRow, NotJudged, ProfileRef
 from collector.mqtt.schema import TECHNOLOGIES
 from collector.store.store import Store
@@ -258,7 +261,7 @@ Commune = Annotated[str | None, Query(max_length=32, description="only this comm
 @router.get(
     "/compliance",
     response_model=ComplianceResponse,
-    responses=CSV_OR_JSON,
+    responses={**CSV_OR_JSON, **TOO_MANY},
     summary="QCVN compliance per operator, commune, technology and indicator over a period",
 )
 def get_compliance(
@@ -275,21 +278,26 @@ def get_compliance(
     format: Format = "json",
 ) -> ComplianceResponse | Response:
     operator = principal.operator_scope(operator)
-    out = compliance(request, period, technology, operator, commune, profile)
-    if format == "csv":
-        return csv_response(
-            (_flat(r.model_dump()) for r in out.rows),
-            list(ComplianceRow.model_fields),
-            f"compliance-{period}.csv",
-        )
-    return out
+    with request.app.state.query_gate.hold(principal.name):
+        out = compliance(request, period, technology, operator, commune, profile)
+        if format != "json":
+            return table_response(
+                format,
+                (_flat(r.model_dump()) for r in out.rows),
+                list(ComplianceRow.model_fields),
+                f"compliance-{period}",
+            )
+        return out
 
 
 @router.get(
     "/compliance/report",
-    responses={200: {"content": {"text/html": {}, "text/csv": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/html": {}, "text/csv": {"schema": {"type": "string"}}, **XLSX_CONTENT}},
+        **TOO_MANY,
+    },
     response_class=Response,
-    summary="the monthly compliance report, printable HTML or CSV, Vietnamese and English labels",
+    summary="the monthly compliance report, printable HTML, CSV or XLSX, Vietnamese and English labels",
 )
 def monthly_report(
     request: Request,
@@ -298,10 +306,15 @@ def monthly_report(
     technology: Technology = None,
     operator: Operator = None,
     commune: Commune = None,
-    format: Annotated[Literal["html", "csv"], Query(description="html (printable) or csv")] = "html",
+    format: Annotated[
+        Literal["html", "csv", "xlsx"], Query(description="html (printable), csv or xlsx (an Excel workbook)")
+    ] = "html",
 ) -> Response:
     operator = principal.operator_scope(operator)
-    out = compliance(request, month, technology, operator, commune, None)
-    if format == "csv":
-        return csv_response(report_csv_rows(out), REPORT_COLUMNS, f"compliance-report-{month}.csv")
-    return HTMLResponse(render_monthly_html(out, principal.name))
+    with request.app.state.query_gate.hold(principal.name):
+        out = compliance(request, month, technology, operator, commune, None)
+        if format == "csv":
+            return table_response(format, report_csv_rows(out), REPORT_COLUMNS, f"compliance-report-{month}")
+        if format == "xlsx":
+            return xlsx_download(render_monthly_xlsx(out, principal.name), f"compliance-report-{month}.xlsx")
+        return HTMLResponse(render_monthly_html(out, principal.name))

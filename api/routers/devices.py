@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, Principal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import DeviceDetail, DeviceList, DeviceOut, OutageList, OutageOut, StateChangeOut
 from collector.store.availability import AvailabilityRepo
@@ -77,8 +77,8 @@ def list_devices(
     rows = _repo(request).devices(commune=commune, operator=operator)
     out = [_device_out(r) for r in rows if status is None or r["status"] == status]
     check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "devices")
-    if format == "csv":
-        return csv_response((d.model_dump() for d in out), list(DeviceOut.model_fields), "devices.csv")
+    if format != "json":
+        return table_response(format, (d.model_dump() for d in out), list(DeviceOut.model_fields), "devices")
     return DeviceList(devices=out, total=len(out))
 
 
@@ -86,12 +86,15 @@ def list_devices(
     "/devices/{device_id}",
     response_model=DeviceDetail,
     responses=NOT_FOUND,
-    summary="one device: status, last poll, interfaces with current rates, recent state changes",
+    summary="one device: status, last poll, current rows (interfaces with rates), gone rows,"
+    " recent state changes",
 )
 def get_device(request: Request, principal: CurrentPrincipal, device_id: str) -> DeviceDetail:
     repo = _repo(request)
     row = _visible(repo, principal, device_id)
     rows = repo.rows(device_id)
+    gone = [r for r in rows if r["gone_ms"] is not None]
+    rows = [r for r in rows if r["gone_ms"] is None]
     return DeviceDetail(
         **_device_out(row).model_dump(),
         interfaces=[r for r in rows if r["table"] == "interfaces"],
@@ -100,6 +103,7 @@ def get_device(request: Request, principal: CurrentPrincipal, device_id: str) ->
             for t in sorted({r["table"] for r in rows})
             if t != "interfaces"
         },
+        gone_rows=gone,
         state_changes=[StateChangeOut(**asdict(c)) for c in repo.state_changes(device_id, limit=50)],
     )
 
@@ -142,6 +146,7 @@ def device_outages(
                 end_ms=o.end_ms,
                 duration_s=((o.end_ms if o.end_ms is not None else now_ms) - o.start_ms) / 1000,
                 cause=o.cause,
+                end_reason=o.end_reason,
             )
             for o in outages
         ],

@@ -23,7 +23,8 @@ from api.alert_schemas import (
     TimelineEntry,
 )
 from api.auth import CurrentPrincipal, Principal, require_role, require_token
-from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
+from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX, TOO_MANY
+from api.ratelimit import check_write
 from api.schemas import ErrorOut
 from collector.store import audit
 
@@ -100,7 +101,7 @@ def list_incidents(
     operator: Annotated[
         str | None, Query(description="only this operator's (its `operator` label); an operator key: its own")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="a page: at most 1,000 (more: 422)")] = 100,
     offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> IncidentList:
     found, total = _repo(request).find(
@@ -128,6 +129,7 @@ def get_incident(request: Request, principal: CurrentPrincipal, incident_id: Inc
 def _act(
     request: Request, principal: Principal, incident_id: IncidentId, action: str, note: str, text: str
 ) -> IncidentDetail:
+    check_write(request, principal.name)
     repo = _repo(request)
     inc = repo.get(incident_id)
     if inc is None:
@@ -160,7 +162,12 @@ def _act(
     return _detail(repo, incident_id, principal)
 
 
-_ACTION_RESPONSES: dict[int | str, dict[str, object]] = {**NOT_FOUND, **BAD_BODY, 409: {"model": ErrorOut}}
+_ACTION_RESPONSES: dict[int | str, dict[str, object]] = {
+    **NOT_FOUND,
+    **BAD_BODY,
+    **TOO_MANY,
+    409: {"model": ErrorOut},
+}
 
 
 @router.post(
@@ -190,7 +197,7 @@ def resolve(
 @router.post(
     "/incidents/{incident_id}/comments",
     response_model=IncidentDetail,
-    responses={**NOT_FOUND, **BAD_BODY},
+    responses={**NOT_FOUND, **BAD_BODY, **TOO_MANY},
     summary="add a comment to the timeline",
 )
 def comment(request: Request, principal: Writer, incident_id: IncidentId, body: CommentIn) -> IncidentDetail:

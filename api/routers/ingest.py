@@ -96,7 +96,7 @@ async def ingest(
         status = {"too_large": 413, "topic_mismatch": 403}.get(result.reason, 422)
         raise HTTPException(status, f"{result.reason}: {result.detail}")
     seq, n = result.seq, len(result)
-    if pipeline.is_duplicate(probe_id, seq):
+    if pipeline.is_duplicate(result):
         m.MESSAGES_DUPLICATE.inc()
         raise HTTPException(409, f"batch {seq} of probe {probe_id} is stored already")
     stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import ProbeDetail, ProbeList, ProbeOut, ProbeWindow
 from collector.store.probes import ProbeRepo
@@ -40,8 +40,8 @@ def list_probes(
         if (commune is None or p.commune == commune) and (operator is None or p.operator == operator)
     ]
     check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "probes")
-    if format == "csv":
-        return csv_response((p.model_dump() for p in out), list(ProbeOut.model_fields), "probes.csv")
+    if format != "json":
+        return table_response(format, (p.model_dump() for p in out), list(ProbeOut.model_fields), "probes")
     return ProbeList(probes=out, total=len(out))
 
 

@@ -31,20 +31,21 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.schemas import QosPoint, QosResponse
 from collector.core import merge
 from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error, stat_values
 from collector.store.groups import grouped_selection
-from collector.store.store import TIERS, SeriesSelection, window_start
+from collector.store.store import TIERS, SeriesSelection, Store, window_start
 
 router = APIRouter(prefix="/api/v1", tags=["qos"], responses=AUTH_ERRORS)
 
 RESOLUTION_S = TIERS[0]
 _STEP_RE = re.compile(r"^(\d{1,12})([smhd]?)$")
 _STEP_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def unit_of(metric: str) -> str:
@@ -147,7 +148,13 @@ def qos(
     stat: Annotated[
         str, Query(description="p50, p95, p99, pNN (any percentile), mean, min, max, ...")
     ] = "p95",
-    group_by: Annotated[str, Query(description=f"comma-separated labels: {', '.join(GROUP_LABELS)}")] = "",
+    group_by: Annotated[
+        str,
+        Query(
+            description=f"comma-separated labels: {', '.join(GROUP_LABELS)}, or a label of the SNMP"
+            " series (interface, sensor, onu, ...)"
+        ),
+    ] = "",
     from_: Annotated[datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds")] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
     step: Annotated[str | None, Query(description="e.g. 60, 5m, 1h; default fits ~120 points")] = None,
@@ -157,6 +164,7 @@ def qos(
     village: str | None = None,
     site: str | None = None,
     target: str | None = None,
+    interface: Annotated[str | None, Query(description="only this interface's series (its label)")] = None,
     format: Format = "json",
 ) -> QosResponse | Response:
     operator = principal.operator_scope(operator)
@@ -171,7 +179,8 @@ def qos(
     if why is not None:
         raise HTTPException(422, why)
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
-    bad = [g for g in groups if g not in GROUP_LABELS]
+    # Any label a series carries may group, as in the alert rules (interface, sensor, ...).
+    bad = [g for g in groups if g not in GROUP_LABELS and not _LABEL_RE.match(g)]
     if bad:
         raise HTTPException(422, f"group_by {', '.join(bad)}: not a label; use {', '.join(GROUP_LABELS)}")
 
@@ -219,12 +228,36 @@ def qos(
     read_from = from_ms
     if horizon is not None and horizon > from_ms:
         read_from = min(to_ms, from_ms + -(-(horizon - from_ms) // step_ms) * step_ms)
-    store = request.app.state.store
+    store: Store = request.app.state.store
     limits = request.app.state.settings.api
+    series_filters = dict(filters)
+
+    def select(lo: int, hi: int) -> SeriesSelection:
+        if interface is None:
+            return store.select_rollups(metric, tier, lo, hi, series_filters)
+        # A label of the series' JSON, not a column: pick the series, then read their rollups.
+        sel = store.select_rollups(metric, tier, lo, lo, series_filters)
+        keep = [sid for sid, lb in sel.labels.items() if lb.get("interface") == interface]
+        sel.labels = {sid: sel.labels[sid] for sid in keep}
+        if keep and hi > lo:
+            sel.rollups = store.tiered_rollups(keep, tier, lo, hi)
+        return sel
+
+    if interface is not None:
+        filters["interface"] = interface
     with request.app.state.query_gate.hold(principal.name):
         # The work is bounded before any rollup row is read: the series (an empty range reads
         # none of their rows) tell the groups and the most rows the range can hold.
-        found = store.select_rollups(metric, tier, from_ms, from_ms, filters)
+        found = select(from_ms, from_ms)
+        unknown = [
+            g for g in groups if g not in GROUP_LABELS and not any(g in lb for lb in found.labels.values())
+        ]
+        if unknown and found.labels:
+            raise HTTPException(
+                422,
+                f"group_by {', '.join(unknown)}: not a label of any {metric} series;"
+                f" use {', '.join(GROUP_LABELS)} or a label the series carry",
+            )
         n_groups = len(group_series(found, groups)[1])
         if n_groups * n_steps > limits.max_qos_points:
             raise HTTPException(
@@ -241,10 +274,11 @@ def qos(
                 f"{len(found.labels) * windows} rows, over the limit api.max_rows_read "
                 f"({limits.max_rows_read}); use a shorter range, a step of 1h or 1d, or a filter",
             )
-        # Grouped by and filtered on group labels only: the pre-merged group tiers.
+        # Grouped by and filtered on group labels only: the pre-merged group tiers (an
+        # interface filter is not a group label, so it reads the series rows).
         sel = grouped_selection(store, found, metric, groups, filters, tier, read_from, to_ms)
         if sel is None:
-            sel = store.select_rollups(metric, tier, read_from, to_ms, filters)
+            sel = select(read_from, to_ms)
         return _answer(
             request,
             sel,
@@ -337,10 +371,10 @@ def _answer(
         ]
         series.append({"labels": labels, "points": points})
     series.sort(key=lambda s: tuple(s["labels"].values()))
-    if format == "csv":
+    if format != "json":
         table = [{**s["labels"], **p} for s in series for p in s["points"]]
         cols = [*groups, *QosPoint.model_fields]
-        return csv_response(table, cols, f"qos-{metric}-{stat}.csv")
+        return table_response(format, table, cols, f"qos-{metric}-{stat}")
     answer = {
         "metric": metric,
         "unit": unit_of(metric),

@@ -10,9 +10,10 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.kpi import Plan, validate_report
-from api.limits import LIST_TOO_LONG, check_list_rows
+from api.limits import LIST_TOO_LONG, check_capped
+from api.ratelimit import check_write
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
 from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
 from collector.inventory.tabular import Errors, NumberFormat, TableError
@@ -117,7 +118,7 @@ def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dic
 @router.post(
     "/reports/{report_id}/withdraw",
     response_model=ReportDetail,
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **TOO_MANY},
     dependencies=[require_role("admin")],
     summary="withdraw a report version (kept and audited; the KPIs read the latest version not withdrawn)",
 )
@@ -127,6 +128,7 @@ def withdraw_report(
     report_id: int,
     reason: Annotated[str, Query(min_length=1, max_length=500, description="why: kept in the audit log")],
 ) -> ReportDetail:
+    check_write(request, principal.name)
     repo = ReportRepo(request.app.state.store)
     meta = repo.withdraw(report_id, reason, principal.actor(request)) if 0 < report_id < 2**62 else None
     if meta is None:
@@ -150,14 +152,16 @@ def list_reports(
     operator: Annotated[str | None, Query(max_length=32)] = None,
     format: Format = "json",
 ) -> ReportList | Response:
+    cap: int = request.app.state.settings.api.max_list_rows
+    # One row over the cap is read (SQL LIMIT), never every report.
     rows = ReportRepo(request.app.state.store).find(
-        kind=kind, year=year, operator=principal.operator_scope(operator)
+        kind=kind, year=year, operator=principal.operator_scope(operator), limit=cap + 1
     )
-    check_list_rows(len(rows), request.app.state.settings.api.max_list_rows, "reports")
+    check_capped(len(rows), cap, "reports")
     states = ReportRepo(request.app.state.store).states()
     out = [ReportOut(**_out(r, states)) for r in rows]
-    if format == "csv":
-        return csv_response((r.model_dump() for r in out), list(ReportOut.model_fields), "reports.csv")
+    if format != "json":
+        return table_response(format, (r.model_dump() for r in out), list(ReportOut.model_fields), "reports")
     return ReportList(reports=out, total=len(out))
 
 

@@ -14,7 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from alerts.silences import Silence, SilenceRepo
 from api.alert_schemas import MatcherOut, SilenceIn, SilenceList, SilenceOut
 from api.auth import CurrentPrincipal, Principal, require_role, require_token
-from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX
+from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX, TOO_MANY
+from api.limits import LIST_TOO_LONG, check_capped
+from api.ratelimit import check_write
 from collector.matchers import REFUSED, MatcherError, parse_matchers
 from collector.store import audit
 
@@ -70,9 +72,15 @@ def _register(kind: Kind) -> None:
         ] = None,
     ) -> SilenceList:
         now = int(time.time() * 1000)
+        cap: int = request.app.state.settings.api.max_list_rows
+        # One row over the cap is read (SQL LIMIT), never the whole history.
         found = SilenceRepo(request.app.state.store).find(
-            kind, since_ms=0 if include_expired else now, operator=principal.operator_scope(operator)
+            kind,
+            since_ms=0 if include_expired else now,
+            limit=cap + 1,
+            operator=principal.operator_scope(operator),
         )
+        check_capped(len(found), cap, word)
         return SilenceList(silences=[_out(s, now) for s in found], total=len(found))
 
     def get_one(request: Request, principal: CurrentPrincipal, silence_id: SilenceId) -> SilenceOut:
@@ -83,6 +91,7 @@ def _register(kind: Kind) -> None:
         return _out(found, int(time.time() * 1000))
 
     def create(request: Request, principal: Writer, body: SilenceIn) -> SilenceOut:
+        check_write(request, principal.name)
         now = int(time.time() * 1000)
         try:
             parsed = parse_matchers(body.matchers)
@@ -123,6 +132,7 @@ def _register(kind: Kind) -> None:
         return _out(s, now)
 
     def expire(request: Request, principal: Writer, silence_id: SilenceId) -> SilenceOut:
+        check_write(request, principal.name)
         repo = SilenceRepo(request.app.state.store)
         found = repo.get(silence_id)
         if found is None or found.kind != kind:
@@ -140,6 +150,7 @@ def _register(kind: Kind) -> None:
         listing,
         methods=["GET"],
         response_model=SilenceList,
+        responses=LIST_TOO_LONG,
         summary=f"{word} in force (an operator key: its operator's only)",
         name=f"list_{kind}",
     )
@@ -158,7 +169,7 @@ def _register(kind: Kind) -> None:
         methods=["POST"],
         response_model=SilenceOut,
         status_code=201,
-        responses={**BAD_BODY},
+        responses={**BAD_BODY, **TOO_MANY},
         summary=f"create one of the {word} (label matchers, start, end, creator, comment)",
         name=f"create_{kind}",
     )
@@ -167,7 +178,7 @@ def _register(kind: Kind) -> None:
         expire,
         methods=["DELETE"],
         response_model=SilenceOut,
-        responses={**NOT_FOUND},
+        responses={**NOT_FOUND, **TOO_MANY},
         summary=f"end one of the {word} now (kept for history)",
         name=f"expire_{kind}",
     )

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, TOO_MANY
-from api.export import Format, csv_response
+from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
 from api.schemas import CommuneList, CommuneOut, ImportResult, VillageList, VillageOut
 from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sha256_hex, table_error
@@ -35,8 +35,10 @@ def list_communes(
     found = UnitRepo(request.app.state.store).communes()
     check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "communes")
     out = [CommuneOut(**c) for c in found]
-    if format == "csv":
-        return csv_response((c.model_dump() for c in out), list(CommuneOut.model_fields), "communes.csv")
+    if format != "json":
+        return table_response(
+            format, (c.model_dump() for c in out), list(CommuneOut.model_fields), "communes"
+        )
     return CommuneList(communes=out, total=len(out))
 
 
@@ -50,8 +52,10 @@ def list_villages(
     found = UnitRepo(request.app.state.store).villages(commune)
     check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "villages")
     out = [VillageOut(**v) for v in found]
-    if format == "csv":
-        return csv_response((v.model_dump() for v in out), list(VillageOut.model_fields), "villages.csv")
+    if format != "json":
+        return table_response(
+            format, (v.model_dump() for v in out), list(VillageOut.model_fields), "villages"
+        )
     return VillageList(villages=out, total=len(out))
 
 

@@ -297,7 +297,7 @@ class MqttConsumer:
                     await self._deadletter(conn, topic, payload, result, done)
                     return
                 got = result
-            if pipeline.is_duplicate(got.probe_id, got.seq):
+            if pipeline.is_duplicate(got):
                 m.MESSAGES_DUPLICATE.inc()
                 done()  # already accepted: safe once the original is (acks go out in order)
                 return

@@ -27,6 +27,7 @@ the payload length.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -35,7 +36,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from collector.mqtt.schema import METRIC_NAMES, TECHNOLOGIES, Metrics
+from collector.mqtt.schema import INSTANCE_PATTERN, METRIC_NAMES, TECHNOLOGIES, Metrics
 
 OK: Final = 0
 FALLBACK: Final = 1
@@ -72,7 +73,17 @@ def _metric_bounds() -> npt.NDArray[np.float64]:
     return out
 
 
-TOP_NAMES: Final = ("v", "probe_id", "seq", "sent_ts", "clock_offset_ms", "clock_synced", "measurements")
+_INSTANCE_RE: Final = re.compile(INSTANCE_PATTERN)
+TOP_NAMES: Final = (
+    "v",
+    "probe_id",
+    "seq",
+    "sent_ts",
+    "clock_offset_ms",
+    "clock_synced",
+    "measurements",
+    "instance",
+)
 MEAS_NAMES: Final = ("ts", "target", "technology", "operator", "metrics")
 TABLES: Final = (*_names(TOP_NAMES), *_names(MEAS_NAMES), *_names(METRIC_NAMES), *_names(TECHNOLOGIES))
 BOUNDS: Final = _metric_bounds()
@@ -250,16 +261,17 @@ def scan_batch(
     keys: npt.NDArray[np.int64],
     pos: int,
     key_base: int,
-) -> tuple[int, int, int, int, int, float, int, int, int, int, int]:
+) -> tuple[int, int, int, int, int, float, int, int, int, int, int, int, int]:
     """Scan one batch into the columns from row `pos` (at most `max_rows` measurements).
 
     Returns (status, rows, probe_id start, probe_id end, seq, clock_offset_ms or NaN,
-    clock_synced -1/0/1, newest ts, oldest ts, distinct keys, has sent_ts).
+    clock_synced -1/0/1, newest ts, oldest ts, distinct keys, has sent_ts, instance start
+    (-1: none), instance end).
     `keys[k]` holds (target start, end, technology index, operator start, end) of the
     message's k-th distinct (target, technology, operator); `out_key[row]` is `key_base` + its k.
     """
     nan = np.nan
-    fail = (FALLBACK, 0, 0, 0, 0, nan, -1, 0, 0, 0, 0)
+    fail = (FALLBACK, 0, 0, 0, 0, nan, -1, 0, 0, 0, 0, -1, 0)
     n = len(buf)
     i = _ws(buf, 0)
     if i >= n or buf[i] != 123:  # '{'
@@ -267,6 +279,7 @@ def scan_batch(
     i = _ws(buf, i + 1)
     seen = 0
     probe_s = probe_e = 0
+    inst_s, inst_e = -1, 0
     seq = 0
     offset = nan
     synced = -1
@@ -302,6 +315,11 @@ def scan_batch(
             if probe_s < 0:
                 return fail
             i = probe_e + 1
+        elif k == 7:  # instance: its pattern is checked by the caller
+            inst_s, inst_e = _string(buf, i)
+            if inst_s < 0:
+                return fail
+            i = inst_e + 1
         elif k == 4:  # clock_offset_ms
             kind, _, fv, i = _number(buf, i, pow10)
             if kind == 0 or not (-_OFFSET_LIMIT <= fv <= _OFFSET_LIMIT):
@@ -462,7 +480,8 @@ def scan_batch(
         return fail
     if seen & 0b1000111 != 0b1000111:  # v, probe_id, seq, measurements are required
         return fail
-    return (OK, rows, probe_s, probe_e, seq, offset, synced, newest, oldest, n_keys, (seen >> 3) & 1)
+    has_sent = (seen >> 3) & 1
+    return (OK, rows, probe_s, probe_e, seq, offset, synced, newest, oldest, n_keys, has_sent, inst_s, inst_e)
 
 
 class Scanner:
@@ -489,7 +508,12 @@ class Scanner:
         )
         if r[0] != OK:
             return None
-        _, rows, ps, pe, seq, offset, synced, newest, oldest, n_keys, _ = r
+        _, rows, ps, pe, seq, offset, synced, newest, oldest, n_keys, _, inst_s, inst_e = r
+        instance = None
+        if inst_s >= 0:
+            instance = payload[inst_s:inst_e].decode("ascii", "replace")
+            if not _INSTANCE_RE.fullmatch(instance):
+                return None
         keys = [
             (
                 payload[k[0] : k[1]].decode("ascii"),
@@ -509,6 +533,7 @@ class Scanner:
             oldest_ts=oldest,
             clock_offset_ms=None if offset != offset else offset,
             clock_synced=None if synced < 0 else bool(synced),
+            instance=instance,
         )
 
 
@@ -526,3 +551,21 @@ class Scanned:
     oldest_ts: int
     clock_offset_ms: float | None
     clock_synced: bool | None
+    instance: str | None = None
+    digest: str = ""  # content digest, set by the pipeline for a batch without an instance id
+    seq_conflict: bool = False  # set by the pipeline: a seen seq with other content
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the scanner's kernel now: its first call would
+    otherwise compile on the consumer's thread, stalling the first message for seconds when
+    the cache is cold. Any payload does (the kernel's types do not depend on it)."""
+    cap = 1
+    Scanner().scan(
+        b'{"v":1}',
+        cap,
+        np.zeros(cap, dtype=np.int64),
+        np.zeros((cap, N_METRICS), dtype=np.float64),
+        np.zeros(cap, dtype=np.int32),
+        0,
+    )

@@ -22,6 +22,9 @@ from typing_extensions import TypedDict, is_typeddict
 
 PROBE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PROBE_ID_RE: Final = re.compile(PROBE_ID_PATTERN)
+# An agent instance id: printable by construction (letters, digits, '_', '-'), 1 to 64.
+INSTANCE_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+_INSTANCE_RE: Final = re.compile(INSTANCE_PATTERN)
 Technology = Literal["2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable"]
 TECHNOLOGIES: Final = ("2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable")
 
@@ -97,6 +100,9 @@ class MeasurementBatch(TypedDict):
     v: Literal[1]
     probe_id: Annotated[str, Field(pattern=PROBE_ID_PATTERN)]
     seq: _EpochMs
+    # The agent's queue instance id (random, made with its queue): with it, (probe_id,
+    # instance, seq) identifies the batch; without it, (probe_id, seq) and the content do.
+    instance: NotRequired[Annotated[str, Field(pattern=INSTANCE_PATTERN)]]
     sent_ts: NotRequired[_EpochMs]
     clock_offset_ms: NotRequired[Annotated[float, Field(ge=-86_400_000, le=86_400_000)]]
     clock_synced: NotRequired[bool]
@@ -302,6 +308,9 @@ class Decoded:
     oldest_ts: int
     clock_offset_ms: float | None = None
     clock_synced: bool | None = None
+    instance: str | None = None
+    digest: str = ""  # content digest, set by the pipeline for a batch without an instance id
+    seq_conflict: bool = False  # set by the pipeline: a seen seq with other content
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -327,6 +336,7 @@ def to_decoded(batch: MeasurementBatch) -> Decoded:
         oldest_ts=min(ts),
         clock_offset_ms=batch.get("clock_offset_ms"),
         clock_synced=batch.get("clock_synced"),
+        instance=batch.get("instance"),
     )
 
 
@@ -391,7 +401,7 @@ def _msgspec_struct(td: Any) -> type[msgspec.Struct]:
     )
 
 
-_FAST_PATTERNS: Final = {"probe_id", "operator"}  # checked by decode() instead
+_FAST_PATTERNS: Final = {"probe_id", "operator", "instance"}  # checked by decode() instead
 _FAST_BATCH: Final = msgspec.json.Decoder(_msgspec_struct(MeasurementBatch))
 _OPERATOR_RE: Final = re.compile(r"[a-z0-9_-]{1,32}")
 _good_operators: set[str] = set()
@@ -482,6 +492,11 @@ def _fast_checked(
         return None
     offset = fast.clock_offset_ms
     synced = fast.clock_synced
+    instance = fast.instance
+    if instance is msgspec.UNSET:
+        instance = None
+    elif not _INSTANCE_RE.fullmatch(instance):
+        return None
     return Decoded(
         probe_id=probe_id,
         seq=fast.seq,
@@ -492,4 +507,5 @@ def _fast_checked(
         oldest_ts=oldest,
         clock_offset_ms=None if offset is msgspec.UNSET else offset,
         clock_synced=None if synced is msgspec.UNSET else synced,
+        instance=instance,
     )

@@ -88,6 +88,10 @@ class RowIds:
             self._next -= 1
         return rid
 
+    def find(self, suffix: OID) -> int | None:
+        """The row id of an index suffix already seen (a trap's instance); None if unseen."""
+        return suffix[0] if len(suffix) == 1 else self._ids.get(suffix)
+
     def name(self, rid: int) -> str:
         """The dotted index of a row id ("5", "4194304256.3")."""
         return str(rid) if rid >= 0 else self._names.get(rid, f"?{rid}")

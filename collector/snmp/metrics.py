@@ -27,6 +27,11 @@ COUNTER_RESETS = Counter(
 COUNTER_DISCONTINUITIES = Counter(
     "netqos_snmp_counter_discontinuities_total", "counter steps too large to be traffic (dropped, not stored)"
 )
+VALUES_DROPPED = Counter(
+    "netqos_snmp_values_dropped_total",
+    "readings that became no value: a profile's sentinel ('no reading'), or no row scale/precision",
+    ["device", "reason"],
+)
 INVENTORY_ERRORS = Counter(
     "netqos_snmp_inventory_errors_total", "inventory reloads refused (the old one stays)"
 )

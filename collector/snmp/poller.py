@@ -37,8 +37,17 @@ from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
 from collector.snmp.counters import CounterTracker
-from collector.snmp.profile import Column, Profile, ProfileError, Table, load_profiles
-from collector.snmp.state import Reachability
+from collector.snmp.naming import compose_names, strings_by_row
+from collector.snmp.profile import (
+    Column,
+    Profile,
+    ProfileError,
+    ProfileSource,
+    Table,
+    unknown_profiles,
+)
+from collector.snmp.state import Reachability, uptime_verdict
+from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import SeriesKey
 from netqos.aio import wait_stop
@@ -52,6 +61,8 @@ TAG_EXCEPTIONS = 0x80
 FIRST_SIGHT_QUIET = frozenset({"up", "online", "ok", "disabled"})
 # `RowIds` may hold this many more composite ids than the last poll saw before it is pruned.
 ROW_IDS_SLACK = 1024
+# The detail of a `gone` state change (and so the end reason of the outage it closes).
+GONE_DETAIL = "row no longer in the table"
 
 
 @dataclass(slots=True)
@@ -78,6 +89,10 @@ class DeviceRuntime:
     series: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
     row_names: dict[tuple[str, int], str] = field(default_factory=dict)
     row_ids: RowIds = field(default_factory=RowIds)
+    # Row ids each table answered with at its last poll (rows gone since are told from them).
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    # The last sysUpTime reading and when it was taken (ms): a restart is told from the wrap.
+    uptime: tuple[int, int] | None = None
     task: asyncio.Task[None] | None = None
     polls: int = 0
 
@@ -145,7 +160,8 @@ class Poller:
         self.pipeline = pipeline
         self.sink = sink
         self.shard = parse_shard(settings.shard)
-        self.profiles = load_profiles(settings.profiles_dir)
+        self._profile_source = ProfileSource(settings.profiles_dir)
+        self.profiles = self._profile_source.profiles
         self._static_inventory = inventory
         self._session_factory = session_factory or (
             lambda d, c: open_session(d, c, timeout_s=settings.timeout_s, retries=settings.retries)
@@ -173,13 +189,17 @@ class Poller:
         return mt(self.settings.inventory_file), mt(self.settings.credentials_file)
 
     def load(self) -> Inventory | None:
-        """Read the inventory; on a bad file keep polling the old one and say why."""
+        """Read the inventory (and the profiles, if their files changed); on a bad file keep
+        polling the old one and say why."""
+        self._reload_profiles()
         if self._static_inventory is not None:
             return self._static_inventory
         if self.settings.inventory_file is None:
             return Inventory(())
         try:
-            return load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            inv = load_inventory(self.settings.inventory_file, self.settings.credentials_file)
+            unknown_profiles(inv, self.profiles, self.settings.inventory_file)
+            return inv
         except InventoryError as exc:
             m.INVENTORY_ERRORS.inc()
             log.error(
@@ -187,12 +207,32 @@ class Poller:
             )
             return None
 
+    def _reload_profiles(self) -> None:
+        """New profiles when `snmp.profiles_dir` changed (applied to the devices by `apply`);
+        a broken edit is logged with its file, line and key, and the old profiles stay."""
+        try:
+            if self._profile_source.refresh():
+                self.profiles = self._profile_source.profiles
+                log.info("event=profiles_reloaded profiles=%d", len(self.profiles))
+        except ProfileError as exc:
+            m.INVENTORY_ERRORS.inc()
+            log.error(
+                "event=profiles_rejected source=%s line=%s key=%s reason=%r action=keep_previous",
+                exc.source,
+                exc.line,
+                exc.key,
+                exc.reason,
+            )
+
     def profile_for(self, d: Device) -> Profile:
-        name = d.profile or d.kind
-        p = self.profiles.get(name) or self.profiles.get("generic")
-        if p is None:
-            raise ProfileError(f"no profile {name!r} and no generic profile")
-        return p
+        """The device's `profile:`, else the profile named like its `kind`, else `generic`.
+        A `profile:` that names no profile is an error (see `unknown_profiles`), never generic."""
+        if d.profile is not None:
+            p = self.profiles.get(d.profile)
+            if p is None:
+                raise ProfileError(f"device {d.id}", f"no profile {d.profile!r}", None, "profile")
+            return p
+        return self.profiles.get(d.kind) or self.profiles["generic"]
 
     def apply(self, inv: Inventory) -> None:
         """Start, update or stop device tasks to match the inventory (this shard's part)."""
@@ -271,7 +311,8 @@ class Poller:
             if stop.is_set():
                 break
             self._reload.clear()
-            if self._static_inventory is None and (forced or self._file_mtimes() != self._mtimes):
+            files_changed = forced or self._file_mtimes() != self._mtimes
+            if (self._static_inventory is None and files_changed) or self._profile_source.changed():
                 self._mtimes = self._file_mtimes()
                 inv = await asyncio.to_thread(self.load)
                 if inv is not None:
@@ -382,12 +423,19 @@ class Poller:
         up = rt.reach.success(ts_ms)
         if up is not None:
             changes.append(up)
+        # Once per device, not per table: a restart resets every table's baselines.
+        prev_cs, prev_ms = rt.uptime if rt.uptime is not None else (None, None)
+        verdict = uptime_verdict(prev_cs, prev_ms, uptime_cs, ts_ms)
+        restarted = verdict == "restart"
+        if restarted:
+            m.COUNTER_RESETS.inc()
+            log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
+        elif verdict == "wrap":
+            log.info("event=sysuptime_wrapped device=%s uptime_cs=%s", d.id, uptime_cs)
+        if uptime_cs is not None:
+            rt.uptime = (uptime_cs, ts_ms)
         for t in profile.tables:
             tracker = rt.counters.setdefault(t.name, CounterTracker())
-            restarted = tracker.restarted(uptime_cs)
-            if restarted:
-                m.COUNTER_RESETS.inc()
-                log.info("event=agent_restarted device=%s uptime_cs=%s", d.id, uptime_cs)
             self._table(rt, t, by_table.get(t.name, {}), tracker, ts_ms, restarted, record, changes)
             tracker.commit(ts_ms, uptime_cs)
         if len(rt.row_ids) > ROW_IDS_SLACK:
@@ -416,8 +464,12 @@ class Poller:
         names, unnamed = _row_names(t, cols, rows, index_names)
         if t.row_name_fallback:
             rt.need_fallback[f"{t.name}.{t.row_name_fallback}"] = unnamed
-        labels = row_labels(names, index_names)
         parts = _index_parts(t, rt.row_ids, rows)
+        if t.row_name_format is not None:  # "{interfaces[ifIndex]}:{ontId}": see naming.py
+            names = compose_names(
+                t.row_name_format, rows, cols, parts, index_names, lambda tb, r: rt.row_names.get((tb, r))
+            )
+        labels = row_labels(names, index_names)
         raw = {c.name: cols[c.name] for c in t.columns if c.name in cols and len(cols[c.name])}
         # Gauge and enum columns as read (float per row, NaN where the row has none), each
         # value signed or unsigned by its own ASN.1 type.
@@ -426,22 +478,36 @@ class Poller:
             for c in t.columns
             if c.type in ("gauge", "enum") and c.name in raw
         }
+        dropped = Dropped()
+        drop_sentinels(t, cells, dropped)  # "no reading" values (2147483647) are no values
         for c in t.columns:
             if c.type == "gauge" and c.fallback is not None:
                 self._gauge_fallback(rt, t, c, rows, cells)
         metrics: dict[str, np.ndarray] = {}  # what becomes series: metric name -> value per row
         for c in t.columns:
             if c.type == "gauge" and c.metric is not None and c.name in cells:
-                metrics[c.metric] = cells[c.name] * c.scale
+                metrics[c.metric] = gauge_values(c, cells, dropped)
             if c.is_counter and not c.fallback_only:
                 self._rates(rt, t, c, raw, cells, rows, tracker, ts_ms, restarted, metrics)
+        add_ratios(t, metrics)
+        for reason, n in (
+            ("sentinel", dropped.sentinel),
+            ("unscaled", dropped.unscaled),
+            ("invalid", dropped.invalid),
+        ):
+            if n:
+                m.VALUES_DROPPED.labels(device=rt.device.id, reason=reason).inc(n)
         for metric, series in metrics.items():
             self._emit(rt, t, metric, rows, labels, series, ts_ms, parts)
+        changes.extend(self._gone_rows(rt, t, rows, ts_ms))
         changes.extend(self._enum_changes(rt, t, rows, labels, cells, ts_ms, (names, index_names)))
+        if t.name not in rt.present:
+            changes.extend(self._gone_since_restart(rt, t, labels, ts_ms))
+        rt.present[t.name] = rows
         for r, label in zip(rows.tolist(), labels, strict=True):
             rt.row_names[(t.name, r)] = label
         strings = {
-            c.name: _strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
+            c.name: strings_by_row(raw[c.name]) for c in t.columns if c.type == "string" and c.name in raw
         }
         # Per row in Python lists: numpy scalars one at a time cost more than the whole table.
         enums = [(c, cells[c.name].tolist()) for c in t.columns if c.type == "enum" and c.name in cells]
@@ -628,6 +694,51 @@ class Poller:
         self._open_outages -= carried
         return out
 
+    def _gone_rows(self, rt: DeviceRuntime, t: Table, rows: np.ndarray, ts_ms: int) -> list[StateChange]:
+        """Rows of the last poll missing from this one are gone: a row with a state gets the
+        state `gone` (which closes an outage it had open: an ONU deleted while offline), and
+        its states, label and series are forgotten, so a row back under the same index is a
+        first sight. Only called for a table that answered with rows: a table answering with
+        none (every column ended at once) is taken for the agent's fault, not as every row
+        deleted."""
+        before = rt.present.get(t.name)
+        if before is None:
+            return []
+        vanished = np.setdiff1d(before, rows, assume_unique=True).tolist()
+        if not vanished:
+            return []
+        out: list[StateChange] = []
+        kind = "interface" if t.name == "interfaces" else t.name
+        tracked = [c.name for c in t.columns if c.type == "enum" and c.state_changes]
+        enum_cols = [c.name for c in t.columns if c.type == "enum"]
+        gone = set(vanished)
+        for r in vanished:
+            label = rt.row_names.pop((t.name, r), None)
+            had_state = [rt.enums.pop((t.name, r, c), None) for c in enum_cols]
+            known = any(v is not None for c, v in zip(enum_cols, had_state, strict=True) if c in tracked)
+            if label is not None and known:
+                entity = f"{rt.device.id}/{label}"
+                out.append(StateChange(kind, entity, "gone", ts_ms, "poll", GONE_DETAIL, rt.device.id))
+        rt.series = {k: v for k, v in rt.series.items() if k[1] != t.name or k[2] not in gone}
+        return out
+
+    def _gone_since_restart(
+        self, rt: DeviceRuntime, t: Table, labels: list[str], ts_ms: int
+    ) -> list[StateChange]:
+        """At a table's first poll since the start: outages left open by the run before for
+        rows of this table that are no longer in it (deleted while netqos was stopped) are
+        closed as gone. Called after `_enum_changes`, which has already taken the outages a
+        row carries on (renamed, or still down)."""
+        kind = "interface" if t.name == "interfaces" else t.name
+        prefix = f"{rt.device.id}/"
+        current = {prefix + lb for lb in labels}
+        stale = sorted(
+            e for k, e in self._open_outages if k == kind and e.startswith(prefix) and e not in current
+        )
+        for e in stale:
+            self._open_outages.discard((kind, e))
+        return [StateChange(kind, e, "gone", ts_ms, "poll", GONE_DETAIL, rt.device.id) for e in stale]
+
     def _emit(
         self,
         rt: DeviceRuntime,
@@ -738,8 +849,8 @@ def _row_names(
 ) -> tuple[list[str], bool]:
     """Each row's name from the table's `row_name_column`, else its `row_name_fallback`, else
     its dotted index; and whether some row had no name from `row_name_column`."""
-    first = _strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
-    second = _strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
+    first = strings_by_row(cols[t.row_name_column]) if t.row_name_column in cols else {}
+    second = strings_by_row(cols[t.row_name_fallback]) if t.row_name_fallback in cols else {}
     names, unnamed = [], False
     for r, x in zip(rows.tolist(), index_names, strict=True):
         name = first.get(r, "").strip()
@@ -756,14 +867,3 @@ def _aligned(rows: np.ndarray, cd: ColumnData) -> np.ndarray:
     ok = cd.tag < TAG_EXCEPTIONS
     out[np.searchsorted(rows, cd.index[ok])] = cd.numbers()[ok]
     return out
-
-
-def _strings_by_row(cd: ColumnData) -> dict[int, str]:
-    if cd.strings is None:
-        return {}
-    ok = (cd.tag < TAG_EXCEPTIONS).tolist()
-    return {
-        r: b.decode("utf-8", errors="replace")
-        for r, b, good in zip(cd.index.tolist(), cd.strings, ok, strict=True)
-        if good
-    }

@@ -1,4 +1,4 @@
-"""Reachability of a device from its poll results, and state changes of enum columns."""
+"""Reachability of a device from its poll results, and sysUpTime: a restart told from its wrap."""
 
 from __future__ import annotations
 
@@ -44,3 +44,31 @@ class Reachability:
         if state == "up":
             self.misses, self.first_miss_ms = 0, None
         return StateChange("device", self.device_id, state, ts_ms, source, detail, self.device_id)
+
+
+# sysUpTime is TimeTicks (RFC 2578): hundredths of a second modulo 2**32, so it wraps to 0
+# after 497 days 2 h 27 min 52.96 s of uptime without any restart.
+UPTIME_MODULUS_CS = 2**32
+# How far a wrapped reading may be from where the wall clock says it should be: the reading
+# is taken some time after the poll's timestamp (retries, a slow agent), plus clock drift.
+WRAP_SLACK_CS = 3000  # 30 s
+WRAP_SLACK_RATIO = 0.01  # + 1 % of the time between the readings
+
+
+def uptime_verdict(prev_cs: int | None, prev_ms: int | None, cur_cs: int | None, cur_ms: int) -> str | None:
+    """`restart`, `wrap` or None (neither) for two sysUpTime readings taken at `prev_ms` and
+    `cur_ms` (wall clock, ms since the epoch).
+
+    A reading below the one before is a restart of the agent, unless it is the TimeTicks wrap:
+    the earlier reading plus the wall time elapsed reaches 2**32 and the new reading is where
+    that sum lands after the wrap, within WRAP_SLACK_CS + WRAP_SLACK_RATIO of the elapsed time.
+    (A restart that happens to fall on the very instant of the wrap is indistinguishable from
+    it, and read as the wrap.)"""
+    if prev_cs is None or prev_ms is None or cur_cs is None or cur_cs >= prev_cs:
+        return None
+    elapsed_cs = max(0.0, (cur_ms - prev_ms) / 10.0)
+    slack = WRAP_SLACK_CS + WRAP_SLACK_RATIO * elapsed_cs
+    landed = prev_cs + elapsed_cs - UPTIME_MODULUS_CS
+    if abs(cur_cs - landed) <= slack:
+        return "wrap"
+    return "restart"

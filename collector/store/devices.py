@@ -13,7 +13,11 @@ from collector.inventory import Device
 from collector.store.db import Connection
 from collector.store.store import Store
 
-__all__ = ["DOWN_STATES", "DeviceRepo", "Outage", "PollRecord"]
+__all__ = ["DOWN_STATES", "GONE_ROWS_KEEP_MS", "DeviceRepo", "Outage", "PollRecord"]
+
+# A gone row is kept this long with its last values (an ONU moved, a card swapped back),
+# then deleted: a table whose index churns (LLDP's timeMark) must not grow for ever.
+GONE_ROWS_KEEP_MS = 30 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -28,7 +32,8 @@ class PollRecord:
     error: str | None = None
     sys_name: str | None = None
     sys_uptime_cs: int | None = None
-    # table name -> rows of (row_index, name, values)
+    # table name -> rows of (row_index, name, values): every row the table answered with; a
+    # stored row of a table listed here but not in its rows is marked gone (see `write`).
     rows: dict[str, list[tuple[str, str, dict[str, Any]]]] = field(default_factory=dict)
 
 
@@ -40,6 +45,7 @@ class Outage:
     start_ms: int
     end_ms: int | None
     cause: str
+    end_reason: str = ""  # the detail of the state change that ended it ("row no longer in the table")
 
 
 class DeviceRepo:
@@ -115,14 +121,26 @@ class DeviceRepo:
                 for tbl, rows in p.rows.items():
                     conn.executemany(
                         "INSERT INTO device_rows"
-                        " (device_id, tbl, row_index, name, values_json, updated_ms)"
-                        " VALUES (?, ?, ?, ?, ?, ?)"
+                        " (device_id, tbl, row_index, name, values_json, updated_ms, gone_ms)"
+                        " VALUES (?, ?, ?, ?, ?, ?, NULL)"
                         " ON CONFLICT (device_id, tbl, row_index) DO UPDATE SET name = excluded.name,"
-                        " values_json = excluded.values_json, updated_ms = excluded.updated_ms",
+                        " values_json = excluded.values_json, updated_ms = excluded.updated_ms,"
+                        " gone_ms = NULL",
                         [
                             (p.device_id, tbl, idx, name, orjson.dumps(vals).decode(), p.ts_ms)
                             for idx, name, vals in rows
                         ],
+                    )
+                    # The table answered, and these rows were not in it: gone (an ONU deleted,
+                    # a card pulled). They keep their last values; a row back is current again.
+                    conn.execute(
+                        "UPDATE device_rows SET gone_ms=? WHERE device_id=? AND tbl=?"
+                        " AND updated_ms < ? AND gone_ms IS NULL",
+                        (p.ts_ms, p.device_id, tbl, p.ts_ms),
+                    )
+                    conn.execute(
+                        "DELETE FROM device_rows WHERE device_id=? AND tbl=? AND gone_ms < ?",
+                        (p.device_id, tbl, p.ts_ms - GONE_ROWS_KEEP_MS),
                     )
             for c in changes:
                 self.record_change(conn, c)
@@ -152,7 +170,8 @@ class DeviceRepo:
             )
         elif c.state not in DOWN_STATES and open_row is not None:
             conn.execute(
-                "UPDATE outages SET end_ms=greatest(start_ms, ?) WHERE id=?", (c.since_ms, open_row[0])
+                "UPDATE outages SET end_ms=greatest(start_ms, ?), end_reason=? WHERE id=?",
+                (c.since_ms, c.detail, open_row[0]),
             )
 
     # -- reads -------------------------------------------------------------------
@@ -176,13 +195,16 @@ class DeviceRepo:
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def rows(self, device_id: str, table: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT tbl, row_index, name, values_json, updated_ms FROM device_rows WHERE device_id=?"
+        """The device's table rows, current and gone (`gone_ms` set: no longer in the walk since)."""
+        sql = (
+            "SELECT tbl, row_index, name, values_json, updated_ms, gone_ms FROM device_rows WHERE device_id=?"
+        )
         args: list[Any] = [device_id]
         if table is not None:
             sql += " AND tbl=?"
             args.append(table)
         out = []
-        for tbl, idx, name, vals, updated in self.store.reader().execute(sql, args):
+        for tbl, idx, name, vals, updated, gone in self.store.reader().execute(sql, args):
             out.append(
                 {
                     "table": tbl,
@@ -190,15 +212,29 @@ class DeviceRepo:
                     "name": name,
                     "values": orjson.loads(vals),
                     "updated_ms": updated,
+                    "gone_ms": gone,
                 }
             )
         out.sort(key=lambda r: (r["table"], _index_sort_key(r["index"])))
         return out
 
+    def table_rows(self, table: str) -> dict[str, list[dict[str, Any]]]:
+        """device_id -> the current (not gone) rows of `table` on every device, in index order."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        cur = self.store.reader().execute(
+            "SELECT device_id, row_index, name, values_json FROM device_rows WHERE tbl=? AND gone_ms IS NULL",
+            (table,),
+        )
+        for dev, idx, name, vals in cur:
+            out.setdefault(dev, []).append({"index": idx, "name": name, "values": orjson.loads(vals)})
+        for rows in out.values():
+            rows.sort(key=lambda r: _index_sort_key(r["index"]))
+        return out
+
     def outages(self, device_id: str, from_ms: int, to_ms: int) -> list[Outage]:
         """Outages of the device and its interfaces overlapping [from_ms, to_ms)."""
         cur = self.store.reader().execute(
-            "SELECT entity_kind, entity, device_id, start_ms, end_ms, cause FROM outages"
+            "SELECT entity_kind, entity, device_id, start_ms, end_ms, cause, end_reason FROM outages"
             " WHERE device_id=? AND start_ms < ? AND (end_ms IS NULL OR end_ms > ?) ORDER BY start_ms",
             (device_id, to_ms, from_ms),
         )

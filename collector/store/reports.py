@@ -106,14 +106,20 @@ class ReportRepo:
         return [ReportValue(*r) for r in cur]
 
     def find(
-        self, *, kind: str | None = None, year: int | None = None, operator: str | None = None
+        self,
+        *,
+        kind: str | None = None,
+        year: int | None = None,
+        operator: str | None = None,
+        limit: int = 10_000,
     ) -> list[dict[str, Any]]:
+        """Reports' metadata, newest first, at most `limit` of them (read with SQL LIMIT)."""
         where, args = ["1=1"], []
         for col, val in (("kind", kind), ("year", year), ("operator", operator)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        return self._meta(" AND ".join(where) + " ORDER BY report_id DESC LIMIT 10000", args)
+        return self._meta(" AND ".join(where) + " ORDER BY report_id DESC LIMIT ?", [*args, limit])
 
     def latest(self, kind: str, year: int) -> list[dict[str, Any]]:
         """The latest version not withdrawn of each operator's (or the department's) report of

@@ -51,6 +51,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Labels with their own indexed column; any other label lives only in the JSON.
+# A batch in the batch log: (probe_id, instance, seq, digest); instance '' = the batch carried
+# none, digest '' = it did (its instance and seq identify it) or it was logged before digests.
+BatchKey = tuple[str, str, int, str]
+# ... and its (measurements, newest measurement ts ms), as write_rollups logs it.
+BatchLogRow = tuple[str, str, int, str, int, int]
+
 STANDARD_LABELS = ("operator", "technology", "commune", "village", "site", "kind", "target")
 _ROLLUP_COLUMNS = "series_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
 _ROLLUP_KEY = ("resolution_s", "series_id", "window_start_ms")
@@ -136,6 +142,8 @@ class ProbeInfo:
     clock_synced: bool | None = None
     series_refused_total: int = 0  # batches refused as too_many_series
     series_refused_last_ms: int | None = None
+    seq_conflicts_total: int = 0  # batches stored although their seq repeated (no instance id)
+    seq_conflict_last_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -341,7 +349,8 @@ class Store:
         cur = self._reader().execute(
             "SELECT probe_id, commune, village, site, operator, technology, registered_at_ms,"
             " last_seen_ms, last_seq, messages_total, measurements_total, expected_interval_s, status,"
-            " status_since_ms, clock_offset_ms, clock_synced, series_refused_total, series_refused_last_ms"
+            " status_since_ms, clock_offset_ms, clock_synced, series_refused_total, series_refused_last_ms,"
+            " seq_conflicts_total, seq_conflict_last_ms"
             f" FROM probes {where} ORDER BY probe_id",
             args,
         )
@@ -365,6 +374,17 @@ class Store:
                 [(n, last, pid) for pid, (n, last) in refused.items()],
             )
 
+    def add_seq_conflicts(self, conflicts: dict[str, tuple[int, int]]) -> None:
+        """Count batches stored as seq conflicts on their probes: probe -> (batches, when the
+        last was, ms)."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE probes SET seq_conflicts_total = seq_conflicts_total + ?,"
+                " seq_conflict_last_ms = greatest(coalesce(seq_conflict_last_ms, 0), ?)"
+                " WHERE probe_id = ?",
+                [(n, last, pid) for pid, (n, last) in conflicts.items()],
+            )
+
     def probe_by_token_sha256(self, digest: str) -> str | None:
         """The probe whose HTTPS token hashes to `digest` (tokens themselves are never stored)."""
         row = self._reader().execute("SELECT probe_id FROM probes WHERE token_sha256=?", (digest,)).fetchone()
@@ -376,42 +396,57 @@ class Store:
             cur = conn.execute("UPDATE probes SET token_sha256=? WHERE probe_id=?", (digest, probe_id))
             return cur.rowcount == 1
 
-    @staticmethod
-    def _has_batch(conn: Connection, probe_id: str, seq: int) -> bool:
-        return (
-            conn.execute("SELECT 1 FROM probe_batches WHERE probe_id=? AND seq=?", (probe_id, seq)).fetchone()
-            is not None
-        )
-
-    def _stored_batches(
-        self, conn: Connection, batches: Sequence[tuple[str, int, int, int]]
-    ) -> set[tuple[str, int]]:
-        """Which of these (probe, seq) are stored: one query per probe (and 500 seqs on SQLite),
-        not one per batch (a flush holds thousands of batches from a few hundred probes)."""
-        by_probe: dict[str, list[int]] = {}
-        for pid, seq, _, _ in batches:
-            by_probe.setdefault(pid, []).append(seq)
-        found: set[tuple[str, int]] = set()
-        for pid, seqs in by_probe.items():
+    def _stored_batches(self, conn: Connection, batches: Sequence[BatchLogRow]) -> set[BatchKey]:
+        """Which of these batches are stored, by (probe, instance, seq, digest): one query per
+        (probe, instance) (and 500 seqs on SQLite), not one per batch (a flush holds thousands
+        of batches from a few hundred probes). A batch without an instance id also matches a
+        row logged before digests were (digest ''): what was stored then cannot be compared."""
+        by_stream: dict[tuple[str, str], list[int]] = {}
+        for pid, inst, seq, _, _, _ in batches:
+            by_stream.setdefault((pid, inst), []).append(seq)
+        stored: set[BatchKey] = set()
+        for (pid, inst), seqs in by_stream.items():
             step = self.backend.in_list_max
             for i in range(0, len(seqs), step):
                 among, values = self.backend.in_list("seq", seqs[i : i + step])
                 cur = conn.execute(
-                    f"SELECT seq FROM probe_batches WHERE probe_id=? AND {among}", (pid, *values)
+                    f"SELECT seq, digest FROM probe_batches WHERE probe_id=? AND instance=? AND {among}",
+                    (pid, inst, *values),
                 )
-                found.update((pid, int(r[0])) for r in cur)
+                stored.update((pid, inst, int(r[0]), str(r[1])) for r in cur)
+        found: set[BatchKey] = set()
+        for pid, inst, seq, digest, _, _ in batches:
+            key = (pid, inst, seq, digest)
+            if key in stored or (digest and (pid, inst, seq, "") in stored):
+                found.add(key)
         return found
 
-    def has_batch(self, probe_id: str, seq: int) -> bool:
-        """Whether this probe's batch `seq` is stored."""
-        return self._has_batch(self._reader(), probe_id, seq)
+    def has_batch(self, probe_id: str, seq: int, instance: str = "") -> bool:
+        """Whether a batch `seq` of this probe's `instance` ('' = none) is stored."""
+        return bool(self.batch_digests(probe_id, instance, seq))
 
-    def seen_seqs(self, probe_id: str, min_seq: int) -> set[int]:
-        """Sequence numbers of this probe's stored batches from `min_seq` on (for de-duplication)."""
+    def batch_digests(self, probe_id: str, instance: str, seq: int) -> set[str]:
+        """Digests of this probe's stored batches `seq` of `instance` ('' for a row logged
+        before digests were, or for a batch with an instance id); empty: none stored."""
         cur = self._reader().execute(
-            "SELECT seq FROM probe_batches WHERE probe_id=? AND seq >= ?", (probe_id, min_seq)
+            "SELECT digest FROM probe_batches WHERE probe_id=? AND instance=? AND seq=?",
+            (probe_id, instance, seq),
         )
-        return {int(r[0]) for r in cur}
+        return {str(r[0]) for r in cur}
+
+    def seen_seqs(self, probe_id: str, instance: str, window: int) -> tuple[int, set[int]]:
+        """For de-duplication: the lowest seq of a `window` of seqs ending at the newest
+        stored batch of this probe's `instance` ('' = none), and the stored seqs from it on."""
+        conn = self._reader()
+        (top,) = conn.execute(
+            "SELECT max(seq) FROM probe_batches WHERE probe_id=? AND instance=?", (probe_id, instance)
+        ).fetchone()
+        min_seq = max(0, int(top) - window + 1) if top is not None else 0
+        cur = conn.execute(
+            "SELECT seq FROM probe_batches WHERE probe_id=? AND instance=? AND seq >= ?",
+            (probe_id, instance, min_seq),
+        )
+        return min_seq, {int(r[0]) for r in cur}
 
     def set_probe_status(self, changes: Sequence[tuple[str, str, int]]) -> None:
         """(probe_id, status, since_ms) for probes that went online/offline."""
@@ -490,8 +525,8 @@ class Store:
         rollups: RollupSet,
         resolution_s: int,
         activity: dict[str, ProbeActivity] | None = None,
-        batches: Sequence[tuple[str, int, int, int]] = (),
-        without_duplicates: Callable[[set[tuple[str, int]]], tuple[RollupSet, dict[str, ProbeActivity]]]
+        batches: Sequence[BatchLogRow] = (),
+        without_duplicates: Callable[[set[BatchKey]], tuple[RollupSet, dict[str, ProbeActivity]]]
         | None = None,
         merged_out: list[RollupSet] | None = None,
     ) -> int:
@@ -513,7 +548,7 @@ class Store:
                     if without_duplicates is None:
                         raise StoreError(f"{len(dups)} batches are stored already and cannot be left out")
                     rollups, activity = without_duplicates(dups)
-                    batches = [b for b in batches if (b[0], b[1]) not in dups]
+                    batches = [b for b in batches if b[:4] not in dups]
             stored = self._existing(conn, rollups, resolution_s)
             if len(stored):
                 rollups = merge_into(stored, rollups)
@@ -547,9 +582,9 @@ class Store:
                 now = int(time.time() * 1000)
                 conn.executemany(
                     "INSERT INTO probe_batches"
-                    " (probe_id, seq, stored_ms, measurements, newest_ts_ms)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (probe_id, seq) DO NOTHING",
-                    [(pid, seq, now, n, newest) for pid, seq, n, newest in batches],
+                    " (probe_id, instance, seq, digest, stored_ms, measurements, newest_ts_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (probe_id, instance, seq, digest) DO NOTHING",
+                    [(pid, inst, seq, dig, now, n, newest) for pid, inst, seq, dig, n, newest in batches],
                 )
         return len(rollups)
 

@@ -16,6 +16,10 @@ ifOperStatus varbind, read as the unsigned sub-identifier: vendors number ports 
 (an OLT's 4194304256), and the Integer32 value of the ifIndex varbind would read negative.
 Only interfaces the poller has seen are changed, and the poller is told what the trap
 said, so its next poll that sees the interface up closes the outage the trap opened.
+
+Vendor traps named in the device's profile (`traps:`, e.g. an ONU's dying gasp) set the
+state of the row whose index is their varbind's instance, the same way; a row the poller has
+not seen is counted (`unknown_row`) and changes nothing. Other traps are counted as `ignored`.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from collector.snmp.ber import (
     decode_scoped_pdu,
     decode_v3_message,
     message_version,
+    parse_oid,
 )
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.profile import Trap
 from collector.traps.usm import Timeliness, UsmError, UsmUser, authenticate, decrypt
 from netqos.config import TrapSettings
 
@@ -116,6 +122,9 @@ class TrapReceiver(asyncio.DatagramProtocol):
         trap_oid = vbs.get(SNMP_TRAP_OID)
         kind = TRAPS.get(tuple(trap_oid)) if isinstance(trap_oid, tuple) else None
         if kind is None:
+            vendor = rt.profile.trap(tuple(trap_oid)) if isinstance(trap_oid, tuple) else None
+            if vendor is not None:
+                return self._profile_trap(rt, vendor, vbs, now_ms)
             m.TRAPS.labels(outcome="ignored").inc()
             return []
         changes: list[StateChange] = []
@@ -161,6 +170,48 @@ class TrapReceiver(asyncio.DatagramProtocol):
         m.TRAPS.labels(outcome="accepted").inc()
         self.sink.add(None, changes)
         return changes
+
+    def _profile_trap(
+        self, rt: DeviceRuntime, trap: Trap, vbs: dict[OID, Any], now_ms: int
+    ) -> list[StateChange]:
+        """A trap of the device's profile: the row its varbind's instance names gets the trap's
+        state, and the poller is told, as for linkDown: its next poll that reads the row's
+        state column otherwise reports (and so closes) it."""
+        table = next(t for t in rt.profile.tables if t.name == trap.table)  # checked at load
+        col = next(c for c in table.columns if c.state_changes)
+        prefixes = [parse_oid(trap.index_from)] if trap.index_from else [c.oid_tuple for c in table.columns]
+        suffix = next(
+            (oid[len(p) :] for p in prefixes for oid in vbs if len(oid) > len(p) and oid[: len(p)] == p),
+            None,
+        )
+        if suffix is None:
+            m.TRAPS.labels(outcome="malformed").inc()
+            log.info(
+                "event=trap_malformed device=%s reason='%s without a row instance'", rt.device.id, trap.name
+            )
+            return []
+        rid = rt.row_ids.find(suffix)
+        name = rt.row_names.get((table.name, rid)) if rid is not None else None
+        if rid is None or name is None:
+            # A row the poller has not seen: no phantom row, no outage nobody closes.
+            m.TRAPS.labels(outcome="unknown_row").inc()
+            log.info(
+                "event=trap_unknown_row device=%s trap=%s table=%s index=%s",
+                rt.device.id,
+                trap.name,
+                table.name,
+                ".".join(map(str, suffix)),
+            )
+            return []
+        code = next(k for k, v in col.states.items() if v == trap.state)  # checked at load
+        rt.enums[(table.name, rid, col.name)] = code
+        kind = "interface" if table.name == "interfaces" else table.name  # as the poller names it
+        change = StateChange(
+            kind, f"{rt.device.id}/{name}", trap.state, now_ms, "trap", trap.cause or trap.name, rt.device.id
+        )
+        m.TRAPS.labels(outcome="accepted").inc()
+        self.sink.add(None, [change])
+        return [change]
 
     def _v2c_varbinds(self, rt: DeviceRuntime, data: bytes) -> dict[OID, Any] | None:
         try:

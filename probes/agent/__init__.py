@@ -10,6 +10,12 @@ Runs on a small Linux box at a measurement point (``netqos probe --config probe.
 * ``clock``: how well the probe's clock is synchronised (chrony, timedatectl).
 * ``publisher``: MQTT (QoS 1, persistent session, last will) with an HTTPS fallback.
 * ``agent``: the scheduler tying it all together, and the command-line entry point.
+* ``payload``: payload schema v1 as the agent needs it (no server import).
+* ``compat``: the few Python 3.11 asyncio parts the agent uses, for Python 3.9 and 3.10.
+* ``logs``: log setup.
+
+Packaged alone as ``netqos-probe`` (pyproject.toml in this directory; docs/probe-agent.md,
+"Packaging"): it imports nothing from the server.
 
 See docs/probe-agent.md.
 """

@@ -30,10 +30,8 @@ from typing import Any, Final
 
 import orjson
 import yaml
-from pydantic import TypeAdapter, ValidationError
 
-from collector.mqtt.schema import Metrics as SchemaMetrics
-from probes.agent import icmp
+from probes.agent import compat, icmp
 from probes.agent.clock import ClockReader, cached, read_clock_status
 from probes.agent.config import (
     HttpDownloadSpec,
@@ -45,19 +43,19 @@ from probes.agent.config import (
     masked,
     target_of,
 )
+from probes.agent.logs import setup_logging
 from probes.agent.measure import EchoFunc, MeasurementError, run_spec
+from probes.agent.payload import SCHEMA_VERSION, metric_ok
 from probes.agent.publisher import Publisher
 from probes.agent.queue import BatchQueue, QueueError
 from probes.agent.radio import RadioReading, RadioSource, source_from_config
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
 # Room for v, probe_id, seq, sent_ts and the clock fields around the measurements.
 _ENVELOPE_BYTES: Final = 512
-_METRIC_CHECK: Final = TypeAdapter(SchemaMetrics)
 _STATUS_EVERY_S: Final = 300.0
 
 
@@ -75,12 +73,10 @@ def valid_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[str
     good: dict[str, float] = {}
     bad: list[str] = []
     for name, value in metrics.items():
-        try:
-            _METRIC_CHECK.validate_python({name: value})
-        except ValidationError:
-            bad.append(name)
-        else:
+        if metric_ok(name, value):
             good[name] = value
+        else:
+            bad.append(name)
     return good, bad
 
 
@@ -246,13 +242,13 @@ class ProbeAgent:
     async def run_test_once(self, spec: MeasurementSpec) -> dict[str, float] | None:
         """Run one test now and record its measurement; its metrics, or None if it failed."""
         kind = spec.kind
-        heavy = isinstance(spec, HttpDownloadSpec | HttpUploadSpec)
+        heavy = isinstance(spec, (HttpDownloadSpec, HttpUploadSpec))
         try:
             async with self._heavy if heavy else contextlib.nullcontext():
                 ts = now_ms()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives as the test finishes, and a stopping agent would never stop.
-                async with asyncio.timeout(_budget_s(spec)):
+                async with compat.timeout(_budget_s(spec)):
                     metrics = await run_spec(spec, echo=self.echo)
         except icmp.IcmpUnavailable as exc:
             self.stats.tests_failed[kind] += 1
@@ -294,7 +290,7 @@ class ProbeAgent:
         timeout = self.config.radio.timeout_s * 4 if self.config.radio is not None else 40.0
         ts = now_ms()
         try:
-            async with asyncio.timeout(timeout):
+            async with compat.timeout(timeout):
                 reading = await self.radio.read()
         except TimeoutError:
             reading = None
@@ -354,7 +350,7 @@ class ProbeAgent:
         while True:
             due = self.batcher.due_in()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(due):
+                async with compat.timeout(due):
                     await self.batcher.changed.wait()
             self.batcher.changed.clear()
             due = self.batcher.due_in()
@@ -434,9 +430,9 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]], rounds: int = 20) -> None:
 # -- command line -------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="netqos probe",
+        prog=prog,
         description="Run the field probe agent: measure, queue durably, publish over MQTT (HTTPS fallback).",
     )
     p.add_argument("--config", type=Path, required=True, help="the probe's YAML file (docs/probe-agent.md)")
@@ -484,15 +480,13 @@ async def _run(config: ProbeConfig) -> None:
         agent.close()
 
 
-def cli(argv: list[str]) -> int:
+def cli(argv: list[str], *, prog: str = "netqos probe") -> int:
     """`netqos probe ARGS`: returns the exit code (0 ok, 1 runtime error, 2 configuration error)."""
-    from netqos.logs import setup_logging
-
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     try:
         config = load_config(args.config)
     except ProbeConfigError as exc:
-        print(f"netqos probe: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
+        print(f"{prog}: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level, args.log_format)
     if args.check:
@@ -504,7 +498,7 @@ def cli(argv: list[str]) -> int:
         else:
             asyncio.run(_run(config))
     except QueueError as exc:
-        print(f"netqos probe: queue error: {exc}", file=sys.stderr)
+        print(f"{prog}: queue error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
@@ -512,5 +506,5 @@ def cli(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m probes.agent``: `cli` with the process's arguments."""
-    return cli(sys.argv[1:] if argv is None else argv)
+    """Entry point of `netqos-probe` and ``python -m probes.agent``: `cli` with the process's arguments."""
+    return cli(sys.argv[1:] if argv is None else argv, prog="netqos-probe")

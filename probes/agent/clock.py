@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from probes.agent import compat
+
 log = logging.getLogger(__name__)
 
 
@@ -72,7 +74,7 @@ async def _output(args: Sequence[str], timeout_s: float) -> str | None:
     except OSError:
         return None
     try:
-        async with asyncio.timeout(timeout_s):
+        async with compat.timeout(timeout_s):
             out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()

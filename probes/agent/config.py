@@ -12,7 +12,7 @@ import logging
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,24 +26,30 @@ from pydantic import (
     model_validator,
 )
 
-from netqos.config import ConfigError
+from probes.agent.payload import DEFAULT_TOPIC_PREFIX, OPERATOR_PATTERN, PROBE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-PROBE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-OPERATOR_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
-DEFAULT_TOPIC_PREFIX: Final = "netqos/v1/probes"
 Technology = Literal["2G", "3G", "4G", "5G", "FTTH", "xDSL", "cable"]
 TEST_KINDS: Final = ("icmp", "tcp", "dns", "http_download", "http_upload", "service_access")
 
 
-class ProbeConfigError(ConfigError):
+class ProbeConfigError(Exception):
     """Bad probe configuration: the file (and line), the key and the reason, ready to print.
 
-    A ConfigError, so `netqos` prints it and exits with code 2 like any configuration error.
+    Shaped as the server's ConfigError (source, key, reason) but independent of it, so the
+    slim agent distribution needs nothing from the server; the command prints it and exits 2.
     """
 
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{source}: {key}: {reason}")
 
+
+# Model fields say Optional[X], not `X | None`: pydantic evaluates them at import, and on
+# Python 3.9 (probe boxes) `|` between types fails (tests/unit/test_probe_dist.py checks it).
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,11 +77,11 @@ class BrokerConfig(_Section):
     """The MQTT broker the probe publishes to, with this probe's own credentials."""
 
     host: str = Field(min_length=1)
-    port: int | None = Field(None, ge=1, le=65535, description="default 8883 with tls, else 1883")
-    username: str | None = None
-    password: SecretStr | None = None
+    port: Optional[int] = Field(None, ge=1, le=65535, description="default 8883 with tls, else 1883")
+    username: Optional[str] = None
+    password: Optional[SecretStr] = None
     tls: bool = False
-    ca_file: Path | None = Field(None, description="CA bundle for tls; default: the system's")
+    ca_file: Optional[Path] = Field(None, description="CA bundle for tls; default: the system's")
     keepalive_s: int = Field(60, ge=5, le=3600)
     timeout_s: float = Field(20.0, gt=0, le=300, description="wait for CONNACK / PUBACK")
     reconnect_min_s: float = Field(1.0, gt=0, le=600)
@@ -99,8 +105,8 @@ class HttpsFallbackConfig(_Section):
     """POST batches to the server's HTTPS ingest when MQTT has been down for a while."""
 
     enabled: bool = False
-    url: str | None = Field(None, description="server base URL; batches go to <url>/api/v1/ingest")
-    token: SecretStr | None = Field(None, description="this probe's bearer token")
+    url: Optional[str] = Field(None, description="server base URL; batches go to <url>/api/v1/ingest")
+    token: Optional[SecretStr] = Field(None, description="this probe's bearer token")
     after_s: float = Field(300.0, ge=0, le=86_400, description="MQTT down this long before falling back")
     timeout_s: float = Field(30.0, gt=0, le=600)
     verify_tls: bool = True
@@ -202,7 +208,7 @@ class DnsSpec(_SpecBase):
 
     kind: Literal["dns"]
     target: _Target
-    resolver: str | None = Field(
+    resolver: Optional[str] = Field(
         None, description="'host' or 'host:port' to query over UDP; unset: the system resolver"
     )
     count: int = Field(1, ge=1, le=100)
@@ -221,7 +227,7 @@ class DnsSpec(_SpecBase):
 
 class _HttpSpec(_SpecBase):
     url: str
-    target: _Target | None = Field(None, description="default: the url")
+    target: Optional[_Target] = Field(None, description="default: the url")
     timeout_s: float = Field(30.0, gt=0, le=600)
     verify_tls: bool = True
 
@@ -235,7 +241,7 @@ class HttpDownloadSpec(_HttpSpec):
     """GET `url`; dl_bps. `bytes` caps the transfer (metered SIM cards)."""
 
     kind: Literal["http_download"]
-    bytes: int | None = Field(None, ge=1, le=10**10)
+    bytes: Optional[int] = Field(None, ge=1, le=10**10)
 
 
 class HttpUploadSpec(_HttpSpec):
@@ -251,8 +257,10 @@ class ServiceAccessSpec(_HttpSpec):
     kind: Literal["service_access"]
 
 
+# Union[...], not `A | B`: this alias is evaluated at import, and `|` on classes is 3.10+
+# (so are the Optional[...] of the models: pydantic evaluates their annotations).
 MeasurementSpec = Annotated[
-    IcmpSpec | TcpSpec | DnsSpec | HttpDownloadSpec | HttpUploadSpec | ServiceAccessSpec,
+    Union[IcmpSpec, TcpSpec, DnsSpec, HttpDownloadSpec, HttpUploadSpec, ServiceAccessSpec],
     Field(discriminator="kind"),
 ]
 
@@ -278,7 +286,7 @@ class ProbeConfig(_Section):
     https_fallback: HttpsFallbackConfig = HttpsFallbackConfig()
     queue: QueueConfig = QueueConfig()
     batch: BatchConfig = BatchConfig()
-    radio: RadioConfig | None = None
+    radio: Optional[RadioConfig] = None
     schedule_jitter_ratio: float = Field(
         0.1, ge=0, le=0.5, description="random spread of every test's start, +-ratio of its interval"
     )

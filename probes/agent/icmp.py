@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from probes.agent import compat
+
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "dgram", "raw", "ping"]
@@ -156,7 +158,7 @@ async def _echo_socket(
                 log.debug("event=icmp_send_failed ip=%s error=%r", ip, str(exc))
         # Wait for the last echo's deadline, or less when every reply is already in.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
+            async with compat.timeout(timeout_s):
                 await all_in.wait()
     finally:
         loop.remove_reader(sock.fileno())
@@ -195,7 +197,7 @@ async def _echo_ping(
         env={**os.environ, "LC_ALL": "C"},
     )
     try:
-        async with asyncio.timeout(count * spacing_s + timeout_s + 5):
+        async with compat.timeout(count * spacing_s + timeout_s + 5):
             out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()

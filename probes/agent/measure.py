@@ -25,7 +25,6 @@ Definitions (docs/probe-agent.md repeats them for the people reading the numbers
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import random
 import socket
@@ -36,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 
-from probes.agent import icmp
+from probes.agent import compat, icmp
 from probes.agent.config import (
     DnsSpec,
     HttpDownloadSpec,
@@ -72,7 +71,7 @@ def jitter_ms(rtts_ms: Sequence[float]) -> float | None:
     """Mean absolute difference of consecutive RTTs (send order); None with fewer than two."""
     if len(rtts_ms) < 2:
         return None
-    return sum(abs(b - a) for a, b in itertools.pairwise(rtts_ms)) / (len(rtts_ms) - 1)
+    return sum(abs(b - a) for a, b in compat.pairwise(rtts_ms)) / (len(rtts_ms) - 1)
 
 
 def summarize_rtts(sent: int, rtts_ms: Sequence[float]) -> Metrics:
@@ -122,7 +121,7 @@ async def tcp_connect(host: str, port: int, *, count: int, timeout_s: float, spa
     """
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout_s):
+        async with compat.timeout(timeout_s):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError) as exc:
         raise MeasurementError(f"tcp {host}: cannot resolve: {exc}") from exc
@@ -135,7 +134,7 @@ async def tcp_connect(host: str, port: int, *, count: int, timeout_s: float, spa
         sock.setblocking(False)
         try:
             t0 = time.perf_counter_ns()
-            async with asyncio.timeout(timeout_s):
+            async with compat.timeout(timeout_s):
                 await loop.sock_connect(sock, addr)
             rtts.append((time.perf_counter_ns() - t0) / 1e6)
         except (OSError, TimeoutError):
@@ -190,7 +189,7 @@ async def _udp_lookup(name: str, resolver: str, timeout_s: float) -> float:
     try:
         t0 = time.perf_counter_ns()
         transport.sendto(message)
-        async with asyncio.timeout(timeout_s):
+        async with compat.timeout(timeout_s):
             rcode = await proto.answer
         elapsed = (time.perf_counter_ns() - t0) / 1e6
     finally:
@@ -204,7 +203,7 @@ async def _udp_lookup(name: str, resolver: str, timeout_s: float) -> float:
 async def _system_lookup(name: str, timeout_s: float) -> float:
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter_ns()
-    async with asyncio.timeout(timeout_s):
+    async with compat.timeout(timeout_s):
         await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     return (time.perf_counter_ns() - t0) / 1e6
 
@@ -255,7 +254,7 @@ async def http_download(url: str, *, max_bytes: int | None, timeout_s: float, ve
                 if resp.status_code >= 400:
                     raise MeasurementError(f"download {url}: HTTP {resp.status_code}")
                 try:
-                    async with asyncio.timeout(timeout_s):
+                    async with compat.timeout(timeout_s):
                         async for chunk in resp.aiter_raw():
                             n += len(chunk)
                             if max_bytes is not None and n >= max_bytes:
@@ -301,7 +300,7 @@ async def http_upload(url: str, *, size: int, timeout_s: float, verify: bool = T
     headers = {**_NO_CACHE, "Content-Type": "application/octet-stream", "Content-Length": str(size)}
     async with httpx.AsyncClient(timeout=timeout_s, verify=verify) as client:
         try:
-            async with asyncio.timeout(timeout_s):
+            async with compat.timeout(timeout_s):
                 resp = await client.post(url, content=body(), headers=headers)
                 t_end = time.perf_counter()
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -320,13 +319,12 @@ async def service_access(url: str, *, timeout_s: float, verify: bool = True) -> 
     """
     t0 = time.perf_counter()
     try:
-        async with (
-            asyncio.timeout(timeout_s),
-            httpx.AsyncClient(timeout=timeout_s, verify=verify, headers=_NO_CACHE) as client,
-            client.stream("GET", url) as resp,
-        ):
-            elapsed_ms = (time.perf_counter() - t0) * 1000
-            status = resp.status_code
+        # Nested, not a parenthesised `async with (...)`: that form is Python 3.10+.
+        async with compat.timeout(timeout_s):  # noqa: SIM117 (see above)
+            async with httpx.AsyncClient(timeout=timeout_s, verify=verify, headers=_NO_CACHE) as client:
+                async with client.stream("GET", url) as resp:
+                    elapsed_ms = (time.perf_counter() - t0) * 1000
+                    status = resp.status_code
     except (httpx.HTTPError, OSError, TimeoutError):
         return {"access_failed": 1}
     if status >= 400:

@@ -31,6 +31,7 @@ import aiomqtt
 import httpx
 import orjson
 
+from probes.agent import compat
 from probes.agent.clock import ClockReader, ClockStatus
 from probes.agent.config import ProbeConfig
 from probes.agent.queue import BatchQueue, QueuedBatch
@@ -104,7 +105,7 @@ class _Signal:
         if self._fut is None:
             self._fut = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(at_most_s):
+            async with compat.timeout(at_most_s):
                 await asyncio.shield(self._fut)
 
 
@@ -113,7 +114,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     if stop.is_set():
         return True
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(0.0, seconds)):
+        async with compat.timeout(max(0.0, seconds)):
             await stop.wait()
     return stop.is_set()
 
@@ -153,10 +154,10 @@ class Publisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then keep delivering for up to `grace_s` while batches wait."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._mqtt_loop(stop))
-            if self.config.https_fallback.enabled:
-                tg.create_task(self._https_loop(stop))
+        loops = [self._mqtt_loop(stop)]
+        if self.config.https_fallback.enabled:
+            loops.append(self._https_loop(stop))
+        await compat.run_together(*loops)
 
     # -- shared --------------------------------------------------------------------------
 

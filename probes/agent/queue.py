@@ -11,6 +11,10 @@ A new queue file starts ``seq`` at the current time in milliseconds since the ep
 what it has seen, so a probe whose queue file was lost (re-installed, SD card replaced)
 would otherwise have its new batches dropped as duplicates of its old ones. From there
 ``seq`` grows by one per batch (payload-v1), far below the schema's 2^53 limit.
+
+A queue also has an ``instance`` id, random, made when the queue file is created and sent
+with every batch: the server de-duplicates on (probe, instance, seq), so a new queue (a
+lost file, a clock unset at creation) can never collide with what an earlier one sent.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -76,6 +81,11 @@ class QueueStats:
     next_seq: int
 
 
+def new_instance_id() -> str:
+    """A random queue instance id: 128 bits, 22 URL-safe characters (payload INSTANCE_PATTERN)."""
+    return secrets.token_urlsafe(16)
+
+
 def initial_seq(now_ms: int | None = None) -> int:
     """The first seq of a new queue: the clock in ms, or 0 when the clock is obviously unset."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -119,6 +129,9 @@ class BatchQueue:
                     self._set_meta("next_seq", initial_seq() if first_seq is None else first_seq)
                     self._set_meta("dropped_batches", 0)
                     self._set_meta("dropped_measurements", 0)
+                if self._meta("instance") is None:  # a new queue, or one made before instances
+                    self._set_meta("instance", new_instance_id())
+                self.instance = str(self._meta("instance"))
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -191,7 +204,7 @@ class BatchQueue:
         n = len(measurements) if isinstance(measurements, list) else 0
         with self._lock, self._tx():
             seq = int(self._meta("next_seq"))
-            body = orjson.dumps({**batch, "seq": seq})
+            body = orjson.dumps({**batch, "seq": seq, "instance": self.instance})
             self._db.execute(
                 "INSERT INTO batches (seq, created_ms, measurements, body) VALUES (?, ?, ?, ?)",
                 (seq, int(time.time() * 1000), n, body),

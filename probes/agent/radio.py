@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from probes.agent import compat
+
 log = logging.getLogger(__name__)
 
 RADIO_TECHNOLOGIES: Final = ("2G", "3G", "4G", "5G")
@@ -111,7 +113,7 @@ def _number(value: Any) -> float | None:
     """mmcli prints numbers as strings ("-95.00") and unknowns as "--"."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
         try:
@@ -221,7 +223,7 @@ async def _run_json(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
     except OSError as exc:
         raise RadioError(f"{args[0]}: {exc.strerror or exc}") from exc
     try:
-        async with asyncio.timeout(timeout_s):
+        async with compat.timeout(timeout_s):
             out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
@@ -311,7 +313,7 @@ def reading_from_dict(data: Mapping[str, Any]) -> RadioReading:
     values: dict[str, float | None] = {}
     for name in ("rsrp_dbm", "rsrq_db", "sinr_db"):
         raw = data.get(name)
-        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int | float)):
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
             raise RadioError(f"{name} must be a number, not {raw!r}")
         values[name] = None if raw is None else float(raw)
     cell = data.get("cell_id")

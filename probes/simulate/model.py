@@ -275,6 +275,7 @@ def make_payload(
     seed: int = 0,
     sent_ts_ms: int | None = None,
     test_spacing_ms: int = TEST_SPACING_MS,
+    instance: str | None = None,
 ) -> dict[str, Any]:
     """One schema-v1 message body for ``probe``: the tests of the interval ending at ``ts_ms``.
 
@@ -284,6 +285,7 @@ def make_payload(
     service access test (dns/access time/access failed) at ``ts_ms``. No timestamp is
     later than ``ts_ms``. ``seed`` selects the probe profile and episodes (use the fleet's
     seed); ``rng`` supplies the per-test noise. ``sent_ts`` is ``sent_ts_ms`` or ``ts_ms``.
+    ``instance``, when given, is sent as the batch's agent instance id.
     Callers skip a probe while :func:`is_offline` says it is in an outage.
     """
     if seq < 0:
@@ -363,7 +365,7 @@ def make_payload(
         measurements.append(_measurement(probe, ts_ms, access))
 
     synced, offset_ms = clock_report(probe, seed)
-    return {
+    body: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "probe_id": probe.probe_id,
         "seq": int(seq),
@@ -372,6 +374,9 @@ def make_payload(
         "clock_synced": synced,
         "measurements": measurements,
     }
+    if instance is not None:
+        body["instance"] = instance
+    return body
 
 
 def clock_report(probe: SimProbe, seed: int = 0) -> tuple[bool, float]:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -101,6 +102,9 @@ class _Fleet:
         # One rtt test per 10 s of the interval; ceil keeps them all inside the interval.
         self.n_tests = max(1, min(MAX_TESTS, math.ceil(interval_s * 1000 / TEST_SPACING_MS)))
         self.next_seq: dict[str, int] = {p.probe_id: 0 for p in probes}
+        # Like a real agent whose queue is new: a fresh instance id per run, so a second run
+        # (seq from 0 again) is not taken for a redelivery of the first.
+        self.instance = secrets.token_urlsafe(16)
         # Per-probe noise generators: a probe's noise does not depend on how probes are
         # spread over connections or on the order the workers happen to run in.
         self.rngs: dict[str, np.random.Generator] = {
@@ -112,7 +116,14 @@ class _Fleet:
         seq = self.next_seq[probe.probe_id]
         self.next_seq[probe.probe_id] = seq + 1
         payload = make_payload(
-            probe, seq, ts_ms, self.rngs[probe.probe_id], n_tests, seed=self.seed, sent_ts_ms=sent_ts_ms
+            probe,
+            seq,
+            ts_ms,
+            self.rngs[probe.probe_id],
+            n_tests,
+            seed=self.seed,
+            sent_ts_ms=sent_ts_ms,
+            instance=self.instance,
         )
         return _Message(probe, topic_for(probe.probe_id), encode(payload), len(payload["measurements"]))
 

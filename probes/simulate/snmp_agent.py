@@ -106,6 +106,20 @@ IF_NUMBER: Final[OID] = (1, 3, 6, 1, 2, 1, 2, 1, 0)
 IF_ENTRY: Final[OID] = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 IFX_ENTRY: Final[OID] = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
 SENSOR_ENTRY: Final[OID] = (1, 3, 6, 1, 2, 1, 99, 1, 1, 1)
+#: A GPON ONU table in the shape of Huawei's (index ifIndex.ontId, run state, optics, distance,
+#: last down cause) under the documentation enterprise number (RFC 5612): not a vendor's MIB.
+ONU_ENTRY: Final[OID] = (1, 3, 6, 1, 4, 1, 32473, 16, 1, 1)
+#: ONU columns: (sub-identifier, name), 6 in all; see `onu_row`.
+ONU_COLUMNS: Final[tuple[tuple[int, str], ...]] = (
+    (2, "onuDescription"),
+    (3, "onuRunState"),
+    (4, "onuRxPower"),
+    (5, "onuTxPower"),
+    (6, "onuDistance"),
+    (7, "onuLastDownCause"),
+)
+#: The PON port's ifIndex as Huawei numbers it: 0xFA000000 + slot x 2**13 + port x 2**8.
+PON_IFINDEX_BASE: Final = 0xFA000000
 
 IF_INDEX: Final[OID] = (*IF_ENTRY, 1)
 IF_ADMIN_STATUS: Final[OID] = (*IF_ENTRY, 7)
@@ -287,6 +301,35 @@ class AgentStats:
     internal_errors: int = 0  # an exception while answering (a bug): no reply
 
 
+def pon_ifindex(slot: int, port: int) -> int:
+    """A GPON port's ifIndex (frame 0) as Huawei's MA5600T/MA5800 number them."""
+    return PON_IFINDEX_BASE + (slot << 13) + (port << 8)
+
+
+def onu_row(
+    slot: int, port: int, ont: int, ports_per_card: int = 16, onus_per_port: int = 128
+) -> dict[str, Any]:
+    """The ONU table's row of ONU slot/port/ont (slots from 1), as plain numbers, from a fixed
+    rule a test can redo by hand: n = ((slot - 1) x ports + port) x onus + ont counts the ONUs
+    from 0; every 50th (n % 50 == 49) is offline (run state 2, last down cause 13 dying-gasp,
+    no optical reading: a hole in those two columns); every 8th (ont % 8 == 7) keeps the
+    vendor's default description, shared by many. Rx power -(1500 + 37 n % 1200) and Tx power
+    200 + n % 300, in 0.01 dBm; distance 100 + 13 n % 20000 m; last down cause -1 (none) when
+    online."""
+    n = ((slot - 1) * ports_per_card + port) * onus_per_port + ont
+    offline = n % 50 == 49
+    row: dict[str, Any] = {
+        "onuDescription": "ONT_NO_DESCRIPTION" if ont % 8 == 7 else f"cust-{slot}-{port}-{ont}",
+        "onuRunState": 2 if offline else 1,
+        "onuDistance": 100 + (13 * n) % 20000,
+        "onuLastDownCause": 13 if offline else -1,
+    }
+    if not offline:
+        row["onuRxPower"] = -(1500 + (37 * n) % 1200)
+        row["onuTxPower"] = 200 + n % 300
+    return row
+
+
 def _device_rng(seed: int, device_id: str, salt: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFF_FFFF, zlib.crc32(device_id.encode()), salt])
 
@@ -319,6 +362,9 @@ class SimDevice:
     # False: an agent without ifXTable (no ifName, no 64-bit counters, no ifHighSpeed), as on
     # older access switches; the 32-bit ifTable only.
     if_x_table: bool = True
+    # (PON cards, ports per card, ONUs per port): a GPON ONU table of that many rows (ONU_ENTRY,
+    # rows by `onu_row`, cards in slots 1..), e.g. (8, 16, 128) for 16,384 ONUs. Static values.
+    onus: tuple[int, int, int] | None = None
     seed: int = 0
     noise: float = 0.15
     sys_descr: str = ""
@@ -682,6 +728,18 @@ class SimDevice:
             dynamic((*SENSOR_ENTRY, 4, i), _D_SENSOR_VALUE, s)
             dynamic((*SENSOR_ENTRY, 5, i), _D_SENSOR_STATUS, s)
             static((*SENSOR_ENTRY, 6, i), OctetString(b"dBm"))
+        if self.onus is not None:
+            cards, ports, per_port = self.onus
+            for slot in range(1, cards + 1):
+                for port in range(ports):
+                    ifindex = pon_ifindex(slot, port)
+                    for ont in range(per_port):
+                        row = onu_row(slot, port, ont, ports, per_port)
+                        for sub, name in ONU_COLUMNS:
+                            v = row.get(name)
+                            if v is not None:
+                                value: Value = OctetString(v.encode()) if isinstance(v, str) else Integer(v)
+                                static((*ONU_ENTRY, sub, ifindex, ont), value)
         rows.sort(key=lambda r: r[0])
         self._oids: list[OID] = [r[0] for r in rows]
         self._pos: dict[OID, int] = {o: p for p, o in enumerate(self._oids)}

@@ -115,5 +115,5 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
     assert proc.returncode == 0, err[-3000:]
     assert "netqos demo is starting" in out
     assert "event=service_stopped" in err
-    assert "event=alerting_started rules=8" in err  # the built-in rules run in the demo
+    assert "event=alerting_started rules=10" in err  # the 10 built-in rules run in the demo
     assert "Traceback" not in err, err[-3000:]

@@ -35,9 +35,11 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = SQLiteStore(tmp_path_factory.mktemp("schema") / "netqos.db")
     seed(store)
     settings = settings_with_keys()
-    # Generated uploads come fast; the limit itself is tested elsewhere.
+    # Generated uploads and writes come fast; the limit itself is tested elsewhere.
     settings.api.upload_burst = 10_000
     settings.api.upload_rate_per_min = 10_000
+    settings.api.write_burst = 10_000
+    settings.api.write_rate_per_min = 10_000
     with serve(create_app(settings, store)) as url:
         yield url
     store.close()

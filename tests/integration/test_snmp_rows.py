@@ -112,7 +112,16 @@ POLL_2 = {
 POLL_3 = {**POLL_2, (P1, 5): ("D-moved", 2, None), (P0, 1): ("B", 1, -2777)}
 
 SENSORS = """
-# entPhySensorType (8 celsius, 14 dBm), entPhySensorValue, entPhySensorOperStatus
+# entPhySensorType (8 celsius, 14 dBm), entPhySensorScale (9 units), entPhySensorPrecision (0),
+# entPhySensorValue, entPhySensorOperStatus
+.1.3.6.1.2.1.99.1.1.1.2.1 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.2 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.3 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.2.4 = INTEGER: 9
+.1.3.6.1.2.1.99.1.1.1.3.1 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.2 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.3 = INTEGER: 0
+.1.3.6.1.2.1.99.1.1.1.3.4 = INTEGER: 0
 .1.3.6.1.2.1.99.1.1.1.1.1 = INTEGER: 8
 .1.3.6.1.2.1.99.1.1.1.1.2 = INTEGER: 14
 .1.3.6.1.2.1.99.1.1.1.1.3 = INTEGER: 14
@@ -274,13 +283,16 @@ async def test_composite_index_table_with_holes_deleted_rows_and_shared_names(
         f"{P1}.5": onu(P1, 5, "D", "offline"),
     }
     t2 = rec.ts_ms
-    # The deleted ONU shifted nobody; P1.2 is the only "C" now, so its label lost the suffix:
-    # same row (same index), new entity, the old one marked unknown. P1.5 went offline and
-    # its online namesake P0.3 did not close that outage.
+    # The deleted ONU shifted nobody and is gone; P1.2 is the only "C" now, so its label lost
+    # the suffix: same row (same index), new entity, the old one marked unknown. P1.5 went
+    # offline and its online namesake P0.3 did not close that outage.
     assert sorted(changes_at(rig, t2)) == [
+        (f"olt-1/C#{P0}.2", "gone", "row no longer in the table"),
         (f"olt-1/C#{P1}.2", "unknown", "renamed to C"),
         (f"olt-1/D#{P1}.5", "offline", "onuRunState=2"),
     ]
+    stored = {r["index"]: r["gone_ms"] for r in rig.repo.rows("olt-1", "onus")}
+    assert stored[f"{P0}.2"] == t2 and [i for i, g in stored.items() if g is not None] == [f"{P0}.2"]
     assert outages(rig) == {(f"olt-1/D#{P1}.5", t2, None)}
 
     path.write_text(onu_recording(POLL_3))
@@ -473,3 +485,144 @@ def test_composite_rows_no_longer_seen_are_forgotten_once_they_outnumber_the_see
         ("interfaces", 7, "ifOperStatus"),
     }
     assert set(rt.row_names) == {("lldp", ids[-2]), ("lldp", ids[-1])}
+
+
+# ONUs for the gone-row cases: P0.1 goes offline, then is deleted while offline.
+OnuRows = dict[tuple[int, int], tuple[str, int, int | None]]
+GONE_1: OnuRows = {(P0, 0): ("A", 1, -2150), (P0, 1): ("B", 1, -2310), (P1, 0): ("C", 1, -1899)}
+GONE_2: OnuRows = {**GONE_1, (P0, 1): ("B", 2, None)}
+GONE_3: OnuRows = {(P0, 0): ("A", 1, -2150), (P1, 0): ("C", 1, -1899)}
+
+
+async def test_a_row_deleted_while_down_closes_its_outage_and_leaves_the_current_rows(
+    recording: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path
+) -> None:
+    """An ONU goes offline (outage opened), then is deleted from the OLT: its outage ends with
+    the reason, its row is gone (last values kept, not current), the API lists it apart; it
+    comes back under the same index as a first sight (online: no news)."""
+    from fastapi.testclient import TestClient
+
+    from api import create_app
+    from netqos.config import Settings
+
+    path, agent = recording
+    path.write_text(onu_recording(GONE_1))
+    rig = Rig(tmp_path, agent, "2c", "gpon")
+    rigs.append(rig)
+    await rig.poll()
+    path.write_text(onu_recording(GONE_2))
+    await asyncio.sleep(0.01)
+    t2 = (await rig.poll()).ts_ms
+    assert outages(rig) == {("olt-1/B", t2, None)}
+    path.write_text(onu_recording(GONE_3))
+    await asyncio.sleep(0.01)
+    t3 = (await rig.poll()).ts_ms
+    assert changes_at(rig, t3) == [("olt-1/B", "gone", "row no longer in the table")]
+    got = rig.repo.outages("olt-1", 0, 2**62)
+    assert [(o.entity, o.start_ms, o.end_ms, o.end_reason) for o in got] == [
+        ("olt-1/B", t2, t3, "row no longer in the table")
+    ]
+    settings = Settings()
+    settings.api.tokens = [SecretStr("t0k3n-gone-rows")]
+    auth = {"Authorization": "Bearer t0k3n-gone-rows"}
+    with TestClient(create_app(settings, rig.store)) as http:
+        body = http.get("/api/v1/devices/olt-1", headers=auth).json()
+        out = http.get("/api/v1/devices/olt-1/outages", params={"from": 0}, headers=auth).json()
+    assert [r["index"] for r in body["tables"]["onus"]] == [f"{P0}.0", f"{P1}.0"]
+    assert [(r["index"], r["gone_ms"], r["values"]["onuRunState"]) for r in body["gone_rows"]] == [
+        (f"{P0}.1", t3, "offline")
+    ]
+    assert [(o["entity"], o["end_reason"]) for o in out["outages"]] == [
+        ("olt-1/B", "row no longer in the table")
+    ]
+    # Back under the same index, online: a first sight, no change; the row is current again.
+    path.write_text(onu_recording(GONE_1))
+    await asyncio.sleep(0.01)
+    t4 = (await rig.poll()).ts_ms
+    assert changes_at(rig, t4) == []
+    assert [r["gone_ms"] for r in rig.repo.rows("olt-1", "onus")] == [None, None, None]
+
+
+async def test_a_row_deleted_while_netqos_was_stopped_closes_the_outage_left_open(
+    recording: tuple[Path, SnmpdAgent], rigs: list[Rig], tmp_path: Path
+) -> None:
+    """The run before left ONU B's outage open; B was deleted meanwhile. The first poll since
+    closes it as gone; ONU C's outage, whose row is still there and offline, stays open."""
+    path, agent = recording
+    path.write_text(onu_recording({(P0, 0): ("A", 1, -2150), (P1, 0): ("C", 2, None)}))
+    store = Store(tmp_path / "rows.db")
+    DeviceRepo(store).write(
+        [],
+        [
+            StateChange("onus", "olt-1/B", "offline", 1_000, "poll", "onuRunState=2", "olt-1"),
+            StateChange("onus", "olt-1/C", "offline", 2_000, "poll", "onuRunState=2", "olt-1"),
+        ],
+    )
+    store.close()
+    rig = Rig(tmp_path, agent, "2c", "gpon")
+    rigs.append(rig)
+    t1 = (await rig.poll()).ts_ms
+    assert changes_at(rig, t1) == [("olt-1/B", "gone", "row no longer in the table")]
+    assert outages(rig) == {("olt-1/B", 1_000, t1), ("olt-1/C", 2_000, None)}
+
+
+UPTIME = "1.3.6.1.2.1.1.3"  # sysUpTime, served from the recording (pass_persist) to set it at will
+TWO_TABLES_PROFILE = """
+name: twotables
+scalars:
+  - {name: sysUpTime, oid: 1.3.6.1.2.1.1.3.0, type: timeticks}
+tables:
+  - name: ports
+    columns:
+      - {name: hcIn, oid: 1.3.6.1.4.1.32473.16.3.1.6, type: counter64, metric: port_in_bps, scale: 8}
+  - name: uplinks
+    columns:
+      - {name: upIn, oid: 1.3.6.1.4.1.32473.16.4.1.6, type: counter64, metric: uplink_in_bps, scale: 8}
+"""
+
+
+def uptime_recording(uptime_cs: int, octets: int) -> str:
+    return (
+        f".{UPTIME}.0 = Timeticks: {uptime_cs}\n"
+        f".{ONU}.3.1.6.1 = Counter64: {octets}\n"
+        f".{ONU}.4.1.6.1 = Counter64: {octets}\n"
+    )
+
+
+async def test_sysuptime_wrap_is_no_restart_and_a_restart_counts_once_per_device(tmp_path: Path) -> None:
+    """sysUpTime (TimeTicks) at 2**32 - 3 cs, then 2 cs one poll later: the wrap of 497 days
+    (the wall time elapsed matches), so the rates go on. Then it goes back from 2 to 1: a
+    restart, counted once for the device although two tables reset their baselines."""
+    from prometheus_client import REGISTRY
+
+    def restarts_total() -> float:
+        return REGISTRY.get_sample_value("netqos_snmp_agent_restarts_total") or 0.0
+
+    path = tmp_path / "device.walk"
+    path.write_text(uptime_recording(2**32 - 3, 1000))
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "twotables.yaml").write_text(TWO_TABLES_PROFILE)
+    # Priority 1 (snmpd.conf(5) `pass -p`) puts the recording before the agent's own sysUpTime.
+    wrapper = path.with_suffix(".pass.sh")
+    with recording_agent(path, [ONU], extra_config=[f"pass_persist -p 1 .{UPTIME} {wrapper}"]) as agent:
+        rig = Rig(tmp_path, agent, "2c", "twotables")
+        try:
+            restarts = restarts_total()
+            first = await rig.poll()
+            assert first.sys_uptime_cs == 2**32 - 3
+            path.write_text(uptime_recording(2, 2000))
+            await asyncio.sleep(0.05)
+            second = await rig.poll()
+            assert second.sys_uptime_cs == 2
+            dt_s = (second.ts_ms - first.ts_ms) / 1000
+            for table, metric in (("ports", "port_in_bps"), ("uplinks", "uplink_in_bps")):
+                assert rows_of(second, table)["1"][1][metric] == pytest.approx(1000 * 8 / dt_s)
+            assert restarts_total() == restarts
+            path.write_text(uptime_recording(1, 3000))
+            await asyncio.sleep(0.05)
+            third = await rig.poll()
+            assert "port_in_bps" not in rows_of(third, "ports")["1"][1]
+            assert "uplink_in_bps" not in rows_of(third, "uplinks")["1"][1]
+            assert restarts_total() == restarts + 1
+        finally:
+            await rig.close()

@@ -132,3 +132,38 @@ def test_every_key_is_documented() -> None:
 def test_example_config_is_valid() -> None:
     s = load_settings(Path(__file__).parents[2] / "deploy" / "netqos.example.yaml")
     assert s.mqtt.host == "127.0.0.1" and s.log.format == "json"
+
+
+def test_the_query_gate_queues_a_moment_then_refuses() -> None:
+    """api.query_wait_s: one query over the per-key limit waits for a slot (and runs when one
+    frees within the wait), else gets 429 once the wait is over."""
+    import threading
+    import time
+
+    from fastapi import HTTPException
+
+    from api.limits import QueryGate
+
+    gate = QueryGate(total=4, per_key=1, wait_s=0.5)
+    held = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with gate.hold("k"):
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    with pytest.raises(HTTPException) as refused, gate.hold("k"):  # nothing frees within 0.5 s
+        pass
+    assert refused.value.status_code == 429 and "api.max_queries_per_key" in str(refused.value.detail)
+    assert 0.4 <= time.monotonic() - started < 3
+    with gate.hold("other"):  # another key is not held back
+        pass
+    threading.Timer(0.1, release.set).start()  # the slot frees within the wait: this one runs
+    with gate.hold("k"):
+        pass
+    t.join(5)

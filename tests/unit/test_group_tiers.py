@@ -302,7 +302,7 @@ def test_qos_queries_read_groups_exactly(store_settings: StoreSettings) -> None:
 def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
     store_settings: StoreSettings,
 ) -> None:
-    """Migration 0052 on a store already holding rollups: group rows start at the local day after
+    """Migration 0060 on a store already holding rollups: group rows start at the local day after
     its newest row; the days before read series rows (the same totals) until a rebuild builds them."""
     store = open_store(store_settings)
     sids = make_series(store)
@@ -314,10 +314,10 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
         np.round(rng.lognormal(3, 1, n), 3),
     )
     store.write_rollups(rollup(batch), 60)
-    with store.transaction() as conn:  # as a store written before 0052 is
+    with store.transaction() as conn:  # as a store written before 0060 is
         for table in ("rollup_groups", "group_rollups", "group_pending", "group_tiers"):
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 52")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 60")
     store.close()
     store = open_store(store_settings)
     try:

@@ -149,9 +149,10 @@ def test_shards_split_the_inventory_without_overlap_and_move_little_when_growing
 
 def test_profiles_extend_and_extra_dir_adds_kinds(tmp_path: Path) -> None:
     profiles = load_profiles()
-    assert {"generic", "bts", "router", "switch", "olt"} <= set(profiles)
-    olt = profiles["olt"]
-    assert {t.name for t in olt.tables} == {"interfaces", "sensors"} and olt.uptime_scalar is not None
+    assert {"generic", "bts", "router", "switch", "olt", "lldp"} <= set(profiles)
+    olt = profiles["olt"]  # olt extends lldp, which extends generic
+    assert {t.name for t in olt.tables} == {"interfaces", "lldp_ports", "lldp_neighbours", "sensors"}
+    assert olt.uptime_scalar is not None
     extra = tmp_path / "profiles"
     extra.mkdir()
     (extra / "cell.yaml").write_text(

@@ -81,7 +81,9 @@ def check_v1(body: bytes, topic_probe_id: str | None = None, now_ms: int | None 
     doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     assert isinstance(doc, dict)
     required = {"v", "probe_id", "seq", "measurements"}
-    assert required <= set(doc) <= required | {"sent_ts", "clock_offset_ms", "clock_synced"}
+    assert required <= set(doc) <= required | {"sent_ts", "clock_offset_ms", "clock_synced", "instance"}
+    if "instance" in doc:  # payload-v1: letters, digits, '_', '-'; 1 to 64 characters
+        assert isinstance(doc["instance"], str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", doc["instance"])
     assert _is_int(doc["v"]) and doc["v"] == 1
     assert isinstance(doc["probe_id"], str) and PROBE_ID_RE.fullmatch(doc["probe_id"])
     if topic_probe_id is not None:

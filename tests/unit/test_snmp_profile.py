@@ -67,3 +67,61 @@ def test_fallbacks_must_name_a_column_of_the_same_kind(tmp_path: Path) -> None:
             "      - {name: desc, oid: 1.3.6.1.4.1.32473.1.2, type: string, fallback: other}\n"
             "      - {name: other, oid: 1.3.6.1.4.1.32473.1.3, type: string}\n",
         )
+
+
+PATCH = """\
+name: sw
+extends: switch
+tables:
+  - name: interfaces
+    merge: true
+    row_label: port
+    drop_columns: [ifAlias]
+    columns:
+      - {name: ifInDiscards, metric: if_in_discards_per_min, scale: 60}
+      - {name: ifOutDiscards, oid: 1.3.6.1.2.1.2.2.1.19, type: counter32, metric: if_out_discards_per_s}
+"""
+
+
+def test_a_merge_table_changes_one_column_of_the_inherited_table(tmp_path: Path) -> None:
+    extra = tmp_path / "p"
+    extra.mkdir()
+    (extra / "sw.yaml").write_text(PATCH)
+    profiles = load_profiles(extra)
+    base = next(t for t in profiles["generic"].tables if t.name == "interfaces")
+    got = next(t for t in profiles["sw"].tables if t.name == "interfaces")
+    assert got.row_label == "port" and got.row_name_column == "ifName"  # the rest is inherited
+    names = [c.name for c in got.columns]
+    assert names == [c.name for c in base.columns if c.name != "ifAlias"] + ["ifOutDiscards"]
+    d = got.column("ifInDiscards")
+    # Changed: metric and scale; kept: the OID (IF-MIB ifInDiscards) and type.
+    assert (d.oid, d.type, d.metric, d.scale) == (
+        "1.3.6.1.2.1.2.2.1.13",
+        "counter32",
+        "if_in_discards_per_min",
+        60,
+    )
+    assert got.column("ifHCInOctets") == base.column("ifHCInOctets")
+    assert base.column("ifInDiscards").metric == "if_in_discards_per_s"  # the parent is untouched
+
+
+def test_a_merge_that_breaks_the_table_is_located_at_the_patch(tmp_path: Path) -> None:
+    extra = tmp_path / "p"
+    extra.mkdir()
+    # Line 4: dropping ifSpeed leaves ifHighSpeed's fallback dangling.
+    (extra / "sw.yaml").write_text(PATCH.replace("[ifAlias]", "[ifSpeed]"))
+    with pytest.raises(ProfileError, match="fallback 'ifSpeed' must be a gauge column") as err:
+        load_profiles(extra)
+    assert (err.value.source, err.value.line) == (str(extra / "sw.yaml"), 4)
+    (extra / "sw.yaml").write_text(PATCH.replace("[ifAlias]", "[ifAlais]"))
+    with pytest.raises(ProfileError, match="no inherited column 'ifAlais' to drop") as err:
+        load_profiles(extra)
+    assert (err.value.line, err.value.key) == (7, "tables.0.drop_columns")
+    (extra / "sw.yaml").write_text(PATCH.replace("name: interfaces", "name: interface"))
+    with pytest.raises(ProfileError, match="has no table 'interface'") as err:
+        load_profiles(extra)
+    assert err.value.line == 4
+    (extra / "sw.yaml").write_text(PATCH.replace("scale: 60", "scael: 60"))
+    with pytest.raises(ProfileError, match="Extra inputs") as err:
+        load_profiles(extra)
+    assert (err.value.line, err.value.key) == (9, "tables.0.columns.0.scael")

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
-from collector.mqtt.schema import MeasurementBatch, validate_batch
+from collector.mqtt.schema import MeasurementBatch, to_decoded, validate_batch
 from collector.pipeline import IngestPipeline, SeqWindow
 from collector.store.devices import DeviceRepo
 from collector.store.postgres import to_pg
@@ -231,7 +231,7 @@ def test_two_workers_storing_the_same_batch_count_it_once(store_settings: StoreS
         )
 
     for p in (a, b):
-        assert not p.is_duplicate("p1", 7)  # neither has stored it yet
+        assert not p.is_duplicate(to_decoded(batch(7, 10)))  # neither has stored it yet
     acked: list[str] = []
     a.accept(batch(7, 10), on_stored=lambda: acked.append("a7"))
     b.accept(batch(8, 5), on_stored=lambda: acked.append("b8"))
@@ -244,7 +244,8 @@ def test_two_workers_storing_the_same_batch_count_it_once(store_settings: StoreS
     assert p.messages_total == 2 and p.measurements_total == 15
     # A new worker (a restart) knows both from the store.
     c = IngestPipeline(open_store(store_settings), IngestSettings())
-    assert c.is_duplicate("p1", 7) and c.is_duplicate("p1", 8) and not c.is_duplicate("p1", 9)
+    assert c.is_duplicate(to_decoded(batch(7, 10))) and c.is_duplicate(to_decoded(batch(8, 5)))
+    assert not c.is_duplicate(to_decoded(batch(9, 1)))
     for s in (store_a, store_b, c.store):
         s.close()
 
@@ -329,30 +330,32 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
     store = open_store(store_settings)
     store.register_probes([ProbeInfo("p1")])
     a = IngestPipeline(store, IngestSettings())
-    for seq in range(5):
-        a.accept(
-            validate_batch(
-                {
-                    "v": 1,
-                    "probe_id": "p1",
-                    "seq": seq,
-                    "measurements": [
-                        {
-                            "ts": 1_795_852_800_000 + seq,
-                            "target": "t",
-                            "technology": "4G",
-                            "operator": "vnpt",
-                            "metrics": {"rtt_ms": 1.0},
-                        }
-                    ],
-                }
-            )
+
+    def batch(seq: int) -> MeasurementBatch:
+        return validate_batch(
+            {
+                "v": 1,
+                "probe_id": "p1",
+                "seq": seq,
+                "measurements": [
+                    {
+                        "ts": 1_795_852_800_000 + seq,
+                        "target": "t",
+                        "technology": "4G",
+                        "operator": "vnpt",
+                        "metrics": {"rtt_ms": 1.0},
+                    }
+                ],
+            }
         )
+
+    for seq in range(5):
+        a.accept(batch(seq))
     asyncio.run(a.flush())
     monkeypatch.setattr(pipeline_module, "SEEN_WINDOW", 2)
     b = IngestPipeline(store, IngestSettings())  # remembers seqs >= 3 (4 - 2 + 1) only
-    assert b.is_duplicate("p1", 0) and b.is_duplicate("p1", 1) and b.is_duplicate("p1", 4)
-    assert not b.is_duplicate("p1", 5)
+    assert b.is_duplicate(to_decoded(batch(0))) and b.is_duplicate(to_decoded(batch(1)))
+    assert b.is_duplicate(to_decoded(batch(4))) and not b.is_duplicate(to_decoded(batch(5)))
     assert store.has_batch("p1", 3) and not store.has_batch("p1", 7)
     assert [p.probe_id for p in store.probes("p1")] == ["p1"] and store.probes("nope") == []
     store.close()

@@ -1,4 +1,4 @@
--- 0052: group tiers (PostgreSQL twin of sqlite/0052). Rollups pre-merged per (metric, kind,
+-- 0060: group tiers (PostgreSQL twin of sqlite/0060). Rollups pre-merged per (metric, kind,
 -- commune, operator, technology) and,
 -- for the province, per (metric, kind, operator, technology), at every tier: each row is the
 -- merge of its member series' rows of the same tier and window (collector/store/groups.py).
