@@ -20,11 +20,14 @@ store held before it had group tiers) are read from the series rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from collector.core import RollupSet, merge
 from collector.store.db import Connection
@@ -75,43 +78,103 @@ def _series_groups(store: Store, conn: Connection, series: Sequence[int]) -> dic
 
 
 def _group_ids(conn: Connection, keys: set[GroupKey], create: bool) -> dict[GroupKey, int]:
-    """Ids of the groups `keys` (created first when `create`; else those missing are left out)."""
-    if create and keys:
+    """Ids of the groups `keys` (created first when `create`; else those missing are left out):
+    the groups of the keys' metrics in one read (a few thousand rows), not one read a key."""
+    if not keys:
+        return {}
+    out = _groups_of_metrics(conn, {k[1] for k in keys})
+    missing = sorted(k for k in keys if k not in out)
+    if create and missing:
         conn.executemany(
             "INSERT INTO rollup_groups (scope, metric, kind, commune, operator, technology)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            sorted(keys),
+            missing,
         )
-    out: dict[GroupKey, int] = {}
-    for key in keys:
-        row = conn.execute(
-            "SELECT group_id FROM rollup_groups WHERE scope = ? AND metric = ? AND kind = ? AND commune = ?"
-            " AND operator = ? AND technology = ?",
-            key,
-        ).fetchone()
-        if row is not None:
-            out[key] = int(row[0])
+        out = _groups_of_metrics(conn, {k[1] for k in missing}) | out
+    return {k: out[k] for k in keys if k in out}
+
+
+def _groups_of_metrics(conn: Connection, metrics: set[str]) -> dict[GroupKey, int]:
+    marks = ",".join("?" * len(metrics))
+    return {
+        (scope, metric, kind, commune, op, tech): int(gid)
+        for gid, scope, metric, kind, commune, op, tech in conn.execute(
+            "SELECT group_id, scope, metric, kind, commune, operator, technology FROM rollup_groups"
+            f" WHERE metric IN ({marks})",
+            sorted(metrics),
+        )
+    }
+
+
+def _members(store: Store, conn: Connection, group_ids: Sequence[int]) -> dict[int, list[int]]:
+    """group -> its member series (every series whose labels are the group's key): the groups'
+    keys and the series of their metrics in two reads, matched here."""
+    keys: dict[int, GroupKey] = {}
+    step = store.backend.in_list_max
+    for i in range(0, len(group_ids), step):
+        among, values = store.backend.in_list("group_id", list(group_ids[i : i + step]))
+        for gid, *key in conn.execute(
+            "SELECT group_id, scope, metric, kind, commune, operator, technology FROM rollup_groups"
+            f" WHERE {among}",
+            values,
+        ):
+            keys[int(gid)] = tuple(key)  # type: ignore[assignment]
+    if not keys:
+        return {}
+    by_key = {k: g for g, k in keys.items()}
+    out: dict[int, list[int]] = {g: [] for g in keys}
+    metrics = sorted({k[1] for k in keys.values()})
+    marks = ",".join("?" * len(metrics))
+    for sid, metric, kind, commune, op, tech in conn.execute(
+        "SELECT series_id, metric, kind, commune, operator, technology FROM series"
+        f" WHERE metric IN ({marks}) ORDER BY series_id",
+        metrics,
+    ):
+        for key in group_keys(metric, {"kind": kind, "commune": commune, "operator": op, "technology": tech}):
+            g = by_key.get(key)
+            if g is not None:
+                out[g].append(int(sid))
     return out
 
 
-def _members(conn: Connection, group_ids: Sequence[int]) -> dict[int, list[int]]:
-    """group -> its member series (every series whose labels are the group's key)."""
-    out: dict[int, list[int]] = {}
-    for gid in group_ids:
-        row = conn.execute(
-            "SELECT scope, metric, kind, commune, operator, technology FROM rollup_groups WHERE group_id = ?",
-            (gid,),
-        ).fetchone()
-        if row is None:
-            continue
-        scope, metric, kind, commune, op, tech = row
-        sql = "SELECT series_id FROM series WHERE metric = ? AND kind = ? AND operator = ? AND technology = ?"
-        args: tuple[Any, ...] = (metric, kind, op, tech)
-        if scope == "commune":
-            sql += " AND commune = ?"
-            args += (commune,)
-        out[gid] = sorted(int(s) for (s,) in conn.execute(sql, args))
-    return out
+@dataclass(slots=True)
+class _Kept:
+    """Series rows a roll just read or computed for one window, by tier: (the series whose
+    rows these are, all of them, their rows)."""
+
+    parts: dict[int, list[tuple[npt.NDArray[np.int64], RollupSet]]] = field(default_factory=dict)
+
+
+# Per store, while a roll runs (see `keeping`): (tier, window) -> the series rows of the window.
+_KEPT: weakref.WeakKeyDictionary[Store, dict[tuple[int, int], _Kept]] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def keeping(store: Store) -> Iterator[None]:
+    """While the roller recomputes series windows, keep the rows it reads (minute rows of an
+    hour) and writes (hour and day rows) for the group rows of the same windows: building the
+    groups then reads again only the members the roll did not recompute. Dropped at the end,
+    whatever happens (rows of a rolled-back transaction are never used later)."""
+    _KEPT[store] = {}
+    try:
+        yield
+    finally:
+        _KEPT.pop(store, None)
+
+
+def keep_rows(
+    store: Store, tier_s: int, window_start_ms: int, series: Sequence[int], fine: RollupSet, coarse: RollupSet
+) -> None:
+    """`series`' rows of one `tier_s` window as recompute_window just read (`fine`, the finer
+    tier's) and wrote (`coarse`); kept only while `keeping` is on."""
+    kept = _KEPT.get(store)
+    if kept is None:
+        return
+    k = kept.setdefault((tier_s, window_start_ms), _Kept())
+    covered = np.asarray(sorted(series), dtype=np.int64)
+    k.parts.setdefault(tier_s, []).append((covered, coarse))
+    if tier_s == TIERS[1]:  # the hour's minute rows: the groups' minute rows of the hour
+        k.parts.setdefault(TIERS[0], []).append((covered, fine))
 
 
 def mark_groups(
@@ -167,7 +230,7 @@ def recompute_groups(
             (tier_s, window_start_ms),
         )
     else:
-        members = _members(conn, group_ids)
+        members = _members(store, conn, group_ids)
         step = store.backend.in_list_max
         for i in range(0, len(group_ids), step):
             among, values = store.backend.in_list("group_id", list(group_ids[i : i + step]))
@@ -182,53 +245,71 @@ def recompute_groups(
                 (tier_s, *values, window_start_ms),
             )
     written = 0
+    kept = _KEPT.get(store, {}).get((tier_s, window_start_ms)) if group_ids is not None else None
     for res, a, b in spans:
-        merged = merged_group_rows(store, conn, members, res, a, b)
+        have = kept.parts.get(res) if kept is not None else None
+        merged = merged_group_rows(store, conn, members, res, a, b, have)
         store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
         written += len(merged)
     return written
 
 
 def merged_group_rows(
-    store: Store, conn: Connection, members: dict[int, list[int]], res: int, a: int, b: int
+    store: Store,
+    conn: Connection,
+    members: dict[int, list[int]],
+    res: int,
+    a: int,
+    b: int,
+    kept: list[tuple[npt.NDArray[np.int64], RollupSet]] | None = None,
 ) -> RollupSet:
     """The rows of every group of `members` at `res` with window_start in [a, b): the merge of
-    its members' rows read in (series, window) order (series_id holds the group id)."""
-    everyone = sorted({s for ms in members.values() for s in ms})
-    rows = store._rollup_rows(conn, everyone, "window_start_ms >= ? AND window_start_ms < ?", (res,), (a, b))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    rs = rollups_from_rows(rows)
-    if not len(rs):
-        return RollupSet.empty()
-    # A series is in a commune group and a province group: layers of whole groups, in each of
-    # which a series has at most one group, so each layer is one merge of the rows (stable: a
-    # group's rows keep their (series, window) order, the same as merging the group alone).
-    layers: list[dict[int, int]] = []
-    for gid, ms in sorted(members.items()):
-        # A group goes whole into the first layer none of its series is in yet.
-        for layer in layers:
-            if not any(s in layer for s in ms):
-                layer.update(dict.fromkeys(ms, gid))
-                break
-        else:
-            layers.append(dict.fromkeys(ms, gid))
-    row_sid = rs.series_id.astype(np.int64)
+    its members' rows read in (series, window) order (series_id holds the group id). `kept`:
+    (series, their rows) the caller already holds; only the other members are read."""
+    everyone = np.asarray(sorted({s for ms in members.values() for s in ms}), dtype=np.int64)
     parts: list[RollupSet] = []
-    for layer in layers:
-        keys = np.fromiter(layer.keys(), dtype=np.int64, count=len(layer))
-        vals = np.fromiter(layer.values(), dtype=np.int64, count=len(layer))
-        order = np.argsort(keys)
-        keys, vals = keys[order], vals[order]
-        pos = np.minimum(np.searchsorted(keys, row_sid), len(keys) - 1)
-        take = np.flatnonzero(keys[pos] == row_sid)
-        if len(take):
-            part = _take_rows(rs, take)
-            parts.append(merge(part, vals[pos[take]].astype(np.int32), part.window_start_ms))
+    if kept:
+        covered = np.unique(np.concatenate([c for c, _ in kept]))
+        for _, rs_k in kept:
+            sid = rs_k.series_id.astype(np.int64)
+            take = np.flatnonzero(
+                np.isin(sid, everyone) & (rs_k.window_start_ms >= a) & (rs_k.window_start_ms < b)
+            )
+            if len(take):
+                parts.append(_take_rows(rs_k, take.astype(np.int64)))
+        everyone = everyone[~np.isin(everyone, covered)]
+    if len(everyone):
+        rows = store._rollup_rows(
+            conn, everyone.tolist(), "window_start_ms >= ? AND window_start_ms < ?", (res,), (a, b)
+        )
+        parts.append(rollups_from_rows(rows))
+    parts = [x for x in parts if len(x)]
     if not parts:
         return RollupSet.empty()
-    both = RollupSet.concat(parts)
+    rs = RollupSet.concat(parts)
+    # (series, window) order, as the series tier's rows are merged.
+    rs = _take_rows(rs, np.lexsort((rs.window_start_ms, rs.series_id)).astype(np.int64))
+    if not len(rs):
+        return RollupSet.empty()
+    # Each (group, member) pair takes its member's rows, pairs in (group, series) order: one
+    # merge keyed by group sees every group's rows in (series, window) order (merge is stable),
+    # the same bytes as merging each group alone, though a series is in two groups.
+    pg = np.fromiter((g for g, ms in members.items() for _ in ms), dtype=np.int64)
+    ps = np.fromiter((s for ms in members.values() for s in ms), dtype=np.int64, count=len(pg))
+    order = np.lexsort((ps, pg))
+    pg, ps = pg[order], ps[order]
+    sid = rs.series_id.astype(np.int64)
+    starts = np.searchsorted(sid, ps, "left")
+    lens = np.searchsorted(sid, ps, "right") - starts
+    total = int(lens.sum())
+    if not total:
+        return RollupSet.empty()
+    first = np.zeros(len(lens), dtype=np.int64)
+    np.cumsum(lens[:-1], out=first[1:])
+    idx = np.repeat(starts - first, lens) + np.arange(total, dtype=np.int64)
+    part = _take_rows(rs, idx)
     # Sorted by (group, window), as the group table's key.
-    return _take_rows(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
+    return merge(part, np.repeat(pg, lens).astype(np.int32), part.window_start_ms)
 
 
 def _rows(r: RollupSet, res: int) -> list[tuple[Any, ...]]:
@@ -487,6 +568,8 @@ __all__ = [
     "group_keys",
     "grouped_rollups",
     "grouped_selection",
+    "keep_rows",
+    "keeping",
     "mark_groups",
     "merged_group_rows",
     "note_built",

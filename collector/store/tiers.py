@@ -121,6 +121,7 @@ def recompute_window(
         # The groups of these series are stale now: the roller recomputes them (a rebuild,
         # which passes no series, recomputes every group of the window itself).
         groups.mark_groups(store, conn, tier_s, window_start_ms, series)
+        groups.keep_rows(store, tier_s, window_start_ms, series, fine, coarse)
     if clear_pending:
         store.forget_marks(tier_s)  # this process's writers mark again (its clock may be simulated)
         conn.execute(
@@ -143,6 +144,11 @@ class TierRoller:
         """Recompute the pending windows that closed at least `settle_s` ago, tier by tier
         (hours first, so the days they mark are computed in the same call). Bounded by
         `max_pending_per_round` (series, window) marks a tier. Returns windows done per tier."""
+        # The group rows of the windows are built from the rows this roll reads and writes.
+        with groups.keeping(self.store):
+            return self._roll(now_ms)
+
+    def _roll(self, now_ms: int | None) -> dict[int, int]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         done: dict[int, int] = {}
         for tier in TIERS[1:]:
