@@ -73,8 +73,8 @@ def run(path: Path, probes: int, hours: int, with_groups: bool, seed: int) -> li
     roller = TierRoller(store, TierPolicy(settle_s=120))
     saved = (groups.mark_groups, groups.roll_groups)
     if not with_groups:
-        groups.mark_groups = lambda *a, **k: None  # type: ignore[assignment]
-        groups.roll_groups = lambda *a, **k: 0  # type: ignore[assignment]
+        groups.mark_groups = lambda *a, **k: None
+        groups.roll_groups = lambda *a, **k: 0
     rng = np.random.default_rng(seed)
     times: list[float] = []
     try:

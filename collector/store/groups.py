@@ -1,6 +1,7 @@
 """Group tiers: rollups pre-merged per (metric, kind, commune, operator, technology) — the
 'commune' scope — and per (metric, kind, operator, technology) — the 'province' scope — at
-every tier (1 minute, 1 hour, 1 local day).
+1 hour and 1 local day, and for the province scope at 1 minute too (`MINUTE_SCOPES`: a
+commune group's minute rows are read from its few series).
 
 A group row of tier T and window w is the merge, by the core's ``merge``, of its member
 series' tier-T rows of w read in (series, window) order: the same bytes as merging the series
@@ -48,6 +49,12 @@ _GROUP_COLUMNS = _ROLLUP_COLUMNS.replace("series_id", "group_id")
 _GROUP_WRITE_COLUMNS = ("resolution_s", *_GROUP_COLUMNS.split(", "))
 _GROUP_KEY = ("resolution_s", "group_id", "window_start_ms")
 HOUR_MS = 3_600_000
+
+# Scopes with minute rows. A commune group holds a few series (a handful of probes of one
+# operator and technology), so its minute rows would be nearly as many as its series' own: the
+# roller would write (and the minute tier store) about twice the rows, for reads of a few
+# series each. Commune groups have hour and day rows; their minute rows are read as series.
+MINUTE_SCOPES = ("province",)
 
 # (scope, metric, kind, commune, operator, technology)
 GroupKey = tuple[str, str, str, str, str, str]
@@ -118,7 +125,7 @@ def _members(store: Store, conn: Connection, group_ids: Sequence[int]) -> dict[i
             f" WHERE {among}",
             values,
         ):
-            keys[int(gid)] = tuple(key)  # type: ignore[assignment]
+            keys[int(gid)] = tuple(key)
     if not keys:
         return {}
     by_key = {k: g for g, k in keys.items()}
@@ -145,21 +152,74 @@ class _Kept:
     parts: dict[int, list[tuple[npt.NDArray[np.int64], RollupSet]]] = field(default_factory=dict)
 
 
-# Per store, while a roll runs (see `keeping`): (tier, window) -> the series rows of the window.
-_KEPT: weakref.WeakKeyDictionary[Store, dict[tuple[int, int], _Kept]] = weakref.WeakKeyDictionary()
+@dataclass(slots=True)
+class _Roll:
+    """What one roll keeps: the series rows of its windows, and every series' groups (read
+    once for the roll, not once per chunk of series)."""
+
+    windows: dict[tuple[int, int], _Kept] = field(default_factory=dict)
+    pairs: dict[int, tuple[int, int]] | None = None  # series -> (commune group, province group)
+    last_sid: int = -1  # the greatest series id `pairs` has read
+
+    def series_groups(
+        self, store: Store, conn: Connection, series: Sequence[int]
+    ) -> dict[int, tuple[int, int]]:
+        """The groups of `series` (groups created as needed, in the caller's transaction)."""
+        self._refresh(conn)
+        assert self.pairs is not None
+        missing = [s for s in series if s not in self.pairs]
+        if missing:  # a series this roll has not seen (created since): as one at a time does
+            self.pairs.update(_series_groups(store, conn, missing))
+        return {s: self.pairs[s] for s in series if s in self.pairs}
+
+    def members(self, conn: Connection, group_ids: Sequence[int]) -> dict[int, list[int]]:
+        """group -> its member series, from every series the store holds now."""
+        self._refresh(conn)
+        assert self.pairs is not None
+        wanted = set(group_ids)
+        out: dict[int, list[int]] = {g: [] for g in group_ids}
+        for sid in sorted(self.pairs):
+            for g in self.pairs[sid]:
+                if g in wanted:
+                    out[g].append(sid)
+        return out
+
+    def _refresh(self, conn: Connection) -> None:
+        """Read the series created since the last read (all of them the first time) and their
+        groups, creating those that do not exist."""
+        keys: dict[int, tuple[GroupKey, GroupKey]] = {}
+        for sid, metric, kind, commune, op, tech in conn.execute(
+            "SELECT series_id, metric, kind, commune, operator, technology FROM series WHERE series_id > ?",
+            (self.last_sid,),
+        ):
+            keys[int(sid)] = group_keys(
+                metric, {"kind": kind, "commune": commune, "operator": op, "technology": tech}
+            )
+        if self.pairs is None:
+            self.pairs = {}
+        if not keys:
+            return
+        ids = _group_ids(conn, {k for pair in keys.values() for k in pair}, create=True)
+        self.pairs.update({sid: (ids[c], ids[p]) for sid, (c, p) in keys.items()})
+        self.last_sid = max(self.last_sid, *keys)
+
+
+# Per store, while a roll runs (see `keeping`).
+_ROLLS: weakref.WeakKeyDictionary[Store, _Roll] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
 def keeping(store: Store) -> Iterator[None]:
     """While the roller recomputes series windows, keep the rows it reads (minute rows of an
     hour) and writes (hour and day rows) for the group rows of the same windows: building the
-    groups then reads again only the members the roll did not recompute. Dropped at the end,
-    whatever happens (rows of a rolled-back transaction are never used later)."""
-    _KEPT[store] = {}
+    groups then reads again only the members the roll did not recompute; and the series'
+    groups, read once. Dropped at the end, whatever happens (nothing of a rolled-back
+    transaction is used later: an error ends the roll)."""
+    _ROLLS[store] = _Roll()
     try:
         yield
     finally:
-        _KEPT.pop(store, None)
+        _ROLLS.pop(store, None)
 
 
 def keep_rows(
@@ -167,10 +227,10 @@ def keep_rows(
 ) -> None:
     """`series`' rows of one `tier_s` window as recompute_window just read (`fine`, the finer
     tier's) and wrote (`coarse`); kept only while `keeping` is on."""
-    kept = _KEPT.get(store)
-    if kept is None:
+    roll = _ROLLS.get(store)
+    if roll is None:
         return
-    k = kept.setdefault((tier_s, window_start_ms), _Kept())
+    k = roll.windows.setdefault((tier_s, window_start_ms), _Kept())
     covered = np.asarray(sorted(series), dtype=np.int64)
     k.parts.setdefault(tier_s, []).append((covered, coarse))
     if tier_s == TIERS[1]:  # the hour's minute rows: the groups' minute rows of the hour
@@ -184,7 +244,9 @@ def mark_groups(
     window were just recomputed (inside the caller's transaction)."""
     if not series:
         return
-    groups = sorted({g for pair in _series_groups(store, conn, series).values() for g in pair})
+    roll = _ROLLS.get(store)
+    of = roll.series_groups(store, conn, series) if roll is not None else _series_groups(store, conn, series)
+    groups = sorted({g for pair in of.values() for g in pair})
     conn.executemany(
         "INSERT INTO group_pending (resolution_s, group_id, window_start_ms) VALUES (?, ?, ?)"
         " ON CONFLICT DO NOTHING",
@@ -230,7 +292,8 @@ def recompute_groups(
             (tier_s, window_start_ms),
         )
     else:
-        members = _members(store, conn, group_ids)
+        roll = _ROLLS.get(store)
+        members = roll.members(conn, group_ids) if roll is not None else _members(store, conn, group_ids)
         step = store.backend.in_list_max
         for i in range(0, len(group_ids), step):
             among, values = store.backend.in_list("group_id", list(group_ids[i : i + step]))
@@ -245,13 +308,29 @@ def recompute_groups(
                 (tier_s, *values, window_start_ms),
             )
     written = 0
-    kept = _KEPT.get(store, {}).get((tier_s, window_start_ms)) if group_ids is not None else None
+    roll = _ROLLS.get(store)
+    kept = roll.windows.get((tier_s, window_start_ms)) if roll is not None and group_ids is not None else None
     for res, a, b in spans:
         have = kept.parts.get(res) if kept is not None else None
-        merged = merged_group_rows(store, conn, members, res, a, b, have)
+        of_res = members
+        if res == TIERS[0]:  # minute rows: the scopes that have them only
+            with_minutes = _minute_groups(conn)
+            of_res = {g: ms for g, ms in members.items() if g in with_minutes}
+        merged = merged_group_rows(store, conn, of_res, res, a, b, have)
         store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
         written += len(merged)
     return written
+
+
+def _minute_groups(conn: Connection) -> set[int]:
+    """The groups that have minute rows (those of `MINUTE_SCOPES`)."""
+    marks = ",".join("?" * len(MINUTE_SCOPES))
+    return {
+        int(g)
+        for (g,) in conn.execute(
+            f"SELECT group_id FROM rollup_groups WHERE scope IN ({marks})", MINUTE_SCOPES
+        )
+    }
 
 
 def merged_group_rows(
@@ -271,12 +350,11 @@ def merged_group_rows(
     if kept:
         covered = np.unique(np.concatenate([c for c, _ in kept]))
         for _, rs_k in kept:
-            sid = rs_k.series_id.astype(np.int64)
-            take = np.flatnonzero(
-                np.isin(sid, everyone) & (rs_k.window_start_ms >= a) & (rs_k.window_start_ms < b)
-            )
-            if len(take):
-                parts.append(_take_rows(rs_k, take.astype(np.int64)))
+            # Rows of series outside the groups are left out by the pairs below.
+            ws = rs_k.window_start_ms
+            if len(ws) and (ws.min() < a or ws.max() >= b):
+                rs_k = _take_rows(rs_k, np.flatnonzero((ws >= a) & (ws < b)).astype(np.int64))
+            parts.append(rs_k)
         everyone = everyone[~np.isin(everyone, covered)]
     if len(everyone):
         rows = store._rollup_rows(
@@ -286,9 +364,12 @@ def merged_group_rows(
     parts = [x for x in parts if len(x)]
     if not parts:
         return RollupSet.empty()
-    rs = RollupSet.concat(parts)
-    # (series, window) order, as the series tier's rows are merged.
-    rs = _take_rows(rs, np.lexsort((rs.window_start_ms, rs.series_id)).astype(np.int64))
+    rs = RollupSet.concat(parts) if len(parts) > 1 else parts[0]
+    # (series, window) order, as the series tier's rows are merged (the roll's chunks come in
+    # that order already).
+    ds, dw = np.diff(rs.series_id.astype(np.int64)), np.diff(rs.window_start_ms)
+    if not bool(np.all((ds > 0) | ((ds == 0) & (dw > 0)))):
+        rs = _take_rows(rs, np.lexsort((rs.window_start_ms, rs.series_id)).astype(np.int64))
     if not len(rs):
         return RollupSet.empty()
     # Each (group, member) pair takes its member's rows, pairs in (group, series) order: one
@@ -507,6 +588,10 @@ def _segment(
     """Group rows of `gids` at `res` in [a, b) that are current; the stale windows from the
     finer group tiers (or, below the minute tier, the member series' rows), all the groups
     stale in one window in one read."""
+    if res == TIERS[0] and p.scope not in MINUTE_SCOPES:  # no minute group rows: the series'
+        members = sorted(s for g in gids for s in p.members[g])
+        parts.append(_series_rows(store, members, [TIERS[0]], a, b, False, rep))
+        return
     conn = store.reader()
     unit = res if res != TIERS[0] else TIERS[1]  # minute rows go stale by the hour
     unit_ms = unit * 1000
@@ -563,6 +648,7 @@ def _segment(
 
 __all__ = [
     "GROUP_KEY_LABELS",
+    "MINUTE_SCOPES",
     "GroupPlan",
     "built_from_ms",
     "group_keys",
