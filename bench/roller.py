@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.core import SampleBatch, rollup
+from collector.core import SampleBatch, rollup, warm_up
 from collector.store import groups
 from collector.store.store import SeriesKey, open_store
 from collector.store.tiers import TierPolicy, TierRoller
@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.probes = 500
+    warm_up()  # numba compiled (or loaded from its cache) before anything is timed
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="netqos-roller-") as tmp:
         out = {}
