@@ -73,6 +73,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up
+from collector.store import groups
 from collector.store.groups import recompute_groups
 from collector.store.store import WINDOW_OFFSET_MS, ProbeInfo, SeriesKey, Store, _rows_of, window_start
 from collector.store.tiers import recompute_window
@@ -160,6 +161,41 @@ class Data:
         sid = np.concatenate([x[0] for x in parts])
         ws = np.concatenate([x[1] for x in parts])
         v = np.concatenate([x[2] for x in parts])
+        n = sid.shape[0]
+        return RollupSet(
+            series_id=sid,
+            window_start_ms=ws,
+            count=np.ones(n, dtype=np.int64),
+            sum=v,
+            sumsq=v * v,
+            min=v.copy(),
+            max=v.copy(),
+            last=v.copy(),
+            last_ts_ms=ws + 30_000,
+            sketch_offsets=np.arange(n + 1, dtype=np.int64),
+            sketch_keys=keys_of(v),
+            sketch_counts=np.ones(n, dtype=np.int64),
+        )
+
+    def minute_rollups_of(self, a: int, b: int) -> RollupSet:
+        """The 1-minute rows of every probe with window start in [a, b), in (series, window)
+        order, as they are stored."""
+        n_probes = self.sids.shape[0]
+        sid_parts, ws_parts, v_parts = [], [], []
+        for mi in range(len(METRICS)):
+            ws = self.windows(mi)
+            ws = ws[(ws >= a) & (ws < b)]
+            if not len(ws):
+                continue
+            idx = (self.choice[:, mi, (ws - self.day0) // DAY_MS] + _offset(ws)[None, :]) % POOL_SIZE
+            sid_parts.append(np.repeat(self.sids[:, mi], len(ws)).astype(np.int32))
+            ws_parts.append(np.tile(ws, n_probes))
+            v_parts.append(self.pools[METRICS[mi]][idx].reshape(-1))
+        if not sid_parts:
+            return RollupSet.empty()
+        sid, ws, v = np.concatenate(sid_parts), np.concatenate(ws_parts), np.concatenate(v_parts)
+        order = np.lexsort((ws, sid))
+        sid, ws, v = sid[order], ws[order], v[order]
         n = sid.shape[0]
         return RollupSet(
             series_id=sid,
@@ -322,20 +358,107 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
 
 
 def add_group_tiers(store: Store, data: Data, log: Callable[[str], None]) -> None:
-    """The group rows the roller leaves: every closed hour (its hour and minute group rows) and
-    every closed day recomputed by `recompute_groups`, as a rebuild does."""
+    """The group rows the roller leaves (every closed hour: commune and province hour rows, the
+    province minute rows; every closed day: the day rows), computed as `recompute_groups` does —
+    the core's merge of the members' rows of the window in (series, window) order — from the
+    generated rows an hour at a time; `verify_group_tiers` then recomputes a sample with
+    `recompute_groups` itself and compares bit for bit."""
     last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
     last_day = int(window_start(data.end_ms - 1, DAY_MS))
     t0 = time.perf_counter()
+    n_probes = data.sids.shape[0]
+    # Group ids, as the roller creates them.
+    keys: dict[int, tuple[groups.GroupKey, groups.GroupKey]] = {}
+    for p in range(n_probes):
+        labels = {"kind": "probe", "commune": commune_of(p), "operator": OPERATORS[p % 3],
+                  "technology": technology_of(p)}  # fmt: skip
+        for mi, m in enumerate(METRICS):
+            keys[int(data.sids[p, mi])] = groups.group_keys(m, labels)
+    with store.transaction() as conn:
+        ids = groups._group_ids(conn, {k for pair in keys.values() for k in pair}, create=True)
+    sid_sorted = np.asarray(sorted(keys), dtype=np.int64)
+    commune_of_sid = np.asarray([ids[keys[s][0]] for s in sid_sorted.tolist()], dtype=np.int32)
+    province_of_sid = np.asarray([ids[keys[s][1]] for s in sid_sorted.tolist()], dtype=np.int32)
+
+    def by(rs: RollupSet, of_sid: np.ndarray) -> RollupSet:
+        # rs in (series, window) order: the merge keyed by group keeps that order within a group.
+        g = of_sid[np.searchsorted(sid_sorted, rs.series_id.astype(np.int64))]
+        return merge(rs, g, rs.window_start_ms)
+
+    cols = "resolution_s, group_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+    sql = f"INSERT INTO group_rollups ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     n = 0
-    for tier, step, pending in ((3600, HOUR_MS, last_hour), (86_400, DAY_MS, last_day)):
-        first = int(window_start(START_MS, step))
-        for w in range(first, data.end_ms, step):
-            if w == pending:
-                continue  # pending (this tier's only): read from the series rows
-            with store.transaction() as conn:
-                n += recompute_groups(store, conn, tier, w)
+    day_hours: list[RollupSet] = []
+    first_hour = int(window_start(START_MS, HOUR_MS))
+    for h in range(first_hour, data.end_ms, HOUR_MS):
+        fine = data.minute_rollups_of(h, h + HOUR_MS)
+        hours = merge(fine, fine.series_id, floor_window(fine.window_start_ms, HOUR_MS))
+        out: list[tuple[int, RollupSet]] = []
+        if h != last_hour:  # pending: read from the series rows
+            out += [(60, by(fine, province_of_sid)), (3600, by(hours, commune_of_sid)),
+                    (3600, by(hours, province_of_sid))]  # fmt: skip
+            day_hours.append(hours)
+        day = int(window_start(h, DAY_MS))
+        if int(window_start(h + HOUR_MS, DAY_MS)) != day or h + HOUR_MS >= data.end_ms:
+            if day != last_day and day_hours:
+                both = RollupSet.concat(day_hours)
+                both = _take(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
+                days = merge(both, both.series_id, window_start(both.window_start_ms, DAY_MS))
+                out += [(86_400, by(days, commune_of_sid)), (86_400, by(days, province_of_sid))]
+            day_hours = []
+        with store.transaction() as conn:
+            for res, rs in out:
+                conn.executemany(sql, _rows_of(rs, res))
+                n += len(rs)
     log(f"  group tiers: {n:,} rows in {time.perf_counter() - t0:.1f} s")
+
+
+def _take(rs: RollupSet, rows: np.ndarray) -> RollupSet:
+    """Rows of `rs` in the order `rows` gives, with their sketch buckets."""
+    sizes = np.diff(rs.sketch_offsets)[rows]
+    off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=off[1:])
+    buckets = np.repeat(rs.sketch_offsets[rows] - off[:-1], sizes) + np.arange(off[-1])
+    return RollupSet(
+        rs.series_id[rows], rs.window_start_ms[rows], rs.count[rows], rs.sum[rows], rs.sumsq[rows],
+        rs.min[rows], rs.max[rows], rs.last[rows], rs.last_ts_ms[rows], off,
+        rs.sketch_keys[buckets], rs.sketch_counts[buckets],
+    )  # fmt: skip
+
+
+def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str], None]) -> int:
+    """Recompute sampled group windows with the roller's own function and compare bit for bit."""
+    rng = np.random.default_rng(seed + 2)
+    last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
+    hours = START_MS + HOUR_MS * rng.choice((last_hour - START_MS) // HOUR_MS, 2, replace=False)
+    n_local_days = (data.end_ms - 1 - START_MS) // DAY_MS + 1
+    days = START_MS + DAY_MS * (1 + rng.choice(n_local_days - 2, 1, replace=False))
+    q = (
+        "SELECT resolution_s, group_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms,"
+        " sketch FROM group_rollups WHERE window_start_ms >= ? AND window_start_ms < ?"
+        " AND resolution_s <= ? ORDER BY 1, 2, 3"
+    )
+    checked = 0
+    for tier, w in [*((3600, int(h)) for h in hours), *((86_400, int(d)) for d in days)]:
+        span = (w, w + tier * 1000, tier)
+        before = store.reader().execute(q, span).fetchall()
+        if tier == 86_400:
+            before = [r for r in before if r[0] == tier]
+        try:
+            with store.transaction() as conn:
+                recompute_groups(store, conn, tier, w)
+                after = [r for r in conn.execute(q, span).fetchall() if tier != 86_400 or r[0] == tier]
+                raise _Undo
+        except _Undo:
+            pass
+        if before != after or not before:
+            raise SystemExit(
+                f"error: the bench's group rows of {_iso(w)} ({tier} s) differ from recompute_groups'"
+                f" ({len(before)} rows vs {len(after)})"
+            )
+        checked += len(before)
+    log(f"  checked {checked} group rows (2 hours, 1 day) against recompute_groups: identical bit for bit")
+    return checked
 
 
 def _keep(rs: RollupSet, mask: np.ndarray) -> RollupSet:
@@ -484,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(path)
         add_group_tiers(store, data, log)
         verify_tiers(store, data, args.seed, log)
+        verify_group_tiers(store, data, args.seed, log)
         client = TestClient(create_app(settings, store))
         h = {"Authorization": f"Bearer {TOKEN}"}
         communes = [commune_of(i) for i in range(min(args.probes, N_COMMUNES))]
