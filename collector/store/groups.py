@@ -484,7 +484,14 @@ def plan(
 
 
 def grouped_rollups(
-    store: Store, p: GroupPlan, tiers: Sequence[int], from_ms: int, to_ms: int, *, whole: bool
+    store: Store,
+    p: GroupPlan,
+    tiers: Sequence[int],
+    from_ms: int,
+    to_ms: int,
+    *,
+    whole: bool,
+    sketches: bool = True,
 ) -> RollupSet:
     """Rows covering [from_ms, to_ms) keyed by the groups' representative series. With `whole`
     (a period's totals) the range is covered by the coarsest whole windows of `tiers` (finest
@@ -493,17 +500,18 @@ def grouped_rollups(
     parts: list[RollupSet] = []
     tiers = sorted(tiers, reverse=True)
     if p.missing:
-        parts.append(_series_rows(store, p.missing, tiers, from_ms, to_ms, whole, None))
+        parts.append(_series_rows(store, p.missing, tiers, from_ms, to_ms, whole, None, sketches))
     built = built_from_ms(store)
     everyone = sorted({s for ms in p.members.values() for s in ms})
     rep = _rep_map(p)
     if from_ms < min(built, to_ms) and everyone:
-        parts.append(_series_rows(store, everyone, tiers, from_ms, min(built, to_ms), whole, rep))
+        parts.append(_series_rows(store, everyone, tiers, from_ms, min(built, to_ms), whole, rep, sketches))
     lo = max(from_ms, built)
     if lo < to_ms and p.members:
         segs = _cover(lo, to_ms, tiers) if whole else [(tiers[0], lo, to_ms)]
         for res, a, b in segs:
-            _segment(store, p, rep, sorted(p.members), res, a, b, [t for t in tiers if t < res], parts)
+            finer = [t for t in tiers if t < res]
+            _segment(store, p, rep, sorted(p.members), res, a, b, finer, parts, whole and not sketches)
     parts = [x for x in parts if len(x)]
     return RollupSet.concat(parts) if parts else RollupSet.empty()
 
@@ -543,13 +551,20 @@ def _cover(a: int, b: int, tiers: Sequence[int]) -> list[tuple[int, int, int]]:
 
 
 def _series_rows(
-    store: Store, sids: list[int], tiers: list[int], a: int, b: int, whole: bool, rep: dict[int, int] | None
+    store: Store,
+    sids: list[int],
+    tiers: list[int],
+    a: int,
+    b: int,
+    whole: bool,
+    rep: dict[int, int] | None,
+    sketches: bool = True,
 ) -> RollupSet:
     """Member series' rows (re-keyed to their representative when `rep` is given)."""
     if whole:
         from collector.store.periods import period_totals
 
-        rs = period_totals(store, sids, a, b, sketches=True, tiers_s=tiers)
+        rs = period_totals(store, sids, a, b, sketches=sketches, tiers_s=tiers)
     else:
         rs = store.tiered_rollups(sids, tiers[0], a, b)
     if rep is not None and len(rs):
@@ -574,6 +589,13 @@ _FIELDS = (
 )
 
 
+def _rekeyed(rs: RollupSet, rep_of_group: dict[int, int]) -> RollupSet:
+    """`rs` (keyed by group) keyed by each group's representative series."""
+    gids, inverse = np.unique(rs.series_id, return_inverse=True)
+    reps = np.asarray([rep_of_group[int(g)] for g in gids.tolist()], dtype=np.int32)
+    return RollupSet(reps[inverse.reshape(-1)], *[getattr(rs, f) for f in _FIELDS[1:]])
+
+
 def _segment(
     store: Store,
     p: GroupPlan,
@@ -584,13 +606,16 @@ def _segment(
     b: int,
     finer: list[int],
     parts: list[RollupSet],
+    totals: bool = False,
 ) -> None:
     """Group rows of `gids` at `res` in [a, b) that are current; the stale windows from the
     finer group tiers (or, below the minute tier, the member series' rows), all the groups
-    stale in one window in one read."""
+    stale in one window in one read. With `totals` (a period's means and counts, no sketches):
+    one row per group summed by the database over the windows no group is stale in (a month
+    is one row, not 30), the few windows some group is stale in row by row."""
     if res == TIERS[0] and p.scope not in MINUTE_SCOPES:  # no minute group rows: the series'
         members = sorted(s for g in gids for s in p.members[g])
-        parts.append(_series_rows(store, members, [TIERS[0]], a, b, False, rep))
+        parts.append(_series_rows(store, members, [TIERS[0]], a, b, totals, rep, not totals))
         return
     conn = store.reader()
     unit = res if res != TIERS[0] else TIERS[1]  # minute rows go stale by the hour
@@ -598,7 +623,6 @@ def _segment(
     ua = int(window_start(a, unit_ms))
     wanted = set(gids)
     stale: set[tuple[int, int]] = set()
-    rows: list[tuple[Any, ...]] = []
     step = store.backend.in_list_max
     for i in range(0, len(gids), step):
         among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
@@ -608,11 +632,6 @@ def _segment(
             (unit, *gvals, ua, b),
         ):
             stale.add((int(g), int(w)))
-        rows += conn.execute(
-            f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE resolution_s = ? AND {among_g}"
-            " AND window_start_ms >= ? AND window_start_ms < ?",
-            (res, *gvals, a, b),
-        ).fetchall()
     group_of = {s: g for g, ms in p.members.items() for s in ms}
     # Members' pending marks: only the plan's metrics (the current hour and day hold a mark for
     # nearly every series of the store).
@@ -626,12 +645,46 @@ def _segment(
         g = group_of.get(int(s))
         if g is not None and g in wanted:
             stale.add((g, int(w)))
-    if stale:
-        rows = [r for r in rows if (int(r[0]), int(window_start(int(r[1]), unit_ms))) not in stale]
+    stale_windows = sorted({w for _, w in stale})
+    rows: list[tuple[Any, ...]] = []
+    summed: list[tuple[Any, ...]] = []
+    for i in range(0, len(gids), step):
+        among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
+        cond = f"resolution_s = ? AND {among_g} AND window_start_ms >= ? AND window_start_ms < ?"
+        if not totals:
+            rows += conn.execute(
+                f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE {cond}", (res, *gvals, a, b)
+            )
+            continue
+        skip = "".join(" AND NOT (window_start_ms >= ? AND window_start_ms < ?)" for _ in stale_windows)
+        summed += conn.execute(
+            "SELECT group_id, sum(count), sum(sum), sum(sumsq), min(min), max(max) FROM group_rollups"
+            f" WHERE {cond}{skip} GROUP BY group_id",
+            (res, *gvals, a, b, *[x for w in stale_windows for x in (w, w + unit_ms)]),
+        ).fetchall()
+        for w in stale_windows:  # the groups not stale in it, row by row
+            lo, hi = max(a, w), min(b, w + unit_ms)
+            summed += [
+                r
+                for r in conn.execute(
+                    f"SELECT group_id, count, sum, sumsq, min, max FROM group_rollups WHERE {cond}",
+                    (res, *gvals, lo, hi),
+                )
+                if (int(r[0]), w) not in stale
+            ]
     if rows:
         rs = rollups_from_rows(rows)
-        keys = np.asarray([p.rep_of_group[int(g)] for g in rs.series_id.tolist()], dtype=np.int32)
-        parts.append(RollupSet(keys, *[getattr(rs, f) for f in _FIELDS[1:]]))
+        if stale:
+            keys = rs.series_id.astype(np.int64) << 42 | window_start(rs.window_start_ms, unit_ms).astype(
+                np.int64
+            )
+            gone = np.asarray([g << 42 | w for g, w in stale], dtype=np.int64)
+            rs = _take_rows(rs, np.flatnonzero(~np.isin(keys, gone)).astype(np.int64))
+        parts.append(_rekeyed(rs, p.rep_of_group))
+    if summed:
+        from collector.store.periods import _rollups
+
+        parts.append(_rekeyed(_rollups(summed, False), p.rep_of_group))
     by_window: dict[int, list[int]] = {}
     for g, w in sorted(stale):
         by_window.setdefault(w, []).append(g)
@@ -640,10 +693,10 @@ def _segment(
         if lo >= hi:
             continue
         if finer and res != TIERS[0]:
-            _segment(store, p, rep, stale_gids, finer[0], lo, hi, finer[1:], parts)
+            _segment(store, p, rep, stale_gids, finer[0], lo, hi, finer[1:], parts, totals)
         else:
             members = sorted(s for g in stale_gids for s in p.members[g])
-            parts.append(_series_rows(store, members, [TIERS[0]], lo, hi, False, rep))
+            parts.append(_series_rows(store, members, [TIERS[0]], lo, hi, totals, rep, not totals))
 
 
 __all__ = [

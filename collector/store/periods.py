@@ -220,7 +220,7 @@ def grouped_period_totals(
     p = groups.plan(store, labels, metric_of, grouping, filters)
     if p is None or not tiers:
         return period_totals(store, list(labels), from_ms, to_ms, sketches=sketches, tiers_s=tiers)
-    rs = groups.grouped_rollups(store, p, tiers, from_ms, to_ms, whole=True)
+    rs = groups.grouped_rollups(store, p, tiers, from_ms, to_ms, whole=True, sketches=sketches)
     if not len(rs):
         return RollupSet.empty()
     return merge(rs, rs.series_id, np.zeros(len(rs), dtype=np.int64))

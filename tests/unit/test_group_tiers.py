@@ -128,9 +128,33 @@ def province_totals(
     assert p is not None
     rs = groups.grouped_rollups(store, p, TIERS, lo, hi, whole=True)
     out: dict[tuple[str, ...], int] = {}
-    for sid, c in zip(rs.series_id.tolist(), rs.count.tolist(), strict=True):
+    extremes: dict[tuple[str, ...], tuple[float, float]] = {}
+    for sid, c, mn, mx in zip(
+        rs.series_id.tolist(), rs.count.tolist(), rs.min.tolist(), rs.max.tolist(), strict=True
+    ):
         key = tuple(labels[sid][g] for g in grouping)
         out[key] = out.get(key, 0) + int(c)
+        if c:
+            old = extremes.get(key, (mn, mx))
+            extremes[key] = (min(old[0], mn), max(old[1], mx))
+    # Means and counts only (no sketches): summed by the database, the same counts and extremes.
+    summed = groups.grouped_rollups(store, p, TIERS, lo, hi, whole=True, sketches=False)
+    out2: dict[tuple[str, ...], int] = {}
+    extremes2: dict[tuple[str, ...], tuple[float, float]] = {}
+    for sid, c, mn, mx in zip(
+        summed.series_id.tolist(),
+        summed.count.tolist(),
+        summed.min.tolist(),
+        summed.max.tolist(),
+        strict=True,
+    ):
+        key = tuple(labels[sid][g] for g in grouping)
+        out2[key] = out2.get(key, 0) + int(c)
+        if c:
+            old = extremes2.get(key, (mn, mx))
+            extremes2[key] = (min(old[0], mn), max(old[1], mx))
+    assert {k: v for k, v in out2.items() if v} == {k: v for k, v in out.items() if v}
+    assert extremes2 == extremes
     return out
 
 
