@@ -380,6 +380,19 @@ def merged_group_rows(
     order = np.lexsort((ps, pg))
     pg, ps = pg[order], ps[order]
     sid = rs.series_id.astype(np.int64)
+    if len(np.unique(ps)) == len(ps):
+        # No series in two of these groups (one scope, as the minute rows): each row keyed by
+        # its series' group, no copy of the rows; the same order within a group.
+        by_ps = np.argsort(ps, kind="stable")
+        ps_sorted, by_sid = ps[by_ps], pg[by_ps]
+        pos = np.minimum(np.searchsorted(ps_sorted, sid), len(ps) - 1)
+        inside = ps_sorted[pos] == sid
+        if not inside.any():
+            return RollupSet.empty()
+        if not inside.all():
+            rs = _take_rows(rs, np.flatnonzero(inside).astype(np.int64))
+            pos = pos[inside]
+        return merge(rs, by_sid[pos].astype(np.int32), rs.window_start_ms)
     starts = np.searchsorted(sid, ps, "left")
     lens = np.searchsorted(sid, ps, "right") - starts
     total = int(lens.sum())
