@@ -89,6 +89,17 @@ def _group_ids(conn: Connection, keys: set[GroupKey], create: bool) -> dict[Grou
     the groups of the keys' metrics in one read (a few thousand rows), not one read a key."""
     if not keys:
         return {}
+    if len(keys) <= 64 and not create:  # a commune's few groups: looked up, not every group read
+        found: dict[GroupKey, int] = {}
+        for key in keys:
+            row = conn.execute(
+                "SELECT group_id FROM rollup_groups WHERE scope = ? AND metric = ? AND kind = ?"
+                " AND commune = ? AND operator = ? AND technology = ?",
+                key,
+            ).fetchone()
+            if row is not None:
+                found[key] = int(row[0])
+        return found
     out = _groups_of_metrics(conn, {k[1] for k in keys})
     missing = sorted(k for k in keys if k not in out)
     if create and missing:
@@ -648,13 +659,23 @@ def _segment(
     group_of = {s: g for g, ms in p.members.items() for s in ms}
     # Members' pending marks: only the plan's metrics (the current hour and day hold a mark for
     # nearly every series of the store).
-    among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
-    for s, w in conn.execute(
-        "SELECT p.series_id, p.window_start_ms FROM rollup_pending p"
-        " JOIN series s ON s.series_id = p.series_id"
-        f" WHERE p.resolution_s = ? AND p.window_start_ms >= ? AND p.window_start_ms < ? AND {among_m}",
-        (unit, ua, b, *mvals),
-    ):
+    wanted_sids = sorted(s for g in gids for s in p.members[g])
+    if len(wanted_sids) <= store.backend.in_list_max:  # a commune's few series: their marks only
+        among_s, svals = store.backend.in_list("series_id", wanted_sids)
+        marks = conn.execute(
+            "SELECT series_id, window_start_ms FROM rollup_pending"
+            f" WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ? AND {among_s}",
+            (unit, ua, b, *svals),
+        ).fetchall()
+    else:
+        among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
+        marks = conn.execute(
+            "SELECT p.series_id, p.window_start_ms FROM rollup_pending p"
+            " JOIN series s ON s.series_id = p.series_id"
+            f" WHERE p.resolution_s = ? AND p.window_start_ms >= ? AND p.window_start_ms < ? AND {among_m}",
+            (unit, ua, b, *mvals),
+        ).fetchall()
+    for s, w in marks:
         g = group_of.get(int(s))
         if g is not None and g in wanted:
             stale.add((g, int(w)))
