@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) warm
 	$(BIN)/netqos demo
 
-## make warm: compile every numba kernel into its cache (__pycache__) once, so neither the first
-## start of the service nor the first test that starts one spends tens of seconds compiling
+## make warm: compile every registered numba kernel (collector/core/kernels.py) into its cache
+## (__pycache__) once, so neither the first start of the service nor the first test that starts
+## one spends tens of seconds compiling
 warm: $(STAMP)
-	$(BIN)/python -c "from collector.core import warm_up; from collector.snmp.ber import warm_up as ber; from collector.mqtt.scan import warm_up as scan; warm_up(); ber(); scan()"
+	$(BIN)/python -m collector.core.kernels
 
 ## make test: installs what the tests need (Debian services included), then lint, types, the whole suite
 test: $(STAMP) system-deps lint typecheck warm
@@ -28,14 +29,18 @@ test: $(STAMP) system-deps lint typecheck warm
 system-deps:
 	bash deploy/ci/install-system-deps.sh
 
+## make lint: ruff, and the import contracts between the layers ([tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## make unit: the unit tests that need no service; a test that starts one anyway fails (it
+## belongs in tests/integration or needs the `services` marker)
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	NETQOS_TEST_NO_SERVICES=1 $(BIN)/pytest tests/unit -m "not services"
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/ingest.py --quick

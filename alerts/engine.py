@@ -6,11 +6,13 @@ tests drive it with a clock of their own and a crash never leaves half a decisio
 1. read new StateChanges from the store (the SNMP poller, traps and probe health write
    them; reading the table keeps the data flowing one way and works across processes);
 2. evaluate the rules: state rules every tick, rollup rules every `every`;
-3. alerts: pending -> firing after `for`; firing -> resolved after `keep_firing_for`;
+3. alerts: pending -> firing after `for`; firing -> resolved after `keep_firing_for`
+   (the state machine: alerts.states);
 4. incidents: a firing alert opens an incident, joins an ancestor's incident as a symptom,
    or waits for an ancestor's verdict (alerts.topology); a resolved root alert closes its
    incident once its symptoms have recovered or shown they are failures of their own;
-   flapping alerts keep one incident open instead of opening one per flap;
+   flapping alerts keep one incident open instead of opening one per flap (the decisions
+   are here; every statement they make is in alerts.incidents);
 5. the notification path (alerts.notify.pipeline) writes what receivers must be told into
    the outbox; the dispatchers (alerts.notify.outbox) deliver it.
 """
@@ -20,31 +22,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from prometheus_client import Counter, Gauge
 
 from alerts.incidents import (
     add_symptom_in,
     end_symptom_in,
     get_in,
+    notify_done_in,
     open_in,
+    reopen_recovering_in,
     resolve_in,
+    root_incident_in,
+    root_recovered_in,
+    set_ready_in,
     symptoms_in,
     timeline_in,
+    unresolved_in,
     working_set_in,
 )
+from alerts.notify.outbox import prune_in
 from alerts.notify.pipeline import Grouper, Muter, NotifyAlert, Router, build_pipeline, flush_group
 from alerts.rules import (
-    AbsenceRule,
     EntityKinds,
     RulesError,
     Sample,
@@ -54,19 +58,28 @@ from alerts.rules import (
     evaluate_absence,
     evaluate_threshold,
     load_rules,
+    render,
 )
+from alerts.settings import AlertSettings
 from alerts.silences import SilenceRepo
+from alerts.states import (
+    OK_STATES,
+    AnyRule,
+    EntityState,
+    Tracked,
+    Verdict,
+    load_in,
+    persist_in,
+    track,
+    verdicts_of,
+)
 from alerts.topology import Node, Topology
 from collector.store.db import Connection
 from collector.store.store import Store
-from netqos.aio import wait_stop
-from netqos.config import AlertSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 
-AnyRule = ThresholdRule | AbsenceRule | StateRule
-# States that are no news: an entity in one of them makes no state-rule alert.
-OK_STATES = frozenset({"up", "online", "unknown", "disabled"})
 _GRACE_MS = 5_000  # beyond a detection period: poll durations, flush intervals
 _CHANGES_PER_READ = 10_000
 OUTBOX_KEEP_MS = 30 * 86_400_000
@@ -78,55 +91,6 @@ RULE_ERRORS = Counter("netqos_alert_rule_evaluation_failures_total", "rule evalu
 ALERTS = Gauge("netqos_alerts", "alerts by state", ["state"])
 INCIDENTS_ACTIVE = Gauge("netqos_incidents_active", "incidents not resolved")
 TICK_FAILURES = Counter("netqos_alert_engine_failures_total", "engine steps that failed (retried next tick)")
-
-
-@dataclass(slots=True)
-class EntityState:
-    state: str
-    since_ms: int
-    device_id: str
-
-
-@dataclass(slots=True)
-class Tracked:
-    """One alert: a rule's verdict on one entity or label group."""
-
-    key: str
-    rule: str
-    labels: dict[str, str]
-    state: str  # pending / firing
-    active_since_ms: int
-    fired_ms: int | None = None
-    false_since_ms: int | None = None
-    value: float | None = None
-    incident_id: int | None = None
-    held_since_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    rule: AnyRule
-    labels: dict[str, str]
-    value: float | None
-    active: bool
-    since_ms: int  # when it became true (or false)
-
-
-_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
-
-
-def render(template: str, labels: dict[str, str], value: float | None) -> str:
-    """Fill `{label}` and `{value:.1f}`-style fields; no attribute access (rules are data, not code)."""
-
-    def repl(m: re.Match[str]) -> str:
-        name, spec = m.group(1), m.group(2) or ""
-        v: Any = value if name == "value" else labels.get(name, m.group(0))
-        try:
-            return format(v, spec) if v is not None else ""
-        except (ValueError, TypeError):
-            return str(v)
-
-    return _FIELD_RE.sub(repl, template)
 
 
 class AlertEngine:
@@ -188,14 +152,7 @@ class AlertEngine:
         ):
             self._set_state(kind, entity, state, since, device_id)
         self.cursor = int(conn.execute("SELECT coalesce(max(id), 0) FROM state_changes").fetchone()[0])
-        for row in conn.execute(
-            "SELECT alert_key, rule, labels, state, active_since_ms, fired_ms, false_since_ms, value,"
-            " incident_id FROM alerts"
-        ):
-            key, rule, labels, state, since, fired, false_since, value, iid = row
-            self.alerts[key] = Tracked(
-                key, rule, orjson.loads(labels), state, since, fired, false_since, value, iid
-            )
+        self.alerts.update(load_in(conn))
 
     def request_reload(self) -> None:
         """Re-read the rules file at the next tick (SIGHUP)."""
@@ -299,7 +256,16 @@ class AlertEngine:
                 self.last_eval[rule.name] = now
                 evaluated.add(rule.name)
         with self.store.transaction() as conn:
-            verdicts = self._verdicts(topo, evaluated)
+            verdicts = verdicts_of(
+                self.rules,
+                evaluated,
+                self.alerts,
+                states=self.states,
+                abnormal=self.abnormal,
+                samples=self.samples,
+                kinds=self.kinds,
+                topo=topo,
+            )
             fired, resolved = self._track(conn, verdicts, evaluated, now)
             for t in resolved:
                 self._resolved(conn, t, now)
@@ -316,9 +282,7 @@ class AlertEngine:
             with self.store.transaction() as conn:
                 # Delivered notifications are history of the outbox, not of the incidents (whose
                 # timelines keep every delivery): a month of them is plenty.
-                conn.execute(
-                    "DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (now - OUTBOX_KEEP_MS,)
-                )
+                prune_in(conn, now - OUTBOX_KEEP_MS)
         return queued
 
     # -- rules -> verdicts -----------------------------------------------------------------------
@@ -331,139 +295,19 @@ class AlertEngine:
             return topo.node(kind, entity, labels.get("device", ""))
         return topo.nodes.get(("device", entity)) or topo.nodes.get(("probe", entity))
 
-    def _verdicts(self, topo: Topology, evaluated: set[str]) -> dict[str, Verdict]:
-        out: dict[str, Verdict] = {}
-        tracked_by_rule: dict[str, list[Tracked]] = {}
-        for t in self.alerts.values():
-            tracked_by_rule.setdefault(t.rule, []).append(t)
-        for rule in self.rules:
-            if rule.name not in evaluated:
-                continue
-            base = {"alertname": rule.name, "severity": rule.severity}
-            if isinstance(rule, StateRule):
-                match = self.kinds.get(rule.entity_kind, frozenset((rule.entity_kind,)))
-                keys = {k for k in self.abnormal if k[0] in match}
-                keys |= {
-                    (t.labels.get("entity_kind", ""), t.labels.get("entity", ""))
-                    for t in tracked_by_rule.get(rule.name, [])
-                }
-                for kind, entity in keys:
-                    st = self.states.get((kind, entity))
-                    if st is None:
-                        continue
-                    node = topo.node(kind, entity, st.device_id)
-                    labels = {
-                        **(node.labels if node is not None else {}),
-                        **rule.labels,
-                        **base,
-                        "entity": entity,
-                        "entity_kind": kind,
-                    }
-                    if kind not in ("device", "probe"):  # an interface or a profile table's row
-                        labels["device"] = st.device_id
-                    key = f"{rule.name}|{kind}:{entity}"
-                    out[key] = Verdict(rule, labels, None, st.state in rule.states, st.since_ms)
-            else:
-                for s in self.samples.get(rule.name, []):
-                    labels = {**s.labels, **rule.labels, **base}
-                    key = rule.name + "|" + orjson.dumps(s.labels, option=orjson.OPT_SORT_KEYS).decode()
-                    out[key] = Verdict(rule, labels, s.value, s.active, -1)
-        return out
-
     # -- verdicts -> alerts ----------------------------------------------------------------------
 
     def _track(
         self, conn: Connection, verdicts: dict[str, Verdict], evaluated: set[str], now: int
     ) -> tuple[list[Tracked], list[Tracked]]:
-        fired: list[Tracked] = []
-        resolved: list[Tracked] = []
-        rules = {r.name: r for r in self.rules}
-        changed: set[str] = set()
-        for key, v in verdicts.items():
-            since = v.since_ms if v.since_ms >= 0 else now
-            t = self.alerts.get(key)
-            if t is None:
-                if not v.active:
-                    continue
-                t = self.alerts[key] = Tracked(key, v.rule.name, v.labels, "pending", since)
-                changed.add(key)
-            if t.labels != v.labels or t.value != v.value:
-                t.labels, t.value = v.labels, v.value
-                changed.add(key)
-            if v.active:
-                if t.false_since_ms is not None:
-                    t.false_since_ms = None
-                    changed.add(key)
-                if t.state == "pending" and now - t.active_since_ms >= v.rule.for_s * 1000:
-                    t.state, t.fired_ms = "firing", now
-                    fired.append(t)
-                    changed.add(key)
-            elif t.state == "pending":
-                del self.alerts[key]
-                changed.add(key)
-            else:
-                if t.false_since_ms is None:
-                    t.false_since_ms = since
-                    changed.add(key)
-                if now - t.false_since_ms >= v.rule.keep_firing_for_s * 1000:
-                    resolved.append(t)
-                    del self.alerts[key]
-                    changed.add(key)
-        # Alerts of evaluated rules that got no verdict (no data, entity gone), or of rules no
-        # longer loaded, are false now.
-        for key, t in list(self.alerts.items()):
-            if key in verdicts:
-                continue
-            rule = rules.get(t.rule)
-            if rule is not None and t.rule not in evaluated:
-                continue
-            if t.state == "pending":
-                del self.alerts[key]
-            else:
-                if t.false_since_ms is None:
-                    t.false_since_ms = now
-                keep = rule.keep_firing_for_s * 1000 if rule is not None else 0
-                if now - t.false_since_ms < keep:
-                    changed.add(key)
-                    continue
-                resolved.append(t)
-                del self.alerts[key]
-            changed.add(key)
-        for t in fired:
+        step = track(self.alerts, verdicts, evaluated, {r.name: r for r in self.rules}, now)
+        for t in step.fired:
             self.fires.setdefault(t.key, deque(maxlen=1000)).append(now)
             log.info("event=alert_firing alert=%s", t.key)
-        for t in resolved:
+        for t in step.resolved:
             log.info("event=alert_resolved alert=%s", t.key)
-        self._persist(conn, changed, now)
-        return fired, resolved
-
-    def _persist(self, conn: Connection, keys: set[str], now: int) -> None:
-        for key in keys:
-            t = self.alerts.get(key)
-            if t is None:
-                conn.execute("DELETE FROM alerts WHERE alert_key=?", (key,))
-                continue
-            conn.execute(
-                "INSERT INTO alerts (alert_key, rule, labels, state, active_since_ms, fired_ms,"
-                " false_since_ms, value, incident_id, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (alert_key) DO UPDATE SET rule = excluded.rule, labels = excluded.labels,"
-                " state = excluded.state, active_since_ms = excluded.active_since_ms,"
-                " fired_ms = excluded.fired_ms, false_since_ms = excluded.false_since_ms,"
-                " value = excluded.value, incident_id = excluded.incident_id,"
-                " updated_ms = excluded.updated_ms",
-                (
-                    key,
-                    t.rule,
-                    orjson.dumps(t.labels, option=orjson.OPT_SORT_KEYS).decode(),
-                    t.state,
-                    t.active_since_ms,
-                    t.fired_ms,
-                    t.false_since_ms,
-                    t.value,
-                    t.incident_id,
-                    now,
-                ),
-            )
+        persist_in(conn, self.alerts, step.changed, now)
+        return step.fired, step.resolved
 
     # -- alerts -> incidents ---------------------------------------------------------------------
 
@@ -512,17 +356,9 @@ class AlertEngine:
                     log.info("event=alert_held alert=%s reason=waiting_for_topology", t.key)
                 return
         # Its own root cause. A flapping (or recovering) incident of the same alert goes on.
-        row = conn.execute(
-            "SELECT id, flapping FROM incidents WHERE alert_key=? AND state != 'resolved'"
-            " AND root_recovered_ms IS NOT NULL ORDER BY id DESC LIMIT 1",
-            (t.key,),
-        ).fetchone()
-        if row is not None:
-            conn.execute("UPDATE incidents SET root_recovered_ms=NULL, flaps=flaps+1 WHERE id=?", (row[0],))
-            timeline_in(
-                conn, row[0], now, "fired_again", "engine", "flapping" if row[1] else "before it settled"
-            )
-            self._set_incident(conn, t, int(row[0]), now)
+        again = reopen_recovering_in(conn, t.key, now)
+        if again is not None:
+            self._set_incident(conn, t, again, now)
             return
         rule = self._rule(t.rule)
         annotations = {"summary": render(rule.summary, t.labels, t.value)} if rule and rule.summary else {}
@@ -540,24 +376,17 @@ class AlertEngine:
             detail=f"{t.rule} fired" + (f" (value {t.value:g})" if t.value is not None else ""),
         )
         if node is not None and node.children and topo.unconfirmed_descendants(node, since):
-            conn.execute("UPDATE incidents SET ready=0 WHERE id=?", (iid,))
+            set_ready_in(conn, iid, False)
         log.info("event=incident_opened id=%d kind=%s entity=%s", iid, t.rule, t.labels.get("entity", "-"))
         self._set_incident(conn, t, iid, now)
 
     def _root_incident(self, conn: Connection, root: tuple[str, str]) -> int | None:
-        names = sorted(self._state_rule_names())
-        if not names:
-            return None
-        row = conn.execute(
-            f"SELECT id FROM incidents WHERE entity_kind=? AND entity=? AND state != 'resolved'"
-            f" AND kind IN ({','.join('?' * len(names))}) ORDER BY id DESC LIMIT 1",
-            (*root, *names),
-        ).fetchone()
-        return None if row is None else int(row[0])
+        # Only a state rule's incident (down, offline) on the ancestor is an outage to join.
+        return root_incident_in(conn, *root, sorted(self._state_rule_names()))
 
     def _set_incident(self, conn: Connection, t: Tracked, iid: int, now: int) -> None:
         t.incident_id, t.held_since_ms = iid, None
-        self._persist(conn, {t.key}, now)
+        persist_in(conn, self.alerts, {t.key}, now)
 
     def _resolved(self, conn: Connection, t: Tracked, now: int) -> None:
         if t.incident_id is None:
@@ -573,10 +402,7 @@ class AlertEngine:
         fires = self.fires.get(t.key, deque())
         recent = sum(1 for f in fires if now - f <= window_ms)
         flapping = recent >= self.settings.flap_threshold
-        conn.execute(
-            "UPDATE incidents SET root_recovered_ms=?, flapping=greatest(flapping, ?) WHERE id=?",
-            (end, int(flapping), inc.id),
-        )
+        root_recovered_in(conn, inc.id, end, flapping)
         if flapping and not inc.flapping:
             timeline_in(
                 conn,
@@ -597,22 +423,19 @@ class AlertEngine:
             if t.state == "firing" and t.incident_id is None:
                 self._attach(conn, topo, t, now)
         by_key = self.alerts
-        for row in conn.execute(
-            "SELECT id, entity, entity_kind, opened_ms, root_recovered_ms, flapping, ready"
-            " FROM incidents WHERE state != 'resolved'"
-        ).fetchall():
-            iid, entity, entity_kind, opened, recovered, flapping, ready = row
-            if not ready:
-                node = topo.node(entity_kind, entity) if entity else None
+        for inc in unresolved_in(conn):
+            iid, entity, recovered = inc.id, inc.entity, inc.root_recovered_ms
+            if not inc.ready:
+                node = topo.node(inc.entity_kind, entity) if entity else None
                 if (
                     node is None
-                    or now - opened >= settle_ms
-                    or not topo.unconfirmed_descendants(node, opened)
+                    or now - inc.opened_ms >= settle_ms
+                    or not topo.unconfirmed_descendants(node, inc.opened_ms)
                 ):
-                    conn.execute("UPDATE incidents SET ready=1 WHERE id=?", (iid,))
+                    set_ready_in(conn, iid, True)
             if recovered is None:
                 continue
-            if flapping:
+            if inc.flapping:
                 if now - recovered >= self.settings.flap_window_s * 1000:
                     resolve_in(conn, iid, now, "engine", "stable again after flapping")
                 continue
@@ -650,7 +473,7 @@ class AlertEngine:
             queued += flush_group(conn, g, self.plans, now, self.settings.external_url)
             self.grouper.flushed(g, now)
         done = [i.id for i in working if not i.active and not self.grouper.holds(i.id)]
-        conn.executemany("UPDATE incidents SET notify_done=1 WHERE id=?", [(i,) for i in done])
+        notify_done_in(conn, done)
         return queued
 
     # -- running -------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ or a label group) and the symptoms that joined it. Everything that happens to it
 its timeline (state changes, symptoms joining and leaving, notifications sent,
 acknowledgements, comments). Resolved incidents are kept: they are the history.
 
-The `*_in` functions work inside a caller's transaction (the engine's tick); the others
-open their own (the API).
+The `*_in` functions work inside a caller's transaction (the engine's tick): every statement
+of an incident's lifecycle is here, the engine only decides. `IncidentRepo` opens its own
+transactions (the API).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +234,78 @@ def resolve_in(conn: Connection, incident_id: int, ts_ms: int, by: str, detail: 
     )
     timeline_in(conn, incident_id, ts_ms, "resolved", by, detail)
     return True
+
+
+def reopen_recovering_in(conn: Connection, alert_key: str, now_ms: int) -> int | None:
+    """The alert's own unresolved incident whose root cause had recovered (flapping, or not yet
+    settled), if any: it goes on (recovery cleared, one more flap, a timeline entry) and its id
+    is returned; None when there is none."""
+    row = conn.execute(
+        "SELECT id, flapping FROM incidents WHERE alert_key=? AND state != 'resolved'"
+        " AND root_recovered_ms IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (alert_key,),
+    ).fetchone()
+    if row is None:
+        return None
+    iid = int(row[0])
+    conn.execute("UPDATE incidents SET root_recovered_ms=NULL, flaps=flaps+1 WHERE id=?", (iid,))
+    timeline_in(conn, iid, now_ms, "fired_again", "engine", "flapping" if row[1] else "before it settled")
+    return iid
+
+
+def root_incident_in(conn: Connection, entity_kind: str, entity: str, kinds: Sequence[str]) -> int | None:
+    """The newest unresolved incident of one of `kinds` (rule names) whose root cause is this
+    entity; None when there is none (or `kinds` is empty)."""
+    if not kinds:
+        return None
+    row = conn.execute(
+        f"SELECT id FROM incidents WHERE entity_kind=? AND entity=? AND state != 'resolved'"
+        f" AND kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT 1",
+        (entity_kind, entity, *kinds),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_ready_in(conn: Connection, incident_id: int, ready: bool) -> None:
+    """Whether the incident's topology verdict is known (the notification path waits for it)."""
+    conn.execute("UPDATE incidents SET ready=? WHERE id=?", (int(ready), incident_id))
+
+
+def root_recovered_in(conn: Connection, incident_id: int, recovered_ms: int, flapping: bool) -> None:
+    """The root cause's alert no longer holds since `recovered_ms`; `flapping` once set stays set."""
+    conn.execute(
+        "UPDATE incidents SET root_recovered_ms=?, flapping=greatest(flapping, ?) WHERE id=?",
+        (recovered_ms, int(flapping), incident_id),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """An unresolved incident as the engine settles it each step (no labels: nothing to decode)."""
+
+    id: int
+    entity: str
+    entity_kind: str
+    opened_ms: int
+    root_recovered_ms: int | None
+    flapping: bool
+    ready: bool
+
+
+def unresolved_in(conn: Connection) -> list[Unsettled]:
+    """Every incident not resolved yet."""
+    return [
+        Unsettled(int(i), e, ek, int(o), rec, bool(f), bool(r))
+        for i, e, ek, o, rec, f, r in conn.execute(
+            "SELECT id, entity, entity_kind, opened_ms, root_recovered_ms, flapping, ready"
+            " FROM incidents WHERE state != 'resolved'"
+        ).fetchall()
+    ]
+
+
+def notify_done_in(conn: Connection, incident_ids: Sequence[int]) -> None:
+    """The notification path is done with these (resolved, and every receiver told)."""
+    conn.executemany("UPDATE incidents SET notify_done=1 WHERE id=?", [(i,) for i in incident_ids])
 
 
 # -- API actions (own transactions) -------------------------------------------------------------

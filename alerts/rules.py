@@ -37,7 +37,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from collector.store.aggregate import GROUP_LABELS, group_rollups, stat_error, stat_values
-from collector.store.store import STANDARD_LABELS, Store
+from collector.store.series import STANDARD_LABELS
+from collector.store.store import Store
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -410,3 +411,20 @@ def evaluate_absence(store: Store, rule: AbsenceRule, now_ms: int) -> list[Sampl
             Sample(dict(zip(rule.group_by, key, strict=True)), silent_s, silent_s >= rule.absent_for_s)
         )
     return out
+
+
+_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+
+
+def render(template: str, labels: dict[str, str], value: float | None) -> str:
+    """Fill `{label}` and `{value:.1f}`-style fields; no attribute access (rules are data, not code)."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, spec = m.group(1), m.group(2) or ""
+        v: Any = value if name == "value" else labels.get(name, m.group(0))
+        try:
+            return format(v, spec) if v is not None else ""
+        except (ValueError, TypeError):
+            return str(v)
+
+    return _FIELD_RE.sub(repl, template)

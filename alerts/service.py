@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from alerts.engine import AlertEngine
 from alerts.notify import make_receivers
 from alerts.notify.outbox import Dispatcher, Outbox, Receiver
 from alerts.rules import entity_kinds
+from alerts.settings import AlertSettings
+from collector.snmp.settings import SnmpSettings
 from collector.store.store import Store
-from netqos.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+class AlertServiceConfig(Protocol):
+    """The sections the alert service reads (the composed settings have them)."""
+
+    @property
+    def alerts(self) -> AlertSettings: ...
+    @property
+    def snmp(self) -> SnmpSettings: ...
 
 
 class Alerting:
     """Owns the engine and the dispatchers; `run` until stop. Raises RulesError on bad rules."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: AlertServiceConfig) -> None:
         self.settings = settings.alerts
         self._loop: asyncio.AbstractEventLoop | None = None
         self.receivers: list[Receiver] = make_receivers(settings.alerts)  # type: ignore[assignment]

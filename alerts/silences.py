@@ -13,9 +13,9 @@ from typing import Literal
 
 import orjson
 
-from collector.matchers import Matcher, all_match, parse_matchers, stored_matcher
 from collector.store.db import Connection
 from collector.store.store import Store
+from ground.matchers import Matcher, all_match, parse_matchers, stored_matcher
 
 Kind = Literal["silence", "maintenance"]
 

@@ -1,5 +1,4 @@
-"""The HTTP API (FastAPI): QoS series, probes, health and metrics. `create_app` builds it."""
+"""The HTTP API (FastAPI): QoS series, probes, health and metrics. `api.app.create_app` builds it.
 
-from api.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here, so reading the configuration (api/settings.py) does not load the app.
+"""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from collector.matchers import MAX_MATCHER_CHARS
+from ground.matchers import MAX_MATCHER_CHARS
 
 # Who acted is always the authenticated key's name; a name typed in a body is only a note.
 _NOTE = "optional free-text signature, kept only as a note (who acted is the key's name)"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api import errors, web
 from api.auth import KeyRing
-from api.compliance import Standards
-from api.kpi import Plan
 from api.limits import BodyLimit, QueryGate, body_limit_for
 from api.ratelimit import RateLimiter
 from api.routers import (
@@ -25,19 +24,22 @@ from api.routers import (
     probes,
     qos,
     reports,
+    schedules,
     silences,
     topology,
     units,
 )
+from api.settings import ApiConfig
 from collector.pipeline import IngestPipeline
 from collector.store.store import Store
-from netqos.config import Settings
+from compliance.plan import Plan
+from compliance.profiles import Standards
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
 def create_app(
-    settings: Settings,
+    settings: ApiConfig,
     store: Store,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     pipeline: IngestPipeline | None = None,
@@ -53,7 +55,7 @@ def create_app(
         # No call to the public validator service from the reader's browser either.
         swagger_ui_parameters={"validatorUrl": None},
         title="netqos",
-        version="0.1.0",
+        version=version("netqos"),  # pyproject.toml, the one source
         summary="Network telemetry and QoS monitoring: probe and network-element data, QCVN compliance.",
         description=(
             "Every /api/v1 endpoint needs `Authorization: Bearer <token>` with a key from the "
@@ -70,6 +72,7 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.pipeline = pipeline
+    app.state.schedules = None  # the ScheduleService, set by the service when probes.schedules_file is
     app.state.key_ring = KeyRing.from_settings(settings)
     app.state.max_points = settings.api.max_points
     app.state.standards = Standards.load(
@@ -111,6 +114,7 @@ def create_app(
     app.include_router(kpi.router)
     app.include_router(reports.router)
     app.include_router(units.router)
+    app.include_router(schedules.router)
     app.include_router(audit.router)
     app.include_router(web.router)
     if pipeline is not None:

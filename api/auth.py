@@ -24,8 +24,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.ratelimit import RateLimiter
+from api.settings import ApiConfig
 from collector.store.audit import Actor
-from netqos.config import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="an API key's token (api.keys or api.tokens)")
 ROLES = ("viewer", "operator", "admin")
@@ -73,7 +73,7 @@ class KeyRing:
     keys: tuple[tuple[bytes, Principal], ...]
 
     @staticmethod
-    def from_settings(settings: Settings) -> KeyRing:
+    def from_settings(settings: ApiConfig) -> KeyRing:
         keys: list[tuple[bytes, Principal]] = []
         for i, t in enumerate(settings.api.tokens, start=1):
             keys.append((_sha256(t.get_secret_value()), Principal(f"token-{i}", "viewer")))

@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import ErrorOut
-from netqos.config import Settings
+from api.settings import ApiConfig
 
 REQUESTS_REFUSED = Counter(
     "netqos_api_requests_refused_total",
@@ -41,7 +41,7 @@ UPLOAD_PATHS = ("/api/v1/reports", "/api/v1/units/")
 INGEST_PATH = "/api/v1/ingest"
 
 
-def body_limit_for(settings: Settings) -> Callable[[str], tuple[int, str]]:
+def body_limit_for(settings: ApiConfig) -> Callable[[str], tuple[int, str]]:
     """path -> (largest body in bytes, the setting that says so)."""
 
     def limit(path: str) -> tuple[int, str]:

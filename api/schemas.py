@@ -75,6 +75,37 @@ class ProbeOut(BaseModel):
         " probe with other content (the probe restarted its seq): stored, not dropped",
     )
     seq_conflict_last_ms: int | None = Field(None, description="when the last seq conflict came")
+    revoked_ms: int | None = Field(
+        None,
+        description="when `netqos probes revoke` took its credentials (its schedule and agent report"
+        " are then cleared); null: not revoked",
+    )
+    # -- the agent's own report (retained <prefix>/<id>/agent, or POST /api/v1/probe/status) --
+    agent_version: str | None = Field(None, description="netqos-probe version the agent reported")
+    agent_report_ms: int | None = Field(None, description="when the server got the agent's last report")
+    schedule_expected_version: int | None = Field(
+        None, description="the version of the schedule the server sends this probe (null: none fits)"
+    )
+    schedule_name: str | None = Field(None, description="the schedule the agent runs (null: its own tests)")
+    schedule_version: int | None = Field(None, description="the schedule version the agent runs")
+    schedule_state: str = Field(
+        "unknown",
+        description="current (runs what the server sends), pending (not yet), refused (refused what the"
+        " server sends), local (no schedule fits; runs its own tests), unknown (no report)",
+    )
+    schedule_refused_version: int | None = Field(None, description="the last schedule version it refused")
+    schedule_refused_reason: str | None = Field(None, description="why it refused it")
+    queue_batches: int | None = Field(None, description="batches waiting in the agent's queue")
+    data_month: str | None = Field(None, description="the UTC month of data_used_bytes (YYYY-MM)")
+    data_used_bytes: int | None = Field(None, description="bytes of throughput tests this month")
+    data_budget_bytes: int | None = Field(None, description="the month's budget (null: no limit)")
+    tests_skipped_budget: int | None = Field(
+        None, description="throughput tests skipped this month: budget spent"
+    )
+    radio_technology: str | None = Field(None, description="what the modem last reported")
+    radio_operator: str | None = None
+    rsrp_dbm: float | None = None
+    sinr_db: float | None = None
 
 
 class ProbeWindow(BaseModel):

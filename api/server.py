@@ -30,7 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from netqos.config import ApiSettings
+from api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 

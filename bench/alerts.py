@@ -43,11 +43,11 @@ from alerts.engine import AlertEngine  # noqa: E402
 from alerts.notify import make_receivers  # noqa: E402
 from alerts.notify.outbox import Dispatcher, Outbox, Receiver  # noqa: E402
 from alerts.rules import parse_rules  # noqa: E402
+from alerts.settings import AlertSettings  # noqa: E402
 from collector.events import StateChange  # noqa: E402
 from collector.inventory import Device  # noqa: E402
 from collector.store.devices import DeviceRepo, PollRecord  # noqa: E402
 from collector.store.store import Store  # noqa: E402
-from netqos.config import AlertSettings  # noqa: E402
 from tests.alerting import WebhookSink, start_alertmanager  # noqa: E402
 from tests.conftest import terminate  # noqa: E402
 

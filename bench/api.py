@@ -72,12 +72,20 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
-from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up
-from collector.store import groups
-from collector.store.groups import recompute_groups
-from collector.store.store import WINDOW_OFFSET_MS, ProbeInfo, SeriesKey, Store, _rows_of, window_start
-from collector.store.tiers import recompute_window
-from netqos.config import ApiKey, Settings
+# Run as `python bench/api.py`, this file's folder comes first on sys.path and its name would
+# hide the `api` package (the settings import it too): drop that folder before importing ours.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from api.settings import ApiKey  # noqa: E402
+from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up  # noqa: E402
+from collector.model import ProbeInfo, SeriesKey  # noqa: E402
+from collector.store import groups  # noqa: E402
+from collector.store.groups import recompute_groups  # noqa: E402
+from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start  # noqa: E402
+from collector.store.store import Store  # noqa: E402
+from collector.store.tiers import recompute_window  # noqa: E402
+from netqos.config import Settings  # noqa: E402
 
 METRICS = ("dl_bps", "ul_bps", "access_time_ms", "access_failed", "rsrp_dbm", "rtt_ms")
 # (low, high) of the per-day values drawn for each metric
@@ -340,7 +348,7 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
         days_done = _keep(days, days.window_start_ms != last_day)
         conn.execute("BEGIN")
         for res, rs in ((3600, hours_done), (86_400, days_done)):
-            conn.executemany(sql, _rows_of(rs, res))
+            conn.executemany(sql, rows_of(rs, res))
             data.rows[res] += len(rs)
         sids = np.unique(fine.series_id).tolist()
         conn.executemany(
@@ -408,7 +416,7 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None]) -> Non
             day_hours = []
         with store.transaction() as conn:
             for res, rs in out:
-                conn.executemany(sql, _rows_of(rs, res))
+                conn.executemany(sql, rows_of(rs, res))
                 n += len(rs)
     log(f"  group tiers: {n:,} rows in {time.perf_counter() - t0:.1f} s")
 
@@ -586,11 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fastapi.testclient import TestClient
 
-    # Run as `python bench/api.py`, this file's folder comes first on sys.path and its name
-    # would hide the `api` package.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    from api import create_app
+    from api.app import create_app
 
     def log(msg: str) -> None:
         print(msg, flush=True)

@@ -328,7 +328,7 @@ def check_same(ours: tuple[Any, np.ndarray], peer: dict[str, np.ndarray], stats_
 
 _STARTUP = (
     "import time; t0 = time.perf_counter(); import collector.core as c; t1 = time.perf_counter(); "
-    "w = c.warm_up(); print(f'{t1 - t0:.3f} {w:.3f}')"
+    "w = c.warm_up('collector.core'); print(f'{t1 - t0:.3f} {w:.3f}')"
 )
 
 

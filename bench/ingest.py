@@ -74,13 +74,15 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.core import warm_up
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
 from collector.mqtt.scan import Scanned
 from collector.mqtt.schema import Decoded, MeasurementBatch
+from collector.mqtt.settings import MqttSettings
 from collector.pipeline import IngestPipeline, OnRejected
-from collector.store.store import ProbeInfo, Store
-from netqos.aio import freeze_startup_heap
-from netqos.config import IngestSettings, MqttSettings
+from collector.store.store import Store
+from ground.aio import freeze_startup_heap
 
 HOST = "127.0.0.1"
 TOPIC_FILTER = "netqos/v1/probes/+/measurements"

@@ -29,7 +29,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api import create_app
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
 from tests.conftest import free_port
 from tests.department_data import VIEWER, seed, settings_with_keys

@@ -30,10 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.core import SampleBatch, rollup, warm_up
+from collector.model import SeriesKey
 from collector.store import groups
-from collector.store.store import SeriesKey, open_store
+from collector.store.settings import StoreSettings
+from collector.store.store import open_store
 from collector.store.tiers import TierPolicy, TierRoller
-from netqos.config import StoreSettings
 
 METRICS = ["rtt_ms", "loss_ratio", "jitter_ms", "dl_bps", "ul_bps", "rsrp_dbm"]
 OPERATORS = ("viettel", "vnpt", "mobifone")

@@ -46,8 +46,8 @@ sys.path[:0] = [str(ROOT)]
 from influxdb_client import InfluxDBClient, Point, WriteOptions  # noqa: E402
 from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: E402
 
+from collector.store.settings import TsdbSettings  # noqa: E402
 from collector.store.sink import TsdbSink  # noqa: E402
-from netqos.config import TsdbSettings  # noqa: E402
 from tests.victoria import VictoriaMetrics  # noqa: E402
 
 SERIES = 1000

@@ -65,8 +65,8 @@ from snmp_peer import (  # noqa: E402
     snmp_yml,
 )
 
+from collector.core.kernels import warm_up  # noqa: E402
 from collector.snmp.ber import parse_oid  # noqa: E402
-from collector.snmp.ber import warm_up as ber_warm_up  # noqa: E402
 from collector.snmp.client import V2cSession  # noqa: E402
 from probes.simulate.snmp_agent import ONU_COLUMNS, ONU_ENTRY  # noqa: E402
 from tests.snmpd import SnmpdAgent, enter_netns  # noqa: E402
@@ -134,7 +134,7 @@ def measure_ours(
         try:
             if netns:
                 enter_netns(netns)
-            ber_warm_up()
+            warm_up("collector.snmp.ber")
             asyncio.run(main())
         except BaseException as exc:  # handed to the caller's thread
             out["error"] = exc
@@ -267,7 +267,7 @@ def onu_walk_ours(agent: OnuAgent, walks: int, max_repetitions: int) -> WalkFigu
 
     def thread_main() -> None:
         try:
-            ber_warm_up()
+            warm_up("collector.snmp.ber")
             asyncio.run(main())
         except BaseException as exc:
             out["error"] = exc
@@ -325,12 +325,13 @@ def onu_poll(agent: OnuAgent, max_repetitions: int) -> dict[str, float]:
     durations, rows and varbinds, and the time to write each poll's rows to SQLite."""
     from pydantic import SecretStr
 
+    from collector.ingest_settings import IngestSettings
     from collector.inventory import Credential, Device, Inventory
     from collector.pipeline import IngestPipeline
     from collector.snmp.poller import Poller, PollSink
+    from collector.snmp.settings import SnmpSettings
     from collector.store.devices import DeviceRepo
     from collector.store.store import Store
-    from netqos.config import IngestSettings, SnmpSettings
 
     async def run(tmp: Path) -> dict[str, float]:
         (tmp / "profiles").mkdir()

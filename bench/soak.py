@@ -2,7 +2,7 @@
 
 What runs
     * a private mosquitto on a free 127.0.0.1 port (the production broker, not the embedded one);
-    * the service, ``netqos serve`` (run_service, every role) in a child process of its own,
+    * the service, ``netqos serve`` (netqos.serve, every role) in a child process of its own,
       so its RSS and open file descriptors are its own: MQTT consumer, numba core, SQLite,
       SNMP poller, tier roller, the alert engine with the default rules, the time-series sink
       and the API;
@@ -217,7 +217,7 @@ def write_config(
 
 
 def start_service(cfg: Path, log: Path, work: Path) -> subprocess.Popen[bytes]:
-    """`netqos serve` (run_service, every role) in a process of its own, logging to `log`."""
+    """`netqos serve` (netqos.serve, every role) in a process of its own, logging to `log`."""
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "netqos.cli", "--config", str(cfg), "serve"],

@@ -9,7 +9,7 @@ What is measured
 
     Ours: the store on PostgreSQL (the headline) and on SQLite (printed for context).
     Peer: psycopg's ``COPY ... FROM STDIN`` of exactly the same rows, rendered by the same
-    code (``_rows_of``: sketch encoding included), into a table of the same columns in the
+    code (``rows_of``: sketch encoding included), into a table of the same columns in the
     same database, one COPY per flush: the plainest way to move those rows into
     PostgreSQL. It has no primary key and merges nothing (COPY cannot), so it is the floor
     of the database work, not an equal: ``ratio`` = ours (PostgreSQL) / peer rows per
@@ -48,8 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from collector.core import RollupSet, SampleBatch, rollup, warm_up  # noqa: E402
-from collector.store.store import SeriesKey, Store, _rows_of, open_store  # noqa: E402
-from netqos.config import StoreSettings  # noqa: E402
+from collector.model import SeriesKey  # noqa: E402
+from collector.store.rollups import rows_of  # noqa: E402
+from collector.store.settings import StoreSettings  # noqa: E402
+from collector.store.store import Store, open_store  # noqa: E402
 from tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 T0 = 1_795_852_800_000
@@ -127,7 +129,7 @@ def run_peer(server: PostgresServer, work: Workload) -> float:
                         " min, max, last, last_ts_ms, sketch) FROM STDIN"
                     ) as copy,
                 ):
-                    for row in _rows_of(r, 60):
+                    for row in rows_of(r, 60):
                         copy.write_row(row)
             elapsed = time.perf_counter() - started
             row = conn.execute("SELECT sum(count) FROM rollups_copy").fetchone()

@@ -8,7 +8,7 @@ import time
 
 from collector.store.probes import ProbeRepo
 from collector.store.store import Store
-from netqos.aio import wait_stop
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 

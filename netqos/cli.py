@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ground.logs import setup_logging
 from netqos import __version__
-from netqos.logs import setup_logging
 
 if TYPE_CHECKING:
     from collector.store import audit
@@ -118,8 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from collector.snmp.profile import ProfileError
-    from netqos.config import ConfigError, SnmpSettings
-    from netqos.service import ALL_ROLES, parse_roles, run_service
+    from collector.snmp.settings import SnmpSettings
+    from ground.errors import ConfigError
+    from netqos.roles import ALL_ROLES, parse_roles
+    from netqos.serve import serve
 
     roles = parse_roles(args.roles) if args.roles is not None else ALL_ROLES
     settings = _settings(args.config)
@@ -133,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level, settings.log.format)
     warn_without_api_tokens(settings, roles)
     try:
-        asyncio.run(run_service(settings, roles=roles, freeze_heap=True))
+        asyncio.run(serve(settings, roles=roles, freeze_heap=True))
     except ProfileError as exc:  # a profile file changed between the check and the start
         print(f"netqos: profile error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -141,11 +143,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from netqos.service import run_service
+    from netqos.serve import serve
 
     settings = _settings(args.config)
     setup_logging(settings.log.level, settings.log.format)
-    asyncio.run(run_service(settings, roles=frozenset({"ingest"}), freeze_heap=True))
+    asyncio.run(serve(settings, roles=frozenset({"ingest"}), freeze_heap=True))
     return 0
 
 
@@ -200,7 +202,7 @@ def _when_ms(text: str) -> int:
 def cmd_rollup(args: argparse.Namespace) -> int:
     from collector.store.store import open_store
     from collector.store.tiers import TierRoller
-    from netqos.service import tier_policy
+    from netqos.roles.tiers import tier_policy
 
     settings = _settings(args.config)
     store = open_store(settings.store)
@@ -460,7 +462,9 @@ def cmd_probes_revoke(args: argparse.Namespace) -> int:
         )
         if yes
     ]
-    print(f"{args.probe_id}: revoked ({', '.join(removed)})")
+    print(f"{args.probe_id}: revoked ({', '.join(removed) or 'no credential left'})")
+    if result.marked:
+        print(f"{args.probe_id}: no schedule any more; the server clears its schedule and agent topics")
     try:
         reload_broker(args.reload_pid_file)
     except EnrollError as exc:
@@ -472,7 +476,7 @@ def cmd_probes_revoke(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
-    from netqos.config import ApiKey
+    from api.settings import ApiKey
     from netqos.demo import prepare_demo, run_demo
 
     settings = _settings(args.config)
@@ -498,58 +502,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = "YAML configuration file (NETQOS_* variables override it)"
+
+
+def _config_option() -> argparse.ArgumentParser:
+    """`--config` for a subcommand, so it may follow the subcommand as well as precede it.
+
+    Its default is SUPPRESS: a subcommand given no `--config` leaves the value the main
+    parser set (None, or the path given before the subcommand) instead of resetting it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    return common
+
+
+_CONFIG = _config_option()
+
+
+def _command(
+    sub: Any, name: str, help: str, *, description: str | None = None, config: bool = True, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` starts with a description (the one-line help when no longer
+    one is given) and which takes `--config` after its name (`config=False`: the command hands
+    every option to a program of its own)."""
+    parents = [_CONFIG] if config else []
+    text = description if description is not None else help[0].upper() + help[1:] + "."
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=text, parents=parents, **kw)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netqos", description=__doc__)
     p.add_argument("--version", action="version", version=f"netqos {__version__}")
-    p.add_argument("--config", type=Path, help="YAML configuration file (NETQOS_* variables override it)")
+    p.add_argument("--config", type=Path, help=CONFIG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser(
-        "check-config", help="print the effective configuration, secrets masked; exit 2 if bad"
-    )
+    c = _command(sub, "check-config", help="print the effective configuration, secrets masked; exit 2 if bad")
     c.add_argument("file", type=Path, nargs="?", help="the YAML file (default: --config)")
     c.set_defaults(func=cmd_check_config)
 
-    r = sub.add_parser("rules", help="alert rules: `netqos rules check FILE`")
+    r = _command(sub, "rules", help="alert rules: `netqos rules check FILE`")
     rsub = r.add_subparsers(dest="rules_command", required=True)
-    rc = rsub.add_parser("check", help="validate a rules file; exit 2 with every problem and its line")
+    rc = _command(rsub, "check", help="validate a rules file; exit 2 with every problem and its line")
     rc.add_argument("file", type=Path)
     rc.set_defaults(func=cmd_rules_check)
 
-    s = sub.add_parser("serve", help="run ingest, store and API (embedded broker when mqtt.host is unset)")
+    s = _command(
+        sub,
+        "serve",
+        help="run the service: MQTT ingest, SNMP poller and traps, alert engine, API and tier roller",
+        description="Run the service. Without --roles one process runs every role: ingest (the MQTT"
+        " consumer; an embedded broker when mqtt.host is unset), poller (SNMP polling of"
+        " snmp.inventory_file's devices, and the trap receiver), alerts (rule evaluation, incidents"
+        " and notification delivery when alerts.enabled; one active engine per store, holding a"
+        " lease) and api (the HTTP API, web page and /metrics, and the rollup tier roller)."
+        " Samples go to the store, and to the time-series database when tsdb.url is set. --roles"
+        " splits the roles across processes; SIGHUP re-reads what can change without a restart.",
+    )
     s.add_argument("--shard", metavar="i/N", help="poll only the SNMP devices hashing to shard i of N")
     s.add_argument(
         "--roles",
         metavar="LIST",
-        help="comma list of the parts this process runs: api, ingest, poller, alerts (default: all). "
+        help="comma list of the parts this process runs: api, ingest, poller, alerts, tiers (default: all). "
         "Without api, /healthz, /readyz and /metrics are served on api.health_port if set",
     )
     s.set_defaults(func=cmd_serve)
 
-    w = sub.add_parser(
+    w = _command(
+        sub,
         "ingest",
         help="an MQTT ingest worker only (no API, no poller); N workers share a $share/... topic",
     )
     w.set_defaults(func=cmd_ingest)
 
-    dr = sub.add_parser(
+    dr = _command(
+        sub,
         "doctor",
         help="check that the broker, store, TSDB and alert receivers are reachable; exit 1 if not",
     )
     dr.add_argument("--timeout", type=float, default=5.0, help="seconds per network step (default 5)")
     dr.set_defaults(func=cmd_doctor)
 
-    t = sub.add_parser("probe-token", help="issue a probe's HTTPS ingest token (printed once)")
+    t = _command(sub, "probe-token", help="issue a probe's HTTPS ingest token (printed once)")
     t.add_argument("probe_id")
     t.set_defaults(func=cmd_probe_token)
 
-    u = sub.add_parser(
-        "import-units", help="import communes (xã/phường) and villages from CSV or JSON into the store"
+    u = _command(
+        sub, "import-units", help="import communes (xã/phường) and villages from CSV or JSON into the store"
     )
     u.add_argument("--communes", type=Path, help="code,name,type,lat,lon (type xa/phuong)")
     u.add_argument("--villages", type=Path, help="code,name,commune")
     u.set_defaults(func=cmd_import_units)
-    b = sub.add_parser(
+    b = _command(
+        sub,
         "backup",
         help="write a consistent copy of the store to PATH while the service runs"
         " (SQLite: online backup API; PostgreSQL: pg_dump custom format)",
@@ -557,50 +601,51 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("path", type=Path, metavar="PATH", help="the backup file to create (never overwritten)")
     b.set_defaults(func=cmd_backup)
 
-    r = sub.add_parser(
+    r = _command(
+        sub,
         "restore",
         help="replace the store's content with the backup at PATH (stop every netqos process first)",
     )
     r.add_argument("path", type=Path, metavar="PATH", help="a file written by `netqos backup`")
     r.set_defaults(func=cmd_restore)
 
-    pr = sub.add_parser(
+    pr = _command(
+        sub,
         "probe",
         help="run the field probe agent (netqos probe --config probe.yaml; --help for its options)",
         add_help=False,
+        config=False,  # --config is the agent's own (probe.yaml), handed on with its other options
     )
     pr.add_argument("args", nargs=argparse.REMAINDER)
     pr.set_defaults(func=cmd_probe)
 
     _add_probes_parser(sub)
 
-    r = sub.add_parser("rollup", help="rollup tiers: rebuild hours and days from finer rows, roll, prune")
+    r = _command(sub, "rollup", help="rollup tiers: rebuild hours and days from finer rows, roll, prune")
     rsub = r.add_subparsers(dest="action", required=True)
-    rb = rsub.add_parser(
-        "rebuild", help="recompute the 1h and 1d tiers of a period from the stored finer rows"
+    rb = _command(
+        rsub, "rebuild", help="recompute the 1h and 1d tiers of a period from the stored finer rows"
     )
     rb.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
     rb.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
-    rsub.add_parser(
-        "roll", help="compute the closed windows pending now (what the service does every minute)"
-    )
-    rsub.add_parser("prune", help="delete rows older than each tier's retention now")
+    _command(rsub, "roll", help="compute the closed windows pending now (what the service does every minute)")
+    _command(rsub, "prune", help="delete rows older than each tier's retention now")
     r.set_defaults(func=cmd_rollup)
 
-    mt = sub.add_parser("maintenance", help="planned maintenance windows, excluded from availability")
+    mt = _command(sub, "maintenance", help="planned maintenance windows, excluded from availability")
     msub = mt.add_subparsers(dest="action", required=True)
-    ma = msub.add_parser("add", help="record a window (no --kind: every entity)")
+    ma = _command(msub, "add", help="record a window (no --kind: every entity)")
     ma.add_argument("--kind", choices=["device", "interface", "probe"], help="entity kind")
     ma.add_argument("--entity", help="entity id (no --entity: every entity of the kind)")
     ma.add_argument("--from", dest="from_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
     ma.add_argument("--to", dest="to_ms", type=_when_ms, required=True, help="ISO 8601 or Unix seconds")
     ma.add_argument("--reason", default="", help="why (shown in the API)")
-    md = msub.add_parser("delete", help="remove a window by id")
+    md = _command(msub, "delete", help="remove a window by id")
     md.add_argument("id", type=int)
-    msub.add_parser("list", help="every window")
+    _command(msub, "list", help="every window")
     mt.set_defaults(func=cmd_maintenance)
 
-    d = sub.add_parser("demo", help="serve plus a fleet of simulated probes publishing over MQTT")
+    d = _command(sub, "demo", help="serve plus a fleet of simulated probes publishing over MQTT")
     d.add_argument("--probes", type=int, default=200, help="simulated probes (default 200)")
     d.add_argument(
         "--interval", type=float, default=10.0, help="seconds between a probe's batches (default 10)"
@@ -619,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_probes_parser(sub: Any) -> None:
     from netqos.enroll import DEFAULT_ACL, DEFAULT_PASSWD
 
-    ps = sub.add_parser("probes", help="field probes: enrol (credentials + probe.yaml) and revoke")
+    ps = _command(sub, "probes", help="field probes: enrol (credentials + probe.yaml) and revoke")
     psub = ps.add_subparsers(dest="probes_command", required=True)
 
     def broker_files(p: argparse.ArgumentParser) -> None:
@@ -630,7 +675,8 @@ def _add_probes_parser(sub: Any) -> None:
         )
         p.add_argument("--reload-pid-file", type=Path, help="SIGHUP this mosquitto afterwards")
 
-    e = psub.add_parser(
+    e = _command(
+        psub,
         "enroll",
         help="register a probe, create its MQTT account, ACL entry and HTTPS token, write its probe.yaml",
     )
@@ -650,7 +696,7 @@ def _add_probes_parser(sub: Any) -> None:
     broker_files(e)
     e.set_defaults(func=cmd_probes_enroll)
 
-    rv = psub.add_parser("revoke", help="remove every credential of a probe (its data stays)")
+    rv = _command(psub, "revoke", help="remove every credential of a probe (its data stays)")
     rv.add_argument("probe_id")
     broker_files(rv)
     rv.set_defaults(func=cmd_probes_revoke)
@@ -683,8 +729,8 @@ def _known_error(exc: Exception) -> int | None:
     configuration or the store cannot have raised their errors, and importing them here
     would load what the lazy imports above avoid.
     """
-    config = sys.modules.get("netqos.config")
-    if config is not None and isinstance(exc, config.ConfigError):
+    errors = sys.modules.get("ground.errors")
+    if errors is not None and isinstance(exc, errors.ConfigError):
         print(f"netqos: configuration error: {exc.source}: {exc.key}: {exc.reason}", file=sys.stderr)
         return EXIT_CONFIG
     db = sys.modules.get("collector.store.db")

@@ -20,10 +20,13 @@ from pathlib import Path
 import yaml
 
 from collector.store import audit
+from collector.store.settings import StoreSettings
 from collector.store.store import backend_of, open_store
-from netqos.aio import wait_stop
-from netqos.config import ConfigError, Settings, StoreSettings
-from netqos.service import ServiceContext, free_port, import_unit_files, port_is_free, run_service
+from ground.aio import wait_stop
+from ground.errors import ConfigError
+from netqos.config import Settings
+from netqos.serve import ServiceContext, serve
+from netqos.service import free_port, import_unit_files, port_is_free
 from probes.simulate import SimProbe, build_fleet, run_fleet
 from probes.simulate.devices import DemoScenario, build_device_fleet, inventory_rows, sim_devices
 from probes.simulate.snmp_agent import AgentFleet, serve_devices
@@ -171,6 +174,7 @@ async def run_demo(
 
     async def fleet_task(ctx: ServiceContext) -> None:
         # Publish only once the consumer is subscribed, so the first batches are not lost.
+        assert ctx.consumer is not None  # the demo runs every role
         await asyncio.wait_for(ctx.consumer.subscribed.wait(), timeout=60)
         host = settings.mqtt.host or emb.host
         port = settings.mqtt.port if settings.mqtt.host else emb.port
@@ -197,7 +201,7 @@ async def run_demo(
             await scenario.run(agents, ctx.stop)
 
     try:
-        await run_service(settings, extra_tasks=[fleet_task, timer, incidents], freeze_heap=True)
+        await serve(settings, extra_tasks=[fleet_task, timer, incidents], freeze_heap=True)
     finally:
         if agents is not None:
             await agents.close()

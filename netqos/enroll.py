@@ -184,12 +184,15 @@ def remove_mqtt_account(passwd: Path, username: str) -> bool:
 
 
 def acl_block(probe_id: str) -> str:
-    """The probe's ACL entry: write its own measurements and status topics, nothing else."""
+    """The probe's ACL entry: write its own measurements, status and agent report; read its own
+    schedule; nothing else."""
     return (
         f"{_ACL_HEAD.format(probe_id)}\n"
         f"user {probe_id}\n"
         f"topic write {TOPIC_PREFIX}/{probe_id}/measurements\n"
         f"topic write {TOPIC_PREFIX}/{probe_id}/status\n"
+        f"topic write {TOPIC_PREFIX}/{probe_id}/agent\n"
+        f"topic read {TOPIC_PREFIX}/{probe_id}/schedule\n"
     )
 
 
@@ -316,7 +319,7 @@ def yaml_path(files: Files, probe_id: str) -> Path:
 def enroll_one(store: Store, req: ProbeRequest, broker: Broker, files: Files, *, force: bool = False) -> Path:
     """Enrol one probe (see the module docstring); returns its probe.yaml. All or nothing."""
     from api.routers.ingest import token_sha256
-    from collector.store.store import ProbeInfo
+    from collector.model import ProbeInfo
 
     req.check()
     out = yaml_path(files, req.probe_id)
@@ -339,6 +342,8 @@ def enroll_one(store: Store, req: ProbeRequest, broker: Broker, files: Files, *,
         if not store.set_probe_token_sha256(req.probe_id, token_sha256(token)):
             raise EnrollError(f"{req.probe_id}: registered but not found in the store")
         undo.append(lambda: store.set_probe_token_sha256(req.probe_id, None))
+        # Enrolled again after a revocation: it gets its schedule again.
+        store.probe_repo.set_revoked(req.probe_id, None)
         _write_probe_yaml(out, req, data)
     except BaseException:
         for step in reversed(undo):
@@ -357,28 +362,43 @@ class Revoked:
     acl_entry: bool
     https_token: bool
     probe_yaml: bool
+    marked: bool = False  # registered and not marked revoked before: now it is
 
     @property
     def anything(self) -> bool:
-        return self.mqtt_account or self.acl_entry or self.https_token or self.probe_yaml
+        return self.mqtt_account or self.acl_entry or self.https_token or self.probe_yaml or self.marked
 
 
 def revoke(store: Store, probe_id: str, files: Files) -> Revoked:
-    """Remove every credential of the probe; its registration and its data stay."""
+    """Remove every credential of the probe; its registration and its data stay.
+
+    The probe is marked revoked in the store: the running server's schedule service then stops
+    publishing its schedule and clears its retained schedule and agent topics (within
+    ``probes.schedules_check_s``, or when it next connects to the broker). That is done by the
+    server, not here, because it holds the broker account allowed to write those topics and
+    would otherwise publish the schedule again.
+    """
     with _locked(files.passwd):
         account = remove_mqtt_account(files.passwd, probe_id)
         entry = remove_acl_entry(files.acl, probe_id)
-    row = store.reader().execute("SELECT token_sha256 FROM probes WHERE probe_id=?", (probe_id,)).fetchone()
+    row = (
+        store.reader()
+        .execute("SELECT token_sha256, revoked_ms FROM probes WHERE probe_id=?", (probe_id,))
+        .fetchone()
+    )
     had_token = row is not None and row[0] is not None
     if had_token:
         store.set_probe_token_sha256(probe_id, None)
+    marked = row is not None and row[1] is None
+    if marked:
+        store.probe_repo.set_revoked(probe_id, int(dt.datetime.now(dt.UTC).timestamp() * 1000))
     out = yaml_path(files, probe_id)
     had_yaml = out.exists()
     if had_yaml:
         out.unlink()
         with contextlib.suppress(OSError):
             out.parent.rmdir()
-    return Revoked(account, entry, had_token, had_yaml)
+    return Revoked(account, entry, had_token, had_yaml, marked)
 
 
 def read_csv(path: Path) -> list[ProbeRequest]:

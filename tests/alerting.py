@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -28,12 +27,14 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from alerts.settings import AlertSettings
 from collector.events import StateChange
 from collector.inventory import Device
+from collector.model import ProbeInfo
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.store import ProbeInfo, Store
-from netqos.config import AlertSettings
-from tests.conftest import LOOPBACK, free_port, terminate
+from collector.store.store import Store
+from tests.conftest import LOOPBACK, free_port
+from tests.services import ManagedProcess, binary
 
 
 @dataclass
@@ -163,15 +164,11 @@ receivers:
 
 
 def alertmanager_binary() -> str:
-    path = shutil.which(ALERTMANAGER) or (
-        "/usr/bin/" + ALERTMANAGER if Path("/usr/bin/" + ALERTMANAGER).exists() else None
+    return binary(
+        ALERTMANAGER,
+        "/usr/bin/" + ALERTMANAGER,
+        hint="run `make test` or `bash deploy/ci/install-system-deps.sh`",
     )
-    if path is None:
-        raise RuntimeError(
-            "prometheus-alertmanager is not installed: run `make test`"
-            " or `bash deploy/ci/install-system-deps.sh`"
-        )
-    return path
 
 
 def start_alertmanager(
@@ -182,8 +179,8 @@ def start_alertmanager(
     conf = workdir / "alertmanager.yml"
     conf.write_text(config)
     (workdir / "data").mkdir(exist_ok=True)
-    log = (workdir / "alertmanager.log").open("wb")
-    proc = subprocess.Popen(
+    proc = ManagedProcess(
+        "alertmanager",
         [
             alertmanager_binary(),
             f"--config.file={conf}",
@@ -191,29 +188,21 @@ def start_alertmanager(
             f"--web.listen-address={LOOPBACK}:{port}",
             "--cluster.listen-address=",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log=workdir / "alertmanager.log",
     )
+    popen = proc.start()
     base = f"http://{LOOPBACK}:{port}"
-    deadline = time.monotonic() + 30
+    proc.wait_ready(
+        lambda: _ready(base), timeout_s=30.0, what=f"alertmanager ready at {base}", interval_s=0.1
+    )
+    return popen, base
+
+
+def _ready(base: str) -> bool:
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"alertmanager exited: {(workdir / 'alertmanager.log').read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("alertmanager did not become ready in 30 s")
-            time.sleep(0.1)
-    except BaseException:
-        terminate(proc)
-        raise
-    return proc, base
+        return httpx.get(f"{base}/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # -- a small network in a real store, written the way the poller writes it ------------------

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,49 +10,51 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from netqos.config import StoreSettings
+from collector.store.settings import StoreSettings
+from tests.services import LOOPBACK, ManagedProcess, accepts, binary, free_port, terminate, wait_port
 
 if TYPE_CHECKING:
     from tests.postgres import PostgresServer
 
-LOOPBACK = "127.0.0.1"
+# Also imported from here by many tests (the helpers live in tests.services).
+__all__ = ["LOOPBACK", "free_port", "terminate", "wait_port"]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+# -- markers ---------------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+# tests/<folder>/... -> the marker every test in it carries (`pytest -m unit`, ...).
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy"}
+# Tests of these folders run parts together with their real services: all marked `services`.
+SERVICE_FOLDERS = frozenset({"integration", "e2e"})
+# Elsewhere, a test using one of these fixtures (directly or through another fixture) is
+# marked `services`. The PostgreSQL side of `store_settings` carries the marker as a param
+# mark; a test that starts a service itself carries it explicitly. `make unit` runs with
+# NETQOS_TEST_NO_SERVICES=1, under which starting a service fails: a test missing its marker
+# is found, not quietly run against a server.
+SERVICE_FIXTURES = frozenset({"mosquitto", "postgres", "pg_store_settings"})
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            if s.connect_ex((LOOPBACK, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers from the folder, and `services` from the fixtures: `make unit` runs
+    `tests/unit -m "not services"` and needs no server at all."""
+    for item in items:
+        try:
+            parts = item.path.resolve().relative_to(TESTS).parts
+        except ValueError:
+            continue
+        folder = parts[0] if len(parts) > 1 else ""
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+        if folder in SERVICE_FOLDERS or SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker("services")
 
 
-def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """`sig` (SIGTERM), then SIGKILL if the process has not exited after `timeout_s`."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout_s)
+# -- mosquitto ---------------------------------------------------------------------------
 
 
 def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if path is None:
-        raise RuntimeError("mosquitto is not installed: run `make test` (it installs it with apt-get)")
-    return path
+    return binary("mosquitto", "/usr/sbin/mosquitto", hint="run `make test` (it installs it with apt-get)")
 
 
 @dataclass(frozen=True)
@@ -87,15 +85,11 @@ def start_mosquitto(workdir: Path, *, max_inflight: int = 100) -> tuple[subproce
             ]
         )
     )
-    proc = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_port(port)
-    except BaseException:
-        terminate(proc)
-        raise
-    return proc, Broker(LOOPBACK, port, log)
+    # Its own log is `log` (log_dest file): what it prints before opening it goes beside.
+    proc = ManagedProcess("mosquitto", [mosquitto_binary(), "-c", str(conf)], log=workdir / "mosquitto.out")
+    popen = proc.start()
+    proc.wait_ready(lambda: accepts(port), timeout_s=10.0, what=f"mosquitto listening on {LOOPBACK}:{port}")
+    return popen, Broker(LOOPBACK, port, log)
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +138,7 @@ def store_yaml(settings: StoreSettings) -> dict[str, Any]:
 
 STORE_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.services),
 ]
 
 

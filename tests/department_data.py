@@ -13,14 +13,17 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
+from api.settings import ApiKey
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device
 from collector.inventory.units import CommuneUnit, VillageUnit
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
-from netqos.config import ApiKey, IngestSettings, Settings
+from netqos.config import Settings
 
 A, B = "16021", "15301"
 ADMIN, VIEWER, VIETTEL, VNPT = (

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+from collector.ingest_settings import IngestSettings
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
-from netqos.config import IngestSettings
 from tests.department_data import T0
 
 # viettel's 4G probe in B (registered by the seed, silent there): 300 downloads, 287 at 20,

@@ -27,7 +27,6 @@ the tail of the broker's log. Nothing listens outside 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
@@ -41,9 +40,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
-LOOPBACK = "127.0.0.1"
+from tests.services import LOOPBACK, ManagedProcess, ProcessExited, binary, eventually, free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = REPO_ROOT / "deploy" / "mosquitto"
 DEPLOY_CONF = DEPLOY_DIR / "mosquitto.conf"
@@ -97,23 +97,13 @@ _RELOAD_LINE = "Reloading config"
 
 
 def mosquitto_binary() -> str:
-    for path in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if path and Path(path).exists():
-            return path
-    raise RuntimeError("mosquitto is not installed: run `make system-deps` (apt-get install mosquitto)")
+    return binary(
+        "mosquitto", "/usr/sbin/mosquitto", hint="run `make system-deps` (apt-get install mosquitto)"
+    )
 
 
 def mosquitto_passwd_binary() -> str:
-    for path in (shutil.which("mosquitto_passwd"), "/usr/bin/mosquitto_passwd"):
-        if path and Path(path).exists():
-            return path
-    raise RuntimeError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd", hint="it comes with the mosquitto package")
 
 
 # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id "netqos-ready", no username.
@@ -266,8 +256,7 @@ class MosquittoBroker:
         while self.probe_port == self.port:
             self.probe_port = free_port()
         self._ports_fixed = False  # after the first successful start, restarts reuse the ports
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._proc: ManagedProcess | None = None
         self.starts = 0
         try:
             self._write_passwd()
@@ -308,7 +297,7 @@ class MosquittoBroker:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -409,18 +398,26 @@ class MosquittoBroker:
         attempts = 1 if self._ports_fixed else 3
         for attempt in range(attempts):
             self.conf_path.write_text(self.config_text())
-            proc = self._spawn()
+            proc = self._proc = ManagedProcess(
+                "mosquitto",
+                [mosquitto_binary(), "-c", str(self.conf_path)],
+                log=self.stderr_path,
+                cwd=self.workdir,
+                stop_timeout_s=self.stop_timeout_s,
+            )
+            proc.start()
             try:
                 self._wait_listening(proc, time.monotonic() + self.start_timeout_s)
-            except _EarlyExit as exc:
+            except ProcessExited as exc:
                 self._proc = None
-                if attempt + 1 < attempts and "Address already in use" in exc.log:
+                log = self.log_tail()
+                if attempt + 1 < attempts and "Address already in use" in log:
                     # Another process took a port between free_port() and mosquitto's bind.
                     self.port, self.probe_port = free_port(), free_port()
                     continue
-                raise RuntimeError(f"mosquitto exited at start (rc {exc.rc}):\n{exc.log}") from None
+                raise RuntimeError(f"mosquitto exited at start (rc {exc.returncode}):\n{log}") from None
             except BaseException:
-                self._terminate(proc)
+                proc.stop()
                 self._proc = None
                 raise
             self._ports_fixed = True
@@ -432,17 +429,14 @@ class MosquittoBroker:
         """SIGTERM and wait: mosquitto writes mosquitto.db as it exits. SIGKILL if it does not exit
         within stop_timeout_s (then only the last autosave is on disk)."""
         if self._proc is not None:
-            self._terminate(self._proc)
+            self._proc.stop()
         self._proc = None
-        self._close_stderr()
 
     def kill(self) -> None:
         """SIGKILL, like a crash: nothing is saved beyond the last autosave (autosave_interval)."""
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None:
             self._proc.kill()
-            self._proc.wait(timeout=self.stop_timeout_s)
         self._proc = None
-        self._close_stderr()
 
     def restart(self) -> None:
         self.stop()
@@ -468,60 +462,25 @@ class MosquittoBroker:
     ) -> None:
         self.close()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self._close_stderr()
-        self._stderr = self.stderr_path.open("ab")
-        self._proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.conf_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._stderr,
-            stderr=self._stderr,
-            cwd=self.workdir,
-        )
-        return self._proc
-
-    def _wait_listening(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
-        pending = [self.port, self.probe_port]
-        while pending:
-            rc = proc.poll()
-            if rc is not None:
-                raise _EarlyExit(rc, self.log_tail())
-            if mqtt_ready(self.host, pending[0]):
-                pending.pop(0)
-                continue
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"mosquitto not listening on {self.host}:{pending[0]} within {self.start_timeout_s} s:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.02)
-
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
+    def _wait_listening(self, proc: ManagedProcess, deadline: float) -> None:
+        for port in (self.port, self.probe_port):
             try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=self.stop_timeout_s)
+                eventually(
+                    lambda port=port: mqtt_ready(self.host, port),
+                    timeout_s=max(0.0, deadline - time.monotonic()),
+                    what=f"mosquitto listening on {self.host}:{port}",
+                    interval_s=0.02,
+                    process=proc,
+                )
+            except TimeoutError as exc:
+                raise TimeoutError(
+                    f"{exc} (start_timeout_s {self.start_timeout_s}):\n{self.log_tail()}"
+                ) from None
 
     def _require_running(self) -> subprocess.Popen[bytes]:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None or self._proc.proc is None or self._proc.returncode is not None:
             raise RuntimeError("mosquitto is not running")
-        return self._proc
-
-    def _close_stderr(self) -> None:
-        if self._stderr is not None:
-            with contextlib.suppress(OSError):
-                self._stderr.close()
-            self._stderr = None
-
-
-class _EarlyExit(Exception):
-    def __init__(self, rc: int, log: str) -> None:
-        super().__init__(rc, log)
-        self.rc = rc
-        self.log = log
+        return self._proc.proc
 
 
 def _check_username(name: str) -> str:

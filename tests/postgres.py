@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +34,9 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 
-from netqos.config import StoreSettings
-from tests.conftest import LOOPBACK, free_port, terminate, wait_port
+from collector.store.settings import StoreSettings
+from tests.conftest import LOOPBACK, free_port
+from tests.services import ManagedProcess
 
 SUPERUSER = "netqos"
 INSTALL_HINT = "run `make test` or `bash deploy/ci/install-system-deps.sh` (apt-get install postgresql)"
@@ -65,7 +65,7 @@ class PostgresServer:
     bindir: Path
     base: Path
     log: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    proc: ManagedProcess | None = field(default=None, repr=False)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname}"
@@ -112,7 +112,7 @@ def running_postgres(timeout_s: float = 60.0) -> Iterator[PostgresServer]:
     bindir = postgres_bindir()
     run_as = _as_postgres()
     base = Path(tempfile.mkdtemp(prefix="netqos-pg-"))
-    proc: subprocess.Popen[bytes] | None = None
+    proc: ManagedProcess | None = None
     try:
         _own(base, run_as)
         password = secrets.token_urlsafe(18)
@@ -143,57 +143,54 @@ def running_postgres(timeout_s: float = 60.0) -> Iterator[PostgresServer]:
             raise RuntimeError(f"initdb failed: {init.stderr.decode(errors='replace')}")
         pwfile.unlink()
         port = free_port()
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(bindir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-h",
-                    LOOPBACK,
-                    "-p",
-                    str(port),
-                    "-k",
-                    str(base),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                ],
-                cwd=base,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                **run_as,
-            )
+        proc = ManagedProcess(
+            "postgres",
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(port),
+                "-k",
+                str(base),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            log=log,
+            cwd=base,
+            # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every session to end).
+            stop_signal=signal.SIGINT,
+            stop_timeout_s=20.0,
+            popen=run_as,
+        )
+        proc.start()
         server = PostgresServer(LOOPBACK, port, password, bindir, base, log, proc)
-        _wait_ready(server, proc, timeout_s)
+        # Until a query answers: the port opens before recovery ends ("starting up").
+        proc.wait_ready(
+            lambda: _answers(server),
+            timeout_s=timeout_s,
+            what=f"postgres answering on port {port}",
+            interval_s=0.1,
+        )
         yield server
     finally:
         if proc is not None:
-            # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every session to end).
-            terminate(proc, timeout_s=20.0, sig=signal.SIGINT)
+            proc.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Until a query answers (the port opens before recovery ends: 'starting up')."""
-    deadline = time.monotonic() + timeout_s
-    wait_port(server.port, timeout_s)
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"postgres exited ({proc.returncode}): {server.log.read_text(errors='replace')}"
-            )
-        try:
-            with server.connect() as conn:
-                conn.execute("SELECT 1")
-            return
-        except psycopg.OperationalError as exc:
-            last = exc
-            time.sleep(0.1)
-    raise TimeoutError(f"postgres on port {server.port} not ready after {timeout_s} s: {last}")
+def _answers(server: PostgresServer) -> bool:
+    try:
+        with server.connect() as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True

@@ -64,9 +64,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
-LOOPBACK = "127.0.0.1"
+from tests.services import LOOPBACK, ManagedProcess, ProcessExited, eventually, free_port
+
 SNMPD = "/usr/sbin/snmpd"
 IP = "ip"
 NETNS_PREFIX = "netqos-t-"
@@ -119,17 +120,11 @@ def snmpd_binary() -> str:
 
 def free_udp_port(host: str = LOOPBACK) -> int:
     """A UDP port that nothing is bound to on `host` right now (in this thread's netns)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_port(host, "udp")
 
 
 def free_tcp_port(host: str = LOOPBACK) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_port(host, "tcp")
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -448,8 +443,7 @@ class SnmpdAgent:
         self._own_dir = workdir is None
         self._dir_arg = Path(workdir) if workdir is not None else None
         self.workdir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._proc: ManagedProcess | None = None
         self._paused = False
         self.starts = 0
 
@@ -491,7 +485,7 @@ class SnmpdAgent:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -579,7 +573,7 @@ class SnmpdAgent:
     def start(self) -> Self:
         """Start (or start again, on the same port) and wait until it answers."""
         if self._proc is not None:
-            if self._proc.poll() is None:
+            if self._proc.running:
                 raise SnmpdError(f"snmpd already running (pid {self._proc.pid})")
             self._reap()
         self._ensure_dir()
@@ -587,56 +581,46 @@ class SnmpdAgent:
         self.conf_path.write_text(self.config_text())
         self.conf_path.chmod(0o600)
         self.starts += 1
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
-        self._log.write(f"--- tests/snmpd.py: start #{self.starts} on {self.target} ---\n".encode())
-        self._log.flush()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- tests/snmpd.py: start #{self.starts} on {self.target} ---\n".encode())
+        proc = self._proc = ManagedProcess(
+            "snmpd", self.command(), log=self.log_path, stop_timeout_s=self.stop_timeout_s
+        )
         try:
-            self._proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-            )
+            proc.start()
         except OSError:
             self._reap()
             raise
-        deadline = time.monotonic() + self.start_timeout_s
-        for _ in range(10_000):
-            if self._proc.poll() is not None:
-                rc = self._proc.returncode
-                self._reap()
-                raise SnmpdError(f"snmpd exited with status {rc} at start; log tail:\n{self.log_tail()}")
-            if self.answers(timeout_s=0.2):
-                return self
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self._terminate()
-        raise SnmpdError(
-            f"snmpd did not answer on {self.target} within {self.start_timeout_s} s; "
-            f"log tail:\n{self.log_tail()}"
-        )
+        try:
+            eventually(
+                lambda: self.answers(timeout_s=0.2),
+                timeout_s=self.start_timeout_s,
+                what=f"snmpd answering on {self.target}",
+                interval_s=0.02,
+                process=proc,
+            )
+        except ProcessExited as exc:
+            self._reap()
+            raise SnmpdError(
+                f"snmpd exited with status {exc.returncode} at start; log tail:\n{self.log_tail()}"
+            ) from None
+        except TimeoutError:
+            self._terminate()
+            raise SnmpdError(
+                f"snmpd did not answer on {self.target} within {self.start_timeout_s} s; "
+                f"log tail:\n{self.log_tail()}"
+            ) from None
+        return self
 
     def _reap(self) -> None:
         self._proc = None
         self._paused = False
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def _terminate(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-                proc.send_signal(signal.SIGCONT)  # a paused agent handles SIGTERM only when thawed
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                try:
-                    proc.wait(timeout=5.0)
-                except subprocess.TimeoutExpired as exc:
-                    raise SnmpdError(f"snmpd pid {proc.pid} survived SIGKILL") from exc
+        """SIGTERM (and SIGCONT: a paused agent handles SIGTERM only when thawed), SIGKILL
+        after stop_timeout_s."""
+        if self._proc is not None:
+            self._proc.stop()
         self._reap()
 
     def stop(self) -> None:

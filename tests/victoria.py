@@ -10,8 +10,6 @@ and polls until the count stops moving.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -20,25 +18,15 @@ from pathlib import Path
 
 import httpx
 
-LOOPBACK = "127.0.0.1"
+from tests.services import LOOPBACK, ManagedProcess, binary, free_port
 
 
 def victoria_binary() -> str:
-    path = shutil.which("victoria-metrics") or (
-        "/usr/bin/victoria-metrics" if Path("/usr/bin/victoria-metrics").exists() else None
+    return binary(
+        "victoria-metrics",
+        "/usr/bin/victoria-metrics",
+        hint="run `make test` (deploy/ci/install-system-deps.sh installs it)",
     )
-    if path is None:
-        raise RuntimeError(
-            "victoria-metrics is not installed:"
-            " run `make test` (deploy/ci/install-system-deps.sh installs it)"
-        )
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +43,10 @@ class VictoriaMetrics:
     """One single-node VictoriaMetrics process; `stop()` and `start()` keep its data."""
 
     workdir: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     extra_args: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = None
+    _process: ManagedProcess | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -79,32 +68,31 @@ class VictoriaMetrics:
             "-loggerLevel=WARN",
             *self.extra_args,
         ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"victoria-metrics exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"victoria-metrics not healthy on {self.url} after {timeout_s} s: {self.tail()}")
+        # SIGTERM: it flushes its buffers to disk (SIGKILL after the stop timeout).
+        self._process = ManagedProcess("victoria-metrics", args, log=self.log, stop_timeout_s=20.0)
+        self.proc = self._process.start()
+        try:
+            self._process.wait_ready(
+                self._healthy,
+                timeout_s=timeout_s,
+                what=f"victoria-metrics healthy on {self.url}",
+                interval_s=0.1,
+            )
+        except BaseException:
+            self.proc = None
+            raise
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (it flushes its buffers to disk), SIGKILL after `timeout_s`."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout_s)
+        process, self._process, self.proc = self._process, None, None
+        if process is not None:
+            process.stop(timeout_s)
 
     def tail(self, chars: int = 1500) -> str:
         try:

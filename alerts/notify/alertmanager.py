@@ -8,12 +8,23 @@ incidents are re-posted every `resend_interval_s`; a resolved incident is posted
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import Field, SecretStr
 
+from alerts.notify.registry import ReceiverSettings, register
 from alerts.notify.webhook import http_headers, post_json
-from netqos.config import AlertmanagerReceiverSettings
+
+
+class AlertmanagerReceiverSettings(ReceiverSettings):
+    type: Literal["alertmanager"]
+    url: str = Field(pattern=r"^https?://", description="base URL of a Prometheus Alertmanager")
+    bearer_token: SecretStr | None = None
+    resend_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="re-post firing alerts this often (Alertmanager forgets them)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300)
 
 
 def postable_alerts(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,3 +62,6 @@ class AlertmanagerReceiver:
 
     def __repr__(self) -> str:
         return f"AlertmanagerReceiver(name={self.name!r})"
+
+
+register("alertmanager", AlertmanagerReceiverSettings, AlertmanagerReceiver)

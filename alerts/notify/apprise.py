@@ -7,15 +7,20 @@ The URLs hold the services' tokens: they are secrets of the configuration, never
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
-import apprise as apprise_lib
+from pydantic import Field, SecretStr
 
 from alerts.notify import text
-from alerts.notify.outbox import DeliveryError
-from netqos.config import AppriseReceiverSettings
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
 
 logging.getLogger("apprise").setLevel(logging.WARNING)
+
+
+class AppriseReceiverSettings(ReceiverSettings):
+    type: Literal["apprise"]
+    urls: list[SecretStr] = Field(min_length=1, description="apprise URLs (tgram://, slack://, ...); secrets")
+    timeout_s: float = Field(30.0, gt=0, le=300)
 
 
 class AppriseReceiver:
@@ -24,6 +29,8 @@ class AppriseReceiver:
     def __init__(self, settings: AppriseReceiverSettings) -> None:
         self.name = settings.name
         self.timeout_s = settings.timeout_s
+        import apprise as apprise_lib  # slow to import: only when an apprise receiver is configured
+
         self._apprise = apprise_lib.Apprise()
         for i, url in enumerate(settings.urls):
             if not self._apprise.add(url.get_secret_value()):
@@ -41,3 +48,6 @@ class AppriseReceiver:
 
     def __repr__(self) -> str:
         return f"AppriseReceiver(name={self.name!r})"
+
+
+register("apprise", AppriseReceiverSettings, AppriseReceiver)

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, Literal
 
 import aiosmtplib
+from pydantic import Field, SecretStr
 
 from alerts.notify import text
-from alerts.notify.outbox import DeliveryError
-from netqos.config import EmailReceiverSettings
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
+
+
+class EmailReceiverSettings(ReceiverSettings):
+    type: Literal["email"]
+    smarthost: str = Field(min_length=1, description="SMTP server host")
+    port: int = Field(25, ge=1, le=65535)
+    from_addr: str = Field(min_length=3)
+    to: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = Field(False, description="upgrade the connection with STARTTLS")
+    tls: bool = Field(False, description="implicit TLS (SMTPS, port 465)")
+    timeout_s: float = Field(30.0, gt=0, le=300)
 
 
 class EmailReceiver:
@@ -59,3 +72,6 @@ class EmailReceiver:
 
     def __repr__(self) -> str:
         return f"EmailReceiver(name={self.name!r})"
+
+
+register("email", EmailReceiverSettings, EmailReceiver)

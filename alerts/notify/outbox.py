@@ -27,17 +27,14 @@ import orjson
 
 from alerts.incidents import timeline_in
 from alerts.notify import metrics as m
+from alerts.notify.registry import DeliveryError
+from alerts.settings import AlertSettings
 from collector.store.db import Connection
 from collector.store.store import Store
-from netqos.config import AlertSettings
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 64
-
-
-class DeliveryError(Exception):
-    """A receiver did not take a notification. The message never holds a secret or a URL."""
 
 
 class Receiver(Protocol):
@@ -243,3 +240,8 @@ class Dispatcher:
         )
         await asyncio.to_thread(self.outbox.failed, p, now_ms, now_ms + int(delay * 1000), error)
         return False
+
+
+def prune_in(conn: Connection, before_ms: int) -> None:
+    """Forget notifications no longer pending (delivered or given up) created before `before_ms`."""
+    conn.execute("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (before_ms,))

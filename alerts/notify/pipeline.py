@@ -3,9 +3,13 @@
     incidents --route--> groups --(group_wait / group_interval / repeat_interval)--> flush
     flush, per receiver:  mute (silences, maintenance, inhibit rules) -> dedup (notification log)
                           -> outbox (durable; delivered by alerts.notify.outbox.Dispatcher)
+                             and record (notification log)
 
 Every stage is a small class with one `exec` method; `build_pipeline` composes them and
 reads like the diagram. A stage gets the alerts of one group and returns those that go on.
+The dedup and outbox stages share one `NotificationLog` (given to both when they are built):
+each reads what it needs from it, in the flush's transaction; nothing else passes between
+stages but the alerts.
 
 Two rules differ from Alertmanager on purpose:
 * a resolved notice follows *every* incident a receiver was told about, silenced since or
@@ -28,10 +32,10 @@ import orjson
 
 from alerts.incidents import Incident, timeline_in
 from alerts.notify import metrics as m
+from alerts.settings import AlertSettings, InhibitRuleSettings, RouteSettings
 from alerts.silences import Silence
-from collector.matchers import Matcher, all_match, parse_matchers
 from collector.store.db import Connection
-from netqos.config import AlertSettings, InhibitRuleSettings, RouteSettings
+from ground.matchers import Matcher, all_match, parse_matchers
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +192,6 @@ class FlushContext:
     receiver_type: str = ""
     send_resolved: bool = True
     repeat_ms: int = 0
-    previous: tuple[set[int], int] = (set(), 0)  # incidents notified firing, when
     external_url: str = ""
     enqueued: int = 0
 
@@ -254,18 +257,48 @@ class MuteStage:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What a receiver was last told about a group: the incidents it was notified firing about
+    (and not told resolved since), and when it was told (0: never)."""
+
+    told: frozenset[int]
+    sent_ms: int
+
+
+class NotificationLog:
+    """The notification log (Alertmanager's nflog), one row per receiver and group, in the store:
+    read by the dedup stage to decide, written by the outbox stage with the notification it
+    queues (one transaction: both or neither)."""
+
+    def entry(self, conn: Connection, receiver: str, group_key: str) -> LogEntry:
+        row = conn.execute(
+            "SELECT firing, sent_ms FROM notification_log WHERE receiver=? AND group_key=?",
+            (receiver, group_key),
+        ).fetchone()
+        if row is None:
+            return LogEntry(frozenset(), 0)
+        return LogEntry(frozenset(orjson.loads(row[0])), int(row[1]))
+
+    def record(self, conn: Connection, receiver: str, group_key: str, told: set[int], sent_ms: int) -> None:
+        conn.execute(
+            "INSERT INTO notification_log (receiver, group_key, firing, resolved, sent_ms)"
+            " VALUES (?, ?, ?, '[]', ?) ON CONFLICT (receiver, group_key)"
+            " DO UPDATE SET firing=excluded.firing, sent_ms=excluded.sent_ms",
+            (receiver, group_key, orjson.dumps(sorted(told)).decode(), sent_ms),
+        )
+
+
 class DedupStage:
     """Lets a group through only when the receiver has news: an incident it was not told
     about, a resolution of one it was told about, or the repeat interval is up."""
 
+    def __init__(self, nflog: NotificationLog) -> None:
+        self.nflog = nflog
+
     def exec(self, ctx: FlushContext, alerts: list[NotifyAlert]) -> list[NotifyAlert]:
-        row = ctx.conn.execute(
-            "SELECT firing, sent_ms FROM notification_log WHERE receiver=? AND group_key=?",
-            (ctx.receiver, ctx.group.key),
-        ).fetchone()
-        told = set(orjson.loads(row[0])) if row else set()
-        sent_ms = int(row[1]) if row else 0
-        ctx.previous = (told, sent_ms)
+        entry = self.nflog.entry(ctx.conn, ctx.receiver, ctx.group.key)
+        told, sent_ms = set(entry.told), entry.sent_ms
         firing = [a for a in alerts if a.firing and a.ready]
         resolved = [a for a in alerts if not a.firing and a.incident_id in told]
         news = {a.incident_id for a in firing} - told
@@ -274,31 +307,28 @@ class DedupStage:
             return []
         if not ctx.send_resolved and not news and not repeat:
             # Nothing to say but resolutions the receiver does not want: just forget them.
-            self._record(ctx, told - {a.incident_id for a in resolved}, sent_ms)
+            self.nflog.record(
+                ctx.conn, ctx.receiver, ctx.group.key, told - {a.incident_id for a in resolved}, sent_ms
+            )
             return []
         return firing + (resolved if ctx.send_resolved else [])
-
-    @staticmethod
-    def _record(ctx: FlushContext, told: set[int], sent_ms: int) -> None:
-        ctx.conn.execute(
-            "INSERT INTO notification_log (receiver, group_key, firing, resolved, sent_ms)"
-            " VALUES (?, ?, ?, '[]', ?) ON CONFLICT (receiver, group_key)"
-            " DO UPDATE SET firing=excluded.firing, sent_ms=excluded.sent_ms",
-            (ctx.receiver, ctx.group.key, orjson.dumps(sorted(told)).decode(), sent_ms),
-        )
 
 
 class OutboxStage:
     """Writes the notification to the outbox and the notification log, in the tick's transaction:
     either both or neither, so a crash never loses nor repeats one."""
 
+    def __init__(self, nflog: NotificationLog) -> None:
+        self.nflog = nflog
+
     def exec(self, ctx: FlushContext, alerts: list[NotifyAlert]) -> list[NotifyAlert]:
         if not alerts:
             return alerts
-        told, prev_sent = ctx.previous
+        # The log as the dedup stage read it: nothing has written it since, in this transaction.
+        previous = self.nflog.entry(ctx.conn, ctx.receiver, ctx.group.key)
         firing = sorted(a.incident_id for a in alerts if a.firing)
         resolved = sorted(a.incident_id for a in alerts if not a.firing)
-        digest = hashlib.sha256(orjson.dumps([firing, resolved, prev_sent])).hexdigest()[:24]
+        digest = hashlib.sha256(orjson.dumps([firing, resolved, previous.sent_ms])).hexdigest()[:24]
         dedup_key = f"{ctx.receiver}|{ctx.group.key}|{digest}"
         payload = build_payload(ctx, alerts, dedup_key)
         cur = ctx.conn.execute(
@@ -316,8 +346,8 @@ class OutboxStage:
         )
         # Resolved incidents of the group leave the log whether or not their notice was wanted.
         gone = {i for i, a in ctx.group.alerts.items() if not a.firing}
-        now_told = (told | set(firing)) - set(resolved) - gone
-        DedupStage._record(ctx, now_told, ctx.now_ms)
+        now_told = (set(previous.told) | set(firing)) - set(resolved) - gone
+        self.nflog.record(ctx.conn, ctx.receiver, ctx.group.key, now_told, ctx.now_ms)
         if cur.rowcount:
             ctx.enqueued += 1
             m.ENQUEUED.labels(receiver=ctx.receiver).inc()
@@ -384,8 +414,10 @@ class ReceiverPlan:
 
 
 def build_pipeline(settings: AlertSettings, muter: Muter) -> dict[str, ReceiverPlan]:
-    """receiver -> mute -> dedup -> outbox: the same stages for every receiver."""
+    """receiver -> mute -> dedup -> outbox: the same stages for every receiver, the dedup and
+    outbox stages over one notification log."""
     plans = {}
+    nflog = NotificationLog()
     for r in settings.receivers:
         resend = getattr(r, "resend_interval_s", None)
         plans[r.name] = ReceiverPlan(
@@ -393,7 +425,7 @@ def build_pipeline(settings: AlertSettings, muter: Muter) -> dict[str, ReceiverP
             r.type,
             r.send_resolved,
             int(resend * 1000) if resend else None,
-            (MuteStage(muter), DedupStage(), OutboxStage()),
+            (MuteStage(muter), DedupStage(nflog), OutboxStage(nflog)),
         )
     return plans
 

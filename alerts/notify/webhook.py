@@ -8,16 +8,31 @@ configuration: neither is ever logged, and errors name only the HTTP status.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from alerts.notify.outbox import DeliveryError
-from netqos.config import WebhookReceiverSettings
+from alerts.notify.registry import DeliveryError, ReceiverSettings, register
 
 # httpx logs every request's URL at INFO; a webhook URL may hold a token in its path or query.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class WebhookReceiverSettings(ReceiverSettings):
+    type: Literal["webhook"]
+    url: SecretStr = Field(
+        description="receives the Alertmanager webhook JSON body; a secret (tokens often sit in the path)"
+    )
+    bearer_token: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: Any, headers: dict[str, str]) -> None:
@@ -55,3 +70,6 @@ class WebhookReceiver:
 
     def __repr__(self) -> str:  # never the URL or the token
         return f"WebhookReceiver(name={self.name!r})"
+
+
+register("webhook", WebhookReceiverSettings, WebhookReceiver)

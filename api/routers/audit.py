@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.auth import require_role
+from api.deps import StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON
 from api.export import Format, table_response
 from api.schemas import AuditList, AuditOut
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/api/v1", tags=["audit"], responses=AUTH_ERRORS)
     summary="audit log, newest first",
 )
 def get_audit(
-    request: Request,
+    store: StoreDep,
     from_: Annotated[datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds")] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds")] = None,
     actor: Annotated[str | None, Query(max_length=64, description="a key's name")] = None,
@@ -34,7 +35,7 @@ def get_audit(
     format: Format = "json",
 ) -> AuditList | Response:
     rows = audit.entries(
-        request.app.state.store,
+        store,
         from_ms=_ms(from_),
         to_ms=_ms(to),
         actor=actor,

@@ -17,12 +17,14 @@ import time
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import CurrentPrincipal, Principal, require_token
+from api.deps import QueryGateDep, StoreDep
 from api.errors import AUTH_ERRORS, TOO_MANY
 from api.schemas import AvailabilityList, AvailabilityOut, ErrorOut, MaintenanceOut
 from collector.store.availability import AvailabilityRepo, MaintenanceWindow
+from collector.store.store import Store
 
 router = APIRouter(
     prefix="/api/v1", tags=["availability"], dependencies=[Depends(require_token)], responses=AUTH_ERRORS
@@ -33,10 +35,10 @@ _PLACEMENT = ("operator", "technology", "site", "commune", "village")
 
 
 def _entities(
-    request: Request, kind: str, commune: str | None, operator: str | None
+    store: Store, kind: str, commune: str | None, operator: str | None
 ) -> dict[str, dict[str, str]]:
     """Entity -> its placement labels (for maintenance windows selecting by them), sorted."""
-    conn = request.app.state.store.reader()
+    conn = store.reader()
     where, args = [], []
     for col, val in (("commune", commune), ("operator", operator)):
         if val is not None:
@@ -71,8 +73,9 @@ def _entities(
     summary="availability, outages and outage minutes per entity, maintenance windows excluded",
 )
 def get_availability(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    gate: QueryGateDep,
     kind: Annotated[Literal["device", "interface", "probe"], Query(description="which entities")] = "device",
     from_: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 30 days ago")
@@ -88,12 +91,12 @@ def get_availability(
     if from_ms >= to_ms:
         raise HTTPException(422, "'from' must be before 'to'")
     until = max(from_ms, min(to_ms, now_ms))
-    with request.app.state.query_gate.hold(principal.name):
-        return _availability(request, principal, kind, from_ms, to_ms, until, commune, operator)
+    with gate.hold(principal.name):
+        return _availability(store, principal, kind, from_ms, to_ms, until, commune, operator)
 
 
 def _availability(
-    request: Request,
+    store: Store,
     principal: Principal,
     kind: str,
     from_ms: int,
@@ -102,8 +105,8 @@ def _availability(
     commune: str | None,
     operator: str | None,
 ) -> AvailabilityList:
-    repo = AvailabilityRepo(request.app.state.store)
-    labelled = _entities(request, kind, commune, operator)
+    repo = AvailabilityRepo(store)
+    labelled = _entities(store, kind, commune, operator)
     names = list(labelled)
     av = repo.availability(kind, names, from_ms, until, labels=labelled)
     ratios = av.availability_ratio

@@ -7,10 +7,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, Principal
+from api.deps import SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, NOT_FOUND
 from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
@@ -19,10 +20,6 @@ from collector.store.availability import AvailabilityRepo
 from collector.store.devices import DeviceRepo
 
 router = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTH_ERRORS)
-
-
-def _repo(request: Request) -> DeviceRepo:
-    return DeviceRepo(request.app.state.store)
 
 
 def _visible(repo: DeviceRepo, principal: Principal, device_id: str) -> dict[str, Any]:
@@ -66,17 +63,18 @@ def _device_out(row: dict[str, Any]) -> DeviceOut:
     summary="network elements and their status",
 )
 def list_devices(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
     commune: Annotated[str | None, Query(description="only devices in this commune (code)")] = None,
     operator: Annotated[str | None, Query(description="only this operator's devices")] = None,
     status: Annotated[str | None, Query(description="up, down or unknown")] = None,
     format: Format = "json",
 ) -> DeviceList | Response:
     operator = principal.operator_scope(operator)
-    rows = _repo(request).devices(commune=commune, operator=operator)
+    rows = DeviceRepo(store).devices(commune=commune, operator=operator)
     out = [_device_out(r) for r in rows if status is None or r["status"] == status]
-    check_list_rows(len(out), request.app.state.settings.api.max_list_rows, "devices")
+    check_list_rows(len(out), settings.api.max_list_rows, "devices")
     if format != "json":
         return table_response(format, (d.model_dump() for d in out), list(DeviceOut.model_fields), "devices")
     return DeviceList(devices=out, total=len(out))
@@ -89,8 +87,8 @@ def list_devices(
     summary="one device: status, last poll, current rows (interfaces with rates), gone rows,"
     " recent state changes",
 )
-def get_device(request: Request, principal: CurrentPrincipal, device_id: str) -> DeviceDetail:
-    repo = _repo(request)
+def get_device(principal: CurrentPrincipal, store: StoreDep, device_id: str) -> DeviceDetail:
+    repo = DeviceRepo(store)
     row = _visible(repo, principal, device_id)
     rows = repo.rows(device_id)
     gone = [r for r in rows if r["gone_ms"] is not None]
@@ -115,15 +113,15 @@ def get_device(request: Request, principal: CurrentPrincipal, device_id: str) ->
     summary="outages of the device and its interfaces in a period, and the device's availability",
 )
 def device_outages(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
     device_id: str,
     from_: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601 or Unix seconds; default 7 days ago")
     ] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601 or Unix seconds; default now")] = None,
 ) -> OutageList:
-    repo = _repo(request)
+    repo = DeviceRepo(store)
     _visible(repo, principal, device_id)
     now_ms = int(time.time() * 1000)
     to_ms = int(to.timestamp() * 1000) if to else now_ms
@@ -132,7 +130,7 @@ def device_outages(
         raise HTTPException(422, "'from' must be before 'to'")
     outages = repo.outages(device_id, from_ms, to_ms)
     until = max(from_ms, min(to_ms, now_ms))  # the future is neither up nor down
-    av = AvailabilityRepo(request.app.state.store).availability("device", [device_id], from_ms, until)
+    av = AvailabilityRepo(store).availability("device", [device_id], from_ms, until)
     ratio = float(av.availability_ratio[0])
     return OutageList(
         device_id=device_id,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -21,8 +20,8 @@ from pydantic import BaseModel
 
 from api.errors import ERR
 from collector import metrics as m
-from collector.mqtt.schema import Rejection, decode
-from collector.pipeline import BatchRefused, IngestPipeline
+from collector.mqtt.schema import Rejection
+from collector.pipeline import Duplicate, IngestPipeline
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 _bearer = HTTPBearer(auto_error=False, description="the probe's own token (netqos probe-token PROBE_ID)")
@@ -79,26 +78,6 @@ async def ingest(
     pipeline: IngestPipeline = request.app.state.pipeline
     settings = request.app.state.settings
     body = await request.body()
-    m.HOT.received += 1
-    result = decode(
-        f"netqos/v1/probes/{probe_id}/measurements",
-        body,
-        topic_filter="netqos/v1/probes/+/measurements",
-        now_ms=int(time.time() * 1000),
-        max_payload_bytes=settings.mqtt.max_payload_bytes,
-        max_future_ms=settings.ingest.max_future_s * 1000,
-        max_measurements=settings.ingest.max_measurements_per_message,
-        known_probes=pipeline.known_probes,
-        max_late_ms=settings.ingest.max_lateness_s * 1000,
-    )
-    if isinstance(result, Rejection):
-        m.MESSAGES_REJECTED.labels(reason=result.reason).inc()
-        status = {"too_large": 413, "topic_mismatch": 403}.get(result.reason, 422)
-        raise HTTPException(status, f"{result.reason}: {result.detail}")
-    seq, n = result.seq, len(result)
-    if pipeline.is_duplicate(result):
-        m.MESSAGES_DUPLICATE.inc()
-        raise HTTPException(409, f"batch {seq} of probe {probe_id} is stored already")
     stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def done() -> None:
@@ -110,15 +89,23 @@ async def ingest(
         if not stored.done():
             stored.set_exception(HTTPException(422, f"{why.reason}: {why.detail}"))
 
-    try:
-        pipeline.accept(result, on_stored=done, on_rejected=refused)
-    except BatchRefused as exc:
-        m.MESSAGES_REJECTED.labels(reason=exc.why.reason).inc()
-        raise HTTPException(422, f"{exc.why.reason}: {exc.why.detail}") from None
+    got = pipeline.offer(
+        probe_id,
+        body,
+        max_payload_bytes=settings.mqtt.max_payload_bytes,
+        on_stored=done,
+        on_rejected=refused,
+    )
+    if isinstance(got, Rejection):
+        m.MESSAGES_REJECTED.labels(reason=got.reason).inc()
+        status = {"too_large": 413, "topic_mismatch": 403}.get(got.reason, 422)
+        raise HTTPException(status, f"{got.reason}: {got.detail}")
+    if isinstance(got, Duplicate):
+        raise HTTPException(409, f"batch {got.seq} of probe {probe_id} is stored already")
     # Store now rather than wait for the flusher: the probe is waiting for the answer.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(pipeline.flush()), timeout=STORE_TIMEOUT_S)
     if not stored.done():
         raise HTTPException(503, "accepted but not stored yet; retry with the same seq")
     stored.result()  # raises the 422 of a batch the store refused
-    return IngestResult(status="stored", probe_id=probe_id, seq=seq, measurements=n)
+    return IngestResult(status="stored", probe_id=probe_id, seq=got.seq, measurements=got.measurements)

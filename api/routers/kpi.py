@@ -10,15 +10,18 @@ import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
-from api.compliance import VN_TZ
+from api.deps import PlanDep, QueryGateDep, SettingsDep, StandardsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, TOO_MANY
 from api.export import Format, table_response
-from api.kpi import Plan, compute, status_of
 from api.schemas import KpiOut, KpiResponse
+from collector.store.store import Store
+from compliance.kpi import compute, status_of
+from compliance.plan import Plan
+from compliance.profiles import VN_TZ, Standards
 
 router = APIRouter(prefix="/api/v1", tags=["kpi"], responses=AUTH_ERRORS)
 
@@ -32,30 +35,28 @@ router = APIRouter(prefix="/api/v1", tags=["kpi"], responses=AUTH_ERRORS)
     summary="the plan's ten indicators: target, value, source, formula",
 )
 def get_kpi(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    standards: StandardsDep,
+    plan: PlanDep,
+    settings: SettingsDep,
+    gate: QueryGateDep,
     year: Annotated[
         int | None, Query(ge=2000, le=2100, description="default: the plan's target year")
     ] = None,
     format: Format = "json",
 ) -> KpiResponse | Response:
-    with request.app.state.query_gate.hold(principal.name):
-        return _kpi(request, year, format)
+    with gate.hold(principal.name):
+        return _kpi(store, standards, plan, settings.kpi.operators, year, format)
 
 
-def _kpi(request: Request, year: int | None, format: Format) -> KpiResponse | Response:
-    plan: Plan = request.app.state.plan
+def _kpi(
+    store: Store, standards: Standards, plan: Plan, operators: list[str], year: int | None, format: Format
+) -> KpiResponse | Response:
     y = year or plan.target_year
     out: list[KpiOut] = []
     for ind in sorted(plan.indicators, key=lambda i: i.number):
-        v = compute(
-            request.app.state.store,
-            request.app.state.standards,
-            plan,
-            ind,
-            y,
-            request.app.state.settings.kpi.operators,
-        )
+        v = compute(store, standards, plan, ind, y, operators)
         status = status_of(ind, v)
         out.append(
             KpiOut(

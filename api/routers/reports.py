@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
+from api.deps import PlanDep, SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, NOT_FOUND, TOO_MANY
 from api.export import Format, table_response
-from api.kpi import Plan, validate_report
 from api.limits import LIST_TOO_LONG, check_capped
 from api.ratelimit import check_write
 from api.schemas import ReportDetail, ReportList, ReportOut, ReportValueOut
@@ -19,6 +19,7 @@ from api.uploads import UPLOAD_BODY, format_of, off_loop, parse, read_upload, sh
 from collector.inventory.tabular import Errors, NumberFormat, TableError
 from collector.store.reports import ReportRepo
 from collector.store.units import UnitRepo
+from compliance.plan import validate_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], responses=AUTH_ERRORS)
 
@@ -35,6 +36,9 @@ router = APIRouter(prefix="/api/v1", tags=["reports"], responses=AUTH_ERRORS)
 async def upload_report(
     request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
+    plan: PlanDep,
     kind: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,64}$", description="a report kind of the plan")],
     year: Annotated[int, Query(ge=2000, le=2100, description="the year the figures are for")],
     operator: Annotated[
@@ -53,11 +57,10 @@ async def upload_report(
         ),
     ] = "auto",
 ) -> ReportDetail:
-    plan: Plan = request.app.state.plan
     spec = plan.reports.get(kind)
     if spec is None:
         raise HTTPException(422, f"report kind {kind!r} is unknown; known: {', '.join(plan.reports)}")
-    registry: list[str] = request.app.state.settings.kpi.operators
+    registry = settings.kpi.operators
     if spec.uploaded_by == "department":
         if principal.role != "admin":
             raise HTTPException(403, f"{kind} reports are the department's: they need an admin key")
@@ -79,12 +82,12 @@ async def upload_report(
             )
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
-    max_rows = request.app.state.settings.api.max_upload_rows
+    max_rows = settings.api.max_upload_rows
 
-    def store() -> ReportDetail:
+    def save() -> ReportDetail:
         table = parse(body, fmt, f"{kind} report", max_rows)
         errors = Errors()
-        units = UnitRepo(request.app.state.store)
+        units = UnitRepo(store)
         villages = {v["code"]: v["commune"] for v in units.villages()} if spec.rows == "village" else None
         values = validate_report(
             spec, table, units.commune_codes(), errors, villages=villages, number_format=number_format
@@ -93,7 +96,7 @@ async def upload_report(
             errors.raise_if_any()
         except TableError as exc:
             raise table_error(exc, f"{kind} report") from None
-        repo = ReportRepo(request.app.state.store)
+        repo = ReportRepo(store)
         meta = repo.add(
             kind=kind,
             year=year,
@@ -107,7 +110,7 @@ async def upload_report(
         )
         return ReportDetail(**_out(meta, repo.states()), values=[ReportValueOut(**asdict(v)) for v in values])
 
-    return await off_loop(store)
+    return await off_loop(save)
 
 
 def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dict[str, Any]:
@@ -125,11 +128,12 @@ def _out(meta: dict[str, Any], states: dict[int, tuple[str, int | None]]) -> dic
 def withdraw_report(
     request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
     report_id: int,
     reason: Annotated[str, Query(min_length=1, max_length=500, description="why: kept in the audit log")],
 ) -> ReportDetail:
     check_write(request, principal.name)
-    repo = ReportRepo(request.app.state.store)
+    repo = ReportRepo(store)
     meta = repo.withdraw(report_id, reason, principal.actor(request)) if 0 < report_id < 2**62 else None
     if meta is None:
         raise HTTPException(404, f"no report {report_id}")
@@ -145,20 +149,21 @@ def withdraw_report(
     summary="uploaded reports, newest first",
 )
 def list_reports(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
     operator: Annotated[str | None, Query(max_length=32)] = None,
     format: Format = "json",
 ) -> ReportList | Response:
-    cap: int = request.app.state.settings.api.max_list_rows
+    cap = settings.api.max_list_rows
     # One row over the cap is read (SQL LIMIT), never every report.
-    rows = ReportRepo(request.app.state.store).find(
+    rows = ReportRepo(store).find(
         kind=kind, year=year, operator=principal.operator_scope(operator), limit=cap + 1
     )
     check_capped(len(rows), cap, "reports")
-    states = ReportRepo(request.app.state.store).states()
+    states = ReportRepo(store).states()
     out = [ReportOut(**_out(r, states)) for r in rows]
     if format != "json":
         return table_response(format, (r.model_dump() for r in out), list(ReportOut.model_fields), "reports")
@@ -171,8 +176,8 @@ def list_reports(
     responses=NOT_FOUND,
     summary="one report, every value",
 )
-def get_report(request: Request, principal: CurrentPrincipal, report_id: int) -> ReportDetail:
-    repo = ReportRepo(request.app.state.store)
+def get_report(principal: CurrentPrincipal, store: StoreDep, report_id: int) -> ReportDetail:
+    repo = ReportRepo(store)
     meta = repo.get(report_id) if 0 < report_id < 2**62 else None
     if meta is None or (principal.is_operator and meta["operator"] != principal.operator):
         raise HTTPException(404, f"no report {report_id}" + (" of yours" if meta else ""))

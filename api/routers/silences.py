@@ -17,8 +17,8 @@ from api.auth import CurrentPrincipal, Principal, require_role, require_token
 from api.errors import AUTH_ERRORS, BAD_BODY, NOT_FOUND, ROW_ID_MAX, TOO_MANY
 from api.limits import LIST_TOO_LONG, check_capped
 from api.ratelimit import check_write
-from collector.matchers import REFUSED, MatcherError, parse_matchers
 from collector.store import audit
+from ground.matchers import REFUSED, MatcherError, parse_matchers
 
 # Silences and maintenance change what everyone is told: operators (their own network) and admins.
 Writer = Annotated[Principal, require_role("operator", "admin")]

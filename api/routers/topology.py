@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentPrincipal
+from api.deps import StoreDep
 from api.errors import AUTH_ERRORS
 from collector.store.devices import DeviceRepo
 
@@ -73,11 +74,11 @@ def _text(v: Any) -> str | None:
     "/topology", response_model=Topology, summary="configured parents beside LLDP neighbours, conflicts"
 )
 def topology(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
     operator: Annotated[str | None, Query(description="only this operator's devices")] = None,
 ) -> Topology:
-    repo = DeviceRepo(request.app.state.store)
+    repo = DeviceRepo(store)
     devices = repo.devices(operator=principal.operator_scope(operator))
     visible = {d["device_id"]: d for d in devices}
     # Inventory field values (case-insensitive) -> device ids: a neighbour is matched to a

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.auth import CurrentPrincipal, require_role
+from api.deps import SettingsDep, StoreDep
 from api.errors import AUTH_ERRORS, CSV_OR_JSON, ERR, TOO_MANY
 from api.export import Format, table_response
 from api.limits import LIST_TOO_LONG, check_list_rows
@@ -30,10 +31,10 @@ _LIST_ERRORS = {**CSV_OR_JSON, **LIST_TOO_LONG}
 
 @router.get("/communes", response_model=CommuneList, responses=_LIST_ERRORS, summary="communes and wards")
 def list_communes(
-    request: Request, principal: CurrentPrincipal, format: Format = "json"
+    principal: CurrentPrincipal, store: StoreDep, settings: SettingsDep, format: Format = "json"
 ) -> CommuneList | Response:
-    found = UnitRepo(request.app.state.store).communes()
-    check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "communes")
+    found = UnitRepo(store).communes()
+    check_list_rows(len(found), settings.api.max_list_rows, "communes")
     out = [CommuneOut(**c) for c in found]
     if format != "json":
         return table_response(
@@ -44,13 +45,14 @@ def list_communes(
 
 @router.get("/villages", response_model=VillageList, responses=_LIST_ERRORS, summary="villages, by commune")
 def list_villages(
-    request: Request,
     principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
     commune: Annotated[str | None, Query(max_length=32, description="only this commune's")] = None,
     format: Format = "json",
 ) -> VillageList | Response:
-    found = UnitRepo(request.app.state.store).villages(commune)
-    check_list_rows(len(found), request.app.state.settings.api.max_list_rows, "villages")
+    found = UnitRepo(store).villages(commune)
+    check_list_rows(len(found), settings.api.max_list_rows, "villages")
     out = [VillageOut(**v) for v in found]
     if format != "json":
         return table_response(
@@ -68,11 +70,15 @@ def list_villages(
     summary="import communes (code, name, type xa/phuong, lat, lon); upsert by code, all or nothing",
 )
 async def import_communes(
-    request: Request, principal: CurrentPrincipal, format: UploadFormat = None
+    request: Request,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
+    format: UploadFormat = None,
 ) -> ImportResult:
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
-    max_rows = request.app.state.settings.api.max_upload_rows
+    max_rows = settings.api.max_upload_rows
 
     def store_communes() -> ImportResult:
         table = parse(body, fmt, "communes", max_rows)
@@ -82,7 +88,6 @@ async def import_communes(
             errors.raise_if_any()
         except TableError as exc:
             raise table_error(exc, "communes") from None
-        store = request.app.state.store
         with store.transaction() as conn:
             n = UnitRepo.upsert_communes(conn, communes)
             aid = audit.record(
@@ -106,15 +111,18 @@ async def import_communes(
     summary="import villages (code, name, commune); upsert by code, all or nothing",
 )
 async def import_villages(
-    request: Request, principal: CurrentPrincipal, format: UploadFormat = None
+    request: Request,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
+    format: UploadFormat = None,
 ) -> ImportResult:
     body = await read_upload(request, principal)
     fmt = format_of(request, format)
-    max_rows = request.app.state.settings.api.max_upload_rows
+    max_rows = settings.api.max_upload_rows
 
     def store_villages() -> ImportResult:
         table = parse(body, fmt, "villages", max_rows)
-        store = request.app.state.store
         errors = Errors()
         villages = parse_villages(table, UnitRepo(store).commune_codes(), errors)
         try:

@@ -22,7 +22,7 @@ const APPROXIMATE_MEANING = "≈ Xấp xỉ / approximate — giá trị không 
   + " or a median estimated from it, within about 1 %)";
 const NOT_CHECKED = "Chưa kiểm tra / not checked";
 // The Vietnamese of the method conditions listed as not checked: the same table as
-// api/report.py's NOT_CHECKED_VI (a test keeps them equal); untranslated ones show in English.
+// compliance/report.py's NOT_CHECKED_VI (a test keeps them equal); untranslated ones show in English.
 const NOT_CHECKED_VI = {
   "measured to the regulation's test server": "đo tới máy chủ đo kiểm theo quy chuẩn",
   "samples taken outdoors while moving (the regulation's drive test)":

@@ -113,6 +113,38 @@ async function nocProbes() {
   });
   fill("noc-probes-table", rows, "Mọi đầu đo đang gửi số liệu / every probe is reporting", 4);
   tile("tile-probes", rows.length);
+  FLEET = body.probes;
+  nocFleet();
+}
+
+// The probe fleet: what each agent reports (version, schedule, queue, radio, data used).
+let FLEET = [];
+
+function mb(n) {
+  return n === null || n === undefined ? "—" : fmt(n / 1e6, 1) + " MB";
+}
+
+function nocFleet() {
+  const want = document.getElementById("fleet-state").value;
+  const rows = FLEET.filter((p) => !want || p.status === want).map((p) => {
+    const tr = el("tr", null, p.schedule_state === "refused" ? "bad" : null);
+    tr.dataset.probe = p.probe_id;
+    const sched = el("td");
+    sched.append(el("span", p.schedule_version === null ? "riêng / local" : "v" + p.schedule_version +
+      (p.schedule_name ? " " + p.schedule_name : "")), el("span", " · " + p.schedule_state, "en"));
+    if (p.schedule_refused_version !== null) {
+      sched.append(el("br"), el("span", "từ chối / refused v" + p.schedule_refused_version + ": " +
+        (p.schedule_refused_reason || ""), "refused"));
+    }
+    const clock = p.clock_offset_ms === null ? "—" : fmt(p.clock_offset_ms, 1) + " ms" + (p.clock_synced ? " ✓" : " ✗");
+    const radio = p.radio_technology ? p.radio_technology + (p.rsrp_dbm !== null ? " " + fmt(p.rsrp_dbm, 0) + " dBm" : "") : "—";
+    const data = mb(p.data_used_bytes) + (p.data_budget_bytes !== null ? " / " + mb(p.data_budget_bytes) : "");
+    tr.append(el("td", p.probe_id), el("td", p.commune + " · " + p.operator), el("td", p.status),
+      el("td", p.agent_version || "—"), sched, el("td", p.queue_batches === null ? "—" : fmt(p.queue_batches, 0), "num"),
+      el("td", when(p.last_seen_ms)), el("td", clock, "num"), el("td", radio), el("td", data, "num"));
+    return tr;
+  });
+  fill("noc-fleet-table", rows, "Không có đầu đo / no probes", 10);
 }
 
 async function nocRtt() {
@@ -184,6 +216,7 @@ async function nocMain() {
     document.body.dataset.state = "ready";
     return;
   }
+  document.getElementById("fleet-state").addEventListener("change", nocFleet);
   await nocRefresh();
   document.body.dataset.state = "ready";
   setInterval(nocRefresh, NOC_EVERY_S * 1000);

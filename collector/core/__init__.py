@@ -5,7 +5,7 @@ See README.md in this folder for the sketch, the rollup fields and the merge sem
 
 from collector.core.availability import Availability, availability
 from collector.core.batch import SampleBatch
-from collector.core.rollup import RollupSet, floor_window, mean, merge, merge_into, quantiles, rollup, warm_up
+from collector.core.rollup import RollupSet, floor_window, mean, merge, merge_into, quantiles, rollup
 from collector.core.signals import CounterRates, WindowSums, counter_rates, jitter, sequence_loss
 from collector.core.sketch import (
     ALPHA,
@@ -21,6 +21,16 @@ from collector.core.sketch import (
     keys_of,
     value_of_keys,
 )
+
+
+def warm_up(package: str = "collector") -> float:
+    """Compile (or load from numba's cache) every registered kernel under `package` (default:
+    all of collector/); the seconds taken. See `collector.core.kernels`."""
+    # Imported here: the registry imports every module of the package, this one's users included.
+    from collector.core.kernels import warm_up as walk
+
+    return walk(package)
+
 
 __all__ = [
     "ALPHA",

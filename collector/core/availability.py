@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from collector.core._jit import F64Array, I32Array, I64Array, kernel
+from collector.core._jit import F64Array, I32Array, I64Array, kernel, sample, zeros
 from collector.events import DOWN_STATES, UNKNOWN_STATES, StateChange
 
 I8Array = npt.NDArray[np.int8]
@@ -32,6 +32,7 @@ I8Array = npt.NDArray[np.int8]
 UP, DOWN, UNKNOWN = np.int8(1), np.int8(0), np.int8(-1)
 
 
+@sample(lambda: (zeros(np.int64), zeros(np.int64)))
 @kernel
 def _merged_windows(starts: I64Array, ends: I64Array) -> tuple[I64Array, I64Array]:
     """Union of intervals [start, end) as sorted, disjoint intervals."""
@@ -52,6 +53,7 @@ def _merged_windows(starts: I64Array, ends: I64Array) -> tuple[I64Array, I64Arra
     return o_s[:m], o_e[:m]
 
 
+@sample(lambda: (zeros(np.int64), zeros(np.int64), 0, 1))
 @kernel
 def _covered(ms: I64Array, me: I64Array, a: int, b: int) -> int:
     """Milliseconds of [a, b) inside the disjoint sorted intervals (ms, me)."""
@@ -64,6 +66,18 @@ def _covered(ms: I64Array, me: I64Array, a: int, b: int) -> int:
     return total
 
 
+@sample(
+    lambda: (
+        zeros(np.int64, 1),
+        zeros(np.int64),
+        zeros(np.int8),
+        0,
+        1,
+        zeros(np.int32),
+        zeros(np.int64),
+        zeros(np.int64),
+    )
+)
 @kernel
 def _availability(
     ent_offsets: I64Array,

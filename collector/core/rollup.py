@@ -9,7 +9,6 @@ call plus numpy sorts.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,19 +17,13 @@ import numpy as np
 import numpy.typing as npt
 from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 
-from collector.core._jit import F64Array, I32Array, I64Array, kernel
+from collector.core._jit import F64Array, I32Array, I64Array, kernel, sample, zeros
 from collector.core.batch import SampleBatch
 from collector.core.sketch import (
     MAX_KEY,
     _as_int_column,
     _key_of_bits,
     _value_of_key,
-    decode_sketch,
-    decode_sketches,
-    encode_sketch,
-    encode_sketches,
-    keys_of,
-    value_of_keys,
 )
 
 _INT64_MIN = -(2**63)
@@ -226,6 +219,7 @@ def _stable_order(columns: Sequence[npt.NDArray[np.integer[Any]]]) -> I64Array:
     return order.astype(np.int64, copy=False)
 
 
+@sample(lambda: (_i64(), 0, 1, _i64()), lambda: (_i32(), 0, 1, _i64()))
 @kernel
 def _counting_order(key: npt.NDArray[np.integer[Any]], lo: int, span: int, order: I64Array) -> I64Array:
     """``order`` stably re-sorted by ``key[order]`` (values in [lo, lo + span)): counting sort."""
@@ -269,6 +263,33 @@ def _check_resolution(resolution_ms: int) -> int:
 _RowCols = tuple[I32Array, I64Array, I64Array, F64Array, F64Array, F64Array, F64Array, F64Array, I64Array]
 
 
+# Samples for the kernel registry: empty columns of the kernels' types (no row: nothing to do).
+def _i32() -> I32Array:
+    return zeros(np.int32)
+
+
+def _i64() -> I64Array:
+    return zeros(np.int64)
+
+
+def _f64() -> F64Array:
+    return zeros(np.float64)
+
+
+def _row_cols() -> _RowCols:
+    return (_i32(), _i64(), _i64(), _f64(), _f64(), _f64(), _f64(), _f64(), _i64())
+
+
+def _set_columns() -> tuple[Any, ...]:
+    """An empty RollupSet as `_merge_two` takes one: rows, min/max/last, sketches (CSR)."""
+    return (
+        (_i32(), _i64(), _i64(), _f64(), _f64()),
+        (_f64(), _f64(), _f64(), _i64()),
+        (zeros(np.int64, 1), _i32(), _i64()),
+    )
+
+
+@sample(lambda: (_i32(), _i64(), 60_000, zeros(np.int64, 1), _i64()))
 @kernel
 def _group_bounds(sid: I32Array, ts: I64Array, resolution: int, starts: I64Array, win: I64Array) -> int:
     """Split a batch ordered by (series, window) into runs: ``starts[g]..starts[g+1]`` is group g
@@ -304,6 +325,7 @@ def _group_bounds(sid: I32Array, ts: I64Array, resolution: int, starts: I64Array
     return g
 
 
+@sample(lambda: (zeros(np.int64, 1), _i32(), _i64(), _f64(), _i64(), 60_000, _row_cols()))
 @kernel
 def _group_stats(
     starts: I64Array,
@@ -361,6 +383,7 @@ _KEY_SLOTS = 2 * MAX_KEY + 1
 _FLAG_WORDS = (_KEY_SLOTS + 63) // 64
 
 
+@sample(lambda: (zeros(np.int64, 1), _i64(), _i64(), _i64(), zeros(np.int64, 1), _i32(), _i64()))
 @kernel
 def _group_sketches(
     starts: I64Array,
@@ -409,6 +432,7 @@ def _group_sketches(
     return m
 
 
+@sample(lambda: (_i64(), _i32(), *(_i64(),) * 2, *(_f64(),) * 5, _i64()))
 @kernel
 def _merge_rows(
     order: I64Array,
@@ -464,6 +488,7 @@ def _merge_rows(
     return (o_gid, o_ws, o_cnt, o_sum, o_sq, o_min, o_max, o_last, o_lts), row_out
 
 
+@sample(lambda: (_i64(), _i64(), _i32(), _i64(), 0))
 @kernel
 def _merge_buckets(
     order: I64Array, bucket_out: I64Array, keys: I32Array, counts: I64Array, rows: int
@@ -491,6 +516,18 @@ def _merge_buckets(
     return o_off, o_keys, o_cnts
 
 
+@sample(
+    lambda: (
+        zeros(np.int64, 1),
+        _i32(),
+        _i64(),
+        _i64(),
+        _f64(),
+        _f64(),
+        zeros(np.float64, 1),
+        zeros(np.float64, 0, 1),
+    )
+)
 @kernel
 def _quantiles(
     off: I64Array,
@@ -656,6 +693,7 @@ def merge_into(stored: RollupSet, new: RollupSet) -> RollupSet:
     return RollupSet(*out)
 
 
+@sample(lambda: (_i64(), _i64(), 0, 0, _i32(), _i64(), _i32(), _i64()))
 @kernel
 def _next_side(
     oa: I64Array,
@@ -680,6 +718,7 @@ def _next_side(
     return 3
 
 
+@sample(lambda: (_i64(), _i64(), *_set_columns(), *_set_columns()))
 @kernel
 def _merge_two(
     oa: I64Array,
@@ -818,36 +857,3 @@ def mean(rs: RollupSet) -> F64Array:
     out = np.full(len(rs), np.nan)
     np.divide(rs.sum, rs.count, out=out, where=rs.count > 0)
     return out
-
-
-def warm_up() -> float:
-    """Run every kernel once on tiny inputs so numba compiles them (or loads its on-disk cache)
-    now rather than on the first real message. Returns the seconds taken. Idempotent."""
-    t0 = time.perf_counter()
-    batch = SampleBatch(
-        series_id=np.array([1, 1, 2], dtype=np.int32),
-        ts_ms=np.array([0, 1, -1], dtype=np.int64),
-        value=np.array([0.5, -2.0, 0.0], dtype=np.float64),
-    )
-    rs = rollup(batch)
-    # The sorted path too (an unordered batch: counting sorts), not only the ordered one.
-    rollup(SampleBatch(batch.series_id[::-1].copy(), batch.ts_ms[::-1].copy(), batch.value[::-1].copy()))
-    merged = merge(rs, np.zeros(len(rs), dtype=np.int32), np.zeros(len(rs), dtype=np.int64))
-    merge_into(rs, rs)
-    quantiles(merged, [0.5])
-    mean(merged)
-    value_of_keys(keys_of(batch.value))
-    decode_sketch(encode_sketch(*merged.row_sketch(0)))
-    decode_sketches(encode_sketches(rs.sketch_offsets, rs.sketch_keys, rs.sketch_counts))
-    # Imported here: those modules build on this one.
-    from collector.core.availability import availability
-    from collector.core.shares import with_counters
-    from collector.core.signals import counter_rates, jitter, sequence_loss
-    from collector.events import StateChange
-
-    counter_rates(batch.series_id, batch.ts_ms, np.array([5, 9, 1], dtype=np.uint64), 32)
-    with_counters(batch, np.array([1], dtype=np.int32), np.array([0.0]), np.array([3], dtype=np.int32))
-    jitter(batch)
-    sequence_loss(batch.series_id, batch.ts_ms, np.array([1, 3, 7], dtype=np.int64))
-    availability([StateChange("device", "d", "down", 1)], 0, 10, maintenance=[(None, 2, 3)])
-    return time.perf_counter() - t0

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from collector.core._jit import kernel
+from collector.core._jit import kernel, sample, zeros
 from collector.core.batch import SampleBatch
 
 COUNTER_SEPARATOR = ">="
@@ -103,6 +103,7 @@ def with_counters(
     return SampleBatch(sid, ts, val)
 
 
+@sample(lambda: (zeros(np.int32), zeros(np.int64)))
 @kernel
 def _count_extra(sid: npt.NDArray[np.int32], per: npt.NDArray[np.int64]) -> int:
     total = 0
@@ -113,6 +114,21 @@ def _count_extra(sid: npt.NDArray[np.int32], per: npt.NDArray[np.int64]) -> int:
     return total
 
 
+@sample(
+    lambda: (
+        zeros(np.int32),
+        zeros(np.int64),
+        zeros(np.float64),
+        zeros(np.int64),
+        zeros(np.int64),
+        zeros(np.float64),
+        zeros(np.int32),
+        zeros(np.int32),
+        zeros(np.int64),
+        zeros(np.float64),
+        0,
+    )
+)
 @kernel
 def _fill_counters(
     sid: npt.NDArray[np.int32],

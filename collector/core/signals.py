@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from collector.core._jit import F64Array, I32Array, I64Array, kernel
+from collector.core._jit import F64Array, I32Array, I64Array, kernel, sample, zeros
 from collector.core.batch import SampleBatch
 from collector.core.rollup import _check_resolution, _stable_order
 
 U64Array = npt.NDArray[np.uint64]
 
 
+@sample(lambda: (zeros(np.int32), zeros(np.int64), zeros(np.uint64), zeros(np.int64), np.uint64(1), 1.0))
 @kernel
 def _rates(
     sid: I32Array, ts: I64Array, counter: U64Array, order: I64Array, mask: np.uint64, max_rate: float
@@ -106,6 +107,7 @@ class WindowSums:
         return out
 
 
+@sample(lambda: (zeros(np.int32), zeros(np.float64), zeros(np.int64)))
 @kernel
 def _jitter_terms(sid: I32Array, vals: F64Array, order: I64Array) -> tuple[F64Array, I64Array, I64Array]:
     """Per sample, in (series, time) order: |v(i) - v(i-1)| and 1, or 0 and 0 for a series' first."""
@@ -121,6 +123,7 @@ def _jitter_terms(sid: I32Array, vals: F64Array, order: I64Array) -> tuple[F64Ar
     return num, den, np.zeros(n, dtype=np.int64)
 
 
+@sample(lambda: (zeros(np.int32), zeros(np.int64), zeros(np.int64)))
 @kernel
 def _loss_terms(sid: I32Array, seq: I64Array, order: I64Array) -> tuple[F64Array, I64Array, I64Array]:
     """Per sample, in (series, sequence) order: numbers lost just before it, numbers it makes
@@ -143,6 +146,17 @@ def _loss_terms(sid: I32Array, seq: I64Array, order: I64Array) -> tuple[F64Array
     return lost, expected, dup
 
 
+@sample(
+    lambda: (
+        zeros(np.int32),
+        zeros(np.int64),
+        zeros(np.float64),
+        zeros(np.int64),
+        zeros(np.int64),
+        zeros(np.int64),
+        60_000,
+    )
+)
 @kernel
 def _window_sums(
     sid: I32Array, win: I64Array, num: F64Array, den: I64Array, ext: I64Array, order: I64Array, res: int

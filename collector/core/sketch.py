@@ -27,7 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from collector.core._jit import F64Array, I32Array, I64Array, U8Array, kernel
+from collector.core._jit import F64Array, I32Array, I64Array, U8Array, kernel, readonly, sample, zeros
 
 # Buckets per binary octave: GAMMA = 2**(1/35), so every bucket boundary sits at a fixed place
 # in the mantissa whatever the exponent. That is what lets the key come from the float's bits
@@ -121,6 +121,7 @@ SKETCH_FORMAT_VERSION: Final = 1
 # Kernels
 
 
+@sample(lambda: (np.int64(0),))
 @kernel
 def _key_of_bits(u: np.int64) -> int:
     """Key of the float64 whose bit pattern is ``u`` (NaN must be rejected by the caller)."""
@@ -140,6 +141,7 @@ def _key_of_bits(u: np.int64) -> int:
     return k if u >= 0 else -k
 
 
+@sample(lambda: (0,))
 @kernel
 def _value_of_key(k: int) -> float:
     if k == 0:
@@ -151,6 +153,7 @@ def _value_of_key(k: int) -> float:
     return v if k > 0 else -v
 
 
+@sample(lambda: (zeros(np.float64, 1),))
 @kernel
 def _keys_of(values: F64Array) -> I32Array:
     bits = values.view(np.int64)
@@ -160,6 +163,7 @@ def _keys_of(values: F64Array) -> I32Array:
     return out
 
 
+@sample(lambda: (zeros(np.int32, 1),))
 @kernel
 def _value_of_keys(keys: I32Array) -> F64Array:
     out = np.empty(keys.shape[0], dtype=np.float64)
@@ -174,6 +178,7 @@ def _value_of_keys(keys: I32Array) -> F64Array:
 # strict-ascending rule make the encoding canonical: one sketch, one byte string.
 
 
+@sample(lambda: (zeros(np.uint8, 10), 0, np.int64(1)))
 @kernel
 def _put_varint(buf: U8Array, pos: int, v: int | np.int64) -> int:
     while v >= 0x80:
@@ -184,6 +189,7 @@ def _put_varint(buf: U8Array, pos: int, v: int | np.int64) -> int:
     return pos + 1
 
 
+@sample(lambda: (zeros(np.int32), zeros(np.int64)))
 @kernel
 def _encode(keys: I32Array, counts: I64Array) -> U8Array:
     n = keys.shape[0]
@@ -217,6 +223,7 @@ _DECODE_ERRORS: Final = {
 }
 
 
+@sample(lambda: (readonly(zeros(np.uint8, 1)), 0))
 @kernel
 def _get_varint(data: U8Array, pos: int) -> tuple[np.int64, int, int]:
     """Return (value, new_pos, status)."""
@@ -239,6 +246,7 @@ def _get_varint(data: U8Array, pos: int) -> tuple[np.int64, int, int]:
             return v, pos, _OK
 
 
+@sample(lambda: (readonly(np.array([SKETCH_FORMAT_VERSION, 0], dtype=np.uint8)),))
 @kernel
 def _decode(data: U8Array) -> tuple[I32Array, I64Array, int]:
     empty_k = np.empty(0, dtype=np.int32)
@@ -285,6 +293,7 @@ def _decode(data: U8Array) -> tuple[I32Array, I64Array, int]:
     return keys, counts, _OK
 
 
+@sample(lambda: (zeros(np.int64, 1), zeros(np.int32), zeros(np.int64)))
 @kernel
 def _encode_many(offsets: I64Array, keys: I32Array, counts: I64Array) -> tuple[U8Array, I64Array]:
     """Encode every CSR row into one buffer; row r's blob is buf[out[r]:out[r+1]]."""
@@ -307,6 +316,7 @@ def _encode_many(offsets: I64Array, keys: I32Array, counts: I64Array) -> tuple[U
     return buf[:pos], out
 
 
+@sample(lambda: (readonly(zeros(np.uint8)), zeros(np.int64, 1)))
 @kernel
 def _decode_many(data: U8Array, blob_offsets: I64Array) -> tuple[I64Array, I32Array, I64Array, int, int]:
     """Decode concatenated blobs into CSR arrays; returns (offsets, keys, counts, status, bad_index)."""

@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -25,12 +24,12 @@ from typing import Protocol
 import aiomqtt
 
 from collector import metrics as m
+from collector.ingest_settings import IngestSettings
 from collector.mqtt.lean import LeanClient, LeanMqttError
-from collector.mqtt.scan import Scanned
-from collector.mqtt.schema import Decoded, Rejection, decode, probe_id_of_topic
-from collector.pipeline import BatchRefused, IngestPipeline
-from netqos.aio import wait_stop
-from netqos.config import IngestSettings, MqttSettings
+from collector.mqtt.schema import Rejection, probe_id_of_topic, topic_rejection
+from collector.mqtt.settings import MqttSettings
+from collector.pipeline import Duplicate, IngestPipeline
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 
@@ -269,53 +268,36 @@ class MqttConsumer:
     async def handle(
         self, conn: Connection, topic: str, payload: bytes, done: Callable[[], None] = _noop
     ) -> None:
-        """Validate one message and route it: pipeline, duplicate or dead-letter; `done` is
+        """Route one message: the pipeline's front door (`offer`), else dead-letter; `done` is
         called when the message is safe to acknowledge. Never raises on bad input."""
-        m.HOT.received += 1
-        now_ms = int(time.time() * 1000)
         pipeline = self.pipeline
         try:
-            got: Scanned | Decoded | None = None
-            if len(payload) <= self.mqtt.max_payload_bytes:
-                probe_id = _probe_id_of_topic(topic, self.mqtt.topic)
-                if probe_id is not None:
-                    got = pipeline.scan(probe_id, payload, now_ms)
-            if got is None:
-                # Not the scanner's kind of message: the reference decoder decides and explains.
-                result = decode(
-                    topic,
-                    payload,
-                    topic_filter=self.mqtt.topic,
-                    now_ms=now_ms,
-                    max_payload_bytes=self.mqtt.max_payload_bytes,
-                    max_future_ms=self.ingest.max_future_s * 1000,
-                    max_measurements=self.ingest.max_measurements_per_message,
-                    known_probes=pipeline.known_probes,
-                    max_late_ms=self.ingest.max_lateness_s * 1000,
-                )
-                if isinstance(result, Rejection):
-                    await self._deadletter(conn, topic, payload, result, done)
-                    return
-                got = result
-            if pipeline.is_duplicate(got):
-                m.MESSAGES_DUPLICATE.inc()
-                done()  # already accepted: safe once the original is (acks go out in order)
+            probe_id = _probe_id_of_topic(topic, self.mqtt.topic)
+            if probe_id is None:
+                m.HOT.received += 1
+                why = topic_rejection(topic, len(payload), self.mqtt.topic, self.mqtt.max_payload_bytes)
+                await self._deadletter(conn, topic, payload, why, done)
                 return
-            if isinstance(got, Scanned):
-                # Scanned into the buffer: nothing in between.
-                pipeline.commit(got, on_stored=done, on_rejected=self._on_rejected)
-            else:
-                pipeline.accept(got, on_stored=done, on_rejected=self._on_rejected)
-        except BatchRefused as refused:  # a limit of the probe's: nothing of it was taken
-            await self._deadletter(conn, topic, payload, refused.why, done)
-            return
+            got = pipeline.offer(
+                probe_id,
+                payload,
+                max_payload_bytes=self.mqtt.max_payload_bytes,
+                on_stored=done,
+                on_rejected=self._on_rejected,
+            )
         except Exception as exc:
             # A bug must not stop ingestion or lose the message: park it with the reason.
             log.exception("event=accept_failed topic=%r", topic[:200])
             await self._deadletter(conn, topic, payload, Rejection("internal_error", repr(exc)[:300]), done)
             return
-        if self.pipeline.should_flush():
-            await self.pipeline.make_room()
+        if isinstance(got, Rejection):
+            await self._deadletter(conn, topic, payload, got, done)
+            return
+        if isinstance(got, Duplicate):
+            done()  # already accepted: safe once the original is (acks go out in order)
+            return
+        if pipeline.should_flush():
+            await pipeline.make_room()
 
     async def _deadletter(
         self,

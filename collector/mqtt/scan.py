@@ -36,6 +36,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from collector.core._jit import sample, zeros
 from collector.mqtt.schema import INSTANCE_PATTERN, METRIC_NAMES, TECHNOLOGIES, Metrics
 
 OK: Final = 0
@@ -106,6 +107,12 @@ def _bare(fn: _F) -> _F:
     return cast(_F, numba.njit(**_BARE)(fn))
 
 
+def _sample_buf() -> npt.NDArray[np.uint8]:
+    """The registry's sample payload, read-only as `Scanner.scan` passes a payload."""
+    return np.frombuffer(b'{"v":1}', dtype=np.uint8)
+
+
+@sample(lambda: (_sample_buf(), 0))
 @_bare
 def _ws(buf: npt.NDArray[np.uint8], i: int) -> int:
     n = len(buf)
@@ -114,6 +121,7 @@ def _ws(buf: npt.NDArray[np.uint8], i: int) -> int:
     return i
 
 
+@sample(lambda: (_sample_buf(), 0))
 @_bare
 def _string(buf: npt.NDArray[np.uint8], i: int) -> tuple[int, int]:
     """(start, end) of the string opening at i, or (-1, -1): not a plain ASCII string."""
@@ -131,6 +139,7 @@ def _string(buf: npt.NDArray[np.uint8], i: int) -> tuple[int, int]:
     return -1, -1
 
 
+@sample(lambda: (_sample_buf(), 0, 0, TABLES[0], TABLES[1]))
 @_bare
 def _lookup(
     buf: npt.NDArray[np.uint8], s: int, e: int, flat: npt.NDArray[np.uint8], off: npt.NDArray[np.int64]
@@ -150,6 +159,7 @@ def _lookup(
     return -1
 
 
+@sample(lambda: (_sample_buf(), 5, _POW10))
 @_bare
 def _number(
     buf: npt.NDArray[np.uint8], i: int, pow10: npt.NDArray[np.float64]
@@ -229,6 +239,7 @@ def _number(
     return 2, 0, -x if neg else x, j
 
 
+@sample(lambda: (_sample_buf(), 6, 125))
 @_bare
 def _after_value(buf: npt.NDArray[np.uint8], i: int, close: int) -> tuple[int, bool]:
     """Skip whitespace after a member; (index past ',' or at `close`, whether more follow),
@@ -241,6 +252,15 @@ def _after_value(buf: npt.NDArray[np.uint8], i: int, close: int) -> tuple[int, b
     return -1, False
 
 
+def _scan_sample() -> tuple[Any, ...]:
+    """The registry's sample for the scanner: one small payload into one row, as `Scanner.scan`
+    passes it (any payload does: the kernel's types do not depend on it)."""
+    cap = 1
+    out = (zeros(np.int64, cap), zeros(np.float64, cap, N_METRICS), zeros(np.int32, cap))
+    return (_sample_buf(), *TABLES, BOUNDS, _POW10, cap, *out, np.zeros((MAX_KEYS, 5), dtype=np.int64), 0, 0)
+
+
+@sample(_scan_sample)
 @_bare
 def scan_batch(
     buf: npt.NDArray[np.uint8],
@@ -554,18 +574,3 @@ class Scanned:
     instance: str | None = None
     digest: str = ""  # content digest, set by the pipeline for a batch without an instance id
     seq_conflict: bool = False  # set by the pipeline: a seen seq with other content
-
-
-def warm_up() -> None:
-    """Compile (or load from numba's cache) the scanner's kernel now: its first call would
-    otherwise compile on the consumer's thread, stalling the first message for seconds when
-    the cache is cold. Any payload does (the kernel's types do not depend on it)."""
-    cap = 1
-    Scanner().scan(
-        b'{"v":1}',
-        cap,
-        np.zeros(cap, dtype=np.int64),
-        np.zeros((cap, N_METRICS), dtype=np.float64),
-        np.zeros(cap, dtype=np.int32),
-        0,
-    )

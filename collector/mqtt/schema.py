@@ -179,6 +179,14 @@ def probe_id_of_topic(topic: str, topic_filter: str) -> str | None:
     return probe_id
 
 
+def topic_rejection(topic: str, size: int, topic_filter: str, max_payload_bytes: int) -> Rejection:
+    """Why a message is refused before its payload is read: its size first, then a topic
+    outside the filter (no probe id at its '+' level)."""
+    if size > max_payload_bytes:
+        return Rejection("too_large", f"{size} bytes > limit {max_payload_bytes}")
+    return Rejection("bad_topic", f"topic {topic[:200]!r} does not match {topic_filter!r}")
+
+
 def parse(
     topic: str,
     payload: bytes,
@@ -195,11 +203,9 @@ def parse(
 
     `known_probes` holds the registered probe ids.
     """
-    if len(payload) > max_payload_bytes:
-        return Rejection("too_large", f"{len(payload)} bytes > limit {max_payload_bytes}")
-    topic_probe = probe_id_of_topic(topic, topic_filter)
+    topic_probe = probe_id_of_topic(topic, topic_filter) if len(payload) <= max_payload_bytes else None
     if topic_probe is None:
-        return Rejection("bad_topic", f"topic {topic[:200]!r} does not match {topic_filter!r}")
+        return topic_rejection(topic, len(payload), topic_filter, max_payload_bytes)
     try:
         batch = _BATCH.validate_json(payload)
     except ValidationError as exc:

@@ -47,7 +47,7 @@ from typing import ClassVar, Final, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from collector.core._jit import I32Array, I64Array, U8Array, kernel
+from collector.core._jit import I32Array, I64Array, U8Array, kernel, readonly, sample, zeros
 
 OID: TypeAlias = tuple[int, ...]
 I16Array: TypeAlias = npt.NDArray[np.int16]
@@ -494,6 +494,7 @@ def encode_trap_v2(request_id: int, community: bytes, varbinds: Sequence[tuple[O
 # Kernels (the hot path). Each helper returns a status code first; nothing raises.
 
 
+@sample(lambda: (readonly(zeros(np.uint8, 1)), 0, 0))
 @kernel
 def _k_header(data: U8Array, pos: int, end: int) -> tuple[int, int, int, int]:
     """Read the tag and length of the element at ``pos``, which must end by ``end``.
@@ -527,6 +528,7 @@ def _k_header(data: U8Array, pos: int, end: int) -> tuple[int, int, int, int]:
     return _OK, tag, p, p + length
 
 
+@sample(lambda: (readonly(np.ones(1, dtype=np.uint8)), 0, 1))
 @kernel
 def _k_int(data: U8Array, s: int, e: int) -> tuple[int, np.int64]:
     """Signed INTEGER content -> int64 (redundant sign octets skipped, empty reads as 0)."""
@@ -546,6 +548,7 @@ def _k_int(data: U8Array, s: int, e: int) -> tuple[int, np.int64]:
     return _OK, v
 
 
+@sample(lambda: (readonly(np.ones(1, dtype=np.uint8)), 0, 1, 4))
 @kernel
 def _k_uint(data: U8Array, s: int, e: int, nbytes: int) -> tuple[int, np.uint64]:
     """Unsigned application type content -> uint64 (leading zeros skipped, empty reads as 0)."""
@@ -560,6 +563,7 @@ def _k_uint(data: U8Array, s: int, e: int, nbytes: int) -> tuple[int, np.uint64]
     return _OK, v
 
 
+@sample(lambda: (readonly(zeros(np.uint8, 1)), 0, 0, zeros(np.int64, 2), 0))
 @kernel
 def _k_oid(data: U8Array, s: int, e: int, out: I64Array, m: int) -> tuple[int, int]:
     """Decode OID content into out[m:]; returns (status, new m). The caller sized ``out`` so an
@@ -601,6 +605,7 @@ def _k_oid(data: U8Array, s: int, e: int, out: I64Array, m: int) -> tuple[int, i
     return _OK, m
 
 
+@sample(lambda: (zeros(np.int64, 1), 0, 1, readonly(zeros(np.int64, 1)), readonly(np.arange(2)), 0))
 @kernel
 def _k_match(oid: I64Array, a: int, b: int, col_sub: I64Array, col_off: I64Array, c: int) -> bool:
     """Does the OID oid[a:b] start with prefix c? Compared from the last sub-id backwards:
@@ -631,6 +636,7 @@ _H_SIZE: Final = 11
 _Columnar = tuple[I64Array, I16Array, I64Array, I64Array, U8Array, I64Array, U64Array, I64Array, I32Array]
 
 
+@sample(lambda: (zeros(np.int64, _H_SIZE), np.int64(_OK), np.int64(0)))
 @kernel
 def _k_fail(hdr: I64Array, status: int | np.int64, pos: int | np.int64) -> _Columnar:
     # Callers pass np.int64(...) rather than bare constants: numba would otherwise compile one
@@ -650,6 +656,14 @@ def _k_fail(hdr: I64Array, status: int | np.int64, pos: int | np.int64) -> _Colu
     )
 
 
+def _columnar_sample() -> tuple[U8Array, I64Array, I64Array, bool]:
+    """The registry's sample for the decoder: a one-varbind response, as a poll passes it."""
+    packet = encode_response(1, b"public", [((1, 3, 6, 1, 2, 1, 1, 3, 0), TimeTicks(1))])
+    columns = Columns.of([(1, 3, 6, 1, 2, 1, 1)])
+    return _as_array(packet), columns.sub, columns.offsets, columns.nested
+
+
+@sample(_columnar_sample)
 @kernel
 def _k_decode_columnar(data: U8Array, col_sub: I64Array, col_off: I64Array, nested: bool) -> _Columnar:
     """Decode a message with a standard-layout PDU into columns.
@@ -1007,12 +1021,6 @@ def decode_response_columnar(packet: bytes | bytearray | memoryview, columns: Co
         str_len=str_len,
         columns=columns,
     )
-
-
-def warm_up() -> None:
-    """Compile the kernel now (or load numba's on-disk cache) rather than on the first poll."""
-    packet = encode_response(1, b"public", [((1, 3, 6, 1, 2, 1, 1, 3, 0), TimeTicks(1))])
-    decode_response_columnar(packet, Columns.of([(1, 3, 6, 1, 2, 1, 1)]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collector.inventory import (
     load_inventory,
     parse_shard,
 )
+from collector.model import SeriesKey
 from collector.pipeline import IngestPipeline
 from collector.snmp import metrics as m
 from collector.snmp.client import ColumnData, RowIds, Session, SnmpError, open_session
@@ -46,12 +47,11 @@ from collector.snmp.profile import (
     Table,
     unknown_profiles,
 )
+from collector.snmp.settings import SnmpSettings
 from collector.snmp.state import Reachability, uptime_verdict
 from collector.snmp.transform import Dropped, add_ratios, drop_sentinels, gauge_values
 from collector.store.devices import DeviceRepo, PollRecord
-from collector.store.store import SeriesKey
-from netqos.aio import wait_stop
-from netqos.config import SnmpSettings
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 
@@ -764,7 +764,7 @@ class Poller:
                 labels = rt.device.labels() | {t.row_label: names[i]}
                 if parts:
                     labels |= {k: str(v) for k, v in parts[i].items()}
-                li = rt.series[key] = self.pipeline.series_index(
+                li = rt.series[key] = self.pipeline.series.index(
                     SeriesKey.of(metric, rt.device.id, labels), rt.interval_s
                 )
             idx[j] = li
@@ -779,7 +779,7 @@ class Poller:
         li = rt.series.get(key)
         if li is None:
             sk = SeriesKey.of("device_up", rt.device.id, rt.device.labels())
-            li = rt.series[key] = self.pipeline.series_index(sk)
+            li = rt.series[key] = self.pipeline.series.index(sk)
         value = 1.0 if rt.reach.state == "up" else 0.0
         self.pipeline.accept_samples(np.array([li], dtype=np.int64), ts_ms, np.array([value]))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from collector.inventory import InventoryError, load_devices
 from collector.snmp.profile import ProfileError, inventory_profile_problems, load_profiles
-from netqos.config import SnmpSettings
+from collector.snmp.settings import SnmpSettings
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""Storage rooms: the store (SQLite by default, PostgreSQL for several processes)."""
+"""Storage rooms: the store (SQLite by default, PostgreSQL for several processes).
 
-from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
-
-__all__ = ["ProbeInfo", "SeriesKey", "Store", "StoreError", "open_store"]
+Nothing is imported here, so reading the configuration (settings.py) does not load the store;
+import what you need from its module (collector.store.store, collector.store.db, ...).
+"""

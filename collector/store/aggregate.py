@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.core import RollupSet, merge, quantiles
-from collector.store.store import STANDARD_LABELS, SeriesSelection
+from collector.store.rollups import SeriesSelection
+from collector.store.series import STANDARD_LABELS
 
 GROUP_LABELS = (*STANDARD_LABELS, "entity")
 STAT_RE = re.compile(r"^p(\d{1,3}(?:\.\d{1,3})?)$")

@@ -10,8 +10,8 @@ import orjson
 
 from collector.core import Availability, availability
 from collector.events import StateChange
-from collector.matchers import Matcher, all_match, stored_matcher
 from collector.store.store import Store
+from ground.matchers import Matcher, all_match, stored_matcher
 
 ENTITY_KINDS = ("device", "interface", "probe")
 

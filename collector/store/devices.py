@@ -10,8 +10,8 @@ import orjson
 
 from collector.events import DOWN_STATES, StateChange
 from collector.inventory import Device
+from collector.store.database import Database
 from collector.store.db import Connection
-from collector.store.store import Store
 
 __all__ = ["DOWN_STATES", "GONE_ROWS_KEEP_MS", "DeviceRepo", "Outage", "PollRecord"]
 
@@ -49,9 +49,9 @@ class Outage:
 
 
 class DeviceRepo:
-    """Device tables of a Store."""
+    """Device tables of a store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self.store = store
 
     def sync_inventory(

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from collector.core import RollupSet, quantiles
 from collector.store.lineproto import escape_key, render_fields, render_samples, series_prefix
+from collector.store.settings import TsdbSettings
 from collector.store.sink import TsdbSink
-from netqos.aio import wait_stop
-from netqos.config import TsdbSettings
+from ground.aio import wait_stop
 
 if TYPE_CHECKING:  # the pipeline calls this module, never the other way round
     from collector.pipeline import StoredFlush
@@ -53,7 +53,7 @@ class TsdbFeed:
         base = settings.measurement
         self._raw, self._rollup, self._probe = base, f"{base}_1m", f"{base}_probe"
         self._lock = threading.Lock()
-        # Per pipeline local index: "measurement,tags field=" of its raw points.
+        # Per local series index (collector/series.py): "measurement,tags field=" of its raw points.
         self._heads: list[str] = []
         # Store series id -> (rollup prefix "measurement,tags", escaped metric name).
         self._rollup_prefix: dict[int, tuple[str, str]] = {}
@@ -75,12 +75,15 @@ class TsdbFeed:
         self.sink.write_lines(lines)
 
     def _learn_series(self, flush: StoredFlush) -> None:
+        # Keys and ids come from the pipeline's series registry; kept here is only their
+        # rendering, done once per series.
+        series = flush.series
         for li in range(len(self._heads), flush.n_keys):
-            key = flush.keys[li]
+            key = series.key(li)
             tags = [*key.labels, ("entity", key.entity)]
             metric = escape_key(key.metric)
             self._heads.append(f"{series_prefix(self._raw, tags)} {metric}=")
-            self._rollup_prefix[int(flush.series_of_local[li])] = (series_prefix(self._rollup, tags), metric)
+            self._rollup_prefix[series.series_id(li)] = (series_prefix(self._rollup, tags), metric)
 
     def _probe_lines(self, flush: StoredFlush) -> list[str]:
         out = []

@@ -32,20 +32,21 @@ import numpy.typing as npt
 
 from collector.core import RollupSet, merge
 from collector.store.db import Connection
-from collector.store.store import (
-    _ROLLUP_COLUMNS,
+from collector.store.rollups import (
+    ROLLUP_COLUMNS,
     TIERS,
     SeriesSelection,
-    Store,
-    _take_rows,
     rollups_from_rows,
+    rows_of,
+    take_rows,
     window_index,
     window_start,
 )
+from collector.store.store import Store
 
 # Labels a group is keyed by: a query grouping by and filtering on these only can read groups.
 GROUP_KEY_LABELS = ("kind", "commune", "operator", "technology")
-_GROUP_COLUMNS = _ROLLUP_COLUMNS.replace("series_id", "group_id")
+_GROUP_COLUMNS = ROLLUP_COLUMNS.replace("series_id", "group_id")
 _GROUP_WRITE_COLUMNS = ("resolution_s", *_GROUP_COLUMNS.split(", "))
 _GROUP_KEY = ("resolution_s", "group_id", "window_start_ms")
 HOUR_MS = 3_600_000
@@ -364,11 +365,11 @@ def merged_group_rows(
             # Rows of series outside the groups are left out by the pairs below.
             ws = rs_k.window_start_ms
             if len(ws) and (ws.min() < a or ws.max() >= b):
-                rs_k = _take_rows(rs_k, np.flatnonzero((ws >= a) & (ws < b)).astype(np.int64))
+                rs_k = take_rows(rs_k, np.flatnonzero((ws >= a) & (ws < b)).astype(np.int64))
             parts.append(rs_k)
         everyone = everyone[~np.isin(everyone, covered)]
     if len(everyone):
-        rows = store._rollup_rows(
+        rows = store.rollup_repo.rows(
             conn, everyone.tolist(), "window_start_ms >= ? AND window_start_ms < ?", (res,), (a, b)
         )
         parts.append(rollups_from_rows(rows))
@@ -380,7 +381,7 @@ def merged_group_rows(
     # that order already).
     ds, dw = np.diff(rs.series_id.astype(np.int64)), np.diff(rs.window_start_ms)
     if not bool(np.all((ds > 0) | ((ds == 0) & (dw > 0)))):
-        rs = _take_rows(rs, np.lexsort((rs.window_start_ms, rs.series_id)).astype(np.int64))
+        rs = take_rows(rs, np.lexsort((rs.window_start_ms, rs.series_id)).astype(np.int64))
     if not len(rs):
         return RollupSet.empty()
     # Each (group, member) pair takes its member's rows, pairs in (group, series) order: one
@@ -401,7 +402,7 @@ def merged_group_rows(
         if not inside.any():
             return RollupSet.empty()
         if not inside.all():
-            rs = _take_rows(rs, np.flatnonzero(inside).astype(np.int64))
+            rs = take_rows(rs, np.flatnonzero(inside).astype(np.int64))
             pos = pos[inside]
         return merge(rs, by_sid[pos].astype(np.int32), rs.window_start_ms)
     starts = np.searchsorted(sid, ps, "left")
@@ -412,15 +413,13 @@ def merged_group_rows(
     first = np.zeros(len(lens), dtype=np.int64)
     np.cumsum(lens[:-1], out=first[1:])
     idx = np.repeat(starts - first, lens) + np.arange(total, dtype=np.int64)
-    part = _take_rows(rs, idx)
+    part = take_rows(rs, idx)
     # Sorted by (group, window), as the group table's key.
     return merge(part, np.repeat(pg, lens).astype(np.int32), part.window_start_ms)
 
 
 def _rows(r: RollupSet, res: int) -> list[tuple[Any, ...]]:
-    from collector.store.store import _rows_of
-
-    return list(_rows_of(r, res))
+    return list(rows_of(r, res))
 
 
 def roll_groups(store: Store, max_marks: int = 100_000) -> int:
@@ -713,7 +712,7 @@ def _segment(
                 np.int64
             )
             gone = np.asarray([g << 42 | w for g, w in stale], dtype=np.int64)
-            rs = _take_rows(rs, np.flatnonzero(~np.isin(keys, gone)).astype(np.int64))
+            rs = take_rows(rs, np.flatnonzero(~np.isin(keys, gone)).astype(np.int64))
         parts.append(_rekeyed(rs, p.rep_of_group))
     if summed:
         from collector.store.periods import _rollups

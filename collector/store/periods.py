@@ -11,7 +11,7 @@ the quantile sketches are read and merged by the numba core only when a statisti
 them (medians, shares of samples above a threshold).
 
 Periods are in Vietnam's time (UTC+7), and so are the tiers' windows
-(`collector.store.store.WINDOW_OFFSET_MS`): a month, quarter or year is whole 1-day rows, so
+(`collector.store.rollups.WINDOW_OFFSET_MS`): a month, quarter or year is whole 1-day rows, so
 retention of the finer tiers never changes a closed period's totals.
 """
 
@@ -24,13 +24,9 @@ import numpy as np
 import orjson
 
 from collector.core import RollupSet, decode_sketches, merge
-from collector.store.store import (
-    NOT_PENDING,
-    STANDARD_LABELS,
-    Store,
-    StoreError,
-    window_start,
-)
+from collector.store.rollups import NOT_PENDING, window_start
+from collector.store.series import STANDARD_LABELS
+from collector.store.store import Store, StoreError
 
 _MAX_TIERS = 16
 DAY_MS = 86_400_000

@@ -3,9 +3,10 @@
 Points arrive as rendered line protocol (collector/store/lineproto.py) from any thread and
 wait in a bounded in-memory queue. One writer thread sends them in batches of
 `batch_size` lines (gzip, `precision=ms`) through influxdb-client's WriteService, the
-low-level call under its WriteApi: the WriteApi's batching writer builds a Point object
-per point and reached a quarter of the rate of a plain HTTP POST of the same lines; its
-write service with pre-rendered text keeps up with the POST (bench/sink.py).
+low-level call under its WriteApi (one request: collector/store/influx.py): the WriteApi's
+batching writer builds a Point object per point and reached a quarter of the rate of a
+plain HTTP POST of the same lines; its write service with pre-rendered text keeps up with
+the POST (bench/sink.py).
 
 Failures:
 - 5xx, 429 and network errors are retried with exponential back-off (`retry_initial_s`
@@ -29,7 +30,6 @@ it ends up once; VictoriaMetrics keeps both samples unless it runs with
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
@@ -38,137 +38,14 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
-
-import urllib3.exceptions
-from influxdb_client import InfluxDBClient  # type: ignore[attr-defined]
-from influxdb_client.rest import ApiException
-from influxdb_client.service.write_service import WriteService
 
 from collector.store import metrics as m
+from collector.store.influx import InfluxWriter, WriteError, Writer, gunzip_body, gzip_body, redacted_url
 from collector.store.lineproto import join_lines
+from collector.store.settings import TsdbSettings
 from collector.store.spool import Segment, Spool, SpoolError
-from netqos.config import TsdbSettings
 
 log = logging.getLogger(__name__)
-
-# Level 1: on a LAN the CPU spent compressing is the cost, not the bytes; level 1 already
-# shrinks line protocol about 8x, higher levels gain little for many times the CPU.
-GZIP_LEVEL = 1
-RETRY_AFTER_MAX_S = 600.0  # a Retry-After beyond this is a misconfigured server, not a plan
-
-
-class WriteError(Exception):
-    """A write request failed: `status` is the HTTP status (None: no answer at all)."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-    @property
-    def retryable(self) -> bool:
-        """Network errors, 5xx and 429 may succeed later; any other 4xx will not."""
-        return self.status is None or self.status == 429 or self.status >= 500
-
-
-class Writer(Protocol):
-    """Sends one request body; raises WriteError."""
-
-    def post(self, body: bytes, gzipped: bool) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date); None if absent
-    or unreadable. Bounded to [0, RETRY_AFTER_MAX_S]."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
-
-
-def redacted_url(url: str) -> str:
-    """The URL without user:password, for logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-class InfluxWriter:
-    """POSTs line protocol to `{url}/api/v2/write` through influxdb-client's WriteService.
-
-    The URL may carry a path prefix: VictoriaMetrics cluster's vminsert takes
-    `http://vminsert:8480/insert/0/influx`, a single node `http://host:8428` (or `/influx`).
-    """
-
-    def __init__(self, settings: TsdbSettings) -> None:
-        if settings.url is None:
-            raise ValueError("tsdb.url is not set")
-        # An empty token sends no Authorization header (VictoriaMetrics without auth).
-        token = settings.token.get_secret_value() if settings.token is not None else ""
-        # retries=False: urllib3 must not retry on its own; the sink's back-off decides.
-        self._client = InfluxDBClient(
-            url=settings.url,
-            token=token,
-            org=settings.org,
-            timeout=int(settings.timeout_s * 1000),
-            enable_gzip=False,  # bodies arrive compressed already (or must stay plain)
-            retries=False,
-        )
-        self._service = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
-        self.org = settings.org
-        self.bucket = settings.bucket
-
-    def post(self, body: bytes, gzipped: bool) -> None:
-        kwargs: dict[str, Any] = {"precision": "ms", "content_type": "text/plain; charset=utf-8"}
-        if gzipped:
-            kwargs["content_encoding"] = "gzip"
-        try:
-            self._service.post_write(  # type: ignore[no-untyped-call]
-                org=self.org, bucket=self.bucket, body=body, **kwargs
-            )
-        except ApiException as exc:
-            headers: Any = exc.headers or {}
-            raw = exc.body
-            detail = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
-            raise WriteError(
-                f"HTTP {exc.status} {exc.reason or ''}: {detail.strip()[:300]}",
-                status=int(exc.status) if exc.status is not None else None,
-                retry_after_s=parse_retry_after(headers.get("Retry-After")),
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise WriteError(f"{type(exc).__name__}: {exc}") from None
-
-    def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call]
-
-
-def gzip_body(body: bytes) -> bytes:
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip container
-    return z.compress(body) + z.flush()
-
-
-def gunzip_body(data: bytes) -> bytes:
-    """Decompress a gzip body, checking its CRC and length; raises zlib.error when damaged."""
-    z = zlib.decompressobj(31)
-    out = z.decompress(data) + z.flush()
-    if not z.eof or z.unused_data:
-        raise zlib.error("truncated or trailing data")
-    return out
 
 
 @dataclass(slots=True)

@@ -27,22 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core import merge
 from collector.store import groups
 from collector.store.db import Connection
-from collector.store.store import (
-    _ROLLUP_COLUMNS,
-    TIERS,
-    WINDOW_OFFSET_MS,
-    Store,
-    rollups_from_rows,
-    window_start,
-)
-from netqos import memory
-from netqos.aio import wait_stop
+from collector.store.rollups import ROLLUP_COLUMNS, TIERS, WINDOW_OFFSET_MS, rollups_from_rows, window_start
+from collector.store.store import Store
+from ground import memory
+from ground.aio import wait_stop
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +101,7 @@ def recompute_window(
         among, args = store.backend.in_list("series_id", series)
         cond = f" AND {among}"
     rows = conn.execute(
-        f"SELECT {_ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+        f"SELECT {ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms >= ?"
         f" AND window_start_ms < ?{cond} ORDER BY series_id, window_start_ms",
         (finer_s, window_start_ms, end, *args),
     ).fetchall()
@@ -314,11 +309,22 @@ class TierRoller:
 
     # -- background job -----------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, roll_interval_s: float, retention_interval_s: float) -> None:
-        """Roll every `roll_interval_s` and prune every `retention_interval_s` until `stop`."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        roll_interval_s: float,
+        retention_interval_s: float,
+        turn: Callable[[], bool] | None = None,
+    ) -> None:
+        """Roll every `roll_interval_s` and prune every `retention_interval_s` until `stop`.
+
+        `turn` (blocking, run off the loop before every round) says whether this process may
+        work now: the `tiers` role passes its lease, so of several rollers one works."""
         last_prune = -float("inf")
         while not await wait_stop(stop, roll_interval_s):
             try:
+                if turn is not None and not await asyncio.to_thread(turn):
+                    continue
                 done = await asyncio.to_thread(self.roll)
                 if any(done.values()):
                     log.info("event=tiers_rolled %s", " ".join(f"windows_{t}s={n}" for t, n in done.items()))

@@ -47,8 +47,8 @@ from collector.snmp.ber import (
 )
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
 from collector.snmp.profile import Trap
+from collector.traps.settings import TrapSettings
 from collector.traps.usm import Timeliness, UsmError, UsmUser, authenticate, decrypt
-from netqos.config import TrapSettings
 
 log = logging.getLogger(__name__)
 

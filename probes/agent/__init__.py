@@ -9,6 +9,7 @@ Runs on a small Linux box at a measurement point (``netqos probe --config probe.
 * ``queue``: the durable on-disk queue of batches (SQLite), which assigns ``seq``.
 * ``clock``: how well the probe's clock is synchronised (chrony, timedatectl).
 * ``publisher``: MQTT (QoS 1, persistent session, last will) with an HTTPS fallback.
+* ``schedule``: central measurement schedules from the server, and the monthly data budget.
 * ``agent``: the scheduler tying it all together, and the command-line entry point.
 * ``payload``: payload schema v1 as the agent needs it (no server import).
 * ``compat``: the few Python 3.11 asyncio parts the agent uses, for Python 3.9 and 3.10.
@@ -19,3 +20,6 @@ Packaged alone as ``netqos-probe`` (pyproject.toml in this directory; docs/probe
 
 See docs/probe-agent.md.
 """
+
+# Keep equal to the repository's pyproject.toml (tests/unit/test_probe_schedule.py checks it).
+__version__ = "0.1.0"

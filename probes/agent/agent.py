@@ -3,11 +3,16 @@
 ::
 
     tests (one task each, interval +- jitter) --+
+    (probe.yaml's, or the server's schedule)    |
     radio (every radio.interval_s) -------------+--> Batcher --> BatchQueue (disk) --> Publisher
                                                     (max size / max wait)  (seq)      (MQTT / HTTPS)
 
 Measurements are queued durably before anything is sent, so a broker outage, a
 reboot or a power cut loses nothing that was queued (up to ``queue.max_batches``).
+
+A schedule from the server (``probes.agent.schedule``) replaces the tests without a restart:
+each test loop is keyed by its whole definition, so an unchanged test keeps its rhythm, a new
+or changed one starts within its interval and a removed one stops before its next run.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any, Final
 import orjson
 import yaml
 
-from probes.agent import compat, icmp
+from probes.agent import __version__, compat, icmp
 from probes.agent.clock import ClockReader, cached, read_clock_status
 from probes.agent.config import (
     HttpDownloadSpec,
@@ -44,11 +49,20 @@ from probes.agent.config import (
     target_of,
 )
 from probes.agent.logs import setup_logging
-from probes.agent.measure import EchoFunc, MeasurementError, run_spec
+from probes.agent.measure import ByteTally, EchoFunc, MeasurementError, run_spec
 from probes.agent.payload import SCHEMA_VERSION, metric_ok
 from probes.agent.publisher import Publisher
 from probes.agent.queue import BatchQueue, QueueError
 from probes.agent.radio import RadioReading, RadioSource, source_from_config
+from probes.agent.schedule import (
+    DataBudget,
+    Schedule,
+    ScheduleRefused,
+    canonical_json,
+    load_last_good,
+    parse_schedule,
+    save_last_good,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +70,6 @@ EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
 # Room for v, probe_id, seq, sent_ts and the clock fields around the measurements.
 _ENVELOPE_BYTES: Final = 512
-_STATUS_EVERY_S: Final = 300.0
 
 
 def now_ms() -> int:
@@ -139,6 +152,7 @@ class AgentStats:
     tests_failed: Counter[str] = field(default_factory=Counter)
     metrics_dropped: int = 0
     radio_failures: int = 0
+    tests_skipped_budget: Counter[str] = field(default_factory=Counter)
 
 
 def _budget_s(spec: MeasurementSpec) -> float:
@@ -195,6 +209,22 @@ class ProbeAgent:
         self._heavy = asyncio.Lock()
         self._queue_lock = threading.Lock()
         self._icmp_warned = False
+        # What runs: probe.yaml's tests until the server sends a schedule (kept across restarts).
+        self.tests: list[MeasurementSpec] = list(config.tests)
+        self.schedule: Schedule | None = None
+        self.refused: dict[str, Any] | None = None
+        self.budget = DataBudget(config.state_dir / "budget.json", now_s=time.time())
+        self._schedule_path = config.state_dir / "schedule.json"
+        self._loops: dict[str, asyncio.Task[None]] = {}  # test key -> its loop (the current tests)
+        self._all_loops: set[asyncio.Task[None]] = set()  # those, and removed ones finishing a run
+        self._busy: set[str] = set()  # keys of the tests running right now
+        self._running = False
+        if config.schedule.enabled:
+            last = load_last_good(self._schedule_path, config.probe_id)
+            if last is not None:
+                self._use(last)
+            self.publisher.on_schedule = self.on_schedule_message
+        self.publisher.report(self.status_message())
 
     def close(self) -> None:
         """Close the queue file if this agent opened it."""
@@ -243,13 +273,35 @@ class ProbeAgent:
         """Run one test now and record its measurement; its metrics, or None if it failed."""
         kind = spec.kind
         heavy = isinstance(spec, (HttpDownloadSpec, HttpUploadSpec))
+        tally = ByteTally()
         try:
             async with self._heavy if heavy else contextlib.nullcontext():
+                if heavy and not self.budget.allows(
+                    self.budget_bytes, getattr(spec, "bytes", None), now_s=time.time()
+                ):
+                    self.stats.tests_skipped_budget[kind] += 1
+                    self.budget.skip(now_s=time.time())
+                    log.warning(
+                        "event=probe_test_skipped kind=%s target=%s reason=data_budget used_bytes=%d "
+                        "budget_bytes=%s",
+                        kind,
+                        target_of(spec),
+                        self.budget.used_bytes,
+                        self.budget_bytes,
+                    )
+                    self.report()
+                    return None
                 ts = now_ms()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that arrives as the test finishes, and a stopping agent would never stop.
-                async with compat.timeout(_budget_s(spec)):
-                    metrics = await run_spec(spec, echo=self.echo)
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    # that arrives as the test finishes, and a stopping agent would never stop.
+                    async with compat.timeout(_budget_s(spec)):
+                        metrics = await run_spec(spec, echo=self.echo, tally=tally)
+                finally:
+                    if heavy:
+                        # What crossed the link counts, whether the test succeeded or not.
+                        self.budget.spend(tally.n, now_s=time.time())
+                        self.report()
         except icmp.IcmpUnavailable as exc:
             self.stats.tests_failed[kind] += 1
             if not self._icmp_warned:
@@ -264,7 +316,7 @@ class ProbeAgent:
         self.record(ts, target_of(spec), metrics)
         return metrics
 
-    async def _test_loop(self, spec: MeasurementSpec) -> None:
+    async def _test_loop(self, key: str, spec: MeasurementSpec) -> None:
         loop = asyncio.get_running_loop()
         interval = spec.interval_s
         jitter = self.config.schedule_jitter_ratio
@@ -272,17 +324,151 @@ class ProbeAgent:
         due = loop.time() + self.rng.uniform(0, min(interval, 30.0))
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
+            if self._loops.get(key) is not asyncio.current_task():
+                return  # a new schedule dropped this test
+            self._busy.add(key)
             try:
                 await self.run_test_once(spec)
             except Exception:
                 # A bug in one test must not stop the others, nor the probe.
                 self.stats.tests_failed[spec.kind] += 1
                 log.exception("event=probe_test_crashed kind=%s target=%s", spec.kind, target_of(spec))
+            finally:
+                self._busy.discard(key)
             due += interval * (1 + self.rng.uniform(-jitter, jitter))
             now = loop.time()
             if due < now:
                 # Ran longer than its interval (or the box was suspended): skip, don't burst.
                 due = now + interval * self.rng.uniform(1 - jitter, 1 + jitter)
+
+    # -- central schedule and data budget -------------------------------------------------
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """This month's throughput budget in bytes (from the schedule); None: unlimited."""
+        return self.schedule.budget_bytes_month if self.schedule is not None else None
+
+    def _use(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.tests = list(schedule.tests)
+
+    def _sync_loops(self) -> None:
+        """Start a loop for each current test without one; retire the loops of the others.
+
+        A retired loop that is sleeping is cancelled; one in the middle of a run finishes it
+        (a throughput test cut short would waste its bytes) and then returns.
+        """
+        wanted: dict[str, MeasurementSpec] = {}
+        for spec in self.tests:
+            base = canonical_json(spec.model_dump(mode="json")).decode()
+            n = sum(1 for k in wanted if k.split("#", 1)[1] == base)
+            wanted[f"{n}#{base}"] = spec  # the same test twice runs twice
+        for key in list(self._loops):
+            if key not in wanted:
+                task = self._loops.pop(key)
+                if key not in self._busy:
+                    task.cancel()
+        for key, spec in wanted.items():
+            if key not in self._loops:
+                task = asyncio.create_task(self._test_loop(key, spec), name=f"test-{spec.kind}")
+                self._loops[key] = task
+                self._all_loops.add(task)
+                task.add_done_callback(self._all_loops.discard)
+
+    def on_schedule_message(self, raw: bytes, via: str) -> None:
+        """A schedule from the server (MQTT or HTTPS): run it, or refuse it and keep the last good one."""
+        if not raw:
+            return  # the retained message was cleared: keep running what runs
+        running = self.schedule.version if self.schedule is not None else None
+        try:
+            schedule = parse_schedule(raw, probe_id=self.config.probe_id, running_version=running)
+        except ScheduleRefused as exc:
+            seen = self.refused is not None and (self.refused["version"], self.refused["digest"]) == (
+                exc.version,
+                exc.digest,
+            )
+            self.refused = {
+                "version": exc.version,
+                "digest": exc.digest,
+                "reason": exc.reason,
+                "ts": now_ms(),
+            }
+            if not seen:  # a retained message comes again at every reconnect: log it once
+                log.error(
+                    "event=probe_schedule_refused version=%s via=%s reason=%r running_version=%s",
+                    exc.version,
+                    via,
+                    exc.reason,
+                    running,
+                )
+                self.report(urgent=True)  # on the HTTPS fallback too: the department must hear of it
+            return
+        if self.schedule is not None and (schedule.version, schedule.digest) == (
+            self.schedule.version,
+            self.schedule.digest,
+        ):
+            return  # what runs already
+        try:
+            save_last_good(self._schedule_path, schedule)
+        except OSError as exc:
+            log.error("event=probe_schedule_not_saved path=%s error=%r", self._schedule_path, str(exc))
+        self._use(schedule)
+        if self.refused is not None and (self.refused["version"] or 0) <= schedule.version:
+            self.refused = None  # superseded by a good one
+        if self._running:
+            self._sync_loops()
+        log.info(
+            "event=probe_schedule_applied name=%s version=%d digest=%s tests=%d budget_bytes_month=%s via=%s",
+            schedule.name,
+            schedule.version,
+            schedule.digest[:12],
+            len(schedule.tests),
+            schedule.budget_bytes_month,
+            via,
+        )
+        self.report(urgent=True)
+
+    def status_message(self) -> bytes:
+        """The agent's status report (retained on `<prefix>/<id>/agent`; docs/probe-agent.md)."""
+        q = self.queue.stats()
+        sched = self.schedule
+        radio: dict[str, Any] | None = None
+        if self._reading is not None:
+            at, reading = self._reading
+            radio = {"age_s": round(time.monotonic() - at, 1), **dataclasses.asdict(reading)}
+        return orjson.dumps(
+            {
+                "v": 1,
+                "probe_id": self.config.probe_id,
+                "ts": now_ms(),
+                "agent_version": __version__,
+                "schedule": {
+                    "source": "server" if sched is not None else "local",
+                    "name": sched.name if sched is not None else None,
+                    "version": sched.version if sched is not None else None,
+                    "digest": sched.digest if sched is not None else None,
+                    "tests": len(self.tests),
+                },
+                "refused": self.refused,
+                "budget": {
+                    "month": self.budget.month,
+                    "used_bytes": self.budget.used_bytes,
+                    "budget_bytes": self.budget_bytes,
+                    "skipped_tests": self.budget.skipped,
+                },
+                "queue": {
+                    "batches": q.pending_batches,
+                    "measurements": q.pending_measurements,
+                    "dropped_batches": q.dropped_batches,
+                },
+                "radio": radio,
+            }
+        )
+
+    def report(self, *, urgent: bool = False) -> None:
+        """Hand the publisher a fresh status report (sent at once when connected; `urgent`:
+        over the HTTPS fallback too, without waiting for its next poll)."""
+        self.publisher.report(self.status_message(), urgent=urgent)
 
     async def read_radio_once(self) -> RadioReading | None:
         """Take a radio reading now and record its metrics (rsrp_dbm, rsrq_db, sinr_db)."""
@@ -358,8 +544,9 @@ class ProbeAgent:
 
     async def _status_loop(self) -> None:
         while True:
-            await asyncio.sleep(_STATUS_EVERY_S)
+            await asyncio.sleep(self.config.schedule.report_interval_s)
             self.log_status()
+            self.report()
 
     def log_status(self) -> None:
         """One log line with the queue's and the publisher's counters."""
@@ -384,16 +571,21 @@ class ProbeAgent:
         """Measure and publish until `stop` is set; then queue what was measured and give the
         publisher its grace period to deliver it. Whatever is still queued stays on disk."""
         log.info(
-            "event=probe_start probe_id=%s tests=%d radio=%s queue=%s next_seq=%d",
+            "event=probe_start probe_id=%s version=%s tests=%d schedule_version=%s radio=%s queue=%s "
+            "next_seq=%d",
             self.config.probe_id,
-            len(self.config.tests),
+            __version__,
+            len(self.tests),
+            self.schedule.version if self.schedule is not None else "local",
             self.config.radio.source if self.config.radio else "none",
             self.config.queue.path,
             self.queue.stats().next_seq,
         )
         pub_stop = asyncio.Event()
         publisher = asyncio.create_task(self.publisher.run(pub_stop), name="probe-publisher")
-        producers = [asyncio.create_task(self._test_loop(spec)) for spec in self.config.tests]
+        self._running = True
+        self._sync_loops()
+        producers: list[asyncio.Task[Any]] = []
         if self.radio is not None:
             producers.append(asyncio.create_task(self._radio_loop()))
         producers.append(asyncio.create_task(self._flush_loop()))
@@ -402,9 +594,12 @@ class ProbeAgent:
         try:
             await asyncio.wait({stopper, publisher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel_all([*producers, stopper])
+            self._running = False
+            self._loops.clear()
+            await _cancel_all([*producers, *self._all_loops, stopper])
             # Measured is measured: on disk before the process goes.
             await self.flush(close_open=True)
+            self.report()  # the last queue depth and budget, sent within the grace period
             pub_stop.set()
             self.publisher.notify()
             try:
@@ -459,7 +654,7 @@ async def _once(config: ProbeConfig) -> list[dict[str, Any]]:
             if agent.radio is not None:
                 reading = await agent.read_radio_once()
                 out.append({"radio": None if reading is None else dataclasses.asdict(reading)})
-            for spec in config.tests:
+            for spec in agent.tests:  # the server's last schedule, if one came
                 metrics = await agent.run_test_once(spec)
                 out.append({"kind": spec.kind, "target": target_of(spec), "metrics": metrics})
         finally:

@@ -273,6 +273,19 @@ def target_of(spec: MeasurementSpec) -> str:
     return str(getattr(spec, "url", "?"))[:255]
 
 
+class CentralScheduleConfig(_Section):
+    """Measurement schedules sent by the server (docs/probe-agent.md, "Central schedules")."""
+
+    enabled: bool = Field(True, description="accept the server's schedule; false: run only `tests`")
+    state_dir: Optional[Path] = Field(
+        None, description="where the last good schedule and the data use are kept (default: the queue's)"
+    )
+    https_poll_s: float = Field(
+        900.0, ge=1, le=86_400, description="while on the HTTPS fallback, fetch the schedule this often"
+    )
+    report_interval_s: float = Field(300.0, ge=1, le=86_400, description="agent status report every")
+
+
 class ProbeConfig(_Section):
     """The configuration of one field probe."""
 
@@ -290,7 +303,10 @@ class ProbeConfig(_Section):
     schedule_jitter_ratio: float = Field(
         0.1, ge=0, le=0.5, description="random spread of every test's start, +-ratio of its interval"
     )
-    tests: list[MeasurementSpec] = Field(default_factory=list)
+    tests: list[MeasurementSpec] = Field(
+        default_factory=list, description="run until (and unless) the server sends a schedule"
+    )
+    schedule: CentralScheduleConfig = CentralScheduleConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("topic_prefix")
@@ -310,6 +326,21 @@ class ProbeConfig(_Section):
     def measurements_topic(self) -> str:
         """`<prefix>/<probe_id>/measurements`: where batches go."""
         return f"{self.topic_prefix}/{self.probe_id}/measurements"
+
+    @property
+    def schedule_topic(self) -> str:
+        """`<prefix>/<probe_id>/schedule`: the server's retained schedule for this probe."""
+        return f"{self.topic_prefix}/{self.probe_id}/schedule"
+
+    @property
+    def agent_topic(self) -> str:
+        """`<prefix>/<probe_id>/agent`: this agent's retained status (versions, budget, refusals)."""
+        return f"{self.topic_prefix}/{self.probe_id}/agent"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the schedule and budget files live: schedule.state_dir or the queue's directory."""
+        return self.schedule.state_dir or self.queue.path.parent
 
     @property
     def status_topic(self) -> str:

@@ -1,4 +1,4 @@
-"""The agent's logs: one event a line, as JSON or as plain text (as the server's netqos/logs.py)."""
+"""The agent's logs: one event a line, as JSON or as plain text (as the server's ground/logs.py)."""
 
 from __future__ import annotations
 

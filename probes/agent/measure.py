@@ -239,7 +239,16 @@ async def dns_lookup(
 _NO_CACHE = {"Cache-Control": "no-cache", "Accept-Encoding": "identity", "User-Agent": "netqos-probe/1"}
 
 
-async def http_download(url: str, *, max_bytes: int | None, timeout_s: float, verify: bool = True) -> Metrics:
+class ByteTally:
+    """Bytes a throughput test moved, counted as they go (a failed transfer's too): the data budget."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+async def http_download(
+    url: str, *, max_bytes: int | None, timeout_s: float, verify: bool = True, tally: ByteTally | None = None
+) -> Metrics:
     """GET `url` and time the body: dl_bps.
 
     Reads to the end, to `max_bytes`, or for at most `timeout_s` after the headers, which
@@ -257,6 +266,8 @@ async def http_download(url: str, *, max_bytes: int | None, timeout_s: float, ve
                     async with compat.timeout(timeout_s):
                         async for chunk in resp.aiter_raw():
                             n += len(chunk)
+                            if tally is not None:
+                                tally.n += len(chunk)
                             if max_bytes is not None and n >= max_bytes:
                                 break
                 except (TimeoutError, httpx.TimeoutException):
@@ -276,7 +287,9 @@ def _random_block() -> bytes:
     return _upload_block
 
 
-async def http_upload(url: str, *, size: int, timeout_s: float, verify: bool = True) -> Metrics:
+async def http_upload(
+    url: str, *, size: int, timeout_s: float, verify: bool = True, tally: ByteTally | None = None
+) -> Metrics:
     """POST `size` random bytes to `url`: ul_bps, from the first body byte to the response.
 
     The body must be taken whole within `timeout_s`, or the test fails (no partial rate:
@@ -293,6 +306,8 @@ async def http_upload(url: str, *, size: int, timeout_s: float, verify: bool = T
         offset = 0
         while left > 0:
             take = min(chunk, left, _UPLOAD_BLOCK - offset)
+            if tally is not None:
+                tally.n += take  # handed to the connection: counted as sent
             yield block[offset : offset + take]
             left -= take
             offset = (offset + take) % _UPLOAD_BLOCK
@@ -335,8 +350,12 @@ async def service_access(url: str, *, timeout_s: float, verify: bool = True) -> 
 # --- dispatch --------------------------------------------------------------------------
 
 
-async def run_spec(spec: MeasurementSpec, *, echo: EchoFunc = icmp.echo) -> Metrics:
+async def run_spec(
+    spec: MeasurementSpec, *, echo: EchoFunc = icmp.echo, tally: ByteTally | None = None
+) -> Metrics:
     """Run one configured test once; its metrics, or MeasurementError when it yields none.
+
+    `tally` counts the bytes a throughput test moves (http_download, http_upload).
 
     icmp.IcmpUnavailable propagates: it is a property of the host, not of one run.
     """
@@ -356,10 +375,12 @@ async def run_spec(spec: MeasurementSpec, *, echo: EchoFunc = icmp.echo) -> Metr
         )
     if isinstance(spec, HttpDownloadSpec):
         return await http_download(
-            spec.url, max_bytes=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls
+            spec.url, max_bytes=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls, tally=tally
         )
     if isinstance(spec, HttpUploadSpec):
-        return await http_upload(spec.url, size=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls)
+        return await http_upload(
+            spec.url, size=spec.bytes, timeout_s=spec.timeout_s, verify=spec.verify_tls, tally=tally
+        )
     if isinstance(spec, ServiceAccessSpec):
         return await service_access(spec.url, timeout_s=spec.timeout_s, verify=spec.verify_tls)
     raise TypeError(f"unknown test spec {type(spec).__name__}")

@@ -7,6 +7,15 @@ first; a batch leaves the queue only after its PUBACK (aiomqtt's QoS 1 publish r
 then). A batch whose PUBACK was lost with the connection is sent again with its seq
 after the reconnect: delivery is at least once, the server de-duplicates on seq.
 
+Schedules and status: on every connect the publisher subscribes to the probe's retained
+``<prefix>/<id>/schedule`` (QoS 1) and hands each message to ``on_schedule``; the agent's
+status report (``report``) is published retained on ``<prefix>/<id>/agent`` before the
+next batch. While the HTTPS fallback is in use, the schedule is fetched from
+``<url>/api/v1/probe/schedule`` every ``schedule.https_poll_s`` and the status POSTed to
+``<url>/api/v1/probe/status``; an urgent report (``report(..., urgent=True)``: a schedule
+applied or refused) is POSTed within ``poll_s`` instead, and retried with the reconnect
+backoff until the server has it, so a refusal reaches the server promptly.
+
 HTTPS fallback: when MQTT has failed for ``https_fallback.after_s`` seconds, batches are
 POSTed, still one at a time in seq order, to ``<url>/api/v1/ingest`` with the probe's
 bearer token, until MQTT is back. 200/201/202/204 = stored, 409 = already stored (a
@@ -24,6 +33,7 @@ import math
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +50,8 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 INGEST_PATH = "/api/v1/ingest"
+SCHEDULE_PATH = "/api/v1/probe/schedule"
+STATUS_PATH = "/api/v1/probe/status"
 _STORED = frozenset({200, 201, 202, 204})
 _DUPLICATE = 409
 _REFUSED = frozenset({400, 413, 422})
@@ -83,6 +95,8 @@ class PublisherStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    status_published: int = 0
+    schedules_received: int = 0
     last_error: str | None = None
 
 
@@ -142,6 +156,30 @@ class Publisher:
         self._send_lock = asyncio.Lock()  # one sender at a time: seq order across MQTT and HTTPS
         self._down_since: float | None = time.monotonic()  # MQTT has not worked yet
         self._drain_deadline: float | None = None
+        #: Called with (message body, "mqtt" | "https") for each schedule from the server.
+        self.on_schedule: Callable[[bytes, str], None] | None = None
+        self._status: bytes | None = None  # the latest status report
+        self._status_sent: bytes | None = None  # the last one the broker acknowledged
+        self._status_urgent = False  # an urgent report waits for the HTTPS fallback
+
+    def report(self, status: bytes, *, urgent: bool = False) -> None:
+        """Publish this status report (retained) as soon as the connection allows; newer replaces older.
+
+        `urgent`: on the HTTPS fallback too, send it now rather than at the next poll.
+        """
+        self._status = status
+        if urgent:
+            self._status_urgent = True
+        self._signal.fire()
+
+    def _schedule_in(self, raw: bytes, via: str) -> None:
+        self.stats.schedules_received += 1
+        if self.on_schedule is not None:
+            try:
+                self.on_schedule(raw, via)
+            except Exception:
+                # A bug in handling one schedule must not take the connection down.
+                log.exception("event=probe_schedule_crashed via=%s", via)
 
     def notify(self) -> None:
         """Tell the senders a batch was queued (or that it is time to stop)."""
@@ -157,6 +195,8 @@ class Publisher:
         loops = [self._mqtt_loop(stop)]
         if self.config.https_fallback.enabled:
             loops.append(self._https_loop(stop))
+            if self.on_schedule is not None:
+                loops.append(self._https_schedule_loop(stop))
         await compat.run_together(*loops)
 
     # -- shared --------------------------------------------------------------------------
@@ -208,6 +248,10 @@ class Publisher:
                     backoff = b.reconnect_min_s
                     log.info("event=probe_mqtt_connected host=%s port=%d", b.host, b.effective_port)
                     await client.publish(self.config.status_topic, b"online", qos=QOS, retain=True)
+                    if self.on_schedule is not None:
+                        # The retained schedule comes right after the SUBACK, then every change.
+                        await client.subscribe(self.config.schedule_topic, qos=QOS, timeout=b.timeout_s)
+                    self._status_sent = None  # report again on every connection
                     self.online.set()
                     await self._serve(client, stop)
                     # A clean stop: say so (the broker drops the will on a clean DISCONNECT).
@@ -242,8 +286,11 @@ class Publisher:
         async def watch() -> None:
             # aiomqtt only notices a dead connection inside a call; iterating the (empty)
             # message stream turns a disconnect into an MqttError right away.
-            async for _ in client.messages:
-                pass
+            async for message in client.messages:
+                if str(message.topic) == self.config.schedule_topic:
+                    payload = message.payload
+                    raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                    self._schedule_in(raw, "mqtt")
 
         watcher = asyncio.create_task(watch())
         drainer = asyncio.create_task(self._drain_mqtt(client, stop))
@@ -260,6 +307,13 @@ class Publisher:
         topic = self.config.measurements_topic
         while not self._finished(stop):
             gen = self._signal.gen
+            status = self._status
+            if status is not None and status is not self._status_sent:
+                timeout = self.config.broker.timeout_s
+                await client.publish(self.config.agent_topic, status, qos=QOS, retain=True, timeout=timeout)
+                self._status_sent = status
+                self.stats.status_published += 1
+                continue
             async with self._send_lock:
                 head = await self._head()
                 if head is not None:
@@ -304,6 +358,70 @@ class Publisher:
                     await _sleep_or_stop(stop, wait * random.uniform(0.8, 1.2))
                     continue
                 await self._signal.wait(gen, self.poll_s)
+
+    async def _https_schedule_loop(self, stop: asyncio.Event) -> None:
+        """While the fallback is in use: fetch the schedule and send the status every
+        https_poll_s, and an urgent status (a schedule applied or refused) at once."""
+        fb = self.config.https_fallback
+        assert fb.url is not None and fb.token is not None
+        base = fb.url.rstrip("/")
+        headers = {"Authorization": f"Bearer {fb.token.get_secret_value()}", "User-Agent": "netqos-probe/1"}
+        next_fetch = 0.0  # monotonic: the first time the fallback is due, fetch at once
+        retry_at = 0.0  # monotonic: not before then, an urgent status that failed is sent again
+        backoff = self.config.broker.reconnect_min_s
+        async with httpx.AsyncClient(timeout=fb.timeout_s, verify=fb.verify_tls) as http:
+            while not stop.is_set():
+                if not self._fallback_due():
+                    await _sleep_or_stop(stop, self.poll_s)
+                    continue
+                post = False
+                if time.monotonic() >= next_fetch:
+                    next_fetch = time.monotonic() + self.config.schedule.https_poll_s
+                    await self._fetch_schedule(http, base + SCHEDULE_PATH, headers)
+                    post = True  # the periodic status (it also carries what the fetch changed)
+                elif self._status_urgent and time.monotonic() >= retry_at:
+                    post = True
+                if post and self._status is not None:
+                    urgent, self._status_urgent = self._status_urgent, False
+                    if await self._post_status(http, base + STATUS_PATH, headers):
+                        backoff = self.config.broker.reconnect_min_s
+                    elif urgent or self._status_urgent:
+                        # Not delivered: a refusal must still reach the server, before the next poll.
+                        self._status_urgent = True
+                        retry_at = time.monotonic() + backoff * random.uniform(0.8, 1.2)
+                        backoff = min(backoff * 2, self.config.broker.reconnect_max_s)
+                # poll_s bounds the wait: an urgent report is noticed that soon, and so is MQTT's return.
+                await _sleep_or_stop(stop, min(self.poll_s, max(0.0, next_fetch - time.monotonic())))
+
+    async def _fetch_schedule(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
+        try:
+            resp = await http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("event=probe_schedule_fetch_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return
+        if resp.status_code == 200:
+            self._schedule_in(resp.content, "https")
+        elif resp.status_code != 404:  # 404: no schedule for this probe
+            code, detail = resp.status_code, _detail(resp)
+            log.warning("event=probe_schedule_fetch_failed status=%d detail=%r", code, detail)
+
+    async def _post_status(self, http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool:
+        """POST the latest status; False when it should be sent again (no answer, 429, 5xx)."""
+        assert self._status is not None
+        try:
+            resp = await http.post(
+                url, content=self._status, headers={**headers, "Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("event=probe_status_post_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return False
+        if resp.status_code in _STORED:
+            self.stats.status_published += 1
+            return True
+        code, detail = resp.status_code, _detail(resp)
+        log.warning("event=probe_status_post_failed status=%d detail=%r", code, detail)
+        # A refusal (401, 422, ...) would be refused again: wait for the next poll.
+        return not (code == 429 or code >= 500)
 
     async def _post_head(
         self, http: httpx.AsyncClient, url: str, headers: dict[str, str]

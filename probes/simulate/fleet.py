@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from collector.store.store import ProbeInfo
+    from collector.model import ProbeInfo
 
 OPERATORS: tuple[str, ...] = ("viettel", "vnpt", "mobifone")
 TECHNOLOGIES: tuple[str, ...] = ("4G", "5G", "FTTH")
@@ -92,7 +92,7 @@ class SimProbe:
 
     def info(self, expected_interval_s: float) -> ProbeInfo:
         """Its registration in the store: placement, and how often it sends a batch."""
-        from collector.store.store import ProbeInfo  # the simulator stands without the store
+        from collector.model import ProbeInfo  # the simulator stands without the store
 
         return ProbeInfo(
             self.probe_id,

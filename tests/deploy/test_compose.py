@@ -61,7 +61,7 @@ def test_netqos_roles_run_from_one_image_with_health_checks(compose: dict[str, A
     }
     assert (ROOT / "deploy/docker/Dockerfile").is_file()
     parser = build_parser()
-    assert parser.parse_args(svc["api"]["command"]).roles == "api,alerts"  # one alert engine per store
+    assert parser.parse_args(svc["api"]["command"]).roles == "api,alerts,tiers"  # leases: one of each
     poller = parser.parse_args(svc["poller"]["command"])
     assert (poller.roles, poller.shard) == ("poller", "0/1")
     assert svc["ingest"]["entrypoint"][-1].endswith("exec netqos ingest")
@@ -125,7 +125,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_warm_numba_cache() -> None:
     cache_envs = [x for x in text.splitlines() if "NUMBA_CACHE_DIR=" in x]
     paths = {x.split("NUMBA_CACHE_DIR=")[1].split()[0] for x in cache_envs}
     assert len(cache_envs) == 2 and len(paths) == 1, cache_envs  # the same path in both stages
-    warm = text.index("warm_up()")
+    warm = text.index("-m collector.core.kernels")
     assert text.index("NUMBA_CACHE_DIR") < warm < text.index("FROM", warm)  # warmed in the build stage
     # Every package the project installs is copied into the build, and .dockerignore lets it in.
     pyproject = (ROOT / "pyproject.toml").read_text()

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from api import create_app
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
 from netqos.cli import build_parser
 from netqos.config import Settings

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from netqos.cli import build_parser
-from netqos.service import parse_roles
+from netqos.roles import parse_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
@@ -59,7 +59,7 @@ def test_exec_start_commands_parse_with_the_cli() -> None:
         seen[name] = args
         assert str(args.config) == "/etc/netqos/netqos.yaml"
     assert seen["netqos-api.service"].command == "serve"
-    assert parse_roles(seen["netqos-api.service"].roles) == {"api", "alerts"}
+    assert parse_roles(seen["netqos-api.service"].roles) == {"api", "alerts", "tiers"}
     assert seen["netqos-ingest@.service"].command == "ingest"
     poller = seen["netqos-poller@.service"]
     assert parse_roles(poller.roles) == {"poller"} and poller.shard == "1/3"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -55,6 +57,7 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
     started = time.monotonic()
     seen: set[str] = set()
     ready = False
+    first_qos: float | None = None  # wall clock of the first answered QoS query
     try:
         with httpx.Client(timeout=5.0) as http:
             while time.monotonic() - started < 60 and proc.poll() is None:
@@ -69,6 +72,7 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
                     time.sleep(0.5)
                     continue
                 assert r.status_code == 200, r.text
+                first_qos = first_qos or time.time()
                 seen = {
                     s["labels"]["commune"]
                     for s in r.json()["series"]
@@ -79,10 +83,15 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
                 time.sleep(1.0)
         elapsed = time.monotonic() - started
         devices_ok = False
-        with httpx.Client(timeout=5.0, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        with httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
             # Simulated SNMP agents polled every 2 s: rates exist from the second poll on.
             while time.monotonic() - started < 90 and not devices_ok:
-                body = http.get(f"{base}/api/v1/devices").json()
+                try:
+                    body = http.get(f"{base}/api/v1/devices").json()
+                except httpx.TimeoutException:
+                    # The demo runs 60 probes and 60 SNMP agents in one process: on a loaded
+                    # 2-core machine one answer took over 5 s (healthz ~1 s); the bound is the loop's.
+                    continue
                 polled = [d for d in body["devices"] if d["polls_total"] >= 2 and d["status"] == "up"]
                 if body["total"] > 50 and len(polled) > 50:
                     one = http.get(f"{base}/api/v1/devices/{polled[0]['id']}").json()
@@ -117,3 +126,10 @@ def test_demo_serves_p95_rtt_per_commune_and_stops_cleanly(tmp_path: Path) -> No
     assert "event=service_stopped" in err
     assert "event=alerting_started rules=10" in err  # the 10 built-in rules run in the demo
     assert "Traceback" not in err, err[-3000:]
+    # The kernels come from the cache `make warm` filled (the registry: collector/core/kernels.py),
+    # so the service answers soon after it starts: within 5 s is the aim; bounded generously
+    # here, as the test machine may be shared.
+    starting = re.search(r"^(\S+ \S+) INFO netqos.serve event=service_starting", err, re.MULTILINE)
+    assert starting is not None and first_qos is not None
+    since = datetime.strptime(starting.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    assert first_qos - since < 15.0, f"first QoS answer {first_qos - since:.1f} s after the service started"

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from alerts.incidents import add_symptom_in, open_in
-from api import create_app
+from api.app import create_app
 from collector.events import StateChange
+from collector.ingest_settings import IngestSettings
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.sqlite import SQLiteStore
-from netqos.config import IngestSettings
 from tests.department_data import VIEWER, seed, settings_with_keys
 from tests.e2e.test_page import _measure, headless
 from tests.live_api import serve
@@ -98,6 +98,13 @@ def test_noc_shows_what_is_down_and_the_last_hour(noc_url: str, tmp_path: Path) 
     assert "<strong>olt-1</strong>" in inc and "device_down · device" in inc
     assert "<li>link_down: olt-1/pon-0/1</li>" in inc and "<li>probe_offline: p-b-vtl-4g</li>" in inc
     assert 'data-link="olt-1/pon-0/1"' in dom and 'data-probe="p-b-vtl-4g"' in dom
+    # The fleet table: every probe with its state; no agent report here, so no version.
+    fleet = re.search(r'id="noc-fleet-table">.*?</table>', dom, re.S)
+    assert fleet, dom[-3000:]
+    assert re.search(
+        r'<tr data-probe="p-b-vtl-4g"><td>p-b-vtl-4g</td><td>[^<]* · viettel</td><td>offline</td><td>—</td>',
+        fleet.group(0),
+    )
     # The last hour per operator: the p95s by hand (within 1 %), and a chart with points and ink.
     for op, v in (("viettel", 42.0), ("vnpt", 9.0)):
         row = re.search(rf'<tr data-operator="{op}"><td>{op}</td><td class="num">([\d,]+) ms</td>', dom)

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from api import create_app
+from api.app import create_app
+from collector.ingest_settings import IngestSettings
 from collector.inventory.units import CommuneUnit
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
+from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
-from netqos.config import IngestSettings
 from tests.department_data import ADMIN, T0, VIEWER, A, B, auth, seed, settings_with_keys
 from tests.live_api import serve
 from tests.marks_data import VIETTEL_SUBSCRIBERS, VNPT_MISSING, seed_approximate_share

@@ -1,4 +1,4 @@
-"""The whole service (run_service: poller, store, alert engine, outbox, API) against real SNMP
+"""The whole service (serve: poller, store, alert engine, outbox, API) against real SNMP
 agents and a real webhook receiver: snmpd stopped and restarted; an aggregation router and
 its 20 BTS (simulated agents speaking SNMP) going down together."""
 
@@ -19,7 +19,7 @@ from alerts.incidents import IncidentRepo
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from netqos.config import Settings
-from netqos.service import run_service
+from netqos.serve import serve
 from probes.simulate.snmp_agent import SimDevice, serve_devices
 from tests.alerting import WebhookSink
 from tests.conftest import free_port
@@ -70,7 +70,7 @@ async def service(
         }
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(run_service(settings, stop=stop, install_signals=False))
+    task = asyncio.create_task(serve(settings, stop=stop, install_signals=False))
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5

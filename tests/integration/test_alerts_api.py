@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from alerts.engine import AlertEngine
 from alerts.rules import parse_rules
-from api import create_app
-from netqos.config import ApiKey, Settings
+from api.app import create_app
+from api.settings import ApiKey
+from netqos.config import Settings
 from tests.alerting import T0, Net, alert_settings
 
 TOKEN = "alerts-api-token-0123"

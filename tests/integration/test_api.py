@@ -12,11 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store, open_store
-from netqos.config import IngestSettings, Settings, StoreSettings
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
+from netqos.config import Settings
 
 TOKEN = "test-token-0123456789"
 T0 = 1_795_852_800_000  # 2026-11-28T08:00:00Z, ms

@@ -20,12 +20,13 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
 from api.server import RepeatFilter, connections_within, server_config
 from collector.inventory.units import CommuneUnit
 from collector.store.sqlite import SQLiteStore
 from collector.store.units import UnitRepo
-from netqos.config import ConfigError, Settings, load_settings
+from ground.errors import ConfigError
+from netqos.config import Settings, load_settings
 from tests.conftest import LOOPBACK, free_port, wait_port
 from tests.department_data import ADMIN, auth, seed, settings_with_keys
 

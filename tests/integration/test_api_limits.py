@@ -32,10 +32,11 @@ import pytest
 import yaml
 
 from api.routers.ingest import token_sha256
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
-from netqos.config import IngestSettings
+from collector.store.sqlite import SQLiteStore
 from tests.conftest import LOOPBACK, free_port, terminate, wait_port
 
 pytestmark = pytest.mark.integration

@@ -30,13 +30,14 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from alerts.silences import SilenceRepo
-from api import create_app
+from api.app import create_app
 from api.server import server_config
 from collector.store import audit
 from collector.store.reports import ReportRepo
+from collector.store.settings import StoreSettings
 from collector.store.sqlite import SQLiteStore
 from collector.store.store import Store, open_store
-from netqos.config import Settings, StoreSettings
+from netqos.config import Settings
 from tests.conftest import LOOPBACK, free_port, wait_port
 from tests.department_data import ADMIN, VIETTEL, VIEWER, auth, seed, settings_with_keys
 

@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from collector.model import ProbeInfo
 from collector.mqtt.lean import encode_connect
 from collector.store import audit
-from collector.store.store import ProbeInfo, Store, open_store
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
+from ground.errors import ConfigError
 from netqos.cli import main, warn_without_api_tokens
-from netqos.config import ConfigError, Settings, StoreSettings, load_settings
+from netqos.config import Settings, load_settings
 from netqos.service import port_is_free, start_embedded_broker
 from tests.conftest import free_port, store_yaml
 

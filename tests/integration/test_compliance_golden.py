@@ -2,7 +2,7 @@
 just over its limit, and at its minimum sample count -1 and +1.
 
 Every expected value below is worked out by hand from the regulation's text
-(api/standards/profiles/*.yaml restate it; docs/api.md "Methods" says how shares, medians
+(compliance/standards/profiles/*.yaml restate it; docs/api.md "Methods" says how shares, medians
 and minimums are counted) and written as a literal or as the arithmetic a person would do
 on paper; nothing is computed with the project's functions. The samples go through the real
 ingest pipeline (probe batches in the columnar form both MQTT decoders produce, SNMP-style
@@ -27,15 +27,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
-from api.compliance import Standards, share_counters
+from api.app import create_app
 from collector.core import keys_of
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import METRIC_NAMES, Decoded
 from collector.pipeline import IngestPipeline
 from collector.store.sqlite import SQLiteStore
-from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
+from collector.store.store import Store, open_store
 from collector.store.tiers import TierPolicy, TierRoller
-from netqos.config import IngestSettings
+from compliance.profiles import Standards, share_counters
 from tests.department_data import VIEWER, auth, settings_with_keys
 
 T0 = int(datetime(2025, 7, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)
@@ -294,7 +295,7 @@ def ingest(
                     "site": f"s{case.commune}",
                 },
             )
-            local = np.array([pipe.series_index(key, 60.0)], dtype=np.int64)
+            local = np.array([pipe.series.index(key, 60.0)], dtype=np.int64)
             for i, v in enumerate(_expand(runs)):
                 pipe.accept_samples(local, t0 + i * 1000, np.array([v]))
     asyncio.run(pipe.flush())
@@ -320,7 +321,7 @@ def roll_and_prune(store: Store) -> None:
     scope="module",
     params=[
         pytest.param("sqlite", id="sqlite-minutes"),
-        pytest.param("postgresql", id="postgresql-days", marks=pytest.mark.integration),
+        pytest.param("postgresql", id="postgresql-days", marks=pytest.mark.services),
     ],
 )
 def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
@@ -579,7 +580,8 @@ def test_csv_lists_the_marks(client: TestClient) -> None:
 
 
 def _answer(store: Store, technology: str) -> dict[str, tuple[Any, ...]]:
-    from api.compliance import Scope, evaluate, parse_period
+    from compliance.evaluate import Scope, evaluate
+    from compliance.profiles import parse_period
 
     std = Standards.load()
     prof = std.regulation_for(technology, parse_period("2025-07").start)

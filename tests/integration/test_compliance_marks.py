@@ -20,15 +20,15 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api import create_app
-from api.report import NOT_CHECKED_VI
+from api.app import create_app
 from collector.core import SampleBatch, rollup
 from collector.core.shares import ShareCounters
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.sqlite import ProbeInfo, SQLiteStore
-from collector.store.store import SeriesKey
-from netqos.config import IngestSettings
+from collector.store.sqlite import SQLiteStore
+from compliance.report import NOT_CHECKED_VI
 from tests.department_data import T0, VIEWER, A, B, auth, seed, settings_with_keys
 from tests.marks_data import APPROX_SHARE, seed_approximate_share
 
@@ -209,7 +209,7 @@ def test_the_monthly_report_shows_approximate_values_and_conditions_not_checked(
 def test_every_condition_not_checked_has_its_vietnamese_on_report_and_page() -> None:
     conditions = {
         c
-        for f in (ROOT / "api/standards/profiles").glob("*.yaml")
+        for f in (ROOT / "compliance/standards/profiles").glob("*.yaml")
         for ind in yaml.safe_load(f.read_text(encoding="utf-8"))["indicators"]
         for c in ind.get("not_checked", [])
     }

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
 from tests.department_data import ADMIN, VIETTEL, VIEWER, VNPT, A, B, auth, seed, settings_with_keys
 
@@ -367,7 +367,7 @@ def test_every_list_exports_csv(client: TestClient, path: str, params: dict[str,
 
 
 def test_csv_neutralises_formulas() -> None:
-    from api.export import csv_text
+    from compliance.tables import csv_text
 
     text = csv_text([{"a": "=HYPERLINK(1)", "b": "-95.5", "c": "@x"}], ["a", "b", "c"])
     assert text.splitlines()[1] == "'=HYPERLINK(1),-95.5,'@x"
@@ -431,9 +431,9 @@ def test_https_ingest_is_rate_limited_per_probe(tmp_path: Path) -> None:
     import time as _time
 
     from api.routers.ingest import token_sha256
+    from collector.ingest_settings import IngestSettings
+    from collector.model import ProbeInfo
     from collector.pipeline import IngestPipeline
-    from collector.store.sqlite import ProbeInfo
-    from netqos.config import IngestSettings
 
     store = SQLiteStore(tmp_path / "ingest.db")
     store.register_probes([ProbeInfo("p-1", commune=A), ProbeInfo("p-2", commune=A)])

@@ -7,8 +7,8 @@ import pytest
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.devices import DeviceRepo, PollRecord
+from collector.store.settings import StoreSettings
 from collector.store.store import open_store
-from netqos.config import StoreSettings
 
 pytestmark = pytest.mark.integration
 

@@ -42,6 +42,8 @@ def load_build() -> ModuleType:
     spec = importlib.util.spec_from_file_location("grafana_build", GRAFANA / "build.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: its dataclasses look their module up.
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 

@@ -17,8 +17,9 @@ import aiomqtt
 import pytest
 import yaml
 
-from collector.store.store import ProbeInfo, open_store
-from netqos.config import StoreSettings
+from collector.model import ProbeInfo
+from collector.store.settings import StoreSettings
+from collector.store.store import open_store
 from tests.conftest import Broker, store_yaml
 
 pytestmark = pytest.mark.integration

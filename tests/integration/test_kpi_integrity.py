@@ -15,16 +15,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api import create_app
+from api.app import create_app
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device
 from collector.inventory.units import CommuneUnit, VillageUnit
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.devices import DeviceRepo
-from collector.store.sqlite import ProbeInfo
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, open_store
 from collector.store.units import UnitRepo
-from netqos.config import IngestSettings, StoreSettings
 from tests.department_data import ADMIN, JULY_START_MS, VIETTEL, VIEWER, auth, settings_with_keys
 
 A, B, C = "16021", "15301", "16045"

@@ -15,10 +15,12 @@ import aiomqtt
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
+from collector.mqtt.settings import MqttSettings
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
-from netqos.config import IngestSettings, MqttSettings
+from collector.store.store import Store
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.integration

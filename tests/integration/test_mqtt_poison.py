@@ -16,10 +16,13 @@ import aiomqtt
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.consumer import MqttConsumer
+from collector.mqtt.settings import MqttSettings
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store, open_store
-from netqos.config import IngestSettings, MqttSettings, StoreSettings
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
 from netqos.service import start_embedded_broker
 from tests.conftest import LOOPBACK, Broker, free_port
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from api import create_app
+from api.app import create_app
+from collector.probe_schedules import ScheduleService
 from collector.store.sqlite import SQLiteStore
 from tests.department_data import ADMIN, seed, settings_with_keys
 from tests.live_api import serve
@@ -40,7 +41,11 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings.api.upload_rate_per_min = 10_000
     settings.api.write_burst = 10_000
     settings.api.write_rate_per_min = 10_000
-    with serve(create_app(settings, store)) as url:
+    app = create_app(settings, store)
+    # Measurement schedules configured (no broker): PUT /api/v1/schedules runs its real checks.
+    sched_dir = tmp_path_factory.mktemp("schedules")
+    app.state.schedules = ScheduleService(sched_dir / "schedules.yaml", store.probes, broker=None)
+    with serve(app) as url:
         yield url
     store.close()
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
+from collector.store.settings import StoreSettings
 from collector.store.sqlite import SQLiteStore
 from collector.store.store import open_store
-from netqos.config import StoreSettings
 from probes.simulate.devices import build_device_fleet, inventory_rows, sim_devices
 from probes.simulate.snmp_agent import serve_devices
 from tests.conftest import Broker, free_port

@@ -14,12 +14,14 @@ from pydantic import SecretStr
 
 from alerts.engine import AlertEngine
 from alerts.rules import parse_rules
-from api import create_app
+from api.app import create_app
+from api.settings import ApiKey
 from collector.events import StateChange
 from collector.inventory import Device
 from collector.store.devices import DeviceRepo, PollRecord
+from collector.store.settings import StoreSettings
 from collector.store.store import Store, open_store
-from netqos.config import ApiKey, Settings, StoreSettings
+from netqos.config import Settings
 from tests.alerting import T0, alert_settings
 
 RULES = (

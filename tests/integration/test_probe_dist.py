@@ -17,8 +17,9 @@ import orjson
 import pytest
 import yaml
 
-from collector.store.store import ProbeInfo, open_store
-from netqos.config import StoreSettings
+from collector.model import ProbeInfo
+from collector.store.settings import StoreSettings
+from collector.store.store import open_store
 from tests.conftest import LOOPBACK, Broker
 from tests.integration.test_ingest_faults import Worker
 from tests.integration.test_probe_agent_mqtt import subscriber

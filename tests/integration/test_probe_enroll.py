@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from api.routers.ingest import token_sha256
+from collector.store.settings import StoreSettings
 from collector.store.store import open_store
 from netqos.cli import main
-from netqos.config import StoreSettings
 from probes.agent.config import load_config
 from tests.integration.test_mosquitto_acl import INGEST, V5, Conn, meas, status
 from tests.mqtt_broker import DEPLOY_ACL, MosquittoBroker

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
 from collector.snmp.profile import ProfileError, load_profiles
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from collector.traps.receiver import TrapReceiver
-from netqos.config import IngestSettings, SnmpSettings, TrapSettings
+from collector.traps.settings import TrapSettings
 from tests.integration.test_snmp_profiles import HW, P0, P1, agent, hw_onus
 from tests.integration.test_snmp_rows import credential
 from tests.integration.test_traps import outcome, snmp_env

@@ -10,9 +10,10 @@ import numpy as np
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
 from collector.core import SampleBatch, rollup
-from collector.store.store import SeriesKey, Store
+from collector.model import SeriesKey
+from collector.store.store import Store
 from collector.store.tiers import TierPolicy, TierRoller
 from netqos.config import Settings
 

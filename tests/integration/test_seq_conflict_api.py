@@ -8,11 +8,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import to_decoded, validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
-from netqos.config import IngestSettings, Settings
+from collector.store.store import Store
+from netqos.config import Settings
 
 TOKEN = "seq-conflict-token-1234567890"
 T0 = 1_795_852_800_000

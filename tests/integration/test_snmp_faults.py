@@ -12,12 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
-from netqos.config import IngestSettings, SnmpSettings
 from probes.simulate.snmp_agent import SimDevice, SimInterface, SnmpAgentServer
 
 pytestmark = pytest.mark.integration
@@ -353,7 +354,7 @@ async def test_vendor_table_from_a_profile_only(tmp_path: Path) -> None:
 
 async def test_traps_from_agents_sharing_a_host_reach_the_right_device(tmp_path: Path) -> None:
     from collector.traps.receiver import TrapReceiver
-    from netqos.config import TrapSettings
+    from collector.traps.settings import TrapSettings
     from tests.snmpd import free_udp_port
 
     devs = [SimDevice(f"bts-{i}", community="c-shared", n_interfaces=2) for i in range(3)]

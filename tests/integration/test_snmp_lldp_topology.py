@@ -20,13 +20,17 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
+from api.settings import ApiKey
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
+from collector.store.settings import StoreSettings
 from collector.store.store import open_store
-from netqos.config import ApiKey, IngestSettings, Settings, SnmpSettings, StoreSettings
+from netqos.config import Settings
 from tests.integration.test_snmp_rows import credential
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent

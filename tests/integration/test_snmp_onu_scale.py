@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
-from netqos.config import IngestSettings, SnmpSettings
 from probes.simulate.snmp_agent import SimDevice, serve_devices
 
 pytestmark = pytest.mark.integration

@@ -16,13 +16,15 @@ import yaml
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from collector.traps.receiver import TrapReceiver
-from netqos.config import IngestSettings, SnmpSettings, TrapSettings
+from collector.traps.settings import TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -348,7 +350,7 @@ async def test_device_endpoints_show_status_interfaces_and_outages(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from api.app import create_app
     from netqos.config import Settings
 
     a = agents[0]

@@ -14,12 +14,13 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
-from netqos.config import IngestSettings, SnmpSettings
 from tests.integration.test_snmp_rows import credential
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent

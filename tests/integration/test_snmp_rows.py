@@ -17,14 +17,15 @@ import pytest
 from pydantic import SecretStr
 
 from collector.events import StateChange
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.ber import parse_oid
 from collector.snmp.client import TAG_INTEGER, RowIds, V2cSession, V3Session
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink, row_labels
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo, PollRecord
 from collector.store.store import Store
-from netqos.config import IngestSettings, SnmpSettings
 from tests.snmp_recording import recording_agent
 from tests.snmpd import SnmpdAgent
 
@@ -502,7 +503,7 @@ async def test_a_row_deleted_while_down_closes_its_outage_and_leaves_the_current
     comes back under the same index as a first sight (online: no news)."""
     from fastapi.testclient import TestClient
 
-    from api import create_app
+    from api.app import create_app
     from netqos.config import Settings
 
     path, agent = recording

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from collector.core import SampleBatch, rollup
-from collector.store.store import ProbeInfo, SeriesKey, Store, open_store
+from collector.model import ProbeInfo, SeriesKey
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
 from netqos.cli import main
-from netqos.config import StoreSettings
 from tests.conftest import store_yaml
 
 T0 = 1_795_852_800_000

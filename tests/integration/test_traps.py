@@ -23,13 +23,15 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Credential, Device, Inventory
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import DeviceRuntime, Poller, PollSink
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from collector.traps.receiver import TrapReceiver
-from netqos.config import IngestSettings, SnmpSettings, TrapSettings
+from collector.traps.settings import TrapSettings
 from tests.snmpd import SnmpdAgent, free_udp_port
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from collector.store.sink import TsdbSink, parse_retry_after
+from collector.store.influx import parse_retry_after
+from collector.store.settings import TsdbSettings
+from collector.store.sink import TsdbSink
 from collector.store.spool import Spool
-from netqos.config import TsdbSettings
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,15 @@ from prometheus_client import REGISTRY
 
 from collector.core import quantiles
 from collector.core.shares import ShareCounters
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
 from collector.store.feed import TsdbFeed
 from collector.store.lineproto import render_fields, series_prefix
+from collector.store.settings import TsdbSettings
 from collector.store.sink import TsdbSink
-from collector.store.store import ProbeInfo, Store
-from netqos.config import IngestSettings, TsdbSettings
+from collector.store.store import Store
 from tests.victoria import VictoriaMetrics
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from openpyxl import load_workbook
 from openpyxl.cell.cell import Cell
 from openpyxl.worksheet.worksheet import Worksheet
 
-from api import create_app
-from api.report import NOT_CHECKED_VI
+from api.app import create_app
 from collector.store.sqlite import SQLiteStore
+from compliance.report import NOT_CHECKED_VI
 from tests.department_data import ADMIN, VIEWER, auth, seed, settings_with_keys
 from tests.marks_data import APPROX_SHARE, seed_approximate_share
 

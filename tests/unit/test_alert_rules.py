@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alerts.engine import AlertEngine, render
+from alerts.engine import AlertEngine
 from alerts.rules import (
     AbsenceRule,
     RulesError,
@@ -20,12 +20,14 @@ from alerts.rules import (
     load_rules,
     parse_duration,
     parse_rules,
+    render,
 )
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, Store
+from collector.store.store import Store
 from netqos.cli import main
-from netqos.config import IngestSettings
 from tests.alerting import alert_settings
 
 T0 = 1_795_852_800_000  # a whole minute

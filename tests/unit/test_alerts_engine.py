@@ -17,10 +17,11 @@ from alerts.incidents import IncidentRepo
 from alerts.notify.outbox import Outbox
 from alerts.rules import parse_rules
 from alerts.silences import SilenceRepo, maintenance_windows
+from collector.ingest_settings import IngestSettings
 from collector.mqtt.schema import validate_batch
 from collector.pipeline import IngestPipeline
+from collector.store.settings import StoreSettings
 from collector.store.store import open_store
-from netqos.config import IngestSettings, StoreSettings
 from tests.alerting import T0, Net, alert_settings
 
 RULES = """

@@ -10,14 +10,17 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api import create_app
+from api.app import create_app
+from api.settings import ApiKey
 from collector.events import StateChange
+from collector.model import ProbeInfo
 from collector.store.availability import AvailabilityRepo
 from collector.store.db import split_sql
 from collector.store.devices import DeviceRepo
-from collector.store.store import ProbeInfo, Store, backend_of, open_store
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, backend_of, open_store
 from netqos.cli import main
-from netqos.config import ApiKey, Settings, StoreSettings
+from netqos.config import Settings
 from tests.conftest import store_yaml
 
 H = 3_600_000

@@ -13,10 +13,12 @@ from typing import Any
 
 import orjson
 
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo
 from collector.mqtt.schema import Decoded, decode, to_decoded, validate_batch
 from collector.pipeline import IngestPipeline
-from collector.store.store import ProbeInfo, open_store
-from netqos.config import IngestSettings, StoreSettings
+from collector.store.settings import StoreSettings
+from collector.store.store import open_store
 from probes.agent.queue import BatchQueue
 
 T0 = 1_795_852_800_000  # 2026-12-01T00:00:00Z

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import ConfigError
 from netqos.cli import main
-from netqos.config import ConfigError, load_settings
+from netqos.config import load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

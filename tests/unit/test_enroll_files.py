@@ -28,6 +28,8 @@ def _entry(pid: str) -> str:
         f"user {pid}\n"
         f"topic write netqos/v1/probes/{pid}/measurements\n"
         f"topic write netqos/v1/probes/{pid}/status\n"
+        f"topic write netqos/v1/probes/{pid}/agent\n"
+        f"topic read netqos/v1/probes/{pid}/schedule\n"
     )
 
 

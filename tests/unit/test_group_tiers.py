@@ -13,20 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.core import SampleBatch, merge, quantiles, rollup
+from collector.model import SeriesKey
 from collector.store import groups
 from collector.store.aggregate import group_rollups
 from collector.store.periods import period_totals
-from collector.store.store import (
-    TIERS,
-    SeriesKey,
-    SeriesSelection,
-    Store,
-    _rows_of,
-    open_store,
-    rollups_from_rows,
-)
+from collector.store.rollups import TIERS, SeriesSelection, rollups_from_rows, rows_of
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
-from netqos.config import StoreSettings
 
 T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: a Vietnam day starts
 HOUR = 3_600_000
@@ -102,7 +96,7 @@ def expected_group_rows(store: Store, res: int) -> list[tuple[Any, ...]]:
         for r in rows:
             by_window[int(r[1])] = by_window.get(int(r[1]), 0) + int(r[2])
         assert m.count.tolist() == [by_window[w] for w in sorted(by_window)]
-        out += [tuple(t) for t in _rows_of(m, res)]
+        out += [tuple(t) for t in rows_of(m, res)]
     return [tuple(r[1:]) for r in out]
 
 

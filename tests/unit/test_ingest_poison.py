@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import METRIC_NAMES, Decoded, Rejection
 from collector.pipeline import BatchRefused, IngestPipeline
-from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
-from netqos.config import IngestSettings, StoreSettings
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, StoreError, open_store
 
 T0 = 1_795_852_800_000  # 2026-11-28 00:00 UTC, a window start
 NAN = float("nan")
@@ -95,8 +97,8 @@ def test_batches_the_store_refuses_are_dead_lettered_and_the_rest_stored_once(
     accept("p2/0", decoded("p2", 0, "b", [4.0, 5.0, 6.0, 7.0]))
     accept("p0/1", decoded("p0", 1, "c", [0.5]))
     # Samples of another source (an SNMP poll): one series fine, one the store refuses.
-    ok = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "ok"}), 30)
-    bad = pipe.series_index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "\udfff"}), 30)
+    ok = pipe.series.index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "ok"}), 30)
+    bad = pipe.series.index(SeriesKey.of("rtt_ms", "dev1", {"kind": "device", "target": "\udfff"}), 30)
     pipe.accept_samples(np.array([ok, bad]), T0, np.array([42.0, 43.0]))
 
     stored = asyncio.run(pipe.flush())
@@ -247,7 +249,7 @@ def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows
     store.register_probes([ProbeInfo("p0"), ProbeInfo("p1")])
     pipe = IngestPipeline(store, IngestSettings(max_new_label_sets_per_probe_hour=3))
     hour = 1_795_852_800  # a clock hour's first second (s)
-    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 10.0)
+    monkeypatch.setattr("collector.series.time.time", lambda: hour + 10.0)
 
     def targets(probe: str, seq: int, names: list[str]) -> Decoded:
         b = decoded(probe, seq, names[0], [1.0] * len(names))
@@ -285,7 +287,7 @@ def test_a_probe_starting_too_many_label_sets_in_an_hour_is_refused_and_it_shows
         assert listed["p1"]["series_refused_total"] == 0
         assert c.get("/api/v1/probes/p0", headers=auth).json()["series_refused_total"] == 1
 
-    monkeypatch.setattr("collector.pipeline.time.time", lambda: hour + 3600.0)  # the next hour
+    monkeypatch.setattr("collector.series.time.time", lambda: hour + 3600.0)  # the next hour
     assert pipe.accept(targets("p0", 3, ["d", "e", "f"])) == 3
     with pytest.raises(BatchRefused):
         pipe.accept(targets("p0", 4, ["g"]))
@@ -362,7 +364,7 @@ def test_a_refused_series_with_a_share_threshold_gets_no_counter_and_poisons_not
 ) -> None:
     """The share counters (exact QCVN shares) are series too: a series the store refuses must
     not have its counter series created either, or that creation would fail every flush."""
-    from api.compliance import Standards, share_counters
+    from compliance.profiles import Standards, share_counters
 
     store = open_store(store_settings)
     store.register_probes([ProbeInfo("q0", technology="4G", operator="vnpt"), ProbeInfo("q1")])

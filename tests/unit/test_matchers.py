@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from collector.matchers import (
+from ground.matchers import (
     MAX_MATCHER_CHARS,
     MAX_PATTERN_CHARS,
     MatcherError,
@@ -89,7 +89,7 @@ def test_catastrophic_pattern_evaluates_in_linear_time() -> None:
     # linear in the value. A backtracking engine tries every split of the value among the .* of
     # every iteration, exponentially many: Python's re took 4 s at 10 characters and 64 s at 12
     # (about 16 times longer per 2 more); at 30 it would run for years.
-    from collector.matchers import _compile
+    from ground.matchers import _compile
 
     program = _compile(CATASTROPHIC)
     start = time.monotonic()
@@ -106,7 +106,7 @@ def test_a_stored_refused_pattern_matches_nothing_logged_once_and_counted(
 
     before = counted()
     item = {"name": "entity", "op": "=~", "value": CATASTROPHIC}
-    with caplog.at_level(logging.WARNING, logger="collector.matchers"):
+    with caplog.at_level(logging.WARNING, logger="ground.matchers"):
         ms = [stored_matcher(item, "maintenance 7") for _ in range(3)]
         negated = stored_matcher({**item, "op": "!~"}, "maintenance 7")
     assert counted() == before + 2  # once per distinct matcher, not per read

@@ -1,4 +1,4 @@
-"""netqos.memory: the arena limit, the trim and the on-demand report (SIGUSR1)."""
+"""ground.memory: the arena limit, the trim and the on-demand report (SIGUSR1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tracemalloc
 
-from netqos import memory
+from ground import memory
 
 
 def test_the_report_names_where_memory_is() -> None:
@@ -26,7 +26,7 @@ def test_the_report_names_where_memory_is() -> None:
 
 
 def test_arena_limit_and_trim_on_glibc_and_an_explicit_setting_wins() -> None:
-    code = "from netqos import memory; print(memory.limit_arenas(), memory.trim() in (True, False))"
+    code = "from ground import memory; print(memory.limit_arenas(), memory.trim() in (True, False))"
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]  # this machine runs glibc

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from collector.core import SampleBatch, rollup
+from collector.model import SeriesKey
 from collector.store.periods import local_day_start, period_totals, tiers_present
-from collector.store.store import SeriesKey, open_store
+from collector.store.settings import StoreSettings
+from collector.store.store import open_store
 from collector.store.tiers import TierPolicy, TierRoller
-from netqos.config import StoreSettings
 
 VN = timezone(timedelta(hours=7))
 HOUR = 3_600_000

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.kpi import Plan
-from netqos.config import ConfigError
+from compliance.plan import Plan
+from ground.errors import ConfigError
 
 
 def test_the_coverage_kpis_state_their_method_and_mark_the_floors_ours() -> None:
@@ -32,7 +32,7 @@ def test_the_coverage_kpis_state_their_method_and_mark_the_floors_ours() -> None
     ],
 )
 def test_a_coverage_kpi_must_read_a_village_flag(tmp_path: Path, declared: str, fragment: str) -> None:
-    src = Path(__file__).parents[2] / "api" / "standards" / "plan-225-2023.yaml"
+    src = Path(__file__).parents[2] / "compliance" / "standards" / "plan-225-2023.yaml"
     data = yaml.safe_load(src.read_text(encoding="utf-8"))
     data["indicators"][3]["compute"]["declared"] = declared
     path = tmp_path / "plan.yaml"

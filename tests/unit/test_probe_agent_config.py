@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netqos.config import ConfigError
+from ground.errors import ConfigError
 from probes.agent.agent import cli
 from probes.agent.config import (
     HttpDownloadSpec,

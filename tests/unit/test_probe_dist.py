@@ -21,7 +21,7 @@ from probes.agent.config import Technology
 AGENT = Path(__file__).resolve().parents[2] / "probes" / "agent"
 # The package, and the zipapp's start-up file (it runs on the probe's Python too).
 MODULES = [*sorted(AGENT.glob("*.py")), AGENT / "packaging" / "pyz_main.py"]
-SERVER_PACKAGES = ("collector", "netqos", "api", "alerts", "probes.simulate")
+SERVER_PACKAGES = ("collector", "compliance", "netqos", "api", "alerts", "probes.simulate")
 
 
 def _tree(path: Path) -> ast.Module:

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import ConfigError
 from netqos.cli import main
-from netqos.config import ConfigError, Settings
-from netqos.service import ALL_ROLES, ServiceContext, free_port, parse_roles, port_is_free, run_service
+from netqos.config import Settings
+from netqos.roles import ALL_ROLES, parse_roles
+from netqos.serve import ServiceContext, serve
+from netqos.service import free_port, port_is_free
 
 
 def test_parse_roles() -> None:
-    assert parse_roles("api,ingest,poller,alerts") == ALL_ROLES
+    assert parse_roles("api,ingest,poller,alerts,tiers") == ALL_ROLES
     assert parse_roles(" poller , api ") == {"poller", "api"}
     with pytest.raises(ConfigError, match="unknown roles \\['alert'\\]"):
         parse_roles("api,alert")
@@ -35,7 +38,7 @@ def _settings(tmp_path: Path, **extra: object) -> Settings:
 
 async def test_a_worker_that_ingests_needs_an_external_broker(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mqtt\.host"):
-        await run_service(_settings(tmp_path), roles=frozenset({"ingest"}), install_signals=False)
+        await serve(_settings(tmp_path), roles=frozenset({"ingest"}), install_signals=False)
 
 
 async def test_api_only_runs_without_any_broker(tmp_path: Path) -> None:
@@ -50,7 +53,34 @@ async def test_api_only_runs_without_any_broker(tmp_path: Path) -> None:
         ctx.stop.set()
 
     await asyncio.wait_for(
-        run_service(settings, roles=frozenset({"api"}), install_signals=False, extra_tasks=[check_then_stop]),
+        serve(settings, roles=frozenset({"api"}), install_signals=False, extra_tasks=[check_then_stop]),
         60,
     )
     assert seen == [True]
+
+
+@pytest.mark.parametrize(
+    ("roles", "present", "absent"),
+    [
+        # API replicas do not roll tiers (any number may run); the roller is its own role.
+        ({"api"}, {"api", "flusher"}, {"tiers", "alerting", "mqtt-consumer", "snmp-poller"}),
+        ({"tiers", "alerts"}, {"tiers", "alerting", "flusher"}, {"mqtt-consumer", "probe-health"}),
+        # `netqos serve`: every role in one process, the roller included.
+        (set(ALL_ROLES), {"api", "tiers", "alerting", "mqtt-consumer", "probe-health"}, set()),
+    ],
+)
+async def test_each_role_runs_its_own_tasks(
+    tmp_path: Path, roles: set[str], present: set[str], absent: set[str]
+) -> None:
+    settings = _settings(tmp_path, mqtt={"embedded": {"port": free_port()}})
+    names: set[str] = set()
+
+    async def look_then_stop(ctx: ServiceContext) -> None:
+        await asyncio.sleep(0.2)
+        names.update(t.get_name() for t in asyncio.all_tasks())
+        ctx.stop.set()
+
+    await asyncio.wait_for(
+        serve(settings, roles=frozenset(roles), install_signals=False, extra_tasks=[look_then_stop]), 60
+    )
+    assert present <= names and not absent & names, names

@@ -7,9 +7,6 @@ import asyncio
 import json
 import math
 import re
-import shutil
-import socket
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -35,6 +32,8 @@ from probes.simulate import (
     run_fleet,
     topic_for,
 )
+from tests.conftest import mosquitto_binary
+from tests.services import ManagedProcess, accepts, free_port
 
 # --------------------------------------------------------------------------------------
 # payload-v1 rules, written from docs/payload-v1.md (not from the simulator's code)
@@ -359,7 +358,6 @@ def test_episodes_happen_and_outages_drop_tests() -> None:
 # a real broker
 # --------------------------------------------------------------------------------------
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SUB_TOPIC = "netqos/v1/probes/+/measurements"
 
 
@@ -369,48 +367,25 @@ class Broker:
     port: int
     conf: Path
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: ManagedProcess | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text(errors='replace')}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("mosquitto did not accept connections within 10 s")
+        # A missing broker is a failure to fix, not a silent skip (mosquitto_binary raises).
+        self.proc = ManagedProcess("mosquitto", [mosquitto_binary(), "-c", str(self.conf)], log=self.log)
+        self.proc.start()
+        self.proc.wait_ready(
+            lambda: accepts(self.port, self.host), timeout_s=10.0, what="mosquitto accepting"
+        )
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            self.proc.stop(timeout_s=5.0)
         self.proc = None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def sim_broker(tmp_path: Path) -> Iterator[Broker]:
-    # Like tests/conftest.py: a missing broker is a failure to fix, not a silent skip.
-    assert Path(MOSQUITTO).exists(), (
-        "mosquitto is not installed: run `make test` (it installs it with apt-get)"
-    )
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n", encoding="utf-8")
     broker = Broker("127.0.0.1", port, conf, tmp_path / "mosquitto.log")
@@ -445,7 +420,7 @@ def _check_stream(got: list[tuple[str, bytes]], now_ms: int) -> dict[str, list[d
     return per_probe
 
 
-@pytest.mark.integration
+@pytest.mark.services  # a real mosquitto
 async def test_run_fleet_publishes_to_mosquitto(sim_broker: Broker) -> None:
     fleet = build_fleet(12, seed=0)
     n = 36
@@ -483,7 +458,7 @@ async def test_run_fleet_publishes_to_mosquitto(sim_broker: Broker) -> None:
     assert measurements == stats.measurements_published
 
 
-@pytest.mark.integration
+@pytest.mark.services  # a real mosquitto
 async def test_run_fleet_backfill_then_live_until_stop(sim_broker: Broker) -> None:
     fleet = build_fleet(4, seed=0)
     start_ms = int(time.time() * 1000)
@@ -527,7 +502,7 @@ async def test_run_fleet_backfill_then_live_until_stop(sim_broker: Broker) -> No
     assert start_ms - 12 * 60_000 <= oldest < start_ms - 10 * 60_000
 
 
-@pytest.mark.integration
+@pytest.mark.services  # a real mosquitto
 async def test_run_fleet_reconnects_after_broker_restart(sim_broker: Broker) -> None:
     fleet = build_fleet(4, seed=0)
     stop = asyncio.Event()

@@ -50,7 +50,6 @@ from collector.snmp.ber import (
     encode_trap_v2,
     format_oid,
     parse_oid,
-    warm_up,
 )
 
 OID = tuple[int, ...]
@@ -623,7 +622,6 @@ def test_packet_types_and_views() -> None:
         assert x.suffix_of(0) == (1,) and x.column[0] == 1
     assert d.varbinds(memoryview(packet)) == vbs
     assert a.value(packet, 0) == OctetString(b"eth0")
-    warm_up()
 
 
 @FAST

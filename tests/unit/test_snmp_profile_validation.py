@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from collector.ingest_settings import IngestSettings
 from collector.inventory import Device, Inventory, InventoryError
 from collector.pipeline import IngestPipeline
 from collector.snmp.poller import Poller, PollSink
 from collector.snmp.profile import ProfileError, load_profiles, unknown_profiles
+from collector.snmp.settings import SnmpSettings
 from collector.store.devices import DeviceRepo
 from collector.store.store import Store
 from netqos.cli import main
-from netqos.config import IngestSettings, Settings, SnmpSettings
+from netqos.config import Settings
 from netqos.doctor import check_profiles
 
 GOOD = """\

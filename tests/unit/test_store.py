@@ -12,12 +12,15 @@ import orjson
 import pytest
 
 from collector.core import SampleBatch, quantiles, rollup
+from collector.ingest_settings import IngestSettings
+from collector.model import ProbeInfo, SeriesKey
 from collector.mqtt.schema import MeasurementBatch, to_decoded, validate_batch
 from collector.pipeline import IngestPipeline, SeqWindow
 from collector.store.devices import DeviceRepo
 from collector.store.postgres import to_pg
-from collector.store.store import ProbeInfo, SeriesKey, Store, StoreError, open_store
-from netqos.config import ConfigError, IngestSettings, StoreSettings
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, StoreError, open_store
+from ground.errors import ConfigError
 from netqos.service import load_probe_file
 
 
@@ -325,7 +328,7 @@ def test_probe_goes_offline_after_three_missed_intervals_and_online_again(
 def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
     store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import collector.pipeline as pipeline_module
+    import collector.pipeline.dedup as dedup_module
 
     store = open_store(store_settings)
     store.register_probes([ProbeInfo("p1")])
@@ -352,7 +355,7 @@ def test_duplicates_older_than_the_memory_window_are_found_in_the_store(
     for seq in range(5):
         a.accept(batch(seq))
     asyncio.run(a.flush())
-    monkeypatch.setattr(pipeline_module, "SEEN_WINDOW", 2)
+    monkeypatch.setattr(dedup_module, "SEEN_WINDOW", 2)
     b = IngestPipeline(store, IngestSettings())  # remembers seqs >= 3 (4 - 2 + 1) only
     assert b.is_duplicate(to_decoded(batch(0))) and b.is_duplicate(to_decoded(batch(1)))
     assert b.is_duplicate(to_decoded(batch(4))) and not b.is_duplicate(to_decoded(batch(5)))

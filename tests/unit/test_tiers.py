@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from collector.core import RollupSet, SampleBatch, merge, quantiles, rollup
+from collector.model import SeriesKey
 from collector.store.periods import period_totals, tiers_present
-from collector.store.store import SeriesKey, Store, open_store, window_index, window_start
+from collector.store.rollups import window_index, window_start
+from collector.store.settings import StoreSettings
+from collector.store.store import Store, open_store
 from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 from netqos.cli import main
-from netqos.config import StoreSettings
 
 T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: 2026-11-28 00:00 in Vietnam, where 1-day windows start
 HOUR = 3_600_000
@@ -237,16 +239,16 @@ def test_rollup_cli_rebuild_roll_prune(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_rollupset_take_rows_keeps_sketches() -> None:
-    from collector.store.store import _take_rows
+    from collector.store.rollups import take_rows
 
     rs = rollup(
         SampleBatch(np.array([1, 1, 2, 3], np.int32), np.array([0, 1, 2, 3]), np.array([1.0, 2, 3, 4]))
     )
-    sub = _take_rows(rs, np.array([2, 0], dtype=np.int64))
+    sub = take_rows(rs, np.array([2, 0], dtype=np.int64))
     sub.validate()
     assert sub.series_id.tolist() == [3, 1]
     assert sub.row_sketch(1)[1].sum() == 2
-    assert len(_take_rows(rs, np.empty(0, dtype=np.int64))) == 0
+    assert len(take_rows(rs, np.empty(0, dtype=np.int64))) == 0
     assert isinstance(sub, RollupSet)
 
 
@@ -321,7 +323,7 @@ def test_a_writer_skips_only_marks_that_stay_until_the_window_closed(store_setti
         # A mark remembered while its window was open, used after the window closed (a writer
         # idle for longer than the roller's settle time): inserted again all the same.
         index = window_index(past, HOUR)
-        writer._open_marks[3600] = np.array([sid << 32 | (index + (1 << 31))], dtype=np.int64)
+        writer.rollup_repo._open_marks[3600] = np.array([sid << 32 | (index + (1 << 31))], dtype=np.int64)
         write([past + 2])
         assert pending(3600, past)
     finally:

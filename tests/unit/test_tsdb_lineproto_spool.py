@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collector.store.influx import gunzip_body, gzip_body
 from collector.store.lineproto import join_lines, render_fields, render_samples, series_prefix
-from collector.store.sink import gunzip_body, gzip_body
 from collector.store.spool import Spool, SpoolError
 
 

@@ -24,7 +24,16 @@ import tempfile
 import zipapp
 from pathlib import Path
 
+import tomllib
+
 AGENT_DIR = Path(__file__).resolve().parent.parent
+REPO = AGENT_DIR.parent.parent
+
+
+def server_version() -> str:
+    """The version of the repository's pyproject.toml: the agent ships with the server's."""
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
 
 
 def _pip(*args: str) -> None:
@@ -46,6 +55,7 @@ def build(out: Path, *, pip_target: list[str], quiet: bool = True) -> tuple[Path
         src.mkdir()
         for f in [*AGENT_DIR.glob("*.py"), AGENT_DIR / "pyproject.toml"]:
             shutil.copy2(f, src / f.name)
+        (src / "VERSION").write_text(server_version() + "\n", encoding="utf-8")
         _pip("wheel", *q, "--no-deps", "-w", str(out), str(src))
         (wheel,) = out.glob("netqos_probe-*.whl")
         # Dependencies resolved and fetched once, into the wheelhouse (for the target platform);

@@ -13,12 +13,13 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from api.compliance import VN_TZ
-from api.export import COUNT, DECIMAL, Book
-from api.schemas import ComplianceResponse, ComplianceRow
+from compliance.answer import Answer, Row
+from compliance.profiles import VN_TZ
+from compliance.tables import COUNT, DECIMAL, Book
 
 STATUS_LABELS = {
     "pass": ("Đạt", "Pass"),
@@ -49,7 +50,7 @@ NOT_CHECKED_MEANING = (
     " các điều kiện này",
     "method conditions of the regulation the data cannot show; the verdict does not vouch for them",
 )
-# The Vietnamese of every method condition a profile (api/standards/profiles/*.yaml) or the
+# The Vietnamese of every method condition a profile (compliance/standards/profiles/*.yaml) or the
 # evaluation lists as not checked; api/web/app.js keeps the same table for the page. A
 # condition missing here is printed in English alone (a test checks that none is missing).
 NOT_CHECKED_VI = {
@@ -65,7 +66,7 @@ NOT_CHECKED_VI = {
         "mẫu phân bố trên các giờ trong ngày (số liệu tổng hợp theo giờ của kỳ này không còn được lưu)"
     ),
 }
-# (field of ComplianceRow, Vietnamese label, English label)
+# (field of Row, Vietnamese label, English label)
 _COLUMNS = (
     ("operator", "Doanh nghiệp", "Operator"),
     ("commune", "Mã xã/phường", "Commune code"),
@@ -105,11 +106,11 @@ def _status(s: str) -> str:
     return f"{vi} / {en}"
 
 
-def _unverified(r: ComplianceRow) -> str:
+def _unverified(r: Row) -> str:
     return "Chưa kiểm chứng / Unverified" if r.unverified else "Không / No"
 
 
-def _approximate(r: ComplianceRow) -> str:
+def _approximate(r: Row) -> str:
     return " / ".join(APPROXIMATE_LABEL) if r.approximate else "Không / No"
 
 
@@ -124,9 +125,9 @@ def local_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=VN_TZ).strftime("%Y-%m-%d %H:%M")
 
 
-def report_csv_rows(out: ComplianceResponse) -> Iterator[dict[str, Any]]:
+def report_csv_rows(out: Answer) -> Iterator[dict[str, Any]]:
     for r in out.rows:
-        d = r.model_dump()
+        d = asdict(r)
         d["status"] = _status(r.status)
         d["unverified"] = _unverified(r)
         d["approximate"] = _approximate(r)
@@ -150,7 +151,7 @@ th { background: #eee; } td.num { text-align: right; white-space: nowrap; }
 """
 
 
-def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
+def render_monthly_html(out: Answer, requested_by: str) -> str:
     """A self-contained printable page: summary per operator, commune and technology, then every row."""
     e = html.escape
     profiles = "; ".join(f"{p.reference} (v{p.version})" for p in out.profiles)
@@ -216,7 +217,7 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
     ]
     parts.append("</tr>")
     for r in out.rows:
-        d = r.model_dump()
+        d = asdict(r)
         cells = []
         for f, _, _ in _COLUMNS:
             if f in _BESIDE:
@@ -257,7 +258,7 @@ def render_monthly_html(out: ComplianceResponse, requested_by: str) -> str:
     return "".join(parts)
 
 
-def render_monthly_xlsx(out: ComplianceResponse, requested_by: str) -> bytes:
+def render_monthly_xlsx(out: Answer, requested_by: str) -> bytes:
     """The report as a workbook: the heading and legend, the summary by group, then every row.
 
     The rows sheet has the CSV's columns and marks (the same texts), with the measured value,
