@@ -337,9 +337,14 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
         for table in ("rollup_groups", "group_rollups", "group_pending", "group_tiers"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DELETE FROM schema_migrations WHERE version = 60")
+    newest = store.schema_version()
+    assert newest > 60  # later migrations stay applied: 0060 now sits below the newest one
     store.close()
     store = open_store(store_settings)
     try:
+        # The runner applies every known migration missing from the store, not only newer ones.
+        assert store.migrate_applied == [60]
+        assert store.schema_version() == newest
         assert groups.built_from_ms(store) == T0 + DAY_MS  # the next Vietnam day
         roller = TierRoller(store, TierPolicy(settle_s=120))
         # Rows of a day before built_from: the roller leaves their groups' rows out of the reads.
