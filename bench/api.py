@@ -57,6 +57,7 @@ Run `python bench/api.py` (several minutes: most of it is filling 216M rows) or
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -147,6 +148,21 @@ class Data:
         self.n_days = (self.end_ms - 1 - self.day0) // DAY_MS + 1
         self.choice = rng.integers(0, POOL_SIZE, size=(n_probes, len(METRICS), self.n_days))
         self.rows = {60: 0, 3600: 0, 86_400: 0}
+
+    @classmethod
+    def of_store(cls, path: Path, n_probes: int, days: int, seed: int, rows: dict[str, int]) -> Data:
+        """The description of a store an earlier run built (--keep-db): the same draws from the
+        seed, the series ids read back."""
+        conn = sqlite3.connect(path)
+        try:
+            sids = [r[0] for r in conn.execute("SELECT series_id FROM series ORDER BY series_id")]
+        finally:
+            conn.close()
+        if len(sids) != n_probes * len(METRICS):
+            raise SystemExit(f"error: {path} holds {len(sids)} series, not {n_probes} x {len(METRICS)}")
+        data = cls(n_probes, days, seed, np.asarray(sids, dtype=np.int64).reshape(n_probes, len(METRICS)))
+        data.rows = {int(k): v for k, v in rows.items()}
+        return data
 
     def windows(self, mi: int) -> np.ndarray:
         """1-minute window starts of metric `mi`'s rows (the metrics take the minutes in turn)."""
@@ -588,6 +604,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--province-repeats", type=int, default=5, help="requests per province-month query")
     ap.add_argument("--quick", action="store_true", help="100 probes, fewer repeats (under a minute)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--keep-db",
+        type=Path,
+        help="build the store at this path and keep it; a later run with the same path, probes, days"
+        " and seed reuses it instead of filling again (for profiling; the default is a fresh"
+        " temporary store, removed at the end)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.probes, args.repeats, args.province_repeats = 100, 20, 3
@@ -602,16 +625,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_up()
     tmp = Path(tempfile.mkdtemp(prefix="netqos-bench-api-"))
     try:
-        path = tmp / "bench.db"
-        log(f"filling {args.probes} probes x {args.days} days of 1-minute rollups into {path}")
-        data = fill(path, args.probes, args.days, args.seed, log)
-        add_tiers(path, data, log)
+        path = args.keep_db or tmp / "bench.db"
+        made = path.with_name(path.name + ".made.json")
+        shape = {"probes": args.probes, "days": args.days, "seed": args.seed}
+        reuse = args.keep_db is not None and made.exists() and path.exists()
+        if reuse:
+            kept = json.loads(made.read_text())
+            if {k: kept.get(k) for k in shape} != shape:
+                raise SystemExit(f"error: {path} was built for {kept}, not {shape}; remove it first")
+            log(f"reusing the store {path} ({kept})")
+            data = Data.of_store(path, args.probes, args.days, args.seed, kept["rows"])
+        else:
+            if args.keep_db is not None:
+                for stale in (path, made, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    stale.unlink(missing_ok=True)
+            log(f"filling {args.probes} probes x {args.days} days of 1-minute rollups into {path}")
+            data = fill(path, args.probes, args.days, args.seed, log)
+            add_tiers(path, data, log)
         settings = Settings()
         settings.api.keys = [ApiKey(name="bench", role="viewer", token=SecretStr(TOKEN))]
         store = Store(path)
-        add_group_tiers(store, data, log)
+        if not reuse:
+            add_group_tiers(store, data, log)
         verify_tiers(store, data, args.seed, log)
         verify_group_tiers(store, data, args.seed, log)
+        if args.keep_db is not None and not reuse:
+            made.write_text(json.dumps({**shape, "rows": {str(k): v for k, v in data.rows.items()}}))
         client = TestClient(create_app(settings, store))
         h = {"Authorization": f"Bearer {TOKEN}"}
         communes = [commune_of(i) for i in range(min(args.probes, N_COMMUNES))]

@@ -1,22 +1,27 @@
 """Group tiers: rollups pre-merged per (metric, kind, commune, operator, technology) — the
 'commune' scope — and per (metric, kind, operator, technology) — the 'province' scope — at
-1 hour and 1 local day, and for the province scope at 1 minute too (`MINUTE_SCOPES`: a
-commune group's minute rows are read from its few series).
+1 minute, 1 hour and 1 local day.
 
 A group row of tier T and window w is the merge, by the core's ``merge``, of its member
 series' tier-T rows of w read in (series, window) order: the same bytes as merging the series
 rows at query time, counts, sums and sketches alike.
 
-Maintenance rides on the series tiers: when the roller (or a rebuild) recomputes a series'
-hour or day window, it marks the window's groups in ``group_pending`` (an hour mark covers the
-group's hour row *and* its minute rows: the series' minute rows of that hour are final once its
-hour is computed). The roller then recomputes the marked group windows from the series rows.
+Maintenance rides on the series tiers:
+- Minute rows: every write of series minute rows marks its minutes in
+  ``group_minute_pending`` (same transaction). Each round the roller recomputes every group's
+  minute rows of the closed marked minutes from the series' minute rows and clears the marks,
+  in one write transaction (writers are serialised: nothing slips in between), so the open
+  hour is read from a few group rows, not from every series.
+- Hour and day rows: when the roller (or a rebuild) recomputes a series' hour or day window,
+  it marks the window's groups in ``group_pending``; the roller then recomputes the marked
+  group windows from the series rows.
 
-A group window may be read only when it is current: no ``group_pending`` mark and no member
-series with a ``rollup_pending`` mark for it (for a minute row: for its hour). Any other window
-is read from the finer group tier, and below the minute tier from the member series' rows, so
-an answer never lags the 1-minute tier. Windows before ``group_tiers.built_from_ms`` (data a
-store held before it had group tiers) are read from the series rows.
+A group row may be read only when it is current: a minute row when its minute holds no mark;
+an hour or day row when it has no ``group_pending`` mark and no member series has a
+``rollup_pending`` mark for it. Any other window is read from the finer group tier, and below
+the minute tier from the member series' rows, so an answer never lags the 1-minute tier.
+Windows before ``group_tiers.built_from_ms`` (data a store held before it had group tiers) are
+read from the series rows.
 """
 
 from __future__ import annotations
@@ -51,11 +56,16 @@ _GROUP_WRITE_COLUMNS = ("resolution_s", *_GROUP_COLUMNS.split(", "))
 _GROUP_KEY = ("resolution_s", "group_id", "window_start_ms")
 HOUR_MS = 3_600_000
 
-# Scopes with minute rows. A commune group holds a few series (a handful of probes of one
-# operator and technology), so its minute rows would be nearly as many as its series' own: the
-# roller would write (and the minute tier store) about twice the rows, for reads of a few
-# series each. Commune groups have hour and day rows; their minute rows are read as series.
-MINUTE_SCOPES = ("province",)
+MINUTE_MS = 60_000
+# Minutes the roller recomputes per write transaction (every group's rows of each), and at
+# most per round: a probe's backlog of hours is caught up over a few rounds, the writer is
+# never held long.
+MINUTES_PER_TRANSACTION = 15
+MAX_MINUTES_PER_ROUND = 240
+# Above this many member series with a pending mark in one window, a province-wide read takes
+# the window as stale for every group (it is the open hour or day: nearly every series is
+# marked) instead of reading each mark.
+_MARKS_READ_MAX = 2_000
 
 # (scope, metric, kind, commune, operator, technology)
 GroupKey = tuple[str, str, str, str, str, str]
@@ -245,8 +255,6 @@ def keep_rows(
     k = roll.windows.setdefault((tier_s, window_start_ms), _Kept())
     covered = np.asarray(sorted(series), dtype=np.int64)
     k.parts.setdefault(tier_s, []).append((covered, coarse))
-    if tier_s == TIERS[1]:  # the hour's minute rows: the groups' minute rows of the hour
-        k.parts.setdefault(TIERS[0], []).append((covered, fine))
 
 
 def mark_groups(
@@ -269,13 +277,18 @@ def mark_groups(
 def recompute_groups(
     store: Store, conn: Connection, tier_s: int, window_start_ms: int, group_ids: Sequence[int] | None = None
 ) -> int:
-    """Replace the group rows of one hour (its hour row and minute rows) or one day (its day
-    row) by the merge of the member series' rows, for `group_ids` (None: every group, from the
-    series with rows in the window), and clear their marks; inside the caller's transaction.
-    Returns the group rows written."""
-    spans = [(tier_s, window_start_ms, window_start_ms + tier_s * 1000)]
-    if tier_s == TIERS[1]:
-        spans.append((TIERS[0], window_start_ms, window_start_ms + tier_s * 1000))
+    """Replace the group rows of one hour or one day by the merge of the member series' rows,
+    for `group_ids` (None: every group, from the series with rows in the window: a rebuild,
+    which recomputes an hour's minute rows too and clears their minute marks), and clear their
+    marks; inside the caller's transaction. Returns the group rows written."""
+    end_ms = window_start_ms + tier_s * 1000
+    spans = [(tier_s, window_start_ms, end_ms)]
+    if tier_s == TIERS[1] and group_ids is None:
+        spans.append((TIERS[0], window_start_ms, end_ms))
+        conn.execute(
+            "DELETE FROM group_minute_pending WHERE window_start_ms >= ? AND window_start_ms < ?",
+            (window_start_ms, end_ms),
+        )
     if group_ids is None:
         sids = sorted(
             {
@@ -324,25 +337,63 @@ def recompute_groups(
     kept = roll.windows.get((tier_s, window_start_ms)) if roll is not None and group_ids is not None else None
     for res, a, b in spans:
         have = kept.parts.get(res) if kept is not None else None
-        of_res = members
-        if res == TIERS[0]:  # minute rows: the scopes that have them only
-            with_minutes = _minute_groups(conn)
-            of_res = {g: ms for g, ms in members.items() if g in with_minutes}
-        merged = merged_group_rows(store, conn, of_res, res, a, b, have)
+        merged = merged_group_rows(store, conn, members, res, a, b, have)
         store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
         written += len(merged)
     return written
 
 
-def _minute_groups(conn: Connection) -> set[int]:
-    """The groups that have minute rows (those of `MINUTE_SCOPES`)."""
-    marks = ",".join("?" * len(MINUTE_SCOPES))
-    return {
-        int(g)
-        for (g,) in conn.execute(
-            f"SELECT group_id FROM rollup_groups WHERE scope IN ({marks})", MINUTE_SCOPES
+def roll_group_minutes(store: Store, now_ms: int, max_minutes: int = MAX_MINUTES_PER_ROUND) -> int:
+    """Recompute every group's minute rows of the marked minutes that have closed by `now_ms`
+    (oldest first, at most `max_minutes`), `MINUTES_PER_TRANSACTION` to a write transaction.
+    Returns the minutes done."""
+    marked = [
+        int(w)
+        for (w,) in store.reader().execute(
+            "SELECT window_start_ms FROM group_minute_pending WHERE window_start_ms + ? <= ?"
+            " ORDER BY window_start_ms LIMIT ?",
+            (MINUTE_MS, now_ms, max_minutes),
         )
-    }
+    ]
+    for i in range(0, len(marked), MINUTES_PER_TRANSACTION):
+        with store.transaction() as conn:
+            recompute_group_minutes(store, conn, marked[i : i + MINUTES_PER_TRANSACTION])
+    return len(marked)
+
+
+def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[int]) -> int:
+    """Replace every group's minute rows of `minutes` (window starts) by the merge of their
+    member series' minute rows and clear the minutes' marks, inside the caller's write
+    transaction. Returns the group rows written."""
+    if not minutes:
+        return 0
+    marks = ",".join("?" * len(minutes))
+    rows = conn.execute(
+        f"SELECT {ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms IN ({marks})"
+        " ORDER BY series_id, window_start_ms",
+        (TIERS[0], *minutes),
+    ).fetchall()
+    conn.execute(
+        f"DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms IN ({marks})",
+        (TIERS[0], *minutes),
+    )
+    conn.execute(f"DELETE FROM group_minute_pending WHERE window_start_ms IN ({marks})", tuple(minutes))
+    fine = rollups_from_rows(rows)
+    if not len(fine):
+        return 0
+    sids = np.unique(fine.series_id).astype(np.int64)
+    roll = _ROLLS.get(store)
+    of = roll.series_groups(store, conn, sids.tolist()) if roll is not None else _series_groups(
+        store, conn, sids.tolist()
+    )
+    members: dict[int, list[int]] = {}
+    for sid in sids.tolist():
+        for g in of.get(sid, ()):
+            members.setdefault(g, []).append(sid)
+    lo, hi = min(minutes), max(minutes) + MINUTE_MS
+    merged = merged_group_rows(store, conn, members, TIERS[0], lo, hi, [(sids, fine)])
+    store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, TIERS[0]))
+    return len(merged)
 
 
 def merged_group_rows(
@@ -619,6 +670,58 @@ def _rekeyed(rs: RollupSet, rep_of_group: dict[int, int]) -> RollupSet:
     return RollupSet(reps[inverse.reshape(-1)], *[getattr(rs, f) for f in _FIELDS[1:]])
 
 
+def _stale_groups(
+    store: Store, conn: Connection, p: GroupPlan, gids: list[int], res: int, a: int, b: int,
+    stale: set[tuple[int, int]],
+) -> None:  # fmt: skip
+    """Add to `stale` the (group, window) of `gids` at `res` with window start in [a, b) that
+    may not be read: marked in group_pending, or holding a member with a rollup_pending mark."""
+    wanted = set(gids)
+    step = store.backend.in_list_max
+    for i in range(0, len(gids), step):
+        among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
+        for g, w in conn.execute(
+            f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
+            " AND window_start_ms >= ? AND window_start_ms < ?",
+            (res, *gvals, a, b),
+        ):
+            stale.add((int(g), int(w)))
+    group_of = {s: g for g, ms in p.members.items() for s in ms}
+    wanted_sids = sorted(s for g in gids for s in p.members[g])
+    if len(wanted_sids) <= store.backend.in_list_max:  # a commune's few series: their marks only
+        among_s, svals = store.backend.in_list("series_id", wanted_sids)
+        marks = conn.execute(
+            "SELECT series_id, window_start_ms FROM rollup_pending"
+            f" WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ? AND {among_s}",
+            (res, a, b, *svals),
+        ).fetchall()
+    else:
+        # Province-wide: the marks of the plan's metrics counted per window first. The open
+        # hour and day hold a mark for nearly every series: such a window is stale for every
+        # group (read finer, which is exact), without reading thousands of marks; a window
+        # with a few late series is read mark by mark.
+        among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
+        join = (
+            "FROM rollup_pending r JOIN series s ON s.series_id = r.series_id"
+            f" WHERE r.resolution_s = ? AND r.window_start_ms >= ? AND r.window_start_ms < ? AND {among_m}"
+        )
+        marks = []
+        for w, n in conn.execute(
+            f"SELECT r.window_start_ms, count(*) {join} GROUP BY r.window_start_ms", (res, a, b, *mvals)
+        ).fetchall():
+            if int(n) > _MARKS_READ_MAX:
+                stale.update((g, int(w)) for g in gids)
+                continue
+            marks += conn.execute(
+                f"SELECT r.series_id, r.window_start_ms {join} AND r.window_start_ms = ?",
+                (res, int(w), int(w) + 1, *mvals, int(w)),
+            ).fetchall()
+    for sid, w in marks:
+        g = group_of.get(int(sid))
+        if g is not None and g in wanted:
+            stale.add((g, int(w)))
+
+
 def _segment(
     store: Store,
     p: GroupPlan,
@@ -636,48 +739,20 @@ def _segment(
     stale in one window in one read. With `totals` (a period's means and counts, no sketches):
     one row per group summed by the database over the windows no group is stale in (a month
     is one row, not 30), the few windows some group is stale in row by row."""
-    if res == TIERS[0] and p.scope not in MINUTE_SCOPES:  # no minute group rows: the series'
-        members = sorted(s for g in gids for s in p.members[g])
-        parts.append(_series_rows(store, members, [TIERS[0]], a, b, totals, rep, not totals))
-        return
     conn = store.reader()
-    unit = res if res != TIERS[0] else TIERS[1]  # minute rows go stale by the hour
-    unit_ms = unit * 1000
-    ua = int(window_start(a, unit_ms))
-    wanted = set(gids)
-    stale: set[tuple[int, int]] = set()
     step = store.backend.in_list_max
-    for i in range(0, len(gids), step):
-        among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
-        for g, w in conn.execute(
-            f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
-            " AND window_start_ms >= ? AND window_start_ms < ?",
-            (unit, *gvals, ua, b),
+    stale: set[tuple[int, int]] = set()
+    if res == TIERS[0]:
+        # A marked minute is stale for every group (the roller recomputes a minute whole).
+        unit_ms = MINUTE_MS
+        for (w,) in conn.execute(
+            "SELECT window_start_ms FROM group_minute_pending WHERE window_start_ms >= ? AND window_start_ms < ?",
+            (a, b),
         ):
-            stale.add((int(g), int(w)))
-    group_of = {s: g for g, ms in p.members.items() for s in ms}
-    # Members' pending marks: only the plan's metrics (the current hour and day hold a mark for
-    # nearly every series of the store).
-    wanted_sids = sorted(s for g in gids for s in p.members[g])
-    if len(wanted_sids) <= store.backend.in_list_max:  # a commune's few series: their marks only
-        among_s, svals = store.backend.in_list("series_id", wanted_sids)
-        marks = conn.execute(
-            "SELECT series_id, window_start_ms FROM rollup_pending"
-            f" WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ? AND {among_s}",
-            (unit, ua, b, *svals),
-        ).fetchall()
+            stale.update((g, int(w)) for g in gids)
     else:
-        among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
-        marks = conn.execute(
-            "SELECT p.series_id, p.window_start_ms FROM rollup_pending p"
-            " JOIN series s ON s.series_id = p.series_id"
-            f" WHERE p.resolution_s = ? AND p.window_start_ms >= ? AND p.window_start_ms < ? AND {among_m}",
-            (unit, ua, b, *mvals),
-        ).fetchall()
-    for s, w in marks:
-        g = group_of.get(int(s))
-        if g is not None and g in wanted:
-            stale.add((g, int(w)))
+        unit_ms = res * 1000
+        _stale_groups(store, conn, p, gids, res, int(window_start(a, unit_ms)), b, stale)
     stale_windows = sorted({w for _, w in stale})
     rows: list[tuple[Any, ...]] = []
     summed: list[tuple[Any, ...]] = []
@@ -734,7 +809,7 @@ def _segment(
 
 __all__ = [
     "GROUP_KEY_LABELS",
-    "MINUTE_SCOPES",
+    "MAX_MINUTES_PER_ROUND",
     "GroupPlan",
     "built_from_ms",
     "group_keys",
@@ -746,7 +821,9 @@ __all__ = [
     "merged_group_rows",
     "note_built",
     "plan",
+    "recompute_group_minutes",
     "recompute_groups",
+    "roll_group_minutes",
     "roll_groups",
     "window_index",
 ]

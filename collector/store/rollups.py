@@ -128,6 +128,15 @@ class RollupRepo:
         )
         if len(rollups) == 0:
             return
+        if resolution_s == TIERS[0]:
+            # The group tiers' minute rows of these minutes are stale now (collector/store/
+            # groups.py): marked in the same transaction, cleared by the roller once it has
+            # recomputed them. A few distinct minutes a write.
+            minutes = np.unique(rollups.window_start_ms).tolist()
+            conn.executemany(
+                "INSERT INTO group_minute_pending (window_start_ms) VALUES (?) ON CONFLICT DO NOTHING",
+                [(w,) for w in minutes],
+            )
         # Every coarser tier, not only the next: a day whose hour is pending is stale as well,
         # and a query of the day tier must know it before the roller gets to the hour.
         now = int(time.time() * 1000)

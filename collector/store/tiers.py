@@ -138,7 +138,9 @@ class TierRoller:
     def roll(self, now_ms: int | None = None) -> dict[int, int]:
         """Recompute the pending windows that closed at least `settle_s` ago, tier by tier
         (hours first, so the days they mark are computed in the same call). Bounded by
-        `max_pending_per_round` (series, window) marks a tier. Returns windows done per tier."""
+        `max_pending_per_round` (series, window) marks a tier; then the group minute rows of
+        the closed minutes written since (collector/store/groups.py). Returns windows done per
+        coarse tier."""
         # The group rows of the windows are built from the rows this roll reads and writes.
         with groups.keeping(self.store):
             return self._roll(now_ms)
@@ -171,8 +173,10 @@ class TierRoller:
                     with self.store.transaction() as conn:
                         recompute_window(self.store, conn, tier, w, series[i : i + step])
             done[tier] = len(by_window)
-        # The groups of the windows just computed (hours before days, as the series).
+        # The groups of the windows just computed (hours before days, as the series), and
+        # the groups' minute rows of the minutes written since the last round.
         groups.roll_groups(self.store, self.policy.max_pending_per_round)
+        groups.roll_group_minutes(self.store, now)
         return done
 
     def pending(self) -> dict[int, int]:
