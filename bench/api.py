@@ -82,7 +82,7 @@ from api.settings import ApiKey  # noqa: E402
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up  # noqa: E402
 from collector.model import ProbeInfo, SeriesKey  # noqa: E402
 from collector.store import groups  # noqa: E402
-from collector.store.groups import recompute_groups  # noqa: E402
+from collector.store.groups import recompute_group_minutes, recompute_groups  # noqa: E402
 from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start  # noqa: E402
 from collector.store.store import Store  # noqa: E402
 from collector.store.tiers import recompute_window  # noqa: E402
@@ -115,6 +115,7 @@ TOKEN = "bench-token-0123456789abcdef"
 POOL_SIZE = 64
 SPREAD = 29  # a minute's value index = the day's + (minute x 7) mod SPREAD, mod POOL_SIZE
 PROBES_PER_CHUNK = 100  # probes generated (and their coarse rows merged) at a time: bounded memory
+GROUP_FORMAT = 2  # --keep-db: the group rows' layout a kept store holds (2: minute rows of both scopes)
 VERIFY_SERIES = 300  # series per sampled window whose coarse rows recompute_window re-derives
 
 
@@ -381,12 +382,14 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
     )
 
 
-def add_group_tiers(store: Store, data: Data, log: Callable[[str], None]) -> None:
-    """The group rows the roller leaves (every closed hour: commune and province hour rows, the
-    province minute rows; every closed day: the day rows), computed as `recompute_groups` does —
-    the core's merge of the members' rows of the window in (series, window) order — from the
-    generated rows an hour at a time; `verify_group_tiers` then recomputes a sample with
-    `recompute_groups` itself and compares bit for bit."""
+def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minutes_only: bool = False) -> None:
+    """The group rows the roller leaves (every closed minute: commune and province minute rows;
+    every closed hour: their hour rows; every closed day: the day rows), computed as
+    `recompute_groups` does — the core's merge of the members' rows of the window in (series,
+    window) order — from the generated rows an hour at a time; `verify_group_tiers` then
+    recomputes a sample with `recompute_groups` and `recompute_group_minutes` themselves and
+    compares bit for bit. `minutes_only`: the minute rows alone (a kept store built before
+    group minute rows were kept for both scopes)."""
     last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
     last_day = int(window_start(data.end_ms - 1, DAY_MS))
     t0 = time.perf_counter()
@@ -417,13 +420,16 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None]) -> Non
     for h in range(first_hour, data.end_ms, HOUR_MS):
         fine = data.minute_rollups_of(h, h + HOUR_MS)
         hours = merge(fine, fine.series_id, floor_window(fine.window_start_ms, HOUR_MS))
-        out: list[tuple[int, RollupSet]] = []
-        if h != last_hour:  # pending: read from the series rows
-            out += [(60, by(fine, province_of_sid)), (3600, by(hours, commune_of_sid)),
-                    (3600, by(hours, province_of_sid))]  # fmt: skip
+        # Every minute has closed ("now" is the end of the data): the roller has computed
+        # every group's minute rows, the open hour's too.
+        out: list[tuple[int, RollupSet]] = [(60, by(fine, commune_of_sid)), (60, by(fine, province_of_sid))]
+        if minutes_only:
+            pass
+        elif h != last_hour:  # pending: read from the finer rows
+            out += [(3600, by(hours, commune_of_sid)), (3600, by(hours, province_of_sid))]
             day_hours.append(hours)
         day = int(window_start(h, DAY_MS))
-        if int(window_start(h + HOUR_MS, DAY_MS)) != day or h + HOUR_MS >= data.end_ms:
+        if not minutes_only and (int(window_start(h + HOUR_MS, DAY_MS)) != day or h + HOUR_MS >= data.end_ms):
             if day != last_day and day_hours:
                 both = RollupSet.concat(day_hours)
                 both = _take(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
@@ -481,7 +487,26 @@ def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str],
                 f" ({len(before)} rows vs {len(after)})"
             )
         checked += len(before)
-    log(f"  checked {checked} group rows (2 hours, 1 day) against recompute_groups: identical bit for bit")
+    # Three minutes of the open hour, as the roller's minute pass computes them.
+    span = (last_hour, last_hour + 3 * MINUTE_MS, 60)
+    before = store.reader().execute(q, span).fetchall()
+    try:
+        with store.transaction() as conn:
+            recompute_group_minutes(store, conn, [last_hour + i * MINUTE_MS for i in range(3)])
+            after = conn.execute(q, span).fetchall()
+            raise _Undo
+    except _Undo:
+        pass
+    if before != after or not before:
+        raise SystemExit(
+            f"error: the bench's group minute rows of {_iso(last_hour)} differ from recompute_group_minutes'"
+            f" ({len(before)} rows vs {len(after)})"
+        )
+    checked += len(before)
+    log(
+        f"  checked {checked} group rows (2 hours, 1 day, 3 minutes of the open hour) against"
+        " recompute_groups and recompute_group_minutes: identical bit for bit"
+    )
     return checked
 
 
@@ -647,10 +672,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(path)
         if not reuse:
             add_group_tiers(store, data, log)
+        elif kept.get("group_format") != GROUP_FORMAT:
+            log("  the kept store's group minute rows predate both scopes: rebuilt")
+            with store.transaction() as conn:
+                conn.execute("DELETE FROM group_rollups WHERE resolution_s = 60")
+            add_group_tiers(store, data, log, minutes_only=True)
+            made.write_text(json.dumps({**kept, "group_format": GROUP_FORMAT}))
         verify_tiers(store, data, args.seed, log)
         verify_group_tiers(store, data, args.seed, log)
         if args.keep_db is not None and not reuse:
-            made.write_text(json.dumps({**shape, "rows": {str(k): v for k, v in data.rows.items()}}))
+            made.write_text(
+                json.dumps(
+                    {**shape, "rows": {str(k): v for k, v in data.rows.items()}, "group_format": GROUP_FORMAT}
+                )
+            )
         client = TestClient(create_app(settings, store))
         h = {"Authorization": f"Bearer {TOKEN}"}
         communes = [commune_of(i) for i in range(min(args.probes, N_COMMUNES))]

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.core import RollupSet, merge
+from collector.store import spans
 from collector.store.db import Connection
 from collector.store.rollups import (
     ROLLUP_COLUMNS,
@@ -383,8 +384,10 @@ def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[in
         return 0
     sids = np.unique(fine.series_id).astype(np.int64)
     roll = _ROLLS.get(store)
-    of = roll.series_groups(store, conn, sids.tolist()) if roll is not None else _series_groups(
-        store, conn, sids.tolist()
+    of = (
+        roll.series_groups(store, conn, sids.tolist())
+        if roll is not None
+        else _series_groups(store, conn, sids.tolist())
     )
     members: dict[int, list[int]] = {}
     for sid in sids.tolist():
@@ -393,6 +396,8 @@ def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[in
     lo, hi = min(minutes), max(minutes) + MINUTE_MS
     merged = merged_group_rows(store, conn, members, TIERS[0], lo, hi, [(sids, fine)])
     store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, TIERS[0]))
+    # The open hour's spans, in the same transaction.
+    spans.refresh(store, conn, TIERS[0], minutes, np.unique(merged.series_id).tolist())
     return len(merged)
 
 
@@ -492,6 +497,8 @@ def roll_groups(store: Store, max_marks: int = 100_000) -> int:
         for w, gids in by_window.items():
             with store.transaction() as conn:
                 recompute_groups(store, conn, tier, w, gids)
+                # The spans of the day (or month) holding it, in the same transaction.
+                spans.refresh(store, conn, tier, [w], gids)
             done += 1
     return done
 
@@ -585,7 +592,7 @@ def grouped_rollups(
         segs = _cover(lo, to_ms, tiers) if whole else [(tiers[0], lo, to_ms)]
         for res, a, b in segs:
             finer = [t for t in tiers if t < res]
-            _segment(store, p, rep, sorted(p.members), res, a, b, finer, parts, whole and not sketches)
+            _segment(store, p, rep, sorted(p.members), res, a, b, finer, parts, whole and not sketches, whole)
     parts = [x for x in parts if len(x)]
     return RollupSet.concat(parts) if parts else RollupSet.empty()
 
@@ -722,6 +729,59 @@ def _stale_groups(
             stale.add((g, int(w)))
 
 
+def _spans_first(
+    store: Store,
+    p: GroupPlan,
+    rep: dict[int, int],
+    gids: list[int],
+    res: int,
+    a: int,
+    b: int,
+    parts: list[RollupSet],
+    totals: bool,
+) -> int:
+    """Append the current spans of `gids` made of `res` rows that start at `a` and end by `b`
+    (one window after another: the closed months of a quarter, then the running one), the
+    groups stale inside a span from their `res` rows; returns where the spans end (`a` when
+    none applies)."""
+    level = spans.LEVEL_OF.get(res)
+    conn = store.reader()
+    for _ in range(12 * 200):  # a span window at a time: at most 200 years of months
+        if level is None or a >= b:
+            break
+        w, w_end = spans.window(level, a)
+        cov = spans.covered_to(conn, level, w) if w == a else None
+        if cov is None or cov <= a or cov > b:
+            break
+        stale: set[tuple[int, int]] = set()
+        if res == TIERS[0]:
+            marked = conn.execute(
+                "SELECT 1 FROM group_minute_pending WHERE window_start_ms >= ? AND window_start_ms < ?"
+                " LIMIT 1",
+                (a, cov),
+            ).fetchone()
+            if marked is not None:  # a minute to recompute: every group reads its minute rows
+                break
+        else:
+            _stale_groups(store, conn, p, gids, res, a, cov, stale)
+        late = sorted({g for g, _ in stale})
+        fresh = sorted(set(gids) - set(late))
+        got = spans.read(store, conn, level, w, fresh, sketches=not totals)
+        if isinstance(got, RollupSet):
+            if len(got):
+                parts.append(_rekeyed(got, p.rep_of_group))
+        elif got:
+            from collector.store.periods import _rollups
+
+            parts.append(_rekeyed(_rollups(got, False), p.rep_of_group))
+        if late:
+            _segment(store, p, rep, late, res, a, cov, [t for t in TIERS if t < res][::-1], parts, totals)
+        a = cov
+        if cov < w_end:
+            break
+    return a
+
+
 def _segment(
     store: Store,
     p: GroupPlan,
@@ -733,12 +793,19 @@ def _segment(
     finer: list[int],
     parts: list[RollupSet],
     totals: bool = False,
+    whole: bool = False,
 ) -> None:
     """Group rows of `gids` at `res` in [a, b) that are current; the stale windows from the
     finer group tiers (or, below the minute tier, the member series' rows), all the groups
     stale in one window in one read. With `totals` (a period's means and counts, no sketches):
     one row per group summed by the database over the windows no group is stale in (a month
-    is one row, not 30), the few windows some group is stale in row by row."""
+    is one row, not 30), the few windows some group is stale in row by row. With `whole` (a
+    period's totals, not rows per window): the current spans first (collector/store/spans.py:
+    a month's closed days, a day's closed hours, an hour's closed minutes, a row per group)."""
+    if whole:
+        a = _spans_first(store, p, rep, gids, res, a, b, parts, totals)
+        if a >= b:
+            return
     conn = store.reader()
     step = store.backend.in_list_max
     stale: set[tuple[int, int]] = set()
@@ -746,7 +813,8 @@ def _segment(
         # A marked minute is stale for every group (the roller recomputes a minute whole).
         unit_ms = MINUTE_MS
         for (w,) in conn.execute(
-            "SELECT window_start_ms FROM group_minute_pending WHERE window_start_ms >= ? AND window_start_ms < ?",
+            "SELECT window_start_ms FROM group_minute_pending WHERE window_start_ms >= ?"
+            " AND window_start_ms < ?",
             (a, b),
         ):
             stale.update((g, int(w)) for g in gids)
@@ -801,7 +869,7 @@ def _segment(
         if lo >= hi:
             continue
         if finer and res != TIERS[0]:
-            _segment(store, p, rep, stale_gids, finer[0], lo, hi, finer[1:], parts, totals)
+            _segment(store, p, rep, stale_gids, finer[0], lo, hi, finer[1:], parts, totals, whole)
         else:
             members = sorted(s for g in stale_gids for s in p.members[g])
             parts.append(_series_rows(store, members, [TIERS[0]], lo, hi, totals, rep, not totals))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core import merge
-from collector.store import groups
+from collector.store import groups, spans
 from collector.store.db import Connection
 from collector.store.rollups import ROLLUP_COLUMNS, TIERS, WINDOW_OFFSET_MS, rollups_from_rows, window_start
 from collector.store.store import Store
@@ -233,12 +233,14 @@ class TierRoller:
                         " AND window_start_ms < ?",
                         (tier, day, day + DAY_MS),
                     ).rowcount
-                    # The group tier goes with the series tier it is merged from.
+                    # The group tier goes with the series tier it is merged from, and the
+                    # spans made of it with it.
                     wconn.execute(
                         "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
                         " AND window_start_ms < ?",
                         (tier, day, day + DAY_MS),
                     )
+                    spans.forget(wconn, spans.LEVEL_OF[tier], day, day + DAY_MS)
             deleted[tier] = n
         return deleted
 
@@ -274,6 +276,12 @@ class TierRoller:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         settle_ms = int(self.policy.settle_s * 1000)
         report = RebuildReport()
+        # The spans of the range are recomputed from the rebuilt group rows at the end; until
+        # then queries read the group rows themselves.
+        month0 = spans.window(spans.MONTH, start)[0]
+        with self.store.transaction() as conn:
+            for level, a in ((3600, start), (86_400, start), (spans.MONTH, month0)):
+                spans.forget(conn, level, a, end)
         for tier in TIERS[1:]:
             finer = _finer(tier)
             step = tier * 1000
@@ -305,9 +313,20 @@ class TierRoller:
                 with self.store.transaction() as conn:
                     rows += recompute_window(self.store, conn, tier, w, clear_pending=settled)
                     groups.recompute_groups(self.store, conn, tier, w)
+                    if tier == TIERS[1]:  # the hour's minute rows were rewritten: its spans
+                        spans.rebuild(self.store, conn, TIERS[0], w)
                 windows += 1
             report.windows[tier], report.rows[tier] = windows, rows
             report.skipped[tier] = skipped
+            # The days' spans of hour rows, the months' of day rows.
+            level = spans.LEVEL_OF[tier]
+            w = start if level != spans.MONTH else month0
+            for _ in range((end - start) // DAY_MS + 2):
+                if w >= end:
+                    break
+                with self.store.transaction() as conn:
+                    spans.rebuild(self.store, conn, tier, w)
+                w = spans.window(level, w)[1]
         groups.note_built(self.store, start, end)
         return report
 

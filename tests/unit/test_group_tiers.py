@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from collector.core import SampleBatch, merge, quantiles, rollup
 from collector.model import SeriesKey
-from collector.store import groups
+from collector.store import groups, spans
 from collector.store.aggregate import group_rollups
 from collector.store.periods import period_totals
 from collector.store.rollups import TIERS, SeriesSelection, rollups_from_rows, rows_of
@@ -24,6 +24,10 @@ from collector.store.tiers import DAY_MS, TierPolicy, TierRoller
 
 T0 = 1_795_798_800_000  # 2026-11-27T17:00:00Z: a Vietnam day starts
 HOUR = 3_600_000
+# Local (UTC+7) month starts, written out: 2026-11-01, 2026-12-01, 2027-01-01 00:00 UTC+7.
+NOV_2026 = 1_793_466_000_000
+DEC_2026 = 1_796_058_000_000
+JAN_2027 = 1_798_736_400_000
 # (commune, operator): two communes, two operators; a share counter series rides along.
 PLACES = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "x"), ("b", "y")]
 METRICS = ["rtt_ms", "dl_bps>=5000000.0"]
@@ -103,6 +107,36 @@ def assert_groups_exact(store: Store) -> None:
     for res in TIERS:
         got = [tuple(r) for r in group_rows(store, res)]
         assert got == expected_group_rows(store, res), res
+
+
+def assert_spans_exact(store: Store) -> int:
+    """Every span row is the merge of its group's finer group rows of [window, covered_to) in
+    window order, and every group with such rows has one. Returns the spans checked."""
+    conn = store.reader()
+    finer_of = {3600: 60, 86_400: 3600, spans.MONTH: 86_400}
+    checked = 0
+    for level, w, cov in conn.execute("SELECT level_s, window_start_ms, covered_to_ms FROM group_span_ends"):
+        rows = conn.execute(
+            "SELECT group_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+            " FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ? AND window_start_ms < ?"
+            " ORDER BY group_id, window_start_ms",
+            (finer_of[level], w, cov),
+        ).fetchall()
+        got = conn.execute(
+            "SELECT group_id, window_start_ms, count, sum, sumsq, min, max, last, last_ts_ms, sketch"
+            " FROM group_spans WHERE level_s = ? AND window_start_ms = ? ORDER BY group_id",
+            (level, w),
+        ).fetchall()
+        rs = rollups_from_rows(rows)
+        want = [] if not len(rs) else merge(rs, rs.series_id, np.full(len(rs), w, dtype=np.int64))
+        assert [tuple(r) for r in got] == [tuple(r[1:]) for r in rows_of(want, level)] if len(rs) else not got
+        # The counts by hand: each group's finer counts summed.
+        by_group: dict[int, int] = {}
+        for r in rows:
+            by_group[int(r[0])] = by_group.get(int(r[0]), 0) + int(r[2])
+        assert {int(r[0]): int(r[2]) for r in got} == by_group
+        checked += len(got)
+    return checked
 
 
 def assert_current_minutes_exact(store: Store) -> None:
@@ -205,20 +239,29 @@ def test_group_rows_are_the_merge_of_their_series_rows_bit_for_bit(
             roller = TierRoller(store, TierPolicy(settle_s=120))
             ingest(store, roller, batch, late, flush_ms)
             assert_current_minutes_exact(store)
+            assert_spans_exact(store)
             # Pending windows (the last ones, late data): queries through groups count every sample.
             end = T0 + 3 * DAY_MS
             for grouping in (["operator"], ["commune", "operator"]):
                 assert province_totals(store, sids, T0, end, grouping) == series_totals(
                     store, T0, end, grouping
                 )
+                # Local November and December 2026 (the data's days straddle them): the months'
+                # spans, running or closed.
+                for lo, hi in ((NOV_2026, DEC_2026), (NOV_2026, JAN_2027)):
+                    assert province_totals(store, sids, lo, hi, grouping) == series_totals(
+                        store, lo, hi, grouping
+                    )
             roller.roll(now_ms=T0 + 10 * DAY_MS)
             assert roller.pending() == {}
             assert not store.reader().execute("SELECT count(*) FROM group_minute_pending").fetchone()[0]
             assert_groups_exact(store)
+            assert_spans_exact(store)
             before = {res: group_rows(store, res) for res in TIERS}
             roller.rebuild(T0, end, now_ms=T0 + 10 * DAY_MS)
             assert {res: group_rows(store, res) for res in TIERS} == before
             assert_groups_exact(store)
+            assert assert_spans_exact(store) > 0
         finally:
             store.close()
 
@@ -248,9 +291,19 @@ def test_group_tiers_on_both_backends(store_settings: StoreSettings) -> None:
             assert province_totals(store, sids, lo, hi, grouping) == want
         roller.roll(now_ms=T0 + 10 * DAY_MS)
         assert_groups_exact(store)
+        assert assert_spans_exact(store) > 0
         assert len(group_rows(store, 86_400)) == 2 * 2 * (
             4 + 2
         )  # days x metrics x (4 commune + 2 province groups)
+        # November's totals are read from its month spans: a span changed by hand shows.
+        want = series_totals(store, NOV_2026, DEC_2026, ["operator"])
+        assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
+        with store.transaction() as conn:
+            conn.execute("UPDATE group_spans SET count = count + 1000 WHERE level_s = ?", (spans.MONTH,))
+        doctored = province_totals(store, sids, NOV_2026, DEC_2026, ["operator"])
+        assert doctored == {k: v + 1000 for k, v in want.items()}
+        with store.transaction() as conn:
+            conn.execute("UPDATE group_spans SET count = count - 1000 WHERE level_s = ?", (spans.MONTH,))
         before = {res: group_rows(store, res) for res in TIERS}
         roller.rebuild(T0, T0 + 2 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
         assert {res: group_rows(store, res) for res in TIERS} == before
