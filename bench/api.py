@@ -81,7 +81,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 from api.settings import ApiKey  # noqa: E402
 from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merge, warm_up  # noqa: E402
 from collector.model import ProbeInfo, SeriesKey  # noqa: E402
-from collector.store import groups  # noqa: E402
+from collector.store import groups, spans  # noqa: E402
 from collector.store.groups import recompute_group_minutes, recompute_groups  # noqa: E402
 from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start  # noqa: E402
 from collector.store.store import Store  # noqa: E402
@@ -115,7 +115,7 @@ TOKEN = "bench-token-0123456789abcdef"
 POOL_SIZE = 64
 SPREAD = 29  # a minute's value index = the day's + (minute x 7) mod SPREAD, mod POOL_SIZE
 PROBES_PER_CHUNK = 100  # probes generated (and their coarse rows merged) at a time: bounded memory
-GROUP_FORMAT = 2  # --keep-db: the group rows' layout a kept store holds (2: minute rows of both scopes)
+GROUP_FORMAT = 3  # --keep-db: the layout of a kept store's group rows (3: both scopes' minutes, spans)
 VERIFY_SERIES = 300  # series per sampled window whose coarse rows recompute_window re-derives
 
 
@@ -443,6 +443,20 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minute
     log(f"  group tiers: {n:,} rows in {time.perf_counter() - t0:.1f} s")
 
 
+def add_spans(store: Store, data: Data, log: Callable[[str], None]) -> None:
+    """The spans the roller leaves that a month's totals read (collector/store/spans.py): July's
+    closed days, the open day's closed hours, the open hour's minutes, each computed by the
+    roller's own `spans.rebuild` from the group rows above."""
+    t0 = time.perf_counter()
+    last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
+    last_day = int(window_start(data.end_ms - 1, DAY_MS))
+    n = 0
+    with store.transaction() as conn:
+        for finer, w in ((60, last_hour), (3600, last_day), (86_400, spans.window(spans.MONTH, START_MS)[0])):
+            n += spans.rebuild(store, conn, finer, w)
+    log(f"  spans: {n:,} rows in {time.perf_counter() - t0:.1f} s")
+
+
 def _take(rs: RollupSet, rows: np.ndarray) -> RollupSet:
     """Rows of `rs` in the order `rows` gives, with their sketch buckets."""
     sizes = np.diff(rs.sketch_offsets)[rows]
@@ -672,11 +686,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(path)
         if not reuse:
             add_group_tiers(store, data, log)
+            add_spans(store, data, log)
         elif kept.get("group_format") != GROUP_FORMAT:
-            log("  the kept store's group minute rows predate both scopes: rebuilt")
+            log("  the kept store's group minute rows and spans predate this layout: rebuilt")
             with store.transaction() as conn:
                 conn.execute("DELETE FROM group_rollups WHERE resolution_s = 60")
             add_group_tiers(store, data, log, minutes_only=True)
+            add_spans(store, data, log)
             made.write_text(json.dumps({**kept, "group_format": GROUP_FORMAT}))
         verify_tiers(store, data, args.seed, log)
         verify_group_tiers(store, data, args.seed, log)

@@ -368,6 +368,15 @@ def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[in
     transaction. Returns the group rows written."""
     if not minutes:
         return 0
+    kept_from = minutes_from_ms(store)
+    if min(minutes) < kept_from:  # past the group minute rows' retention: nothing to keep
+        old = [w for w in minutes if w < kept_from]
+        conn.execute(
+            f"DELETE FROM group_minute_pending WHERE window_start_ms IN ({','.join('?' * len(old))})", old
+        )
+        minutes = [w for w in minutes if w >= kept_from]
+        if not minutes:
+            return 0
     marks = ",".join("?" * len(minutes))
     rows = conn.execute(
         f"SELECT {ROLLUP_COLUMNS} FROM rollups WHERE resolution_s = ? AND window_start_ms IN ({marks})"
@@ -507,6 +516,20 @@ def built_from_ms(store: Store) -> int:
     """Group rows exist for windows starting at or after this (see the module docstring)."""
     row = store.reader().execute("SELECT built_from_ms FROM group_tiers WHERE id = 1").fetchone()
     return int(row[0]) if row is not None else 1 << 62
+
+
+def minutes_from_ms(store: Store) -> int:
+    """Group minute rows are kept for the minutes starting at or after this (retention:
+    `group_minute_days`); earlier minutes are read from the series' minute rows."""
+    row = store.reader().execute("SELECT minutes_from_ms FROM group_tiers WHERE id = 1").fetchone()
+    return int(row[0]) if row is not None else 1 << 62
+
+
+def move_minutes_from(conn: Connection, cutoff: int) -> None:
+    """Group minute rows before `cutoff` are about to be deleted: read the series' from now on."""
+    conn.execute(
+        "UPDATE group_tiers SET minutes_from_ms = ? WHERE id = 1 AND minutes_from_ms < ?", (cutoff, cutoff)
+    )
 
 
 def note_built(store: Store, from_ms: int, to_ms: int) -> None:
@@ -802,6 +825,15 @@ def _segment(
     is one row, not 30), the few windows some group is stale in row by row. With `whole` (a
     period's totals, not rows per window): the current spans first (collector/store/spans.py:
     a month's closed days, a day's closed hours, an hour's closed minutes, a row per group)."""
+    if res == TIERS[0]:
+        kept_from = minutes_from_ms(store)
+        if a < kept_from:  # past the group minute rows' retention: the series' minute rows
+            members = sorted(s for g in gids for s in p.members[g])
+            upto = min(b, kept_from)
+            parts.append(_series_rows(store, members, [TIERS[0]], a, upto, totals, rep, not totals))
+            a = kept_from
+            if a >= b:
+                return
     if whole:
         a = _spans_first(store, p, rep, gids, res, a, b, parts, totals)
         if a >= b:
@@ -887,6 +919,8 @@ __all__ = [
     "keeping",
     "mark_groups",
     "merged_group_rows",
+    "minutes_from_ms",
+    "move_minutes_from",
     "note_built",
     "plan",
     "recompute_group_minutes",

@@ -57,6 +57,9 @@ class TierPolicy:
     max_days_per_prune: int = 31
     # The batch log (probe_batches: exactly-once ingest, probe completeness) is kept this long.
     batch_log_days: float = 35.0
+    # The group tiers' minute rows are kept this long (the series' minute rows longer: older
+    # minutes are read from those).
+    group_minute_days: float = 2.0
 
 
 @dataclass(slots=True)
@@ -242,7 +245,33 @@ class TierRoller:
                     )
                     spans.forget(wconn, spans.LEVEL_OF[tier], day, day + DAY_MS)
             deleted[tier] = n
+        self._prune_group_minutes(now)
         return deleted
+
+    def _prune_group_minutes(self, now: int) -> None:
+        """Delete the group minute rows (and the hour spans made of them) of local days older
+        than `group_minute_days`, a day per transaction, and move the minute horizon first, so
+        a query never finds the group minutes gone without reading the series' instead."""
+        cutoff = int(window_start(now - int(self.policy.group_minute_days * DAY_MS), DAY_MS))
+        with self.store.transaction() as conn:
+            groups.move_minutes_from(conn, cutoff)
+        (oldest,) = (
+            self.store.reader()
+            .execute("SELECT min(window_start_ms) FROM group_rollups WHERE resolution_s = ?", (TIERS[0],))
+            .fetchone()
+        )
+        day = None if oldest is None else int(window_start(int(oldest), DAY_MS))
+        for _ in range(self.policy.max_days_per_prune):
+            if day is None or day >= cutoff:
+                break
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                    " AND window_start_ms < ?",
+                    (TIERS[0], day, min(day + DAY_MS, cutoff)),
+                )
+                spans.forget(conn, spans.LEVEL_OF[TIERS[0]], day, min(day + DAY_MS, cutoff))
+            day += DAY_MS
 
     def prune_batch_log(self, now_ms: int | None = None) -> int:
         """Delete batch-log rows stored more than `batch_log_days` ago, an hour of them per

@@ -307,6 +307,23 @@ def test_group_tiers_on_both_backends(store_settings: StoreSettings) -> None:
         before = {res: group_rows(store, res) for res in TIERS}
         roller.rebuild(T0, T0 + 2 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
         assert {res: group_rows(store, res) for res in TIERS} == before
+        # Group minute rows kept one day (the series' fourteen): the first local day's go, the
+        # horizon moves first, and minute reads across it still count every sample.
+        TierRoller(store, TierPolicy(settle_s=120, group_minute_days=1.0)).enforce_retention(
+            now_ms=T0 + 2 * DAY_MS + HOUR
+        )
+        assert groups.minutes_from_ms(store) == T0 + DAY_MS
+        minutes = [int(r[1]) for r in group_rows(store, 60)]
+        assert minutes and min(minutes) >= T0 + DAY_MS
+        lo, hi = T0 + 20 * HOUR, T0 + 28 * HOUR
+        for grouping, filters in ((["operator"], {}), (["commune", "operator"], {"technology": "4G"})):
+            found = store.select_rollups("rtt_ms", 60, lo, lo, filters)
+            sel = groups.grouped_selection(store, found, "rtt_ms", grouping, filters, 60, lo, hi)
+            assert sel is not None
+            want = per_group(store.select_rollups("rtt_ms", 60, lo, hi, filters), grouping, 60_000)
+            assert per_group(sel, grouping, 60_000) == want
+            sent = int(((batch.ts_ms >= lo) & (batch.ts_ms < hi) & np.isin(batch.series_id, sids[:5])).sum())
+            assert sum(v[0] for v in want.values()) == sent > 0
     finally:
         store.close()
 
@@ -395,17 +412,20 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
         np.round(rng.lognormal(3, 1, n), 3),
     )
     store.write_rollups(rollup(batch), 60)
-    with store.transaction() as conn:  # as a store written before 0060 is
-        for table in ("rollup_groups", "group_rollups", "group_pending", "group_tiers"):
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 60")
     newest = store.schema_version()
-    assert newest > 60  # later migrations stay applied: 0060 now sits below the newest one
+    with store.transaction() as conn:  # as a store written before 0060 (and 0065) is
+        for table in (
+            "rollup_groups", "group_rollups", "group_pending", "group_tiers",
+            "group_minute_pending", "group_spans", "group_span_ends",
+        ):  # fmt: skip
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM schema_migrations WHERE version IN (60, 65)")
+    assert store.schema_version() > 60  # later migrations stay applied: 0060 sits below them
     store.close()
     store = open_store(store_settings)
     try:
         # The runner applies every known migration missing from the store, not only newer ones.
-        assert store.migrate_applied == [60]
+        assert store.migrate_applied == [60, 65]
         assert store.schema_version() == newest
         assert groups.built_from_ms(store) == T0 + DAY_MS  # the next Vietnam day
         roller = TierRoller(store, TierPolicy(settle_s=120))

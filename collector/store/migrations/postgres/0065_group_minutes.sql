@@ -25,3 +25,7 @@ CREATE TABLE group_span_ends (
     covered_to_ms   BIGINT NOT NULL,
     PRIMARY KEY (level_s, window_start_ms)
 );
+
+-- Group minute rows are kept for minutes starting at or after minutes_from_ms (their own, shorter
+-- retention); earlier minutes are read from the series' minute rows.
+ALTER TABLE group_tiers ADD COLUMN minutes_from_ms BIGINT NOT NULL DEFAULT -4611686018427387904;
