@@ -85,7 +85,7 @@ from collector.store import groups, spans  # noqa: E402
 from collector.store.groups import recompute_group_minutes, recompute_groups  # noqa: E402
 from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start  # noqa: E402
 from collector.store.store import Store  # noqa: E402
-from collector.store.tiers import recompute_window  # noqa: E402
+from collector.store.tiers import TierPolicy, recompute_window  # noqa: E402
 from netqos.config import Settings  # noqa: E402
 
 METRICS = ("dl_bps", "ul_bps", "access_time_ms", "access_failed", "rsrp_dbm", "rtt_ms")
@@ -382,6 +382,11 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
     )
 
 
+def group_minutes_from(data: Data) -> int:
+    """Where retention has moved the group minute rows' horizon at "now" (TierPolicy default)."""
+    return int(window_start(data.end_ms - int(TierPolicy().group_minute_days * DAY_MS), DAY_MS))
+
+
 def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minutes_only: bool = False) -> None:
     """The group rows the roller leaves (every closed minute: commune and province minute rows;
     every closed hour: their hour rows; every closed day: the day rows), computed as
@@ -392,6 +397,9 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minute
     group minute rows were kept for both scopes)."""
     last_hour = (data.end_ms - 1) // HOUR_MS * HOUR_MS
     last_day = int(window_start(data.end_ms - 1, DAY_MS))
+    minutes_from = group_minutes_from(data)
+    with store.transaction() as conn:
+        groups.move_minutes_from(conn, minutes_from)
     t0 = time.perf_counter()
     n_probes = data.sids.shape[0]
     # Group ids, as the roller creates them.
@@ -421,8 +429,11 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minute
         fine = data.minute_rollups_of(h, h + HOUR_MS)
         hours = merge(fine, fine.series_id, floor_window(fine.window_start_ms, HOUR_MS))
         # Every minute has closed ("now" is the end of the data): the roller has computed
-        # every group's minute rows, the open hour's too.
-        out: list[tuple[int, RollupSet]] = [(60, by(fine, commune_of_sid)), (60, by(fine, province_of_sid))]
+        # every group's minute rows, the open hour's too; retention keeps those of the last
+        # `group_minute_days` local days (older minutes are read from the series' rows).
+        out: list[tuple[int, RollupSet]] = []
+        if h >= minutes_from:
+            out += [(60, by(fine, commune_of_sid)), (60, by(fine, province_of_sid))]
         if minutes_only:
             pass
         elif h != last_hour:  # pending: read from the finer rows
@@ -483,15 +494,18 @@ def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str],
         " AND resolution_s <= ? ORDER BY 1, 2, 3"
     )
     checked = 0
+    minutes_from = group_minutes_from(data)
+    # Two hours drawn from the month and the last closed one (its minute rows are kept).
+    hours = np.append(hours, last_hour - HOUR_MS)
     for tier, w in [*((3600, int(h)) for h in hours), *((86_400, int(d)) for d in days)]:
         span = (w, w + tier * 1000, tier)
-        before = store.reader().execute(q, span).fetchall()
-        if tier == 86_400:
-            before = [r for r in before if r[0] == tier]
+        # A day: its day rows; an hour: its hour rows, and its minute rows if retention keeps them.
+        lowest = tier if tier == 86_400 or w < minutes_from else 60
+        before = [r for r in store.reader().execute(q, span).fetchall() if r[0] >= lowest]
         try:
             with store.transaction() as conn:
                 recompute_groups(store, conn, tier, w)
-                after = [r for r in conn.execute(q, span).fetchall() if tier != 86_400 or r[0] == tier]
+                after = [r for r in conn.execute(q, span).fetchall() if r[0] >= lowest]
                 raise _Undo
         except _Undo:
             pass
@@ -518,7 +532,7 @@ def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str],
         )
     checked += len(before)
     log(
-        f"  checked {checked} group rows (2 hours, 1 day, 3 minutes of the open hour) against"
+        f"  checked {checked} group rows (3 hours, 1 day, 3 minutes of the open hour) against"
         " recompute_groups and recompute_group_minutes: identical bit for bit"
     )
     return checked
