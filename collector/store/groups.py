@@ -567,10 +567,42 @@ def plan(
     filters: dict[str, str],
 ) -> GroupPlan | None:
     """A plan when the query groups by and filters on group key labels only (None: it cannot
-    read groups). The province scope when neither groups by nor filters on the commune."""
+    read groups). The province scope when neither groups by nor filters on the commune.
+
+    Plans are remembered per store until a series or a group is added: a series' labels and
+    metric never change, nor a group's key, so the same series make the same plan (`labels`
+    must be the series' own, as the series table holds them)."""
     if not labels or any(k not in GROUP_KEY_LABELS for k in (*grouping, *filters)):
         return None
     scope = "commune" if "commune" in grouping or "commune" in filters else "province"
+    from collector.store.periods import series_token
+
+    # Groups are never deleted either: the greatest id changes when one is added.
+    (top_group,) = store.reader().execute("SELECT coalesce(max(group_id), 0) FROM rollup_groups").fetchone()
+    token = (series_token(store), int(top_group))
+    held = _PLANS.get(store)
+    if held is None or held[0] != token:
+        held = (token, {})
+        _PLANS[store] = held
+    key = (scope, tuple(sorted(labels)))
+    found = held[1].get(key)
+    if found is None:
+        found = _plan(store, labels, metric_of, scope)
+        if len(held[1]) >= _PLANS_MAX:
+            held[1].clear()
+        held[1][key] = found
+    return found
+
+
+_PLANS: weakref.WeakKeyDictionary[Store, tuple[tuple[int, ...], dict[Any, GroupPlan]]] = (
+    weakref.WeakKeyDictionary()
+)
+_PLANS_MAX = 256
+
+
+def _plan(
+    store: Store, labels: dict[int, dict[str, str]], metric_of: dict[int, str], scope: str
+) -> GroupPlan:
     by_key: dict[GroupKey, list[int]] = {}
     for sid in sorted(labels):
         pair = group_keys(metric_of[sid], labels[sid])
@@ -707,18 +739,18 @@ def _stale_groups(
     """Add to `stale` the (group, window) of `gids` at `res` with window start in [a, b) that
     may not be read: marked in group_pending, or holding a member with a rollup_pending mark."""
     wanted = set(gids)
-    step = store.backend.in_list_max
-    for i in range(0, len(gids), step):
-        among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
-        for g, w in conn.execute(
-            f"SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ? AND {among_g}"
-            " AND window_start_ms >= ? AND window_start_ms < ?",
-            (res, *gvals, a, b),
-        ):
+    # group_pending holds only the marks the roller has yet to clear: read them all for the
+    # range, keep the wanted groups' (no list of thousands of group ids in the statement).
+    for g, w in conn.execute(
+        "SELECT group_id, window_start_ms FROM group_pending WHERE resolution_s = ?"
+        " AND window_start_ms >= ? AND window_start_ms < ?",
+        (res, a, b),
+    ):
+        if int(g) in wanted:
             stale.add((int(g), int(w)))
-    group_of = {s: g for g, ms in p.members.items() for s in ms}
-    wanted_sids = sorted(s for g in gids for s in p.members[g])
-    if len(wanted_sids) <= store.backend.in_list_max:  # a commune's few series: their marks only
+    n_members = sum(len(p.members[g]) for g in gids)
+    if n_members <= store.backend.in_list_max:  # a commune's few series: their marks only
+        wanted_sids = sorted(s for g in gids for s in p.members[g])
         among_s, svals = store.backend.in_list("series_id", wanted_sids)
         marks = conn.execute(
             "SELECT series_id, window_start_ms FROM rollup_pending"
@@ -726,19 +758,23 @@ def _stale_groups(
             (res, a, b, *svals),
         ).fetchall()
     else:
-        # Province-wide: the marks of the plan's metrics counted per window first. The open
-        # hour and day hold a mark for nearly every series: such a window is stale for every
-        # group (read finer, which is exact), without reading thousands of marks; a window
-        # with a few late series is read mark by mark.
+        # Province-wide: the marks counted per window first (the window index alone, every
+        # metric). The open hour and day hold a mark for nearly every series: such a window is
+        # stale for every group (read finer, which is exact), without reading thousands of
+        # marks; a window with a few late series is read mark by mark.
         among_m, mvals = store.backend.in_list("s.metric", sorted(p.metrics))
         join = (
             "FROM rollup_pending r JOIN series s ON s.series_id = r.series_id"
             f" WHERE r.resolution_s = ? AND r.window_start_ms >= ? AND r.window_start_ms < ? AND {among_m}"
         )
         marks = []
-        for w, n in conn.execute(
-            f"SELECT r.window_start_ms, count(*) {join} GROUP BY r.window_start_ms", (res, a, b, *mvals)
-        ).fetchall():
+        for w in _marked_windows(conn, res, a, b):
+            # Counted up to the threshold only (an index range of at most that many entries).
+            (n,) = conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM rollup_pending WHERE resolution_s = ?"
+                " AND window_start_ms = ? LIMIT ?) AS x",
+                (res, w, _MARKS_READ_MAX + 1),
+            ).fetchone()
             if int(n) > _MARKS_READ_MAX:
                 stale.update((g, int(w)) for g in gids)
                 continue
@@ -746,10 +782,30 @@ def _stale_groups(
                 f"SELECT r.series_id, r.window_start_ms {join} AND r.window_start_ms = ?",
                 (res, int(w), int(w) + 1, *mvals, int(w)),
             ).fetchall()
-    for sid, w in marks:
-        g = group_of.get(int(sid))
-        if g is not None and g in wanted:
-            stale.add((g, int(w)))
+    if marks:
+        group_of = {s: g for g in gids for s in p.members[g]}
+        for sid, w in marks:
+            g = group_of.get(int(sid))
+            if g is not None:
+                stale.add((g, int(w)))
+
+
+def _marked_windows(conn: Connection, res: int, a: int, b: int) -> list[int]:
+    """The `res` windows in [a, b) holding a rollup_pending mark: one index seek per window
+    (the open hour and day hold tens of thousands of marks; a scan would read them all)."""
+    out: list[int] = []
+    w = a
+    for _ in range(100_000):  # bounded: windows of a range at most this many
+        (nxt,) = conn.execute(
+            "SELECT min(window_start_ms) FROM rollup_pending WHERE resolution_s = ? AND window_start_ms >= ?"
+            " AND window_start_ms < ?",
+            (res, w, b),
+        ).fetchone()
+        if nxt is None:
+            break
+        out.append(int(nxt))
+        w = int(nxt) + 1
+    return out
 
 
 def _spans_first(

@@ -17,6 +17,7 @@ retention of the finer tiers never changes a closed period's totals.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,8 +70,45 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
     return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]
 
 
+# Per store: (the series table's token, {(metrics, filters): answer}). A series' labels never
+# change once created (its key holds them; only first_ms is updated) and series are never
+# deleted, so an answer stays true until a series is added, which raises the greatest id.
+_SELECTED: weakref.WeakKeyDictionary[Store, tuple[int, dict[Any, dict[int, dict[str, str]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SELECTED_MAX = 256
+
+
+def series_token(store: Store) -> int:
+    """The greatest series id (one index seek): changes whenever a series is added."""
+    (top,) = store.reader().execute("SELECT coalesce(max(series_id), 0) FROM series").fetchone()
+    return int(top)
+
+
 def select_series(store: Store, metrics: Sequence[str], filters: dict[str, str]) -> dict[int, dict[str, str]]:
-    """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
+    """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters.
+
+    Answers are remembered per store until the series table changes (a province-wide question
+    reads thousands of series' labels: parsed once, not on every request). The label dicts are
+    shared between callers: read them, do not change them."""
+    token = series_token(store)
+    key = (tuple(metrics), tuple(sorted(filters.items())))
+    held = _SELECTED.get(store)
+    if held is None or held[0] != token:
+        held = (token, {})
+        _SELECTED[store] = held
+    found = held[1].get(key)
+    if found is None:
+        found = _select_series(store, metrics, filters)
+        if len(held[1]) >= _SELECTED_MAX:
+            held[1].clear()
+        held[1][key] = found
+    return dict(found)
+
+
+def _select_series(
+    store: Store, metrics: Sequence[str], filters: dict[str, str]
+) -> dict[int, dict[str, str]]:
     where = [f"metric IN ({','.join('?' * len(metrics))})"]
     args: list[Any] = list(metrics)
     for name, value in filters.items():
