@@ -5,7 +5,9 @@ N probes (default 5,000), labelled as bench/api.py labels them (166 communes, 3 
 bench/api.py's store holds them). For H hours (default 3) the bench writes the hour's minute
 rows through `Store.write_rollups` (as ingest does: it marks the hour and the day pending),
 then times `TierRoller.roll` at the end of the hour plus the settle time: the series' hour
-rows, and with group tiers also the groups' hour and minute rows. The last hour closes the
+rows, and with group tiers also the groups' hour rows, the groups' minute rows of the hour's
+60 minutes (the roller does those a round at a time as minutes close: here all in one roll)
+and the spans they make. The last hour closes the
 local day, so its roll computes the day rows too. Two stores, the same data: `without` (the
 group hooks switched off for that run: the roller before group tiers) and `with_groups` (the
 roller as shipped). The writes are not timed. That the group rows equal the merge of their series
@@ -72,10 +74,11 @@ def run(path: Path, probes: int, hours: int, with_groups: bool, seed: int) -> li
     sids = np.asarray(store.series_ids(keys, [360.0] * len(keys)), dtype=np.int32)
     sids = sids.reshape(len(METRICS), probes)
     roller = TierRoller(store, TierPolicy(settle_s=120))
-    saved = (groups.mark_groups, groups.roll_groups)
+    saved = (groups.mark_groups, groups.roll_groups, groups.roll_group_minutes)
     if not with_groups:
         groups.mark_groups = lambda *a, **k: None
         groups.roll_groups = lambda *a, **k: 0
+        groups.roll_group_minutes = lambda *a, **k: 0
     rng = np.random.default_rng(seed)
     times: list[float] = []
     try:
@@ -92,7 +95,7 @@ def run(path: Path, probes: int, hours: int, with_groups: bool, seed: int) -> li
             roller.roll(now_ms=start + HOUR_MS + 121_000)
             times.append(time.perf_counter() - t0)
     finally:
-        groups.mark_groups, groups.roll_groups = saved
+        groups.mark_groups, groups.roll_groups, groups.roll_group_minutes = saved
         store.close()
     return times
 

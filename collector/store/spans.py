@@ -28,7 +28,14 @@ import numpy as np
 
 from collector.core import RollupSet, merge
 from collector.store.db import Connection
-from collector.store.rollups import ROLLUP_COLUMNS, WINDOW_OFFSET_MS, rollups_from_rows, rows_of, window_start
+from collector.store.rollups import (
+    ROLLUP_COLUMNS,
+    WINDOW_OFFSET_MS,
+    rollups_from_rows,
+    rows_of,
+    take_rows,
+    window_start,
+)
 from collector.store.store import Store
 
 MONTH = 2_678_400  # the level code of a local calendar month (31 days' seconds; months vary)
@@ -78,10 +85,21 @@ def refresh(
     for fw in finer_windows:
         w, _ = window(level, fw)
         upto[w] = max(upto.get(w, w), fw + finer_s * 1000)
+    first: dict[int, int] = {}
+    for fw in finer_windows:
+        w, _ = window(level, fw)
+        first[w] = min(first.get(w, fw), fw)
     written = 0
     for w, end in sorted(upto.items()):
         old = covered_to(conn, level, w)
         cov = max(end, old if old is not None else w)
+        if old is not None and first[w] >= old:
+            # Only windows after the span's end changed (the usual case: the next minute, hour
+            # or day closed): the span extended by them, not recomputed from its start.
+            if cov > old:
+                written += _extend(store, conn, level, w, old, cov)
+                _set_end(conn, level, w, cov)
+            continue
         if group_ids is None:
             gids = _groups_with_rows(conn, finer_s, w, cov)
         else:
@@ -91,12 +109,41 @@ def refresh(
             elif old is None:
                 gids |= _groups_with_rows(conn, finer_s, w, cov)
         written += _recompute(store, conn, level, w, cov, sorted(gids))
-        conn.execute("DELETE FROM group_span_ends WHERE level_s = ? AND window_start_ms = ?", (level, w))
-        conn.execute(
-            "INSERT INTO group_span_ends (level_s, window_start_ms, covered_to_ms) VALUES (?, ?, ?)",
-            (level, w, cov),
-        )
+        _set_end(conn, level, w, cov)
     return written
+
+
+def _set_end(conn: Connection, level: int, w: int, cov: int) -> None:
+    conn.execute("DELETE FROM group_span_ends WHERE level_s = ? AND window_start_ms = ?", (level, w))
+    conn.execute(
+        "INSERT INTO group_span_ends (level_s, window_start_ms, covered_to_ms) VALUES (?, ?, ?)",
+        (level, w, cov),
+    )
+
+
+def _extend(store: Store, conn: Connection, level: int, w: int, old: int, cov: int) -> int:
+    """Extend the spans of (level, w) from `old` to `cov`: each group's span row merged with its
+    finer rows of [old, cov), span first, then the rows in window order — the bytes of merging
+    all its rows of [w, cov) again, since merge folds in input order."""
+    finer_s = FINER_OF[level]
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+        " AND window_start_ms < ? ORDER BY group_id, window_start_ms",
+        (finer_s, old, cov),
+    ).fetchall()
+    new = rollups_from_rows(rows)
+    if not len(new):
+        return 0
+    gids = np.unique(new.series_id).tolist()
+    have = read(store, conn, level, w, gids, sketches=True)
+    assert isinstance(have, RollupSet)
+    both = RollupSet.concat([have, new]) if len(have) else new
+    # (group, span first then window) order: the span's window_start is w, before every row.
+    order = np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64)
+    both = take_rows(both, order)
+    merged = merge(both, both.series_id, np.full(len(both), w, dtype=np.int64))
+    store.backend.upsert(conn, "group_spans", _WRITE_COLUMNS, _KEY, list(rows_of(merged, level)))
+    return len(merged)
 
 
 def rebuild(store: Store, conn: Connection, finer_s: int, w: int) -> int:
