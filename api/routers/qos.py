@@ -35,6 +35,7 @@ from api.schemas import QosPoint, QosResponse
 from collector.core.shares import is_counter_metric
 from collector.mqtt.schema import METRIC_NAMES
 from collector.store.aggregate import GROUP_LABELS, group_series, stat_error
+from collector.store.groups import grouped_selection
 from collector.store.rollups import SeriesSelection, window_start
 from compliance.qos import RESOLUTION_S, parse_step, series_points, tier_for_step, unit_of
 
@@ -209,7 +210,11 @@ def qos(
                 f"{len(found.labels) * windows} rows, over the limit api.max_rows_read "
                 f"({limits.max_rows_read}); use a shorter range, a step of 1h or 1d, or a filter",
             )
-        sel = select(read_from, to_ms)
+        # Grouped by and filtered on group labels only: the pre-merged group tiers (an
+        # interface filter is not a group label, so it reads the series rows).
+        sel = grouped_selection(store, found, metric, groups, filters, tier, read_from, to_ms)
+        if sel is None:
+            sel = select(read_from, to_ms)
         return _answer(
             sel,
             metric,

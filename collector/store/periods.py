@@ -17,6 +17,7 @@ retention of the finer tiers never changes a closed period's totals.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,8 +70,45 @@ def cover(from_ms: int, to_ms: int, tiers_s: Sequence[int]) -> list[tuple[int, i
     return [*cover(from_ms, lo, tiers_s[1:]), (res, lo, hi), *cover(hi, to_ms, tiers_s[1:])]
 
 
+# Per store: (the series table's token, {(metrics, filters): answer}). A series' labels never
+# change once created (its key holds them; only first_ms is updated) and series are never
+# deleted, so an answer stays true until a series is added, which raises the greatest id.
+_SELECTED: weakref.WeakKeyDictionary[Store, tuple[int, dict[Any, dict[int, dict[str, str]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SELECTED_MAX = 256
+
+
+def series_token(store: Store) -> int:
+    """The greatest series id (one index seek): changes whenever a series is added."""
+    (top,) = store.reader().execute("SELECT coalesce(max(series_id), 0) FROM series").fetchone()
+    return int(top)
+
+
 def select_series(store: Store, metrics: Sequence[str], filters: dict[str, str]) -> dict[int, dict[str, str]]:
-    """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters."""
+    """series_id -> labels (plus "entity" and "metric") of the series of `metrics` matching filters.
+
+    Answers are remembered per store until the series table changes (a province-wide question
+    reads thousands of series' labels: parsed once, not on every request). The label dicts are
+    shared between callers: read them, do not change them."""
+    token = series_token(store)
+    key = (tuple(metrics), tuple(sorted(filters.items())))
+    held = _SELECTED.get(store)
+    if held is None or held[0] != token:
+        held = (token, {})
+        _SELECTED[store] = held
+    found = held[1].get(key)
+    if found is None:
+        found = _select_series(store, metrics, filters)
+        if len(held[1]) >= _SELECTED_MAX:
+            held[1].clear()
+        held[1][key] = found
+    return dict(found)
+
+
+def _select_series(
+    store: Store, metrics: Sequence[str], filters: dict[str, str]
+) -> dict[int, dict[str, str]]:
     where = [f"metric IN ({','.join('?' * len(metrics))})"]
     args: list[Any] = list(metrics)
     for name, value in filters.items():
@@ -192,3 +230,31 @@ def _rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:
         sketch_keys=keys,
         sketch_counts=counts,
     )
+
+
+def grouped_period_totals(
+    store: Store,
+    labels: dict[int, dict[str, str]],
+    grouping: Sequence[str],
+    filters: dict[str, str],
+    from_ms: int,
+    to_ms: int,
+    *,
+    sketches: bool,
+    tiers_s: Sequence[int] | None = None,
+) -> RollupSet:
+    """As `period_totals` for the series of `labels` (select_series' answer, "metric" included),
+    for a caller that only needs totals per `grouping`: when the grouping and `filters` are
+    group key labels (collector.store.groups), read from the group tiers, one row per group
+    keyed by one of its series (the smallest id); else one row per series, as period_totals."""
+    from collector.store import groups  # groups imports this module's cover()
+
+    tiers = list(tiers_s) if tiers_s is not None else tiers_present(store)
+    metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
+    p = groups.plan(store, labels, metric_of, grouping, filters)
+    if p is None or not tiers:
+        return period_totals(store, list(labels), from_ms, to_ms, sketches=sketches, tiers_s=tiers)
+    rs = groups.grouped_rollups(store, p, tiers, from_ms, to_ms, whole=True, sketches=sketches)
+    if not len(rs):
+        return RollupSet.empty()
+    return merge(rs, rs.series_id, np.zeros(len(rs), dtype=np.int64))

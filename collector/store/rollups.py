@@ -105,6 +105,8 @@ class RollupRepo:
         # closed (and settled), and a rebuild keeps the marks of open windows, so these are
         # known to be in the table and need no insert (see put).
         self._open_marks: dict[int, npt.NDArray[np.int64]] = {}
+        # series -> labels (with "entity"), as `select` read them (they never change).
+        self._labels: dict[int, dict[str, str]] = {}
 
     # -- writes ------------------------------------------------------------------
 
@@ -128,6 +130,15 @@ class RollupRepo:
         )
         if len(rollups) == 0:
             return
+        if resolution_s == TIERS[0]:
+            # The group tiers' minute rows of these minutes are stale now (collector/store/
+            # groups.py): marked in the same transaction, cleared by the roller once it has
+            # recomputed them. A few distinct minutes a write.
+            minutes = np.unique(rollups.window_start_ms).tolist()
+            conn.executemany(
+                "INSERT INTO group_minute_pending (window_start_ms) VALUES (?) ON CONFLICT DO NOTHING",
+                [(w,) for w in minutes],
+            )
         # Every coarser tier, not only the next: a day whose hour is pending is stale as well,
         # and a query of the day tier must know it before the roller gets to the hour.
         now = int(time.time() * 1000)
@@ -206,15 +217,22 @@ class RollupRepo:
             where.append(f"{name} = ?")
             args.append(value)
         sel = SeriesSelection(RollupSet.empty())
-        sql = (
-            "SELECT series_id, entity, labels, expected_interval_s, first_ms FROM series"
-            f" WHERE {' AND '.join(where)}"
-        )
-        for sid, entity, lab, interval, first in conn.execute(sql, args):
-            sel.labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
+        sql = f"SELECT series_id, expected_interval_s, first_ms FROM series WHERE {' AND '.join(where)}"
+        for sid, interval, first in conn.execute(sql, args):
             sel.interval_s[int(sid)] = interval
             sel.first_ms[int(sid)] = first
-        if sel.labels:
+        # A series' labels and entity never change once created: parsed once per process (a
+        # province-wide question names thousands of series), handed out as copies.
+        unknown = [s for s in sel.interval_s if s not in self._labels]
+        step = self.db.backend.in_list_max
+        for i in range(0, len(unknown), step):
+            among, values = self.db.backend.in_list("series_id", unknown[i : i + step])
+            for sid, entity, lab in conn.execute(
+                f"SELECT series_id, entity, labels FROM series WHERE {among}", values
+            ):
+                self._labels[int(sid)] = {**orjson.loads(lab), "entity": entity}
+        sel.labels = {s: dict(self._labels[s]) for s in sel.interval_s}
+        if sel.labels and to_ms > from_ms:  # an empty range reads no rows
             sel.rollups = self.tiered(list(sel.labels), resolution_s, from_ms, to_ms)
         return sel
 

@@ -104,6 +104,13 @@ class RollupSettings(Section):
         120.0, ge=0, le=86_400, description="a closed window is computed once it has been closed this long"
     )
     retention_interval_s: float = Field(3600.0, gt=0, le=86_400, description="how often retention runs")
+    group_minute_retention_days: float = Field(
+        2.0,
+        gt=0,
+        le=36_500,
+        description="the group tiers' 1-minute rows (per commune and province) kept this long; older"
+        " minutes are read from the series' 1-minute rows (kept minute_retention_days)",
+    )
     batch_log_retention_days: float = Field(
         35.0,
         ge=1,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.core import merge
+from collector.store import groups, spans
 from collector.store.db import Connection
 from collector.store.rollups import ROLLUP_COLUMNS, TIERS, WINDOW_OFFSET_MS, rollups_from_rows, window_start
 from collector.store.store import Store
@@ -56,6 +57,9 @@ class TierPolicy:
     max_days_per_prune: int = 31
     # The batch log (probe_batches: exactly-once ingest, probe completeness) is kept this long.
     batch_log_days: float = 35.0
+    # The group tiers' minute rows are kept this long (the series' minute rows longer: older
+    # minutes are read from those).
+    group_minute_days: float = 2.0
 
 
 @dataclass(slots=True)
@@ -111,6 +115,11 @@ def recompute_window(
         (tier_s, window_start_ms, *args),
     )
     store.put_rollups(conn, coarse, tier_s)
+    if series is not None:
+        # The groups of these series are stale now: the roller recomputes them (a rebuild,
+        # which passes no series, recomputes every group of the window itself).
+        groups.mark_groups(store, conn, tier_s, window_start_ms, series)
+        groups.keep_rows(store, tier_s, window_start_ms, series, fine, coarse)
     if clear_pending:
         store.forget_marks(tier_s)  # this process's writers mark again (its clock may be simulated)
         conn.execute(
@@ -132,7 +141,14 @@ class TierRoller:
     def roll(self, now_ms: int | None = None) -> dict[int, int]:
         """Recompute the pending windows that closed at least `settle_s` ago, tier by tier
         (hours first, so the days they mark are computed in the same call). Bounded by
-        `max_pending_per_round` (series, window) marks a tier. Returns windows done per tier."""
+        `max_pending_per_round` (series, window) marks a tier; then the group minute rows of
+        the closed minutes written since (collector/store/groups.py). Returns windows done per
+        coarse tier."""
+        # The group rows of the windows are built from the rows this roll reads and writes.
+        with groups.keeping(self.store):
+            return self._roll(now_ms)
+
+    def _roll(self, now_ms: int | None) -> dict[int, int]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         done: dict[int, int] = {}
         for tier in TIERS[1:]:
@@ -160,6 +176,10 @@ class TierRoller:
                     with self.store.transaction() as conn:
                         recompute_window(self.store, conn, tier, w, series[i : i + step])
             done[tier] = len(by_window)
+        # The groups of the windows just computed (hours before days, as the series), and
+        # the groups' minute rows of the minutes written since the last round.
+        groups.roll_groups(self.store, self.policy.max_pending_per_round)
+        groups.roll_group_minutes(self.store, now)
         return done
 
     def pending(self) -> dict[int, int]:
@@ -216,8 +236,42 @@ class TierRoller:
                         " AND window_start_ms < ?",
                         (tier, day, day + DAY_MS),
                     ).rowcount
+                    # The group tier goes with the series tier it is merged from, and the
+                    # spans made of it with it.
+                    wconn.execute(
+                        "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                        " AND window_start_ms < ?",
+                        (tier, day, day + DAY_MS),
+                    )
+                    spans.forget(wconn, spans.LEVEL_OF[tier], day, day + DAY_MS)
             deleted[tier] = n
+        self._prune_group_minutes(now)
         return deleted
+
+    def _prune_group_minutes(self, now: int) -> None:
+        """Delete the group minute rows (and the hour spans made of them) of local days older
+        than `group_minute_days`, a day per transaction, and move the minute horizon first, so
+        a query never finds the group minutes gone without reading the series' instead."""
+        cutoff = int(window_start(now - int(self.policy.group_minute_days * DAY_MS), DAY_MS))
+        with self.store.transaction() as conn:
+            groups.move_minutes_from(conn, cutoff)
+        (oldest,) = (
+            self.store.reader()
+            .execute("SELECT min(window_start_ms) FROM group_rollups WHERE resolution_s = ?", (TIERS[0],))
+            .fetchone()
+        )
+        day = None if oldest is None else int(window_start(int(oldest), DAY_MS))
+        for _ in range(self.policy.max_days_per_prune):
+            if day is None or day >= cutoff:
+                break
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM group_rollups WHERE resolution_s = ? AND window_start_ms >= ?"
+                    " AND window_start_ms < ?",
+                    (TIERS[0], day, min(day + DAY_MS, cutoff)),
+                )
+                spans.forget(conn, spans.LEVEL_OF[TIERS[0]], day, min(day + DAY_MS, cutoff))
+            day += DAY_MS
 
     def prune_batch_log(self, now_ms: int | None = None) -> int:
         """Delete batch-log rows stored more than `batch_log_days` ago, an hour of them per
@@ -251,6 +305,12 @@ class TierRoller:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         settle_ms = int(self.policy.settle_s * 1000)
         report = RebuildReport()
+        # The spans of the range are recomputed from the rebuilt group rows at the end; until
+        # then queries read the group rows themselves.
+        month0 = spans.window(spans.MONTH, start)[0]
+        with self.store.transaction() as conn:
+            for level, a in ((3600, start), (86_400, start), (spans.MONTH, month0)):
+                spans.forget(conn, level, a, end)
         for tier in TIERS[1:]:
             finer = _finer(tier)
             step = tier * 1000
@@ -281,9 +341,22 @@ class TierRoller:
                 settled = w + step + settle_ms <= now
                 with self.store.transaction() as conn:
                     rows += recompute_window(self.store, conn, tier, w, clear_pending=settled)
+                    groups.recompute_groups(self.store, conn, tier, w)
+                    if tier == TIERS[1]:  # the hour's minute rows were rewritten: its spans
+                        spans.rebuild(self.store, conn, TIERS[0], w)
                 windows += 1
             report.windows[tier], report.rows[tier] = windows, rows
             report.skipped[tier] = skipped
+            # The days' spans of hour rows, the months' of day rows.
+            level = spans.LEVEL_OF[tier]
+            w = start if level != spans.MONTH else month0
+            for _ in range((end - start) // DAY_MS + 2):
+                if w >= end:
+                    break
+                with self.store.transaction() as conn:
+                    spans.rebuild(self.store, conn, tier, w)
+                w = spans.window(level, w)[1]
+        groups.note_built(self.store, start, end)
         return report
 
     # -- background job -----------------------------------------------------------------

@@ -39,6 +39,7 @@ def tier_policy(r: RollupSettings) -> TierPolicy:
         settle_s=r.settle_s,
         max_pending_per_round=r.max_pending_per_round,
         batch_log_days=r.batch_log_retention_days,
+        group_minute_days=r.group_minute_retention_days,
     )
 
 
