@@ -15,8 +15,8 @@ count). docs/api.md "Methods" states every rule in plain words.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -54,12 +54,14 @@ class Result:
     sample_count: int
     min_samples: int
     status: str
-    notes: list[str] = field(default_factory=list)
+    # Tuples, not lists: immutable, one shared by every row alike (a province answer has
+    # thousands of rows; fewer objects per row, fewer garbage collector passes).
+    notes: tuple[str, ...] = ()
     # True when the value is not an exact figure (a share read from the sketch alone, with the
     # threshold's bucket counted as failing; a median estimated from the sketch).
     approximate: bool = False
     # The regulation's method conditions not checked for this row.
-    not_checked: list[str] = field(default_factory=list)
+    not_checked: tuple[str, ...] = ()
 
 
 def _median(rs: RollupSet, r: int) -> tuple[float, bool]:
@@ -127,8 +129,13 @@ class Scope:
 
 def evaluate(
     store: Store, standards: Standards, profile: Profile, period: Period, scope: Scope
-) -> list[Result]:
-    """Every indicator of `profile` for every (operator, place) with probes or data in scope."""
+) -> Iterator[Result]:
+    """Every indicator of `profile` for every (operator, place) with probes or data in scope,
+    ordered by (operator, place), then indicator as in the profile.
+
+    Everything is read and judged before this returns; each Result is made as it is asked for
+    (a province answer is thousands: a caller that makes its own rows of them need not hold
+    them all)."""
     tiers = tiers_present(store)
     tech = scope.technology
     base = {"technology": tech}
@@ -144,10 +151,10 @@ def evaluate(
         if only:
             where += f" AND {name} = ?"
             args.append(only)
-    for p_operator, p_commune, p_village in store.reader().execute(
-        f"SELECT operator, commune, village FROM probes WHERE {where} ORDER BY probe_id", args
+    place_column = "commune" if scope.place == "commune" else "village"
+    for p_operator, place in store.reader().execute(
+        f"SELECT DISTINCT operator, {place_column} FROM probes WHERE {where} ORDER BY 1, 2", args
     ):
-        place = p_commune if scope.place == "commune" else p_village
         if place:
             groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
@@ -183,17 +190,15 @@ def evaluate(
             totals = period_totals(
                 store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
             )
-        gid = np.empty(len(totals), dtype=np.int32)
-        for r, sid in enumerate(totals.series_id.tolist()):
-            lab = labels[sid]
-            place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
-            group = (lab.get("operator", ""), place)
-            if ind.source == "devices" and group not in groups:
-                # Devices serve a group, they do not make one: an operator's router in a commune
-                # where it has no probe of this technology is no (operator, commune) to judge.
-                gid[r] = _NO_GROUP
-                continue
-            gid[r] = groups.setdefault(group, len(groups))
+        of_row = [labels[sid] for sid in totals.series_id.tolist()]
+        keys = [(lab.get("operator", ""), lab.get(place_column, "")) for lab in of_row]
+        if ind.source == "devices":
+            # Devices serve a group, they do not make one: an operator's router in a commune
+            # where it has no probe of this technology is no (operator, commune) to judge.
+            ids = [groups.get(k, _NO_GROUP) for k in keys]
+        else:
+            ids = [groups.setdefault(k, len(groups)) for k in keys]
+        gid = np.array(ids, dtype=np.int32).reshape(-1)
         if ind.stat == "max_series_mean" and not sketches:
             # Keep one row per series (group ids in series_id) for the busiest series' mean.
             per_series = RollupSet(
@@ -288,7 +293,6 @@ def evaluate(
             profile,
             scope,
             standards.speeds,
-            order,
             gids,
             operators,
             communes,
@@ -297,7 +301,46 @@ def evaluate(
         )
         for ind in inds
     ]
-    return [col[i] for i in range(len(order)) for col in columns]
+    return _results(order, tech, profile, columns)
+
+
+@dataclass(slots=True)
+class _Column:
+    """One indicator's verdicts, a list entry per group judged."""
+
+    ind: Indicator
+    min_samples: int
+    values: list[float | None]
+    limits: list[float | None]
+    thresholds: list[float | None]
+    counts: list[int]
+    statuses: list[str]
+    notes: list[tuple[str, ...]]
+    approximate: list[bool]
+    not_checked: list[tuple[str, ...]]
+
+
+def _results(
+    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[_Column]
+) -> Iterator[Result]:
+    for i, ((operator, place), _) in enumerate(order):
+        for c in columns:
+            yield Result(
+                operator,
+                place,
+                tech,
+                profile,
+                c.ind,
+                c.values[i],
+                c.limits[i],
+                c.thresholds[i],
+                c.counts[i],
+                c.min_samples,
+                c.statuses[i],
+                c.notes[i],
+                c.approximate[i],
+                c.not_checked[i],
+            )
 
 
 # evaluate's totals_by_group: (metrics, indicator, sketches?) -> (rows per group, the row of each
@@ -335,39 +378,37 @@ def _judge(
     profile: Profile,
     scope: Scope,
     speeds: DeclaredSpeeds,
-    order: list[tuple[tuple[str, str], int]],
     gids: I64,
     operators: list[str],
     communes: list[str],
     totals_by_group: _Totals,
     hours_of_day: _Hours,
-) -> list[Result]:
-    """`ind`'s Result for every group of `order` (ids `gids`), in that order."""
+) -> _Column:
+    """`ind`'s verdict for every group of `gids` (operators and communes: theirs), in that order."""
     tech = scope.technology
-    n = len(order)
+    n = len(gids)
     min_n = scope.min_samples or profile.min_samples(ind)
     limits, whys = _limits(ind.limit, speeds, tech, operators, communes)
     thresholds, whys_t = _limits(ind.threshold, speeds, tech, operators, communes)
-    base_notes = [ind.note] if ind.note else []
-    notes = [[*base_notes, *(w for w in (why, why_t) if w)] for why, why_t in zip(whys, whys_t, strict=True)]
+    base_notes = (ind.note,) if ind.note else ()
+    notes = [
+        (*base_notes, *(w for w in (why, why_t) if w)) if why or why_t else base_notes
+        for why, why_t in zip(whys, whys_t, strict=True)
+    ]
     if not ind.metrics:
-        return [
-            Result(
-                operator,
-                place,
-                tech,
-                profile,
-                ind,
-                None,
-                limits[i],
-                thresholds[i],
-                0,
-                min_n,
-                "not_measured",
-                notes[i],
-            )
-            for i, ((operator, place), _) in enumerate(order)
-        ]
+        nothing: list[float | None] = [None] * n
+        return _Column(
+            ind,
+            min_n,
+            nothing,
+            limits,
+            thresholds,
+            [0] * n,
+            ["not_measured"] * n,
+            notes,
+            [False] * n,
+            [()] * n,
+        )
     raw = np.full(n, np.nan)
     approximate = np.zeros(n, dtype=bool)
     if ind.stat == "max_series_mean":
@@ -412,47 +453,35 @@ def _judge(
     approx: list[bool] = approximate.tolist()
     share_without_threshold = ind.stat == "share_at_least"
     hours = hours_of_day(ind) if ind.spread_hours is not None and bool((count > 0).any()) else {}
-    out: list[Result] = []
-    for i, ((operator, place), g) in enumerate(order):
+    statuses: list[str] = []
+    not_checked_of: list[tuple[str, ...]] = []
+    ind_not_checked = tuple(ind.not_checked)
+    for i, g in enumerate(gids.tolist()):
         v, c, lim = values[i], counts[i], limits[i]
         if share_without_threshold and thresholds[i] is None:
             status = "no_limit"
         else:
             status = verdict(v, ind.op, lim, c, min_n)
-        not_checked = list(ind.not_checked)
+        not_checked = ind_not_checked
         if ind.spread_hours is not None and c > 0:
             hours_seen, counted = hours.get(g, (set(), 0))
             if counted < c:
-                not_checked.append(
+                not_checked = (
+                    *not_checked,
                     "samples spread over the hours of the day (the hour-level rollups of this"
-                    " period are no longer kept)"
+                    " period are no longer kept)",
                 )
             elif len(hours_seen) < ind.spread_hours:
-                notes[i].append(
+                notes[i] = (
+                    *notes[i],
                     f"samples in {len(hours_seen)} of the 24 hours of the day (UTC+7); at least"
-                    f" {ind.spread_hours} needed (spread over the hours of the day)"
+                    f" {ind.spread_hours} needed (spread over the hours of the day)",
                 )
                 if status in ("pass", "fail"):
                     status = "insufficient_data"
-        out.append(
-            Result(
-                operator,
-                place,
-                tech,
-                profile,
-                ind,
-                v,
-                lim,
-                thresholds[i],
-                c,
-                min_n,
-                status,
-                notes[i],
-                approx[i],
-                not_checked,
-            )
-        )
-    return out
+        statuses.append(status)
+        not_checked_of.append(not_checked)
+    return _Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
 
 
 def _max_series_mean(per_series: RollupSet, gids: I64, raw: F64) -> I64:
