@@ -1,7 +1,8 @@
 """One compliance answer: every profile that applies to a period and scope, judged and grouped.
 
 Shared by `GET /api/v1/compliance` and the monthly report (compliance/report.py); the API
-turns it into its response model field for field. A request it cannot answer (a malformed
+encodes it as it is: its dataclasses have the response model's fields, in its order
+(api/schemas.py ComplianceResponse). A request it cannot answer (a malformed
 period, an unknown commune, a profile not in force) raises `QueryError` with the reason the
 client is told.
 """
