@@ -26,6 +26,7 @@ from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
 from collector.core.shares import counter_metric
 from collector.store import groups as group_tiers
 from collector.store.periods import grouped_period_totals, period_totals, select_series, tiers_present
+from collector.store.rollups import take_rows
 from collector.store.store import Store
 from compliance.profiles import DeclaredSpeeds, Indicator, LimitRef, Period, Profile, Standards
 
@@ -159,6 +160,34 @@ def evaluate(
             groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
     cache: dict[tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, I64]] = {}
+    # The probe indicators' totals per (operator, commune) read from the group tiers in one go
+    # per kind (with sketches, without): the same group rows as one read per indicator, but
+    # one pass over the period's spans, marks and rows instead of one per indicator.
+    batch: dict[bool, tuple[frozenset[str], RollupSet, dict[int, dict[str, str]]]] = {}
+    if scope.place == "commune":
+        wanted: dict[bool, set[str]] = {True: set(), False: set()}
+        for ind in inds:
+            if ind.source != "probes" or ind.stat == "max_series_mean":
+                continue
+            wanted[ind.needs_sketch].update(ind.metrics)
+            if ind.count_metric is not None:
+                wanted[False].add(ind.count_metric)
+        probe_filters = {**base, "kind": "probe"}
+        for with_sketches, metric_set in wanted.items():
+            if len(metric_set) < 2:
+                continue
+            labels_all = select_series(store, sorted(metric_set), probe_filters)
+            all_totals = grouped_period_totals(
+                store,
+                labels_all,
+                ["operator", "commune"],
+                probe_filters,
+                period.from_ms,
+                period.to_ms,
+                sketches=with_sketches,
+                tiers_s=tiers,
+            )
+            batch[with_sketches] = (frozenset(metric_set), all_totals, labels_all)
 
     def totals_by_group(metrics: Sequence[str], ind: Indicator, sketches: bool) -> tuple[RollupSet, I64]:
         """The period's merge of `metrics` per group (rows: group ids) and the row of each
@@ -174,7 +203,17 @@ def evaluate(
         labels = select_series(store, metrics, filters)
         if ind.source == "devices":
             labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
-        if ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
+        held = batch.get(sketches) if ind.source == "probes" and ind.stat != "max_series_mean" else None
+        if held is not None and held[0] >= set(metrics):
+            # Read with the other indicators' metrics (above): this indicator's rows of it.
+            _, all_totals, labels_all = held
+            mine = np.fromiter(
+                (labels_all[sid]["metric"] in metrics for sid in all_totals.series_id.tolist()),
+                dtype=bool,
+                count=len(all_totals),
+            )
+            totals = take_rows(all_totals, np.flatnonzero(mine).astype(np.int64))
+        elif ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
             # Totals per (operator, commune): the group tiers hold them pre-merged.
             totals = grouped_period_totals(
                 store,
