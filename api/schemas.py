@@ -338,6 +338,9 @@ class NotJudged(BaseModel):
     reason: str
 
 
+# The shape of GET /api/v1/compliance: the route encodes compliance.answer's Answer as it is
+# (not through this model, too slow for a province's thousands of rows), whose dataclasses
+# carry these fields in this order; a test holds them to it.
 class ComplianceResponse(BaseModel):
     period: str
     from_ms: int

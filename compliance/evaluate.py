@@ -15,16 +15,18 @@ count). docs/api.md "Methods" states every rule in plain words.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from collector.core import RollupSet, keys_of, merge, quantiles, value_of_keys
 from collector.core.shares import counter_metric
 from collector.store import groups as group_tiers
 from collector.store.periods import grouped_period_totals, period_totals, select_series, tiers_present
+from collector.store.rollups import take_rows
 from collector.store.store import Store
 from compliance.profiles import DeclaredSpeeds, Indicator, LimitRef, Period, Profile, Standards
 
@@ -32,6 +34,10 @@ from compliance.profiles import DeclaredSpeeds, Indicator, LimitRef, Period, Pro
 _AT_LIMIT_REL = 1e-9
 _STAT_RE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 _NO_GROUP = np.iinfo(np.int32).max  # rows of no group (never looked up)
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -49,32 +55,14 @@ class Result:
     sample_count: int
     min_samples: int
     status: str
-    notes: list[str] = field(default_factory=list)
+    # Tuples, not lists: immutable, one shared by every row alike (a province answer has
+    # thousands of rows; fewer objects per row, fewer garbage collector passes).
+    notes: tuple[str, ...] = ()
     # True when the value is not an exact figure (a share read from the sketch alone, with the
     # threshold's bucket counted as failing; a median estimated from the sketch).
     approximate: bool = False
     # The regulation's method conditions not checked for this row.
-    not_checked: list[str] = field(default_factory=list)
-
-
-def _sketch_share(rs: RollupSet, r: int, threshold: float) -> tuple[int, bool]:
-    """(samples of row r known to be >= threshold, exact?) from the row's sketch alone.
-
-    Exact when every sample is on one side (min >= threshold or max < threshold) or the
-    threshold's own bucket is empty. Otherwise the samples of that bucket (values within about
-    2 % of the threshold, on either side of it) are counted as failing: a lower bound, never an
-    overstatement.
-    """
-    n = int(rs.count[r])
-    if rs.min[r] >= threshold:
-        return n, True
-    if rs.max[r] < threshold:
-        return 0, True
-    key = int(keys_of(np.array([threshold]))[0])
-    lo, hi = int(rs.sketch_offsets[r]), int(rs.sketch_offsets[r + 1])
-    keys, counts = rs.sketch_keys[lo:hi], rs.sketch_counts[lo:hi]
-    # Keys order like values: a key above the threshold's is a value above the threshold.
-    return int(counts[keys > key].sum()), not bool(np.any(keys == key))
+    not_checked: tuple[str, ...] = ()
 
 
 def _median(rs: RollupSet, r: int) -> tuple[float, bool]:
@@ -142,8 +130,13 @@ class Scope:
 
 def evaluate(
     store: Store, standards: Standards, profile: Profile, period: Period, scope: Scope
-) -> list[Result]:
-    """Every indicator of `profile` for every (operator, place) with probes or data in scope."""
+) -> Iterator[Result]:
+    """Every indicator of `profile` for every (operator, place) with probes or data in scope,
+    ordered by (operator, place), then indicator as in the profile.
+
+    Everything is read and judged before this returns; each Result is made as it is asked for
+    (a province answer is thousands: a caller that makes its own rows of them need not hold
+    them all)."""
     tiers = tiers_present(store)
     tech = scope.technology
     base = {"technology": tech}
@@ -159,19 +152,46 @@ def evaluate(
         if only:
             where += f" AND {name} = ?"
             args.append(only)
-    for p_operator, p_commune, p_village in store.reader().execute(
-        f"SELECT operator, commune, village FROM probes WHERE {where} ORDER BY probe_id", args
+    place_column = "commune" if scope.place == "commune" else "village"
+    for p_operator, place in store.reader().execute(
+        f"SELECT DISTINCT operator, {place_column} FROM probes WHERE {where} ORDER BY 1, 2", args
     ):
-        place = p_commune if scope.place == "commune" else p_village
         if place:
             groups.setdefault((p_operator, place), len(groups))
     inds = [i for i in profile.indicators if scope.indicators is None or i.id in scope.indicators]
-    cache: dict[tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, dict[int, int]]] = {}
+    cache: dict[tuple[tuple[str, ...], str, tuple[str, ...], bool], tuple[RollupSet, I64]] = {}
+    # The probe indicators' totals per (operator, commune) read from the group tiers in one go
+    # per kind (with sketches, without): the same group rows as one read per indicator, but
+    # one pass over the period's spans, marks and rows instead of one per indicator.
+    batch: dict[bool, tuple[frozenset[str], RollupSet, dict[int, dict[str, str]]]] = {}
+    if scope.place == "commune":
+        wanted: dict[bool, set[str]] = {True: set(), False: set()}
+        for ind in inds:
+            if ind.source != "probes" or ind.stat == "max_series_mean":
+                continue
+            wanted[ind.needs_sketch].update(ind.metrics)
+            if ind.count_metric is not None:
+                wanted[False].add(ind.count_metric)
+        probe_filters = {**base, "kind": "probe"}
+        for with_sketches, metric_set in wanted.items():
+            if len(metric_set) < 2:
+                continue
+            labels_all = select_series(store, sorted(metric_set), probe_filters)
+            all_totals = grouped_period_totals(
+                store,
+                labels_all,
+                ["operator", "commune"],
+                probe_filters,
+                period.from_ms,
+                period.to_ms,
+                sketches=with_sketches,
+                tiers_s=tiers,
+            )
+            batch[with_sketches] = (frozenset(metric_set), all_totals, labels_all)
 
-    def totals_by_group(
-        metrics: Sequence[str], ind: Indicator, sketches: bool
-    ) -> tuple[RollupSet, dict[int, int]]:
-        """The period's merge of `metrics` per group (rows: group ids) and group -> row."""
+    def totals_by_group(metrics: Sequence[str], ind: Indicator, sketches: bool) -> tuple[RollupSet, I64]:
+        """The period's merge of `metrics` per group (rows: group ids) and the row of each
+        group id (-1: none; an id past its end has none either)."""
         key = (tuple(metrics), ind.source, tuple(ind.device_kinds), sketches)
         if key in cache:
             return cache[key]
@@ -183,7 +203,17 @@ def evaluate(
         labels = select_series(store, metrics, filters)
         if ind.source == "devices":
             labels = {s: lab for s, lab in labels.items() if lab.get("kind") in ind.device_kinds}
-        if ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
+        held = batch.get(sketches) if ind.source == "probes" and ind.stat != "max_series_mean" else None
+        if held is not None and held[0] >= set(metrics):
+            # Read with the other indicators' metrics (above): this indicator's rows of it.
+            _, all_totals, labels_all = held
+            mine = np.fromiter(
+                (labels_all[sid]["metric"] in metrics for sid in all_totals.series_id.tolist()),
+                dtype=bool,
+                count=len(all_totals),
+            )
+            totals = take_rows(all_totals, np.flatnonzero(mine).astype(np.int64))
+        elif ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
             # Totals per (operator, commune): the group tiers hold them pre-merged.
             totals = grouped_period_totals(
                 store,
@@ -199,17 +229,15 @@ def evaluate(
             totals = period_totals(
                 store, list(labels), period.from_ms, period.to_ms, sketches=sketches, tiers_s=tiers
             )
-        gid = np.empty(len(totals), dtype=np.int32)
-        for r, sid in enumerate(totals.series_id.tolist()):
-            lab = labels[sid]
-            place = lab.get("commune", "") if scope.place == "commune" else lab.get("village", "")
-            group = (lab.get("operator", ""), place)
-            if ind.source == "devices" and group not in groups:
-                # Devices serve a group, they do not make one: an operator's router in a commune
-                # where it has no probe of this technology is no (operator, commune) to judge.
-                gid[r] = _NO_GROUP
-                continue
-            gid[r] = groups.setdefault(group, len(groups))
+        of_row = [labels[sid] for sid in totals.series_id.tolist()]
+        keys = [(lab.get("operator", ""), lab.get(place_column, "")) for lab in of_row]
+        if ind.source == "devices":
+            # Devices serve a group, they do not make one: an operator's router in a commune
+            # where it has no probe of this technology is no (operator, commune) to judge.
+            ids = [groups.get(k, _NO_GROUP) for k in keys]
+        else:
+            ids = [groups.setdefault(k, len(groups)) for k in keys]
+        gid = np.array(ids, dtype=np.int32).reshape(-1)
         if ind.stat == "max_series_mean" and not sketches:
             # Keep one row per series (group ids in series_id) for the busiest series' mean.
             per_series = RollupSet(
@@ -226,10 +254,14 @@ def evaluate(
                 totals.sketch_keys,
                 totals.sketch_counts,
             )
-            cache[key] = (per_series, {})
+            cache[key] = (per_series, np.empty(0, dtype=np.int64))
             return cache[key]
         merged = merge(totals, gid, np.zeros(len(totals), dtype=np.int64))
-        cache[key] = (merged, {int(gi): r for r, gi in enumerate(merged.series_id.tolist())})
+        row_at = np.full(len(groups), -1, dtype=np.int64)
+        mine = merged.series_id.astype(np.int64)
+        known = mine < len(groups)  # not the rows of no group
+        row_at[mine[known]] = np.flatnonzero(known)
+        cache[key] = (merged, row_at)
         return cache[key]
 
     hours_cache: dict[tuple[str, ...], dict[int, tuple[set[int], int]]] = {}
@@ -278,137 +310,294 @@ def evaluate(
         return out
 
     # Read every indicator's totals first: probe series with data define groups too (a probe
-    # not registered), and the loop below must see them all. Devices never make a group.
+    # not registered), and the judging below must see them all. Devices never make a group.
     for ind in inds:
         if ind.metrics:
             totals_by_group(ind.metrics, ind, ind.needs_sketch)
         if ind.count_metric is not None:
             totals_by_group([ind.count_metric], ind, False)
     village_commune = _village_communes(store) if scope.place == "village" else {}
-    out: list[Result] = []
-    for (operator, place), g in sorted(groups.items()):
-        commune = place if scope.place == "commune" else village_commune.get(place, "")
-        for ind in inds:
-            min_n = scope.min_samples or profile.min_samples(ind)
-            notes = [ind.note] if ind.note else []
-            limit, why = _resolve(ind.limit, standards.speeds, tech, operator, commune)
-            threshold, why_t = _resolve(ind.threshold, standards.speeds, tech, operator, commune)
-            notes += [w for w in (why, why_t) if w]
-            if not ind.metrics:
-                out.append(
-                    Result(
-                        operator,
-                        place,
-                        tech,
-                        profile,
-                        ind,
-                        None,
-                        limit,
-                        threshold,
-                        0,
-                        min_n,
-                        "not_measured",
-                        notes,
-                    )
-                )
-                continue
-            value: float | None = None
-            approximate = False
-            if ind.stat == "max_series_mean":
-                per_series, _ = totals_by_group(ind.metrics, ind, False)
-                mine = per_series.series_id == g
-                count = int(per_series.count[mine].sum())
-                if count > 0:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        means = per_series.sum[mine] / per_series.count[mine]
-                    means = means[per_series.count[mine] > 0]
-                    value = float(means.max()) * ind.scale
-            else:
-                merged, row_of = totals_by_group(ind.metrics, ind, ind.needs_sketch)
-                row = row_of.get(g)
-                count = int(merged.count[row]) if row is not None else 0
-                raw = float("nan")
-                if row is not None and count > 0:
-                    if ind.stat == "mean":
-                        raw = float(merged.sum[row]) / count
-                    elif ind.stat == "median":
-                        raw, exact = _median(merged, row)
-                        approximate = not exact
-                    elif ind.stat == "share_at_least":
-                        if threshold is not None:
-                            ge, exact = _share_count(ind, merged, row, threshold, totals_by_group, g)
-                            raw, approximate = ge / count, not exact
-                    else:
-                        raw = float(quantiles(merged, np.array([float(ind.stat[1:]) / 100.0]))[row, 0])
-                value = raw * ind.scale if raw == raw else None
-            if ind.count_metric is not None:
-                # The minimum counts another metric's samples (every attempt, not only the
-                # successful ones whose times are averaged).
-                attempts, a_row_of = totals_by_group([ind.count_metric], ind, False)
-                a_row = a_row_of.get(g)
-                count = int(attempts.count[a_row]) if a_row is not None else 0
-            if ind.stat == "share_at_least" and threshold is None:
-                status = "no_limit"
-            else:
-                status = verdict(value, ind.op, limit, count, min_n)
-            not_checked = list(ind.not_checked)
-            if ind.spread_hours is not None and count > 0:
-                hours, counted = hours_of_day(ind).get(g, (set(), 0))
-                if counted < count:
-                    not_checked.append(
-                        "samples spread over the hours of the day (the hour-level rollups of this"
-                        " period are no longer kept)"
-                    )
-                elif len(hours) < ind.spread_hours:
-                    notes.append(
-                        f"samples in {len(hours)} of the 24 hours of the day (UTC+7); at least"
-                        f" {ind.spread_hours} needed (spread over the hours of the day)"
-                    )
-                    if status in ("pass", "fail"):
-                        status = "insufficient_data"
-            out.append(
-                Result(
-                    operator,
-                    place,
-                    tech,
-                    profile,
-                    ind,
-                    value,
-                    limit,
-                    threshold,
-                    count,
-                    min_n,
-                    status,
-                    notes,
-                    approximate,
-                    not_checked,
-                )
+    # The groups judged: those known now (a later read, e.g. of share counters, judges no new one).
+    order = sorted(groups.items())
+    gids = np.array([g for _, g in order], dtype=np.int64)
+    operators = [operator for (operator, _), _ in order]
+    communes = [
+        place if scope.place == "commune" else village_commune.get(place, "") for (_, place), _ in order
+    ]
+    # One indicator at a time over every group (numpy where it is per group arithmetic), then
+    # the results in the order of groups, then indicators.
+    columns = [
+        _judge(
+            ind,
+            profile,
+            scope,
+            standards.speeds,
+            gids,
+            operators,
+            communes,
+            totals_by_group,
+            hours_of_day,
+        )
+        for ind in inds
+    ]
+    return _results(order, tech, profile, columns)
+
+
+@dataclass(slots=True)
+class _Column:
+    """One indicator's verdicts, a list entry per group judged."""
+
+    ind: Indicator
+    min_samples: int
+    values: list[float | None]
+    limits: list[float | None]
+    thresholds: list[float | None]
+    counts: list[int]
+    statuses: list[str]
+    notes: list[tuple[str, ...]]
+    approximate: list[bool]
+    not_checked: list[tuple[str, ...]]
+
+
+def _results(
+    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[_Column]
+) -> Iterator[Result]:
+    for i, ((operator, place), _) in enumerate(order):
+        for c in columns:
+            yield Result(
+                operator,
+                place,
+                tech,
+                profile,
+                c.ind,
+                c.values[i],
+                c.limits[i],
+                c.thresholds[i],
+                c.counts[i],
+                c.min_samples,
+                c.statuses[i],
+                c.notes[i],
+                c.approximate[i],
+                c.not_checked[i],
             )
-    return out
 
 
-# evaluate's totals_by_group: (metrics, indicator, sketches?) -> (rows per group, group -> row)
-_Totals = Callable[[Sequence[str], Indicator, bool], tuple[RollupSet, dict[int, int]]]
+# evaluate's totals_by_group: (metrics, indicator, sketches?) -> (rows per group, the row of each
+# group id, -1 for none; ids past its end have none either)
+_Totals = Callable[[Sequence[str], Indicator, bool], tuple[RollupSet, I64]]
+# evaluate's hours_of_day: per group, (hours of the day with samples, samples counted)
+_Hours = Callable[[Indicator], dict[int, tuple[set[int], int]]]
 
 
-def _share_count(
-    ind: Indicator, merged: RollupSet, row: int, threshold: float, totals_by_group: _Totals, g: int
-) -> tuple[int, bool]:
-    """(samples >= threshold, exact?) of group g: from the exact counters ingest keeps
-    (collector/core/shares.py) when they cover every sample of the group, else the sketch's
-    lower bound (the threshold's bucket failing), or the counters' if larger."""
-    n = int(merged.count[row])
-    from_sketch, exact = _sketch_share(merged, row, threshold)
-    if exact:
-        return from_sketch, True
-    counters, c_row_of = totals_by_group([counter_metric(m, threshold) for m in ind.metrics], ind, False)
-    c_row = c_row_of.get(g)
-    if c_row is None:
-        return from_sketch, False
-    counted, at_least = int(counters.count[c_row]), round(float(counters.sum[c_row]))
-    if counted == n:
-        return at_least, True
-    return max(from_sketch, at_least), False
+def _rows_of(row_at: I64, gids: I64) -> I64:
+    """The row of each group id (-1: none)."""
+    rows = np.full(len(gids), -1, dtype=np.int64)
+    known = gids < len(row_at)
+    rows[known] = row_at[gids[known]]
+    return rows
+
+
+def _limits(
+    ref: float | LimitRef | None,
+    speeds: DeclaredSpeeds,
+    technology: str,
+    operators: list[str],
+    communes: list[str],
+) -> tuple[list[float | None], list[str]]:
+    """_resolve for every group: once when the limit does not depend on the operator or commune."""
+    if not isinstance(ref, LimitRef) or ref.declared is None:
+        v, why = _resolve(ref, speeds, technology, "", "")
+        return [v] * len(operators), [why] * len(operators)
+    both = [_resolve(ref, speeds, technology, o, c) for o, c in zip(operators, communes, strict=True)]
+    return [v for v, _ in both], [w for _, w in both]
+
+
+def _judge(
+    ind: Indicator,
+    profile: Profile,
+    scope: Scope,
+    speeds: DeclaredSpeeds,
+    gids: I64,
+    operators: list[str],
+    communes: list[str],
+    totals_by_group: _Totals,
+    hours_of_day: _Hours,
+) -> _Column:
+    """`ind`'s verdict for every group of `gids` (operators and communes: theirs), in that order."""
+    tech = scope.technology
+    n = len(gids)
+    min_n = scope.min_samples or profile.min_samples(ind)
+    limits, whys = _limits(ind.limit, speeds, tech, operators, communes)
+    thresholds, whys_t = _limits(ind.threshold, speeds, tech, operators, communes)
+    base_notes = (ind.note,) if ind.note else ()
+    notes = [
+        (*base_notes, *(w for w in (why, why_t) if w)) if why or why_t else base_notes
+        for why, why_t in zip(whys, whys_t, strict=True)
+    ]
+    if not ind.metrics:
+        nothing: list[float | None] = [None] * n
+        return _Column(
+            ind,
+            min_n,
+            nothing,
+            limits,
+            thresholds,
+            [0] * n,
+            ["not_measured"] * n,
+            notes,
+            [False] * n,
+            [()] * n,
+        )
+    raw = np.full(n, np.nan)
+    approximate = np.zeros(n, dtype=bool)
+    if ind.stat == "max_series_mean":
+        per_series, _ = totals_by_group(ind.metrics, ind, False)
+        count = _max_series_mean(per_series, gids, raw)
+    else:
+        merged, row_at = totals_by_group(ind.metrics, ind, ind.needs_sketch)
+        rows = _rows_of(row_at, gids)
+        have = rows >= 0
+        count = np.zeros(n, dtype=np.int64)
+        count[have] = merged.count[rows[have]]
+        some = count > 0
+        if ind.stat == "mean":
+            raw[some] = merged.sum[rows[some]] / count[some]
+        elif ind.stat == "median":
+            for i in np.flatnonzero(some).tolist():
+                raw[i], median_exact = _median(merged, int(rows[i]))
+                approximate[i] = not median_exact
+        elif ind.stat == "share_at_least":
+            thr = np.array([np.nan if t is None else t for t in thresholds], dtype=np.float64)
+            judged = some & ~np.isnan(thr)
+            if judged.any():
+                at = np.flatnonzero(judged)
+                ge, exact = _share_counts(
+                    ind, merged, rows[at], count[at], thr[at], gids[at], totals_by_group
+                )
+                raw[at] = ge / count[at]
+                approximate[at] = ~exact
+        else:
+            q = quantiles(merged, np.array([float(ind.stat[1:]) / 100.0]))[:, 0]
+            raw[some] = q[rows[some]]
+    value = raw * ind.scale
+    if ind.count_metric is not None:
+        # The minimum counts another metric's samples (every attempt, not only the
+        # successful ones whose times are averaged).
+        attempts, a_row_at = totals_by_group([ind.count_metric], ind, False)
+        a_rows = _rows_of(a_row_at, gids)
+        count = np.zeros(n, dtype=np.int64)
+        count[a_rows >= 0] = attempts.count[a_rows[a_rows >= 0]]
+    values: list[float | None] = [None if v != v else v for v in value.tolist()]
+    counts: list[int] = count.tolist()
+    approx: list[bool] = approximate.tolist()
+    share_without_threshold = ind.stat == "share_at_least"
+    hours = hours_of_day(ind) if ind.spread_hours is not None and bool((count > 0).any()) else {}
+    statuses: list[str] = []
+    not_checked_of: list[tuple[str, ...]] = []
+    ind_not_checked = tuple(ind.not_checked)
+    for i, g in enumerate(gids.tolist()):
+        v, c, lim = values[i], counts[i], limits[i]
+        if share_without_threshold and thresholds[i] is None:
+            status = "no_limit"
+        else:
+            status = verdict(v, ind.op, lim, c, min_n)
+        not_checked = ind_not_checked
+        if ind.spread_hours is not None and c > 0:
+            hours_seen, counted = hours.get(g, (set(), 0))
+            if counted < c:
+                not_checked = (
+                    *not_checked,
+                    "samples spread over the hours of the day (the hour-level rollups of this"
+                    " period are no longer kept)",
+                )
+            elif len(hours_seen) < ind.spread_hours:
+                notes[i] = (
+                    *notes[i],
+                    f"samples in {len(hours_seen)} of the 24 hours of the day (UTC+7); at least"
+                    f" {ind.spread_hours} needed (spread over the hours of the day)",
+                )
+                if status in ("pass", "fail"):
+                    status = "insufficient_data"
+        statuses.append(status)
+        not_checked_of.append(not_checked)
+    return _Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
+
+
+def _max_series_mean(per_series: RollupSet, gids: I64, raw: F64) -> I64:
+    """Per group of `gids`: its samples (returned) and, in `raw` where it has some, the mean of
+    its busiest series (the largest of its series' means). Rows of `per_series` are series,
+    their series_id the group's id."""
+    size = int(gids.max(initial=-1)) + 1
+    sid = per_series.series_id.astype(np.int64)
+    mine = sid < size  # not the series of no group, nor of a group not judged
+    count_of = np.zeros(size, dtype=np.int64)
+    np.add.at(count_of, sid[mine], per_series.count[mine])
+    best = np.full(size, -np.inf)
+    ok = mine & (per_series.count > 0)
+    np.maximum.at(best, sid[ok], per_series.sum[ok] / per_series.count[ok])
+    count = count_of[gids]
+    some = count > 0
+    raw[some] = best[gids[some]]
+    return count
+
+
+def _share_counts(
+    ind: Indicator,
+    merged: RollupSet,
+    rows: I64,
+    n: I64,
+    thr: F64,
+    gids: I64,
+    totals_by_group: _Totals,
+) -> tuple[I64, Bools]:
+    """(samples >= threshold, exact?) per row of `merged` (groups `gids`, their samples `n`,
+    thresholds `thr`): from the exact counters ingest keeps (collector/core/shares.py) when
+    they cover every sample of the group, else the sketch's lower bound (the threshold's
+    bucket failing), or the counters' if larger."""
+    ge, exact = _sketch_shares(merged, rows, thr)
+    for t in np.unique(thr[~exact]).tolist():
+        at = np.flatnonzero(~exact & (thr == t))
+        counters, c_row_at = totals_by_group([counter_metric(m, t) for m in ind.metrics], ind, False)
+        c_rows = _rows_of(c_row_at, gids[at])
+        has = c_rows >= 0
+        at, c_rows = at[has], c_rows[has]
+        counted = counters.count[c_rows]
+        at_least = np.rint(counters.sum[c_rows]).astype(np.int64)
+        full = counted == n[at]
+        ge[at] = np.where(full, at_least, np.maximum(ge[at], at_least))
+        exact[at] = full
+    return ge, exact
+
+
+def _sketch_shares(rs: RollupSet, rows: I64, thr: F64) -> tuple[I64, Bools]:
+    """(samples known to be >= thr[i], exact?) of each row rows[i] from its sketch alone.
+
+    Exact when every sample is on one side (min >= threshold or max < threshold) or the
+    threshold's own bucket is empty. Otherwise the samples of that bucket (values within about
+    2 % of the threshold, on either side of it) are counted as failing: a lower bound, never an
+    overstatement.
+    """
+    n = rs.count[rows]
+    above = rs.min[rows] >= thr
+    below = ~above & (rs.max[rows] < thr)
+    ge = np.where(above, n, 0)
+    exact = above | below
+    mid = np.flatnonzero(~exact)
+    if len(mid):
+        key = keys_of(thr[mid]).astype(np.int64)
+        lo, hi = rs.sketch_offsets[rows[mid]], rs.sketch_offsets[rows[mid] + 1]
+        length = hi - lo
+        # Every bucket of those rows, flat: seg says whose, pos where it is in the sketch columns.
+        seg = np.repeat(np.arange(len(mid)), length)
+        pos = np.arange(int(length.sum()), dtype=np.int64) + np.repeat(
+            lo - (np.cumsum(length) - length), length
+        )
+        keys, counts = rs.sketch_keys[pos], rs.sketch_counts[pos]
+        # Keys order like values: a key above the threshold's is a value above the threshold.
+        over = keys > key[seg]
+        ge[mid] = np.bincount(seg[over], weights=counts[over], minlength=len(mid)).astype(np.int64)
+        exact[mid] = np.bincount(seg, weights=keys == key[seg], minlength=len(mid)) == 0
+    return ge, exact
 
 
 def _village_communes(store: Store) -> dict[str, str]:

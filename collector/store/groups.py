@@ -67,6 +67,8 @@ MAX_MINUTES_PER_ROUND = 240
 # the window as stale for every group (it is the open hour or day: nearly every series is
 # marked) instead of reading each mark.
 _MARKS_READ_MAX = 2_000
+# Group ids per statement on SQLite (its limit: 32,766 parameters; series reads keep 500).
+_GROUP_LIST_MAX = 5_000
 
 # (scope, metric, kind, commune, operator, technology)
 GroupKey = tuple[str, str, str, str, str, str]
@@ -790,6 +792,19 @@ def _stale_groups(
                 stale.add((g, int(w)))
 
 
+def _gaps(a: int, b: int, windows: list[int], unit_ms: int) -> list[tuple[int, int]]:
+    """[a, b) less the `unit_ms` windows starting at `windows` (sorted): the ranges between."""
+    out: list[tuple[int, int]] = []
+    lo = a
+    for w in windows:
+        if w > lo:
+            out.append((lo, min(w, b)))
+        lo = max(lo, w + unit_ms)
+    if lo < b:
+        out.append((lo, b))
+    return [(x, y) for x, y in out if x < y]
+
+
 def _marked_windows(conn: Connection, res: int, a: int, b: int) -> list[int]:
     """The `res` windows in [a, b) holding a rollup_pending mark: one index seek per window
     (the open hour and day hold tens of thousands of marks; a scan would read them all)."""
@@ -910,15 +925,25 @@ def _segment(
         unit_ms = res * 1000
         _stale_groups(store, conn, p, gids, res, int(window_start(a, unit_ms)), b, stale)
     stale_windows = sorted({w for _, w in stale})
+    # Windows stale for every group (the open hour and day): none of their rows is read.
+    n_stale: dict[int, int] = {}
+    for _, w in stale:
+        n_stale[w] = n_stale.get(w, 0) + 1
+    all_stale = {w for w, n in n_stale.items() if n >= len(gids)}
+    live = [(lo, hi) for lo, hi in _gaps(a, b, sorted(all_stale), unit_ms)]
     rows: list[tuple[Any, ...]] = []
     summed: list[tuple[Any, ...]] = []
-    for i in range(0, len(gids), step):
+    # Group ids are few beside series ids: longer lists, fewer statements (SQLite takes 32,766
+    # parameters a statement).
+    step = max(step, _GROUP_LIST_MAX)
+    for i in range(0, len(gids), step) if live else ():
         among_g, gvals = store.backend.in_list("group_id", gids[i : i + step])
         cond = f"resolution_s = ? AND {among_g} AND window_start_ms >= ? AND window_start_ms < ?"
         if not totals:
-            rows += conn.execute(
-                f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE {cond}", (res, *gvals, a, b)
-            )
+            for lo, hi in live:
+                rows += conn.execute(
+                    f"SELECT {_GROUP_COLUMNS} FROM group_rollups WHERE {cond}", (res, *gvals, lo, hi)
+                )
             continue
         skip = "".join(" AND NOT (window_start_ms >= ? AND window_start_ms < ?)" for _ in stale_windows)
         summed += conn.execute(
@@ -927,6 +952,8 @@ def _segment(
             (res, *gvals, a, b, *[x for w in stale_windows for x in (w, w + unit_ms)]),
         ).fetchall()
         for w in stale_windows:  # the groups not stale in it, row by row
+            if w in all_stale:
+                continue
             lo, hi = max(a, w), min(b, w + unit_ms)
             summed += [
                 r

@@ -45,6 +45,7 @@ FINER_OF = {level: finer for finer, level in LEVEL_OF.items()}
 _COLUMNS = ROLLUP_COLUMNS.replace("series_id", "group_id")
 _WRITE_COLUMNS = ("level_s", *_COLUMNS.split(", "))
 _KEY = ("level_s", "group_id", "window_start_ms")
+_GROUP_LIST_MAX = 5_000  # group ids per statement (SQLite takes 32,766 parameters)
 
 
 def _month_start(t_ms: int) -> int:
@@ -219,7 +220,7 @@ def read(
 ) -> RollupSet | list[tuple[object, ...]]:
     """The spans of `gids` at (level, w): a RollupSet keyed by group (with sketches), or
     without `sketches` the (group, count, sum, sumsq, min, max) tuples."""
-    step = store.backend.in_list_max
+    step = max(store.backend.in_list_max, _GROUP_LIST_MAX)
     out: list[tuple[object, ...]] = []
     cols = _COLUMNS if sketches else "group_id, count, sum, sumsq, min, max"
     for i in range(0, len(gids), step):
