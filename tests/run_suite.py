@@ -16,8 +16,10 @@ failed, else the idle process's.
 What keeps the two apart:
 
 * ports: the idle process draws its ports (``free_port``) from a range outside the kernel's
-  ephemeral range (NETQOS_TEST_PORTS), so neither process can be handed a port the other
-  uses or has given up for a moment to take again (a broker stopped for an outage);
+  ephemeral range (NETQOS_TEST_PORTS), so no test of the main suite can be handed a port it
+  uses, or has released for a while to take again (its broker, stopped for the outage). The
+  other way round, its own ephemeral ports (a listener held open, a few connections a second
+  lasting milliseconds) are a sliver of what the main suite itself takes all the time;
 * files: the idle process has its own pytest temporary folder (``--basetemp``) and no pytest
   cache (the main suite's ``.pytest_cache`` stays the main suite's); services it starts are
   its own (their own ports and folders), like every fixture's;
