@@ -22,9 +22,14 @@ demo: $(STAMP) warm
 warm: $(STAMP)
 	$(BIN)/python -m collector.core.kernels
 
-## make test: installs what the tests need (Debian services included), then lint, types, the whole suite
+## make test: installs what the tests need (Debian services included), then lint, types, the whole suite.
+## The tests marked `idle` (minutes of waiting, almost no CPU: the ten-minute probe outage) run in a
+## second pytest process beside the main one (tests/run_suite.py); the target fails if either fails,
+## the second one's output and both summary lines follow the main suite's, JUnit XML in var/test-results.
+## PYTEST_ARGS go to both processes (e.g. PYTEST_ARGS=-x).
+PYTEST_ARGS ?=
 test: $(STAMP) system-deps lint typecheck warm
-	$(BIN)/pytest
+	$(BIN)/python -m tests.run_suite --junit-dir var/test-results $(PYTEST_ARGS)
 
 system-deps:
 	bash deploy/ci/install-system-deps.sh

@@ -4,6 +4,13 @@ time, measuring once a second, delivers all ~600 measurements in order after it 
 Ten real minutes, because what breaks over long outages is time-driven: the reconnect
 backoff growing to its cap, keep-alives, the queue file over many batches. The other
 outage tests cover the same logic in seconds; this one is marked `slow` and runs in CI.
+
+It is also marked `idle`: it sleeps through its ten minutes (a TCP connect a second, a
+reconnect attempt every half second: 0.3 % of one core measured, 1.2 % with pytest's own
+start), so `make test` runs it in a second pytest process beside the main suite instead of
+adding ten minutes to it. That process draws its ports from a range of its own
+(tests/run_suite.py): the broker's port, free while the broker is stopped, cannot be taken
+by a test of the main suite meanwhile.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from tests.integration.test_probe_agent_support import (
 
 OUTAGE_S = 600.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.idle]
 
 
 async def test_ten_minutes_cut_off_then_all_600_in_order(tmp_path: Path) -> None:

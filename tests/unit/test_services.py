@@ -21,6 +21,7 @@ from tests.services import (
     free_port,
     wait_port,
 )
+from tests.services.ports import PORT_RANGE_ENV
 
 # A service that says it is ready by creating a file, then serves until SIGTERM.
 TOY = """
@@ -69,6 +70,29 @@ def test_free_port_is_bindable_and_wait_port_sees_a_listener() -> None:
     udp = free_port(kind="udp")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", udp))
+
+
+def test_free_port_draws_from_the_reserved_range_when_one_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second pytest process of `make test` (tests/run_suite.py): ports outside the kernel's
+    # ephemeral range. 30000-30002: three ports, one of them taken here (below the range that
+    # tests/run_suite.py reserves by default, 30768-32767, for the process beside this one).
+    monkeypatch.setenv(PORT_RANGE_ENV, "30000-30002")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        try:
+            taken.bind(("127.0.0.1", 30001))
+        except OSError:
+            pytest.fail("port 30001 is in use on this machine: pick another range for this test")
+        got = [free_port() for _ in range(4)]
+        assert set(got) == {30000, 30002} and got[0] != got[1]  # in turn, never the taken one
+        udp = free_port(kind="udp")  # UDP 30001 is free: the TCP socket does not hold it
+        assert 30000 <= udp <= 30002
+        monkeypatch.setenv(PORT_RANGE_ENV, "30001-30001")
+        with pytest.raises(RuntimeError, match=r"no free tcp port on 127\.0\.0\.1 in \w+=30001-30001"):
+            free_port()
+    for bad in ("30000", "x-y", "80-90", "30002-30001", "65000-65536"):
+        monkeypatch.setenv(PORT_RANGE_ENV, bad)
+        with pytest.raises(ValueError, match=PORT_RANGE_ENV):
+            free_port()
 
 
 def test_managed_process_starts_waits_and_stops(tmp_path: Path) -> None:
