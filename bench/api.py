@@ -188,21 +188,7 @@ class Data:
         sid = np.concatenate([x[0] for x in parts])
         ws = np.concatenate([x[1] for x in parts])
         v = np.concatenate([x[2] for x in parts])
-        n = sid.shape[0]
-        return RollupSet(
-            series_id=sid,
-            window_start_ms=ws,
-            count=np.ones(n, dtype=np.int64),
-            sum=v,
-            sumsq=v * v,
-            min=v.copy(),
-            max=v.copy(),
-            last=v.copy(),
-            last_ts_ms=ws + 30_000,
-            sketch_offsets=np.arange(n + 1, dtype=np.int64),
-            sketch_keys=keys_of(v),
-            sketch_counts=np.ones(n, dtype=np.int64),
-        )
+        return _one_sample_rows(sid, ws, v)
 
     def minute_rollups_of(self, a: int, b: int) -> RollupSet:
         """The 1-minute rows of every probe with window start in [a, b), in (series, window)
@@ -223,21 +209,26 @@ class Data:
         sid, ws, v = np.concatenate(sid_parts), np.concatenate(ws_parts), np.concatenate(v_parts)
         order = np.lexsort((ws, sid))
         sid, ws, v = sid[order], ws[order], v[order]
-        n = sid.shape[0]
-        return RollupSet(
-            series_id=sid,
-            window_start_ms=ws,
-            count=np.ones(n, dtype=np.int64),
-            sum=v,
-            sumsq=v * v,
-            min=v.copy(),
-            max=v.copy(),
-            last=v.copy(),
-            last_ts_ms=ws + 30_000,
-            sketch_offsets=np.arange(n + 1, dtype=np.int64),
-            sketch_keys=keys_of(v),
-            sketch_counts=np.ones(n, dtype=np.int64),
-        )
+        return _one_sample_rows(sid, ws, v)
+
+
+def _one_sample_rows(sid: np.ndarray, ws: np.ndarray, v: np.ndarray) -> RollupSet:
+    """1-minute rows of one sample each (value v, taken 30 s into the minute), as stored."""
+    n = sid.shape[0]
+    return RollupSet(
+        series_id=sid,
+        window_start_ms=ws,
+        count=np.ones(n, dtype=np.int64),
+        sum=v,
+        sumsq=v * v,
+        min=v.copy(),
+        max=v.copy(),
+        last=v.copy(),
+        last_ts_ms=ws + 30_000,
+        sketch_offsets=np.arange(n + 1, dtype=np.int64),
+        sketch_keys=keys_of(v),
+        sketch_counts=np.ones(n, dtype=np.int64),
+    )
 
 
 def _offset(ws: np.ndarray) -> np.ndarray:
