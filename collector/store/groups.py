@@ -260,6 +260,15 @@ def keep_rows(
     k.parts.setdefault(tier_s, []).append((covered, coarse))
 
 
+def _groups_of_series(store: Store, conn: Connection, series: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """series -> (commune group, province group): from the running roll's memory when there
+    is one (`keeping`), else read (groups created as needed, in the caller's transaction)."""
+    roll = _ROLLS.get(store)
+    if roll is None:
+        return _series_groups(store, conn, series)
+    return roll.series_groups(store, conn, series)
+
+
 def mark_groups(
     store: Store, conn: Connection, tier_s: int, window_start_ms: int, series: Sequence[int]
 ) -> None:
@@ -267,8 +276,7 @@ def mark_groups(
     window were just recomputed (inside the caller's transaction)."""
     if not series:
         return
-    roll = _ROLLS.get(store)
-    of = roll.series_groups(store, conn, series) if roll is not None else _series_groups(store, conn, series)
+    of = _groups_of_series(store, conn, series)
     groups = sorted({g for pair in of.values() for g in pair})
     conn.executemany(
         "INSERT INTO group_pending (resolution_s, group_id, window_start_ms) VALUES (?, ?, ?)"
@@ -394,12 +402,7 @@ def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[in
     if not len(fine):
         return 0
     sids = np.unique(fine.series_id).astype(np.int64)
-    roll = _ROLLS.get(store)
-    of = (
-        roll.series_groups(store, conn, sids.tolist())
-        if roll is not None
-        else _series_groups(store, conn, sids.tolist())
-    )
+    of = _groups_of_series(store, conn, sids.tolist())
     members: dict[int, list[int]] = {}
     for sid in sids.tolist():
         for g in of.get(sid, ()):
