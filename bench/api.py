@@ -84,7 +84,7 @@ from collector.core import RollupSet, encode_sketch, floor_window, keys_of, merg
 from collector.model import ProbeInfo, SeriesKey  # noqa: E402
 from collector.store import groups, spans  # noqa: E402
 from collector.store.groups import recompute_group_minutes, recompute_groups  # noqa: E402
-from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, window_start  # noqa: E402
+from collector.store.rollups import WINDOW_OFFSET_MS, rows_of, take_rows, window_start  # noqa: E402
 from collector.store.store import Store  # noqa: E402
 from collector.store.tiers import TierPolicy, recompute_window  # noqa: E402
 from ground.aio import freeze_startup_heap  # noqa: E402
@@ -353,9 +353,9 @@ def add_tiers(path: Path, data: Data, log: Callable[[str], None]) -> None:
         fine = data.minute_rollups(p0, min(n_probes, p0 + PROBES_PER_CHUNK))
         hours = merge(fine, fine.series_id, floor_window(fine.window_start_ms, HOUR_MS))
         # The roller has not computed the last hour (closed less than settle_s ago) nor the open day.
-        hours_done = _keep(hours, hours.window_start_ms != last_hour)
+        hours_done = take_rows(hours, np.flatnonzero(hours.window_start_ms != last_hour))
         days = merge(hours_done, hours_done.series_id, window_start(hours_done.window_start_ms, DAY_MS))
-        days_done = _keep(days, days.window_start_ms != last_day)
+        days_done = take_rows(days, np.flatnonzero(days.window_start_ms != last_day))
         conn.execute("BEGIN")
         for res, rs in ((3600, hours_done), (86_400, days_done)):
             conn.executemany(sql, rows_of(rs, res))
@@ -436,7 +436,7 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minute
         if not minutes_only and (int(window_start(h + HOUR_MS, DAY_MS)) != day or h + HOUR_MS >= data.end_ms):
             if day != last_day and day_hours:
                 both = RollupSet.concat(day_hours)
-                both = _take(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
+                both = take_rows(both, np.lexsort((both.window_start_ms, both.series_id)).astype(np.int64))
                 days = merge(both, both.series_id, window_start(both.window_start_ms, DAY_MS))
                 out += [(86_400, by(days, commune_of_sid)), (86_400, by(days, province_of_sid))]
             day_hours = []
@@ -459,19 +459,6 @@ def add_spans(store: Store, data: Data, log: Callable[[str], None]) -> None:
         for finer, w in ((60, last_hour), (3600, last_day), (86_400, spans.window(spans.MONTH, START_MS)[0])):
             n += spans.rebuild(store, conn, finer, w)
     log(f"  spans: {n:,} rows in {time.perf_counter() - t0:.1f} s")
-
-
-def _take(rs: RollupSet, rows: np.ndarray) -> RollupSet:
-    """Rows of `rs` in the order `rows` gives, with their sketch buckets."""
-    sizes = np.diff(rs.sketch_offsets)[rows]
-    off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=off[1:])
-    buckets = np.repeat(rs.sketch_offsets[rows] - off[:-1], sizes) + np.arange(off[-1])
-    return RollupSet(
-        rs.series_id[rows], rs.window_start_ms[rows], rs.count[rows], rs.sum[rows], rs.sumsq[rows],
-        rs.min[rows], rs.max[rows], rs.last[rows], rs.last_ts_ms[rows], off,
-        rs.sketch_keys[buckets], rs.sketch_counts[buckets],
-    )  # fmt: skip
 
 
 def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str], None]) -> int:
@@ -529,20 +516,6 @@ def verify_group_tiers(store: Store, data: Data, seed: int, log: Callable[[str],
         " recompute_groups and recompute_group_minutes: identical bit for bit"
     )
     return checked
-
-
-def _keep(rs: RollupSet, mask: np.ndarray) -> RollupSet:
-    """Rows of `rs` where mask is true, with their sketch buckets."""
-    rows = np.flatnonzero(mask)
-    sizes = np.diff(rs.sketch_offsets)[rows]
-    off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=off[1:])
-    buckets = np.repeat(rs.sketch_offsets[rows] - off[:-1], sizes) + np.arange(off[-1])
-    return RollupSet(
-        rs.series_id[rows], rs.window_start_ms[rows], rs.count[rows], rs.sum[rows], rs.sumsq[rows],
-        rs.min[rows], rs.max[rows], rs.last[rows], rs.last_ts_ms[rows], off,
-        rs.sketch_keys[buckets], rs.sketch_counts[buckets],
-    )  # fmt: skip
 
 
 class _Undo(Exception):

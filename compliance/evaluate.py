@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -240,20 +240,7 @@ def evaluate(
         gid = np.array(ids, dtype=np.int32).reshape(-1)
         if ind.stat == "max_series_mean" and not sketches:
             # Keep one row per series (group ids in series_id) for the busiest series' mean.
-            per_series = RollupSet(
-                gid,
-                totals.window_start_ms,
-                totals.count,
-                totals.sum,
-                totals.sumsq,
-                totals.min,
-                totals.max,
-                totals.last,
-                totals.last_ts_ms,
-                totals.sketch_offsets,
-                totals.sketch_keys,
-                totals.sketch_counts,
-            )
+            per_series = replace(totals, series_id=gid)
             cache[key] = (per_series, np.empty(0, dtype=np.int64))
             return cache[key]
         merged = merge(totals, gid, np.zeros(len(totals), dtype=np.int64))

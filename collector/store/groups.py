@@ -27,6 +27,7 @@ read from the series rows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -710,31 +711,15 @@ def _series_rows(
         rs = store.tiered_rollups(sids, tiers[0], a, b)
     if rep is not None and len(rs):
         keys = np.asarray([rep[int(s)] for s in rs.series_id.tolist()], dtype=np.int32)
-        rs = RollupSet(keys, *[getattr(rs, f) for f in _FIELDS[1:]])
+        rs = dataclasses.replace(rs, series_id=keys)
     return rs
-
-
-_FIELDS = (
-    "series_id",
-    "window_start_ms",
-    "count",
-    "sum",
-    "sumsq",
-    "min",
-    "max",
-    "last",
-    "last_ts_ms",
-    "sketch_offsets",
-    "sketch_keys",
-    "sketch_counts",
-)
 
 
 def _rekeyed(rs: RollupSet, rep_of_group: dict[int, int]) -> RollupSet:
     """`rs` (keyed by group) keyed by each group's representative series."""
     gids, inverse = np.unique(rs.series_id, return_inverse=True)
     reps = np.asarray([rep_of_group[int(g)] for g in gids.tolist()], dtype=np.int32)
-    return RollupSet(reps[inverse.reshape(-1)], *[getattr(rs, f) for f in _FIELDS[1:]])
+    return dataclasses.replace(rs, series_id=reps[inverse.reshape(-1)])
 
 
 def _stale_groups(
