@@ -163,7 +163,7 @@ def evaluate(
     # The probe indicators' totals per (operator, commune) read from the group tiers in one go
     # per kind (with sketches, without): the same group rows as one read per indicator, but
     # one pass over the period's spans, marks and rows instead of one per indicator.
-    batch: dict[bool, tuple[frozenset[str], RollupSet, dict[int, dict[str, str]]]] = {}
+    batch: dict[bool, tuple[frozenset[str], RollupSet, npt.NDArray[np.object_]]] = {}
     if scope.place == "commune":
         wanted: dict[bool, set[str]] = {True: set(), False: set()}
         for ind in inds:
@@ -187,7 +187,11 @@ def evaluate(
                 sketches=with_sketches,
                 tiers_s=tiers,
             )
-            batch[with_sketches] = (frozenset(metric_set), all_totals, labels_all)
+            # Each row's metric, for the indicators to take their rows (numpy, not a loop a row).
+            metric_of_row = np.asarray(
+                [labels_all[sid]["metric"] for sid in all_totals.series_id.tolist()], dtype=object
+            )
+            batch[with_sketches] = (frozenset(metric_set), all_totals, metric_of_row)
 
     def totals_by_group(metrics: Sequence[str], ind: Indicator, sketches: bool) -> tuple[RollupSet, I64]:
         """The period's merge of `metrics` per group (rows: group ids) and the row of each
@@ -206,12 +210,8 @@ def evaluate(
         held = batch.get(sketches) if ind.source == "probes" and ind.stat != "max_series_mean" else None
         if held is not None and held[0] >= set(metrics):
             # Read with the other indicators' metrics (above): this indicator's rows of it.
-            _, all_totals, labels_all = held
-            mine = np.fromiter(
-                (labels_all[sid]["metric"] in metrics for sid in all_totals.series_id.tolist()),
-                dtype=bool,
-                count=len(all_totals),
-            )
+            _, all_totals, metric_of_row = held
+            mine = np.isin(metric_of_row, list(metrics))
             totals = take_rows(all_totals, np.flatnonzero(mine).astype(np.int64))
         elif ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
             # Totals per (operator, commune): the group tiers hold them pre-merged.
@@ -265,8 +265,7 @@ def evaluate(
         rows = None
         if labels and scope.place == "commune":
             # Hours per (operator, commune): the group tiers' hour rows hold them pre-merged.
-            metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
-            p = group_tiers.plan(store, labels, metric_of, ["operator", "commune"], filters)
+            p = group_tiers.plan(store, labels, None, ["operator", "commune"], filters)
             if p is not None:
                 rows = group_tiers.grouped_rollups(
                     store, p, [3600, 60], period.from_ms, period.to_ms, whole=False

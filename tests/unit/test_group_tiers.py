@@ -16,6 +16,7 @@ from collector.core import SampleBatch, merge, quantiles, rollup
 from collector.model import SeriesKey
 from collector.store import groups, spans
 from collector.store.aggregate import group_rollups
+from collector.store.db import Connection
 from collector.store.periods import period_totals
 from collector.store.rollups import TIERS, SeriesSelection, rollups_from_rows, rows_of
 from collector.store.settings import StoreSettings
@@ -193,6 +194,16 @@ def province_totals(
     return out
 
 
+def new_span_version(conn: Connection, level: int) -> None:
+    """As every writer of spans does (spans._set_end): a version never given before."""
+    conn.execute("UPDATE group_tiers SET span_version = span_version + 1 WHERE id = 1")
+    conn.execute(
+        "UPDATE group_span_ends SET version = (SELECT span_version FROM group_tiers WHERE id = 1)"
+        " WHERE level_s = ?",
+        (level,),
+    )
+
+
 def series_totals(store: Store, lo: int, hi: int, grouping: list[str]) -> dict[tuple[str, ...], int]:
     """Counts per grouping from the series rows (the path without groups)."""
     labels = {}
@@ -300,10 +311,16 @@ def test_group_tiers_on_both_backends(store_settings: StoreSettings) -> None:
         assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
         with store.transaction() as conn:
             conn.execute("UPDATE group_spans SET count = count + 1000 WHERE level_s = ?", (spans.MONTH,))
+        # Changed without a new version (no writer does that): the spans read before are reused.
+        assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
+        with store.transaction() as conn:
+            new_span_version(conn, spans.MONTH)
         doctored = province_totals(store, sids, NOV_2026, DEC_2026, ["operator"])
         assert doctored == {k: v + 1000 for k, v in want.items()}
         with store.transaction() as conn:
             conn.execute("UPDATE group_spans SET count = count - 1000 WHERE level_s = ?", (spans.MONTH,))
+            new_span_version(conn, spans.MONTH)
+        assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
         before = {res: group_rows(store, res) for res in TIERS}
         roller.rebuild(T0, T0 + 2 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
         assert {res: group_rows(store, res) for res in TIERS} == before
@@ -413,19 +430,19 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
     )
     store.write_rollups(rollup(batch), 60)
     newest = store.schema_version()
-    with store.transaction() as conn:  # as a store written before 0060 (and 0065) is
+    with store.transaction() as conn:  # as a store written before 0060 (and 0065-0067) is
         for table in (
             "rollup_groups", "group_rollups", "group_pending", "group_tiers",
-            "group_minute_pending", "group_spans", "group_span_ends",
+            "group_minute_pending", "group_spans", "group_span_ends", "group_rows_end",
         ):  # fmt: skip
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM schema_migrations WHERE version IN (60, 65)")
+        conn.execute("DELETE FROM schema_migrations WHERE version IN (60, 65, 66, 67)")
     assert store.schema_version() > 60  # later migrations stay applied: 0060 sits below them
     store.close()
     store = open_store(store_settings)
     try:
         # The runner applies every known migration missing from the store, not only newer ones.
-        assert store.migrate_applied == [60, 65]
+        assert store.migrate_applied == [60, 65, 66, 67]
         assert store.schema_version() == newest
         assert groups.built_from_ms(store) == T0 + DAY_MS  # the next Vietnam day
         roller = TierRoller(store, TierPolicy(settle_s=120))
