@@ -137,6 +137,16 @@ def evaluate(
     Everything is read and judged before this returns; each Result is made as it is asked for
     (a province answer is thousands: a caller that makes its own rows of them need not hold
     them all)."""
+    order, columns = evaluate_columns(store, standards, profile, period, scope)
+    return _results(order, scope.technology, profile, columns)
+
+
+def evaluate_columns(
+    store: Store, standards: Standards, profile: Profile, period: Period, scope: Scope
+) -> tuple[list[tuple[tuple[str, str], int]], list[Column]]:
+    """`evaluate`'s verdicts before they are made Results: the (operator, place) groups in
+    order, and a Column per indicator (as in the profile) holding an entry per group in that
+    order. For a caller making its own rows of thousands of verdicts (compliance/answer.py)."""
     tiers = tiers_present(store)
     tech = scope.technology
     base = {"technology": tech}
@@ -326,11 +336,11 @@ def evaluate(
         )
         for ind in inds
     ]
-    return _results(order, tech, profile, columns)
+    return order, columns
 
 
 @dataclass(slots=True)
-class _Column:
+class Column:
     """One indicator's verdicts, a list entry per group judged."""
 
     ind: Indicator
@@ -346,7 +356,7 @@ class _Column:
 
 
 def _results(
-    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[_Column]
+    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[Column]
 ) -> Iterator[Result]:
     for i, ((operator, place), _) in enumerate(order):
         for c in columns:
@@ -408,7 +418,7 @@ def _judge(
     communes: list[str],
     totals_by_group: _Totals,
     hours_of_day: _Hours,
-) -> _Column:
+) -> Column:
     """`ind`'s verdict for every group of `gids` (operators and communes: theirs), in that order."""
     tech = scope.technology
     n = len(gids)
@@ -422,7 +432,7 @@ def _judge(
     ]
     if not ind.metrics:
         nothing: list[float | None] = [None] * n
-        return _Column(
+        return Column(
             ind,
             min_n,
             nothing,
@@ -506,7 +516,7 @@ def _judge(
                     status = "insufficient_data"
         statuses.append(status)
         not_checked_of.append(not_checked)
-    return _Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
+    return Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
 
 
 def _max_series_mean(per_series: RollupSet, gids: I64, raw: F64) -> I64:
