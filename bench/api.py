@@ -443,6 +443,8 @@ def add_group_tiers(store: Store, data: Data, log: Callable[[str], None], minute
         with store.transaction() as conn:
             for res, rs in out:
                 conn.executemany(sql, rows_of(rs, res))
+                if len(rs):  # as the roller's writes do (groups.put_group_rows)
+                    groups.raise_rows_end(conn, res, int(rs.window_start_ms.max()) + res * 1000)
                 n += len(rs)
     log(f"  group tiers: {n:,} rows in {time.perf_counter() - t0:.1f} s")
 
@@ -566,9 +568,14 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def timed(fn: Callable[[int], Any], repeats: int) -> tuple[list[float], list[Any]]:
+def timed(
+    fn: Callable[[int], Any], repeats: int, before: Callable[[], None] | None = None
+) -> tuple[list[float], list[Any]]:
+    """`fn(i)` timed `repeats` times; `before()`, when given, runs untimed before each."""
     times, outs = [], []
     for i in range(repeats):
+        if before is not None:
+            before()
         t = time.perf_counter()
         outs.append(fn(i))
         times.append((time.perf_counter() - t) * 1000)
@@ -620,7 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=5000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=40, help="requests per commune-month query")
-    ap.add_argument("--province-repeats", type=int, default=5, help="requests per province-month query")
+    ap.add_argument(
+        "--province-repeats", type=int, default=40, help="requests per province-wide query (ours)"
+    )
+    ap.add_argument(
+        "--peer-province-repeats",
+        type=int,
+        default=5,
+        help="requests per province-wide query for a peer (seconds each: fewer, every answer still checked)",
+    )
     ap.add_argument("--quick", action="store_true", help="100 probes, fewer repeats (under a minute)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
@@ -632,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.quick:
-        args.probes, args.repeats, args.province_repeats = 100, 20, 3
+        args.probes, args.repeats, args.province_repeats, args.peer_province_repeats = 100, 20, 10, 3
 
     from fastapi.testclient import TestClient
 
@@ -825,11 +840,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"error: last-hour counts differ from {what}'s: {got} != {want}")
             compared[1] += len(got)
 
+        hour_span = int(window_start(data.end_ms - 1, HOUR_MS))
+
+        def a_round_closes() -> None:
+            """As the roller's round does every minute: the running hour's spans get a new
+            version (spans.refresh), so a request reads them again rather than what it read
+            before; the month's and the day's keep theirs, as they do but once a day or hour."""
+            with store.transaction() as conn:
+                cov = spans.covered_to(conn, 3600, hour_span)
+                if cov is None:
+                    raise SystemExit("error: the bench store holds no span of the last hour")
+                spans._set_end(conn, 3600, hour_span, cov)
+
+        def every_span_rewritten() -> None:
+            """The worst case, once a day at most: the month's, the day's and the hour's spans
+            all rewritten since the last request (nothing read before is reused)."""
+            with store.transaction() as conn:
+                ends = "SELECT level_s, window_start_ms, covered_to_ms FROM group_span_ends"
+                for level, w, cov in conn.execute(ends).fetchall():
+                    spans._set_end(conn, int(level), int(w), int(cov))
+
         results: dict[str, dict[str, list[float]]] = {}
         compared = [0, 0]  # counts found equal: compliance (group, metric)s, QoS points
 
         def measure(name: str, ours: Callable[[str | None], Any], peers: dict[str, Any],
-                    check: Callable[..., None], commune_level: bool) -> None:  # fmt: skip
+                    check: Callable[..., None], commune_level: bool,
+                    before: Callable[[], None] | None = None) -> None:  # fmt: skip
             n = args.repeats if commune_level else args.province_repeats
 
             def pick(i: int) -> str | None:
@@ -841,13 +877,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours(warm)
             for fn in peers.values():
                 fn(warm)
-            t_o, answers = timed(lambda i: ours(pick(i)), n)
+            t_o, answers = timed(lambda i: ours(pick(i)), n, before)
             outs = [dict(a.json()) for a in answers]
             results[name] = {"ours": t_o}
             msg = f"{name:<26} ours {figures(t_o)}"
+            n_peer = n if commune_level else min(n, args.peer_province_repeats)
             for peer_name, fn in peers.items():
-                t_p, pouts = timed(lambda i, fn=fn: fn(pick(i)), n)
-                for o, p in zip(outs, pouts, strict=True):
+                t_p, pouts = timed(lambda i, fn=fn: fn(pick(i)), n_peer)
+                for o, p in zip(outs[:n_peer], pouts, strict=True):
                     check(o, p, peer_name)
                 results[name][peer_name] = t_p
                 msg += f"\n{'':<26} {peer_name:<4} {figures(t_p)}"
@@ -857,7 +894,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"measuring (load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f})")
         both = {"peer": peer_compliance, "peer_1min": peer_1min_compliance}
         measure("compliance commune-month", compliance, both, check_compliance, True)
-        measure("compliance province-month", compliance, {"peer": peer_compliance}, check_compliance, False)
+        measure(
+            "compliance province-month",
+            compliance,
+            {"peer": peer_compliance},
+            check_compliance,
+            False,
+            before=a_round_closes,
+        )
+        measure(
+            "compliance province, cold",
+            compliance,
+            {"peer": peer_compliance},
+            check_compliance,
+            False,
+            before=every_span_rewritten,
+        )
         measure("qos commune-month", qos, {"peer": peer_qos, "peer_1min": peer_1min_qos}, check_qos, True)
         measure("qos province-month", qos, {"peer": peer_qos}, check_qos, False)
         measure("last hour province p95/op", last_hour_qos, {"peer": peer_last_hour}, check_last_hour, False)
@@ -887,6 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, short in (
             ("compliance commune-month", "compliance_commune"),
             ("compliance province-month", "compliance_province"),
+            ("compliance province, cold", "compliance_province_cold"),
             ("qos commune-month", "qos_commune"),
             ("qos province-month", "qos_province"),
             ("last hour province p95/op", "last_hour_province"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from collector.mqtt.schema import TECHNOLOGIES
 from collector.store.store import Store
 from collector.store.units import UnitRepo
-from compliance.evaluate import Scope, evaluate, overall
+from compliance.evaluate import Scope, evaluate_columns, overall
 from compliance.profiles import Profile, Standards, parse_period
 
 _PASSED = {"pass": True, "fail": False}  # Row.passed of a status; None for the others
@@ -168,7 +168,7 @@ def answer(
     rows: list[Row] = []
     groups: list[Group] = []
     for tech, prof in pairs:
-        results = evaluate(store, standards, prof, period, Scope(tech, operator, commune))
+        order, columns = evaluate_columns(store, standards, prof, period, Scope(tech, operator, commune))
         # What is our choice depends on the indicator and technology alone: worked out once each.
         marks_of: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         for ind in prof.indicators:
@@ -184,47 +184,48 @@ def answer(
         # The note of a row: its own notes and its marks', joined once per distinct set.
         note_of: dict[tuple[str, tuple[str, ...]], str] = {}
         by_group: dict[tuple[str, str], list[str]] = {}
-        statuses: list[str] = []
-        op, place, place_name = "", "", ""
-        for r in results:
-            if r.place != place or r.operator != op or not statuses:  # the next group's first row
-                op, place, place_name = r.operator, r.place, names.get(r.place, "")
-                statuses = by_group.setdefault((op, place), [])
-            ind = r.indicator
-            what, mark_notes = marks_of[ind.id]
-            note = note_of.get((ind.id, r.notes))
-            if note is None:
-                note = note_of[ind.id, r.notes] = "; ".join(r.notes + mark_notes)
-            statuses.append(r.status)
-            rows.append(
-                Row(
-                    op,
-                    place,
-                    place_name,
-                    tech,
-                    prof.id,
-                    prof.version,
-                    ind.id,
-                    ind.name_vi,
-                    ind.name_en,
-                    ind.stat,
-                    ind.unit,
-                    r.value,
-                    ind.op,
-                    r.limit,
-                    r.threshold,
-                    r.status,
-                    _PASSED.get(r.status),
-                    r.status == "insufficient_data",
-                    r.sample_count,
-                    r.min_samples,
-                    bool(what),
-                    what,
-                    r.approximate,
-                    r.not_checked,
-                    note,
+        # Per indicator, what every row of it shares (worked out once, not per row).
+        shared = [(c, c.ind, *marks_of[c.ind.id]) for c in columns]
+        for i, ((op, place), _) in enumerate(order):
+            place_name = names.get(place, "")
+            statuses: list[str] = []
+            by_group[op, place] = statuses
+            for c, ind, what, mark_notes in shared:
+                notes = c.notes[i]
+                note = note_of.get((ind.id, notes))
+                if note is None:
+                    note = note_of[ind.id, notes] = "; ".join(notes + mark_notes)
+                status = c.statuses[i]
+                statuses.append(status)
+                rows.append(
+                    Row(
+                        op,
+                        place,
+                        place_name,
+                        tech,
+                        prof.id,
+                        prof.version,
+                        ind.id,
+                        ind.name_vi,
+                        ind.name_en,
+                        ind.stat,
+                        ind.unit,
+                        c.values[i],
+                        ind.op,
+                        c.limits[i],
+                        c.thresholds[i],
+                        status,
+                        _PASSED.get(status),
+                        status == "insufficient_data",
+                        c.counts[i],
+                        c.min_samples,
+                        bool(what),
+                        what,
+                        c.approximate[i],
+                        c.not_checked[i],
+                        note,
+                    )
                 )
-            )
         for (op, place), statuses in by_group.items():
             groups.append(
                 Group(

@@ -137,6 +137,16 @@ def evaluate(
     Everything is read and judged before this returns; each Result is made as it is asked for
     (a province answer is thousands: a caller that makes its own rows of them need not hold
     them all)."""
+    order, columns = evaluate_columns(store, standards, profile, period, scope)
+    return _results(order, scope.technology, profile, columns)
+
+
+def evaluate_columns(
+    store: Store, standards: Standards, profile: Profile, period: Period, scope: Scope
+) -> tuple[list[tuple[tuple[str, str], int]], list[Column]]:
+    """`evaluate`'s verdicts before they are made Results: the (operator, place) groups in
+    order, and a Column per indicator (as in the profile) holding an entry per group in that
+    order. For a caller making its own rows of thousands of verdicts (compliance/answer.py)."""
     tiers = tiers_present(store)
     tech = scope.technology
     base = {"technology": tech}
@@ -163,7 +173,7 @@ def evaluate(
     # The probe indicators' totals per (operator, commune) read from the group tiers in one go
     # per kind (with sketches, without): the same group rows as one read per indicator, but
     # one pass over the period's spans, marks and rows instead of one per indicator.
-    batch: dict[bool, tuple[frozenset[str], RollupSet, dict[int, dict[str, str]]]] = {}
+    batch: dict[bool, tuple[frozenset[str], RollupSet, npt.NDArray[np.object_]]] = {}
     if scope.place == "commune":
         wanted: dict[bool, set[str]] = {True: set(), False: set()}
         for ind in inds:
@@ -187,7 +197,11 @@ def evaluate(
                 sketches=with_sketches,
                 tiers_s=tiers,
             )
-            batch[with_sketches] = (frozenset(metric_set), all_totals, labels_all)
+            # Each row's metric, for the indicators to take their rows (numpy, not a loop a row).
+            metric_of_row = np.asarray(
+                [labels_all[sid]["metric"] for sid in all_totals.series_id.tolist()], dtype=object
+            )
+            batch[with_sketches] = (frozenset(metric_set), all_totals, metric_of_row)
 
     def totals_by_group(metrics: Sequence[str], ind: Indicator, sketches: bool) -> tuple[RollupSet, I64]:
         """The period's merge of `metrics` per group (rows: group ids) and the row of each
@@ -206,12 +220,8 @@ def evaluate(
         held = batch.get(sketches) if ind.source == "probes" and ind.stat != "max_series_mean" else None
         if held is not None and held[0] >= set(metrics):
             # Read with the other indicators' metrics (above): this indicator's rows of it.
-            _, all_totals, labels_all = held
-            mine = np.fromiter(
-                (labels_all[sid]["metric"] in metrics for sid in all_totals.series_id.tolist()),
-                dtype=bool,
-                count=len(all_totals),
-            )
+            _, all_totals, metric_of_row = held
+            mine = np.isin(metric_of_row, list(metrics))
             totals = take_rows(all_totals, np.flatnonzero(mine).astype(np.int64))
         elif ind.source == "probes" and scope.place == "commune" and ind.stat != "max_series_mean":
             # Totals per (operator, commune): the group tiers hold them pre-merged.
@@ -265,8 +275,7 @@ def evaluate(
         rows = None
         if labels and scope.place == "commune":
             # Hours per (operator, commune): the group tiers' hour rows hold them pre-merged.
-            metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
-            p = group_tiers.plan(store, labels, metric_of, ["operator", "commune"], filters)
+            p = group_tiers.plan(store, labels, None, ["operator", "commune"], filters)
             if p is not None:
                 rows = group_tiers.grouped_rollups(
                     store, p, [3600, 60], period.from_ms, period.to_ms, whole=False
@@ -327,11 +336,11 @@ def evaluate(
         )
         for ind in inds
     ]
-    return _results(order, tech, profile, columns)
+    return order, columns
 
 
 @dataclass(slots=True)
-class _Column:
+class Column:
     """One indicator's verdicts, a list entry per group judged."""
 
     ind: Indicator
@@ -347,7 +356,7 @@ class _Column:
 
 
 def _results(
-    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[_Column]
+    order: list[tuple[tuple[str, str], int]], tech: str, profile: Profile, columns: list[Column]
 ) -> Iterator[Result]:
     for i, ((operator, place), _) in enumerate(order):
         for c in columns:
@@ -409,7 +418,7 @@ def _judge(
     communes: list[str],
     totals_by_group: _Totals,
     hours_of_day: _Hours,
-) -> _Column:
+) -> Column:
     """`ind`'s verdict for every group of `gids` (operators and communes: theirs), in that order."""
     tech = scope.technology
     n = len(gids)
@@ -423,7 +432,7 @@ def _judge(
     ]
     if not ind.metrics:
         nothing: list[float | None] = [None] * n
-        return _Column(
+        return Column(
             ind,
             min_n,
             nothing,
@@ -507,7 +516,7 @@ def _judge(
                     status = "insufficient_data"
         statuses.append(status)
         not_checked_of.append(not_checked)
-    return _Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
+    return Column(ind, min_n, values, limits, thresholds, counts, statuses, notes, approx, not_checked_of)
 
 
 def _max_series_mean(per_series: RollupSet, gids: I64, raw: F64) -> I64:

@@ -2,7 +2,10 @@
 
 One writer connection (serialised by a lock, used from a worker thread so the event loop
 never blocks on the database) and one reader connection per thread, all in autocommit mode:
-readers never hold a transaction open and never wait for the writer. Every write goes
+readers never hold a transaction open and never wait for the writer. A thread's reader is
+closed when the thread ends: the API's worker threads come and go (an idle one stops after
+a few seconds, a burst of requests starts new ones), and each would otherwise leave an open
+connection behind (file handles on SQLite, a server process on PostgreSQL) for ever. Every write goes
 through `transaction()`, which begins with `BEGIN IMMEDIATE` (on PostgreSQL: `BEGIN` plus
 the writers' advisory lock), so two processes never interleave a read-merge-write.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,6 +28,15 @@ from collector.store.db import Backend, Connection, StoreError, split_sql
 __all__ = ["Database"]
 
 log = logging.getLogger(__name__)
+
+
+class _Held:
+    """A thread's reader connection, held only by that thread's local values."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
 
 class Database:
@@ -61,14 +74,19 @@ class Database:
             log.debug("event=store_close_failed", exc_info=True)
 
     def reader(self) -> Connection:
-        """This thread's read connection (autocommit: every query sees the latest commit)."""
-        conn: Connection | None = getattr(self._local, "conn", None)
+        """This thread's read connection (autocommit: every query sees the latest commit),
+        closed when the thread ends."""
+        held: _Held | None = getattr(self._local, "held", None)
+        conn = held.conn if held is not None else None
         if conn is not None and not self.backend.usable(conn):
             self._drop(conn)  # the server restarted: this query gets a fresh connection
             conn = None
         if conn is None:
             conn = self._connect()
-            self._local.conn = conn
+            held = _Held(conn)
+            # The thread's local values go when it ends: then the holder, then the connection.
+            weakref.finalize(held, self._drop, conn)
+            self._local.held = held
         return conn
 
     @contextmanager

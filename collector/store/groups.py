@@ -350,7 +350,7 @@ def recompute_groups(
     for res, a, b in spans:
         have = kept.parts.get(res) if kept is not None else None
         merged = merged_group_rows(store, conn, members, res, a, b, have)
-        store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
+        put_group_rows(store, conn, merged, res)
         written += len(merged)
     return written
 
@@ -410,7 +410,7 @@ def recompute_group_minutes(store: Store, conn: Connection, minutes: Sequence[in
             members.setdefault(g, []).append(sid)
     lo, hi = min(minutes), max(minutes) + MINUTE_MS
     merged = merged_group_rows(store, conn, members, TIERS[0], lo, hi, [(sids, fine)])
-    store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, TIERS[0]))
+    put_group_rows(store, conn, merged, TIERS[0])
     # The open hour's spans, in the same transaction.
     spans.refresh(store, conn, TIERS[0], minutes, np.unique(merged.series_id).tolist())
     return len(merged)
@@ -518,6 +518,29 @@ def roll_groups(store: Store, max_marks: int = 100_000) -> int:
     return done
 
 
+def put_group_rows(store: Store, conn: Connection, merged: RollupSet, res: int) -> None:
+    """Write group rows of tier `res` (keyed by group) and raise the tier's bound on where its
+    rows end (`rows_end`), in the caller's write transaction: every writer of group rows."""
+    store.backend.upsert(conn, "group_rollups", _GROUP_WRITE_COLUMNS, _GROUP_KEY, _rows(merged, res))
+    if len(merged):
+        raise_rows_end(conn, res, int(merged.window_start_ms.max()) + res * 1000)
+
+
+def raise_rows_end(conn: Connection, res: int, end_ms: int) -> None:
+    """Group rows of tier `res` now exist up to `end_ms` (the end of their latest window)."""
+    conn.execute(
+        "INSERT INTO group_rows_end (resolution_s, end_ms) VALUES (?, ?) ON CONFLICT (resolution_s)"
+        " DO UPDATE SET end_ms = greatest(group_rows_end.end_ms, excluded.end_ms)",
+        (res, end_ms),
+    )
+
+
+def rows_end(conn: Connection, res: int) -> int:
+    """No group row of tier `res` ends after this (deleting rows leaves it where it was)."""
+    row = conn.execute("SELECT end_ms FROM group_rows_end WHERE resolution_s = ?", (res,)).fetchone()
+    return int(row[0]) if row is not None else 1 << 62
+
+
 def built_from_ms(store: Store) -> int:
     """Group rows exist for windows starting at or after this (see the module docstring)."""
     row = store.reader().execute("SELECT built_from_ms FROM group_tiers WHERE id = 1").fetchone()
@@ -563,17 +586,22 @@ class GroupPlan:
     members: dict[int, list[int]]  # group -> selected member series
     missing: list[int]  # selected series of groups not created yet: read as series
     metrics: frozenset[str]  # the selected series' metrics
+    # Worked out once per plan (plans are remembered): each member series' representative, and
+    # each group id's representative at its index (-1: not a group of the plan).
+    rep_of_series: dict[int, int] = field(default_factory=dict, compare=False)
+    rep_at: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, dtype=np.int32), compare=False)
 
 
 def plan(
     store: Store,
     labels: dict[int, dict[str, str]],
-    metric_of: dict[int, str],
+    metric_of: dict[int, str] | None,
     grouping: Sequence[str],
     filters: dict[str, str],
 ) -> GroupPlan | None:
     """A plan when the query groups by and filters on group key labels only (None: it cannot
     read groups). The province scope when neither groups by nor filters on the commune.
+    `metric_of`: each series' metric (None: its labels hold it, as select_series' do).
 
     Plans are remembered per store until a series or a group is added: a series' labels and
     metric never change, nor a group's key, so the same series make the same plan (`labels`
@@ -607,8 +635,10 @@ _PLANS_MAX = 256
 
 
 def _plan(
-    store: Store, labels: dict[int, dict[str, str]], metric_of: dict[int, str], scope: str
+    store: Store, labels: dict[int, dict[str, str]], metric_of: dict[int, str] | None, scope: str
 ) -> GroupPlan:
+    if metric_of is None:
+        metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
     by_key: dict[GroupKey, list[int]] = {}
     for sid in sorted(labels):
         pair = group_keys(metric_of[sid], labels[sid])
@@ -622,7 +652,12 @@ def _plan(
         else:
             missing += sids
     metrics = frozenset(metric_of[s] for s in labels)
-    return GroupPlan(scope, {g: ms[0] for g, ms in members.items()}, members, missing, metrics)
+    rep_of_group = {g: ms[0] for g, ms in members.items()}
+    rep_at = np.full(max(members, default=-1) + 1, -1, dtype=np.int32)
+    for g, r in rep_of_group.items():
+        rep_at[g] = r
+    rep_of_series = {s: rep_of_group[g] for g, ms in members.items() for s in ms}
+    return GroupPlan(scope, rep_of_group, members, missing, metrics, rep_of_series, rep_at)
 
 
 def grouped_rollups(
@@ -645,7 +680,7 @@ def grouped_rollups(
         parts.append(_series_rows(store, p.missing, tiers, from_ms, to_ms, whole, None, sketches))
     built = built_from_ms(store)
     everyone = sorted({s for ms in p.members.values() for s in ms})
-    rep = _rep_map(p)
+    rep = p.rep_of_series
     if from_ms < min(built, to_ms) and everyone:
         parts.append(_series_rows(store, everyone, tiers, from_ms, min(built, to_ms), whole, rep, sketches))
     lo = max(from_ms, built)
@@ -682,10 +717,6 @@ def grouped_selection(
     return SeriesSelection(rows, found.labels, found.interval_s, found.first_ms)
 
 
-def _rep_map(p: GroupPlan) -> dict[int, int]:
-    return {s: p.rep_of_group[g] for g, ms in p.members.items() for s in ms}
-
-
 def _cover(a: int, b: int, tiers: Sequence[int]) -> list[tuple[int, int, int]]:
     from collector.store.periods import cover
 
@@ -715,19 +746,22 @@ def _series_rows(
     return rs
 
 
-def _rekeyed(rs: RollupSet, rep_of_group: dict[int, int]) -> RollupSet:
-    """`rs` (keyed by group) keyed by each group's representative series."""
-    gids, inverse = np.unique(rs.series_id, return_inverse=True)
-    reps = np.asarray([rep_of_group[int(g)] for g in gids.tolist()], dtype=np.int32)
-    return dataclasses.replace(rs, series_id=reps[inverse.reshape(-1)])
+def _rekeyed(rs: RollupSet, p: GroupPlan) -> RollupSet:
+    """`rs` (keyed by the plan's groups) keyed by each group's representative series."""
+    reps = p.rep_at[rs.series_id]
+    if len(reps) and int(reps.min()) < 0:
+        outside = sorted(set(rs.series_id[reps < 0].tolist()))
+        raise KeyError(f"group rows of groups outside the plan: {outside}")
+    return dataclasses.replace(rs, series_id=reps)
 
 
 def _stale_groups(
     store: Store, conn: Connection, p: GroupPlan, gids: list[int], res: int, a: int, b: int,
-    stale: set[tuple[int, int]],
+    stale: set[tuple[int, int]], every: set[int],
 ) -> None:  # fmt: skip
     """Add to `stale` the (group, window) of `gids` at `res` with window start in [a, b) that
-    may not be read: marked in group_pending, or holding a member with a rollup_pending mark."""
+    may not be read: marked in group_pending, or holding a member with a rollup_pending mark;
+    and to `every` the windows stale for every group (no pair per group added for those)."""
     wanted = set(gids)
     # group_pending holds only the marks the roller has yet to clear: read them all for the
     # range, keep the wanted groups' (no list of thousands of group ids in the statement).
@@ -738,7 +772,7 @@ def _stale_groups(
     ):
         if int(g) in wanted:
             stale.add((int(g), int(w)))
-    n_members = sum(len(p.members[g]) for g in gids)
+    n_members = len(p.rep_of_series) if len(gids) == len(p.members) else sum(len(p.members[g]) for g in gids)
     if n_members <= store.backend.in_list_max:  # a commune's few series: their marks only
         wanted_sids = sorted(s for g in gids for s in p.members[g])
         among_s, svals = store.backend.in_list("series_id", wanted_sids)
@@ -766,7 +800,7 @@ def _stale_groups(
                 (res, w, _MARKS_READ_MAX + 1),
             ).fetchone()
             if int(n) > _MARKS_READ_MAX:
-                stale.update((g, int(w)) for g in gids)
+                every.add(int(w))
                 continue
             marks += conn.execute(
                 f"SELECT r.series_id, r.window_start_ms {join} AND r.window_start_ms = ?",
@@ -832,10 +866,14 @@ def _spans_first(
         if level is None or a >= b:
             break
         w, w_end = spans.window(level, a)
-        cov = spans.covered_to(conn, level, w) if w == a else None
-        if cov is None or cov <= a or cov > b:
+        end = spans.span_end(conn, level, w) if w == a else None
+        if end is None:
+            break
+        cov, version = end
+        if cov <= a or cov > b:
             break
         stale: set[tuple[int, int]] = set()
+        every: set[int] = set()
         if res == TIERS[0]:
             marked = conn.execute(
                 "SELECT 1 FROM group_minute_pending WHERE window_start_ms >= ? AND window_start_ms < ?"
@@ -845,17 +883,12 @@ def _spans_first(
             if marked is not None:  # a minute to recompute: every group reads its minute rows
                 break
         else:
-            _stale_groups(store, conn, p, gids, res, a, cov, stale)
-        late = sorted({g for g, _ in stale})
-        fresh = sorted(set(gids) - set(late))
-        got = spans.read(store, conn, level, w, fresh, sketches=not totals)
-        if isinstance(got, RollupSet):
-            if len(got):
-                parts.append(_rekeyed(got, p.rep_of_group))
-        elif got:
-            from collector.store.periods import _rollups
-
-            parts.append(_rekeyed(_rollups(got, False), p.rep_of_group))
+            _stale_groups(store, conn, p, gids, res, a, cov, stale, every)
+        late = list(gids) if every else sorted({g for g, _ in stale})
+        fresh = [] if every else sorted(set(gids) - set(late))
+        got = spans.read(store, conn, level, w, fresh, sketches=not totals, version=version)
+        if len(got):
+            parts.append(_rekeyed(got, p))
         if late:
             _segment(store, p, rep, late, res, a, cov, [t for t in TIERS if t < res][::-1], parts, totals)
         a = cov
@@ -899,7 +932,8 @@ def _segment(
             return
     conn = store.reader()
     step = store.backend.in_list_max
-    stale: set[tuple[int, int]] = set()
+    stale: set[tuple[int, int]] = set()  # (group, window): that group's row may not be read
+    every: set[int] = set()  # windows stale for every group
     if res == TIERS[0]:
         # A marked minute is stale for every group (the roller recomputes a minute whole).
         unit_ms = MINUTE_MS
@@ -908,17 +942,22 @@ def _segment(
             " AND window_start_ms < ?",
             (a, b),
         ):
-            stale.update((g, int(w)) for g in gids)
+            every.add(int(w))
     else:
         unit_ms = res * 1000
-        _stale_groups(store, conn, p, gids, res, int(window_start(a, unit_ms)), b, stale)
-    stale_windows = sorted({w for _, w in stale})
+        _stale_groups(store, conn, p, gids, res, int(window_start(a, unit_ms)), b, stale, every)
     # Windows stale for every group (the open hour and day): none of their rows is read.
     n_stale: dict[int, int] = {}
     for _, w in stale:
         n_stale[w] = n_stale.get(w, 0) + 1
-    all_stale = {w for w, n in n_stale.items() if n >= len(gids)}
-    live = [(lo, hi) for lo, hi in _gaps(a, b, sorted(all_stale), unit_ms)]
+    all_stale = every | {w for w, n in n_stale.items() if n >= len(gids)}
+    stale -= {(g, w) for g, w in stale if w in all_stale}
+    stale_windows = sorted(all_stale | {w for _, w in stale})
+    # No group row of this tier ends after `rows_to` (read after the marks: a row written since
+    # is of a window the marks made stale, or raised the bound before this read): the rest of
+    # [a, b), the month's days to come, say, is not looked up group by group.
+    rows_to = min(b, rows_end(conn, res))
+    live = [(lo, hi) for lo, hi in _gaps(a, rows_to, sorted(all_stale), unit_ms)]
     rows: list[tuple[Any, ...]] = []
     summed: list[tuple[Any, ...]] = []
     # Group ids are few beside series ids: longer lists, fewer statements (SQLite takes 32,766
@@ -937,12 +976,12 @@ def _segment(
         summed += conn.execute(
             "SELECT group_id, sum(count), sum(sum), sum(sumsq), min(min), max(max) FROM group_rollups"
             f" WHERE {cond}{skip} GROUP BY group_id",
-            (res, *gvals, a, b, *[x for w in stale_windows for x in (w, w + unit_ms)]),
+            (res, *gvals, a, rows_to, *[x for w in stale_windows for x in (w, w + unit_ms)]),
         ).fetchall()
         for w in stale_windows:  # the groups not stale in it, row by row
-            if w in all_stale:
+            if w in all_stale or w >= rows_to:
                 continue
-            lo, hi = max(a, w), min(b, w + unit_ms)
+            lo, hi = max(a, w), min(rows_to, w + unit_ms)
             summed += [
                 r
                 for r in conn.execute(
@@ -959,12 +998,12 @@ def _segment(
             )
             gone = np.asarray([g << 42 | w for g, w in stale], dtype=np.int64)
             rs = take_rows(rs, np.flatnonzero(~np.isin(keys, gone)).astype(np.int64))
-        parts.append(_rekeyed(rs, p.rep_of_group))
+        parts.append(_rekeyed(rs, p))
     if summed:
         from collector.store.periods import _rollups
 
-        parts.append(_rekeyed(_rollups(summed, False), p.rep_of_group))
-    by_window: dict[int, list[int]] = {}
+        parts.append(_rekeyed(_rollups(summed, False), p))
+    by_window: dict[int, list[int]] = {w: list(gids) for w in all_stale}
     for g, w in sorted(stale):
         by_window.setdefault(w, []).append(g)
     for w, stale_gids in sorted(by_window.items()):
@@ -994,9 +1033,12 @@ __all__ = [
     "move_minutes_from",
     "note_built",
     "plan",
+    "put_group_rows",
+    "raise_rows_end",
     "recompute_group_minutes",
     "recompute_groups",
     "roll_group_minutes",
     "roll_groups",
+    "rows_end",
     "window_index",
 ]

@@ -250,8 +250,7 @@ def grouped_period_totals(
     from collector.store import groups  # groups imports this module's cover()
 
     tiers = list(tiers_s) if tiers_s is not None else tiers_present(store)
-    metric_of = {sid: lab["metric"] for sid, lab in labels.items()}
-    p = groups.plan(store, labels, metric_of, grouping, filters)
+    p = groups.plan(store, labels, None, grouping, filters)  # the metrics: labels["metric"]
     if p is None or not tiers:
         return period_totals(store, list(labels), from_ms, to_ms, sketches=sketches, tiers_s=tiers)
     rs = groups.grouped_rollups(store, p, tiers, from_ms, to_ms, whole=True, sketches=sketches)

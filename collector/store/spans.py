@@ -17,12 +17,23 @@ the finer group rows it is made of (collector/store/groups.py), so the two never
 
 A span is read only when the finer rows it covers are current (groups.py's staleness rules over
 [w, covered_to)); a group stale in that range reads its finer rows instead.
+
+Every write of the spans of (level, w) gives its ``group_span_ends`` row a version never given
+before (``group_tiers.span_version``, in the same transaction). A process keeps what it last read
+of a (level, w) for a list of groups and reuses it while the version it reads is the one it read
+them under: a closed month's or day's spans change only when late data or a rebuild rewrites
+them, so a province page asked again reads only the running hour's spans (rewritten every round).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -64,10 +75,17 @@ def window(level: int, t_ms: int) -> tuple[int, int]:
 
 def covered_to(conn: Connection, level: int, w: int) -> int | None:
     """The end of what the spans of (level, w) cover (None: no span)."""
+    end = span_end(conn, level, w)
+    return end[0] if end is not None else None
+
+
+def span_end(conn: Connection, level: int, w: int) -> tuple[int, int] | None:
+    """(covered_to, version) of the spans of (level, w), read in one statement; None: no span."""
     row = conn.execute(
-        "SELECT covered_to_ms FROM group_span_ends WHERE level_s = ? AND window_start_ms = ?", (level, w)
+        "SELECT covered_to_ms, version FROM group_span_ends WHERE level_s = ? AND window_start_ms = ?",
+        (level, w),
     ).fetchone()
-    return int(row[0]) if row is not None else None
+    return (int(row[0]), int(row[1])) if row is not None else None
 
 
 def refresh(
@@ -115,10 +133,13 @@ def refresh(
 
 
 def _set_end(conn: Connection, level: int, w: int, cov: int) -> None:
+    """Record that the spans of (level, w), just written, cover [w, cov), under a new version."""
+    conn.execute("UPDATE group_tiers SET span_version = span_version + 1 WHERE id = 1")
+    (version,) = conn.execute("SELECT span_version FROM group_tiers WHERE id = 1").fetchone()
     conn.execute("DELETE FROM group_span_ends WHERE level_s = ? AND window_start_ms = ?", (level, w))
     conn.execute(
-        "INSERT INTO group_span_ends (level_s, window_start_ms, covered_to_ms) VALUES (?, ?, ?)",
-        (level, w, cov),
+        "INSERT INTO group_span_ends (level_s, window_start_ms, covered_to_ms, version) VALUES (?, ?, ?, ?)",
+        (level, w, cov, int(version)),
     )
 
 
@@ -162,10 +183,7 @@ def rebuild(store: Store, conn: Connection, finer_s: int, w: int) -> int:
         return 0
     cov = int(last) + finer_s * 1000
     n = _recompute(store, conn, level, w, cov, sorted(_groups_with_rows(conn, finer_s, w, cov)))
-    conn.execute(
-        "INSERT INTO group_span_ends (level_s, window_start_ms, covered_to_ms) VALUES (?, ?, ?)",
-        (level, w, cov),
-    )
+    _set_end(conn, level, w, cov)
     return n
 
 
@@ -215,11 +233,36 @@ def _recompute(store: Store, conn: Connection, level: int, w: int, cov: int, gid
     return written
 
 
+# What this process last read of the spans of a (level, window) for a list of groups, with the
+# version it read them under; a few entries per store (a province page asks a handful).
+_READ: weakref.WeakKeyDictionary[Store, OrderedDict[tuple[Any, ...], tuple[int, RollupSet]]] = (
+    weakref.WeakKeyDictionary()
+)
+_READ_LOCK = threading.Lock()
+_READ_MAX = 16
+
+
 def read(
-    store: Store, conn: Connection, level: int, w: int, gids: Sequence[int], sketches: bool
-) -> RollupSet | list[tuple[object, ...]]:
-    """The spans of `gids` at (level, w): a RollupSet keyed by group (with sketches), or
-    without `sketches` the (group, count, sum, sumsq, min, max) tuples."""
+    store: Store,
+    conn: Connection,
+    level: int,
+    w: int,
+    gids: Sequence[int],
+    sketches: bool,
+    version: int | None = None,
+) -> RollupSet:
+    """The spans of `gids` at (level, w), a row per group keyed by group: with `sketches`
+    every column, without them (count, sum, sumsq, min, max) and no sketch. With `version`
+    (span_end's, read before): what this process read under that version is reused. The spans
+    read after the version was are the same or later ones (a write between the two commits a
+    new version, which no reader will ask this entry for afterwards)."""
+    key = (level, w, sketches, tuple(gids))
+    if version is not None:
+        with _READ_LOCK:
+            entries = _READ.get(store)
+            held = entries.get(key) if entries is not None else None
+        if held is not None and held[0] == version:
+            return held[1]
     step = max(store.backend.in_list_max, _GROUP_LIST_MAX)
     out: list[tuple[object, ...]] = []
     cols = _COLUMNS if sketches else "group_id, count, sum, sumsq, min, max"
@@ -229,7 +272,51 @@ def read(
             f"SELECT {cols} FROM group_spans WHERE level_s = ? AND {among} AND window_start_ms = ?",
             (level, *values, w),
         ).fetchall()
-    return rollups_from_rows(out) if sketches else out
+    got = rollups_from_rows(out) if sketches else _totals(out)
+    if version is not None:
+        # Shared by every later reader: an in-place write to it would be a bug, and raises.
+        for f in dataclasses.fields(got):
+            value = getattr(got, f.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        with _READ_LOCK:
+            entries = _READ.setdefault(store, OrderedDict())
+            entries[key] = (version, got)
+            entries.move_to_end(key)
+            while len(entries) > _READ_MAX:
+                entries.popitem(last=False)
+    return got
 
 
-__all__ = ["FINER_OF", "LEVEL_OF", "MONTH", "covered_to", "forget", "read", "rebuild", "refresh", "window"]
+def _totals(rows: list[tuple[Any, ...]]) -> RollupSet:
+    """(group, count, sum, sumsq, min, max) rows as a RollupSet without sketches."""
+    n = len(rows)
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 6
+    return RollupSet(
+        series_id=np.asarray(cols[0], dtype=np.int32),
+        window_start_ms=np.zeros(n, dtype=np.int64),
+        count=np.asarray(cols[1], dtype=np.int64),
+        sum=np.asarray(cols[2], dtype=np.float64),
+        sumsq=np.asarray(cols[3], dtype=np.float64),
+        min=np.asarray(cols[4], dtype=np.float64),
+        max=np.asarray(cols[5], dtype=np.float64),
+        last=np.full(n, np.nan),
+        last_ts_ms=np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
+        sketch_offsets=np.zeros(n + 1, dtype=np.int64),
+        sketch_keys=np.empty(0, dtype=np.int32),
+        sketch_counts=np.empty(0, dtype=np.int64),
+    )
+
+
+__all__ = [
+    "FINER_OF",
+    "LEVEL_OF",
+    "MONTH",
+    "covered_to",
+    "forget",
+    "read",
+    "rebuild",
+    "refresh",
+    "span_end",
+    "window",
+]

@@ -16,6 +16,7 @@ from collector.core import SampleBatch, merge, quantiles, rollup
 from collector.model import SeriesKey
 from collector.store import groups, spans
 from collector.store.aggregate import group_rollups
+from collector.store.db import Connection
 from collector.store.periods import period_totals
 from collector.store.rollups import TIERS, SeriesSelection, rollups_from_rows, rows_of
 from collector.store.settings import StoreSettings
@@ -107,6 +108,14 @@ def assert_groups_exact(store: Store) -> None:
     for res in TIERS:
         got = [tuple(r) for r in group_rows(store, res)]
         assert got == expected_group_rows(store, res), res
+        # Reads stop at groups.rows_end: no group row may end after it (every writer raises it).
+        (last,) = (
+            store.reader()
+            .execute("SELECT max(window_start_ms) FROM group_rollups WHERE resolution_s = ?", (res,))
+            .fetchone()
+        )
+        if last is not None:
+            assert int(last) + res * 1000 <= groups.rows_end(store.reader(), res), res
 
 
 def assert_spans_exact(store: Store) -> int:
@@ -191,6 +200,16 @@ def province_totals(
     assert {k: v for k, v in out2.items() if v} == {k: v for k, v in out.items() if v}
     assert extremes2 == extremes
     return out
+
+
+def new_span_version(conn: Connection, level: int) -> None:
+    """As every writer of spans does (spans._set_end): a version never given before."""
+    conn.execute("UPDATE group_tiers SET span_version = span_version + 1 WHERE id = 1")
+    conn.execute(
+        "UPDATE group_span_ends SET version = (SELECT span_version FROM group_tiers WHERE id = 1)"
+        " WHERE level_s = ?",
+        (level,),
+    )
 
 
 def series_totals(store: Store, lo: int, hi: int, grouping: list[str]) -> dict[tuple[str, ...], int]:
@@ -300,10 +319,16 @@ def test_group_tiers_on_both_backends(store_settings: StoreSettings) -> None:
         assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
         with store.transaction() as conn:
             conn.execute("UPDATE group_spans SET count = count + 1000 WHERE level_s = ?", (spans.MONTH,))
+        # Changed without a new version (no writer does that): the spans read before are reused.
+        assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
+        with store.transaction() as conn:
+            new_span_version(conn, spans.MONTH)
         doctored = province_totals(store, sids, NOV_2026, DEC_2026, ["operator"])
         assert doctored == {k: v + 1000 for k, v in want.items()}
         with store.transaction() as conn:
             conn.execute("UPDATE group_spans SET count = count - 1000 WHERE level_s = ?", (spans.MONTH,))
+            new_span_version(conn, spans.MONTH)
+        assert province_totals(store, sids, NOV_2026, DEC_2026, ["operator"]) == want
         before = {res: group_rows(store, res) for res in TIERS}
         roller.rebuild(T0, T0 + 2 * DAY_MS, now_ms=T0 + 10 * DAY_MS)
         assert {res: group_rows(store, res) for res in TIERS} == before
@@ -413,19 +438,19 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
     )
     store.write_rollups(rollup(batch), 60)
     newest = store.schema_version()
-    with store.transaction() as conn:  # as a store written before 0060 (and 0065) is
+    with store.transaction() as conn:  # as a store written before 0060 (and 0065-0067) is
         for table in (
             "rollup_groups", "group_rollups", "group_pending", "group_tiers",
-            "group_minute_pending", "group_spans", "group_span_ends",
+            "group_minute_pending", "group_spans", "group_span_ends", "group_rows_end",
         ):  # fmt: skip
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM schema_migrations WHERE version IN (60, 65)")
+        conn.execute("DELETE FROM schema_migrations WHERE version IN (60, 65, 66, 67)")
     assert store.schema_version() > 60  # later migrations stay applied: 0060 sits below them
     store.close()
     store = open_store(store_settings)
     try:
         # The runner applies every known migration missing from the store, not only newer ones.
-        assert store.migrate_applied == [60, 65]
+        assert store.migrate_applied == [60, 65, 66, 67]
         assert store.schema_version() == newest
         assert groups.built_from_ms(store) == T0 + DAY_MS  # the next Vietnam day
         roller = TierRoller(store, TierPolicy(settle_s=120))
@@ -441,5 +466,41 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
         assert province_totals(store, sids, T0, T0 + DAY_MS, ["operator"]) == series_totals(
             store, T0, T0 + DAY_MS, ["operator"]
         )
+    finally:
+        store.close()
+
+
+def test_migration_0067_sets_each_tiers_rows_end_from_the_rows_stored(store_settings: StoreSettings) -> None:
+    """A store upgraded to 0067 with group rows already there: each tier's bound is the end of
+    its latest stored row (worked out here from the data written: the roller computed a day's
+    minutes, hours and the day); a tier without rows gets the lowest bound."""
+    store = open_store(store_settings)
+    sids = make_series(store)
+    rng = np.random.default_rng(7)
+    n = 300
+    batch = SampleBatch(
+        np.asarray(sids[:5], dtype=np.int32)[rng.integers(0, 5, n)],
+        T0 + rng.integers(0, DAY_MS, n),
+        np.round(rng.lognormal(3, 1, n), 3),
+    )
+    store.write_rollups(rollup(batch), 60)
+    roller = TierRoller(store, TierPolicy(settle_s=120))
+    for _ in range(50):  # a round recomputes a bounded number of marked minutes: until none is left
+        roller.roll(now_ms=T0 + 2 * DAY_MS)
+        if store.reader().execute("SELECT 1 FROM group_minute_pending LIMIT 1").fetchone() is None:
+            break
+    last_minute = int(batch.ts_ms.max()) // 60_000 * 60_000
+    want = {60: last_minute + 60_000, 3600: (last_minute // HOUR + 1) * HOUR, 86_400: T0 + DAY_MS}
+    assert {res: groups.rows_end(store.reader(), res) for res in TIERS} == want
+    with store.transaction() as conn:  # as a store written before 0067 is
+        conn.execute("DROP TABLE group_rows_end")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 67")
+        conn.execute("DELETE FROM group_rollups WHERE resolution_s = 86400")
+    store.close()
+    store = open_store(store_settings)
+    try:
+        assert store.migrate_applied == [67]
+        got = {res: groups.rows_end(store.reader(), res) for res in TIERS}
+        assert got == {60: want[60], 3600: want[3600], 86_400: -(1 << 62)}
     finally:
         store.close()
