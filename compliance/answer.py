@@ -186,7 +186,7 @@ def answer(
         by_group: dict[tuple[str, str], list[str]] = {}
         # Per indicator, what every row of it shares (worked out once, not per row).
         shared = [(c, c.ind, *marks_of[c.ind.id]) for c in columns]
-        for i, ((op, place), _) in enumerate(order):
+        for i, ((op, place), _) in enumerate(order if shared else ()):  # no verdict: no group row
             place_name = names.get(place, "")
             statuses: list[str] = []
             by_group[op, place] = statuses
