@@ -1,6 +1,7 @@
 """A 10-minute soak of the whole pipeline (bench/soak.py: the service with every role and the
 default alert rules, VictoriaMetrics behind the sink, an API reader): zero loss, and RSS growth
-under 10 % after warm-up. Marked slow: CI runs it; `pytest -m 'not slow'` leaves it out locally."""
+under 10 % after warm-up (the median of the last third of the samples against the first
+third's). Marked slow: CI runs it; `pytest -m 'not slow'` leaves it out locally."""
 
 from __future__ import annotations
 
