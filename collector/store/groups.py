@@ -1000,9 +1000,9 @@ def _segment(
             rs = take_rows(rs, np.flatnonzero(~np.isin(keys, gone)).astype(np.int64))
         parts.append(_rekeyed(rs, p))
     if summed:
-        from collector.store.periods import _rollups
+        from collector.store.periods import totals_rollups
 
-        parts.append(_rekeyed(_rollups(summed, False), p))
+        parts.append(_rekeyed(totals_rollups(summed, False), p))
     by_window: dict[int, list[int]] = {w: list(gids) for w in all_stale}
     for g, w in sorted(stale):
         by_window.setdefault(w, []).append(g)

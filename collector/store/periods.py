@@ -182,7 +182,7 @@ def _collect(
                     args,
                 ).fetchall()
             if rows:
-                parts.append(_rollups(rows, sketches))
+                parts.append(totals_rollups(rows, sketches))
             if finer:
                 pending = conn.execute(
                     f"SELECT series_id, window_start_ms FROM rollup_pending WHERE {cond}", args
@@ -207,9 +207,11 @@ def _pending_ranges(pending: list[tuple[Any, Any]], step_ms: int) -> list[tuple[
     return out
 
 
-def _rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:
-    cols = list(zip(*rows, strict=True))
+def totals_rollups(rows: list[tuple[Any, ...]], sketches: bool) -> RollupSet:
+    """(id, count, sum, sumsq, min, max[, sketch]) rows — a period's totals, one per series or
+    group — as a RollupSet (window 0, no last value; a sketch only with `sketches`)."""
     n = len(rows)
+    cols = list(zip(*rows, strict=True)) if rows else [()] * (7 if sketches else 6)
     if sketches:
         offsets, keys, counts = decode_sketches(cols[6])
     else:

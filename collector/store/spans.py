@@ -39,6 +39,7 @@ import numpy as np
 
 from collector.core import RollupSet, merge
 from collector.store.db import Connection
+from collector.store.periods import totals_rollups
 from collector.store.rollups import (
     ROLLUP_COLUMNS,
     WINDOW_OFFSET_MS,
@@ -272,7 +273,7 @@ def read(
             f"SELECT {cols} FROM group_spans WHERE level_s = ? AND {among} AND window_start_ms = ?",
             (level, *values, w),
         ).fetchall()
-    got = rollups_from_rows(out) if sketches else _totals(out)
+    got = rollups_from_rows(out) if sketches else totals_rollups(out, False)
     if version is not None:
         # Shared by every later reader: an in-place write to it would be a bug, and raises.
         for f in dataclasses.fields(got):
@@ -286,26 +287,6 @@ def read(
             while len(entries) > _READ_MAX:
                 entries.popitem(last=False)
     return got
-
-
-def _totals(rows: list[tuple[Any, ...]]) -> RollupSet:
-    """(group, count, sum, sumsq, min, max) rows as a RollupSet without sketches."""
-    n = len(rows)
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 6
-    return RollupSet(
-        series_id=np.asarray(cols[0], dtype=np.int32),
-        window_start_ms=np.zeros(n, dtype=np.int64),
-        count=np.asarray(cols[1], dtype=np.int64),
-        sum=np.asarray(cols[2], dtype=np.float64),
-        sumsq=np.asarray(cols[3], dtype=np.float64),
-        min=np.asarray(cols[4], dtype=np.float64),
-        max=np.asarray(cols[5], dtype=np.float64),
-        last=np.full(n, np.nan),
-        last_ts_ms=np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
-        sketch_offsets=np.zeros(n + 1, dtype=np.int64),
-        sketch_keys=np.empty(0, dtype=np.int32),
-        sketch_counts=np.empty(0, dtype=np.int64),
-    )
 
 
 __all__ = [

@@ -202,6 +202,19 @@ def province_totals(
     return out
 
 
+def write_a_day(store: Store, sids: list[int], n: int, seed: int) -> SampleBatch:
+    """`n` samples of the first 5 series spread over the local day from T0, written as 1-minute
+    rollups; returns them."""
+    rng = np.random.default_rng(seed)
+    batch = SampleBatch(
+        np.asarray(sids[:5], dtype=np.int32)[rng.integers(0, 5, n)],
+        T0 + rng.integers(0, DAY_MS, n),
+        np.round(rng.lognormal(3, 1, n), 3),
+    )
+    store.write_rollups(rollup(batch), 60)
+    return batch
+
+
 def new_span_version(conn: Connection, level: int) -> None:
     """As every writer of spans does (spans._set_end): a version never given before."""
     conn.execute("UPDATE group_tiers SET span_version = span_version + 1 WHERE id = 1")
@@ -429,14 +442,8 @@ def test_a_store_with_data_before_group_tiers_reads_series_until_rebuilt(
     its newest row; the days before read series rows (the same totals) until a rebuild builds them."""
     store = open_store(store_settings)
     sids = make_series(store)
-    rng = np.random.default_rng(6)
     n = 400
-    batch = SampleBatch(
-        np.asarray(sids[:5], dtype=np.int32)[rng.integers(0, 5, n)],
-        T0 + rng.integers(0, DAY_MS, n),
-        np.round(rng.lognormal(3, 1, n), 3),
-    )
-    store.write_rollups(rollup(batch), 60)
+    write_a_day(store, sids, n, seed=6)
     newest = store.schema_version()
     with store.transaction() as conn:  # as a store written before 0060 (and 0065-0067) is
         for table in (
@@ -476,14 +483,7 @@ def test_migration_0067_sets_each_tiers_rows_end_from_the_rows_stored(store_sett
     minutes, hours and the day); a tier without rows gets the lowest bound."""
     store = open_store(store_settings)
     sids = make_series(store)
-    rng = np.random.default_rng(7)
-    n = 300
-    batch = SampleBatch(
-        np.asarray(sids[:5], dtype=np.int32)[rng.integers(0, 5, n)],
-        T0 + rng.integers(0, DAY_MS, n),
-        np.round(rng.lognormal(3, 1, n), 3),
-    )
-    store.write_rollups(rollup(batch), 60)
+    batch = write_a_day(store, sids, 300, seed=7)
     roller = TierRoller(store, TierPolicy(settle_s=120))
     for _ in range(50):  # a round recomputes a bounded number of marked minutes: until none is left
         roller.roll(now_ms=T0 + 2 * DAY_MS)
