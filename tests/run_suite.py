@@ -48,6 +48,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.services.ports import PORT_RANGE_ENV
+from tests.services.process import terminate
 
 IDLE_MARKER = "idle"
 # pytest's exit status when its selection holds no test: a process with nothing to run passed.
@@ -170,17 +171,6 @@ def relay(proc: subprocess.Popen[bytes]) -> str:
     return tail.decode(errors="replace")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, SIGKILL after 10 s: an interrupted run (its services stop with it)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def run(args: list[str], junit_dir: Path | None) -> int:
     def junit(name: str) -> Path | None:
         return junit_dir / f"{name}.xml" if junit_dir is not None else None
@@ -218,8 +208,8 @@ def run(args: list[str], junit_dir: Path | None) -> int:
     finally:
         # Interrupted (Ctrl-C, SIGTERM): neither pytest outlives us.
         if main is not None:
-            stop(main)
-        stop(idle.proc)
+            terminate(main)
+        terminate(idle.proc)
     wall_s = (idle.ended or time.monotonic()) - idle.started
     idle_output = idle.log.read_text(errors="replace")
     banner(f"output of the `{IDLE_MARKER}` tests (second pytest process)")
